@@ -1,0 +1,3 @@
+from creditgov.cli import main
+
+main()

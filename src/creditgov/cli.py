@@ -1,0 +1,155 @@
+"""`creditgov` command line. Every failure is one line on stderr and a documented exit code."""
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from creditgov import env
+from creditgov.errors import CreditGovError
+
+DEFAULT_SPEC = "pipelines/application.yaml"
+
+app = typer.Typer(help="Governance toolkit for credit-decision models.", add_completion=False,
+                  pretty_exceptions_enable=False, no_args_is_help=True)
+
+SpecOpt = typer.Option(DEFAULT_SPEC, "--spec", "-s", help="Pipeline spec (YAML).")
+DataOpt = typer.Option(None, "--data", "-d", help="Score this CSV/Parquet file instead of the spec's source.")
+
+
+def _spec(path: str):
+    from creditgov.spec import load_spec
+
+    return load_spec(path)
+
+
+def _say(msg: str) -> None:
+    typer.echo(msg)
+
+
+@app.command()
+def validate(spec: str = SpecOpt, data: Optional[str] = DataOpt):
+    """Validate input data with the spec's Great Expectations suite; quarantine bad rows."""
+    from creditgov.pipeline import validate_input
+
+    v = validate_input(_spec(spec), data)
+    s = v.outcome.summary()
+    _say(f"{v.label}: {s['rows_in']} rows in = {s['rows_clean']} clean + {s['rows_quarantined']} quarantined "
+         f"({v.quarantine_path})")
+    for rule, n in s["rows_by_rule"].items():
+        _say(f"  {n:6d}  {rule}")
+    if s["ignored_columns"]:
+        _say(f"  columns not in the catalogue, ignored: {', '.join(s['ignored_columns'])}")
+
+
+@app.command()
+def train(spec: str = SpecOpt, data: Optional[str] = DataOpt,
+          rounds: Optional[int] = typer.Option(None, help="Cap on boosting rounds (tests use few)."),
+          promote: bool = typer.Option(False, "--promote", help="Then promote to @champion if the gates pass."),
+          approver: Optional[str] = typer.Option(None, help="Who approves the promotion (with --promote).")):
+    """Validate, train the XGBoost PD model and the scorecard challenger, evaluate, register in MLflow."""
+    from creditgov.pipeline import run_training
+
+    s = _spec(spec)
+    result = run_training(s, spec, data, rounds, log=_say)
+    for g in result.gates:
+        _say(f"  gate {g.name:13s} {'pass' if g.passed else 'FAIL'}  {g.value}  ({g.rule})")
+    if promote:
+        _promote(s, approver or _default_approver(), result.version, strict=False)
+
+
+def _default_approver() -> str:
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    return f"{user} (automated gate)"
+
+
+def _promote(s, approver: str, version: Optional[str], strict: bool) -> None:
+    from creditgov.errors import PromotionRefused
+    from creditgov.promote import promote as do_promote
+
+    try:
+        v, _ = do_promote(s, approver, version)
+    except PromotionRefused as exc:
+        if strict:
+            raise
+        _say(f"promotion refused: {exc} (the version stays @challenger)")
+        return
+    _say(f"{s.registry.model_name} version {v} is now @champion (approved by {approver})")
+
+
+@app.command()
+def promote(spec: str = SpecOpt,
+            version: Optional[str] = typer.Option(None, help="Model version (default: the @challenger)."),
+            approver: str = typer.Option(..., help="Who approves: recorded on the model version.")):
+    """Move @champion to a version only if its registration gates pass."""
+    _promote(_spec(spec), approver, version, strict=True)
+
+
+@app.command()
+def expectations(spec: str = SpecOpt,
+                 write: bool = typer.Option(False, "--write", help="Rewrite the suite from the catalogue.")):
+    """Check (or --write) the expectation suite against the spec's feature catalogue."""
+    from creditgov.errors import SpecError
+    from creditgov import expectations as ex
+
+    s = _spec(spec)
+    if write:
+        _say(f"wrote {ex.write_suite(s)}")
+        return
+    diffs = ex.suite_differences(s, ex.read_suite(s.validation.suite))
+    if diffs:
+        raise SpecError(f"{s.validation.suite}: {len(diffs)} differences from the catalogue, first: {diffs[0]}")
+    _say(f"{s.validation.suite} agrees with the catalogue of {spec}")
+
+
+@app.command()
+def ui(port: int = typer.Option(5000, help="Port."),
+       host: str = typer.Option("127.0.0.1", help="Bind address (loopback unless you say otherwise).")):
+    """Start the real `mlflow ui` against the same backend creditgov uses."""
+    from creditgov import tracking
+
+    uri = tracking.tracking_uri()
+    _say(f"mlflow ui on http://{host}:{port} with backend {uri}")
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    os.execv(str(mlflow_bin), [str(mlflow_bin), "ui", "--backend-store-uri", uri, "--host", host,
+                               "--port", str(port)])
+
+
+def main() -> None:
+    import click
+
+    env.apply()
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("creditgov: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except CreditGovError as exc:
+        print(f"creditgov: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except MemoryError:
+        print("creditgov: error: out of memory", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"creditgov: internal error: {type(exc).__name__}: {first} (set CREDITGOV_DEBUG=1 for details)",
+              file=sys.stderr)
+        if os.environ.get("CREDITGOV_DEBUG"):
+            raise
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

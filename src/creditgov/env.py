@@ -1,0 +1,28 @@
+"""Process settings every command applies before importing a heavy library.
+
+Telemetry off everywhere (these machines have no network, and a blocked call must
+never stall a run), progress bars off, and bounded MLflow HTTP retries so a down
+tracking server fails fast instead of hanging.
+"""
+from __future__ import annotations
+
+import os
+
+_DEFAULTS = {
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "GX_ANALYTICS_ENABLED": "False",
+    "EVIDENTLY_DISABLE_TELEMETRY": "1",
+    "TQDM_DISABLE": "1",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def apply() -> None:
+    """Set the defaults without overriding anything the user set."""
+    for key, value in _DEFAULTS.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,35 @@
+"""Errors the command line turns into one line and an exit code, never a traceback.
+
+Exit codes (documented in the README):
+  1 internal error, 2 usage, 3 spec, 4 input data (critical expectation failed),
+  5 quarantine over the spec's share, 6 promotion refused, 7 tracking backend.
+"""
+from __future__ import annotations
+
+
+class CreditGovError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str):
+        # one line, whatever the cause carried
+        super().__init__(" ".join(str(message).split()))
+
+
+class SpecError(CreditGovError):
+    exit_code = 3
+
+
+class DataError(CreditGovError):
+    exit_code = 4
+
+
+class QuarantineError(CreditGovError):
+    exit_code = 5
+
+
+class PromotionRefused(CreditGovError):
+    exit_code = 6
+
+
+class TrackingError(CreditGovError):
+    exit_code = 7

@@ -1,0 +1,20 @@
+"""MLflow "model from code" entry point: loads the JSON-stored CreditModel, no pickle.
+
+MLflow runs this file when the model is loaded; `set_model` names the model object.
+"""
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class CreditPDModel(PythonModel):
+    def load_context(self, context):
+        from creditgov.model import CreditModel
+
+        self.model = CreditModel.load(context.artifacts["model"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return pd.DataFrame({"pd": self.model.predict_pd(model_input)}, index=model_input.index)
+
+
+mlflow.models.set_model(CreditPDModel())

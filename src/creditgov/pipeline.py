@@ -1,0 +1,256 @@
+"""The training job: spec -> load -> validate -> split -> train + evaluate -> register.
+
+Each stage is a pure step from the modules it names; this module only wires them
+together and writes what they return to disk and to MLflow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from creditgov import __version__
+from creditgov.spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class Validated:
+    spec: PipelineSpec
+    outcome: object  # validate.ValidationOutcome
+    label: str
+    input_hash: str
+    quarantine_path: Path
+    suite: dict
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_name: str
+    version: str
+    metrics: dict
+    gates: list
+    quarantine_path: Path
+    card_json: dict
+
+
+def validate_input(spec: PipelineSpec, data_path: str | None = None) -> Validated:
+    """Load and validate; quarantined rows are written before any limit is enforced."""
+    from creditgov import data, expectations, validate
+
+    suite = expectations.checked_suite(spec)
+    loaded = data.load(spec, data_path)
+    outcome = validate.validate(loaded.frame, spec, suite, loaded.label)
+    input_hash = data.content_hash(loaded.frame)
+    qpath = validate.write_quarantine(outcome, spec.validation.quarantine_dir, f"{spec.name}-{input_hash[:12]}")
+    validate.enforce_quarantine_share(outcome, spec, loaded.label)
+    return Validated(spec, outcome, loaded.label, input_hash, qpath, suite)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"creditgov": __version__}
+    for pkg in ("xgboost", "optbinning", "mlflow", "great-expectations", "pandas", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def evaluate_models(v: Validated, n_estimators: int | None = None):
+    """Fit both models on the same split and measure them on the same test rows."""
+    from creditgov import data, metrics, monotonic, train
+    from creditgov.scorecard import fit_scorecard
+
+    spec = v.spec
+    splits = train.split(v.outcome.clean, spec)
+    dev = pd.concat([splits.train, splits.validation])
+    model = train.fit_model(splits.train, splits.validation, spec, n_estimators)
+    card = fit_scorecard(dev, spec)
+
+    seed, n_boot = spec.split.seed, spec.evaluation.bootstrap
+    y_test = train.target_vector(splits.test, spec)
+    p_test = model.predict_pd(splits.test)
+    p_card = card.predict_pd(splits.test)
+    m_xgb = metrics.evaluate(y_test, p_test, n_boot=n_boot, seed=seed)
+    m_card = metrics.evaluate(y_test, p_card, n_boot=n_boot, seed=seed)
+    calib = metrics.calibration_table(y_test, p_test, spec.evaluation.calibration_bins)
+    psi = metrics.psi(model.predict_pd(splits.train), p_test)
+    cv = train.cross_validate(dev, spec, n_estimators)
+
+    sample = dev.sample(min(spec.evaluation.monotonicity_sample, len(dev)), random_state=seed)
+    mono = monotonic.check_monotonicity(model, sample, spec.evaluation.monotonicity_grid)
+    return {
+        "splits": splits, "model": model, "scorecard": card, "metrics": {"xgboost": m_xgb, "scorecard": m_card},
+        "calibration": calib, "psi_train_test": psi, "cv": cv, "monotonicity": mono,
+        "train_hash": data.content_hash(dev), "p_test": p_test, "p_card": p_card,
+    }
+
+
+def _flat_metrics(ev: dict) -> dict:
+    out = {}
+    for prefix, m in (("test", ev["metrics"]["xgboost"]), ("scorecard_test", ev["metrics"]["scorecard"])):
+        for k, val in m.items():
+            if np.isfinite(val):
+                out[f"{prefix}_{k}"] = float(val)
+    for name, aucs in ev["cv"].items():
+        prefix = "cv_auc" if name == "xgb" else "scorecard_cv_auc"
+        out[f"{prefix}_mean"] = float(np.mean(aucs))
+        out[f"{prefix}_sd"] = float(np.std(aucs, ddof=1))
+    out["psi_train_test"] = float(ev["psi_train_test"])
+    out["monotonicity_violations"] = int(sum(r["violations"] for r in ev["monotonicity"].values()))
+    out["n_trees"] = int(ev["model"].info["n_trees"])
+    return out
+
+
+def _card(v: Validated, ev: dict, importance: pd.DataFrame, gates: list, run_id: str, version: str,
+          spec_path: str) -> dict:
+    spec, summary = v.spec, v.outcome.summary()
+    imp = dict(zip(importance["feature"], importance["mean_abs_shap"]))
+    clean_y = v.outcome.clean[spec.target.column].isin(spec.target.bad_values)
+    return {
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"name": spec.registry.model_name, "version": version, "run_id": run_id,
+                  "type": "XGBoost gradient-boosted trees, monotone constraints, Platt calibration",
+                  "n_trees": ev["model"].info["n_trees"],
+                  "calibration": {"a": ev["model"].calib_a_, "b": ev["model"].calib_b_}},
+        "intended_use": spec.model_card.intended_use,
+        "limitations": list(spec.model_card.limitations),
+        "data": {"source": v.label, "rows_in": summary["rows_in"], "rows_clean": summary["rows_clean"],
+                 "rows_quarantined": summary["rows_quarantined"], "bad_rate": float(clean_y.mean()),
+                 "split_method": ev["splits"].method, "split": ev["splits"].sizes(), "split_seed": spec.split.seed,
+                 "target": f"{spec.target.column} in {spec.target.bad_values}",
+                 "ignored_columns": summary["ignored_columns"]},
+        "lineage": {"train_data_hash": ev["train_hash"], "input_data_hash": v.input_hash,
+                    "spec_path": spec_path, "spec_hash": spec.content_hash,
+                    "suite_path": spec.validation.suite,
+                    "suite_hash": _sha256_text(json.dumps(v.suite, sort_keys=True)),
+                    "git_commit": _git_commit()},
+        "metrics": ev["metrics"],
+        "cv": {"folds": spec.evaluation.cv_folds,
+               **{("xgboost" if k == "xgb" else k): {"mean": float(np.mean(a)), "sd": float(np.std(a, ddof=1)),
+                                                    "folds": [float(x) for x in a]} for k, a in ev["cv"].items()}},
+        "psi_train_test": float(ev["psi_train_test"]),
+        "calibration": ev["calibration"].to_dict("records"),
+        "monotonicity": ev["monotonicity"],
+        "features": [{"name": f.name, "description": f.description, "type": f.type, "monotone": f.monotone,
+                      "actionable": f.actionable, "personal": f.personal,
+                      "importance": float(imp[f.name]) if f.name in imp else None,
+                      "reason_en": f.reason.en, "reason_zh": f.reason.zh} for f in spec.features],
+        "gates": [g.to_dict() for g in gates],
+        "environment": _versions(),
+    }
+
+
+def _log_model(model, spec: PipelineSpec, example: pd.DataFrame, workdir: Path):
+    import mlflow
+    from importlib.metadata import version
+    from mlflow.models import infer_signature
+
+    import creditgov
+
+    model_dir = model.save(workdir / "model")
+    pkg_dir = Path(creditgov.__file__).parent
+    sig = infer_signature(example, pd.DataFrame({"pd": model.predict_pd(example)}))
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(pkg_dir / "mlflow_model.py"),
+        artifacts={"model": str(model_dir)},
+        code_paths=[str(pkg_dir)],
+        signature=sig,
+        input_example=example,
+        pip_requirements=[f"xgboost=={version('xgboost')}", f"pandas=={version('pandas')}",
+                          f"numpy=={version('numpy')}", f"mlflow=={version('mlflow')}"],
+        registered_model_name=spec.registry.model_name,
+    )
+
+
+def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = None,
+                 n_estimators: int | None = None, log=print) -> TrainResult:
+    import mlflow
+
+    from creditgov import explain, gates as gates_mod, modelcard, tracking, validate
+
+    v = validate_input(spec, data_path)
+    s = v.outcome.summary()
+    log(f"validated {v.label}: {s['rows_in']} rows in, {s['rows_clean']} clean, "
+        f"{s['rows_quarantined']} quarantined -> {v.quarantine_path}")
+    ev = evaluate_models(v, n_estimators)
+    flat = _flat_metrics(ev)
+    log(f"XGBoost test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, {flat['test_auc_ci_high']:.4f}], "
+        f"scorecard {flat['scorecard_test_auc']:.4f}; {spec.evaluation.cv_folds}-fold CV AUC "
+        f"{flat['cv_auc_mean']:.4f} vs scorecard {flat['scorecard_cv_auc_mean']:.4f}")
+    gate_results = gates_mod.evaluate_gates(spec.gates, flat)
+    importance = explain.global_importance(ev["model"], ev["splits"].test)
+    svg = explain.importance_svg(importance)
+
+    tracking.configure()
+    exp_id = tracking.ensure_experiment(spec.registry.experiment)
+    with tracking.backend_errors("log the training run"), tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{spec.name}") as run:
+            run_id = run.info.run_id
+            mlflow.log_params({
+                "spec": spec.name, "spec_hash": spec.content_hash, "data_source": v.label,
+                "input_data_hash": v.input_hash, "train_data_hash": ev["train_hash"],
+                "split_method": ev["splits"].method, "split_seed": spec.split.seed,
+                **{f"xgb_{k}": val for k, val in spec.model.model_dump().items()},
+                "xgb_n_estimators_used": n_estimators or spec.model.n_estimators,
+                "calibration": "platt-on-margin",
+            })
+            mlflow.log_metrics({**flat, "rows_in": s["rows_in"], "rows_clean": s["rows_clean"],
+                                "rows_quarantined": s["rows_quarantined"]})
+            mlflow.set_tags({"creditgov.stage": "train", "creditgov.spec": spec.name})
+            mlflow.log_text(validate.result_json(v.outcome), "validation/gx_validation_result.json")
+            mlflow.log_dict(s, "validation/quarantine_summary.json")
+            mlflow.log_dict(v.suite, "validation/expectation_suite.json")
+            mlflow.log_text(svg, "explain/shap_importance.svg")
+            mlflow.log_text(importance.to_csv(index=False), "explain/shap_importance.csv")
+            mlflow.log_text(ev["calibration"].to_csv(index=False), "evaluation/calibration_deciles.csv")
+            mlflow.log_dict(ev["monotonicity"], "evaluation/monotonicity.json")
+            mlflow.log_dict({k: [float(x) for x in a] for k, a in ev["cv"].items()}, "evaluation/cv_auc.json")
+            mlflow.log_text(ev["scorecard"].table().to_csv(index=False), "scorecard/scorecard_table.csv")
+            mlflow.log_text(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False), "spec/spec.json")
+
+            feats = [f.name for f in spec.model_inputs]
+            example = ev["splits"].train[feats].head(5)
+            info = _log_model(ev["model"], spec, example, tmpdir)
+            version = str(info.registered_model_version)
+            card = _card(v, ev, importance, gate_results, run_id, version, spec_path)
+            mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
+            mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")
+
+        client = tracking.client()
+        name = spec.registry.model_name
+        client.set_registered_model_alias(name, "challenger", version)
+        for key, val in {"run_id": run_id, "spec_hash": spec.content_hash, "train_data_hash": ev["train_hash"],
+                         "input_data_hash": v.input_hash,
+                         "gates_at_registration": "pass" if gates_mod.all_pass(gate_results) else
+                         "fail: " + ", ".join(g.name for g in gate_results if not g.passed)}.items():
+            client.set_model_version_tag(name, version, key, val)
+        client.update_model_version(name, version, description=(
+            f"{spec.description} Test AUC {flat['test_auc']:.4f} "
+            f"[{flat['test_auc_ci_low']:.4f}, {flat['test_auc_ci_high']:.4f}]; model card in run artifacts."))
+    log(f"registered {name} version {version} (alias challenger), run {run_id}")
+    return TrainResult(run_id, name, version, flat, gate_results, v.quarantine_path, card)

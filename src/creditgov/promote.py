@@ -1,0 +1,68 @@
+"""Promotion: `@champion` moves to a version only when its registration gates pass.
+
+The gates are re-evaluated from the version's own run metrics (not from what the
+registration step said), and the outcome, pass or refusal, is recorded as tags on
+the model version: who asked, when, and the evidence of every gate.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from creditgov.errors import PromotionRefused, TrackingError
+from creditgov.gates import EVIDENCE_KEYS, GateResult, all_pass, evaluate_gates
+from creditgov.spec import PipelineSpec
+
+
+def resolve_version(client, name: str, version: str | None) -> str:
+    """A version number, or the version behind alias `challenger` when none is given."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if version is None:
+            return str(client.get_model_version_by_alias(name, "challenger").version)
+        return str(client.get_model_version(name, str(version)).version)
+    except MlflowException:
+        what = f"version {version}" if version else "a version with alias 'challenger'"
+        raise TrackingError(f"registered model '{name}' has no {what}") from None
+
+
+def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tuple[str, list[GateResult]]:
+    from creditgov import tracking
+
+    if not approver.strip():
+        raise PromotionRefused("promotion needs --approver: the person accountable for it")
+    tracking.configure()
+    client = tracking.client()
+    name = spec.registry.model_name
+    with tracking.backend_errors(f"promote {name}"):
+        version = resolve_version(client, name, version)
+        run = client.get_run(client.get_model_version(name, version).run_id)
+        evidence = {k: run.data.metrics[k] for k in EVIDENCE_KEYS if k in run.data.metrics}
+        results = evaluate_gates(spec.gates, evidence)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record = json.dumps({"gates": [r.to_dict() for r in results], "evidence": evidence,
+                             "spec_hash": spec.content_hash}, sort_keys=True)
+        for r in results:
+            client.set_model_version_tag(name, version, f"gate.{r.name}", f"{'pass' if r.passed else 'fail'}: "
+                                                                           f"{r.value} ({r.rule})")
+        if not all_pass(results):
+            client.set_model_version_tag(name, version, "promotion.refused_at", now)
+            client.set_model_version_tag(name, version, "promotion.refused_for", approver)
+            failed = [r for r in results if not r.passed]
+            raise PromotionRefused(
+                f"{name} version {version} not promoted: gate {failed[0].name} failed "
+                f"({failed[0].rule}; value {failed[0].value})"
+                + (f"; also failed: {', '.join(r.name for r in failed[1:])}" if len(failed) > 1 else ""))
+        try:
+            previous = str(client.get_model_version_by_alias(name, "champion").version)
+        except Exception:
+            previous = None
+        client.set_model_version_tag(name, version, "approved_by", approver)
+        client.set_model_version_tag(name, version, "approved_at", now)
+        client.set_model_version_tag(name, version, "gate_evidence", record)
+        if previous and previous != version:
+            client.set_model_version_tag(name, version, "previous_champion", previous)
+            client.set_model_version_tag(name, previous, "superseded_by", version)
+        client.set_registered_model_alias(name, "champion", version)
+    return version, results

