@@ -93,6 +93,19 @@ def promote(spec: str = SpecOpt,
 
 
 @app.command()
+def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
+           version: Optional[str] = typer.Option(None, help="Model version (default: the @champion)."),
+           as_of: Optional[str] = typer.Option(None, "--as-of", help="Decision date YYYY-MM-DD (default: today)."),
+           out: str = typer.Option("decisions", help="Directory of decision logs.")):
+    """Score a batch with the champion, apply the policy, explain every decision, write the decision log."""
+    from creditgov.decide import decide as run_decide
+
+    r = run_decide(_spec(spec), data, version, as_of, out, log=_say)
+    counts = r.log["action"].value_counts().to_dict()
+    _say("  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
 def expectations(spec: str = SpecOpt,
                  write: bool = typer.Option(False, "--write", help="Rewrite the suite from the catalogue.")):
     """Check (or --write) the expectation suite against the spec's feature catalogue."""

@@ -105,3 +105,11 @@ def write_suite(spec: PipelineSpec, path: str | Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(suite_from_catalogue(spec), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def for_scoring(suite: dict, spec: PipelineSpec, columns) -> dict:
+    """The same suite for a batch to score: target expectations drop out when the batch has no target."""
+    if spec.target.column in columns:
+        return suite
+    keep = [e for e in suite["expectations"] if e.get("kwargs", {}).get("column") != spec.target.column]
+    return {**suite, "expectations": keep}

@@ -163,16 +163,32 @@ def _card(v: Validated, ev: dict, importance: pd.DataFrame, gates: list, run_id:
     }
 
 
+def _input_example(train: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
+    """Five rows for the registry, including one with a missing value when the catalogue allows any."""
+    feats = [f.name for f in spec.model_inputs]
+    rows = train[feats]
+    with_missing = rows[rows.isna().any(axis=1)].head(1)
+    example = pd.concat([rows.head(5 - len(with_missing)), with_missing])
+    for f in spec.model_inputs:
+        if f.type == "numeric":
+            example[f.name] = example[f.name].astype("float64")
+    return example
+
+
 def _log_model(model, spec: PipelineSpec, example: pd.DataFrame, workdir: Path):
     import mlflow
     from importlib.metadata import version
-    from mlflow.models import infer_signature
 
     import creditgov
 
     model_dir = model.save(workdir / "model")
     pkg_dir = Path(creditgov.__file__).parent
-    sig = infer_signature(example, pd.DataFrame({"pd": model.predict_pd(example)}))
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    # the schema comes from the catalogue, not from whatever dtypes the example rows happen to have
+    inputs = Schema([ColSpec("double" if f.type == "numeric" else "string", f.name) for f in spec.model_inputs])
+    sig = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "pd")]))
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(pkg_dir / "mlflow_model.py"),
@@ -233,8 +249,7 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
             mlflow.log_text(ev["scorecard"].table().to_csv(index=False), "scorecard/scorecard_table.csv")
             mlflow.log_text(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False), "spec/spec.json")
 
-            feats = [f.name for f in spec.model_inputs]
-            example = ev["splits"].train[feats].head(5)
+            example = _input_example(ev["splits"].train, spec)
             info = _log_model(ev["model"], spec, example, tmpdir)
             version = str(info.registered_model_version)
             card = _card(v, ev, importance, gate_results, run_id, version, spec_path)

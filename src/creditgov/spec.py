@@ -171,6 +171,110 @@ class ModelCard(_Strict):
     limitations: list[str]
 
 
+class Condition(_Strict):
+    """A rule condition on one input column."""
+
+    feature: str
+    op: Literal["missing", "eq", "ne", "lt", "le", "gt", "ge", "in"]
+    value: float | str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Condition":
+        if self.op != "missing" and self.value is None:
+            raise ValueError(f"condition on {self.feature}: op '{self.op}' needs a value")
+        return self
+
+
+class Rule(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    when: Condition
+    action: Literal["decline", "review"]
+    reason: Reason
+
+
+class Tier(_Strict):
+    name: str
+    max_pd: float = Field(gt=0, le=1)
+
+
+class LimitPolicy(_Strict):
+    capacity_feature: str
+    multiple: dict[str, float]
+    minimum: float = Field(ge=0)
+    maximum: float = Field(gt=0)
+    round_to: float = Field(gt=0)
+
+
+class OnBookFields(_Strict):
+    """Input columns of an account on book; the names are the data's own."""
+
+    current_limit: str
+    days_past_due: str
+    cumulative_overdue_days: str
+    previous_pd: str
+    fraud_signal: str
+    clean_months: str
+    suspended: str
+
+
+class OnBookPolicy(_Strict):
+    fields: OnBookFields
+    suspend_days_past_due: int = Field(gt=0)
+    suspend_cumulative_overdue_days: int = Field(gt=0)
+    suspend_pd_rise_factor: float = Field(gt=1)
+    suspend_pd_rise_min_pd: float = Field(gt=0, le=1)
+    cut_tier: str
+    cut_factor: float = Field(gt=0, lt=1)
+    raise_max_pd: float = Field(gt=0, le=1)
+    raise_clean_months: int = Field(gt=0)
+    raise_factor: float = Field(gt=1)
+    restore_clean_months: int = Field(gt=0)
+    reasons: dict[str, Reason]
+
+
+class Fairness(_Strict):
+    group_columns: list[str] = []
+    min_adverse_impact_ratio: float = Field(default=0.8, gt=0, le=1)
+
+
+class Policy(_Strict):
+    """The versioned decision policy; its content hash is recorded with every decision."""
+
+    name: str
+    version: str
+    tiers: list[Tier] = Field(min_length=1)
+    decline_at_pd: float = Field(gt=0, le=1)
+    review_band: tuple[float, float]
+    limit: LimitPolicy
+    rules: list[Rule] = []
+    on_book: OnBookPolicy | None = None
+    fairness: Fairness = Fairness()
+    max_reasons: int = Field(default=4, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Policy":
+        bounds = [t.max_pd for t in self.tiers]
+        if bounds != sorted(bounds) or bounds[-1] != 1.0:
+            raise ValueError("policy.tiers: max_pd must ascend and the last tier must end at 1.0")
+        names = [t.name for t in self.tiers]
+        missing = sorted(set(names) - set(self.limit.multiple))
+        if missing:
+            raise ValueError(f"policy.limit.multiple: no multiple for tiers {missing}")
+        lo, hi = self.review_band
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError("policy.review_band: need 0 <= low <= high <= 1")
+        if self.limit.minimum > self.limit.maximum:
+            raise ValueError("policy.limit: minimum > maximum")
+        if self.on_book and self.on_book.cut_tier not in names:
+            raise ValueError(f"policy.on_book.cut_tier: '{self.on_book.cut_tier}' is not a tier")
+        return self
+
+    @property
+    def content_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class PipelineSpec(_Strict):
     name: str
     description: str
@@ -185,6 +289,7 @@ class PipelineSpec(_Strict):
     registry: Registry
     gates: Gates
     model_card: ModelCard
+    policy: Policy | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineSpec":
@@ -198,6 +303,16 @@ class PipelineSpec(_Strict):
             raise ValueError(f"features: {clash} is also the target, id or date column")
         if not self.model_inputs:
             raise ValueError("features: no feature is a model input (all are personal data)")
+        if self.policy:
+            known = set(names)
+            for rule in self.policy.rules:
+                if rule.when.feature not in known:
+                    raise ValueError(f"policy.rules.{rule.name}: feature '{rule.when.feature}' is not in the catalogue")
+            if self.policy.limit.capacity_feature not in known:
+                raise ValueError(f"policy.limit.capacity_feature: '{self.policy.limit.capacity_feature}' is not in the catalogue")
+            for col in self.policy.fairness.group_columns:
+                if col not in known:
+                    raise ValueError(f"policy.fairness.group_columns: '{col}' is not in the catalogue")
         return self
 
     @property

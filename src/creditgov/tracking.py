@@ -69,3 +69,23 @@ def client():
     from mlflow.tracking import MlflowClient
 
     return MlflowClient()
+
+
+def load_registered(model_name: str, version: str | None = None, alias: str = "champion"):
+    """(CreditModel, version, run_id) of a registered version, or of the version behind `alias`."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from creditgov.model import CreditModel
+
+    c = client()
+    with backend_errors(f"load model {model_name}"):
+        try:
+            mv = (c.get_model_version(model_name, str(version)) if version
+                  else c.get_model_version_by_alias(model_name, alias))
+        except MlflowException:
+            what = f"version {version}" if version else f"a version with alias '{alias}'"
+            raise TrackingError(f"registered model '{model_name}' has no {what} "
+                                f"(train and promote one first: make train)") from None
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{mv.version}")
+    return CreditModel.load(Path(local) / "artifacts" / "model"), str(mv.version), mv.run_id

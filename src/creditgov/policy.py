@@ -1,0 +1,174 @@
+"""The decision policy: probability of default + input columns -> tier, action, limit, rules.
+
+Pure and vectorised: `apply_policy` takes the raw batch and the PDs and returns a new
+frame, one row per input row. Application decisions (approve / decline / review with
+an initial limit) apply to every batch; when the batch carries the on-book account
+columns named in `policy.on_book.fields`, the account-review decisions apply instead
+(suspend / restore / cut / raise / keep / review). Rules that decide an action are
+listed first in `rules_triggered` and name themselves in `decided_by`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from creditgov.spec import Condition, Policy
+
+ADVERSE_ACTIONS = ("decline", "cut", "suspend")
+
+
+def tier_of(pd_values: np.ndarray, policy: Policy) -> np.ndarray:
+    bounds = np.array([t.max_pd for t in policy.tiers])
+    idx = np.searchsorted(bounds, pd_values, side="left")  # pd <= max_pd belongs to that tier
+    names = np.array([t.name for t in policy.tiers], dtype=object)
+    return names[np.minimum(idx, len(bounds) - 1)]
+
+
+def condition_mask(frame: pd.DataFrame, cond: Condition) -> np.ndarray:
+    col = frame[cond.feature]
+    if cond.op == "missing":
+        return col.isna().to_numpy()
+    if cond.op == "in":
+        return col.isin(cond.value).to_numpy()
+    ops = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+           "ge": np.greater_equal}
+    values = col.to_numpy()
+    with np.errstate(invalid="ignore"):
+        out = ops[cond.op](values, cond.value)
+    return np.asarray(out, dtype=bool) & col.notna().to_numpy()
+
+
+def _round_limit(raw: np.ndarray, policy: Policy) -> np.ndarray:
+    lim = policy.limit
+    rounded = np.floor(raw / lim.round_to) * lim.round_to  # round down: never more credit than computed
+    return np.clip(rounded, lim.minimum, lim.maximum)
+
+
+def on_book_applies(frame: pd.DataFrame, policy: Policy) -> bool:
+    ob = policy.on_book
+    return ob is not None and all(c in frame.columns for c in ob.fields.model_dump().values())
+
+
+def apply_policy(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy) -> pd.DataFrame:
+    pd_values = np.asarray(pd_values, dtype="float64")
+    if on_book_applies(frame, policy):
+        return _on_book(frame, pd_values, policy)
+    return _application(frame, pd_values, policy)
+
+
+def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataFrame:
+    n = len(p)
+    tier = tier_of(p, policy)
+    lo, hi = policy.review_band
+    model_decline = p >= policy.decline_at_pd
+    model_review = (p >= lo) & (p < hi) & ~model_decline
+    action = np.where(model_decline, "decline", np.where(model_review, "review", "approve")).astype(object)
+    decided_by = np.full(n, "model", dtype=object)
+    triggered: list[list[str]] = [[] for _ in range(n)]
+
+    for rule in policy.rules:
+        hit = condition_mask(frame, rule.when)
+        for i in np.flatnonzero(hit):
+            triggered[i].append(rule.name)
+        if rule.action == "decline":
+            take = hit & (action != "decline")
+        else:  # a review rule sends an automatic approval to a person; a model decline stays a decline
+            take = hit & (action == "approve")
+        action[take] = rule.action
+        decided_by[take] = "rule:" + rule.name
+    for i in range(n):
+        if model_decline[i]:
+            triggered[i].append("pd_at_or_above_decline")
+        elif model_review[i]:
+            triggered[i].append("pd_in_review_band")
+        # the rule that decided comes first
+        if decided_by[i].startswith("rule:"):
+            name = decided_by[i][5:]
+            triggered[i] = [name] + [r for r in triggered[i] if r != name]
+
+    capacity = pd.to_numeric(frame[policy.limit.capacity_feature], errors="coerce").to_numpy(dtype="float64")
+    multiple = np.array([policy.limit.multiple[t] for t in tier])
+    proposed = np.where(np.isnan(capacity), policy.limit.minimum, _round_limit(np.nan_to_num(capacity) * multiple, policy))
+    limit = np.where(action == "decline", 0.0, proposed)
+    return pd.DataFrame({
+        "tier": tier, "action": action, "decided_by": decided_by, "limit": limit,
+        "previous_limit": np.full(n, np.nan), "rules_triggered": triggered,
+        "review_queue": action == "review",
+    }, index=frame.index)
+
+
+def _truthy(col: pd.Series) -> np.ndarray:
+    if col.dtype == bool:
+        return col.to_numpy()
+    text = col.astype(str).str.strip().str.lower()
+    return text.isin(["1", "true", "yes", "y", "1.0"]).to_numpy()
+
+
+def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataFrame:
+    ob, f = policy.on_book, policy.on_book.fields
+    n = len(p)
+    num = lambda c: pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype="float64")  # noqa: E731
+    current, dpd, cum = num(f.current_limit), num(f.days_past_due), num(f.cumulative_overdue_days)
+    prev_pd, clean = num(f.previous_pd), num(f.clean_months)
+    fraud, suspended = _truthy(frame[f.fraud_signal]), _truthy(frame[f.suspended])
+    tier = tier_of(p, policy)
+    lo, hi = policy.review_band
+
+    triggers = {  # in order of precedence: the first that holds decides
+        "suspend_fraud": fraud,
+        "suspend_overdue": dpd >= ob.suspend_days_past_due,
+        "suspend_cumulative_overdue": cum >= ob.suspend_cumulative_overdue_days,
+        "suspend_risk_rise": (p >= prev_pd * ob.suspend_pd_rise_factor) & (p >= ob.suspend_pd_rise_min_pd)
+                             & ~np.isnan(prev_pd),
+    }
+    any_suspend = np.zeros(n, dtype=bool)
+    for m in triggers.values():
+        any_suspend |= m
+    restore = suspended & ~any_suspend & (clean >= ob.restore_clean_months)
+    stay = suspended & ~any_suspend & ~restore
+    review = ~suspended & ~any_suspend & (p >= lo) & (p < hi)
+    cut = ~suspended & ~any_suspend & ~review & (tier == ob.cut_tier)
+    raise_ = ~suspended & ~any_suspend & ~review & ~cut & (p <= ob.raise_max_pd) & (clean >= ob.raise_clean_months)
+
+    action = np.full(n, "keep", dtype=object)
+    decided_by = np.full(n, "model", dtype=object)
+    triggered: list[list[str]] = [[] for _ in range(n)]
+    for name, m in triggers.items():
+        for i in np.flatnonzero(m):
+            triggered[i].append(name)
+    for i in range(n):
+        if any_suspend[i]:
+            action[i] = "suspend"
+            decided_by[i] = "rule:" + triggered[i][0]
+    action[restore], decided_by[restore] = "restore", "rule:restore_after_clean_repayment"
+    action[stay], decided_by[stay] = "suspend", "rule:remain_suspended"
+    action[review] = "review"
+    action[cut] = "cut"
+    action[raise_], decided_by[raise_] = "raise", "rule:raise_after_clean_repayment"
+    for i in np.flatnonzero(restore):
+        triggered[i].append("restore_after_clean_repayment")
+    for i in np.flatnonzero(stay):
+        triggered[i].append("remain_suspended")
+    for i in np.flatnonzero(review):
+        triggered[i].append("pd_in_review_band")
+    for i in np.flatnonzero(cut):
+        triggered[i].append(f"tier_{ob.cut_tier}")
+    for i in np.flatnonzero(raise_):
+        triggered[i].append("raise_after_clean_repayment")
+
+    limit = current.copy()
+    limit[cut] = _round_limit(current[cut] * ob.cut_factor, policy)
+    limit[raise_] = np.maximum(current[raise_], _round_limit(current[raise_] * ob.raise_factor, policy))
+    limit[action == "suspend"] = 0.0
+    return pd.DataFrame({
+        "tier": tier, "action": action, "decided_by": decided_by, "limit": limit, "previous_limit": current,
+        "rules_triggered": triggered, "review_queue": action == "review",
+    }, index=frame.index)
+
+
+def rule_reasons(policy: Policy) -> dict[str, dict]:
+    """Reason statements of every named rule (en, zh)."""
+    out = {r.name: r.reason.model_dump() for r in policy.rules}
+    if policy.on_book:
+        out.update({k: v.model_dump() for k, v in policy.on_book.reasons.items()})
+    return out
