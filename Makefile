@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-.PHONY: help install train validate promote ui test test-fast clean
+.PHONY: help install train validate promote decide report ui test test-fast clean
 
 help: ## Show the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,12 @@ validate: $(STAMP) ## Validate the spec's input data and write the quarantine fi
 promote: $(STAMP) ## Promote the @challenger to @champion if its gates pass (APPROVER=name)
 	$(BIN)/creditgov promote --spec $(SPEC) --approver "$(APPROVER)"
 
+decide: $(STAMP) ## Decide and explain the spec's data with the @champion (AS_OF=YYYY-MM-DD, DATA=file)
+	$(BIN)/creditgov decide --spec $(SPEC) $(if $(DATA),--data $(DATA)) $(if $(AS_OF),--as-of $(AS_OF))
+
+report: decide ## Decide, then write reports/<run>/index.html: decision reports, customer notices, portfolio
+	$(BIN)/creditgov report --spec $(SPEC)
+
 ui: $(STAMP) ## Start the MLflow UI on http://127.0.0.1:5000 against the same backend
 	$(BIN)/creditgov ui
 
@@ -48,4 +54,4 @@ test-fast: $(STAMP) ## Run the code and data tiers only
 	$(BIN)/python -m pytest tests/code tests/data
 
 clean: ## Remove local MLflow store, quarantine files and reports (keeps .venv)
-	rm -rf mlflow.db mlartifacts mlruns quarantine reports/*/
+	rm -rf mlflow.db mlartifacts mlruns quarantine decisions reports/*/

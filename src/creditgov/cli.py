@@ -106,6 +106,24 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
 
 
 @app.command()
+def report(spec: str = SpecOpt,
+           log_path: Optional[str] = typer.Option(None, "--log", help="Decision log (default: the newest for the spec)."),
+           out: str = typer.Option("reports", help="Reports root; each run gets reports/<run>/."),
+           sample: int = typer.Option(20, help="How many decisions get their own report and notices."),
+           group: Optional[list[str]] = typer.Option(None, "--group", help="Group column for adverse-impact ratios.")):
+    """Per-decision explanation reports, customer notices (zh/en) and the portfolio report, as HTML."""
+    from creditgov.errors import DataError
+    from creditgov.report import latest_log, make_report
+
+    s = _spec(spec)
+    path = log_path or latest_log(s)
+    if path is None:
+        raise DataError(f"no decision log for '{s.name}' in decisions/: run creditgov decide first")
+    r = make_report(s, path, out, sample, group or None)
+    _say(f"report: {r.index} ({len(r.decisions)} decisions with their own page and notices)")
+
+
+@app.command()
 def expectations(spec: str = SpecOpt,
                  write: bool = typer.Option(False, "--write", help="Rewrite the suite from the catalogue.")):
     """Check (or --write) the expectation suite against the spec's feature catalogue."""

@@ -176,6 +176,7 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
     stamp = {"decision_time": f"{as_of}T00:00:00Z", "model_name": spec.registry.model_name,
              "model_version": version, "policy_name": policy.name, "policy_version": policy.version,
              "policy_hash": policy.content_hash, "spec_hash": spec.content_hash, "input_hash": input_hash,
+             "input_source": loaded.label,
              "pseudonym_key": privacy.key_source()}
     for k, v in stamp.items():
         full[k] = v

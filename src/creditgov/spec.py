@@ -235,6 +235,8 @@ class OnBookPolicy(_Strict):
 class Fairness(_Strict):
     group_columns: list[str] = []
     min_adverse_impact_ratio: float = Field(default=0.8, gt=0, le=1)
+    # groups smaller than this are shown but neither serve as the reference nor get a ratio
+    min_group_size: int = Field(default=30, ge=1)
 
 
 class Policy(_Strict):
