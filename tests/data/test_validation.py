@@ -83,7 +83,7 @@ def planted(spec, stored_suite, credit_data):
     frame.loc[1, "Job"] = "astronaut"
     frame.loc[2, "Status"] = None
     frame.loc[3, "Income"] = np.inf
-    frame.loc[5, "rownames"] = frame.loc[4, "rownames"]
+    frame.loc[4, "rownames"] = frame.loc[5, "rownames"] = "applicant-4711-duplicated"
     frame.loc[6, "Seniority"] = np.nan
     frame.loc[6, "Age"] = 150
     frame.loc[7, "Income"] = np.nan
@@ -138,7 +138,8 @@ def test_id_values_are_redacted_from_the_stored_gx_result(planted):
                  if r["expectation_config"]["type"] == "expect_column_values_to_be_unique"]
     assert unique["result"]["unexpected_index_list"] == [4, 5]
     assert unique["result"]["unexpected_list"] == "[redacted: personal data]"
-    assert dup not in json.dumps(unique["result"])
+    assert dup == "applicant-4711-duplicated"
+    assert dup not in json.dumps(outcome.gx_result)
 
 
 def test_columns_outside_the_catalogue_are_ignored_and_reported(spec, stored_suite, credit_data):
@@ -166,7 +167,7 @@ def test_csv_input_quarantine_file_lists_rows_and_rules(project, spec, credit_da
     path = _write_csv(frame, project / "batch.csv")
 
     v = pipeline.validate_input(spec, path)
-    assert v.quarantine_path.parent == project / "quarantine"
+    assert v.quarantine_path.resolve().parent == (project / "quarantine").resolve()
     assert v.quarantine_path.name == f"{spec.name}-{v.input_hash[:12]}.csv"
     written = pd.read_csv(v.quarantine_path, dtype=str, keep_default_na=False)
     assert written["row_number"].tolist() == ["11", "21", "31"]

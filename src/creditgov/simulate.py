@@ -1,0 +1,355 @@
+"""A seeded generative model of a buy-now-pay-later credit line, month by month.
+
+Public credit data is application data: no monthly account history. This simulator
+makes the account history that limit reviews, suspensions and drift need.
+
+The model (all draws from one numpy Generator seeded by the scenario, in a fixed order):
+
+* Customers. Employment type (salaried, freelance, temporary, student) drawn from the
+  scenario's mix, which may shift for accounts opened from a given month; age, monthly
+  income (log-normal by employment), prior bad records elsewhere (Poisson) and a base rate
+  of credit inquiries elsewhere, all tied to a latent creditworthiness z (higher = riskier).
+  A share of the book (`existing_share`) is open at month 1; the rest open uniformly later.
+  Synthetic personal data (name, phone) is generated so privacy controls can be tested;
+  it never carries signal.
+* Financial stress. s[t] = 0.85 s[t-1] + 0.35 e[t] + sensitivity[employment] * macro[t], where
+  macro[t] is an AR(1) factor shared by everyone plus, from month `shock.month`, a shock of
+  size `shock.size` decaying with half-life `shock.half_life`. Sensitivities: salaried 0.3,
+  student 0.5, freelance 1.0, temporary 1.0 (the pandemic case of the seeds).
+* Spending. Transactions ~ Poisson (more with income, more and smaller for impulsive,
+  riskier customers), amounts ~ gamma; a share are instalment purchases; spending cannot
+  exceed the open-to-buy of the credit limit.
+* Repayment. Each month the minimum due is missed with probability
+  sigmoid(-4.2 + 1.1 z + 0.9 s + 1.2 utilisation + 2.0 [already overdue] - 0.4 log(income/6000));
+  a miss adds 30 days past due, a payment of at least the minimum cures to 0. Days past due,
+  its 6-month maximum, months overdue in 12 months, cumulative overdue days in 12 months and
+  the run of clean months are all recorded. An account reaching 90 days past due is in
+  default and stays there.
+* Fraud. A share of accounts (`fraud.rate`, which may change from `fraud.change_month`) are
+  bust-out frauds: from a start month they run the balance up to the limit in two months,
+  then never pay. Frauds come in rings of 3 to 6 accounts sharing one device; the
+  observable `fraud_signal` fires on a spending spike near the limit or on a device shared
+  with an account already 60+ days past due.
+* The lender's operations. Accounts are suspended at 30+ days past due or on a fraud signal
+  and restored after 3 clean months (the on-book policy decides on top of this state).
+
+Target: 90+ days past due within the next 12 months, for snapshots not already in default;
+unobserved (null) for the latest 12 months, as in a real book. Output: one Parquet partition
+per month, `month=NN/snapshot.parquet`, plus `month=NN/labels.parquet` written once the
+outcome window is known; generation is streamed month by month, so memory is bounded by the
+accounts, not by the months.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from creditgov.errors import SpecError
+
+EMPLOYMENT = ("salaried", "freelance", "temporary", "student")
+SENSITIVITY = np.array([0.3, 1.0, 1.0, 0.5])
+INCOME_MEDIAN = np.array([8000.0, 7000.0, 4500.0, 1800.0])
+AGE_MEAN = np.array([38.0, 35.0, 30.0, 21.0])
+TARGET = "bad_12m"
+HORIZON = 12
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Shock(_Strict):
+    month: int = Field(ge=1)
+    size: float = Field(ge=0)
+    half_life: float = Field(gt=0)
+
+
+class MixShift(_Strict):
+    month: int = Field(ge=1)
+    employment_mix: dict[str, float]
+
+
+class FraudSpec(_Strict):
+    rate: float = Field(ge=0, le=0.2)
+    change_month: int | None = None
+    rate_after: float | None = Field(default=None, ge=0, le=0.2)
+
+
+class Scenario(_Strict):
+    name: str
+    seed: int
+    accounts: int = Field(gt=0)
+    months: int = Field(ge=2, le=240)
+    start: str = "2024-01"
+    existing_share: float = Field(default=0.7, gt=0, le=1)
+    employment_mix: dict[str, float]
+    shock: Shock | None = None
+    mix_shift: MixShift | None = None
+    fraud: FraudSpec
+    chunk_accounts: int = Field(default=250_000, gt=0)
+
+
+def load_scenario(path: str | Path, **overrides) -> Scenario:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: scenario file not found") from None
+    except yaml.YAMLError:
+        raise SpecError(f"{path}: not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: scenario must be a YAML mapping")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        scn = Scenario.model_validate(raw)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"])
+        raise SpecError(f"{path}: {loc}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}") from None
+    for mix in [scn.employment_mix] + ([scn.mix_shift.employment_mix] if scn.mix_shift else []):
+        if set(mix) != set(EMPLOYMENT) or abs(sum(mix.values()) - 1) > 1e-9:
+            raise SpecError(f"{path}: employment_mix needs exactly {list(EMPLOYMENT)} summing to 1")
+    return scn
+
+
+def _mix(m: dict[str, float]) -> np.ndarray:
+    return np.array([m[e] for e in EMPLOYMENT])
+
+
+def month_label(scn: Scenario, t: int) -> str:
+    """Calendar month of 0-based month index t."""
+    y, m = map(int, scn.start.split("-"))
+    k = (m - 1) + t
+    return f"{y + k // 12:04d}-{k % 12 + 1:02d}"
+
+
+def partition_dir(out: Path, t: int) -> Path:
+    return out / f"month={t + 1:02d}"
+
+
+@dataclass(frozen=True)
+class SimResult:
+    directory: Path
+    months: int
+    accounts: int
+    snapshot_rows: int
+    bad_rate_dev: float
+
+
+_SURNAMES = np.array(list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"))
+_GIVEN = np.array(list("伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华"))
+
+
+def _customers(scn: Scenario, rng: np.random.Generator) -> dict:
+    n, T = scn.accounts, scn.months
+    existing = rng.random(n) < scn.existing_share
+    open_month = np.where(existing, 0, rng.integers(1, T, n))
+    u = rng.random(n)
+    cdf_base = np.cumsum(_mix(scn.employment_mix))
+    emp = np.searchsorted(cdf_base, u, side="right").clip(0, 3)
+    if scn.mix_shift:
+        cdf_new = np.cumsum(_mix(scn.mix_shift.employment_mix))
+        shifted = open_month >= scn.mix_shift.month - 1
+        emp = np.where(shifted, np.searchsorted(cdf_new, u, side="right").clip(0, 3), emp)
+    z = rng.normal(0, 1, n) + 0.25 * (emp == 2) + 0.15 * (emp == 1) + 0.2 * (emp == 3)
+    age = np.clip(np.round(rng.normal(AGE_MEAN[emp], 8.0 - 4.0 * (emp == 3))), 18, 75)
+    income = np.round(INCOME_MEDIAN[emp] * np.exp(rng.normal(0, 0.45, n) - 0.15 * z), -1)
+    prior_bad = rng.poisson(0.12 * np.exp(0.9 * z))
+    inq_rate = 0.35 * np.exp(0.45 * z)
+    tenure0 = np.where(existing, rng.integers(1, 61, n), 0)
+    limit = np.clip(np.round(income * 1.6 * np.exp(-0.35 * z) / 100) * 100, 500, 50_000)
+
+    f = scn.fraud
+    rate = np.full(n, f.rate)
+    if f.change_month is not None and f.rate_after is not None:
+        rate = np.where(open_month >= f.change_month - 1, f.rate_after, f.rate)
+    fraud = rng.random(n) < rate
+    fraud_start = open_month + rng.integers(1, 6, n)
+    # rings: consecutive fraud accounts share a device, 3 to 6 per ring
+    device = np.arange(n, dtype=np.int64)
+    idx = np.flatnonzero(fraud)
+    pos = 0
+    while pos < len(idx):
+        size = int(rng.integers(3, 7))
+        ring = idx[pos:pos + size]
+        device[ring] = ring[0]
+        fraud_start[ring] = fraud_start[ring[0]]
+        pos += size
+    household = rng.random(n) < 0.05  # some legitimate accounts share a device with a neighbour
+    device = np.where(household & ~fraud, np.maximum(np.arange(n) - 1, 0), device)
+    shared = np.bincount(device, minlength=n)[device]
+
+    name = (_SURNAMES[rng.integers(0, len(_SURNAMES), n)].astype(object)
+            + _GIVEN[rng.integers(0, len(_GIVEN), n)].astype(object)
+            + _GIVEN[rng.integers(0, len(_GIVEN), n)].astype(object))
+    phone = np.char.add("1", np.char.zfill(rng.integers(3_000_000_000, 9_999_999_999, n).astype(str), 10))
+    return {"open_month": open_month, "emp": emp, "z": z, "age": age, "income": income, "prior_bad": prior_bad,
+            "inq_rate": inq_rate, "tenure0": tenure0, "limit": limit, "fraud": fraud, "fraud_start": fraud_start,
+            "device": device, "shared": shared, "name": name, "phone": phone}
+
+
+def _macro(scn: Scenario, rng: np.random.Generator) -> np.ndarray:
+    m = np.zeros(scn.months)
+    e = rng.normal(0, 0.15, scn.months)
+    for t in range(1, scn.months):
+        m[t] = 0.8 * m[t - 1] + e[t]
+    if scn.shock:
+        t = np.arange(scn.months)
+        k = scn.shock.month - 1
+        m += np.where(t >= k, scn.shock.size * 0.5 ** ((t - k) / scn.shock.half_life), 0.0)
+    return m
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
+    """Generate all months; returns where they are and the development bad rate."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(scn.seed)
+    c = _customers(scn, rng)
+    macro = _macro(scn, rng)
+    n, T = scn.accounts, scn.months
+    ids = np.array([f"A{scn.seed % 1000:03d}{i:08d}" for i in range(n)], dtype=object)
+
+    balance = c["limit"] * rng.uniform(0, 0.3, n)
+    stress = rng.normal(0, 0.5, n)
+    dpd = np.zeros(n, dtype=np.int16)
+    dpd_hist = np.zeros((T, n), dtype=np.int16)  # for the target: 2 bytes per account-month
+    miss_ring = np.zeros((HORIZON, n), dtype=bool)
+    dpd_ring = np.zeros((6, n), dtype=np.int16)
+    inq_ring = np.zeros((6, n), dtype=np.int16)
+    spend_ring = np.zeros((3, n))
+    clean = np.minimum(c["tenure0"], 24).astype(np.int16)
+    suspended = np.zeros(n, dtype=bool)
+    sens = SENSITIVITY[c["emp"]]
+    rows = 0
+    for t in range(T):
+        is_open = c["open_month"] <= t
+        stress = 0.85 * stress + 0.35 * rng.normal(0, 1, n) + sens * macro[t]
+        util_prev = np.clip(balance / c["limit"], 0, 1)
+        # spending: impulsive (risky) customers make more, smaller purchases
+        lam = (2.0 + c["income"] / 4000.0) * np.exp(0.25 * c["z"] + 0.15 * stress)
+        txn = rng.poisson(lam)
+        avg = 180.0 * np.exp(-0.15 * c["z"]) * (c["income"] / 6000.0) ** 0.5
+        spend = rng.gamma(2.0, 1.0, n) * avg * txn / 2.0
+        busting = c["fraud"] & (t >= c["fraud_start"])
+        spend = np.where(busting & (t < c["fraud_start"] + 2), c["limit"] * 0.6, spend)
+        spend = np.where(suspended | ~is_open | (dpd >= 90), 0.0, spend)
+        spend = np.minimum(spend, np.maximum(c["limit"] - balance, 0))
+        txn = np.where(spend > 0, np.maximum(txn, 1), 0)
+        inst_share = np.clip(rng.beta(2, 5, n) + 0.08 * c["z"] + 0.05 * stress, 0, 1)
+        balance = balance + spend
+        due = np.minimum(balance, np.maximum(0.1 * balance, 100.0))
+        # repayment
+        logit = (-4.2 + 1.1 * c["z"] + 0.9 * stress + 1.2 * util_prev + 2.0 * (dpd > 0)
+                 - 0.4 * np.log(c["income"] / 6000.0))
+        miss = (rng.random(n) < _sigmoid(logit)) | (busting & (t >= c["fraud_start"] + 1))
+        miss &= is_open & (due > 0)
+        miss |= dpd >= 90  # default is absorbing
+        transactor = rng.random(n) < _sigmoid(-0.5 - 1.2 * c["z"])
+        paid = np.where(miss, due * rng.uniform(0, 0.5, n), np.where(transactor, balance, due * rng.uniform(1, 3, n)))
+        paid = np.minimum(paid, balance)
+        pay_ratio = np.where(due > 0, paid / np.maximum(due, 1e-9), 1.0)
+        balance = np.maximum(balance - paid, 0) * 1.01  # 1% monthly fee on the revolving balance
+        dpd = np.where(miss, np.minimum(dpd + 30, 360), 0).astype(np.int16)
+        dpd_hist[t] = dpd
+        miss_ring[t % HORIZON] = miss
+        dpd_ring[t % 6] = dpd
+        inq_ring[t % 6] = rng.poisson(c["inq_rate"] * np.exp(0.5 * np.maximum(stress, 0)))
+        spend_ring[t % 3] = spend
+        clean = np.where(miss, 0, np.minimum(clean + 1, 120)).astype(np.int16)
+        spend_avg3 = spend_ring.mean(axis=0)
+        util = np.clip(balance / c["limit"], 0, 1.5)
+        # observable fraud signal: a spend spike near the limit, or a device shared with an account 60+ overdue
+        dev_bad = np.bincount(c["device"], weights=(dpd >= 60).astype(float), minlength=n)[c["device"]]
+        spike = (spend > 3 * np.maximum(spend_avg3 - spend / 3, 1)) & (util > 0.9)
+        fraud_signal = (spike | ((dev_bad - (dpd >= 60)) > 0)) & (c["shared"] > 1) | (spike & (txn <= 2))
+        at_review = suspended  # the snapshot shows the state the month's review starts from
+        suspended = np.where(suspended, ~(clean >= 3), (dpd >= 30) | fraud_signal) & (dpd < 90)
+
+        sel = np.flatnonzero(is_open)
+        frame = pd.DataFrame({
+            "account_id": ids[sel], "snapshot_month": month_label(scn, t), "month_index": t + 1,
+            "customer_name": c["name"][sel], "phone": c["phone"][sel],
+            "age": c["age"][sel], "employment": np.array(EMPLOYMENT, dtype=object)[c["emp"][sel]],
+            "income": c["income"][sel], "tenure_months": (c["tenure0"] + t - c["open_month"])[sel].astype(float),
+            "prior_bad_records": c["prior_bad"][sel].astype(float),
+            "inquiries_6m": inq_ring.sum(axis=0)[sel].astype(float),
+            "credit_limit": c["limit"][sel], "txn_count": txn[sel].astype(float),
+            "spend_amount": np.round(spend[sel], 2), "instalment_share": np.round(inst_share[sel], 4),
+            "spend_change_3m": np.round(spend[sel] / np.maximum(spend_avg3[sel], 1.0), 4),
+            "utilisation": np.round(util[sel], 4), "payment_ratio": np.round(np.minimum(pay_ratio[sel], 10), 4),
+            "days_past_due": dpd[sel].astype(float), "max_dpd_6m": dpd_ring.max(axis=0)[sel].astype(float),
+            "months_overdue_12m": miss_ring.sum(axis=0)[sel].astype(float),
+            "cum_overdue_days_12m": (miss_ring.sum(axis=0) * 30)[sel].astype(float),
+            "clean_months": clean[sel].astype(float), "shared_device_count": c["shared"][sel].astype(float),
+            "fraud_signal": fraud_signal[sel], "suspended": at_review[sel],
+        })
+        _write(frame, partition_dir(out, t) / "snapshot.parquet")
+        rows += len(frame)
+        if t >= HORIZON:
+            _write_labels(out, scn, t - HORIZON, ids, c, dpd_hist)
+    meta = {"scenario": scn.model_dump(mode="json"), "generator": "creditgov.simulate/1", "horizon": HORIZON,
+            "labelled_months": list(range(1, max(T - HORIZON, 0) + 1))}
+    (out / "scenario.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    bads = []
+    dev = [m for m in meta["labelled_months"] if not scn.shock or m < scn.shock.month]
+    for m in dev[:3]:
+        lab = pd.read_parquet(partition_dir(out, m - 1) / "labels.parquet")
+        bads.append(lab[TARGET].dropna().to_numpy())
+    rate = float(np.concatenate(bads).mean()) if bads else float("nan")
+    log(f"simulated {scn.name}: {n} accounts x {T} months = {rows} snapshot rows -> {out} "
+        f"(12-month 90+ DPD rate in early months {rate:.3f})")
+    return SimResult(out, T, n, rows, rate)
+
+
+def _write_labels(out: Path, scn: Scenario, t: int, ids, c, dpd_hist) -> None:
+    """Target of month t: 90+ days past due in t+1..t+12, for accounts open and not yet in default at t."""
+    sel = np.flatnonzero((c["open_month"] <= t))
+    future = dpd_hist[t + 1:t + 1 + HORIZON, sel].max(axis=0)
+    now = dpd_hist[t, sel]
+    target = np.where(now >= 90, np.nan, (future >= 90).astype(float))
+    frame = pd.DataFrame({"account_id": ids[sel], TARGET: target, "is_fraud": c["fraud"][sel]})
+    _write(frame, partition_dir(out, t) / "labels.parquet")
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def load_months(directory: str | Path, months: list[int], labelled: bool = True) -> pd.DataFrame:
+    """Snapshot rows of the given 1-based months, joined with their labels when `labelled`.
+
+    With labels, rows already in default or not yet labelled (censored) are left out: the
+    development population is accounts whose 12-month outcome is known.
+    """
+    directory = Path(directory)
+    parts = []
+    for m in months:
+        d = partition_dir(directory, m - 1)
+        snap = pd.read_parquet(d / "snapshot.parquet")
+        if labelled:
+            lab_path = d / "labels.parquet"
+            if not lab_path.exists():
+                raise SpecError(f"{d}: month {m} has no labels yet (its 12-month outcome window is not closed)")
+            lab = pd.read_parquet(lab_path, columns=["account_id", TARGET])
+            snap = snap.merge(lab, on="account_id", how="inner", validate="one_to_one")
+            snap = snap[snap[TARGET].notna()]
+            snap[TARGET] = np.where(snap[TARGET] > 0, "bad", "good")
+        parts.append(snap)
+    return pd.concat(parts, ignore_index=True)
