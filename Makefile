@@ -22,15 +22,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-.PHONY: help install train validate promote decide report ui test test-fast clean
+.PHONY: help install train simulate validate promote decide report ui test test-fast clean
 
 help: ## Show the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(STAMP) ## Create .venv and install creditgov (done by every target on first use)
 
-train: $(STAMP) ## Validate, train, evaluate and register the PD model; promote to @champion if its gates pass
-	$(BIN)/creditgov train --spec $(SPEC) --promote --approver "$(APPROVER)"
+train: $(STAMP) ## Validate, train, evaluate and register both PD models (application, behaviour); promote each if its gates pass
+	$(BIN)/creditgov train --spec pipelines/application.yaml --promote --approver "$(APPROVER)"
+	$(BIN)/creditgov train --spec pipelines/behaviour.yaml --promote --approver "$(APPROVER)"
+
+simulate: $(STAMP) ## Simulate the default credit-line portfolio into data/simulated/default (SCENARIO=file)
+	$(BIN)/creditgov simulate --scenario $(or $(SCENARIO),pipelines/scenarios/default.yaml)
 
 validate: $(STAMP) ## Validate the spec's input data and write the quarantine file
 	$(BIN)/creditgov validate --spec $(SPEC)
@@ -54,4 +58,4 @@ test-fast: $(STAMP) ## Run the code and data tiers only
 	$(BIN)/python -m pytest tests/code tests/data
 
 clean: ## Remove local MLflow store, quarantine files and reports (keeps .venv)
-	rm -rf mlflow.db mlartifacts mlruns quarantine decisions reports/*/
+	rm -rf mlflow.db mlartifacts mlruns quarantine decisions data/simulated reports/*/

@@ -96,11 +96,13 @@ def promote(spec: str = SpecOpt,
 def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
            version: Optional[str] = typer.Option(None, help="Model version (default: the @champion)."),
            as_of: Optional[str] = typer.Option(None, "--as-of", help="Decision date YYYY-MM-DD (default: today)."),
-           out: str = typer.Option("decisions", help="Directory of decision logs.")):
+           out: str = typer.Option("decisions", help="Directory of decision logs."),
+           previous: Optional[str] = typer.Option(None, help="The previous review's batch (on-book accounts): "
+                                                  "gives the risk-rise trigger and the month-over-month reasons.")):
     """Score a batch with the champion, apply the policy, explain every decision, write the decision log."""
     from creditgov.decide import decide as run_decide
 
-    r = run_decide(_spec(spec), data, version, as_of, out, log=_say)
+    r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
     counts = r.log["action"].value_counts().to_dict()
     _say("  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
 
@@ -121,6 +123,19 @@ def report(spec: str = SpecOpt,
         raise DataError(f"no decision log for '{s.name}' in decisions/: run creditgov decide first")
     r = make_report(s, path, out, sample, group or None)
     _say(f"report: {r.index} ({len(r.decisions)} decisions with their own page and notices)")
+
+
+@app.command()
+def simulate(scenario: str = typer.Option("pipelines/scenarios/default.yaml", help="Scenario YAML."),
+             out: Optional[str] = typer.Option(None, help="Output directory (default: data/simulated/<name>)."),
+             accounts: Optional[int] = typer.Option(None, help="Override the number of accounts."),
+             months: Optional[int] = typer.Option(None, help="Override the number of months."),
+             seed: Optional[int] = typer.Option(None, help="Override the seed.")):
+    """Generate monthly snapshot partitions of a simulated credit-line portfolio (seeded, deterministic)."""
+    from creditgov.simulate import load_scenario, simulate as run
+
+    scn = load_scenario(scenario, accounts=accounts, months=months, seed=seed)
+    run(scn, out or f"data/simulated/{scn.name}", log=_say)
 
 
 @app.command()

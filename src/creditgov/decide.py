@@ -97,8 +97,42 @@ def _reason_lists(top, decided: pd.DataFrame, spec: PipelineSpec):
     return codes, en, zh, attr
 
 
+def _previous_review(spec: PipelineSpec, model, path: str, suite: dict) -> tuple[pd.Series, pd.DataFrame]:
+    """PD and attributions of each account at its previous review (valid rows of that batch), by id."""
+    from creditgov import data, expectations, validate
+
+    idc = spec.source.id_column
+    prev = data.read_path(path, spec)
+    outcome = validate.validate(prev.frame, spec, expectations.for_scoring(suite, spec, prev.frame.columns), prev.label)
+    clean = outcome.clean
+    p, _, phi, features, _, _ = explain_batch(model, clean, spec)
+    ids = clean[idc].astype(str).to_numpy()
+    return pd.Series(p, index=ids), pd.DataFrame(phi, index=ids, columns=features)
+
+
+def _what_changed(phi_now: np.ndarray, features: list[str], prev_phi: pd.DataFrame, ids: np.ndarray,
+                  mask: np.ndarray, spec: PipelineSpec, k: int = 3):
+    """For rows in `mask` with a previous review: the features whose attribution rose most since then."""
+    reason = {f.name: f.reason for f in spec.features}
+    out_f, out_en, out_zh, out_d = ([[] for _ in range(len(ids))] for _ in range(4))
+    have = mask & (pd.Index(prev_phi.index).get_indexer(ids) >= 0)
+    rows = np.flatnonzero(have)
+    if len(rows):
+        delta = phi_now[rows] - prev_phi.loc[ids[rows], features].to_numpy()
+        order = np.argsort(-delta, axis=1, kind="stable")
+        for r, i in enumerate(rows):
+            for j in order[r, :k]:
+                if delta[r, j] > 0:
+                    out_f[i].append(features[j])
+                    out_en[i].append(reason[features[j]].en)
+                    out_zh[i].append(reason[features[j]].zh)
+                    out_d[i].append(float(delta[r, j]))
+    return out_f, out_en, out_zh, out_d
+
+
 def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None = None,
-           as_of: str | None = None, out_dir: str | Path = "decisions", log=print) -> DecideResult:
+           as_of: str | None = None, out_dir: str | Path = "decisions", log=print,
+           previous: str | None = None) -> DecideResult:
     from creditgov import counterfactual, data, expectations, privacy, tracking, validate
     from creditgov.errors import SpecError
     from creditgov.policy import ADVERSE_ACTIONS, apply_policy
@@ -121,6 +155,16 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
     tracking.configure()
     model, version, run_id = tracking.load_registered(spec.registry.model_name, version)
     clean = outcome.clean
+    prev_phi = None
+    idc = spec.source.id_column
+    if policy_on_book := (spec.policy.on_book is not None):
+        col = spec.policy.on_book.fields.previous_pd
+        clean = clean.copy()
+        if previous:
+            prev_pd, prev_phi = _previous_review(spec, model, previous, suite)
+            clean[col] = prev_pd.reindex(clean[idc].astype(str)).to_numpy()
+        elif col not in clean.columns:
+            clean[col] = np.nan  # first review: the risk-rise trigger cannot fire
     p, log_odds, phi, features, base, add_err = explain_batch(model, clean, spec)
     decided = apply_policy(clean, p, spec.policy)
     top = top_reasons(phi, features, spec.policy.max_reasons)
@@ -134,8 +178,11 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
         for i, r in zip(np.flatnonzero(adverse), found):
             cf[i] = json.dumps(r, sort_keys=True)
 
+    changed = ([[] for _ in range(len(clean))],) * 4
+    if prev_phi is not None:
+        changed = _what_changed(phi, features, prev_phi, clean[idc].astype(str).to_numpy(), adverse, spec)
+
     inputs = [f.name for f in spec.model_inputs]
-    idc = spec.source.id_column
     hash_cols = ([idc] if idc else []) + inputs
     policy = spec.policy
     rows = pd.DataFrame({
@@ -149,6 +196,10 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
         "rules_triggered": list(decided["rules_triggered"]),
         "reason_codes": codes, "reasons_en": en, "reasons_zh": zh, "reason_attributions": attr,
         "counterfactual": cf, "shap_base": base, "additivity_error": add_err,
+        "changed_features": changed[0], "changed_en": changed[1], "changed_zh": changed[2],
+        "changed_attribution_deltas": changed[3],
+        "previous_pd": (clean[spec.policy.on_book.fields.previous_pd].to_numpy(dtype="float64") if policy_on_book
+                        else np.full(len(clean), np.nan)),
     })
     for j, feat in enumerate(features):
         rows[SHAP_PREFIX + feat] = phi[:, j]
@@ -164,6 +215,8 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
         "rules_triggered": [[] for _ in range(len(q))], "reason_codes": [[] for _ in range(len(q))],
         "reasons_en": [[] for _ in range(len(q))], "reasons_zh": [[] for _ in range(len(q))],
         "reason_attributions": [[] for _ in range(len(q))],
+        "changed_features": [[] for _ in range(len(q))], "changed_en": [[] for _ in range(len(q))],
+        "changed_zh": [[] for _ in range(len(q))], "changed_attribution_deltas": [[] for _ in range(len(q))],
         "input_row_hash": row_hashes(q, [c for c in hash_cols if c in q.columns]),
     })
     if idc:

@@ -136,10 +136,11 @@ def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataFrame
     for name, m in triggers.items():
         for i in np.flatnonzero(m):
             triggered[i].append(name)
-    for i in range(n):
-        if any_suspend[i]:
-            action[i] = "suspend"
-            decided_by[i] = "rule:" + triggered[i][0]
+    first = np.full(n, "", dtype=object)
+    for name, m in reversed(list(triggers.items())):  # precedence: the earliest trigger that holds names it
+        first[m] = "rule:" + name
+    action[any_suspend] = "suspend"
+    decided_by[any_suspend] = first[any_suspend]
     action[restore], decided_by[restore] = "restore", "rule:restore_after_clean_repayment"
     action[stay], decided_by[stay] = "suspend", "rule:remain_suspended"
     action[review] = "review"

@@ -129,7 +129,11 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
     reasons = [{"code": c, "en": e, "zh": z, "attribution": a}
                for c, e, z, a in zip(row["reason_codes"], row["reasons_en"], row["reasons_zh"],
                                      row["reason_attributions"])]
+    changed = [{"feature": f, "en": e, "zh": z, "delta": d} for f, e, z, d in
+               zip(*(row.get(k, []) if row.get(k) is not None else [] for k in
+                     ("changed_features", "changed_en", "changed_zh", "changed_attribution_deltas")))]
     return {"row": row, "inputs": inputs, "reasons": reasons, "cf": cf, "card": card, "stamp": stamp,
+            "changed": changed,
             "rules": _rules_evaluated(row, spec),
             "waterfall": waterfall_svg(float(row["shap_base"]), shown, float(row["log_odds"])),
             "adverse": row["action"] in ADVERSE_ACTIONS}
@@ -268,5 +272,11 @@ def make_report(spec: PipelineSpec, log_path: str | Path, out_root: str | Path =
 
         raise DataError(f"{log_path}: decision log has no rows")
     first = log.iloc[0]
+    if spec.policy is None or str(first["policy_hash"]) != spec.policy.content_hash:
+        from creditgov.errors import SpecError
+
+        raise SpecError(f"{log_path}: decided under policy hash {str(first['policy_hash'])[:12]}, but the spec's "
+                        f"policy is {spec.policy.content_hash[:12] if spec.policy else 'absent'}: report with the "
+                        "spec version that made the decisions, so the rules shown are the rules applied")
     card, card_html = model_card_of(str(first["model_name"]), str(first["model_version"]))
     return build(spec, log, log_path, card, card_html, Path(out_root), sample, group_columns)

@@ -1,0 +1,465 @@
+"""HTML reports (creditgov.report) from a synthetic decision log that plants hostile strings.
+
+The log has the columns creditgov.decide writes; its values are chosen here. Pages are
+written under tmp_path only. The last tests render pages in real headless Chromium.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from creditgov import env
+
+env.apply()
+
+from creditgov import report  # noqa: E402
+from creditgov.decide import INPUT_PREFIX, SHAP_PREFIX  # noqa: E402
+from creditgov.spec import load_spec  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = '"><img src=x onerror=alert(1)>'
+FORMULA = '=HYPERLINK("http://evil")'
+GENERATED_AT = "2026-11-02T09:30:00+00:00"
+POLICY_HASH = "ab12cd34ef56ab78cd90ef12ab34cd56ef78ab90cd12ef34ab56cd78ef90ab12"
+MODEL_VERSION = "17"
+
+
+class _FixedDatetime(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime(2026, 11, 2, 9, 30, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(REPO / "pipelines" / "application.yaml")
+
+
+def _row(spec, i: int, action: str, *, home="owner", job="fixed", codes=(), en=(), zh=(), attr=(),
+         cf=None, decided_by="model", tier=None, rules=(), income=500.0) -> dict:
+    feats = [f.name for f in spec.model_inputs]
+    rng = np.random.default_rng(i)
+    phi = rng.normal(0, 0.3, len(feats))
+    for code, a in zip(codes, attr):  # the named reasons carry their attribution
+        if a is not None:
+            phi[feats.index(code)] = a
+    base = -1.1
+    log_odds = base + phi.sum()
+    p = 1 / (1 + np.exp(-log_odds))
+    tier = tier or ("low" if p <= 0.15 else "medium" if p <= 0.35 else "high")
+    row = {
+        "decision_id": f"{i:032x}", "row_number": i, "status": "decided", "quarantine_rules": None,
+        "pd": p, "log_odds": log_odds, "tier": tier, "action": action, "decided_by": decided_by,
+        "limit": 0.0 if action == "decline" else 600.0, "previous_limit": np.nan,
+        "review_queue": action == "review", "rules_triggered": list(rules),
+        "reason_codes": list(codes), "reasons_en": list(en), "reasons_zh": list(zh),
+        "reason_attributions": list(attr), "counterfactual": cf, "shap_base": base,
+        "additivity_error": 1e-9,
+    }
+    for f, v in zip(feats, phi):
+        row[SHAP_PREFIX + f] = float(v)
+    inputs = {"Seniority": 3, "Home": home, "Time": 48, "Age": 33, "Marital": "married", "Records": "no",
+              "Job": job, "Expenses": 60, "Income": income, "Assets": 0.0, "Debt": 0.0, "Amount": 1000, "Price": 1300}
+    for f in feats:
+        row[INPUT_PREFIX + f] = inputs[f]
+    row.update({"input_row_hash": f"{i:064x}", "account_key": f"acct{i:020d}"})
+    return row
+
+
+def _quarantined(spec, i: int, rules: str) -> dict:
+    row = {"decision_id": f"{i:032x}", "row_number": i, "status": "quarantined", "quarantine_rules": rules,
+           "action": "quarantined", "review_queue": False, "rules_triggered": [], "reason_codes": [],
+           "reasons_en": [], "reasons_zh": [], "reason_attributions": [],
+           "input_row_hash": f"{i:064x}", "account_key": f"acct{i:020d}"}
+    return row
+
+
+@pytest.fixture(scope="module")
+def log(spec) -> pd.DataFrame:
+    cf_found = json.dumps({"found": True, "cost": 0.5, "action_after": "approve", "pd_after": 0.31,
+                           "changes": [{"feature": "Amount", "from": 1000.0, "to": 500.0}]}, sort_keys=True)
+    cf_none = json.dumps({"found": False, "note": "no change of the actionable features (Time, Debt, Amount) "
+                                                  "within their catalogue ranges changes this outcome"})
+    rows = [
+        _row(spec, 1, "decline", home=SCRIPT, codes=["Home", "Assets"], en=[IMG, "Few assets"],
+             zh=[FORMULA, "资产较少"], attr=[0.9, 0.4], cf=cf_found, rules=["pd_at_or_above_decline"]),
+        _row(spec, 2, "decline", home="rent", codes=["Records", "Amount", "Time"],
+             en=["Bad records with other lenders", "Requested amount is high", "Requested repayment term"],
+             zh=["在其他机构存在不良信用记录", "申请额度较高", "申请的还款期限"], attr=[0.8, 0.5, 0.2], cf=cf_none,
+             rules=["pd_at_or_above_decline"]),
+        _row(spec, 3, "review", codes=["rule:income_not_stated", "Income"],
+             en=["Income was not stated, so a person must review the credit limit", "Income is low or not stated"],
+             zh=["未申报收入，授信额度需人工审核", "收入水平偏低或未申报"], attr=[None, 0.3],
+             decided_by="rule:income_not_stated", rules=["income_not_stated"], income=np.nan),
+        _quarantined(spec, 4, "Age: within [18, 100]; " + SCRIPT),
+    ]
+    rows += [_row(spec, i, "approve", home=SCRIPT if i % 2 else "owner", codes=["Age"],
+                  en=["Age group is associated with higher risk"], zh=["所在年龄段的风险较高"], attr=[0.05])
+             for i in range(5, 45)]
+    frame = pd.DataFrame(rows)
+    stamp = {"decision_time": "2026-11-01T00:00:00Z", "model_name": "credit-application-pd",
+             "model_version": MODEL_VERSION, "policy_name": "application-credit-line", "policy_version": "2026.11-1",
+             "policy_hash": POLICY_HASH, "spec_hash": "5" * 64, "input_hash": "9" * 64,
+             "input_source": "applications.csv", "pseudonym_key": "development"}
+    for k, v in stamp.items():
+        frame[k] = v
+    return frame
+
+
+# minimal: a card with only its lineage (no "model" section: the portfolio says no card was found)
+CARD = {"lineage": {"train_data_hash": "feedbeef" * 8}}
+
+
+@pytest.fixture(scope="module")
+def built(spec, log, tmp_path_factory):
+    out_root = tmp_path_factory.mktemp("reports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "datetime", _FixedDatetime)
+        res = report.build(spec, log, out_root / "decisions-x.parquet", CARD, None, out_root, sample=20)
+    return res
+
+
+def _pages(res) -> dict[str, Path]:
+    d = res.directory
+    pages = {"index": d / "index.html", "portfolio": d / "portfolio.html"}
+    for did in res.decisions:
+        pages[f"decision:{did}"] = d / "decisions" / f"{did}.html"
+        for lang in ("en", "zh"):
+            pages[f"notice.{lang}:{did}"] = d / "notices" / f"{did}.{lang}.html"
+    return pages
+
+
+class _Dom(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.styles: list[str] = []
+        self._in_style = False
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str, str | None]] = []
+        self.text: list[str] = []
+        self.metas: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += [(tag, k, v) for k, v in attrs]
+        if tag == "meta":
+            self.metas.append(dict(attrs))
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag):
+        self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:  # raw text: the browser reads it as CSS, character references and all
+            self.styles.append(data)
+        else:
+            self.text.append(data)
+
+
+def _parse(html: str) -> _Dom:
+    p = _Dom()
+    p.feed(html)
+    p.close()
+    return p
+
+
+def _text(html: str) -> str:
+    return "".join(_parse(html).text)
+
+
+# --------------------------------------------------------------------------- what is written
+
+
+def test_build_writes_every_page(built, log):
+    d = built.directory
+    assert d.name == "credit-application-2026-11-01-v17-99999999"
+    assert (d / "index.html").is_file() and (d / "portfolio.html").is_file()
+    assert not (d / "model_card.html").exists()  # no card HTML given
+    adverse_and_review = log.loc[log["action"].isin(["decline", "review"]), "decision_id"]
+    assert sorted(built.decisions) == sorted(adverse_and_review)
+    for did in built.decisions:
+        assert (d / "decisions" / f"{did}.html").is_file()
+        assert (d / "notices" / f"{did}.en.html").is_file()
+        assert (d / "notices" / f"{did}.zh.html").is_file()
+    assert not list(d.parent.glob(".*.tmp"))  # the temporary directory was renamed away
+
+
+def test_index_links_resolve(built):
+    html = built.index.read_text(encoding="utf-8")
+    hrefs = [v for tag, k, v in _parse(html).attrs if tag == "a" and k == "href"]
+    assert "portfolio.html" in hrefs
+    for did in built.decisions:
+        for target in (f"decisions/{did}.html", f"notices/{did}.en.html", f"notices/{did}.zh.html"):
+            assert target in hrefs
+    for h in hrefs:
+        assert (built.directory / h).is_file(), h
+
+
+# --------------------------------------------------------------------------- hostile strings
+
+
+FORBIDDEN = ("<script", "<img", "<link", "@import", "url(", "<iframe", "<object", "<embed", "javascript:")
+REMOTE_ATTR = re.compile(r"""\b(?:src|href|action|srcset|xlink:href)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
+
+
+def test_no_page_carries_active_or_remote_content(built):
+    pages = _pages(built)
+    assert len(pages) == 2 + 3 * len(built.decisions)
+    for name, path in pages.items():
+        html = path.read_text(encoding="utf-8")
+        low = html.lower()
+        for bad in FORBIDDEN:
+            assert bad not in low, f"{name}: {bad}"
+        assert not REMOTE_ATTR.search(html), name
+        dom = _parse(html)
+        assert not {"script", "img", "link", "iframe", "object", "embed", "base", "form"} & set(dom.tags), name
+        assert not [a for _, a, _ in dom.attrs if a.lower().startswith("on")], name  # no event handlers
+        for tag, attr, val in dom.attrs:
+            if attr in ("href", "src"):
+                assert not re.match(r"\s*[a-z][a-z0-9+.-]*:", val or "", re.I), f"{name}: {tag} {attr}={val}"
+
+
+def test_hostile_strings_are_shown_as_text(built, log):
+    did = log["decision_id"].iloc[0]
+    page = (built.directory / "decisions" / f"{did}.html").read_text(encoding="utf-8")
+    text = _text(page)
+    assert SCRIPT in text            # the category value, in the inputs table
+    assert IMG in text               # the reason text
+    assert FORMULA in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    portfolio = _text((built.directory / "portfolio.html").read_text(encoding="utf-8"))
+    assert SCRIPT in portfolio       # as a group of the adverse-impact table and in a quarantine rule
+    index = _text(built.index.read_text(encoding="utf-8"))
+    assert IMG in index              # the principal reason of the first decision
+
+
+def test_every_page_has_a_strict_content_security_policy(built):
+    for name, path in _pages(built).items():
+        dom = _parse(path.read_text(encoding="utf-8"))
+        csp = [m.get("content", "") for m in dom.metas if (m.get("http-equiv") or "").lower() == "content-security-policy"]
+        assert len(csp) == 1, name
+        directives = [d.strip() for d in csp[0].split(";")]
+        assert "default-src 'none'" in directives, name
+        assert not any("script-src" in d for d in directives), name
+
+
+def _stamp_params():
+    return [
+        pytest.param("index"),
+        pytest.param("portfolio"),
+        pytest.param("decision"),
+        pytest.param("notice.en", marks=pytest.mark.xfail(
+            strict=True, reason="BUG: templates/notice.html footer names model version and time but not the policy hash")),
+        pytest.param("notice.zh", marks=pytest.mark.xfail(
+            strict=True, reason="BUG: templates/notice.html footer names model version and time but not the policy hash")),
+    ]
+
+
+@pytest.mark.parametrize("kind", _stamp_params())
+def test_every_page_states_model_version_policy_hash_and_generation_time(built, kind):
+    pages = {k: p for k, p in _pages(built).items() if k.split(":")[0] == kind}
+    assert pages
+    for name, path in pages.items():
+        text = _text(path.read_text(encoding="utf-8"))
+        assert f"v{MODEL_VERSION}" in text or f"version {MODEL_VERSION}" in text, name
+        assert GENERATED_AT in text, name
+        assert POLICY_HASH[:12] in text, name
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: templates/_head.html autoescapes the CSS inside <style> "
+                                       "('\"Segoe UI\"' becomes '&#34;Segoe UI&#34;', which CSS does not decode)")
+def test_inline_css_is_the_stylesheet_verbatim(built):
+    from importlib import resources
+
+    css = resources.files("creditgov").joinpath("templates", "base.css").read_text(encoding="utf-8")
+    assert '"' in css  # the stylesheet quotes a font name: what autoescaping would mangle
+    for name, path in _pages(built).items():
+        dom = _parse(path.read_text(encoding="utf-8"))
+        assert dom.styles == [css], name
+
+
+# --------------------------------------------------------------------------- notices
+
+
+def test_notices_speak_their_language(built, log):
+    for _, row in log[log["decision_id"].isin(built.decisions)].iterrows():
+        did = row["decision_id"]
+        en = (built.directory / "notices" / f"{did}.en.html").read_text(encoding="utf-8")
+        zh = (built.directory / "notices" / f"{did}.zh.html").read_text(encoding="utf-8")
+        assert '<html lang="en">' in en and '<html lang="zh">' in zh
+        en_text, zh_text = _text(en), _text(zh)
+        assert re.search(r"[\u4e00-\u9fff]{4}", zh_text)
+        assert "授信决定通知" in zh_text
+        assert not re.search(r"[\u4e00-\u9fff]", en_text.replace("中文", ""))
+        for s in row["reasons_zh"]:
+            assert s in zh_text
+        for s in row["reasons_en"]:
+            assert s in en_text
+            assert s not in zh_text
+        assert did in en_text and did in zh_text
+        assert "2026-11-01" in en_text and "2026-11-01" in zh_text
+
+
+def test_notice_carries_the_counterfactual(built, log):
+    did = log["decision_id"].iloc[0]
+    en = _text((built.directory / "notices" / f"{did}.en.html").read_text(encoding="utf-8"))
+    zh = _text((built.directory / "notices" / f"{did}.zh.html").read_text(encoding="utf-8"))
+    assert "Amount had been 500 instead of 1,000" in en
+    assert "Amount由 1,000 调整为 500" in zh
+    assert "We are unable to approve" in en
+
+
+def test_decision_page_content(built, log):
+    row = log.iloc[2]  # the review decided by the income rule
+    page = _text((built.directory / "decisions" / f"{row['decision_id']}.html").read_text(encoding="utf-8"))
+    assert "rule:income_not_stated" in page
+    assert "(policy rule)" in page
+    assert "human-review queue" in page
+    assert "Not an adverse decision" in page
+    assert POLICY_HASH in page
+    assert CARD["lineage"]["train_data_hash"] in page
+    assert "unknown" in page  # no model run in the card
+
+
+def test_portfolio_without_a_model_section_in_the_card(built):
+    text = _text((built.directory / "portfolio.html").read_text(encoding="utf-8"))
+    assert "No model card was found" in text
+    assert "44 rows in = 43 decided + 1 quarantined" in " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- waterfall
+
+
+_LABEL = re.compile(r">([+-]\d+\.\d{3})</text>")
+
+
+def _labels(svg: str) -> list[float]:
+    return [float(v) for v in _LABEL.findall(svg)]
+
+
+def test_waterfall_labels_add_up_and_names_are_escaped():
+    contribs = [("<b>bold</b>", 0.5123), ("A&B", -0.2501), ('q"uote', 0.1234), ("plain", -0.0456)]
+    base = -1.2345
+    final = base + sum(v for _, v in contribs)
+    svg = report.waterfall_svg(base, contribs, final)
+    ET.fromstring(svg)  # well-formed: every name was escaped
+    labels = _labels(svg)
+    assert len(labels) == len(contribs) + 2
+    assert labels[0] == pytest.approx(base, abs=5e-4)
+    assert labels[-1] == pytest.approx(final, abs=5e-4)
+    for got, (_, v) in zip(labels[1:-1], contribs):
+        assert got == pytest.approx(v, abs=5e-4)
+    assert labels[0] + sum(labels[1:-1]) == pytest.approx(labels[-1], abs=5e-4 * (len(contribs) + 2))
+    assert "&lt;b&gt;bold&lt;/b&gt;" in svg and "<b>" not in svg
+    assert "A&amp;B" in svg
+    names = [t.text for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")]
+    assert "<b>bold</b>" in names and "A&B" in names and 'q"uote' in names
+
+
+def test_waterfall_in_decision_page_adds_up(built, log):
+    for _, row in log[log["decision_id"].isin(built.decisions)].iterrows():
+        page = (built.directory / "decisions" / f"{row['decision_id']}.html").read_text(encoding="utf-8")
+        svg = page[page.index("<svg"): page.index("</svg>") + 6]
+        labels = _labels(svg)
+        # base, ten largest features, "3 other features", model log-odds
+        assert len(labels) == 13
+        assert labels[0] == pytest.approx(row["shap_base"], abs=5e-4)
+        assert labels[-1] == pytest.approx(row["log_odds"], abs=5e-4)
+        assert labels[0] + sum(labels[1:-1]) == pytest.approx(labels[-1], abs=5e-4 * 13)
+        assert "3 other features" in svg
+
+
+# --------------------------------------------------------------------------- adverse impact
+
+
+def _impact_log(groups: dict[str | None, tuple[int, int]], quarantined_group: str = "fixed") -> pd.DataFrame:
+    rows = []
+    for g, (n, approved) in groups.items():
+        rows += [{"status": "decided", "action": "approve" if k < approved else ("review" if k % 2 else "decline"),
+                  INPUT_PREFIX + "Job": g} for k in range(n)]
+    rows += [{"status": "quarantined", "action": "quarantined", INPUT_PREFIX + "Job": quarantined_group}] * 50
+    return pd.DataFrame(rows)
+
+
+def test_adverse_impact_four_fifths_on_crafted_counts():
+    log = _impact_log({"fixed": (100, 80), "freelance": (50, 30), "tiny": (2, 2), "partime": (40, 0),
+                       None: (30, 24)})
+    t = report.adverse_impact(log, "Job", min_group_size=30).set_index("group")
+    assert t.loc["fixed", "n"] == 100  # quarantined rows are not decisions
+    assert t.loc["freelance", "approval_rate"] == pytest.approx(0.6)
+    assert t.loc["tiny", "approval_rate"] == 1.0
+    # the 2-person 100% group is neither the reference nor given a ratio
+    assert np.isnan(t.loc["tiny", "adverse_impact_ratio"])
+    assert t.loc["fixed", "adverse_impact_ratio"] == pytest.approx(1.0)
+    assert t.loc["freelance", "adverse_impact_ratio"] == pytest.approx(0.75)
+    assert t.loc["partime", "adverse_impact_ratio"] == pytest.approx(0.0)
+    assert t.loc["(missing)", "adverse_impact_ratio"] == pytest.approx(1.0)
+    assert (t.loc[["freelance", "partime"], "adverse_impact_ratio"] < 0.8).all()
+
+
+def test_adverse_impact_small_groups_count_when_allowed():
+    log = _impact_log({"fixed": (100, 80), "freelance": (50, 30), "tiny": (2, 2)})
+    t = report.adverse_impact(log, "Job", min_group_size=1).set_index("group")
+    assert t.loc["tiny", "adverse_impact_ratio"] == pytest.approx(1.0)
+    assert t.loc["fixed", "adverse_impact_ratio"] == pytest.approx(0.8)
+    assert t.loc["freelance", "adverse_impact_ratio"] == pytest.approx(0.6)
+
+
+def test_adverse_impact_no_group_big_enough():
+    t = report.adverse_impact(_impact_log({"a": (3, 3), "b": (4, 1)}), "Job", min_group_size=30)
+    assert t["adverse_impact_ratio"].isna().all()
+
+
+def test_adverse_impact_no_approvals_at_all():
+    t = report.adverse_impact(_impact_log({"a": (40, 0), "b": (40, 0)}), "Job", min_group_size=30)
+    assert t["adverse_impact_ratio"].isna().all()  # no reference rate to divide by
+
+
+def test_portfolio_shows_unassessed_small_groups(built):
+    text = _text((built.directory / "portfolio.html").read_text(encoding="utf-8"))
+    assert "not assessed" in text  # our 3 odd groups have fewer than 30 decisions
+
+
+# --------------------------------------------------------------------------- real browser
+
+
+def _dump_dom(page: Path, profile: Path) -> str:
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+           "--dump-dom", page.resolve().as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "<body" in out.stdout, out.stderr[-2000:]
+    return out.stdout
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed: no real-browser rendering")
+@pytest.mark.parametrize("which", ["decision", "portfolio"])
+def test_real_browser_renders_hostile_strings_inertly(built, log, which, tmp_path):
+    did = log["decision_id"].iloc[0]
+    page = built.directory / ("decisions" if which == "decision" else "") / (
+        f"{did}.html" if which == "decision" else "portfolio.html")
+    dom_html = _dump_dom(page, tmp_path / "profile")
+    dom = _parse(dom_html)
+    assert "script" not in dom.tags
+    assert "img" not in dom.tags
+    assert "<script" not in dom_html.lower()
+    text = "".join(dom.text)
+    assert SCRIPT in text
+    if which == "decision":
+        assert IMG in text and FORMULA in text
+        assert "svg" in dom.tags
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
