@@ -126,6 +126,34 @@ def report(spec: str = SpecOpt,
 
 
 @app.command()
+def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, "--data", "-d",
+                                                                          help="Batch file(s) to monitor, in order."),
+            matured: Optional[str] = typer.Option(None, help="A labelled batch whose outcomes have matured: "
+                                                  "the calibration basis for estimated performance."),
+            months: Optional[str] = typer.Option(None, help="Simulator months to monitor, e.g. 13-24."),
+            sim_dir: str = typer.Option("data/simulated/default", help="Simulator output (with --months)."),
+            observed: bool = typer.Option(False, help="With --months: use each month's own labels (retrospective)."),
+            version: Optional[str] = typer.Option(None, help="Model version (default: the @champion)."),
+            evidently: bool = typer.Option(True, help="Also write the Evidently DataDriftPreset report."),
+            out: str = typer.Option("reports", help="Reports root.")):
+    """Stability (PSI/CSI), performance (observed or estimated) and a verdict against the champion's reference."""
+    from creditgov import data as data_mod
+    from creditgov.errors import SpecError
+    from creditgov.monitor_job import monitor as run_monitor, parse_months, simulator_batches
+
+    s = _spec(spec)
+    if months:
+        batches = simulator_batches(s, sim_dir, parse_months(months), observed)
+    elif data:
+        basis = data_mod.read_path(matured, s).frame if matured else None
+        batches = [(Path(d).stem, data_mod.read_path(d, s).frame, basis) for d in data]
+    else:
+        raise SpecError("monitor needs --data FILE or --months RANGE")
+    job = run_monitor(s, batches, version, out, evidently, log=_say)
+    _say(f"monitoring report: {job.report_dir / 'index.html'}")
+
+
+@app.command()
 def simulate(scenario: str = typer.Option("pipelines/scenarios/default.yaml", help="Scenario YAML."),
              out: Optional[str] = typer.Option(None, help="Output directory (default: data/simulated/<name>)."),
              accounts: Optional[int] = typer.Option(None, help="Override the number of accounts."),

@@ -36,12 +36,15 @@ class DecideResult:
 
 
 def _canonical(v) -> object:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return None
-    if isinstance(v, (np.integer,)):
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
         return int(v)
-    if isinstance(v, (np.floating, float)):
-        return float(v)
+    if isinstance(v, (float, np.floating)):
+        # 9.0 and 9 are the same input whatever dtype the reader chose
+        return int(v) if float(v).is_integer() and abs(v) < 2**53 else float(v)
     return str(v)
 
 

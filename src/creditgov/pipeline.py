@@ -176,6 +176,25 @@ def _card(v: Validated, ev: dict, importance: pd.DataFrame, gates: list, run_id:
     }
 
 
+def _log_reference(ev: dict, spec: PipelineSpec, flat: dict, workdir: Path) -> None:
+    """The reference profile `creditgov monitor` compares new batches with (see reference.py)."""
+    import mlflow
+
+    from creditgov.reference import build_profile
+
+    dev = pd.concat([ev["splits"].train, ev["splits"].validation])
+    pd_dev = ev["model"].predict_pd(dev)
+    dev_metrics = {k: flat[k] for k in flat if k.startswith("test_") and not k.startswith("test_without")}
+    profile = build_profile(dev, pd_dev, spec, dev_metrics, spec.monitoring.segment_by)
+    mlflow.log_text(json.dumps(profile, indent=1, sort_keys=True), "reference/profile.json")
+    feats = [f.name for f in spec.model_inputs]  # model inputs only: no personal data leaves the run
+    sample = dev[feats].assign(pd=pd_dev).sample(min(spec.monitoring.reference_sample, len(dev)),
+                                                random_state=spec.split.seed)
+    path = workdir / "reference_sample.parquet"
+    sample.to_parquet(path, index=False)
+    mlflow.log_artifact(str(path), "reference")
+
+
 def _input_example(train: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     """Five rows for the registry, including one with a missing value when the catalogue allows any."""
     feats = [f.name for f in spec.model_inputs]
@@ -261,6 +280,7 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
             mlflow.log_dict({k: [float(x) for x in a] for k, a in ev["cv"].items()}, "evaluation/cv_auc.json")
             mlflow.log_text(ev["scorecard"].table().to_csv(index=False), "scorecard/scorecard_table.csv")
             mlflow.log_text(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False), "spec/spec.json")
+            _log_reference(ev, spec, flat, tmpdir)
 
             example = _input_example(ev["splits"].train, spec)
             info = _log_model(ev["model"], spec, example, tmpdir)

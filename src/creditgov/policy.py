@@ -158,7 +158,7 @@ def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataFrame
         triggered[i].append("raise_after_clean_repayment")
 
     limit = current.copy()
-    limit[cut] = _round_limit(current[cut] * ob.cut_factor, policy)
+    limit[cut] = np.minimum(current[cut], _round_limit(current[cut] * ob.cut_factor, policy))  # a cut never raises
     limit[raise_] = np.maximum(current[raise_], _round_limit(current[raise_] * ob.raise_factor, policy))
     limit[action == "suspend"] = 0.0
     return pd.DataFrame({

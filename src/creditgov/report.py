@@ -43,7 +43,9 @@ def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "missing"
     if isinstance(v, (float, np.floating)):
-        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.4g}"
+        if float(v).is_integer():
+            return f"{v:,.0f}"
+        return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.4g}"
     return str(v)
 
 

@@ -12,9 +12,10 @@ The model (all draws from one numpy Generator seeded by the scenario, in a fixed
   A share of the book (`existing_share`) is open at month 1; the rest open uniformly later.
   Synthetic personal data (name, phone) is generated so privacy controls can be tested;
   it never carries signal.
-* Financial stress. s[t] = 0.85 s[t-1] + 0.35 e[t] + sensitivity[employment] * macro[t], where
-  macro[t] is an AR(1) factor shared by everyone plus, from month `shock.month`, a shock of
-  size `shock.size` decaying with half-life `shock.half_life`. Sensitivities: salaried 0.3,
+* Financial stress. s[t] = 0.85 s[t-1] + 0.35 e[t] + 0.15 sensitivity[employment] macro[t], where
+  macro[t] is an AR(1) business cycle (noise sd 0.05) shared by everyone; the stress a customer
+  acts on is s[t] + sensitivity[employment] shock[t], where the shock, from month `shock.month`,
+  has size `shock.size` and decays with half-life `shock.half_life`. Sensitivities: salaried 0.3,
   student 0.5, freelance 1.0, temporary 1.0 (the pandemic case of the seeds).
 * Spending. Transactions ~ Poisson (more with income, more and smaller for impulsive,
   riskier customers), amounts ~ gamma; a share are instalment purchases; spending cannot
@@ -23,7 +24,8 @@ The model (all draws from one numpy Generator seeded by the scenario, in a fixed
   sigmoid(-4.2 + 1.1 z + 0.9 s + 1.2 utilisation + 2.0 [already overdue] - 0.4 log(income/6000));
   a miss adds 30 days past due, a payment of at least the minimum cures to 0. Days past due,
   its 6-month maximum, months overdue in 12 months, cumulative overdue days in 12 months and
-  the run of clean months are all recorded. An account reaching 90 days past due is in
+  the run of clean months (capped at 24) are all recorded. A burn-in before month 1 fills
+  these histories for the existing book (two years). An account reaching 90 days past due is in
   default and stays there.
 * Fraud. A share of accounts (`fraud.rate`, which may change from `fraud.change_month`) are
   bust-out frauds: from a start month they run the balance up to the limit in two months,
@@ -58,6 +60,7 @@ INCOME_MEDIAN = np.array([8000.0, 7000.0, 4500.0, 1800.0])
 AGE_MEAN = np.array([38.0, 35.0, 30.0, 21.0])
 TARGET = "bad_12m"
 HORIZON = 12
+BURN_IN = 24
 
 
 class _Strict(BaseModel):
@@ -194,16 +197,18 @@ def _customers(scn: Scenario, rng: np.random.Generator) -> dict:
             "device": device, "shared": shared, "name": name, "phone": phone}
 
 
-def _macro(scn: Scenario, rng: np.random.Generator) -> np.ndarray:
+def _macro(scn: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(business-cycle factor, shock): the cycle accumulates into stress, a shock hits it at once."""
     m = np.zeros(scn.months)
-    e = rng.normal(0, 0.15, scn.months)
+    e = rng.normal(0, 0.05, scn.months)
     for t in range(1, scn.months):
         m[t] = 0.8 * m[t - 1] + e[t]
+    shock = np.zeros(scn.months)
     if scn.shock:
         t = np.arange(scn.months)
         k = scn.shock.month - 1
-        m += np.where(t >= k, scn.shock.size * 0.5 ** ((t - k) / scn.shock.half_life), 0.0)
-    return m
+        shock = np.where(t >= k, scn.shock.size * 0.5 ** ((t - k) / scn.shock.half_life), 0.0)
+    return m, shock
 
 
 def _sigmoid(x):
@@ -215,8 +220,8 @@ def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(scn.seed)
+    macro, shock = _macro(scn, rng)  # drawn first: scenarios with the same seed share the macro path
     c = _customers(scn, rng)
-    macro = _macro(scn, rng)
     n, T = scn.accounts, scn.months
     ids = np.array([f"A{scn.seed % 1000:03d}{i:08d}" for i in range(n)], dtype=object)
 
@@ -232,12 +237,15 @@ def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
     suspended = np.zeros(n, dtype=bool)
     sens = SENSITIVITY[c["emp"]]
     rows = 0
-    for t in range(T):
-        is_open = c["open_month"] <= t
-        stress = 0.85 * stress + 0.35 * rng.normal(0, 1, n) + sens * macro[t]
+    # a burn-in year before month 1 fills the 6- and 12-month histories of the existing book
+    for t in range(-BURN_IN, T):
+        is_open = c["open_month"] <= max(t, 0)
+        # the macro term is scaled by (1 - 0.85) so that a sustained macro level m shifts stress by sens * m
+        stress = 0.85 * stress + 0.35 * rng.normal(0, 1, n) + 0.15 * sens * (macro[t] if t >= 0 else 0.0)
+        shocked = stress + sens * (shock[t] if t >= 0 else 0.0)
         util_prev = np.clip(balance / c["limit"], 0, 1)
         # spending: impulsive (risky) customers make more, smaller purchases
-        lam = (2.0 + c["income"] / 4000.0) * np.exp(0.25 * c["z"] + 0.15 * stress)
+        lam = (2.0 + c["income"] / 4000.0) * np.exp(0.25 * c["z"] + 0.15 * shocked)
         txn = rng.poisson(lam)
         avg = 180.0 * np.exp(-0.15 * c["z"]) * (c["income"] / 6000.0) ** 0.5
         spend = rng.gamma(2.0, 1.0, n) * avg * txn / 2.0
@@ -246,11 +254,11 @@ def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
         spend = np.where(suspended | ~is_open | (dpd >= 90), 0.0, spend)
         spend = np.minimum(spend, np.maximum(c["limit"] - balance, 0))
         txn = np.where(spend > 0, np.maximum(txn, 1), 0)
-        inst_share = np.clip(rng.beta(2, 5, n) + 0.08 * c["z"] + 0.05 * stress, 0, 1)
+        inst_share = np.clip(rng.beta(2, 5, n) + 0.08 * c["z"] + 0.05 * shocked, 0, 1)
         balance = balance + spend
         due = np.minimum(balance, np.maximum(0.1 * balance, 100.0))
         # repayment
-        logit = (-4.2 + 1.1 * c["z"] + 0.9 * stress + 1.2 * util_prev + 2.0 * (dpd > 0)
+        logit = (-4.2 + 1.1 * c["z"] + 0.9 * shocked + 1.2 * util_prev + 2.0 * (dpd > 0)
                  - 0.4 * np.log(c["income"] / 6000.0))
         miss = (rng.random(n) < _sigmoid(logit)) | (busting & (t >= c["fraud_start"] + 1))
         miss &= is_open & (due > 0)
@@ -261,12 +269,15 @@ def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
         pay_ratio = np.where(due > 0, paid / np.maximum(due, 1e-9), 1.0)
         balance = np.maximum(balance - paid, 0) * 1.01  # 1% monthly fee on the revolving balance
         dpd = np.where(miss, np.minimum(dpd + 30, 360), 0).astype(np.int16)
-        dpd_hist[t] = dpd
+        if t < 0:
+            dpd = np.where(dpd >= 90, 0, dpd).astype(np.int16)  # the book starts with no account in default
+        else:
+            dpd_hist[t] = dpd
         miss_ring[t % HORIZON] = miss
         dpd_ring[t % 6] = dpd
-        inq_ring[t % 6] = rng.poisson(c["inq_rate"] * np.exp(0.5 * np.maximum(stress, 0)))
+        inq_ring[t % 6] = rng.poisson(c["inq_rate"] * np.exp(0.5 * np.maximum(shocked, 0)))
         spend_ring[t % 3] = spend
-        clean = np.where(miss, 0, np.minimum(clean + 1, 120)).astype(np.int16)
+        clean = np.where(miss, 0, np.minimum(clean + 1, 24)).astype(np.int16)  # capped: "24 or more"
         spend_avg3 = spend_ring.mean(axis=0)
         util = np.clip(balance / c["limit"], 0, 1.5)
         # observable fraud signal: a spend spike near the limit, or a device shared with an account 60+ overdue
@@ -276,6 +287,8 @@ def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
         at_review = suspended  # the snapshot shows the state the month's review starts from
         suspended = np.where(suspended, ~(clean >= 3), (dpd >= 30) | fraud_signal) & (dpd < 90)
 
+        if t < 0:
+            continue
         sel = np.flatnonzero(is_open)
         frame = pd.DataFrame({
             "account_id": ids[sel], "snapshot_month": month_label(scn, t), "month_index": t + 1,
@@ -297,7 +310,9 @@ def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
         _write(frame, partition_dir(out, t) / "snapshot.parquet")
         rows += len(frame)
         if t >= HORIZON:
-            _write_labels(out, scn, t - HORIZON, ids, c, dpd_hist)
+            _write_labels(out, scn, t - HORIZON, ids, c, dpd_hist, matured=True)
+    for t in range(max(T - HORIZON, 0), T):  # censored months: who is in default is known, the outcome is not
+        _write_labels(out, scn, t, ids, c, dpd_hist, matured=False)
     meta = {"scenario": scn.model_dump(mode="json"), "generator": "creditgov.simulate/1", "horizon": HORIZON,
             "labelled_months": list(range(1, max(T - HORIZON, 0) + 1))}
     (out / "scenario.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
@@ -312,13 +327,20 @@ def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
     return SimResult(out, T, n, rows, rate)
 
 
-def _write_labels(out: Path, scn: Scenario, t: int, ids, c, dpd_hist) -> None:
-    """Target of month t: 90+ days past due in t+1..t+12, for accounts open and not yet in default at t."""
+def _write_labels(out: Path, scn: Scenario, t: int, ids, c, dpd_hist, matured: bool) -> None:
+    """Target of month t: 90+ days past due in t+1..t+12, for accounts open and not yet in default at t.
+
+    Null when the account is in default at t, or when the window has not closed (matured False).
+    """
     sel = np.flatnonzero((c["open_month"] <= t))
-    future = dpd_hist[t + 1:t + 1 + HORIZON, sel].max(axis=0)
     now = dpd_hist[t, sel]
-    target = np.where(now >= 90, np.nan, (future >= 90).astype(float))
-    frame = pd.DataFrame({"account_id": ids[sel], TARGET: target, "is_fraud": c["fraud"][sel]})
+    if matured:
+        future = dpd_hist[t + 1:t + 1 + HORIZON, sel].max(axis=0)
+        target = np.where(now >= 90, np.nan, (future >= 90).astype(float))
+    else:
+        target = np.full(len(sel), np.nan)
+    frame = pd.DataFrame({"account_id": ids[sel], TARGET: target, "in_default": now >= 90,
+                          "matured": matured, "is_fraud": c["fraud"][sel]})
     _write(frame, partition_dir(out, t) / "labels.parquet")
 
 
@@ -342,14 +364,18 @@ def load_months(directory: str | Path, months: list[int], labelled: bool = True)
     parts = []
     for m in months:
         d = partition_dir(directory, m - 1)
+        if not (d / "snapshot.parquet").exists():
+            raise SpecError(f"{d}: no snapshot for month {m} (run creditgov simulate)")
         snap = pd.read_parquet(d / "snapshot.parquet")
+        lab = pd.read_parquet(d / "labels.parquet", columns=["account_id", TARGET, "in_default", "matured"])
+        if labelled and not lab["matured"].all():
+            raise SpecError(f"{d}: month {m} has no labels yet (its 12-month outcome window is not closed)")
+        snap = snap.merge(lab, on="account_id", how="inner", validate="one_to_one")
+        snap = snap[~snap["in_default"]]  # the population scored: accounts not already in default
         if labelled:
-            lab_path = d / "labels.parquet"
-            if not lab_path.exists():
-                raise SpecError(f"{d}: month {m} has no labels yet (its 12-month outcome window is not closed)")
-            lab = pd.read_parquet(lab_path, columns=["account_id", TARGET])
-            snap = snap.merge(lab, on="account_id", how="inner", validate="one_to_one")
-            snap = snap[snap[TARGET].notna()]
+            snap = snap[snap[TARGET].notna()].copy()
             snap[TARGET] = np.where(snap[TARGET] > 0, "bad", "good")
-        parts.append(snap)
+        else:
+            snap = snap.drop(columns=[TARGET])
+        parts.append(snap.drop(columns=["in_default", "matured"]))
     return pd.concat(parts, ignore_index=True)

@@ -179,6 +179,37 @@ class Gates(_Strict):
     max_auc_shortfall_vs_scorecard: float = Field(ge=0, le=1)
 
 
+class Monitoring(_Strict):
+    """Typed thresholds of `creditgov monitor` (banking conventions by default)."""
+
+    psi_watch: float = Field(default=0.10, gt=0)
+    psi_act: float = Field(default=0.25, gt=0)
+    csi_watch: float = Field(default=0.10, gt=0)
+    csi_act: float = Field(default=0.25, gt=0)
+    # a key feature shifted beyond csi_act means the model's inputs are no longer what it learned: rebuild
+    key_features: list[str] = []
+    # score PSI is also measured within each category of these features (shocked segments show here)
+    segment_by: list[str] = []
+    # central tendency: relative change of the mean PD against the reference, book-wide and per segment;
+    # reported, and a watch reason beyond level_act, never more (see monitor.decide_verdict)
+    level_act: float = Field(default=0.25, gt=0)
+    auc_drop_rebuild: float = Field(default=0.05, gt=0, lt=1)
+    calibration_alpha: float = Field(default=0.01, gt=0, lt=1)
+    # materiality: a tier fails only when outside the interval AND off by more than this share of the observed rate
+    calibration_tolerance: float = Field(default=0.2, ge=0)
+    calibration_abs_tolerance: float = Field(default=0.005, ge=0)
+    min_tier_rows: int = Field(default=100, ge=1)
+    bootstrap: int = Field(default=500, ge=100)
+    reference_sample: int = Field(default=5000, ge=100)
+    evidently_sample: int = Field(default=5000, ge=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Monitoring":
+        if self.psi_watch >= self.psi_act or self.csi_watch >= self.csi_act:
+            raise ValueError("monitoring: watch thresholds must be below act thresholds")
+        return self
+
+
 class ModelCard(_Strict):
     intended_use: str
     limitations: list[str]
@@ -305,6 +336,7 @@ class PipelineSpec(_Strict):
     gates: Gates
     model_card: ModelCard
     policy: Policy | None = None
+    monitoring: Monitoring = Monitoring()
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineSpec":
@@ -318,6 +350,10 @@ class PipelineSpec(_Strict):
             raise ValueError(f"features: {clash} is also the target, id or date column")
         if not self.model_inputs:
             raise ValueError("features: no feature is a model input (all are personal data)")
+        for key in ("key_features", "segment_by"):
+            bad = sorted(set(getattr(self.monitoring, key)) - {f.name for f in self.model_inputs})
+            if bad:
+                raise ValueError(f"monitoring.{key}: {bad} are not model inputs in the catalogue")
         unknown = sorted(set(self.evaluation.compare_without) - set(names))
         if unknown:
             raise ValueError(f"evaluation.compare_without: {unknown} not in the catalogue")

@@ -68,7 +68,7 @@ def test_unknown_spec_key_exits_3_naming_the_key(monkeypatch, capsys, tmp_path, 
     assert err == f"creditgov: error: {bad}: features.0.colour: unknown key\n"
 
 
-USAGE_BUG = ("BUG: cli.py:157-168 main() catches click.ClickException / click.exceptions.Exit / Abort from the "
+USAGE_BUG = ("BUG: cli.py main() catches click.ClickException / click.exceptions.Exit / Abort from the "
              "`click` package, but typer 0.29 raises its vendored typer._click exceptions, so a usage error "
              "falls through to 'creditgov: internal error: UsageError ...' with exit 1 instead of exit 2")
 

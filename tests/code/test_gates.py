@@ -57,7 +57,7 @@ def test_thresholds_are_inclusive(gates):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: gates.py:31,39 compares the float difference scorecard_auc - auc with the threshold, so a "
+    "BUG: gates.py evaluate_gates (vs_scorecard) compares the float difference scorecard_auc - auc with the threshold, so a "
     "shortfall of exactly 0.02 (0.85 - 0.83 = 0.020000000000000018) fails a '<= 0.02' rule while "
     "its value is displayed as +0.0200"))
 def test_scorecard_shortfall_exactly_at_the_threshold_passes(gates):

@@ -62,7 +62,7 @@ def test_predictions_are_probabilities_and_calibration_keeps_direction(model, sp
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: model.py:108-113 contributions() and log_odds() come from separate float32 predictions "
+    "BUG: model.py CreditModel.contributions() and log_odds() come from separate float32 predictions "
     "(pred_contribs vs output_margin), so base + sum(phi) differs from log_odds by ~1e-6, not within 1e-9; "
     "the 'exact attributions of the calibrated log-odds' claim holds only to float32 precision"))
 def test_contributions_add_up_to_the_log_odds_within_1e_9(model, splits):

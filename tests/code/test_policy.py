@@ -395,8 +395,6 @@ def test_high_tier_cut_by_factor_rounded_down(ob_policy):
     assert out["rules_triggered"].iloc[0] == ["tier_high"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: policy._on_book cuts with _round_limit, which clips up to "
-                                       "limit.minimum, so a 'cut' of a limit below the minimum raises it")
 def test_a_cut_never_raises_the_limit(ob_policy):
     accounts = [_account(credit_limit=100.0), _account(credit_limit=300.0)]
     out = _decide_accounts(ob_policy, accounts, [0.6, 0.6])

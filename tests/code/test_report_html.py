@@ -261,10 +261,8 @@ def _stamp_params():
         pytest.param("index"),
         pytest.param("portfolio"),
         pytest.param("decision"),
-        pytest.param("notice.en", marks=pytest.mark.xfail(
-            strict=True, reason="BUG: templates/notice.html footer names model version and time but not the policy hash")),
-        pytest.param("notice.zh", marks=pytest.mark.xfail(
-            strict=True, reason="BUG: templates/notice.html footer names model version and time but not the policy hash")),
+        pytest.param("notice.en"),
+        pytest.param("notice.zh"),
     ]
 
 
@@ -279,8 +277,6 @@ def test_every_page_states_model_version_policy_hash_and_generation_time(built, 
         assert POLICY_HASH[:12] in text, name
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: templates/_head.html autoescapes the CSS inside <style> "
-                                       "('\"Segoe UI\"' becomes '&#34;Segoe UI&#34;', which CSS does not decode)")
 def test_inline_css_is_the_stylesheet_verbatim(built):
     from importlib import resources
 

@@ -199,8 +199,6 @@ def test_second_decide_is_byte_identical(decided, project):
     assert again.path.read_bytes() == decided.bytes
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: decide._canonical turns Python ints into text, so row hashes "
-                                       "and logged inputs depend on whether a column is int64 or Int64")
 def test_row_hash_independent_of_integer_dtype():
     from creditgov.decide import row_hashes
 

@@ -1,0 +1,128 @@
+"""`creditgov monitor`: run the monitor on batches (files, or simulator months), record and render it.
+
+Each monitored batch gets an MLflow run in `<experiment>-monitoring` (metrics, verdict, reasons,
+the result JSON and the HTML), and the model version gets `monitor.*` tags with the latest
+verdict. The HTML goes to reports/<run>/: one drift page per batch, the Evidently report,
+a trend page over the batches, and index.html linking them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from creditgov.monitor import MonitorResult, load_reference, run_monitor
+from creditgov.spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class MonitorJob:
+    results: list[MonitorResult]
+    run_ids: list[str]
+    report_dir: Path
+    model_version: str
+
+
+def _validated(spec: PipelineSpec, frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    from creditgov import expectations, validate
+
+    suite = expectations.for_scoring(expectations.checked_suite(spec), spec, frame.columns)
+    outcome = validate.validate(frame.reset_index(drop=True), spec, suite, label)
+    validate.enforce_quarantine_share(outcome, spec, label)
+    return outcome.clean
+
+
+def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) -> str:
+    import mlflow
+
+    from creditgov import tracking
+
+    exp = tracking.ensure_experiment(f"{spec.registry.experiment}-monitoring")
+    with tracking.backend_errors("log the monitoring run"), \
+            mlflow.start_run(experiment_id=exp, run_name=f"monitor-{r.label}") as run:
+        metrics = {"score_psi": r.score_psi, "rows": r.rows, **{f"csi.{k}": v for k, v in r.csi.items()}}
+        for col, seg in r.segment_psi.items():
+            metrics.update({f"segment_psi.{col}.{k}": v for k, v in seg.items()})
+        metrics.update({f"level.{k}": v for k, v in r.level.items()})
+        for src in (r.matured, r.estimated):
+            if src:
+                metrics.update({f"{src['kind']}_{k}": float(v) for k, v in src.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
+        mlflow.log_metrics({k.replace("=", "_"): float(v) for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.set_tags({"verdict": r.verdict, "batch": r.label, "model_name": spec.registry.model_name,
+                         "model_version": version, "reasons": " | ".join(r.reasons)[:5000]})
+        mlflow.log_dict(r.to_dict(), "monitor/result.json")
+        if html is not None:
+            mlflow.log_artifact(str(html), "monitor")
+        if r.evidently_html:
+            mlflow.log_artifact(r.evidently_html, "monitor")
+        run_id = run.info.run_id
+    c = tracking.client()
+    name = spec.registry.model_name
+    for k, v in {"monitor.last_verdict": r.verdict, "monitor.last_batch": r.label, "monitor.last_run": run_id,
+                 "monitor.last_reason": (r.reasons[0] if r.reasons else "no threshold crossed")[:500]}.items():
+        c.set_model_version_tag(name, version, k, v)
+    return run_id
+
+
+def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFrame | None]],
+            version: str | None = None, out_root: str | Path = "reports", evidently: bool = True,
+            log=print) -> MonitorJob:
+    """Monitor each (label, batch, matured-basis) in order; write and record everything."""
+    from creditgov import report_monitor, tracking
+
+    tracking.configure()
+    model, version, _ = tracking.load_registered(spec.registry.model_name, version)
+    profile, ref_sample, _ = load_reference(spec.registry.model_name, version)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(out_root) / f"{spec.name}-monitor-v{version}-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    results, run_ids = [], []
+    for label, frame, basis in batches:
+        clean = _validated(spec, frame, label)
+        basis_clean = _validated(spec, basis, f"{label} (matured basis)") if basis is not None else None
+        ev_path = out / f"evidently-{label}.html" if evidently else None
+        r = run_monitor(spec, model, profile, clean, label, ref_sample=ref_sample, matured_frame=basis_clean,
+                        evidently_path=ev_path)
+        page = report_monitor.write_batch_page(out, spec, r, version, stamp)
+        run_ids.append(_log(spec, r, version, page))
+        results.append(r)
+        log(f"{label}: {r.verdict}" + (f" - {r.reasons[0]}" if r.reasons else ""))
+    report_monitor.write_index(out, spec, results, version, stamp)
+    return MonitorJob(results, run_ids, out, version)
+
+
+def simulator_batches(spec: PipelineSpec, directory: str, months: list[int], observed: bool) -> list:
+    """(label, batch, matured basis) per month: the batch has labels only in `observed` mode
+    (retrospective); the basis is the month whose outcome window has just closed (m - 12)."""
+    from creditgov.simulate import HORIZON, TARGET, load_months
+
+    out = []
+    for m in months:
+        frame = load_months(directory, [m], labelled=observed)
+        basis = load_months(directory, [m - HORIZON], labelled=True) if m - HORIZON >= 1 else None
+        if spec.target.column != TARGET:
+            frame = frame.rename(columns={TARGET: spec.target.column})
+            basis = basis.rename(columns={TARGET: spec.target.column}) if basis is not None else None
+        out.append((f"month-{m:02d}", frame, basis))
+    return out
+
+
+def parse_months(text: str) -> list[int]:
+    """'13-24' or '13,14,20' -> list of months."""
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        elif part.strip():
+            out.append(int(part))
+    return out
+
+
+def result_json(r: MonitorResult) -> str:
+    return json.dumps(r.to_dict(), indent=1, default=float)

@@ -1,0 +1,86 @@
+"""The reference profile stored with each model version: what "normal" looked like at development.
+
+Banking-convention bins: reference deciles per numeric feature (missing as its own bin),
+categories as their own bins (plus missing and "other"); the reference score deciles;
+per-segment score deciles for the spec's segment features; development metrics with CIs;
+and a capped sample for Evidently. Stored as JSON + Parquet artifacts, never pickled.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from creditgov.metrics import decile_edges
+from creditgov.spec import PipelineSpec
+
+MISSING = "(missing)"
+OTHER = "(other)"
+
+
+def numeric_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin index per value: 0..len(edges) for the deciles (side='right'), len(edges)+1 for missing."""
+    values = np.asarray(values, dtype="float64")
+    idx = np.searchsorted(edges, values, side="right")
+    return np.where(np.isnan(values), len(edges) + 1, idx)
+
+
+def categorical_bins(values: pd.Series, categories: list[str]) -> np.ndarray:
+    """Bin per value: its category's position, then missing, then anything not in the list."""
+    pos = {c: i for i, c in enumerate(categories)}
+    out = values.map(lambda v: len(categories) if pd.isna(v) else pos.get(str(v), len(categories) + 1))
+    return out.to_numpy(dtype="int64")
+
+
+def shares(bins: np.ndarray, n_bins: int) -> list[float]:
+    counts = np.bincount(bins, minlength=n_bins)[:n_bins].astype(float)
+    return (counts / counts.sum()).tolist() if counts.sum() else counts.tolist()
+
+
+DISCRETE_MAX = 20
+
+
+def reference_edges(values: np.ndarray) -> np.ndarray:
+    """Inner bin edges: reference deciles, or each distinct value for a feature with few of them.
+
+    Deciles of a zero-inflated count (days past due is 0 for most accounts) collapse into one
+    bin and would hide a shift from 0 to 30; with at most DISCRETE_MAX distinct values every
+    value is its own bin (values above the largest fall in the last bin).
+    """
+    distinct = np.unique(values)
+    if len(distinct) <= DISCRETE_MAX:
+        return distinct[1:]
+    return decile_edges(values)
+
+
+def feature_profile(frame: pd.DataFrame, spec: PipelineSpec) -> dict:
+    out = {}
+    for f in spec.model_inputs:
+        if f.type == "numeric":
+            v = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype="float64")
+            finite = v[~np.isnan(v)]
+            edges = reference_edges(finite) if len(finite) else np.array([])
+            out[f.name] = {"kind": "numeric", "edges": edges.tolist(),
+                           "shares": shares(numeric_bins(v, edges), len(edges) + 2)}
+        else:
+            cats = list(f.categories)
+            out[f.name] = {"kind": "categorical", "categories": cats,
+                           "shares": shares(categorical_bins(frame[f.name], cats), len(cats) + 2)}
+    return out
+
+
+def score_profile(pd_values: np.ndarray) -> dict:
+    edges = decile_edges(pd_values)
+    return {"edges": edges.tolist(), "shares": shares(numeric_bins(pd_values, edges), len(edges) + 2),
+            "mean": float(np.mean(pd_values)), "n": int(len(pd_values))}
+
+
+def build_profile(dev: pd.DataFrame, pd_dev: np.ndarray, spec: PipelineSpec, dev_metrics: dict,
+                  segment_by: list[str]) -> dict:
+    segments = {}
+    for col in segment_by:
+        segments[col] = {}
+        for value, idx in dev.groupby(dev[col].astype(object).where(dev[col].notna(), MISSING)).indices.items():
+            if len(idx) >= 100:  # too few rows give unstable deciles
+                segments[col][str(value)] = score_profile(pd_dev[idx])
+    return {"format": "creditgov.reference/1", "rows": int(len(dev)), "features": feature_profile(dev, spec),
+            "score": score_profile(pd_dev), "segments": segments, "development_metrics": dev_metrics}
