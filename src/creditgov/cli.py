@@ -154,6 +154,35 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
 
 
 @app.command()
+def recalibrate(spec: str = SpecOpt,
+                data: Optional[str] = typer.Option(None, "--data", "-d", help="Matured, labelled batch (CSV/Parquet)."),
+                months: Optional[str] = typer.Option(None, help="Or: matured simulator months, e.g. 5-8."),
+                sim_dir: str = typer.Option("data/simulated/default", help="Simulator output (with --months)."),
+                version: Optional[str] = typer.Option(None, help="Version to recalibrate (default: the @champion)."),
+                monitoring_run: Optional[str] = typer.Option(None, help="The monitoring run that asked for it "
+                                                              "(default: the version's monitor.last_run tag).")):
+    """Refit the calibration layer on matured data; register the result as @challenger (promotion is gated)."""
+    from creditgov import data as data_mod
+    from creditgov.errors import SpecError
+    from creditgov.monitor_job import _validated, parse_months
+    from creditgov.recalibrate import recalibrate as run
+
+    s = _spec(spec)
+    if months:
+        from creditgov.simulate import TARGET, load_months
+
+        label = f"{sim_dir} months {months}"
+        frame = load_months(sim_dir, parse_months(months), labelled=True).rename(columns={TARGET: s.target.column})
+    elif data:
+        label, frame = data, data_mod.read_path(data, s).frame
+    else:
+        raise SpecError("recalibrate needs --data FILE or --months RANGE of matured data")
+    if s.target.column not in frame.columns:
+        raise SpecError(f"{label}: no target column '{s.target.column}': recalibration needs matured outcomes")
+    run(s, _validated(s, frame, label), label, version, monitoring_run, log=_say)
+
+
+@app.command()
 def simulate(scenario: str = typer.Option("pipelines/scenarios/default.yaml", help="Scenario YAML."),
              out: Optional[str] = typer.Option(None, help="Output directory (default: data/simulated/<name>)."),
              accounts: Optional[int] = typer.Option(None, help="Override the number of accounts."),
@@ -196,18 +225,24 @@ def ui(port: int = typer.Option(5000, help="Port."),
                                "--port", str(port)])
 
 
-def main() -> None:
-    import click
+def _click_kind(exc: BaseException) -> str | None:
+    """'exit', 'usage' or 'abort' for click's exceptions, whichever copy of click raised them
+    (typer bundles its own as typer._click, which the `click` package's classes do not match)."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "Exit" in names and hasattr(exc, "exit_code"):
+        return "exit"
+    if "ClickException" in names and hasattr(exc, "show"):
+        return "usage"
+    if "Abort" in names:
+        return "abort"
+    return None
 
+
+def main() -> None:
     env.apply()
     try:
         app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         print("creditgov: interrupted", file=sys.stderr)
         sys.exit(130)
     except CreditGovError as exc:
@@ -217,6 +252,15 @@ def main() -> None:
         print("creditgov: error: out of memory", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:  # the last line of defence: one line, never a traceback
+        kind = _click_kind(exc)
+        if kind == "exit":
+            sys.exit(exc.exit_code)
+        if kind == "usage":
+            exc.show()
+            sys.exit(exc.exit_code)
+        if kind == "abort":
+            print("creditgov: interrupted", file=sys.stderr)
+            sys.exit(130)
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         print(f"creditgov: internal error: {type(exc).__name__}: {first} (set CREDITGOV_DEBUG=1 for details)",
               file=sys.stderr)

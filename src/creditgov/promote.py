@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timezone
 
 from creditgov.errors import PromotionRefused, TrackingError
-from creditgov.gates import EVIDENCE_KEYS, GateResult, all_pass, evaluate_gates
+from creditgov.gates import EVIDENCE_KEYS, OPTIONAL_KEYS, GateResult, all_pass, evaluate_gates
 from creditgov.spec import PipelineSpec
 
 
@@ -38,7 +38,7 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
     with tracking.backend_errors(f"promote {name}"):
         version = resolve_version(client, name, version)
         run = client.get_run(client.get_model_version(name, version).run_id)
-        evidence = {k: run.data.metrics[k] for k in EVIDENCE_KEYS if k in run.data.metrics}
+        evidence = {k: run.data.metrics[k] for k in EVIDENCE_KEYS + OPTIONAL_KEYS if k in run.data.metrics}
         results = evaluate_gates(spec.gates, evidence)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record = json.dumps({"gates": [r.to_dict() for r in results], "evidence": evidence,

@@ -65,6 +65,8 @@ def _run_gx(frame: pd.DataFrame, suite: dict) -> dict:
 def _first_bad_number(series: pd.Series) -> tuple[int, str]:
     parsed = pd.to_numeric(series, errors="coerce")
     bad = series.notna() & parsed.isna()
+    if not bad.any():  # every value parses: numbers stored as text, a dtype problem, not a bad value
+        return 0, ""
     pos = int(bad.to_numpy().argmax())
     return pos + 1, str(series.iloc[pos])[:40]
 

@@ -73,7 +73,6 @@ USAGE_BUG = ("BUG: cli.py main() catches click.ClickException / click.exceptions
              "falls through to 'creditgov: internal error: UsageError ...' with exit 1 instead of exit 2")
 
 
-@pytest.mark.xfail(strict=True, reason=USAGE_BUG)
 @pytest.mark.parametrize("args, says", [
     (["no-such-command"], "No such command"),
     (["promote"], "approver"),          # required option missing

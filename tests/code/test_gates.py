@@ -56,10 +56,6 @@ def test_thresholds_are_inclusive(gates):
     assert all_pass(evaluate_gates(gates, evidence))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: gates.py evaluate_gates (vs_scorecard) compares the float difference scorecard_auc - auc with the threshold, so a "
-    "shortfall of exactly 0.02 (0.85 - 0.83 = 0.020000000000000018) fails a '<= 0.02' rule while "
-    "its value is displayed as +0.0200"))
 def test_scorecard_shortfall_exactly_at_the_threshold_passes(gates):
     results = evaluate_gates(gates, {**_passing(), "test_auc": 0.83, "scorecard_test_auc": 0.85})
     (vs,) = [r for r in results if r.name == "vs_scorecard"]

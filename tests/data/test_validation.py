@@ -283,10 +283,6 @@ def test_text_in_numeric_parquet_column_names_the_offending_row(project, spec, c
     assert str(info.value) == "typed.parquet: column 'Income' has text 'n/a' in row 4 (rule: numeric type)"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: validate.py _first_bad_number returns row argmax+1 >= 1 even when every value parses as a "
-    "number, so the dtype branch of _critical_message is unreachable and a numeric column stored as text "
-    "blames a valid value ('has text '30' in row 1')"))
 def test_numeric_column_stored_as_text_is_reported_by_dtype_not_a_valid_value(project, spec, credit_data):
     frame = credit_data.head(50).copy()
     frame["Age"] = frame["Age"].astype(str)  # every value is a number, the column type is not

@@ -1,0 +1,138 @@
+"""`creditgov recalibrate`: refit the calibration layer on recent matured data, register a challenger.
+
+The booster (the ranking) is kept; only the Platt layer log-odds = a * margin + b is refitted,
+on a stratified 70% of the matured rows, and judged on the other 30%, before and after, side by
+side. The result is a new model version with alias `challenger`, tags naming its parent version
+and the monitoring run that asked for it, its own reference profile (the score distribution
+changed) and the evidence the promotion gates read; promotion goes through the same gates.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from creditgov.spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class RecalibrationResult:
+    version: str
+    parent_version: str
+    run_id: str
+    before: dict
+    after: dict
+    calibration: dict  # a, b before and after
+
+
+def _side_by_side_html(spec: PipelineSpec, parent: str, before: dict, after: dict, cal_before: pd.DataFrame,
+                       cal_after: pd.DataFrame, calib: dict, label: str) -> str:
+    from creditgov.report import _env
+    from creditgov.report_monitor import _css
+
+    return _env().get_template("recalibration.html").render(
+        css=_css(), spec=spec, parent=parent, before=before, after=after, label=label, calib=calib,
+        rows=list(zip(cal_before.to_dict("records"), cal_after.to_dict("records"))))
+
+
+def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: str | None = None,
+                monitoring_run: str | None = None, log=print) -> RecalibrationResult:
+    import mlflow
+    from sklearn.model_selection import train_test_split
+
+    from creditgov import data, metrics, modelcard, monotonic, pipeline, tracking, train
+    from creditgov.model import CreditModel
+
+    tracking.configure()
+    model, parent, parent_run = tracking.load_registered(spec.registry.model_name, version)
+    client = tracking.client()
+    name = spec.registry.model_name
+    if monitoring_run is None:
+        monitoring_run = client.get_model_version(name, parent).tags.get("monitor.last_run")
+    y = train.target_vector(matured, spec)
+    fit, hold = train_test_split(matured, test_size=0.3, stratify=y, random_state=spec.split.seed)
+    y_fit, y_hold = train.target_vector(fit, spec), train.target_vector(hold, spec)
+    a, b = train.fit_platt(model.margin(fit), y_fit)
+    new = CreditModel(model.booster_, model.encodings, a, b, {**model.info, "recalibrated_from": parent})
+    seed, n_boot = spec.split.seed, spec.evaluation.bootstrap
+    p_before, p_after = model.predict_pd(hold), new.predict_pd(hold)
+    before = metrics.evaluate(y_hold, p_before, n_boot=n_boot, seed=seed)
+    after = metrics.evaluate(y_hold, p_after, n_boot=n_boot, seed=seed)
+    bins = spec.evaluation.calibration_bins
+    cal_before = metrics.calibration_table(y_hold, p_before, bins)
+    cal_after = metrics.calibration_table(y_hold, p_after, bins)
+    mono = monotonic.check_monotonicity(new, fit.sample(min(spec.evaluation.monotonicity_sample, len(fit)),
+                                                        random_state=seed), spec.evaluation.monotonicity_grid)
+    parent_metrics = client.get_run(parent_run).data.metrics
+    calib = {"before": {"a": model.calib_a_, "b": model.calib_b_}, "after": {"a": a, "b": b}}
+
+    exp_id = tracking.ensure_experiment(spec.registry.experiment)
+    with tracking.backend_errors("log the recalibration run"), tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"recalibrate-{spec.name}-from-v{parent}") as run:
+            flat = {f"test_{k}": float(v) for k, v in after.items() if np.isfinite(v)}
+            flat.update({f"before_test_{k}": float(v) for k, v in before.items() if np.isfinite(v)})
+            # the scorecard is not refitted: its evidence is the parent's, as the tag says
+            flat["scorecard_test_auc"] = float(parent_metrics.get("scorecard_test_auc", np.nan))
+            flat["scorecard_auc_shortfall"] = float(parent_metrics.get("scorecard_test_auc", np.nan)
+                                                    - parent_metrics.get("test_auc", np.nan))
+            flat["monotonicity_violations"] = int(sum(r["violations"] for r in mono.values()))
+            mlflow.log_metrics({k: v for k, v in flat.items() if np.isfinite(v)})
+            mlflow.log_params({"spec": spec.name, "spec_hash": spec.content_hash, "parent_version": parent,
+                               "recalibration_data": label, "recalibration_data_hash": data.content_hash(matured),
+                               "calibration": "platt-on-margin", "calib_a": a, "calib_b": b})
+            mlflow.set_tags({"creditgov.stage": "recalibrate", "parent_version": parent,
+                             "monitoring_run": monitoring_run or "none",
+                             "scorecard_evidence": f"inherited from v{parent}: recalibration keeps the ranking"})
+            mlflow.log_text(cal_before.to_csv(index=False), "recalibration/calibration_before.csv")
+            mlflow.log_text(cal_after.to_csv(index=False), "recalibration/calibration_after.csv")
+            html = _side_by_side_html(spec, parent, before, after, cal_before, cal_after, calib, label)
+            mlflow.log_text(html, "recalibration/before_after.html")
+            pipeline.log_reference(fit, new.predict_pd(fit), spec,
+                                   {k: v for k, v in flat.items() if k.startswith("test_")}, tmpdir)
+            card = _card_from_parent(parent_run, after, calib, parent, label, run.info.run_id)
+            info = pipeline._log_model(new, spec, pipeline._input_example(fit, spec), tmpdir)
+            version_new = str(info.registered_model_version)
+            if card:
+                card["model"]["version"] = version_new
+                svg = _parent_text(parent_run, "explain/shap_importance.svg") or ""
+                mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
+                mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")
+            run_id = run.info.run_id
+        client.set_registered_model_alias(name, "challenger", version_new)
+        for k, v in {"parent_version": parent, "monitoring_run": monitoring_run or "none", "run_id": run_id,
+                     "recalibration_data": label[:500], "spec_hash": spec.content_hash}.items():
+            client.set_model_version_tag(name, version_new, k, v)
+    log(f"{name} v{version_new} (challenger) recalibrated from v{parent} on {label}: Hosmer-Lemeshow p "
+        f"{before['hl_pvalue']:.4f} -> {after['hl_pvalue']:.4f}, Brier {before['brier']:.4f} -> {after['brier']:.4f}, "
+        f"AUC {after['auc']:.4f} (ranking unchanged)")
+    return RecalibrationResult(version_new, parent, run_id, before, after, calib)
+
+
+def _parent_text(run_id: str, path: str) -> str | None:
+    import mlflow
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)).read_text(encoding="utf-8")
+    except Exception:
+        return None
+
+
+def _card_from_parent(parent_run: str, after: dict, calib: dict, parent: str, label: str, run_id: str) -> dict | None:
+    text = _parent_text(parent_run, "model_card/model_card.json")
+    if not text:
+        return None
+    card = json.loads(text)
+    card["model"]["run_id"] = run_id
+    card["model"]["calibration"] = calib["after"]
+    card["model"]["type"] += f"; calibration refitted from version {parent} on {label}"
+    card["metrics"]["xgboost"] = after
+    card["limitations"] = list(card.get("limitations", [])) + [
+        f"Recalibrated from version {parent} on {label}: the trees are the parent's; metrics are on a 30% "
+        "hold-out of that matured data; the scorecard comparison is the parent's."]
+    card["lineage"]["parent_version"] = parent
+    return card
