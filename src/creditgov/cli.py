@@ -103,6 +103,10 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
     from creditgov.decide import decide as run_decide
 
     r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
+    from creditgov import audit
+
+    n = audit.append_decisions(r.log)
+    _say(f"  {n} decision records appended to the audit log {audit.audit_url()}")
     counts = r.log["action"].value_counts().to_dict()
     _say("  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
 
@@ -180,6 +184,60 @@ def recalibrate(spec: str = SpecOpt,
     if s.target.column not in frame.columns:
         raise SpecError(f"{label}: no target column '{s.target.column}': recalibration needs matured outcomes")
     run(s, _validated(s, frame, label), label, version, monitoring_run, log=_say)
+
+
+audit_app = typer.Typer(help="The tamper-evident decision audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify():
+    """Recompute the hash chain; name any record altered, inserted or deleted (exit 8 if any)."""
+    from creditgov import audit
+    from creditgov.audit import AuditError
+
+    r = audit.verify()
+    if not r.ok:
+        raise AuditError(f"audit log {audit.audit_url()}: {r.problems[0]}"
+                         + (f" (and {len(r.problems) - 1} more problems)" if len(r.problems) > 1 else ""))
+    _say(f"audit log {audit.audit_url()}: {r.records} records verified; head record {r.head_seq} hash {r.head_hash}")
+
+
+@audit_app.command("prune")
+def audit_prune(spec: str = SpecOpt):
+    """Delete decision records older than the spec's audit.retention_months; the prune is itself recorded."""
+    from creditgov import audit
+
+    s = _spec(spec)
+    n = audit.prune(s.audit.retention_months)
+    _say(f"pruned {n} records older than {s.audit.retention_months} months from {audit.audit_url()}")
+
+
+@app.command()
+def review(decision_id: str = typer.Argument(..., help="The decision to resolve."),
+           approve: bool = typer.Option(False, "--approve", help="Confirm the proposed decision."),
+           override: Optional[str] = typer.Option(None, "--override", help="Replace it with this action."),
+           limit: Optional[float] = typer.Option(None, help="The credit limit granted (with --override)."),
+           reviewer: str = typer.Option(..., help="Who reviewed."),
+           reason: str = typer.Option(..., help="Why: recorded with the decision.")):
+    """Resolve a review-queue decision (human oversight); recorded in the audit trail."""
+    from creditgov.oversight import review as do_review
+
+    e = do_review(decision_id, approve, override, reviewer, reason, limit)
+    _say(f"decision {decision_id}: {e['resolution']} by {reviewer}: {e['original_action']} -> {e['final_action']}")
+
+
+@app.command()
+def contest(decision_id: str = typer.Argument(..., help="The decision contested."),
+            spec: str = SpecOpt,
+            data: str = typer.Option(..., "--data", "-d", help="The corrected input row (CSV/Parquet)."),
+            reason: str = typer.Option("customer contest with corrected data", help="Why.")):
+    """Re-decide with corrected inputs under the same model version and policy; link new to old."""
+    from creditgov.oversight import contest as do_contest
+
+    e = do_contest(_spec(spec), decision_id, data, reason, log=_say)
+    _say(f"decision {decision_id} contested: {e['original_action']} -> {e['new_action']} "
+         f"(new decision {e['new_decision_id']})")
 
 
 @app.command()

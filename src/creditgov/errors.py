@@ -2,7 +2,8 @@
 
 Exit codes (documented in the README):
   1 internal error, 2 usage, 3 spec, 4 input data (critical expectation failed),
-  5 quarantine over the spec's share, 6 promotion refused, 7 tracking backend.
+  5 quarantine over the spec's share, 6 promotion refused, 7 tracking backend, 8 audit trail
+  verification failed or a decision is not in it.
 """
 from __future__ import annotations
 

@@ -234,8 +234,33 @@ def _log_model(model, spec: PipelineSpec, example: pd.DataFrame, workdir: Path):
         input_example=example,
         pip_requirements=[f"xgboost=={version('xgboost')}", f"pandas=={version('pandas')}",
                           f"numpy=={version('numpy')}", f"mlflow=={version('mlflow')}"],
-        registered_model_name=spec.registry.model_name,
     )
+
+
+def register(info, spec: PipelineSpec, tags: dict, description: str) -> str:
+    """Create the model version with its evidence tags in one call; `finish_registration` completes it.
+
+    A run killed before this leaves no version; one killed between the two leaves a version without
+    alias and without the `creditgov.registration: complete` tag, which promote and decide refuse.
+    """
+    import mlflow
+
+    from creditgov import tracking
+
+    name = spec.registry.model_name
+    with tracking.backend_errors(f"register {name}"):
+        mv = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+        tracking.client().update_model_version(name, mv.version, description=description)
+    return str(mv.version)
+
+
+def finish_registration(spec: PipelineSpec, version: str) -> None:
+    from creditgov import tracking
+
+    c, name = tracking.client(), spec.registry.model_name
+    with tracking.backend_errors(f"finish registering {name} v{version}"):
+        c.set_registered_model_alias(name, "challenger", version)
+        c.set_model_version_tag(name, version, "creditgov.registration", "complete")
 
 
 def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = None,
@@ -244,6 +269,7 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
 
     from creditgov import explain, gates as gates_mod, modelcard, tracking, validate
 
+    tracking.check()  # fail fast, before minutes of training, when the backend is unreachable
     v = validate_input(spec, data_path)
     s = v.outcome.summary()
     log(f"validated {v.label}: {s['rows_in']} rows in, {s['rows_clean']} clean, "
@@ -288,21 +314,17 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
 
             example = _input_example(ev["splits"].train, spec)
             info = _log_model(ev["model"], spec, example, tmpdir)
-            version = str(info.registered_model_version)
+            version = register(info, spec, {
+                "run_id": run_id, "spec_hash": spec.content_hash, "train_data_hash": ev["train_hash"],
+                "input_data_hash": v.input_hash,
+                "gates_at_registration": "pass" if gates_mod.all_pass(gate_results) else
+                "fail: " + ", ".join(g.name for g in gate_results if not g.passed)},
+                f"{spec.description} Test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, "
+                f"{flat['test_auc_ci_high']:.4f}]; model card in run artifacts.")
             card = _card(v, ev, importance, gate_results, run_id, version, spec_path)
             mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
             mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")
-
-        client = tracking.client()
-        name = spec.registry.model_name
-        client.set_registered_model_alias(name, "challenger", version)
-        for key, val in {"run_id": run_id, "spec_hash": spec.content_hash, "train_data_hash": ev["train_hash"],
-                         "input_data_hash": v.input_hash,
-                         "gates_at_registration": "pass" if gates_mod.all_pass(gate_results) else
-                         "fail: " + ", ".join(g.name for g in gate_results if not g.passed)}.items():
-            client.set_model_version_tag(name, version, key, val)
-        client.update_model_version(name, version, description=(
-            f"{spec.description} Test AUC {flat['test_auc']:.4f} "
-            f"[{flat['test_auc_ci_low']:.4f}, {flat['test_auc_ci_high']:.4f}]; model card in run artifacts."))
+        finish_registration(spec, version)
+    name = spec.registry.model_name
     log(f"registered {name} version {version} (alias challenger), run {run_id}")
     return TrainResult(run_id, name, version, flat, gate_results, v.quarantine_path, card)

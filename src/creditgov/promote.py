@@ -37,7 +37,11 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
     name = spec.registry.model_name
     with tracking.backend_errors(f"promote {name}"):
         version = resolve_version(client, name, version)
-        run = client.get_run(client.get_model_version(name, version).run_id)
+        mv = client.get_model_version(name, version)
+        if mv.tags.get("creditgov.registration") != "complete":
+            raise PromotionRefused(f"{name} version {version} not promoted: its registration is incomplete "
+                                   "(the training run was interrupted)")
+        run = client.get_run(mv.run_id)
         evidence = {k: run.data.metrics[k] for k in EVIDENCE_KEYS + OPTIONAL_KEYS if k in run.data.metrics}
         results = evaluate_gates(spec.gates, evidence)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -96,17 +96,17 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
                                    {k: v for k, v in flat.items() if k.startswith("test_")}, tmpdir)
             card = _card_from_parent(parent_run, after, calib, parent, label, run.info.run_id)
             info = pipeline._log_model(new, spec, pipeline._input_example(fit, spec), tmpdir)
-            version_new = str(info.registered_model_version)
+            version_new = pipeline.register(info, spec, {
+                "parent_version": parent, "monitoring_run": monitoring_run or "none", "run_id": run.info.run_id,
+                "recalibration_data": label[:500], "spec_hash": spec.content_hash},
+                f"Calibration of v{parent} refitted on {label}.")
             if card:
                 card["model"]["version"] = version_new
                 svg = _parent_text(parent_run, "explain/shap_importance.svg") or ""
                 mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
                 mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")
             run_id = run.info.run_id
-        client.set_registered_model_alias(name, "challenger", version_new)
-        for k, v in {"parent_version": parent, "monitoring_run": monitoring_run or "none", "run_id": run_id,
-                     "recalibration_data": label[:500], "spec_hash": spec.content_hash}.items():
-            client.set_model_version_tag(name, version_new, k, v)
+        pipeline.finish_registration(spec, version_new)
     log(f"{name} v{version_new} (challenger) recalibrated from v{parent} on {label}: Hosmer-Lemeshow p "
         f"{before['hl_pvalue']:.4f} -> {after['hl_pvalue']:.4f}, Brier {before['brier']:.4f} -> {after['brier']:.4f}, "
         f"AUC {after['auc']:.4f} (ranking unchanged)")

@@ -134,8 +134,11 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
     changed = [{"feature": f, "en": e, "zh": z, "delta": d} for f, e, z, d in
                zip(*(row.get(k, []) if row.get(k) is not None else [] for k in
                      ("changed_features", "changed_en", "changed_zh", "changed_attribution_deltas")))]
+    from creditgov import audit
+
+    events = audit.events_for(str(row["decision_id"])) if audit.exists() else []
     return {"row": row, "inputs": inputs, "reasons": reasons, "cf": cf, "card": card, "stamp": stamp,
-            "changed": changed,
+            "changed": changed, "events": events,
             "rules": _rules_evaluated(row, spec),
             "waterfall": waterfall_svg(float(row["shap_base"]), shown, float(row["log_odds"])),
             "adverse": row["action"] in ADVERSE_ACTIONS}

@@ -210,6 +210,11 @@ class Monitoring(_Strict):
         return self
 
 
+class AuditSpec(_Strict):
+    # decision records older than this are removed by `creditgov audit prune` (which records the prune)
+    retention_months: int = Field(default=84, ge=1)
+
+
 class ModelCard(_Strict):
     intended_use: str
     limitations: list[str]
@@ -337,6 +342,7 @@ class PipelineSpec(_Strict):
     model_card: ModelCard
     policy: Policy | None = None
     monitoring: Monitoring = Monitoring()
+    audit: AuditSpec = AuditSpec()
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineSpec":

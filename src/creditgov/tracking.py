@@ -50,6 +50,13 @@ def backend_errors(action: str):
         raise TrackingError(f"MLflow tracking at {tracking_uri()}: {action} failed: {first}") from None
 
 
+def check() -> None:
+    """One cheap call to the backend, so an unreachable server fails in bounded time with one line."""
+    configure()
+    with backend_errors("reach the tracking backend"):
+        client().search_experiments(max_results=1)
+
+
 def ensure_experiment(name: str) -> str:
     """The experiment id, creating it with artifacts beside the SQLite file for the default backend."""
     import mlflow
@@ -87,5 +94,8 @@ def load_registered(model_name: str, version: str | None = None, alias: str = "c
             what = f"version {version}" if version else f"a version with alias '{alias}'"
             raise TrackingError(f"registered model '{model_name}' has no {what} "
                                 f"(train and promote one first: make train)") from None
+        if mv.tags.get("creditgov.registration") != "complete":
+            raise TrackingError(f"{model_name} version {mv.version} is not completely registered "
+                                "(its training run was interrupted): train again")
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{mv.version}")
     return CreditModel.load(Path(local) / "artifacts" / "model"), str(mv.version), mv.run_id

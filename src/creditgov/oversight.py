@@ -1,0 +1,64 @@
+"""Human oversight: resolve review-queue decisions, and contest a decision with corrected data.
+
+Both are recorded in the audit trail (kind `review` / `contest`, keyed by the decision id they
+are about), and shown on the per-decision report. A contest re-decides with the SAME model
+version and policy that made the original decision and links the new decision to the old one.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from creditgov import audit
+from creditgov.errors import SpecError
+from creditgov.spec import PipelineSpec
+
+ACTIONS = ("approve", "decline", "review", "keep", "raise", "cut", "suspend", "restore")
+
+
+def review(decision_id: str, approve: bool, override: str | None, reviewer: str, reason: str,
+           limit: float | None = None) -> dict:
+    if approve == bool(override):
+        raise SpecError("review needs exactly one of --approve or --override ACTION")
+    if override and override not in ACTIONS:
+        raise SpecError(f"--override '{override}': not an action ({', '.join(ACTIONS)})")
+    if not reviewer.strip() or not reason.strip():
+        raise SpecError("review needs --reviewer and a --reason: the record must say who decided and why")
+    original = audit.find_decision(decision_id)
+    proposed = original["action"]
+    if proposed == "review":  # approving a queued case grants what the policy proposed
+        on_book = original.get("previous_limit") is not None
+        proposed = "keep" if on_book else "approve"
+    outcome = proposed if approve else override
+    event = {"decision_id": decision_id, "reviewer": reviewer, "reason": reason,
+             "resolution": "approved" if approve else "overridden", "original_action": original["action"],
+             "final_action": outcome, "final_limit": limit if limit is not None else original.get("limit"),
+             "was_in_review_queue": bool(original.get("review_queue")),
+             "reviewed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    audit.append([("review", decision_id, event)])
+    return event
+
+
+def contest(spec: PipelineSpec, decision_id: str, corrected: str, reason: str, log=print) -> dict:
+    from creditgov import privacy
+    from creditgov.decide import decide
+
+    original = audit.find_decision(decision_id)
+    if spec.policy is None or original["policy_hash"] != spec.policy.content_hash:
+        raise SpecError(f"decision {decision_id} was made under policy {original['policy_hash'][:12]}; the spec's "
+                        "policy differs: contest with the spec version that made it")
+    result = decide(spec, corrected, version=str(original["model_version"]),
+                    as_of=datetime.now(timezone.utc).date().isoformat(), out_dir="decisions/contests", log=log)
+    decided = result.log
+    if len(decided) != 1:
+        raise SpecError(f"{corrected}: a contest corrects one application or account; the file has {len(decided)} rows")
+    new = decided.iloc[0]
+    if spec.source.id_column and new["account_key"] != original["account_key"]:
+        raise SpecError(f"{corrected}: the corrected row is for another account than decision {decision_id}")
+    audit.append_decisions(decided)
+    event = {"decision_id": decision_id, "new_decision_id": str(new["decision_id"]), "reason": reason,
+             "original_action": original["action"], "new_action": str(new["action"]),
+             "original_pd": original.get("pd"), "new_pd": None if new["pd"] != new["pd"] else float(new["pd"]),
+             "model_version": str(original["model_version"]), "corrected_input_hash": result.input_hash,
+             "contested_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    audit.append([("contest", decision_id, event), ("contest", str(new["decision_id"]), {**event, "role": "new"})])
+    return event
