@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-.PHONY: help install train simulate validate promote decide report ui test test-fast clean
+.PHONY: help install train simulate validate promote decide report monitor ui test test-fast clean
 
 help: ## Show the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,8 +45,18 @@ promote: $(STAMP) ## Promote the @challenger to @champion if its gates pass (APP
 decide: $(STAMP) ## Decide and explain the spec's data with the @champion (AS_OF=YYYY-MM-DD, DATA=file)
 	$(BIN)/creditgov decide --spec $(SPEC) $(if $(DATA),--data $(DATA)) $(if $(AS_OF),--as-of $(AS_OF))
 
-report: decide ## Decide, then write reports/<run>/index.html: decision reports, customer notices, portfolio
-	$(BIN)/creditgov report --spec $(SPEC)
+SIM := data/simulated/default
+report: $(STAMP) ## Decide and explain, then reports/<run>/index.html (application data, and a month of the simulated book)
+	$(BIN)/creditgov decide --spec pipelines/application.yaml $(if $(AS_OF),--as-of $(AS_OF))
+	$(BIN)/creditgov report --spec pipelines/application.yaml
+	$(BIN)/creditgov decide --spec pipelines/behaviour.yaml --data $(SIM)/month=17/snapshot.parquet \
+		--previous $(SIM)/month=16/snapshot.parquet --as-of 2025-05-01
+	$(BIN)/creditgov report --spec pipelines/behaviour.yaml
+	@echo "open reports/index.html"
+
+monitor: $(STAMP) ## Monitor the behaviour model month by month on the simulated book (MONTHS=13-24)
+	$(BIN)/creditgov monitor --spec pipelines/behaviour.yaml --months $(or $(MONTHS),13-24) --sim-dir $(SIM)
+	@echo "open reports/index.html"
 
 ui: $(STAMP) ## Start the MLflow UI on http://127.0.0.1:5000 against the same backend
 	$(BIN)/creditgov ui
@@ -58,4 +68,4 @@ test-fast: $(STAMP) ## Run the code and data tiers only
 	$(BIN)/python -m pytest tests/code tests/data
 
 clean: ## Remove local MLflow store, quarantine files and reports (keeps .venv)
-	rm -rf mlflow.db mlartifacts mlruns quarantine decisions data/simulated reports/*/
+	rm -rf mlflow.db mlartifacts mlruns quarantine decisions data/simulated audit.db* reports/*/ reports/index.html

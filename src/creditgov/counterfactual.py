@@ -4,10 +4,35 @@ Searched under the same model and the same policy (the full policy is re-applied
 every candidate, rules included), over the catalogue's actionable numeric features,
 within their catalogue ranges, moving each only in a direction that can lower risk
 (for features with a monotone direction) or both ways (others). Cost is the relative
-change |new - old| / max(|old|, 1); one-feature changes are tried first on a fine grid,
-then pairs of features on a coarse grid. Partial by design: categorical actionable
-features are not searched, and the pair search covers at most `max_pair_rows` rows
-(the rest say so in their note).
+change |new - old| / max(|old|, 1). Candidates lie on a grid from the current value to
+the range bound: one-feature changes on a fine grid (`grid` steps) are tried first, then
+pairs of features on a coarse grid (`pair_grid` steps). The answer is the cheapest
+candidate that changes the outcome to a favourable one; ties go to the first feature in
+catalogue order, then to the nearest grid point.
+
+How the grid is searched (the answer is the same as scanning every grid point):
+
+* A feature is *monotone* for the search when it has a monotone risk direction (so the
+  model, trained with that monotone constraint, can only lower the PD as it moves that
+  way), the policy reads it only in that sense (no application rule names it; of the
+  on-book fields only days past due and cumulative overdue days, falling, or clean months,
+  rising), and the policy's favourable outcomes are downward-closed in PD
+  (`policy.favourable_downward_closed`). Along such a feature the outcome, once
+  favourable, stays favourable, so the first favourable grid point is found by bisection
+  (about log2(grid) evaluations instead of `grid`), and only grid points cheaper than
+  the best change found so far are considered.
+* When every actionable feature is monotone, each row is first evaluated once with all of
+  them at their bounds together: if even that does not change the outcome, no one- or
+  two-feature change can, and the row is settled without further evaluations.
+* Other features (no monotone direction, or read by a policy rule) are scanned on the
+  full grid, both ways.
+
+Partial by design: categorical actionable features are not searched, and the pair search
+covers at most `max_pair_rows` rows, the first in batch order among those without a
+one-feature change (the rest say so in their note). Deterministic: the same rows, model
+and policy give the same answer, whatever else is in the batch, except that whether a
+feature's grid is rounded to integers depends on all the batch's values of that feature
+(`integral`, which a caller splitting a batch passes for the whole batch).
 """
 from __future__ import annotations
 
@@ -21,87 +46,301 @@ from creditgov.spec import Feature, PipelineSpec
 
 FAVOURABLE = {"decline": ("approve",), "cut": ("keep", "raise"), "suspend": ("keep", "raise", "restore")}
 
+# evaluate(row_idx, changes) -> (actions, pds): the outcome of rows[row_idx] with changes[col][k] applied
+Evaluate = Callable[[np.ndarray, dict], tuple]
 
-def _grid(f: Feature, cur: np.ndarray, direction: int, steps: int) -> np.ndarray:
-    """rows x steps candidate values from the current value towards the range bound, nearest first."""
+
+def _fractions(steps: int) -> np.ndarray:
+    return np.arange(1, steps + 1) / steps
+
+
+def _bound(f: Feature, direction: int) -> float:
     lo, hi = f.range
-    bound = lo if direction < 0 else hi
-    vals = cur[:, None] + (bound - cur)[:, None] * (np.arange(1, steps + 1) / steps)[None, :]
-    integral = np.all(np.isnan(cur) | (cur == np.round(cur)))
+    return lo if direction < 0 else hi
+
+
+def _is_integral(cur: np.ndarray) -> bool:
+    return bool(np.all(np.isnan(cur) | (cur == np.round(cur))))
+
+
+def _grid(f: Feature, cur: np.ndarray, direction: int, steps: int, integral: bool | None = None) -> np.ndarray:
+    """rows x steps candidate values from the current value towards the range bound, nearest first."""
+    bound = _bound(f, direction)
+    vals = cur[:, None] + (bound - cur)[:, None] * _fractions(steps)[None, :]
+    if integral is None:
+        integral = _is_integral(cur)
     return np.round(vals) if integral else vals
+
+
+def _grid_at(f: Feature, cur: np.ndarray, direction: int, steps: int, k: np.ndarray, integral: bool) -> np.ndarray:
+    """The grid value of each row at its index k: the same numbers as _grid(...)[i, k[i]]."""
+    bound = _bound(f, direction)
+    vals = cur + (bound - cur) * _fractions(steps)[k]
+    return np.round(vals) if integral else vals
+
+
+def _cost(vals: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    return np.abs(vals - cur) / np.maximum(np.abs(cur), 1.0)
 
 
 def _directions(f: Feature) -> list[int]:
     return [-1] if f.sign > 0 else [1] if f.sign < 0 else [-1, 1]
 
 
-def search(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
-           outcome: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]], grid: int = 40,
-           pair_grid: int = 6, max_pair_rows: int = 2000) -> list[dict]:
-    """One result per row of `rows` (the adverse decisions): the cheapest outcome-changing change, or a note."""
-    feats = [f for f in spec.model_inputs if f.actionable and f.type == "numeric"]
-    n = len(rows)
-    if n == 0:
-        return []
-    if not feats:
-        return [{"found": False, "note": "no actionable numeric feature in the catalogue"}] * n
-    rows = rows.reset_index(drop=True)
-    ok_actions = [set(FAVOURABLE.get(a, ())) for a in adverse_action]
-    cur = {f.name: pd.to_numeric(rows[f.name], errors="coerce").to_numpy(dtype="float64") for f in feats}
-    best_cost = np.full(n, np.inf)
-    best: list[dict | None] = [None] * n
+def actionable(spec: PipelineSpec) -> list[Feature]:
+    return [f for f in spec.model_inputs if f.actionable and f.type == "numeric"]
 
-    def try_batch(row_idx: np.ndarray, changes: dict[str, np.ndarray]):
-        """Evaluate candidates (row_idx[k] with changes[col][k]) and keep each row's cheapest success."""
-        if len(row_idx) == 0:
-            return
+
+def monotone_for_search(f: Feature, spec: PipelineSpec, on_book: bool) -> bool:
+    """Can the outcome only improve as `f` moves in its risk-lowering direction? (see the module docstring)"""
+    from creditgov.policy import favourable_downward_closed
+
+    if f.sign == 0:
+        return False
+    pol = spec.policy
+    if pol is None:
+        return True
+    if not favourable_downward_closed(pol, on_book):
+        return False
+    if any(r.when.feature == f.name for r in pol.rules):
+        return False
+    if on_book and pol.on_book is not None:
+        fl = pol.on_book.fields
+        if f.name in (fl.days_past_due, fl.cumulative_overdue_days):
+            return f.sign > 0
+        if f.name == fl.clean_months:
+            return f.sign < 0
+        if f.name in (fl.previous_pd, fl.fraud_signal, fl.suspended):
+            return False
+    return True
+
+
+def integral_flags(rows: pd.DataFrame, spec: PipelineSpec) -> dict[str, bool]:
+    """Per actionable feature: are all the (non-missing) values whole numbers? Decides grid rounding;
+    a caller that splits a batch combines the parts' flags with `and`."""
+    return {f.name: _is_integral(pd.to_numeric(rows[f.name], errors="coerce").to_numpy(dtype="float64"))
+            for f in actionable(spec)}
+
+
+def frame_evaluator(rows: pd.DataFrame, outcome: Callable[[pd.DataFrame], tuple]) -> Evaluate:
+    """Evaluate candidates by building their rows and calling outcome(frame) -> (actions, pds)."""
+    rows = rows.reset_index(drop=True)
+
+    def evaluate(row_idx: np.ndarray, changes: dict) -> tuple:
         trial = rows.iloc[row_idx].reset_index(drop=True)
-        cost = np.zeros(len(row_idx))
         for col, vals in changes.items():
             trial[col] = vals
-            c = cur[col][row_idx]
-            cost += np.abs(vals - c) / np.maximum(np.abs(c), 1.0)
         actions, pds = outcome(trial)
-        good = np.array([a in ok_actions[i] for a, i in zip(actions, row_idx)])
-        for k in np.flatnonzero(good & (cost < best_cost[row_idx])):
+        return np.asarray(actions, dtype=object), np.asarray(pds, dtype="float64")
+
+    return evaluate
+
+
+class _Search:
+    """The state of one search: the best change found so far for each row."""
+
+    def __init__(self, rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec, evaluate: Evaluate):
+        from creditgov.policy import on_book_applies
+
+        self.feats = actionable(spec)
+        self.n = len(rows)
+        self.evaluate = evaluate
+        self.adverse = np.asarray(adverse_action, dtype=object)
+        self.cur = {f.name: pd.to_numeric(rows[f.name], errors="coerce").to_numpy(dtype="float64")
+                    for f in self.feats}
+        on_book = spec.policy is not None and on_book_applies(rows, spec.policy)
+        self.mono = {f.name: monotone_for_search(f, spec, on_book) for f in self.feats}
+        self.best_cost = np.full(self.n, np.inf)
+        self.best: list[dict | None] = [None] * self.n
+        self.evaluations = 0
+
+    def favourable(self, row_idx: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(row_idx), dtype=bool)
+        adv = self.adverse[row_idx]
+        for a, allowed in FAVOURABLE.items():
+            m = adv == a
+            if m.any():
+                out[m] = np.isin(actions[m], allowed)
+        return out
+
+    def run(self, row_idx: np.ndarray, changes: dict) -> tuple:
+        self.evaluations += len(row_idx)
+        actions, pds = self.evaluate(row_idx, changes)
+        return self.favourable(row_idx, actions), actions, pds
+
+    def keep(self, row_idx, cost, actions, pds, changes, good) -> None:
+        """Keep each row's cheapest success among these candidates (a row's candidates in grid order)."""
+        for k in np.flatnonzero(good & (cost < self.best_cost[row_idx])):
             i = row_idx[k]
-            if cost[k] < best_cost[i]:
-                best_cost[i] = cost[k]
-                best[i] = {"found": True, "cost": float(cost[k]), "action_after": str(actions[k]),
-                           "pd_after": float(pds[k]),
-                           "changes": [{"feature": col, "from": float(cur[col][i]), "to": float(v[k])}
-                                       for col, v in changes.items()]}
+            if cost[k] < self.best_cost[i]:
+                self.best_cost[i] = cost[k]
+                self.best[i] = {"found": True, "cost": float(cost[k]), "action_after": str(actions[k]),
+                                "pd_after": float(pds[k]),
+                                "changes": [{"feature": col, "from": float(self.cur[col][i]), "to": float(v[k])}
+                                            for col, v in changes.items()]}
 
-    for f in feats:
-        valid = np.flatnonzero(~np.isnan(cur[f.name]))
-        for d in _directions(f):
-            vals = _grid(f, cur[f.name][valid], d, grid)
-            try_batch(np.repeat(valid, grid), {f.name: vals.ravel()})
+    # ------------------------------------------------------------------ screening
 
-    todo = np.flatnonzero(np.isinf(best_cost))
-    capped = todo[max_pair_rows:]
-    todo = todo[:max_pair_rows]
-    if len(todo) and len(feats) > 1:
-        for fa, fb in itertools.combinations(feats, 2):
-            ok = todo[~np.isnan(cur[fa.name][todo]) & ~np.isnan(cur[fb.name][todo])]
+    def hopeless(self, rows_idx: np.ndarray) -> np.ndarray:
+        """Rows that no one- or two-feature change can flip: all monotone features at their bounds together
+        do not (only when every actionable feature is monotone; else no row is screened out)."""
+        out = np.zeros(self.n, dtype=bool)
+        if len(rows_idx) == 0 or not all(self.mono.values()):
+            return out
+        changes = {}
+        for f in self.feats:
+            d = _directions(f)[0]
+            b = _bound(f, d)
+            # the most extreme value any grid reaches, rounding included
+            z = min(b, float(np.round(b))) if d < 0 else max(b, float(np.round(b)))
+            c = self.cur[f.name][rows_idx]
+            changes[f.name] = np.where(np.isnan(c), c, z)
+        good, _, _ = self.run(rows_idx, changes)
+        out[rows_idx[~good]] = True
+        return out
+
+    # ------------------------------------------------------------------ one feature
+
+    def singles(self, grid: int, integral: dict[str, bool], skip: np.ndarray) -> None:
+        for f in self.feats:
+            cur = self.cur[f.name]
+            valid = np.flatnonzero(~np.isnan(cur) & ~skip)
+            for d in _directions(f):
+                if self.mono[f.name]:
+                    self._bisect(f, d, valid, grid, integral[f.name])
+                else:
+                    self._scan(f, d, valid, grid, integral[f.name])
+
+    def _scan(self, f: Feature, d: int, valid: np.ndarray, grid: int, integral: bool) -> None:
+        c = self.cur[f.name][valid]
+        vals = _grid(f, c, d, grid, integral)
+        cost = _cost(vals, c[:, None])
+        keep = cost < self.best_cost[valid][:, None]  # dearer candidates can never win
+        rows = np.repeat(valid, grid).reshape(len(valid), grid)[keep]
+        if len(rows) == 0:
+            return
+        v, cst = vals[keep], cost[keep]
+        good, actions, pds = self.run(rows, {f.name: v})
+        self.keep(rows, cst, actions, pds, {f.name: v}, good)
+
+    def _bisect(self, f: Feature, d: int, valid: np.ndarray, grid: int, integral: bool) -> None:
+        c_all = self.cur[f.name]
+        c = c_all[valid]
+        # the costs rise along the grid: the last grid point cheaper than the best so far bounds the search
+        cost = _cost(_grid(f, c, d, grid, integral), c[:, None])
+        hi = (cost < self.best_cost[valid][:, None]).sum(axis=1) - 1
+        live = hi >= 0
+        rows, hi = valid[live], hi[live]
+        if len(rows) == 0:
+            return
+        vals = _grid_at(f, c_all[rows], d, grid, hi, integral)
+        good, actions, pds = self.run(rows, {f.name: vals})
+        rows, hi = rows[good], hi[good]
+        act, pd_ = actions[good], pds[good]
+        lo = np.full(len(rows), -1)  # index -1 is the row as it is: adverse
+        while True:
+            open_ = np.flatnonzero(hi - lo > 1)
+            if len(open_) == 0:
+                break
+            mid = (lo[open_] + hi[open_]) // 2
+            r = rows[open_]
+            g, a, p = self.run(r, {f.name: _grid_at(f, c_all[r], d, grid, mid, integral)})
+            yes, no = open_[g], open_[~g]
+            hi[yes], act[yes], pd_[yes] = mid[g], a[g], p[g]
+            lo[no] = mid[~g]
+        vals = _grid_at(f, c_all[rows], d, grid, hi, integral)
+        self.keep(rows, _cost(vals, c_all[rows]), act, pd_, {f.name: vals}, np.ones(len(rows), dtype=bool))
+
+    # ------------------------------------------------------------------ two features
+
+    def pairs(self, todo: np.ndarray, pair_grid: int) -> None:
+        if len(todo) == 0 or len(self.feats) < 2:
+            return
+        # rows no change can flip are not evaluated; they still count in the grids' rounding below
+        hopeless = self.hopeless(todo)
+        for fa, fb in itertools.combinations(self.feats, 2):
+            ok = todo[~np.isnan(self.cur[fa.name][todo]) & ~np.isnan(self.cur[fb.name][todo])]
+            if len(ok) == 0:
+                continue
+            ca, cb = self.cur[fa.name][ok], self.cur[fb.name][ok]
             for da, db in itertools.product(_directions(fa), _directions(fb)):
-                va = _grid(fa, cur[fa.name][ok], da, pair_grid)
-                vb = _grid(fb, cur[fb.name][ok], db, pair_grid)
+                va = _grid(fa, ca, da, pair_grid)
+                vb = _grid(fb, cb, db, pair_grid)
                 # every (a, b) combination per row: rows x grid x grid
                 a = np.repeat(va, pair_grid, axis=1).ravel()
                 b = np.tile(vb, (1, pair_grid)).ravel()
-                try_batch(np.repeat(ok, pair_grid * pair_grid), {fa.name: a, fb.name: b})
-    names = ", ".join(f.name for f in feats)
-    out = []
+                rows = np.repeat(ok, pair_grid * pair_grid)
+                cost = _cost(a, self.cur[fa.name][rows]) + _cost(b, self.cur[fb.name][rows])
+                keep = (cost < self.best_cost[rows]) & ~hopeless[rows]
+                if not keep.any():
+                    continue
+                rows, a, b, cost = rows[keep], a[keep], b[keep], cost[keep]
+                good, actions, pds = self.run(rows, {fa.name: a, fb.name: b})
+                self.keep(rows, cost, actions, pds, {fa.name: a, fb.name: b}, good)
+
+
+def not_found_note(spec: PipelineSpec, capped: bool) -> dict:
+    names = ", ".join(f.name for f in actionable(spec))
+    if capped:
+        return {"found": False, "note": f"no single change of {names} within the catalogue ranges changes "
+                                        "this outcome; two-feature changes were not searched for this row "
+                                        "(batch above the search cap)"}
+    return {"found": False, "note": f"no change of the actionable features ({names}) within their "
+                                    "catalogue ranges changes this outcome"}
+
+
+def single_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
+                   outcome: Callable | None = None, grid: int = 40, *, evaluate: Evaluate | None = None,
+                   integral: dict[str, bool] | None = None) -> list[dict | None]:
+    """The cheapest one-feature change per row, or None (the first stage of `search`)."""
+    rows = rows.reset_index(drop=True)
+    s = _Search(rows, adverse_action, spec, evaluate or frame_evaluator(rows, outcome))
+    if s.n == 0 or not s.feats:
+        return [None] * s.n
+    integral = integral if integral is not None else integral_flags(rows, spec)
+    skip = s.hopeless(np.arange(s.n))
+    s.singles(grid, integral, skip)
+    return s.best
+
+
+def pair_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
+                 outcome: Callable | None = None, pair_grid: int = 6, *,
+                 evaluate: Evaluate | None = None) -> list[dict | None]:
+    """The cheapest two-feature change per row, or None (the second stage of `search`, for rows that
+    have no one-feature change; grid rounding is decided over these rows)."""
+    rows = rows.reset_index(drop=True)
+    s = _Search(rows, adverse_action, spec, evaluate or frame_evaluator(rows, outcome))
+    s.pairs(np.arange(s.n), pair_grid)
+    return s.best
+
+
+def search(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
+           outcome: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]] | None = None, grid: int = 40,
+           pair_grid: int = 6, max_pair_rows: int = 2000, *, evaluate: Evaluate | None = None,
+           integral: dict[str, bool] | None = None) -> list[dict]:
+    """One result per row of `rows` (the adverse decisions): the cheapest outcome-changing change, or a note.
+
+    `outcome(frame) -> (actions, pds)` scores candidate rows under the model and policy; or pass
+    `evaluate(row_idx, changes) -> (actions, pds)`, which scores rows[row_idx] with the changed columns.
+    """
+    n = len(rows)
+    if n == 0:
+        return []
+    if not actionable(spec):
+        return [{"found": False, "note": "no actionable numeric feature in the catalogue"}] * n
+    rows = rows.reset_index(drop=True)
+    evaluate = evaluate or frame_evaluator(rows, outcome)
+    best = single_changes(rows, adverse_action, spec, grid=grid, evaluate=evaluate, integral=integral)
+    todo = np.flatnonzero(np.array([b is None for b in best], dtype=bool))
+    capped, todo = todo[max_pair_rows:], todo[:max_pair_rows]
+    if len(todo):
+        sub = rows.iloc[todo].reset_index(drop=True)
+
+        def sub_evaluate(idx, changes, _map=todo):
+            return evaluate(_map[idx], changes)
+
+        for i, r in zip(todo, pair_changes(sub, np.asarray(adverse_action, dtype=object)[todo], spec,
+                                           pair_grid=pair_grid, evaluate=sub_evaluate)):
+            best[i] = r
     capped_set = set(capped.tolist())
-    for i in range(n):
-        if best[i] is not None:
-            out.append(best[i])
-        elif i in capped_set:
-            out.append({"found": False, "note": f"no single change of {names} within the catalogue ranges changes "
-                                                "this outcome; two-feature changes were not searched for this row "
-                                                "(batch above the search cap)"})
-        else:
-            out.append({"found": False, "note": f"no change of the actionable features ({names}) within their "
-                                                "catalogue ranges changes this outcome"})
-    return out
+    return [b if b is not None else not_found_note(spec, i in capped_set) for i, b in enumerate(best)]

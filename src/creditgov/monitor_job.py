@@ -93,6 +93,9 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
         results.append(r)
         log(f"{label}: {r.verdict}" + (f" - {r.reasons[0]}" if r.reasons else ""))
     report_monitor.write_index(out, spec, results, version, stamp)
+    from creditgov.report import write_root_index
+
+    write_root_index(out_root)
     return MonitorJob(results, run_ids, out, version)
 
 

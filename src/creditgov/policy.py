@@ -17,11 +17,22 @@ from creditgov.spec import Condition, Policy
 ADVERSE_ACTIONS = ("decline", "cut", "suspend")
 
 
-def tier_of(pd_values: np.ndarray, policy: Policy) -> np.ndarray:
+def tier_index(pd_values: np.ndarray, policy: Policy) -> np.ndarray:
     bounds = np.array([t.max_pd for t in policy.tiers])
     idx = np.searchsorted(bounds, pd_values, side="left")  # pd <= max_pd belongs to that tier
+    return np.minimum(idx, len(bounds) - 1)
+
+
+def tier_of(pd_values: np.ndarray, policy: Policy) -> np.ndarray:
     names = np.array([t.name for t in policy.tiers], dtype=object)
-    return names[np.minimum(idx, len(bounds) - 1)]
+    return names[tier_index(pd_values, policy)]
+
+
+def _lists_by_key(key: np.ndarray, pattern) -> list[list[str]]:
+    """One new list per row: pattern(k) for the row's key k, computed once per distinct key."""
+    uniq, inv = np.unique(key, return_inverse=True)
+    lut = [pattern(int(k)) for k in uniq]
+    return [list(lut[i]) for i in inv.ravel().tolist()]
 
 
 def condition_mask(frame: pd.DataFrame, cond: Condition) -> np.ndarray:
@@ -64,30 +75,39 @@ def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataF
     model_review = (p >= lo) & (p < hi) & ~model_decline
     action = np.where(model_decline, "decline", np.where(model_review, "review", "approve")).astype(object)
     decided_by = np.full(n, "model", dtype=object)
-    triggered: list[list[str]] = [[] for _ in range(n)]
 
-    for rule in policy.rules:
+    # rules_triggered, vectorised: each row's list depends only on which rules hit, the model's band and the
+    # rule that decided, so it is built once per distinct pattern (a small number) and copied per row
+    n_rules = len(policy.rules)
+    hits = np.zeros(n, dtype=np.int64)
+    decider = np.full(n, -1, dtype=np.int64)
+    for r, rule in enumerate(policy.rules):
         hit = condition_mask(frame, rule.when)
-        for i in np.flatnonzero(hit):
-            triggered[i].append(rule.name)
+        hits |= hit.astype(np.int64) << r
         if rule.action == "decline":
             take = hit & (action != "decline")
         else:  # a review rule sends an automatic approval to a person; a model decline stays a decline
             take = hit & (action == "approve")
         action[take] = rule.action
         decided_by[take] = "rule:" + rule.name
-    for i in range(n):
-        if model_decline[i]:
-            triggered[i].append("pd_at_or_above_decline")
-        elif model_review[i]:
-            triggered[i].append("pd_in_review_band")
-        # the rule that decided comes first
-        if decided_by[i].startswith("rule:"):
-            name = decided_by[i][5:]
-            triggered[i] = [name] + [r for r in triggered[i] if r != name]
+        decider[take] = r
+    band = np.where(model_decline, 1, np.where(model_review, 2, 0))
+    key = (hits * 3 + band) * (n_rules + 1) + (decider + 1)
+
+    def pattern(k: int) -> tuple:
+        k, d = divmod(k, n_rules + 1)
+        h, b = divmod(k, 3)
+        names = [rule.name for r, rule in enumerate(policy.rules) if (h >> r) & 1]
+        names += [(), ("pd_at_or_above_decline",), ("pd_in_review_band",)][b]
+        if d:  # the rule that decided comes first
+            first = policy.rules[d - 1].name
+            names = [first] + [x for x in names if x != first]
+        return tuple(names)
+
+    triggered = _lists_by_key(key, pattern)
 
     capacity = pd.to_numeric(frame[policy.limit.capacity_feature], errors="coerce").to_numpy(dtype="float64")
-    multiple = np.array([policy.limit.multiple[t] for t in tier])
+    multiple = np.array([policy.limit.multiple[t.name] for t in policy.tiers])[tier_index(p, policy)]
     proposed = np.where(np.isnan(capacity), policy.limit.minimum, _round_limit(np.nan_to_num(capacity) * multiple, policy))
     limit = np.where(action == "decline", 0.0, proposed)
     return pd.DataFrame({
@@ -132,10 +152,6 @@ def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataFrame
 
     action = np.full(n, "keep", dtype=object)
     decided_by = np.full(n, "model", dtype=object)
-    triggered: list[list[str]] = [[] for _ in range(n)]
-    for name, m in triggers.items():
-        for i in np.flatnonzero(m):
-            triggered[i].append(name)
     first = np.full(n, "", dtype=object)
     for name, m in reversed(list(triggers.items())):  # precedence: the earliest trigger that holds names it
         first[m] = "rule:" + name
@@ -146,16 +162,25 @@ def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataFrame
     action[review] = "review"
     action[cut] = "cut"
     action[raise_], decided_by[raise_] = "raise", "rule:raise_after_clean_repayment"
-    for i in np.flatnonzero(restore):
-        triggered[i].append("restore_after_clean_repayment")
-    for i in np.flatnonzero(stay):
-        triggered[i].append("remain_suspended")
-    for i in np.flatnonzero(review):
-        triggered[i].append("pd_in_review_band")
-    for i in np.flatnonzero(cut):
-        triggered[i].append(f"tier_{ob.cut_tier}")
-    for i in np.flatnonzero(raise_):
-        triggered[i].append("raise_after_clean_repayment")
+
+    # rules_triggered: the triggers that hold (in order), then the state rule; built once per pattern
+    names = list(triggers)
+    bits = np.zeros(n, dtype=np.int64)
+    for t, m in enumerate(triggers.values()):
+        bits |= np.asarray(m, dtype=np.int64) << t
+    states = ("restore_after_clean_repayment", "remain_suspended", "pd_in_review_band", f"tier_{ob.cut_tier}",
+              "raise_after_clean_repayment")
+    state = np.zeros(n, dtype=np.int64)
+    for s_i, m in enumerate((restore, stay, review, cut, raise_), start=1):  # mutually exclusive
+        state[m] = s_i
+    key = bits * (len(states) + 1) + state
+
+    def pattern(k: int) -> tuple:
+        b, st = divmod(k, len(states) + 1)
+        out = [nm for t, nm in enumerate(names) if (b >> t) & 1]
+        return tuple(out + ([states[st - 1]] if st else []))
+
+    triggered = _lists_by_key(key, pattern)
 
     limit = current.copy()
     limit[cut] = np.minimum(current[cut], _round_limit(current[cut] * ob.cut_factor, policy))  # a cut never raises
@@ -173,3 +198,24 @@ def rule_reasons(policy: Policy) -> dict[str, dict]:
     if policy.on_book:
         out.update({k: v.model_dump() for k, v in policy.on_book.reasons.items()})
     return out
+
+
+def favourable_downward_closed(policy: Policy, on_book: bool) -> bool:
+    """True when, all else equal, a lower PD can never turn a favourable outcome into an adverse one.
+
+    Application decisions approve below a PD threshold unless the review band sits below the decline
+    threshold with room above it; on-book decisions keep or raise below the cut tier unless the review
+    band leaves a gap under it, or the cut tier is not the last. The counterfactual search relies on
+    this (with the model's monotone constraints) to bisect instead of scanning a grid.
+    """
+    lo, hi = policy.review_band
+    band_empty = hi <= lo
+    ob = policy.on_book
+    if not on_book or ob is None:  # the application decisions
+        return band_empty or hi >= policy.decline_at_pd or lo >= policy.decline_at_pd
+    names = [t.name for t in policy.tiers]
+    idx = names.index(ob.cut_tier)
+    if idx != len(names) - 1:
+        return False
+    t_prev = policy.tiers[idx - 1].max_pd if idx > 0 else 0.0
+    return band_empty or hi > t_prev

@@ -128,7 +128,8 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
                "value": "[redacted: personal data]" if f.personal else _fmt(row.get(INPUT_PREFIX + f.name)),
                "attribution": shap.get(f.name)} for f in feats]
     cf = json.loads(row["counterfactual"]) if isinstance(row.get("counterfactual"), str) else None
-    reasons = [{"code": c, "en": e, "zh": z, "attribution": a}
+    reasons = [{"code": c, "en": e, "zh": z,
+                "attribution": None if a is None or (isinstance(a, float) and np.isnan(a)) else float(a)}
                for c, e, z, a in zip(row["reason_codes"], row["reasons_en"], row["reasons_zh"],
                                      row["reason_attributions"])]
     changed = [{"feature": f, "en": e, "zh": z, "delta": d} for f, e, z, d in
@@ -234,6 +235,7 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
         n_quarantined=len(quarantined)), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
+    write_root_index(out_root)
     return ReportResult(out, out / "index.html", [lk["id"] for lk in links])
 
 
@@ -285,3 +287,18 @@ def make_report(spec: PipelineSpec, log_path: str | Path, out_root: str | Path =
                         "spec version that made the decisions, so the rules shown are the rules applied")
     card, card_html = model_card_of(str(first["model_name"]), str(first["model_version"]))
     return build(spec, log, log_path, card, card_html, Path(out_root), sample, group_columns)
+
+
+def write_root_index(out_root: str | Path = "reports") -> Path:
+    """reports/index.html: every report run under the root, newest first (decision and monitoring reports)."""
+    out_root = Path(out_root)
+    runs = sorted((d for d in out_root.iterdir() if d.is_dir() and (d / "index.html").exists()
+                   and not d.name.startswith(".")), key=lambda d: d.stat().st_mtime, reverse=True)
+    css = resources.files("creditgov").joinpath("templates", "base.css").read_text(encoding="utf-8")
+    rows = [{"name": d.name, "kind": "monitoring" if "-monitor-" in d.name else "decisions",
+             "made": datetime.fromtimestamp(d.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")}
+            for d in runs]
+    page = out_root / "index.html"
+    page.write_text(_env().get_template("root_index.html").render(
+        css=css, rows=rows, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds")), encoding="utf-8")
+    return page
