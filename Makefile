@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-.PHONY: help install train simulate validate promote decide report monitor ui test test-fast clean
+.PHONY: help install train simulate validate promote decide report monitor ui test test-fast bench bench-quick clean
 
 help: ## Show the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,12 @@ test: $(STAMP) ## Run the whole test suite (code, data, model, end-to-end tiers)
 
 test-fast: $(STAMP) ## Run the code and data tiers only
 	$(BIN)/python -m pytest tests/code tests/data
+
+bench: $(STAMP) ## Benchmark each step beside its peer on 1M rows (minutes); table + benchmarks/results/bench.json
+	$(BIN)/python benchmarks/run.py
+
+bench-quick: $(STAMP) ## The same benchmarks on 100k rows; benchmarks/results/bench-quick.json
+	$(BIN)/python benchmarks/run.py --quick
 
 clean: ## Remove local MLflow store, quarantine files and reports (keeps .venv)
 	rm -rf mlflow.db mlartifacts mlruns quarantine decisions data/simulated audit.db* reports/*/ reports/index.html

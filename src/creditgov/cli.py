@@ -19,6 +19,19 @@ app = typer.Typer(help="Governance toolkit for credit-decision models.", add_com
 
 SpecOpt = typer.Option(DEFAULT_SPEC, "--spec", "-s", help="Pipeline spec (YAML).")
 DataOpt = typer.Option(None, "--data", "-d", help="Score this CSV/Parquet file instead of the spec's source.")
+EngineOpt = typer.Option("local", "--engine", help="local (one process) or dask (a Dask cluster; same outputs).")
+SchedulerOpt = typer.Option(None, "--scheduler", help="With --engine dask: scheduler address, e.g. "
+                            "tcp://host:8786 (default: a LocalCluster on this machine).")
+PartitionsOpt = typer.Option(None, "--partitions", help="With --engine dask: split a file into N partitions "
+                             "(default: one per worker thread; a directory of Parquet files: one per file).")
+
+
+def _engine(name: str) -> str:
+    from creditgov.errors import SpecError
+
+    if name not in ("local", "dask"):
+        raise SpecError(f"--engine '{name}': use local or dask")
+    return name
 
 
 def _spec(path: str):
@@ -98,11 +111,19 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
            as_of: Optional[str] = typer.Option(None, "--as-of", help="Decision date YYYY-MM-DD (default: today)."),
            out: str = typer.Option("decisions", help="Directory of decision logs."),
            previous: Optional[str] = typer.Option(None, help="The previous review's batch (on-book accounts): "
-                                                  "gives the risk-rise trigger and the month-over-month reasons.")):
+                                                  "gives the risk-rise trigger and the month-over-month reasons."),
+           engine: str = EngineOpt, scheduler: Optional[str] = SchedulerOpt,
+           partitions: Optional[int] = PartitionsOpt):
     """Score a batch with the champion, apply the policy, explain every decision, write the decision log."""
-    from creditgov.decide import decide as run_decide
+    if _engine(engine) == "dask":
+        from creditgov.engine import decide as run_decide_dask
 
-    r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
+        r = run_decide_dask(_spec(spec), data, version, as_of, out, log=_say, previous=previous,
+                            scheduler=scheduler, partitions=partitions)
+    else:
+        from creditgov.decide import decide as run_decide
+
+        r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
     from creditgov import audit
 
     n = audit.append_decisions(r.log)
@@ -139,7 +160,9 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
             observed: bool = typer.Option(False, help="With --months: use each month's own labels (retrospective)."),
             version: Optional[str] = typer.Option(None, help="Model version (default: the @champion)."),
             evidently: bool = typer.Option(True, help="Also write the Evidently DataDriftPreset report."),
-            out: str = typer.Option("reports", help="Reports root.")):
+            out: str = typer.Option("reports", help="Reports root."),
+            engine: str = EngineOpt, scheduler: Optional[str] = SchedulerOpt,
+            partitions: Optional[int] = PartitionsOpt):
     """Stability (PSI/CSI), performance (observed or estimated) and a verdict against the champion's reference."""
     from creditgov import data as data_mod
     from creditgov.errors import SpecError
@@ -153,7 +176,13 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
         batches = [(Path(d).stem, data_mod.read_path(d, s).frame, basis) for d in data]
     else:
         raise SpecError("monitor needs --data FILE or --months RANGE")
-    job = run_monitor(s, batches, version, out, evidently, log=_say)
+    if _engine(engine) == "dask":
+        from creditgov.engine import monitor as run_monitor_dask
+
+        job = run_monitor_dask(s, batches, version, out, evidently, log=_say, scheduler=scheduler,
+                               partitions=partitions)
+    else:
+        job = run_monitor(s, batches, version, out, evidently, log=_say)
     _say(f"monitoring report: {job.report_dir / 'index.html'}")
 
 

@@ -73,6 +73,18 @@ def _canonical_column(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     return out, txt.tolist()
 
 
+def _as_mapped(values: np.ndarray) -> np.ndarray:
+    """What `Series.map(_canonical).astype(object)` holds for these canonical values: pandas infers one
+    dtype for the mapped column (ints with a missing value become floats, missing becomes NaN)."""
+    try:
+        from pandas._libs.lib import maybe_convert_objects
+
+        converted = maybe_convert_objects(np.asarray(values, dtype=object))
+    except (ImportError, TypeError):  # pragma: no cover - the same, the slow way
+        converted = pd.Series(values, dtype=object).map(lambda v: v).to_numpy()
+    return np.asarray(converted).astype(object)
+
+
 def _hashes_from_texts(texts: list[list[str]], n: int) -> list[str]:
     if not texts:
         return [hashlib.sha256(b"[]").hexdigest()] * n
@@ -318,7 +330,7 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
                         else np.full(n, np.nan)),
     })
     shap = pd.DataFrame(part.phi, columns=[SHAP_PREFIX + f for f in part.features])
-    inp = pd.DataFrame({INPUT_PREFIX + c: canon[c][0] for c in inputs}, dtype=object)
+    inp = pd.DataFrame({INPUT_PREFIX + c: _as_mapped(canon[c][0]) for c in inputs}, dtype=object)
     tail = pd.DataFrame({"input_row_hash": _hashes_from_texts([canon[c][1] for c in hash_cols], n)})
     rows = pd.concat([rows, shap, inp, tail], axis=1)
     rows["account_key"] = pseudonymise(clean[idc]) if idc else rows["input_row_hash"].str[:24]

@@ -179,15 +179,17 @@ def decide_verdict(r: MonitorResult, cfg: Monitoring) -> tuple[str, list[str]]:
     for col, seg in r.segment_psi.items():
         for value, v in sorted(seg.items(), key=lambda kv: -kv[1]):
             if v >= cfg.psi_act:
-                reasons.append((2, f"score PSI {v:.3f} in segment {col}={value}: this segment's risk has shifted"))
+                reasons.append((2, f"score PSI {v:.3f} in segment {col}={value} >= {cfg.psi_act}: "
+                                   "this segment's risk has shifted"))
             elif v >= cfg.psi_watch:
-                reasons.append((1, f"score PSI {v:.3f} in segment {col}={value}"))
+                reasons.append((1, f"score PSI {v:.3f} in segment {col}={value} >= {cfg.psi_watch}"))
     for key, v in sorted(r.level.items(), key=lambda kv: -abs(kv[1])):
         where = "the book" if key == "all" else f"segment {key}"
         # informative only: a mean PD is driven by its tail and moves with the book's ageing and survivorship
         # (about -35% over a year in the simulator's no-shock book), so it never escalates beyond watch
         if abs(v) >= cfg.level_act:
-            reasons.append((1, f"mean PD of {where} moved {v:+.0%} against development"))
+            reasons.append((1, f"mean PD of {where} moved {v:+.0%} against development "
+                               f"(|change| >= {cfg.level_act:.0%})"))
     for name, v in sorted(r.csi.items(), key=lambda kv: -kv[1]):
         key = name in cfg.key_features
         if v >= cfg.csi_act:
@@ -210,7 +212,11 @@ def decide_verdict(r: MonitorResult, cfg: Monitoring) -> tuple[str, list[str]]:
         if dev_auc is not None and e["auc"] < dev_auc - cfg.auc_drop_rebuild:
             reasons.append((1, f"estimated AUC {e['auc']:.3f} is more than {cfg.auc_drop_rebuild} below development"))
     if r.calibration_basis is not None and not r.calibration_basis.get("passed", True):
-        reasons.append((2, "calibration failed on the last matured data: estimates are not trusted, recalibrate"))
+        failed = "; ".join(f"tier {c['tier']} observed {c['observed_rate']:.3f} (Jeffreys [{c['jeffreys_low']:.3f}, "
+                           f"{c['jeffreys_high']:.3f}]) vs predicted {c['predicted_rate']:.3f}"
+                           for c in r.calibration_basis["calibration"] if not c["passed"])
+        reasons.append((2, f"calibration failed on the last matured data ({failed}; tolerance "
+                           f"{cfg.calibration_tolerance:.0%}): estimates are not trusted, recalibrate"))
     worst = max((lvl for lvl, _ in reasons), default=0)
     ordered = [text for lvl, text in sorted(reasons, key=lambda x: -x[0])]
     return VERDICTS[worst], ordered

@@ -115,9 +115,12 @@ def load_scenario(path: str | Path, **overrides) -> Scenario:
         e = err.errors()[0]
         loc = ".".join(str(p) for p in e["loc"])
         raise SpecError(f"{path}: {loc}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}") from None
-    for mix in [scn.employment_mix] + ([scn.mix_shift.employment_mix] if scn.mix_shift else []):
+    mixes = [("employment_mix", scn.employment_mix)]
+    if scn.mix_shift:
+        mixes.append(("mix_shift.employment_mix", scn.mix_shift.employment_mix))
+    for key, mix in mixes:
         if set(mix) != set(EMPLOYMENT) or abs(sum(mix.values()) - 1) > 1e-9:
-            raise SpecError(f"{path}: employment_mix needs exactly {list(EMPLOYMENT)} summing to 1")
+            raise SpecError(f"{path}: {key} needs exactly {list(EMPLOYMENT)} summing to 1")
     return scn
 
 

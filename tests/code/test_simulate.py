@@ -322,8 +322,6 @@ def test_load_scenario_rejects_a_mix_with_a_missing_category(tmp_path):
         simulate.load_scenario(path)
 
 
-@pytest.mark.xfail(reason="BUG: simulate.py load_scenario names 'employment_mix' for a bad mix_shift.employment_mix "
-                          "too, pointing the user at the wrong key", strict=True)
 def test_load_scenario_names_mix_shift_when_its_mix_is_bad(tmp_path):
     path = _write_scenario(tmp_path, mix_shift={"month": 13, "employment_mix": {
         "salaried": 0.5, "freelance": 0.22, "temporary": 0.2, "student": 0.13}})

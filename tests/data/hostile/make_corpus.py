@@ -82,6 +82,64 @@ def generate(name: str, directory: str | Path) -> Path:
     return make(Path(directory) / filename)
 
 
+# ------------------------------------------------------- reading cases.yaml (used by the tests)
+
+PIPELINE_SPECS = {"application": "pipelines/application.yaml", "behaviour": "pipelines/behaviour.yaml"}
+# where a project root keeps the corpus: spec cases name their suites as hostile/spec/...
+CORPUS_DIR = "hostile"
+
+
+def load_cases() -> list[dict]:
+    import yaml
+
+    return yaml.safe_load((HERE / "cases.yaml").read_text(encoding="utf-8"))["cases"]
+
+
+def spec_arg(case: dict) -> str:
+    """--spec of a case, relative to a project root holding the corpus in hostile/."""
+    return PIPELINE_SPECS.get(case["spec"]) or f"{CORPUS_DIR}/{case['spec']}"
+
+
+def data_arg(case: dict, generated_dir: str | Path) -> str:
+    """--data of a case: the corpus file (relative to the project root) or the file made at test time."""
+    if case.get("generate"):
+        return str(generate(case["generate"], generated_dir))
+    return f"{CORPUS_DIR}/{case['data']}"
+
+
+def utf8_offset(path: str | Path, chunk: int = CHUNK) -> int | None:
+    """Offset in the file of its first byte that is not UTF-8 (None when it all decodes), streamed."""
+    pending, pos = b"", 0
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            buf = pending + block
+            try:
+                buf.decode("utf-8")
+                pending, pos = b"", pos + len(buf)
+            except UnicodeDecodeError as exc:
+                if exc.end == len(buf) and exc.reason == "unexpected end of data":
+                    pending, pos = buf[exc.start:], pos + exc.start  # a character cut by the chunk
+                    continue
+                return pos + exc.start
+    return pos if pending else None
+
+
+def message_fragments(case: dict, data_path: str | Path | None) -> list[str]:
+    frags = list(case["expect"].get("message", []))
+    if any("{utf8_offset}" in f for f in frags):
+        offset = utf8_offset(data_path)
+        frags = [f.replace("{utf8_offset}", str(offset)) for f in frags]
+    return frags
+
+
+def message_file(case: dict, data: str) -> str:
+    """The file an error message must start with."""
+    exp = case["expect"]
+    if exp.get("file"):
+        return exp["file"]
+    return spec_arg(case) if exp.get("error") == "SpecError" else data
+
+
 # ------------------------------------------------------------------------ real inputs
 
 _CACHE: dict = {}
