@@ -294,13 +294,13 @@ def bench_validation(spec, batch: pd.DataFrame) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'step':26s} {'ours rows/s':>12s} {'peer rows/s':>12s} {'ratio':>7s}  {'target':28s} met  peer / note"
+    head = f"{'step':26s} {'ours rows/s':>12s} {'peer rows/s':>12s} {'ratio':>7s}  {'target':36s} met  peer / note"
     lines = [head, "-" * len(head)]
     for r in rows:
         fmt = lambda v: "" if v is None else f"{v:,}"  # noqa: E731
         met = "" if r["met"] is None else ("yes" if r["met"] else "NO")
         lines.append(f"{r['step']:26s} {fmt(r['ours_rows_per_s']):>12s} {fmt(r['peer_rows_per_s']):>12s} "
-                     f"{'' if r['ratio'] is None else str(r['ratio']) + 'x':>7s}  {(r['target'] or ''):28s} {met:4s} "
+                     f"{'' if r['ratio'] is None else str(r['ratio']) + 'x':>7s}  {(r['target'] or ''):36s} {met:4s} "
                      f"{(r['peer'] + ': ') if r['peer'] else ''}{r['note']}")
     return "\n".join(lines)
 

@@ -343,4 +343,5 @@ def search(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
                                            pair_grid=pair_grid, evaluate=sub_evaluate)):
             best[i] = r
     capped_set = set(capped.tolist())
-    return [b if b is not None else not_found_note(spec, i in capped_set) for i, b in enumerate(best)]
+    notes = {c: not_found_note(spec, c) for c in (False, True)}
+    return [b if b is not None else dict(notes[i in capped_set]) for i, b in enumerate(best)]

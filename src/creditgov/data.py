@@ -33,8 +33,76 @@ def _text_columns(spec: PipelineSpec) -> list[str]:
     return cols
 
 
+MAX_HEADER_BYTES = 1 << 20
+MAX_COLUMNS = 10_000
+
+
+def _check_utf8(path: Path) -> None:
+    """Stream the file through a UTF-8 decoder; name the first bad byte's offset and line in the file."""
+    import codecs
+
+    dec = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            buffered = len(dec.getstate()[0])
+            try:
+                dec.decode(chunk)
+            except UnicodeDecodeError as exc:
+                pos = offset - buffered + exc.start
+                line = lines + chunk[: max(exc.start - buffered, 0)].count(b"\n") + 1
+                raise DataError(f"{path}: not UTF-8 text at byte {pos} (line {line}) (rule: CSV input is UTF-8)") from None
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
+
+
+def _check_header(path: Path) -> None:
+    """What pandas gets wrong or slow before it starts: line-free files, huge or duplicated headers, ';' files."""
+    import csv
+
+    with open(path, "rb") as fh:
+        head = fh.read(MAX_HEADER_BYTES)
+    if b"\n" not in head and b"\r" not in head and path.stat().st_size > MAX_HEADER_BYTES:
+        raise DataError(f"{path}: no line break in the first 1 MiB (rule: CSV header line under 1 MiB)")
+    _check_utf8(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        return
+    if len(header) > MAX_COLUMNS:
+        raise DataError(f"{path}: header has {len(header)} columns (rule: at most {MAX_COLUMNS} columns)")
+    names = [h.strip().lstrip("\ufeff") for h in header]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{path}: column '{name}' appears twice (rule: unique column names)")
+        seen.add(name)
+    if len(header) == 1:
+        for delim, label in ((";", "';'"), ("\t", "tab")):
+            if delim in header[0]:
+                raise DataError(f"{path}: the file looks {label}-delimited (rule: CSV input is comma-separated)")
+
+
+def _check_rows(path: Path) -> None:
+    """After pandas: rows with too few fields (pandas pads them silently) and NUL bytes (pandas cuts at them)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None) or []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) < len(header):
+                raise DataError(f"{path}: not a well-formed CSV (Expected {len(header)} fields in line "
+                                f"{reader.line_num}, saw {len(row)})")
+            if any("\x00" in f for f in row):
+                raise DataError(f"{path}: NUL byte in line {reader.line_num} (rule: CSV text has no NUL bytes)")
+
+
 def _read_csv(path: Path, spec: PipelineSpec) -> pd.DataFrame:
     dtypes = {c: _TEXT for c in _text_columns(spec)}
+    _check_header(path)
     try:
         # keep_default_na with an explicit list: "NA" and "" mean missing, "None" is a category
         return pd.read_csv(path, dtype=dtypes, encoding="utf-8", na_values=["", "NA", "NaN", "nan", "null"],
@@ -70,6 +138,7 @@ def read_path(path: str | Path, spec: PipelineSpec) -> LoadedData:
         frame = _read_parquet(path)
     else:
         frame = _read_csv(path, spec)
+        _check_rows(path)
     return LoadedData(frame.reset_index(drop=True), str(path))
 
 

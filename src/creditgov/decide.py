@@ -13,9 +13,11 @@ engine (creditgov.engine) runs per partition, so both engines write the same byt
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -55,11 +57,33 @@ def _canonical(v) -> object:
     return str(v)
 
 
+def _canonical_uniques(uniques) -> tuple[list, list[str]]:
+    """_canonical of each distinct value and its JSON text; numbers vectorised, the rest one by one."""
+    from json.encoder import encode_basestring
+
+    u = np.asarray(uniques)
+    if u.dtype.kind == "f":
+        finite = np.isfinite(u)
+        whole = finite & (u == np.floor(np.where(finite, u, 0))) & (np.abs(np.where(finite, u, 0)) < 2**53)
+        canon = np.empty(len(u), dtype=object)
+        canon[whole] = u[whole].astype(np.int64).tolist()
+        canon[~whole] = u[~whole].tolist()
+        canon = canon.tolist()
+        texts = [str(c) if w else float.__repr__(c) if f else json.dumps(c)
+                 for c, w, f in zip(canon, whole.tolist(), finite.tolist())]
+        return canon, texts
+    if u.dtype.kind in "iu":
+        canon = u.tolist()
+        return canon, list(map(str, canon))
+    canon = [_canonical(v) for v in uniques]
+    texts = [encode_basestring(c) if type(c) is str else json.dumps(c, ensure_ascii=False) for c in canon]
+    return canon, texts
+
+
 def _canonical_column(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     """(canonical value, its JSON text) of each value of `s`: computed once per distinct value."""
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    canon = [_canonical(u) for u in uniques]
-    texts = [json.dumps(c, ensure_ascii=False) for c in canon]
+    canon, texts = _canonical_uniques(uniques)
     values = np.empty(len(canon) + 1, dtype=object)
     values[: len(canon)] = canon
     out = values[codes]
@@ -168,7 +192,7 @@ def candidate_evaluator(model, rows: pd.DataFrame, spec: PipelineSpec):
         for c, v in changes.items():
             if c in frame.columns:
                 frame[c] = v
-        return apply_policy(frame, p, spec.policy)["action"].to_numpy(), p
+        return apply_policy(frame, p, spec.policy, rules_triggered=False)["action"].to_numpy(), p
 
     return evaluate
 
@@ -193,16 +217,25 @@ def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, 
         name = by[5:] if isinstance(by, str) and by.startswith("rule:") else None
         prefix.append((["rule:" + name], [rr[name]["en"]], [rr[name]["zh"]], [None]) if name in rr else None)
     is_rule = np.array([p is not None for p in prefix] + [False])[by_codes]
-    count = np.where(is_rule, np.minimum(npos, max(k - 1, 0)), npos).tolist()
+    count = np.where(is_rule, np.minimum(npos, max(k - 1, 0)), npos)
+    # codes and statements depend only on (deciding rule, the top features, how many): one list per pattern
+    cols = np.arange(order.shape[1])[None, :]
+    pattern = np.column_stack([by_codes, count, np.where(cols < count[:, None], order, -1)])
+    _, first, inv = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
     empty = ([], [], [], [])
-    pre = [prefix[c] or empty if c >= 0 else empty for c in by_codes.tolist()]
-    names = np.array(features, dtype=object)
-    en_of = np.array([feat_reason[f].en for f in features], dtype=object)
-    zh_of = np.array([feat_reason[f].zh for f in features], dtype=object)
-    out = []
-    for j, table in enumerate((names[order].tolist(), en_of[order].tolist(), zh_of[order].tolist(), top.tolist())):
-        out.append([p[j] + r[:m] for p, r, m in zip(pre, table, count)])
-    return tuple(out)
+    luts = ([], [], [])
+    for r in first.tolist():
+        pre = prefix[by_codes[r]] if by_codes[r] >= 0 and prefix[by_codes[r]] is not None else empty
+        idx = order[r, : count[r]].tolist()
+        luts[0].append(tuple(pre[0] + [features[i] for i in idx]))
+        luts[1].append(tuple(pre[1] + [feat_reason[features[i]].en for i in idx]))
+        luts[2].append(tuple(pre[2] + [feat_reason[features[i]].zh for i in idx]))
+    inv = inv.ravel().tolist()
+    codes, en, zh = ([list(lut[i]) for i in inv] for lut in luts)
+    rule_rows = is_rule.tolist()
+    attr = [([None] + v[:m]) if r else (v if m == k else v[:m])
+            for v, m, r in zip(top.tolist(), count.tolist(), rule_rows)]
+    return codes, en, zh, attr
 
 
 def _previous_review(spec: PipelineSpec, model, path: str, suite: dict) -> tuple[pd.Series, pd.DataFrame]:
@@ -404,9 +437,28 @@ def check_as_of(spec: PipelineSpec, as_of: str | None) -> str:
     return as_of
 
 
+@contextmanager
+def no_gc():
+    """Pause the cyclic garbage collector: building millions of per-row lists would otherwise trigger
+    full collections over every object of the batch, again and again (the lists hold no cycles)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None = None,
            as_of: str | None = None, out_dir: str | Path = "decisions", log=print,
            previous: str | None = None) -> DecideResult:
+    with no_gc():
+        return _decide(spec, data_path, version, as_of, out_dir, log, previous)
+
+
+def _decide(spec: PipelineSpec, data_path: str | None, version: str | None, as_of: str | None,
+            out_dir: str | Path, log, previous: str | None) -> DecideResult:
     from creditgov import data, expectations, tracking, validate
 
     as_of = check_as_of(spec, as_of)

@@ -54,7 +54,7 @@ def client_for(scheduler: str | None = None, workers: int | None = None, process
         return Client(scheduler)
     import os
 
-    n = workers or min(2, os.cpu_count() or 1)
+    n = workers or os.cpu_count() or 1
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None)
     return Client(cluster)
 

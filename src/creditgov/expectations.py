@@ -41,6 +41,33 @@ def _feature_expectations(f: Feature) -> list[dict]:
     return out
 
 
+# spellings of a yes/no account flag that the on-book policy reads (policy._truthy); anything else is quarantined
+BOOLEAN_VALUES = [True, False, "true", "false", "True", "False", "TRUE", "FALSE", "1", "0", 1, 0, "yes", "no"]
+
+
+def _on_book_expectations(spec: PipelineSpec) -> list[dict]:
+    """The account fields the on-book policy reads (previous_pd is computed by decide, not read)."""
+    if not (spec.policy and spec.policy.on_book):
+        return []
+    f = spec.policy.on_book.fields
+    out = []
+    for col in (f.current_limit, f.days_past_due, f.cumulative_overdue_days, f.clean_months):
+        if col in {x.name for x in spec.features}:
+            continue  # already expected as a catalogue feature
+        out += [_exp("expect_column_to_exist", "critical", "account field present", column=col),
+                _exp("expect_column_values_to_be_in_type_list", "critical", "numeric type", column=col,
+                     type_list=NUMERIC_TYPES),
+                _exp("expect_column_values_to_be_between", "row", "within [0, 1e12]", column=col,
+                     min_value=0, max_value=1e12),
+                _exp("expect_column_values_to_not_be_null", "row", "not missing", column=col)]
+    for col in (f.fraud_signal, f.suspended):
+        out += [_exp("expect_column_to_exist", "critical", "account flag present", column=col),
+                _exp("expect_column_values_to_be_in_set", "row", "a yes/no flag", column=col,
+                     value_set=BOOLEAN_VALUES),
+                _exp("expect_column_values_to_not_be_null", "row", "not missing", column=col)]
+    return out
+
+
 def suite_from_catalogue(spec: PipelineSpec) -> dict:
     """The suite (GX 1.x JSON shape) that the spec's catalogue implies."""
     t = spec.target
@@ -58,8 +85,13 @@ def suite_from_catalogue(spec: PipelineSpec) -> dict:
                              column_list=[idc, spec.source.date_column]))
         else:
             exps.append(_exp("expect_column_values_to_be_unique", "row", "id unique", column=idc))
+    if spec.source.date_column:
+        dc = spec.source.date_column
+        exps.append(_exp("expect_column_to_exist", "critical", "date column present", column=dc))
+        exps.append(_exp("expect_column_values_to_not_be_null", "row", "date not missing", column=dc))
     for f in spec.features:
         exps.extend(_feature_expectations(f))
+    exps.extend(_on_book_expectations(spec))
     return {
         "name": f"{spec.name}.input",
         "expectations": exps,

@@ -60,14 +60,17 @@ def on_book_applies(frame: pd.DataFrame, policy: Policy) -> bool:
     return ob is not None and all(c in frame.columns for c in ob.fields.model_dump().values())
 
 
-def apply_policy(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy) -> pd.DataFrame:
+def apply_policy(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy, *,
+                 rules_triggered: bool = True) -> pd.DataFrame:
+    """The policy's decisions; `rules_triggered=False` leaves that column empty (None), for callers
+    that need only the actions (the counterfactual search)."""
     pd_values = np.asarray(pd_values, dtype="float64")
     if on_book_applies(frame, policy):
-        return _on_book(frame, pd_values, policy)
-    return _application(frame, pd_values, policy)
+        return _on_book(frame, pd_values, policy, rules_triggered)
+    return _application(frame, pd_values, policy, rules_triggered)
 
 
-def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataFrame:
+def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = True) -> pd.DataFrame:
     n = len(p)
     tier = tier_of(p, policy)
     lo, hi = policy.review_band
@@ -104,7 +107,7 @@ def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataF
             names = [first] + [x for x in names if x != first]
         return tuple(names)
 
-    triggered = _lists_by_key(key, pattern)
+    triggered = _lists_by_key(key, pattern) if rules else None
 
     capacity = pd.to_numeric(frame[policy.limit.capacity_feature], errors="coerce").to_numpy(dtype="float64")
     multiple = np.array([policy.limit.multiple[t.name] for t in policy.tiers])[tier_index(p, policy)]
@@ -121,10 +124,10 @@ def _truthy(col: pd.Series) -> np.ndarray:
     if col.dtype == bool:
         return col.to_numpy()
     text = col.astype(str).str.strip().str.lower()
-    return text.isin(["1", "true", "yes", "y", "1.0"]).to_numpy()
+    return text.isin(["1", "true", "yes", "1.0"]).to_numpy()
 
 
-def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataFrame:
+def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = True) -> pd.DataFrame:
     ob, f = policy.on_book, policy.on_book.fields
     n = len(p)
     num = lambda c: pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype="float64")  # noqa: E731
@@ -180,7 +183,7 @@ def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy) -> pd.DataFrame
         out = [nm for t, nm in enumerate(names) if (b >> t) & 1]
         return tuple(out + ([states[st - 1]] if st else []))
 
-    triggered = _lists_by_key(key, pattern)
+    triggered = _lists_by_key(key, pattern) if rules else None
 
     limit = current.copy()
     limit[cut] = np.minimum(current[cut], _round_limit(current[cut] * ob.cut_factor, policy))  # a cut never raises

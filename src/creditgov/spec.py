@@ -409,6 +409,23 @@ def _format_pydantic(path: Path, err: ValidationError) -> str:
     return f"{path}: {loc}: {msg}{more}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise SpecError(f"key '{key}' appears twice at line {key_node.start_mark.line + 1} (rule: unique keys)")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def load_spec(path: str | Path) -> PipelineSpec:
     """Read a pipeline spec; any problem is a SpecError with one line naming file, key and rule."""
     path = Path(path)
@@ -419,7 +436,9 @@ def load_spec(path: str | Path) -> PipelineSpec:
     except UnicodeDecodeError:
         raise SpecError(f"{path}: spec is not UTF-8 text") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -47,6 +47,27 @@ class ValidationOutcome:
         }
 
 
+def _prepare(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> pd.DataFrame:
+    """What GX cannot judge itself: nullable numeric dtypes (matched by name, not by kind) become float64;
+    non-scalar values (lists, dicts, arrays) in any catalogue, id or target column are refused."""
+    import numpy as np
+
+    out = frame.copy()
+    numeric = {f.name for f in spec.features if f.type == "numeric"}
+    for col in out.columns:
+        s = out[col]
+        if col in numeric and isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and \
+                pd.api.types.is_numeric_dtype(s.dtype):
+            out[col] = s.astype("float64")
+        elif s.dtype == object:
+            bad = s.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray)))
+            if bad.any():
+                row = int(bad.to_numpy().argmax()) + 1
+                raise DataError(f"{label}: column '{col}' holds a list or mapping in row {row} "
+                                "(rule: one value per cell)")
+    return out
+
+
 def _run_gx(frame: pd.DataFrame, suite: dict) -> dict:
     import great_expectations as gx
 
@@ -60,6 +81,17 @@ def _run_gx(frame: pd.DataFrame, suite: dict) -> dict:
     gx_suite = context.suites.add(gx.ExpectationSuite(name=suite["name"], expectations=suite["expectations"]))
     batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
     return batch.validate(gx_suite, result_format="COMPLETE").to_json_dict()
+
+
+def _exception(r: dict) -> tuple[bool, str]:
+    """GX 1.x reports exceptions flat or nested per metric: (raised, first message)."""
+    info = r.get("exception_info") or {}
+    if "raised_exception" in info:
+        return bool(info["raised_exception"]), str(info.get("exception_message") or "")
+    for v in info.values():
+        if isinstance(v, dict) and v.get("raised_exception"):
+            return True, str(v.get("exception_message") or "")
+    return False, ""
 
 
 def _first_bad_number(series: pd.Series) -> tuple[int, str]:
@@ -99,6 +131,7 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -
         dup = frame.columns[frame.columns.duplicated()][0]
         raise DataError(f"{label}: column '{dup}' appears twice (rule: unique column names)")
 
+    frame = _prepare(frame, spec, label)
     result = _run_gx(frame, suite)
     by_sev = {"critical": [], "row": []}
     for r in result["results"]:
@@ -111,16 +144,21 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -
     for r in by_sev["row"]:
         if r["success"]:
             continue
-        if r.get("exception_info", {}).get("raised_exception"):
-            col = r["expectation_config"]["kwargs"].get("column")
-            msg = r["exception_info"].get("exception_message", "")
-            raise DataError(f"{label}: column '{col}': {r['expectation_config']['type']} could not run ({msg})")
+        raised, msg = _exception(r)
+        if raised or "unexpected_index_list" not in r.get("result", {}):
+            # an expectation that could not run, or failed without naming rows, must not pass as "no bad rows"
+            kw = r["expectation_config"]["kwargs"]
+            col = kw.get("column") or "+".join(kw.get("column_list", []))
+            raise DataError(f"{label}: column '{col}': {r['expectation_config']['type']} could not run "
+                            f"({msg or 'no failing rows reported'})")
         cfg = r["expectation_config"]
         col = cfg["kwargs"].get("column") or "+".join(cfg["kwargs"].get("column_list", []))
         name = f"{col}: {cfg['meta']['rule']}"
         for idx in r["result"].get("unexpected_index_list", []):
             rules.setdefault(int(idx), []).append(name)
 
+    for i, rule in _date_rules(frame, spec):
+        rules.setdefault(i, []).append(rule)
     bad_idx = sorted(rules)
     quarantine = frame.loc[bad_idx].copy()
     quarantine.insert(0, "row_number", [i + 1 for i in bad_idx])
@@ -133,6 +171,31 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -
         quarantine[col] = pseudonymise(quarantine[col])
     return ValidationOutcome(clean=clean, quarantine=quarantine, rows_in=len(frame),
                              gx_result=_redact(result, personal), ignored_columns=ignored)
+
+
+def _date_rules(frame: pd.DataFrame, spec: PipelineSpec) -> list[tuple[int, str]]:
+    """The date column's values must be dates, and not in the future (GX has no clock)."""
+    col = spec.source.date_column
+    if not col or col not in frame.columns:
+        return []
+    parsed = pd.to_datetime(frame[col].astype(str), errors="coerce", format="mixed")
+    present = frame[col].notna()
+    out = [(int(i), f"{col}: a date (YYYY-MM or YYYY-MM-DD)") for i in frame.index[present & parsed.isna()]]
+    future = parsed > pd.Timestamp.now()
+    out += [(int(i), f"{col}: not in the future") for i in frame.index[future.fillna(False)]]
+    return out
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text that a spreadsheet would run as a formula gets a leading apostrophe (OWASP CSV injection)."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v)
+    return out
 
 
 def _redact(result: dict, columns: set[str]) -> dict:
@@ -161,7 +224,7 @@ def write_quarantine(outcome: ValidationOutcome, directory: str | Path, stem: st
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{stem}.csv"
     tmp = path.with_suffix(".csv.tmp")
-    outcome.quarantine.to_csv(tmp, index=False)
+    neutralise_formulas(outcome.quarantine).to_csv(tmp, index=False)
     tmp.replace(path)
     return path
 

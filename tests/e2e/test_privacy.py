@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 import sqlite3
+import tempfile
 from contextlib import closing
 from pathlib import Path
 from types import SimpleNamespace
@@ -122,6 +123,9 @@ def flow(tmp_path_factory):
         for var in DROP_ENV:
             mp.delenv(var, raising=False)
         mp.setenv("CREDITGOV_PSEUDONYM_KEY", KEY)
+        # temporary files of the flow (MLflow downloads, GX, Evidently) go inside the project: scanned as well
+        (root / "tmp").mkdir()
+        mp.setattr(tempfile, "tempdir", str(root / "tmp"))
 
         scn = simulate.load_scenario("pipelines/scenarios/default.yaml", accounts=4000)
         simulate.simulate(scn, SIM, log=_quiet)
@@ -198,6 +202,17 @@ def _outputs(root: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.xfail(reason="BUG: mlflow.artifacts.download_artifacts is called without dst_path and its copies are "
+                          "never removed (monitor.load_reference, report.model_card_of, recalibrate._parent_text): "
+                          "report, monitor and recalibrate leave the reference sample (development rows of model "
+                          "inputs), its profile, the model card and the SHAP SVG in the system temporary directory, "
+                          "outside the project and its retention", strict=True)
+def test_the_flow_leaves_nothing_in_the_temporary_directory(flow):
+    left = sorted(str(p.relative_to(flow.root / "tmp")) for p in (flow.root / "tmp").rglob("*") if p.is_file())
+    assert not left, left[:10]
+
 
 
 def test_the_scanner_finds_planted_values_in_the_input(flow):

@@ -304,6 +304,15 @@ def application_files() -> dict[str, bytes]:
     lines[5] = ",".join(lines[5].split(",")[:13])  # Amount and Price absent
     out["short_row.csv"] = "\n".join(lines).encode()
 
+    tail = ["Income", "Assets", "Debt"]  # the columns that may be missing, last
+    lines = _lines(base[[c for c in base.columns if c not in tail] + tail])
+    lines[5] = ",".join(lines[5].split(",")[:12])  # the row stops before them
+    out["short_row_optional_tail.csv"] = "\n".join(lines).encode()
+
+    f = base.copy()
+    f.loc[3, "Job"] = "fixed\x00; DROP TABLE applicants"  # pandas' C parser stops the field at the NUL
+    out["nul_byte.csv"] = _csv(f)
+
     lines = _lines(base)
     lines[5] = lines[5].replace(",", ',"', 1)  # a quote opened and never closed
     out["unterminated_quote.csv"] = "\n".join(lines).encode()
@@ -335,6 +344,10 @@ def application_files() -> dict[str, bytes]:
     f["Amount"] = f["Amount"].astype("Int64")  # pandas' nullable integers: a valid numeric column
     f["Income"] = f["Income"].astype("Float64")
     out["nullable_numeric_dtypes.parquet"] = _parquet(f)
+
+    f = base.copy()
+    f["rownames"] = [["applicant", "4711"]] * len(f)  # a list-typed id column: the same id in every row
+    out["id_as_list.parquet"] = _parquet(f)
 
     out["parquet_is_csv.parquet"] = _csv(base)
     out["csv_is_parquet.csv"] = _parquet(base)
