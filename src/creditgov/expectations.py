@@ -42,7 +42,7 @@ def _feature_expectations(f: Feature) -> list[dict]:
 
 
 # spellings of a yes/no account flag that the on-book policy reads (policy._truthy); anything else is quarantined
-BOOLEAN_VALUES = [True, False, "true", "false", "True", "False", "TRUE", "FALSE", "1", "0", 1, 0, "yes", "no"]
+BOOLEAN_VALUES = [True, False, "true", "false", "True", "False", "TRUE", "FALSE", "1", "0", 1, 0, "yes", "no", "y", "n"]
 
 
 def _on_book_expectations(spec: PipelineSpec) -> list[dict]:

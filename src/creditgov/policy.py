@@ -124,7 +124,7 @@ def _truthy(col: pd.Series) -> np.ndarray:
     if col.dtype == bool:
         return col.to_numpy()
     text = col.astype(str).str.strip().str.lower()
-    return text.isin(["1", "true", "yes", "1.0"]).to_numpy()
+    return text.isin(["1", "true", "yes", "y", "1.0"]).to_numpy()
 
 
 def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = True) -> pd.DataFrame:

@@ -256,6 +256,8 @@ def test_calibration_by_tier_passes_for_bernoulli_labels(spec, cfg):
 
 
 def test_calibration_by_tier_fails_when_observed_rates_are_double(spec, cfg):
+    # doubling is exactly the behaviour spec's 50% materiality: judge it with a 30% tolerance
+    cfg = cfg.model_copy(update={"calibration_tolerance": 0.3})
     rng = np.random.default_rng(22)
     p = rng.beta(0.7, 8.0, 60_000)
     y = (rng.random(len(p)) < np.minimum(2 * p, 1)).astype(int)
