@@ -57,8 +57,24 @@ def _engine(url: str | None = None):
     return eng
 
 
+def _finite(v):
+    """NaN and infinities are not JSON: they are recorded as null."""
+    import math
+
+    import numpy as np
+
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_finite(x) for x in v]
+    if isinstance(v, (float, np.floating)) and not math.isfinite(float(v)):
+        return None
+    return v
+
+
 def _canonical(payload: dict) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+    return json.dumps(_finite(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_jsonable, allow_nan=False)
 
 
 def _jsonable(v):
@@ -69,7 +85,7 @@ def _jsonable(v):
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (np.floating,)):
-        return None if np.isnan(v) else float(v)
+        return float(v) if np.isfinite(v) else None
     if isinstance(v, (np.bool_,)):
         return bool(v)
     return str(v)

@@ -123,7 +123,10 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
     else:
         from creditgov.decide import decide as run_decide
 
-        r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
+        from creditgov import tracking
+
+    tracking.check()  # an unreachable backend is reported before minutes of validation
+    r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
     from creditgov import audit
 
     n = audit.append_decisions(r.log)
@@ -343,7 +346,8 @@ def main() -> None:
         if kind == "exit":
             sys.exit(exc.exit_code)
         if kind == "usage":
-            exc.show()
+            print(f"creditgov: usage error: {' '.join(exc.format_message().split())} (see creditgov --help)",
+                  file=sys.stderr)
             sys.exit(exc.exit_code)
         if kind == "abort":
             print("creditgov: interrupted", file=sys.stderr)

@@ -227,13 +227,18 @@ def load_reference(model_name: str, version: str) -> tuple[dict, pd.DataFrame | 
 
     from creditgov import tracking
 
+    import tempfile
+
     c = tracking.client()
-    with tracking.backend_errors(f"read the reference profile of {model_name} v{version}"):
+    # read into memory inside a temporary directory: no copy of development rows is left behind
+    with tracking.backend_errors(f"read the reference profile of {model_name} v{version}"), \
+            tempfile.TemporaryDirectory() as tmp:
         run_id = c.get_model_version(model_name, version).run_id
-        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference"))
-    profile = json.loads((local / "profile.json").read_text(encoding="utf-8"))
-    sample_path = local / "reference_sample.parquet"
-    return profile, pd.read_parquet(sample_path) if sample_path.exists() else None, {"run_id": run_id}
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference", dst_path=tmp))
+        profile = json.loads((local / "profile.json").read_text(encoding="utf-8"))
+        sample_path = local / "reference_sample.parquet"
+        sample = pd.read_parquet(sample_path) if sample_path.exists() else None
+    return profile, sample, {"run_id": run_id}
 
 
 def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, spec: PipelineSpec, path: Path) -> Path:

@@ -26,7 +26,8 @@ def review(decision_id: str, approve: bool, override: str | None, reviewer: str,
     original = audit.find_decision(decision_id)
     proposed = original["action"]
     if proposed == "review":  # approving a queued case grants what the policy proposed
-        on_book = original.get("previous_limit") is not None
+        prev = original.get("previous_limit")
+        on_book = prev is not None and prev == prev  # NaN in older records means "no previous limit"
         proposed = "keep" if on_book else "approve"
     outcome = proposed if approve else override
     event = {"decision_id": decision_id, "reviewer": reviewer, "reason": reason,

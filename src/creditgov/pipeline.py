@@ -259,8 +259,8 @@ def finish_registration(spec: PipelineSpec, version: str) -> None:
 
     c, name = tracking.client(), spec.registry.model_name
     with tracking.backend_errors(f"finish registering {name} v{version}"):
-        c.set_registered_model_alias(name, "challenger", version)
         c.set_model_version_tag(name, version, "creditgov.registration", "complete")
+        c.set_registered_model_alias(name, "challenger", version)  # last: aliases only ever name complete versions
 
 
 def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = None,

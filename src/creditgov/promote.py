@@ -22,8 +22,12 @@ def resolve_version(client, name: str, version: str | None) -> str:
         if version is None:
             return str(client.get_model_version_by_alias(name, "challenger").version)
         return str(client.get_model_version(name, str(version)).version)
-    except MlflowException:
-        what = f"version {version}" if version else "a version with alias 'challenger'"
+    except MlflowException as exc:
+        from creditgov.tracking import is_not_found
+
+        if not is_not_found(exc):
+            raise
+        what = f"version {version}" if version else "the alias 'challenger' on any version"
         raise TrackingError(f"registered model '{name}' has no {what}") from None
 
 

@@ -116,10 +116,14 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
 def _parent_text(run_id: str, path: str) -> str | None:
     import mlflow
 
-    try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)).read_text(encoding="utf-8")
-    except Exception:
-        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+                        ).read_text(encoding="utf-8")
+        except Exception:
+            return None
 
 
 def _card_from_parent(parent_run: str, after: dict, calib: dict, parent: str, label: str, run_id: str) -> dict | None:

@@ -256,15 +256,19 @@ def model_card_of(model_name: str, version: str) -> tuple[dict, str | None]:
 
     from creditgov import tracking
 
+    import tempfile
+
     tracking.configure()
-    with tracking.backend_errors(f"read the model card of {model_name} v{version}"):
+    with tracking.backend_errors(f"read the model card of {model_name} v{version}"), \
+            tempfile.TemporaryDirectory() as tmp:
         run_id = tracking.client().get_model_version(model_name, version).run_id
         try:
-            local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_card"))
+            local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_card", dst_path=tmp))
         except Exception:
             return {}, None
-    card = json.loads((local / "model_card.json").read_text(encoding="utf-8"))
-    html = (local / "model_card.html").read_text(encoding="utf-8") if (local / "model_card.html").exists() else None
+        card = json.loads((local / "model_card.json").read_text(encoding="utf-8"))
+        html_path = local / "model_card.html"
+        html = html_path.read_text(encoding="utf-8") if html_path.exists() else None
     return card, html
 
 

@@ -21,16 +21,27 @@ def default_uri(root: Path | None = None) -> str:
     return f"sqlite:///{root / DB_FILE}"
 
 
+_DEFAULTS_SET: set[str] = set()  # mlflow.set_tracking_uri exports the URI; a default we set is not the user's
+
+
+def _user_env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value and value not in _DEFAULTS_SET else None
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    return _user_env("MLFLOW_TRACKING_URI") or default_uri()
 
 
 def configure() -> str:
     import mlflow
 
     uri = tracking_uri()
+    registry = _user_env("MLFLOW_REGISTRY_URI") or uri
+    if not _user_env("MLFLOW_TRACKING_URI"):
+        _DEFAULTS_SET.add(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    mlflow.set_registry_uri(registry)
     return uri
 
 
@@ -48,6 +59,12 @@ def backend_errors(action: str):
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise TrackingError(f"MLflow tracking at {tracking_uri()}: {action} failed: {first}") from None
+
+
+def is_not_found(exc) -> bool:
+    """True for MLflow's "no such model / version / alias" answers, false for a backend failure."""
+    code = getattr(exc, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 def check() -> None:
@@ -90,12 +107,18 @@ def load_registered(model_name: str, version: str | None = None, alias: str = "c
         try:
             mv = (c.get_model_version(model_name, str(version)) if version
                   else c.get_model_version_by_alias(model_name, alias))
-        except MlflowException:
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise
             what = f"version {version}" if version else f"a version with alias '{alias}'"
-            raise TrackingError(f"registered model '{model_name}' has no {what} "
+            raise TrackingError(f"registered model '{model_name}' has no {what.replace('no a ', 'no ')} "
                                 f"(train and promote one first: make train)") from None
         if mv.tags.get("creditgov.registration") != "complete":
             raise TrackingError(f"{model_name} version {mv.version} is not completely registered "
                                 "(its training run was interrupted): train again")
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{mv.version}")
-    return CreditModel.load(Path(local) / "artifacts" / "model"), str(mv.version), mv.run_id
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # the model is read into memory; no copy is left behind
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{mv.version}", dst_path=tmp)
+            model = CreditModel.load(Path(local) / "artifacts" / "model")
+    return model, str(mv.version), mv.run_id

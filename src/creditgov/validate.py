@@ -201,7 +201,9 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 def _redact(result: dict, columns: set[str]) -> dict:
     """Drop raw values of personal columns from the GX result (counts and row indices stay)."""
     for r in result["results"]:
-        if r["expectation_config"]["kwargs"].get("column") in columns:
+        kw = r["expectation_config"]["kwargs"]
+        named = {kw.get("column"), kw.get("column_A"), kw.get("column_B"), *kw.get("column_list", [])}
+        if named & columns:
             for key in _VALUE_KEYS:
                 if key in r.get("result", {}):
                     r["result"][key] = "[redacted: personal data]"

@@ -237,10 +237,6 @@ def test_unreachable_training_names_the_backend(unreachable, case):
     assert f"MLflow tracking at {r.uri}: reach the tracking backend failed" in r.stderr
 
 
-@pytest.mark.xfail(reason="BUG: tracking.load_registered (and promote.resolve_version) catch every MlflowException "
-                          "as 'has no version', so a tracking server that is down or silent is reported as "
-                          "\"registered model ... has no a version with alias 'champion' (train and promote one "
-                          "first)\": wrong diagnosis (and 'no a version')", strict=True)
 @pytest.mark.parametrize("case", ["closed", "silent"])
 def test_unreachable_deciding_names_the_backend(unreachable, case):
     r = unreachable[case, "decide"]
@@ -474,9 +470,6 @@ class _Killed(BaseException):
     """Stands for SIGKILL arriving between two MLflow calls (not an Exception: nothing catches it)."""
 
 
-@pytest.mark.xfail(reason="BUG: pipeline.finish_registration moves @challenger to the new version before tagging it "
-                          "creditgov.registration=complete; killed between the two calls, @challenger points at an "
-                          "incomplete version (and the previous complete challenger lost the alias)", strict=True)
 def test_a_kill_inside_finish_registration_leaves_aliases_on_complete_versions(proj, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
@@ -511,11 +504,6 @@ def test_a_kill_inside_finish_registration_leaves_aliases_on_complete_versions(p
         mlflow.set_registry_uri(proj.uri)
 
 
-@pytest.mark.xfail(reason="BUG: tracking.configure() calls mlflow.set_tracking_uri / set_registry_uri, which also "
-                          "set os.environ['MLFLOW_TRACKING_URI'] / ['MLFLOW_REGISTRY_URI']; tracking_uri() then takes "
-                          "them for the user's setting, so a process that moves to another project (a notebook, a "
-                          "service, a test session) keeps reading and writing the first project's mlflow.db",
-                   strict=True)
 def test_the_default_store_follows_the_working_directory(proj, tmp_path, monkeypatch):
     import mlflow
 

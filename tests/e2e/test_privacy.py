@@ -204,11 +204,6 @@ def _outputs(root: Path) -> list[Path]:
 # --------------------------------------------------------------------------- tests
 
 
-@pytest.mark.xfail(reason="BUG: mlflow.artifacts.download_artifacts is called without dst_path and its copies are "
-                          "never removed (monitor.load_reference, report.model_card_of, recalibrate._parent_text): "
-                          "report, monitor and recalibrate leave the reference sample (development rows of model "
-                          "inputs), its profile, the model card and the SHAP SVG in the system temporary directory, "
-                          "outside the project and its retention", strict=True)
 def test_the_flow_leaves_nothing_in_the_temporary_directory(flow):
     left = sorted(str(p.relative_to(flow.root / "tmp")) for p in (flow.root / "tmp").rglob("*") if p.is_file())
     assert not left, left[:10]
@@ -319,10 +314,6 @@ def test_personal_columns_are_redacted_on_the_report_pages(flow):
     assert page.count("[redacted: personal data]") == 2  # customer_name and phone rows of the inputs table
 
 
-@pytest.mark.xfail(reason="BUG: validate._redact blanks raw values only for expectations whose kwargs name a "
-                          "personal `column`; the compound (id, date) uniqueness expectation has a `column_list`, "
-                          "so a duplicated row's raw account id stays in the GX result that training logs to "
-                          "MLflow (validation/gx_validation_result.json)", strict=True)
 def test_gx_result_of_a_duplicated_row_carries_no_raw_identifier(flow):
     from creditgov import data, expectations, validate
 
