@@ -50,9 +50,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from creditgov.errors import SpecError
+from creditgov.spec import _Strict  # one strict-config base for every YAML model
 
 EMPLOYMENT = ("salaried", "freelance", "temporary", "student")
 SENSITIVITY = np.array([0.3, 1.0, 1.0, 0.5])
@@ -61,10 +62,6 @@ AGE_MEAN = np.array([38.0, 35.0, 30.0, 21.0])
 TARGET = "bad_12m"
 HORIZON = 12
 BURN_IN = 24
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Shock(_Strict):
