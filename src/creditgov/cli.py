@@ -115,7 +115,11 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
            engine: str = EngineOpt, scheduler: Optional[str] = SchedulerOpt,
            partitions: Optional[int] = PartitionsOpt):
     """Score a batch with the champion, apply the policy, explain every decision, write the decision log."""
-    if _engine(engine) == "dask":
+    from creditgov import tracking
+
+    dask = _engine(engine) == "dask"
+    tracking.check()  # an unreachable backend is reported before minutes of validation
+    if dask:
         from creditgov.engine import decide as run_decide_dask
 
         r = run_decide_dask(_spec(spec), data, version, as_of, out, log=_say, previous=previous,
@@ -123,10 +127,7 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
     else:
         from creditgov.decide import decide as run_decide
 
-        from creditgov import tracking
-
-    tracking.check()  # an unreachable backend is reported before minutes of validation
-    r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
+        r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
     from creditgov import audit
 
     n = audit.append_decisions(r.log)

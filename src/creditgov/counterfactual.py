@@ -32,7 +32,7 @@ covers at most `max_pair_rows` rows, the first in batch order among those withou
 one-feature change (the rest say so in their note). Deterministic: the same rows, model
 and policy give the same answer, whatever else is in the batch, except that whether a
 feature's grid is rounded to integers depends on all the batch's values of that feature
-(`integral`, which a caller splitting a batch passes for the whole batch).
+(`integral`: both decide engines pass the flags of the whole batch's valid rows).
 """
 from __future__ import annotations
 

@@ -327,8 +327,9 @@ def counterfactuals(model, part: DecidedPart, spec: PipelineSpec) -> list:
         rows = adverse_rows(part, spec)
         actions = part.decided["action"].to_numpy()[part.adverse]
         evaluate = candidate_evaluator(model, rows, spec)
+        # grid rounding follows the whole batch's valid values, as the partitioned engine does
         found = counterfactual.search(rows, actions, spec, lambda f: score_and_decide(model, f, spec),
-                                      evaluate=evaluate)
+                                      evaluate=evaluate, integral=counterfactual.integral_flags(part.clean, spec))
         for i, r in zip(np.flatnonzero(part.adverse), found):
             cf[i] = json.dumps(r, sort_keys=True)
     return cf

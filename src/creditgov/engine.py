@@ -15,9 +15,17 @@ loaded on each worker once per content; no pickled booster is ever sent.
 Batch-wide rules stay batch-wide: the quarantine share is checked on the whole batch, the
 content hash is the whole batch's, grid rounding and the pair-search cap of the
 counterfactual search are decided over the whole batch (the pair stage runs on the
-client, for at most `max_pair_rows` rows). Where a rule cannot be checked per partition
-(an identifier repeated across partitions, a critical data error, a previous review),
-the engine says so and runs the single-process path, which gives the same answer.
+client, for at most `max_pair_rows` rows).
+
+Resumable: each partition's decisions are checkpointed on the client as soon as they
+arrive (creditgov.checkpoint: Parquet under `<out_dir>/.partial/`, written to a
+temporary name and renamed), so when a run is killed, running it again on the same batch
+decides only the partitions that were missing (the others are neither validated nor
+decided again), then writes the same log as an uninterrupted run.
+
+Where a rule cannot be checked per partition (an identifier repeated across partitions,
+a critical data error, a previous review), the engine says so and runs the
+single-process path, which gives the same answer.
 
     creditgov decide --engine dask [--scheduler tcp://host:8786] [--partitions N] --data DIR_OR_FILE
     creditgov monitor --engine dask [--scheduler ...] [--partitions N] --data FILE ...
@@ -155,10 +163,8 @@ class _Fallback(Exception):
     """This batch needs the single-process engine (the message says why)."""
 
 
-def _stage_validate(frame: pd.DataFrame, offset: int, spec: PipelineSpec, suite: dict, label: str) -> dict:
-    from creditgov import validate
-    from creditgov.errors import DataError
-
+def _stage_fingerprint(frame: pd.DataFrame, offset: int, spec: PipelineSpec) -> dict:
+    """What the batch-wide checks and the batch hash need of a partition, without validating it."""
     header = "\x1f".join(f"{c}:{frame[c].dtype}" for c in frame.columns)
     row_hash = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
     keys = None
@@ -166,85 +172,64 @@ def _stage_validate(frame: pd.DataFrame, offset: int, spec: PipelineSpec, suite:
     if idc and idc in frame.columns and (not dc or dc in frame.columns):
         cols = [idc, dc] if dc else [idc]
         keys = pd.util.hash_pandas_object(frame[cols], index=False).to_numpy()
+    return {"offset": offset, "rows": len(frame), "header": header, "row_hash": row_hash, "keys": keys}
+
+
+def _stage_validate(frame: pd.DataFrame, offset: int, spec: PipelineSpec, suite: dict, label: str) -> dict:
+    from creditgov import counterfactual, validate
+    from creditgov.errors import DataError
+
     try:
         outcome = validate.validate(frame, spec, suite, label)
         error = None
+        integral = counterfactual.integral_flags(outcome.clean, spec) if len(outcome.clean) else {}
     except DataError as exc:
-        outcome, error = None, str(exc)
-    return {"outcome": outcome, "offset": offset, "rows": len(frame), "header": header, "row_hash": row_hash,
-            "keys": keys, "error": error}
+        outcome, error, integral = None, str(exc), {}
+    return {"outcome": outcome, "offset": offset, "error": error, "integral": integral}
 
 
 def _summary(st: dict) -> dict:
-    out = {k: st[k] for k in ("offset", "rows", "header", "row_hash", "keys", "error")}
+    """A validated partition as the client needs it: its quarantine rules and rounding flags."""
+    out = {"error": st["error"], "integral": st["integral"], "rules": []}
     if st["outcome"] is not None:
-        out["quarantine"] = st["outcome"].quarantine
+        out["rules"] = st["outcome"].quarantine.get("rules", pd.Series(dtype=object)).tolist()
     return out
 
 
-def _stage_decide(st: dict, blob: dict, spec: PipelineSpec) -> dict:
+def _stage_partition(st: dict, blob: dict, spec: PipelineSpec, integral: dict) -> dict[str, pd.DataFrame]:
+    """One partition decided and explained, with its one-feature counterfactuals: its log rows (the
+    counterfactual of rows still without one left empty), its quarantine rows, and those rows'
+    inputs for the batch-wide pair search (`_pos`: their place in the log rows)."""
     from creditgov import counterfactual, decide
 
     model = load_blob(blob)
     clean = decide.with_previous_pd(st["outcome"].clean, spec, None)
     part = decide.decide_part(model, clean, spec)
-    rows = decide.adverse_rows(part, spec)
-    return {**st, "part": part, "adverse_rows": rows,
-            "integral": counterfactual.integral_flags(rows, spec) if len(rows) else {}}
-
-
-def _integral(st: dict) -> dict:
-    return st["integral"]
-
-
-def _stage_singles(st: dict, blob: dict, spec: PipelineSpec, integral: dict) -> dict:
-    from creditgov import counterfactual, decide
-
-    rows = st["adverse_rows"]
-    singles: list = []
-    if len(rows) and counterfactual.actionable(spec):
-        model = load_blob(blob)
-        actions = st["part"].decided["action"].to_numpy()[st["part"].adverse]
-        evaluate = decide.candidate_evaluator(model, rows, spec)
-        singles = counterfactual.single_changes(rows, actions, spec,
-                                                lambda f: decide.score_and_decide(model, f, spec),
-                                                evaluate=evaluate, integral=integral)
-    return {**st, "singles": singles}
-
-
-def _unresolved(st: dict) -> np.ndarray:
-    return np.array([i for i, s in enumerate(st["singles"]) if s is None], dtype=np.int64)
-
-
-def _take_adverse(st: dict, idx: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-    part = st["part"]
-    actions = part.decided["action"].to_numpy()[part.adverse]
-    return st["adverse_rows"].iloc[idx].reset_index(drop=True), actions[idx]
-
-
-def _stage_log(st: dict, spec: PipelineSpec, pair_results: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from creditgov import counterfactual, decide
-
-    part = st["part"]
-    cf = [None] * len(part.clean)
     adverse = np.flatnonzero(part.adverse)
+    cf = [None] * len(part.clean)
+    pending = pd.DataFrame({"_pos": np.array([], dtype=np.int64), "_action": np.array([], dtype=object)})
     if len(adverse):
         if not counterfactual.actionable(spec):
-            found = [{"found": False, "note": "no actionable numeric feature in the catalogue"}] * len(adverse)
+            for i in adverse:
+                cf[i] = json.dumps({"found": False, "note": "no actionable numeric feature in the catalogue"},
+                                   sort_keys=True)
         else:
-            found = []
-            for j, s in enumerate(st["singles"]):
+            rows = decide.adverse_rows(part, spec)
+            actions = part.decided["action"].to_numpy()[part.adverse]
+            singles = counterfactual.single_changes(rows, actions, spec,
+                                                    lambda f: decide.score_and_decide(model, f, spec),
+                                                    evaluate=decide.candidate_evaluator(model, rows, spec),
+                                                    integral=integral)
+            todo = np.array([j for j, s in enumerate(singles) if s is None], dtype=np.int64)
+            for j, s in enumerate(singles):
                 if s is not None:
-                    found.append(s)
-                elif j in pair_results:
-                    found.append(pair_results[j] or counterfactual.not_found_note(spec, capped=False))
-                else:
-                    found.append(counterfactual.not_found_note(spec, capped=True))
-        for i, r in zip(adverse, found):
-            cf[i] = json.dumps(r, sort_keys=True)
-    rows = decide.log_rows(part, spec, cf, None, row_offset=st["offset"])
-    qrows = decide.quarantine_rows(st["outcome"].quarantine, spec, row_offset=st["offset"])
-    return rows, qrows
+                    cf[adverse[j]] = json.dumps(s, sort_keys=True)
+            pending = rows.iloc[todo].reset_index(drop=True)
+            pending["_pos"] = adverse[todo].astype(np.int64)
+            pending["_action"] = actions[todo].astype(object)
+    return {"rows": decide.log_rows(part, spec, cf, None, row_offset=st["offset"]),
+            "quarantine": decide.quarantine_rows(st["outcome"].quarantine, spec, row_offset=st["offset"]),
+            "pending": pending}
 
 
 # --------------------------------------------------------------------------- decide: the client
@@ -253,7 +238,10 @@ def _stage_log(st: dict, spec: PipelineSpec, pair_results: dict) -> tuple[pd.Dat
 def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None = None,
            as_of: str | None = None, out_dir: str | Path = "decisions", log=print, previous: str | None = None,
            scheduler: str | None = None, partitions: int | None = None, client=None, max_pair_rows: int = 2000):
-    """creditgov.decide.decide on a Dask cluster: the same DecideResult and the same log file."""
+    """creditgov.decide.decide on a Dask cluster: the same DecideResult and the same log file.
+
+    Each decided partition is checkpointed (creditgov.checkpoint) as soon as it is gathered, so a run
+    that is killed resumes, when started again on the same batch, from the partitions already decided."""
     from creditgov import decide as single
 
     as_of = single.check_as_of(spec, as_of)
@@ -277,7 +265,9 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
 
 
 def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, max_pair_rows):
-    from creditgov import counterfactual, decide as single, expectations, validate
+    from distributed import as_completed
+
+    from creditgov import checkpoint, counterfactual, decide as single, expectations, privacy, validate
 
     src = source(spec, data_path)
     parts = partition_futures(client, src, partitions)
@@ -289,71 +279,121 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
         columns = pq.ParquetFile(src.files[0]).read_row_group(0).slice(0, 0).to_pandas().columns
     suite = expectations.for_scoring(expectations.checked_suite(spec), spec, columns)
 
-    states = [client.submit(_stage_validate, f, off, spec, suite, src.label, pure=False) for f, off in parts]
-    summaries = client.gather([client.submit(_summary, s, pure=False) for s in states])
-    if any(s["error"] for s in summaries):
-        raise _Fallback("a partition has a critical data error (reported for the whole batch)")
-    if len({s["header"] for s in summaries if s["rows"]}) > 1:
+    # the batch: its hash (which keys the checkpoints) and the rules that span partitions
+    infos = client.gather([client.submit(_stage_fingerprint, f, off, spec, pure=False) for f, off in parts])
+    if len({i["header"] for i in infos if i["rows"]}) > 1:
         raise _Fallback("the partitions' column types differ")
-    keys = [s["keys"] for s in summaries if s["keys"] is not None and len(s["keys"])]
+    keys = [i["keys"] for i in infos if i["keys"] is not None and len(i["keys"])]
     if len(keys) > 1 and len(np.unique(np.concatenate(keys))) != sum(len(np.unique(k)) for k in keys):
         raise _Fallback("an identifier repeats across partitions (uniqueness is a batch-wide rule)")
-    rows_in = sum(s["rows"] for s in summaries)
-    if rows_in == 0 or any(s["rows"] == 0 for s in summaries):
+    rows_in = sum(i["rows"] for i in infos)
+    if rows_in == 0 or any(i["rows"] == 0 for i in infos):
         raise _Fallback("a partition has no rows")
-    quarantine = pd.concat([s["quarantine"] for s in summaries], ignore_index=True)
-    whole = validate.ValidationOutcome(clean=pd.DataFrame(), quarantine=quarantine, rows_in=rows_in, gx_result={})
-    validate.enforce_quarantine_share(whole, spec, src.label)
     h = hashlib.sha256()
-    h.update(summaries[0]["header"].encode())
-    for s in summaries:
-        h.update(s["row_hash"])
+    h.update(infos[0]["header"].encode())
+    for i in infos:
+        h.update(i["row_hash"])
     input_hash = h.hexdigest()
 
     model, blob, version, run_id = registered_model(spec, version)
-    blob_f = client.scatter(blob, broadcast=True)
-    states = [client.submit(_stage_decide, s, blob_f, spec, pure=False) for s in states]
+    path = single.log_path(spec, out_dir, as_of, version, input_hash)
+    work = checkpoint.WorkDir(path, {
+        "input_hash": input_hash, "layout": [[i["offset"], i["rows"]] for i in infos],
+        "model": spec.registry.model_name, "version": version,
+        "model_files": hashlib.sha256(b"".join(blob[n] for n in _MODEL_FILES)).hexdigest(),
+        "spec_hash": spec.content_hash, "policy_hash": spec.policy.content_hash, "as_of": as_of,
+        "max_pair_rows": max_pair_rows, "pseudonym_key": privacy.key_fingerprint(), "format": 1})
+    done = work.done()
+    n_parts = len(infos)
+    todo = [k for k in range(n_parts) if k not in done]
+    if done:
+        log(f"engine dask: resuming from {work.path}: {len(done)} of {n_parts} partitions already decided")
+
+    # validation of the partitions still to decide; the decided ones kept their summary
+    states = {k: client.submit(_stage_validate, parts[k][0], parts[k][1], spec, suite, src.label, pure=False)
+              for k in todo}
+    fresh = dict(zip(todo, client.gather([client.submit(_summary, states[k], pure=False) for k in todo])))
+    summaries = [fresh[k] if k in fresh else work.load_meta(k) for k in range(n_parts)]
+    if any(s["error"] for s in summaries):
+        raise _Fallback("a partition has a critical data error (reported for the whole batch)")
+    quarantine = pd.DataFrame({"rules": [r for s in summaries for r in s["rules"]]})
+    whole = validate.ValidationOutcome(clean=pd.DataFrame(), quarantine=quarantine, rows_in=rows_in, gx_result={})
+    validate.enforce_quarantine_share(whole, spec, src.label)
+    # grid rounding of the counterfactual search: decided over the whole batch's valid rows
     integral: dict[str, bool] = {}
-    for flags in client.gather([client.submit(_integral, s, pure=False) for s in states]):
-        for k, v in flags.items():
+    for s in summaries:
+        for k, v in s["integral"].items():
             integral[k] = integral.get(k, True) and v
-    states = [client.submit(_stage_singles, s, blob_f, spec, integral, pure=False) for s in states]
+
+    if todo:
+        work.open()
+        blob_f = client.scatter(blob, broadcast=True)
+        futures = {client.submit(_stage_partition, states[k], blob_f, spec, integral, pure=False): k for k in todo}
+        for fut in as_completed(futures):
+            k = futures[fut]
+            work.save(k, fut.result(), meta=fresh[k])  # persisted as each partition arrives
+            fut.release()
+    del states, parts
 
     # the pair stage: the first `max_pair_rows` rows (batch order) without a one-feature change, on the client
-    unresolved = client.gather([client.submit(_unresolved, s, pure=False) for s in states])
-    pair_results: list[dict] = [{} for _ in states]
-    budget = max_pair_rows
-    picks = []
-    for k, idx in enumerate(unresolved):
-        take = idx[:budget]
-        budget -= len(take)
-        if len(take):
-            picks.append((k, take))
-    if picks:
-        got = client.gather([client.submit(_take_adverse, states[k], take, pure=False) for k, take in picks])
-        sub = pd.concat([g[0] for g in got], ignore_index=True)
-        actions = np.concatenate([g[1] for g in got])
-        evaluate = single.candidate_evaluator(model, sub, spec)
-        res = counterfactual.pair_changes(sub, actions, spec, lambda f: single.score_and_decide(model, f, spec),
-                                          evaluate=evaluate)
-        pos = 0
-        for k, take in picks:
-            pair_results[k] = {int(j): res[pos + t] for t, j in enumerate(take)}
-            pos += len(take)
+    pending = [work.load(k, "pending") for k in range(n_parts)]
+    pairs = work.load_json("pairs.json")
+    if pairs is None:
+        pairs = _pair_stage(model, pending, spec, max_pair_rows)
+        work.save_json("pairs.json", pairs)
 
-    outs = client.gather([client.submit(_stage_log, s, spec, pr, pure=False) for s, pr in zip(states, pair_results)])
-    rows = pd.concat([o[0] for o in outs if len(o[0])], ignore_index=True)
-    qs = [o[1] for o in outs if len(o[1])]
-    qrows = pd.concat(qs, ignore_index=True) if qs else outs[0][1]
-    full = single.finish_log(rows, qrows, spec, version, as_of, input_hash, src.label)
+    rows, qrows = [], []
+    for k, pend in enumerate(pending):
+        r = work.load(k, "rows")
+        if len(pend):
+            found = pairs.get(str(k), [])
+            cf = [json.dumps(found[t] or counterfactual.not_found_note(spec, False), sort_keys=True) if t < len(found)
+                  else json.dumps(counterfactual.not_found_note(spec, True), sort_keys=True) for t in range(len(pend))]
+            col = r.columns.get_loc("counterfactual")
+            for pos, text in zip(pend["_pos"].tolist(), cf):
+                r.iat[pos, col] = text
+        rows.append(r)
+        qrows.append(work.load(k, "quarantine"))
+    rows_all = pd.concat([r for r in rows if len(r)], ignore_index=True)
+    qs = [q for q in qrows if len(q)]
+    qrows_all = pd.concat(qs, ignore_index=True) if qs else qrows[0]
+    full = single.finish_log(rows_all, qrows_all, spec, version, as_of, input_hash, src.label)
     if len(full) != rows_in:
         raise RuntimeError(f"rows in {rows_in} != rows logged {len(full)}")
-    path = single.write_log(full, single.log_path(spec, out_dir, as_of, version, input_hash))
+    path = single.write_log(full, path)
+    work.remove()
     policy = spec.policy
-    log(f"{src.label}: {rows_in} rows in = {len(rows)} decided + {len(qrows)} quarantined; "
+    log(f"{src.label}: {rows_in} rows in = {len(rows_all)} decided + {len(qrows_all)} quarantined; "
         f"model {spec.registry.model_name} v{version}, policy {policy.name} {policy.version} "
-        f"({policy.content_hash[:12]}) -> {path} [engine dask, {len(parts)} partitions]")
-    return single.DecideResult(full, path, rows_in, len(rows), len(qrows), version, run_id, src.label, input_hash)
+        f"({policy.content_hash[:12]}) -> {path} [engine dask, {n_parts} partitions]")
+    return single.DecideResult(full, path, rows_in, len(rows_all), len(qrows_all), version, run_id, src.label,
+                               input_hash)
+
+
+def _pair_stage(model, pending: list[pd.DataFrame], spec: PipelineSpec, max_pair_rows: int) -> dict[str, list]:
+    """Two-feature changes for the first `max_pair_rows` pending rows in batch order: {partition: results}
+    (None where no pair changes the outcome); rows past the cap have no entry."""
+    from creditgov import counterfactual, decide as single
+
+    budget, picks = max_pair_rows, []
+    for k, pend in enumerate(pending):
+        take = min(budget, len(pend))
+        budget -= take
+        if take:
+            picks.append((k, take))
+    if not picks:
+        return {}
+    sub = pd.concat([pending[k].iloc[:take] for k, take in picks], ignore_index=True)
+    actions = sub.pop("_action").to_numpy(dtype=object)
+    sub = sub.drop(columns="_pos")
+    evaluate = single.candidate_evaluator(model, sub, spec)
+    res = counterfactual.pair_changes(sub, actions, spec, lambda f: single.score_and_decide(model, f, spec),
+                                      evaluate=evaluate)
+    out, pos = {}, 0
+    for k, take in picks:
+        out[str(k)] = res[pos:pos + take]
+        pos += take
+    return out
 
 
 # --------------------------------------------------------------------------- explain

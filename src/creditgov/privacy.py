@@ -25,6 +25,11 @@ def _key() -> bytes:
     return value.encode() if value else _DEV_KEY
 
 
+def key_fingerprint() -> str:
+    """Which key is in use, without revealing it: a keyed hash of a fixed label (for cache keys)."""
+    return hmac.new(_key(), b"creditgov key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
 def pseudonymise(values: pd.Series) -> pd.Series:
     key = _key()
     return values.map(lambda v: None if pd.isna(v) else

@@ -110,8 +110,8 @@ def load_registered(model_name: str, version: str | None = None, alias: str = "c
         except MlflowException as exc:
             if not is_not_found(exc):
                 raise
-            what = f"version {version}" if version else f"a version with alias '{alias}'"
-            raise TrackingError(f"registered model '{model_name}' has no {what.replace('no a ', 'no ')} "
+            what = f"version {version}" if version else f"version with alias '{alias}'"
+            raise TrackingError(f"registered model '{model_name}' has no {what} "
                                 f"(train and promote one first: make train)") from None
         if mv.tags.get("creditgov.registration") != "complete":
             raise TrackingError(f"{model_name} version {mv.version} is not completely registered "

@@ -414,14 +414,13 @@ with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_
 """
 
 
-@pytest.mark.xfail(reason="resume after crash not implemented", strict=True)
 def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, tmp_path):
     """Killed while deciding a partitioned batch, a rerun resumes from the partitions already decided
     (they were persisted) and the log holds every decision once: the same log as one uninterrupted run."""
+    import pandas as pd
+
     from creditgov import data, decide
 
-    if importlib.util.find_spec("creditgov.engine") is None:
-        pytest.fail("creditgov.engine does not exist: no partitioned decide, nothing to resume")
     frame = data.load(proj.spec).frame.head(1200)
     parts = tmp_path / "partitioned"
     parts.mkdir()
@@ -435,12 +434,14 @@ def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, tmp_p
     p = subprocess.Popen(argv, cwd=proj.root, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     first = None
+    done: list[Path] = []
     deadline = time.monotonic() + 300
     try:
         while p.poll() is None and time.monotonic() < deadline:
             written = [q for q in out.rglob("*") if q.is_file()] if out.exists() else []
-            if written:  # the first thing the run persists: kill the run (and anything it started) there
-                first = written[0]
+            first = first or (written[0] if written else None)
+            done = [d for d in out.glob(".partial/*/part-*") if d.is_dir() and ".tmp" not in d.name]
+            if done:  # a partition's decisions are persisted: kill the run (and anything it started) there
                 os.killpg(p.pid, signal.SIGKILL)
                 break
             time.sleep(0.01)
@@ -452,15 +453,69 @@ def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, tmp_p
     whole_log = first.parent == out and (first.suffix == ".parquet" or first.name.endswith(".parquet.tmp"))
     assert not whole_log, (f"the first thing persisted is the whole log ({first.name}): no partition's decisions "
                            "survive a kill, so a rerun can only start over")
+    assert done, "the run ended before any partition was persisted: nothing was killed mid-way"
+    assert not list(out.glob("*.parquet")), "the log was written although the run was killed"
 
     r = subprocess.run(argv, cwd=proj.root, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    resumed = [line for line in r.stdout.splitlines() if "resuming from" in line]
+    assert resumed and int(resumed[0].split(": ")[-1].split()[0]) >= 1, r.stdout
+    assert not (out / ".partial").exists(), "the checkpoints outlived the finished log"
+
     ref = decide.decide(proj.spec, str(whole), as_of=AS_OF, out_dir=tmp_path / "reference", log=_quiet)
     logs = sorted(out.glob("*.parquet"))
     assert [q.name for q in logs] == [ref.path.name]
     log = decide.read_log(logs[0])
     assert log["decision_id"].is_unique and len(log) == len(frame)
-    assert logs[0].read_bytes() == ref.path.read_bytes()
+    ref_log = decide.read_log(ref.path)
+    # the same decisions as one process deciding the same rows from one file (only the named source differs)
+    assert (log["input_source"] == str(parts)).all() and (ref_log["input_source"] == str(whole)).all()
+    pd.testing.assert_frame_equal(log.drop(columns="input_source"), ref_log.drop(columns="input_source"))
+
+    # and byte for byte the log of an uninterrupted partitioned run
+    again = subprocess.run([*argv[:-1], str(tmp_path / "uninterrupted")], cwd=proj.root, env=_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming" not in again.stdout
+    assert (tmp_path / "uninterrupted" / logs[0].name).read_bytes() == logs[0].read_bytes()
+
+
+def test_cli_decides_a_partitioned_batch_with_the_dask_engine_and_audits_it_once(proj, tmp_path):
+    """`creditgov decide --engine dask` end to end (LocalCluster worker processes): the log, the audit
+    trail, and a second run of the same command that adds nothing."""
+    import pandas as pd
+
+    from creditgov import data, decide
+
+    frame = data.load(proj.spec).frame.head(600)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i in range(3):
+        frame.iloc[i * 200:(i + 1) * 200].to_parquet(parts / f"part-{i}.parquet", index=False)
+    env = _env(CREDITGOV_AUDIT_URL=f"sqlite:///{tmp_path / 'audit.db'}")
+    cmd = _creditgov("decide", "--spec", SPEC, "--engine", "dask", "--data", str(parts), "--as-of", AS_OF,
+                     "--out", str(tmp_path / "out"))
+    first = subprocess.run(cmd, cwd=proj.root, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "[engine dask, 3 partitions]" in first.stdout
+    assert "600 decision records appended" in first.stdout
+    logs = list((tmp_path / "out").glob("*.parquet"))
+    assert len(logs) == 1 and not (tmp_path / "out" / ".partial").exists()
+    whole = tmp_path / "whole.parquet"
+    frame.to_parquet(whole, index=False)
+    ref = decide.read_log(decide.decide(proj.spec, str(whole), as_of=AS_OF, out_dir=tmp_path / "ref",
+                                        log=_quiet).path)
+    pd.testing.assert_frame_equal(decide.read_log(logs[0]).drop(columns="input_source"),
+                                  ref.drop(columns="input_source"))
+    before = logs[0].read_bytes()
+
+    second = subprocess.run(cmd, cwd=proj.root, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "0 decision records appended" in second.stdout
+    assert logs[0].read_bytes() == before
+    verify = subprocess.run(_creditgov("audit", "verify"), cwd=proj.root, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert verify.returncode == 0 and " 600 records verified" in verify.stdout, verify.stdout + verify.stderr
 
 
 # --------------------------------------------------------------------------- registration completed in order
