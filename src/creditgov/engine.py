@@ -333,6 +333,7 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
             k = futures[fut]
             work.save(k, fut.result(), meta=fresh[k])  # persisted as each partition arrives
             fut.release()
+            states.pop(k).release()  # the worker may drop the partition's validated rows now
     del states, parts
 
     # the pair stage: the first `max_pair_rows` rows (batch order) without a one-feature change, on the client
