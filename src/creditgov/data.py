@@ -131,7 +131,8 @@ def read_path(path: str | Path, spec: PipelineSpec) -> LoadedData:
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a CSV or Parquet file")
+        raise DataError(f"{path}: is a directory, expected a CSV or Parquet file "
+                        "(only `decide --engine dask` reads a directory of Parquet partitions)")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (rule: input must have a header and rows)")
     if path.suffix.lower() in (".parquet", ".pq"):
