@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-.PHONY: help install train simulate validate promote decide report monitor ui test test-fast bench bench-quick bench-resume clean
+.PHONY: help install train simulate validate promote decide report monitor ui test test-fast bench bench-quick bench-resume bench-audit clean
 
 help: ## Show the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +75,9 @@ bench-quick: $(STAMP) ## The same benchmarks on 100k rows; benchmarks/results/be
 
 bench-resume: $(STAMP) ## Partitioned decide killed mid-way, then resumed, vs uninterrupted (after make train)
 	$(BIN)/python benchmarks/bench_resume.py
+
+bench-audit: $(STAMP) ## Audit trail: append / verify rates and bytes per decision beside the per-record chain (ROWS=1000000)
+	$(BIN)/python benchmarks/bench_audit.py --rows $(or $(ROWS),1000000)
 
 clean: ## Remove local MLflow store, quarantine files and reports (keeps .venv)
 	rm -rf mlflow.db mlartifacts mlruns quarantine decisions data/simulated audit.db* reports/*/ reports/index.html

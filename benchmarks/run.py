@@ -10,6 +10,8 @@ Steps (N = 1,000,000 rows, or 100,000 with --quick):
               shap.TreeExplainer on a subsample (extrapolated as rows/s); max |difference|
 * decide      decide + explain + log of the N-row month-24 snapshot, in a fresh process (imports and
               compilation included); and the same with --engine dask on a LocalCluster, byte-compared
+* audit       the decide step's log into the audit trail (append) and `audit verify`, beside one chained
+              JSON row per decision (benchmarks/bench_audit.py); bytes per decision
 * drift       what `creditgov monitor` does (reference profile, PSI/CSI on the full batch, Evidently on
               capped samples) vs Evidently's DataDriftPreset on the full N vs N batches
 * validation  the GX suite on the N-row batch vs the same row rules in plain pandas
@@ -188,14 +190,20 @@ from creditgov import env; env.apply()
 from creditgov.spec import load_spec
 from creditgov.decide import decide
 r = decide(load_spec({BEHAVIOUR!r}), {str(batch_path)!r}, as_of={AS_OF!r}, out_dir="decisions-bench", log=lambda m: None)
-print(json.dumps({{"seconds": time.perf_counter() - t, "path": str(r.path), "rows": r.rows_in,
-                  "adverse": int(r.log["action"].isin(["cut", "suspend", "decline"]).sum())}}))
+decided = time.perf_counter() - t
+from creditgov import audit
+a = audit.record_log(r.path)
+print(json.dumps({{"seconds": time.perf_counter() - t, "decide_seconds": decided, "path": str(r.path), "rows": r.rows_in,
+                  "adverse": sum(v for k, v in r.action_counts.items() if k in ("cut", "suspend", "decline")),
+                  "audited": a.inserted}}))
 """
     wall, res = child(code, env, work)
-    out = [row("decide + explain + log", res["rows"] / wall, target="1M accounts < 120 s",
+    out = [row("decide + explain + log + audit", res["rows"] / wall, target="1M accounts < 120 s",
                met=bool(n >= 1_000_000 and wall < 120) if not quick else None, seconds=round(wall, 1),
-               note=f"{res['rows']:,} rows ({res['adverse']:,} adverse, each with a counterfactual) in {wall:.0f} s, "
-                    "fresh process: imports, numba compilation, GX validation, write included")]
+               decide_seconds=round(res["decide_seconds"], 1),
+               note=f"{res['rows']:,} rows ({res['adverse']:,} adverse, each with a counterfactual) in {wall:.0f} s "
+                    f"({res['decide_seconds']:.0f} s to the written log, then {res['audited']:,} decisions into the "
+                    "audit trail), fresh process: imports, numba compilation, GX validation included")]
     code_dask = f"""
 import json, time
 t = time.perf_counter()
@@ -212,6 +220,26 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "path": str(r.path)}}))
                    seconds=round(wall_d, 1), byte_identical=same,
                    note=f"LocalCluster 2 workers x 1 thread on this 2-core machine; log byte-identical: {same}"))
     return out
+
+
+def bench_audit_step(work: Path) -> dict:
+    """benchmarks/bench_audit.py on the decision log the decide step wrote: ours vs one chained JSON row
+    per decision, append and verify rates, bytes per decision."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_audit
+
+    log = next((work / "decisions-bench").glob("*.parquet"))
+    o = bench_audit.ours(log, work)
+    p = bench_audit.peer(log, work, bench_audit.PEER_CAP)
+    return row("audit append", o["append_per_s"], p["append_per_s"], "one chained JSON row per decision",
+               target=">= 200,000 decisions/s, <= 200 B/decision",
+               met=bool(o["append_per_s"] >= 200_000 and o["bytes_per_decision"] <= 200),
+               verify_per_s=round(o["verify_per_s"]), peer_verify_per_s=round(p["verify_per_s"]),
+               bytes_per_decision=round(o["bytes_per_decision"]), peer_bytes_per_decision=round(p["bytes_per_decision"]),
+               append_rss_mb=round(o["append_rss_mb"]), verify_rss_mb=round(o["verify_rss_mb"]),
+               note=f"{o['rows']:,} decisions: append {o['append_seconds']:.0f} s, verify {o['verify_seconds']:.0f} s "
+                    f"({o['verify_per_s']:,.0f}/s vs {p['verify_per_s']:,.0f}/s), {o['bytes_per_decision']:.0f} vs "
+                    f"{p['bytes_per_decision']:,.0f} B/decision; peer on {p['rows']:,} rows")
 
 
 def bench_drift(model, spec, ref: pd.DataFrame, cur: pd.DataFrame) -> dict:
@@ -368,6 +396,10 @@ def main() -> None:
     for r in bench_decide(work, batch_path, n, decide_env, args.quick):
         results.append(r)
         say(r["note"])
+    say("audit trail (the decide step's log)")
+    r = bench_audit_step(work)
+    results.append(r)
+    say(r["note"])
     say("drift analysis")
     ref = pd.read_parquet(partition_dir(sim, 22) / "snapshot.parquet")
     tracking.configure()

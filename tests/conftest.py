@@ -79,3 +79,34 @@ def project(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def seed() -> int:
     return 20240611
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server for the whole session (tests/pg_server.py), stopped at its end.
+
+    `postgres.url("name")` creates a fresh, empty database and returns its SQLAlchemy / MLflow URL
+    `postgresql+psycopg2://postgres@127.0.0.1:PORT/name` (no name: a generated one);
+    `postgres.connect("name")` is a psycopg2 connection to it (autocommit) for SQL assertions.
+    Where the server cannot start (no binaries, initdb fails) every test using it is skipped with
+    the reason, or fails when CREDITGOV_REQUIRE_POSTGRES=1 (CI sets it once it has installed PostgreSQL).
+    """
+    import os
+    import sys
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from pg_server import PostgresServer, PostgresUnavailable
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CREDITGOV_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL server not available: {exc} (CREDITGOV_REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(f"PostgreSQL server not available: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

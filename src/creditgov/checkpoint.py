@@ -164,3 +164,52 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- frames that come back exactly, index included
+
+_INDEX = "__creditgov_index__"
+_NAN = "__creditgov_nan__:"
+
+
+def write_exact(frame: pd.DataFrame, path: Path) -> None:
+    """Like write_frame, and keeps what Parquet alone would lose: the index (an int64 column) and, in object
+    columns, which missing values were NaN rather than None. Raises (pyarrow's error) for object columns
+    Parquet cannot hold, such as a mix of numbers and text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {c: frame[c] for c in frame.columns}
+    if _INDEX in cols or any(str(c).startswith(_NAN) for c in cols):
+        raise ValueError("reserved column name")
+    data = {_INDEX: pd.Series(frame.index.to_numpy(dtype="int64"), dtype="int64")}
+    for c, s in cols.items():
+        data[c] = s.reset_index(drop=True)
+        if s.dtype == object:
+            values = s.to_numpy()
+            nan = np.fromiter((isinstance(v, float) and v != v for v in values), dtype=bool, count=len(values))
+            if nan.any():
+                data[_NAN + c] = pd.Series(nan)
+    out = pd.DataFrame(data)
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"creditgov.dtypes"] = json.dumps({c: str(s.dtype) for c, s in out.items()}).encode()
+    meta[b"creditgov.index_name"] = json.dumps(frame.index.name).encode()
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def read_exact(path: Path) -> pd.DataFrame:
+    """The frame write_exact wrote: same columns, dtypes, values (NaN or None), lists and index."""
+    import pyarrow.parquet as pq
+
+    frame = read_frame(path)
+    meta = pq.read_schema(path).metadata
+    index = pd.Index(frame.pop(_INDEX).to_numpy(dtype="int64"), name=json.loads(meta[b"creditgov.index_name"]))
+    for c in [c for c in frame.columns if str(c).startswith(_NAN)]:
+        mask = frame.pop(c).to_numpy(dtype=bool)
+        col = c[len(_NAN):]
+        values = frame[col].to_numpy(dtype=object).copy()
+        values[mask] = np.nan
+        frame[col] = pd.Series(values, dtype=object)
+    frame.index = index
+    return frame

@@ -3,14 +3,24 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Optional
 
-import typer
+INTERRUPTED_LINE = "creditgov: interrupted"
+INTERRUPTED_EXIT = 130
 
-from creditgov import env
-from creditgov.errors import CreditGovError
+try:
+    import typer
+
+    from creditgov import env
+    from creditgov.errors import CreditGovError, UsageError
+except KeyboardInterrupt:  # Ctrl-C while the command line itself is still loading
+    print(INTERRUPTED_LINE, file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT)
 
 DEFAULT_SPEC = "pipelines/application.yaml"
 
@@ -22,16 +32,52 @@ DataOpt = typer.Option(None, "--data", "-d", help="Score this CSV/Parquet file i
 EngineOpt = typer.Option("local", "--engine", help="local (one process) or dask (a Dask cluster; same outputs).")
 SchedulerOpt = typer.Option(None, "--scheduler", help="With --engine dask: scheduler address, e.g. "
                             "tcp://host:8786 (default: a LocalCluster on this machine).")
-PartitionsOpt = typer.Option(None, "--partitions", help="With --engine dask: split a file into N partitions "
+PartitionsOpt = typer.Option(None, "--partitions", min=1,
+                             help="With --engine dask: split a file into N partitions "
                              "(default: one per worker thread; a directory of Parquet files: one per file).")
 
 
 def _engine(name: str) -> str:
-    from creditgov.errors import SpecError
-
     if name not in ("local", "dask"):
-        raise SpecError(f"--engine '{name}': use local or dask")
+        raise UsageError(f"--engine '{name}': use local or dask")
     return name
+
+
+def _check_version(s, version: Optional[str]) -> None:
+    """A --version that names no registered version is a usage error, said before any data is read."""
+    if version is None:
+        return
+    from creditgov import tracking
+
+    tracking.check()
+    with tracking.backend_errors(f"look up {s.registry.model_name} version {version}"):
+        tracking.get_version(tracking.client(), s.registry.model_name, version)
+
+
+def _sim_months(text: str, sim_dir: str, labelled: bool) -> list[int]:
+    """The months of --months, checked against the simulator's output in `sim_dir` when it is there:
+    months it does not hold, or (`labelled`) whose outcome window has not closed, are usage errors."""
+    import json
+
+    from creditgov.monitor_job import parse_months
+
+    months = parse_months(text)
+    try:
+        meta = json.loads((Path(sim_dir) / "scenario.json").read_text(encoding="utf-8"))
+        held = int(meta["scenario"]["months"])
+        matured = [int(m) for m in meta["labelled_months"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return months  # no simulator output there: reading the months says so
+    beyond = [m for m in months if m > held]
+    if beyond:
+        raise UsageError(f"--months {text}: {sim_dir} holds months 1-{held}, not month {beyond[0]}")
+    if labelled:
+        open_ = [m for m in months if m not in matured]
+        if open_:
+            have = f"months 1-{max(matured)}" if matured else "no month yet"
+            raise UsageError(f"--months {text}: month {open_[0]} of {sim_dir} has no matured outcomes "
+                             f"(12-month window not closed); {have} have them")
+    return months
 
 
 def _spec(path: str):
@@ -61,18 +107,37 @@ def validate(spec: str = SpecOpt, data: Optional[str] = DataOpt):
 
 @app.command()
 def train(spec: str = SpecOpt, data: Optional[str] = DataOpt,
-          rounds: Optional[int] = typer.Option(None, help="Cap on boosting rounds (tests use few)."),
+          rounds: Optional[int] = typer.Option(None, min=1, help="Cap on boosting rounds (tests use few)."),
           promote: bool = typer.Option(False, "--promote", help="Then promote to @champion if the gates pass."),
           approver: Optional[str] = typer.Option(None, help="Who approves the promotion (with --promote).")):
     """Validate, train the XGBoost PD model and the scorecard challenger, evaluate, register in MLflow."""
     from creditgov.pipeline import run_training
 
     s = _spec(spec)
+    _or_tools_leaves_sigint_alone()
     result = run_training(s, spec, data, rounds, log=_say)
     for g in result.gates:
         _say(f"  gate {g.name:13s} {'pass' if g.passed else 'FAIL'}  {g.value}  ({g.rule})")
     if promote:
         _promote(s, approver or _default_approver(), result.version, strict=False)
+
+
+def _or_tools_leaves_sigint_alone() -> None:
+    """The scorecard's binning (optbinning) solves with OR-Tools CP-SAT, which by default catches SIGINT
+    during a solve (the search just stops, as on a time limit) and then resets SIGINT to SIG_DFL, so a
+    later Ctrl-C killed the process with nothing said. Its solvers are made to leave SIGINT to Python."""
+    from ortools.sat.python import cp_model
+
+    if getattr(cp_model.CpSolver, "_creditgov_sigint", False):
+        return
+    init = cp_model.CpSolver.__init__
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.parameters.catch_sigint_signal = False
+
+    cp_model.CpSolver.__init__ = __init__
+    cp_model.CpSolver._creditgov_sigint = True
 
 
 def _default_approver() -> str:
@@ -130,9 +195,14 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
         r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
     from creditgov import audit
 
-    n = audit.append_decisions(r.log)
-    _say(f"  {n} decision records appended to the audit log {audit.audit_url()}")
-    counts = r.log["action"].value_counts().to_dict()
+    a = audit.record_log(r.path)
+    if a.already_sealed and a.inserted == 0:
+        _say(f"  audit trail {audit.audit_url()}: this decision log is already recorded (batch {a.batch}); "
+             "nothing appended")
+    else:
+        _say(f"  {a.inserted} decision records appended to the audit trail {audit.audit_url()} "
+             f"(batch {a.batch}, Merkle root {a.merkle_root[:16]}...)")
+    counts = r.action_counts  # counted as the log was written: a streamed log is not read back
     _say("  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
 
 
@@ -169,18 +239,23 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
             partitions: Optional[int] = PartitionsOpt):
     """Stability (PSI/CSI), performance (observed or estimated) and a verdict against the champion's reference."""
     from creditgov import data as data_mod
-    from creditgov.errors import SpecError
-    from creditgov.monitor_job import monitor as run_monitor, parse_months, simulator_batches
+    from creditgov.monitor_job import monitor as run_monitor, simulator_batches
 
+    if bool(months) == bool(data):
+        raise UsageError("monitor needs --data FILE or --months RANGE" + (", not both" if months else ""))
+    if matured and not data:
+        raise UsageError("--matured goes with --data (with --months each month's basis is the simulator's)")
+    if observed and not months:
+        raise UsageError("--observed goes with --months (a --data batch uses its own labels when it has them)")
+    dask = _engine(engine) == "dask"
     s = _spec(spec)
+    _check_version(s, version)
     if months:
-        batches = simulator_batches(s, sim_dir, parse_months(months), observed)
-    elif data:
+        batches = simulator_batches(s, sim_dir, _sim_months(months, sim_dir, labelled=observed), observed)
+    else:
         basis = data_mod.read_path(matured, s).frame if matured else None
         batches = [(Path(d).stem, data_mod.read_path(d, s).frame, basis) for d in data]
-    else:
-        raise SpecError("monitor needs --data FILE or --months RANGE")
-    if _engine(engine) == "dask":
+    if dask:
         from creditgov.engine import monitor as run_monitor_dask
 
         job = run_monitor_dask(s, batches, version, out, evidently, log=_say, scheduler=scheduler,
@@ -200,22 +275,25 @@ def recalibrate(spec: str = SpecOpt,
                                                               "(default: the version's monitor.last_run tag).")):
     """Refit the calibration layer on matured data; register the result as @challenger (promotion is gated)."""
     from creditgov import data as data_mod
-    from creditgov.errors import SpecError
-    from creditgov.monitor_job import _validated, parse_months
+    from creditgov.errors import DataError
+    from creditgov.monitor_job import _validated
     from creditgov.recalibrate import recalibrate as run
 
+    if bool(months) == bool(data):
+        raise UsageError("recalibrate needs --data FILE or --months RANGE of matured data"
+                         + (", not both" if months else ""))
     s = _spec(spec)
+    _check_version(s, version)
     if months:
         from creditgov.simulate import TARGET, load_months
 
         label = f"{sim_dir} months {months}"
-        frame = load_months(sim_dir, parse_months(months), labelled=True).rename(columns={TARGET: s.target.column})
-    elif data:
-        label, frame = data, data_mod.read_path(data, s).frame
+        frame = load_months(sim_dir, _sim_months(months, sim_dir, labelled=True),
+                            labelled=True).rename(columns={TARGET: s.target.column})
     else:
-        raise SpecError("recalibrate needs --data FILE or --months RANGE of matured data")
+        label, frame = data, data_mod.read_path(data, s).frame
     if s.target.column not in frame.columns:
-        raise SpecError(f"{label}: no target column '{s.target.column}': recalibration needs matured outcomes")
+        raise DataError(f"{label}: no target column '{s.target.column}': recalibration needs matured outcomes")
     run(s, _validated(s, frame, label), label, version, monitoring_run, log=_say)
 
 
@@ -224,16 +302,49 @@ app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-def audit_verify():
-    """Recompute the hash chain; name any record altered, inserted or deleted (exit 8 if any)."""
+def audit_verify(scan: Optional[list[str]] = typer.Option(None, "--scan", help="Also check the decision logs "
+                                                          "in this folder (decisions/ is always checked).")):
+    """Check the chain, every recorded batch against its decision log, and the logs on disk (exit 8 if any problem)."""
     from creditgov import audit
     from creditgov.audit import AuditError
 
-    r = audit.verify()
+    r = audit.verify(scan=scan)
     if not r.ok:
-        raise AuditError(f"audit log {audit.audit_url()}: {r.problems[0]}"
-                         + (f" (and {len(r.problems) - 1} more problems)" if len(r.problems) > 1 else ""))
-    _say(f"audit log {audit.audit_url()}: {r.records} records verified; head record {r.head_seq} hash {r.head_hash}")
+        for line in r.problems[1:]:
+            print(f"creditgov: audit: {line}", file=sys.stderr)
+        raise AuditError(f"audit trail {audit.audit_url()}: {r.problems[0]}"
+                         + (f" (and {len(r.problems) - 1} more problems, above)" if len(r.problems) > 1 else ""))
+    _say(f"audit trail {audit.audit_url()}: {r.entries} entries, {r.batches} batches, {r.decisions} decisions "
+         f"verified; head entry {r.head_seq} hash {r.head_hash}")
+
+
+@audit_app.command("prove")
+def audit_prove(decision_id: str = typer.Argument(..., help="The decision to prove."),
+                out: Optional[str] = typer.Option(None, help="Write the proof to this JSON file (default: stdout).")):
+    """Print an inclusion proof of a decision: its record, Merkle path, batch entry and chain to the head."""
+    import json
+
+    from creditgov import audit
+
+    proof = json.dumps(audit.prove(decision_id), indent=1, ensure_ascii=False)
+    if out:
+        Path(out).write_text(proof + "\n", encoding="utf-8")
+        _say(f"proof of decision {decision_id} written to {out}")
+    else:
+        _say(proof)
+
+
+@audit_app.command("append")
+def audit_append(log_path: str = typer.Argument(..., help="A decision log (Parquet) to put in the trail.")):
+    """Record a decision log in the trail (what decide does after writing it; completes an interrupted append)."""
+    from creditgov import audit
+    from creditgov.errors import DataError
+
+    if not Path(log_path).is_file():
+        raise DataError(f"{log_path}: no such decision log")
+    a = audit.record_log(log_path, log=_say)
+    _say(f"{log_path}: batch {a.batch}, {a.tree_size} decisions, {a.inserted} appended now; "
+         f"Merkle root {a.merkle_root}")
 
 
 @audit_app.command("prune")
@@ -276,8 +387,8 @@ def contest(decision_id: str = typer.Argument(..., help="The decision contested.
 @app.command()
 def simulate(scenario: str = typer.Option("pipelines/scenarios/default.yaml", help="Scenario YAML."),
              out: Optional[str] = typer.Option(None, help="Output directory (default: data/simulated/<name>)."),
-             accounts: Optional[int] = typer.Option(None, help="Override the number of accounts."),
-             months: Optional[int] = typer.Option(None, help="Override the number of months."),
+             accounts: Optional[int] = typer.Option(None, min=1, help="Override the number of accounts."),
+             months: Optional[int] = typer.Option(None, min=2, max=240, help="Override the number of months."),
              seed: Optional[int] = typer.Option(None, help="Override the seed.")):
     """Generate monthly snapshot partitions of a simulated credit-line portfolio (seeded, deterministic)."""
     from creditgov.simulate import load_scenario, simulate as run
@@ -329,36 +440,240 @@ def _click_kind(exc: BaseException) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------------------------------ Ctrl-C
+#
+# SIGINT at any moment of any command exits 130 with the one line `creditgov: interrupted` on stderr.
+# `except KeyboardInterrupt` alone does not give that:
+# * typer in non-standalone mode turns a KeyboardInterrupt into a *returned* exit code (130), which
+#   main() ignored: an early Ctrl-C exited 0 with nothing said;
+# * OR-Tools CP-SAT, the scorecard's binning solver, catches SIGINT during a solve and resets it to
+#   SIG_DFL afterwards, so a later Ctrl-C killed the process silently (see _or_tools_leaves_sigint_alone);
+# * Python only prints ("Exception ignored in ...") a KeyboardInterrupt raised inside a finaliser or a
+#   weakref callback, and the command goes on; libraries log errors, with tracebacks, while unwinding;
+# * once the command is over, Python's finalisation puts SIG_DFL back: a late Ctrl-C killed the process.
+# Registry consistency does not depend on where the KeyboardInterrupt lands: a version is given its
+# `creditgov.registration: complete` tag before any alias (pipeline.finish_registration).
+
+SIGINT_HOLD_S = 5.0
+_sigint_seen = False
+_sigint_held = False
+_hold_until = 0.0
+_redelivered = False
+_hold_lock = threading.Lock()
+_owns_process = False  # main() is the program (`creditgov`, `python -m creditgov`), not a caller's function
+_line_stream = None  # the real stderr, once library output is silenced after an interruption
+_reported = False
+_exit_code = 1  # what the process exits with, for _end_at_exit
+
+
+def _on_sigint(signum, frame) -> None:
+    """SIGINT raises KeyboardInterrupt as Python's own handler does, and is remembered. While the main
+    thread is inside a transaction of the MLflow store, it is held until the transaction ends (see
+    tracking.in_transaction), for at most SIGINT_HOLD_S after the first Ctrl-C; a second Ctrl-C is
+    never held."""
+    global _sigint_seen, _sigint_held, _hold_until, _redelivered
+    now = time.monotonic()
+    if not _sigint_seen:
+        _sigint_seen = True
+        _hold_until = now + SIGINT_HOLD_S
+        if _owns_process:
+            _silence()
+    elif not _redelivered:  # the user pressed Ctrl-C again
+        _hold_until = 0.0
+    _redelivered = False
+    tracking = sys.modules.get("creditgov.tracking")
+    if _owns_process and now < _hold_until and tracking is not None and tracking.in_transaction():
+        if not _sigint_held:
+            _sigint_held = True
+            tracking.on_transaction_end = _deliver_held_sigint
+            timer = threading.Timer(_hold_until - now, _deliver_held_sigint)
+            timer.daemon = True
+            timer.start()
+        return
+    _sigint_held = False
+    raise KeyboardInterrupt
+
+
+def _deliver_held_sigint() -> None:
+    """Raise the held KeyboardInterrupt in the main thread (at the transaction's end, or on time)."""
+    global _sigint_held
+    with _hold_lock:
+        if not _sigint_held:
+            return
+        _sigint_held = False
+    _redeliver()
+
+
+def _redeliver() -> None:
+    """The SIGINT handler runs again in the main thread, as for a signal, without counting as a Ctrl-C."""
+    global _redelivered
+    import _thread
+
+    _redelivered = True
+    _thread.interrupt_main(signal.SIGINT)
+
+
+class _LineTrackingStream:
+    """sys.stderr as the libraries a command imports see it: every write passes through, and whether the
+    last one ended its line is known, so the interruption line starts on a line of its own even when a
+    library's message was cut short before its newline."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.at_line_start = True
+
+    def write(self, text):
+        if text:
+            self.at_line_start = text.endswith("\n")  # before writing: the write itself may be interrupted
+        return self._stream.write(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name):
+        if name == "_stream":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
+def _silence() -> None:
+    """After a Ctrl-C the interruption line is all that is said: library logging, warnings and the
+    tracebacks Python prints for exceptions it ignores (finalisers, exit handlers) are dropped."""
+    global _line_stream
+    import logging
+    import warnings
+
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    if _line_stream is None:
+        _line_stream = sys.stderr
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the rest of the process
+
+
+def _report_interrupted() -> None:
+    global _reported
+    if not _reported:
+        _reported = True
+        stream = _line_stream or sys.stderr
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        fresh = getattr(stream, "at_line_start", True)
+        print(("" if fresh else "\n") + INTERRUPTED_LINE, file=stream, flush=True)
+
+
+def _sigint_after_command(signum, frame) -> None:
+    """Ctrl-C once the outcome is known (exit handlers of MLflow, Dask... running): end at once."""
+    _report_interrupted()
+    os._exit(INTERRUPTED_EXIT)
+
+
+def _unraisable(args) -> None:
+    """A KeyboardInterrupt that a finaliser or weakref callback swallowed is delivered again, to the
+    command's own code; anything else goes to Python's hook (silenced after an interruption)."""
+    if isinstance(args.exc_value, KeyboardInterrupt) and _sigint_seen:
+        timer = threading.Timer(0.05, _redeliver)  # not from inside the hook: it would be swallowed again
+        timer.daemon = True
+        timer.start()
+        return
+    sys.__unraisablehook__(args)
+
+
+def _end_at_exit() -> None:
+    """The last exit handler (registered before any other, so every clean-up has run). What follows in
+    Python's finalisation is garbage collection and module teardown, seconds after a training, with
+    SIGINT back at SIG_DFL: a Ctrl-C there killed the process with nothing said. The process ends here."""
+    for stream in (sys.stdout, sys.stderr, _line_stream):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(_exit_code)
+
+
+def _ignore_sigint_at_exit() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's finalisation leaves SIG_IGN as it is
+
+
+def _exit_interrupted() -> None:
+    global _exit_code
+    _exit_code = INTERRUPTED_EXIT
+    _report_interrupted()
+    if _owns_process:
+        signal.signal(signal.SIGINT, _sigint_after_command)
+    sys.exit(INTERRUPTED_EXIT)
+
+
+def _failure(exc: BaseException) -> tuple[int, str | None]:
+    """The exit code and the one stderr line of an exception out of a command."""
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED_EXIT, INTERRUPTED_LINE
+    if isinstance(exc, CreditGovError):
+        return exc.exit_code, f"creditgov: error: {exc}"
+    if isinstance(exc, MemoryError):
+        return 1, "creditgov: error: out of memory"
+    kind = _click_kind(exc)
+    if kind == "exit":
+        return exc.exit_code, None
+    if kind == "usage":  # click's no-args-is-help error has no message: the help is printed above it
+        what = " ".join(exc.format_message().split()) or "no command given"
+        return exc.exit_code, f"creditgov: usage error: {what} (see creditgov --help)"
+    if kind == "abort":
+        return INTERRUPTED_EXIT, INTERRUPTED_LINE
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return 1, f"creditgov: internal error: {type(exc).__name__}: {first} (set CREDITGOV_DEBUG=1 for details)"
+
+
 def main() -> None:
-    env.apply()
+    global _sigint_seen, _sigint_held, _redelivered, _owns_process, _line_stream, _reported, _exit_code
+    _sigint_seen, _sigint_held, _redelivered, _line_stream, _reported = False, False, False, None, False
+    _exit_code = 1
+    _owns_process = getattr(sys.modules.get("__main__"), "main", None) is main
     try:
-        app(standalone_mode=False)
-    except KeyboardInterrupt:
-        print("creditgov: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except CreditGovError as exc:
-        print(f"creditgov: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except MemoryError:
-        print("creditgov: error: out of memory", file=sys.stderr)
-        sys.exit(1)
-    except Exception as exc:  # the last line of defence: one line, never a traceback
-        kind = _click_kind(exc)
-        if kind == "exit":
-            sys.exit(exc.exit_code)
-        if kind == "usage":
-            print(f"creditgov: usage error: {' '.join(exc.format_message().split())} (see creditgov --help)",
-                  file=sys.stderr)
-            sys.exit(exc.exit_code)
-        if kind == "abort":
-            print("creditgov: interrupted", file=sys.stderr)
-            sys.exit(130)
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        print(f"creditgov: internal error: {type(exc).__name__}: {first} (set CREDITGOV_DEBUG=1 for details)",
-              file=sys.stderr)
-        if os.environ.get("CREDITGOV_DEBUG"):
-            raise
-        sys.exit(1)
+        previous = signal.signal(signal.SIGINT, _on_sigint)  # before any library is imported by a command
+    except ValueError:  # called outside the main thread: the caller's signal handling stays
+        previous = None
+    if _owns_process:
+        import atexit
+
+        # last to run only if registered first (an exit handler of a tool wrapping the process, such as
+        # coverage, must not be skipped): otherwise Ctrl-C is only ignored from there on
+        first = getattr(atexit, "_ncallbacks", lambda: 1)() == 0
+        atexit.register(_end_at_exit if first else _ignore_sigint_at_exit)
+        sys.unraisablehook = _unraisable
+        if not isinstance(sys.stderr, _LineTrackingStream):
+            sys.stderr = _LineTrackingStream(sys.stderr)
+    try:
+        env.apply()
+        error: BaseException | None = None
+        try:
+            rv = app(standalone_mode=False)
+            # non-standalone typer returns the code of a typer.Exit (130 for a KeyboardInterrupt it caught)
+            code, line = (rv if isinstance(rv, int) and not isinstance(rv, bool) else 0), None
+        except (KeyboardInterrupt, Exception) as exc:  # the last line of defence: one line, never a traceback
+            error = exc
+            code, line = _failure(exc)
+        if _sigint_seen or code == INTERRUPTED_EXIT:
+            _exit_interrupted()
+        if _owns_process:
+            signal.signal(signal.SIGINT, _sigint_after_command)
+        if line:
+            print(line, file=sys.stderr)
+        if line and line.startswith("creditgov: internal error:") and os.environ.get("CREDITGOV_DEBUG"):
+            raise error
+        _exit_code = code
+        sys.exit(code)
+    except KeyboardInterrupt:  # SIGINT between the command's end and the exit
+        _exit_interrupted()
+    except SystemExit as exc:  # ours, or one from inside a command: its code is the process's
+        _exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        raise
+    finally:
+        if not _owns_process and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

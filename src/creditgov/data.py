@@ -187,3 +187,332 @@ def content_hash(frame: pd.DataFrame) -> str:
     h.update("\x1f".join(f"{c}:{frame[c].dtype}" for c in frame.columns).encode())
     h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- reading a batch in chunks
+#
+# `decide` reads a large batch in chunks of `chunk_rows()` rows. Every chunk must hold exactly the rows and
+# values the whole-file read (`load` / `read_path`) gives, with the same dtypes, so that the content hash,
+# the validation and the decisions do not depend on the chunking. CSV: the file is first scanned (field
+# counts, with the csv module), then read once in chunks to learn each column's dtype over the whole file
+# as pandas infers it, then read again in chunks with those dtypes fixed. Parquet: the column types and
+# null counts give the whole-file dtypes (an integer column with a null anywhere is float64, a boolean one
+# object). Whatever cannot be reproduced exactly (a malformed row, a column whose type changes between
+# chunks in a way pandas would resolve differently, dictionary or nested Parquet columns, a read error)
+# makes `open_chunked` answer None: the caller then reads the whole file as before, which also reports
+# any error exactly as before.
+
+CHUNK_ROWS = 250_000
+CHUNK_ENV = "CREDITGOV_CHUNK_ROWS"
+_KEY_HASH = ("creditgov.keys.1", "creditgov.keys.2")  # two 64-bit hashes: a 128-bit key fingerprint
+
+
+def chunk_rows(value: int | None = None) -> int:
+    """Rows per chunk: `value`, else $CREDITGOV_CHUNK_ROWS, else CHUNK_ROWS."""
+    import os
+
+    if value is None:
+        env = os.environ.get(CHUNK_ENV, "").strip()
+        value = int(env) if env else CHUNK_ROWS
+    if value < 1:
+        raise ValueError(f"chunk size must be at least 1 row, got {value}")
+    return int(value)
+
+
+@dataclass
+class ChunkedData:
+    """A batch read chunk by chunk: `chunks()` may be iterated more than once and always yields the same
+    (offset, frame, key_duplicated) triples; frames are indexed 0..n-1 and carry `dtypes`."""
+
+    label: str
+    rows: int
+    columns: list[str]
+    dtypes: dict
+    _reader: object  # () -> iterator of frames
+    key_duplicated: "object | None" = None  # bool per row: its key (id, or id and date) occurs again in the batch
+
+    def header(self) -> str:
+        """The dtype header of content_hash."""
+        return "\x1f".join(f"{c}:{self.dtypes[c]}" for c in self.columns)
+
+    def chunks(self):
+        offset = 0
+        for frame in self._reader():
+            frame = frame.reset_index(drop=True)
+            if list(frame.columns) != self.columns or any(frame[c].dtype != self.dtypes[c] for c in self.columns):
+                raise NotStreamable("a chunk's column types differ from the whole batch's")
+            n = len(frame)
+            dup = None if self.key_duplicated is None else self.key_duplicated[offset:offset + n]
+            yield offset, frame, dup
+            offset += n
+        if offset != self.rows:
+            raise NotStreamable(f"read {offset} rows in chunks, expected {self.rows}")
+
+
+class NotStreamable(Exception):
+    """The batch cannot be read in chunks exactly as the whole-file read sees it (the message says why)."""
+
+
+def _key_frame(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Key columns in a form whose hashes do not depend on the chunk's dtype (9 and 9.0 alike, -0.0 as 0.0)."""
+    import numpy as np
+
+    out = {}
+    for c in keys:
+        s = frame[c]
+        if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+            out[c] = s.to_numpy(dtype="float64", na_value=np.nan) + 0.0
+        else:
+            out[c] = s.astype(object).where(s.notna(), None).to_numpy()
+    return pd.DataFrame(out, index=np.arange(len(frame)))
+
+
+def key_hashes(frame: pd.DataFrame, keys: list[str]):
+    """Two independent 64-bit hashes of each row's key."""
+    kf = _key_frame(frame, keys)
+    return tuple(pd.util.hash_pandas_object(kf, index=False, hash_key=k).to_numpy() for k in _KEY_HASH)
+
+
+def duplicated_keys(h1, h2):
+    """True for each row whose (h1, h2) pair occurs more than once."""
+    import numpy as np
+
+    n = len(h1)
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    order = np.lexsort((h2, h1))
+    a, b = h1[order], h2[order]
+    same = (a[1:] == a[:-1]) & (b[1:] == b[:-1])
+    out[order[1:][same]] = True
+    out[order[:-1][same]] = True
+    return out
+
+
+def _resolve_dtypes(seen: dict[str, list], forced: set[str]) -> dict:
+    """The dtype pandas gives each column when it reads the whole file, from the chunks' dtypes.
+    seen[col] = [(dtype, has_na, all_na) per chunk]. Raises NotStreamable when it cannot be told."""
+    import numpy as np
+
+    out = {}
+    for col, per in seen.items():
+        if col in forced:
+            out[col] = np.dtype(object)
+            continue
+        informative = {str(d) for d, _, all_na in per if not all_na}
+        any_na = any(has for _, has, _ in per)
+        if not informative:  # no value anywhere: pandas reads an all-missing column as float64
+            out[col] = np.dtype("float64")
+        elif informative == {"int64"} and not any_na:
+            out[col] = np.dtype("int64")
+        elif informative <= {"int64", "float64"}:
+            out[col] = np.dtype("float64")
+        elif informative <= {"int64", "float64", "object"}:
+            out[col] = np.dtype(object)  # some value is not a number: the whole column stays text
+        elif len(informative) == 1 and not any_na:
+            out[col] = next(d for d, _, all_na in per if not all_na)
+        else:
+            raise NotStreamable(f"column '{col}' has types {sorted(informative)} in different chunks")
+    return out
+
+
+def _csv_options() -> dict:
+    return dict(encoding="utf-8", na_values=["", "NA", "NaN", "nan", "null"], keep_default_na=False,
+                low_memory=False)
+
+
+def _scan_csv_rows(path: Path) -> int:
+    """Data rows of a CSV whose every row has the header's field count and no NUL byte; else NotStreamable
+    (pandas read in chunks does not report every malformed row as the whole-file read does)."""
+    import csv
+
+    rows = 0
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None) or []
+        width = len(header)
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != width or any("\x00" in f for f in row):
+                raise NotStreamable(f"line {reader.line_num} is malformed")
+            rows += 1
+    return rows
+
+
+def _open_csv(path: Path, spec: PipelineSpec, size: int, keys: list[str] | None) -> ChunkedData | None:
+    _check_header(path)
+    scanned = _scan_csv_rows(path)
+    if scanned <= size:
+        return None
+    text = {c: _TEXT for c in _text_columns(spec)}
+    opts = _csv_options()
+    seen: dict[str, list] = {}
+    hashes: list = []
+    columns: list[str] | None = None
+    rows = 0
+    key_kinds: dict[str, set] = {}
+    with pd.read_csv(path, dtype=text, chunksize=size, **opts) as reader:
+        for frame in reader:
+            if columns is None:
+                columns = list(frame.columns)
+                keys = keys if keys and all(k in columns for k in keys) else None
+            na = frame.isna()
+            has, every = na.any().to_dict(), na.all().to_dict()
+            for c in columns:
+                seen.setdefault(c, []).append((frame[c].dtype, bool(has[c]), bool(every[c])))
+            if keys:
+                for c in keys:
+                    if not every[c]:
+                        key_kinds.setdefault(c, set()).add(_kind(frame[c].dtype))
+                hashes.append(key_hashes(frame, keys))
+            rows += len(frame)
+    if not columns or rows != scanned:
+        raise NotStreamable(f"pandas read {rows} rows, the csv module {scanned}")
+    forced = {c for c in text if c in columns}
+    dtypes = _resolve_dtypes(seen, forced)
+    if keys and any(len(k) > 1 for k in key_kinds.values()):
+        raise NotStreamable("a key column is read as numbers in some chunks and as text in others")
+
+    def reader():
+        with pd.read_csv(path, dtype=dtypes, chunksize=size, **opts) as r:
+            yield from r
+
+    dup = None
+    if keys:
+        import numpy as np
+
+        dup = duplicated_keys(np.concatenate([h[0] for h in hashes]), np.concatenate([h[1] for h in hashes]))
+    return ChunkedData(str(path), rows, columns, dtypes, reader, dup)
+
+
+def _kind(dtype) -> str:
+    if pd.api.types.is_bool_dtype(dtype):
+        return "object"
+    return "number" if pd.api.types.is_numeric_dtype(dtype) else "object"
+
+
+def _parquet_dtypes(pf) -> dict:
+    """The pandas dtypes of the whole file's read: integers with a null anywhere become float64, booleans
+    with a null object; other column types must be plain (numbers, booleans, text, timestamps)."""
+    import numpy as np
+    import pyarrow as pa
+
+    schema = pf.schema_arrow
+    base = schema.empty_table().to_pandas()
+    if list(base.columns) != schema.names:
+        raise NotStreamable("the file's pandas metadata renames or adds columns (a stored index)")
+    nulls = {name: 0 for name in schema.names}
+    unknown: set[str] = set()  # columns without a null count in some row group's statistics: counted by reading
+    md = pf.metadata
+    for rg in range(md.num_row_groups):
+        group = md.row_group(rg)
+        for i in range(group.num_columns):
+            col = group.column(i)
+            name = col.path_in_schema
+            if name not in nulls:
+                raise NotStreamable(f"nested column {name}")
+            stats = col.statistics
+            if stats is None or not stats.has_null_count:
+                unknown.add(name)
+            else:
+                nulls[name] += stats.null_count
+    if unknown:
+        for name in unknown:
+            nulls[name] = 0
+        for batch in pf.iter_batches(columns=sorted(unknown)):
+            for name in unknown:
+                nulls[name] += batch.column(name).null_count
+    out = {}
+    for field in schema:
+        t = field.type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_timestamp(t)):
+            raise NotStreamable(f"column {field.name} of type {t}")
+        dtype = base[field.name].dtype
+        if isinstance(dtype, np.dtype) and nulls[field.name]:
+            if dtype.kind in "iu":
+                dtype = np.dtype("float64")
+            elif dtype.kind == "b":
+                dtype = np.dtype(object)
+        out[field.name] = dtype
+    return out
+
+
+def _open_parquet(path: Path, size: int, keys: list[str] | None) -> ChunkedData | None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception:
+        raise NotStreamable("not readable as a Parquet file") from None
+    rows = pf.metadata.num_rows
+    if rows <= size:
+        return None
+    dtypes = _parquet_dtypes(pf)
+    columns = list(dtypes)
+
+    def frame_of(batch) -> pd.DataFrame:
+        frame = pa.Table.from_batches([batch], schema=pf.schema_arrow).to_pandas()
+        for c in columns:
+            if frame[c].dtype != dtypes[c]:
+                frame[c] = frame[c].astype(dtypes[c])
+        return frame
+
+    def reader():
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
+            yield frame_of(batch)
+
+    dup = None
+    if keys:
+        h1, h2 = [], []
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=size, columns=keys):
+            a, b = key_hashes(pa.Table.from_batches([batch]).to_pandas(), keys)
+            h1.append(a)
+            h2.append(b)
+        dup = duplicated_keys(np.concatenate(h1), np.concatenate(h2))
+    return ChunkedData(str(path), rows, columns, dtypes, reader, dup)
+
+
+def _open_frame(frame: pd.DataFrame, label: str, size: int, keys: list[str] | None) -> ChunkedData | None:
+    if len(frame) <= size:
+        return None
+    dup = frame[keys].duplicated(keep=False).to_numpy() if keys else None
+
+    def reader():
+        for a in range(0, len(frame), size):
+            yield frame.iloc[a:a + size]
+
+    return ChunkedData(label, len(frame), list(frame.columns), dict(frame.dtypes), reader, dup)
+
+
+def open_chunked(spec: PipelineSpec, path: str | Path | None, size: int,
+                 keys: list[str] | None = None) -> ChunkedData | LoadedData | None:
+    """The batch `load(spec, path)` reads, as chunks of at most `size` rows (ChunkedData); or, when it has at
+    most `size` rows, the whole batch already read (LoadedData); or None when it cannot be read in chunks
+    exactly as a whole (then read it with `load`, which also reports any problem with the file).
+    `keys`: the columns whose values must be unique together (rows with a repeated key are marked)."""
+    try:
+        if path is None:
+            if spec.source.kind in ("csv", "parquet"):
+                return open_chunked(spec, spec.source.path, size, keys)
+            loaded = load(spec)
+            present = keys if keys and all(k in loaded.frame.columns for k in keys) else None
+            return _open_frame(loaded.frame, loaded.label, size, present) or loaded
+        p = Path(path)
+        if not p.is_file() or p.stat().st_size == 0:
+            return None
+        if p.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            try:
+                names = pq.ParquetFile(p).schema_arrow.names
+            except Exception:
+                return None
+            return _open_parquet(p, size, keys if keys and all(k in names for k in keys) else None)
+        return _open_csv(p, spec, size, keys)
+    except (NotStreamable, DataError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+            ValueError, OSError):
+        return None

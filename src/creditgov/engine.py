@@ -33,7 +33,6 @@ single-process path, which gives the same answer.
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,33 +199,12 @@ def _stage_partition(st: dict, blob: dict, spec: PipelineSpec, integral: dict) -
     """One partition decided and explained, with its one-feature counterfactuals: its log rows (the
     counterfactual of rows still without one left empty), its quarantine rows, and those rows'
     inputs for the batch-wide pair search (`_pos`: their place in the log rows)."""
-    from creditgov import counterfactual, decide
+    from creditgov import decide
 
     model = load_blob(blob)
     clean = decide.with_previous_pd(st["outcome"].clean, spec, None)
     part = decide.decide_part(model, clean, spec)
-    adverse = np.flatnonzero(part.adverse)
-    cf = [None] * len(part.clean)
-    pending = pd.DataFrame({"_pos": np.array([], dtype=np.int64), "_action": np.array([], dtype=object)})
-    if len(adverse):
-        if not counterfactual.actionable(spec):
-            for i in adverse:
-                cf[i] = json.dumps({"found": False, "note": "no actionable numeric feature in the catalogue"},
-                                   sort_keys=True)
-        else:
-            rows = decide.adverse_rows(part, spec)
-            actions = part.decided["action"].to_numpy()[part.adverse]
-            singles = counterfactual.single_changes(rows, actions, spec,
-                                                    lambda f: decide.score_and_decide(model, f, spec),
-                                                    evaluate=decide.candidate_evaluator(model, rows, spec),
-                                                    integral=integral)
-            todo = np.array([j for j, s in enumerate(singles) if s is None], dtype=np.int64)
-            for j, s in enumerate(singles):
-                if s is not None:
-                    cf[adverse[j]] = json.dumps(s, sort_keys=True)
-            pending = rows.iloc[todo].reset_index(drop=True)
-            pending["_pos"] = adverse[todo].astype(np.int64)
-            pending["_action"] = actions[todo].astype(object)
+    cf, pending = decide.first_counterfactuals(model, part, spec, integral)
     return {"rows": decide.log_rows(part, spec, cf, None, row_offset=st["offset"]),
             "quarantine": decide.quarantine_rows(st["outcome"].quarantine, spec, row_offset=st["offset"]),
             "pending": pending}
@@ -267,7 +245,7 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
 def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, max_pair_rows):
     from distributed import as_completed
 
-    from creditgov import checkpoint, counterfactual, decide as single, expectations, privacy, validate
+    from creditgov import checkpoint, decide as single, expectations, privacy, validate
 
     src = source(spec, data_path)
     parts = partition_futures(client, src, partitions)
@@ -347,9 +325,7 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
     for k, pend in enumerate(pending):
         r = work.load(k, "rows")
         if len(pend):
-            found = pairs.get(str(k), [])
-            cf = [json.dumps(found[t] or counterfactual.not_found_note(spec, False), sort_keys=True) if t < len(found)
-                  else json.dumps(counterfactual.not_found_note(spec, True), sort_keys=True) for t in range(len(pend))]
+            cf = single.pair_json(pairs.get(str(k), []), len(pend), spec)
             col = r.columns.get_loc("counterfactual")
             for pos, text in zip(pend["_pos"].tolist(), cf):
                 r.iat[pos, col] = text
@@ -367,34 +343,18 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
     log(f"{src.label}: {rows_in} rows in = {len(rows_all)} decided + {len(qrows_all)} quarantined; "
         f"model {spec.registry.model_name} v{version}, policy {policy.name} {policy.version} "
         f"({policy.content_hash[:12]}) -> {path} [engine dask, {n_parts} partitions]")
-    return single.DecideResult(full, path, rows_in, len(rows_all), len(qrows_all), version, run_id, src.label,
-                               input_hash)
+    counts = {str(k): int(v) for k, v in full["action"].value_counts().sort_index().items()}
+    return single.DecideResult(path, rows_in, len(rows_all), len(qrows_all), version, run_id, src.label,
+                               input_hash, counts, n_parts, full)
 
 
 def _pair_stage(model, pending: list[pd.DataFrame], spec: PipelineSpec, max_pair_rows: int) -> dict[str, list]:
     """Two-feature changes for the first `max_pair_rows` pending rows in batch order: {partition: results}
     (None where no pair changes the outcome); rows past the cap have no entry."""
-    from creditgov import counterfactual, decide as single
+    from creditgov import decide as single
 
-    budget, picks = max_pair_rows, []
-    for k, pend in enumerate(pending):
-        take = min(budget, len(pend))
-        budget -= take
-        if take:
-            picks.append((k, take))
-    if not picks:
-        return {}
-    sub = pd.concat([pending[k].iloc[:take] for k, take in picks], ignore_index=True)
-    actions = sub.pop("_action").to_numpy(dtype=object)
-    sub = sub.drop(columns="_pos")
-    evaluate = single.candidate_evaluator(model, sub, spec)
-    res = counterfactual.pair_changes(sub, actions, spec, lambda f: single.score_and_decide(model, f, spec),
-                                      evaluate=evaluate)
-    out, pos = {}, 0
-    for k, take in picks:
-        out[str(k)] = res[pos:pos + take]
-        pos += take
-    return out
+    found = single.pair_counterfactuals(model, pending, spec, max_pair_rows)
+    return {str(k): res for k, res in enumerate(found) if res}
 
 
 # --------------------------------------------------------------------------- explain

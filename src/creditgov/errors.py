@@ -16,6 +16,12 @@ class CreditGovError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class UsageError(CreditGovError):
+    """A command-line argument that cannot be used (a bad date, an unknown option value)."""
+
+    exit_code = 2
+
+
 class SpecError(CreditGovError):
     exit_code = 3
 

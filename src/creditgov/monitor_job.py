@@ -116,14 +116,30 @@ def simulator_batches(spec: PipelineSpec, directory: str, months: list[int], obs
 
 
 def parse_months(text: str) -> list[int]:
-    """'13-24' or '13,14,20' -> list of months."""
+    """'13-24' or '13,14,20' -> list of months (1-based, ascending within a range). Anything else is a
+    UsageError naming the option."""
+    import re
+
+    from creditgov.errors import UsageError
+
+    def bad(why: str) -> UsageError:
+        return UsageError(f"--months {text!r}: {why} (write a range such as 13-24, or months such as 13,14,20)")
+
     out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out.extend(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.append(int(part))
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"([0-9]+)(?:\s*-\s*([0-9]+))?", part)
+        if not m:
+            raise bad(f"'{part}' is not a month or a range of months" if part else "an empty month")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if a < 1:
+            raise bad("months are numbered from 1")
+        if b < a:
+            raise bad(f"the range {a}-{b} runs backwards")
+        out.extend(range(a, b + 1))
+    dup = sorted({m for m in out if out.count(m) > 1})
+    if dup:
+        raise bad(f"month {dup[0]} is given twice")
     return out
 
 

@@ -6,10 +6,13 @@ version and policy that made the original decision and links the new decision to
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from datetime import datetime, timezone
+from pathlib import Path
 
 from creditgov import audit
-from creditgov.errors import SpecError
+from creditgov.errors import SpecError, UsageError
 from creditgov.spec import PipelineSpec
 
 ACTIONS = ("approve", "decline", "review", "keep", "raise", "cut", "suspend", "restore")
@@ -18,11 +21,11 @@ ACTIONS = ("approve", "decline", "review", "keep", "raise", "cut", "suspend", "r
 def review(decision_id: str, approve: bool, override: str | None, reviewer: str, reason: str,
            limit: float | None = None) -> dict:
     if approve == bool(override):
-        raise SpecError("review needs exactly one of --approve or --override ACTION")
+        raise UsageError("review needs exactly one of --approve or --override ACTION")
     if override and override not in ACTIONS:
-        raise SpecError(f"--override '{override}': not an action ({', '.join(ACTIONS)})")
+        raise UsageError(f"--override '{override}': not an action ({', '.join(ACTIONS)})")
     if not reviewer.strip() or not reason.strip():
-        raise SpecError("review needs --reviewer and a --reason: the record must say who decided and why")
+        raise UsageError("review needs --reviewer and a --reason: the record must say who decided and why")
     original = audit.find_decision(decision_id)
     proposed = original["action"]
     if proposed == "review":  # approving a queued case grants what the policy proposed
@@ -47,15 +50,25 @@ def contest(spec: PipelineSpec, decision_id: str, corrected: str, reason: str, l
     if spec.policy is None or original["policy_hash"] != spec.policy.content_hash:
         raise SpecError(f"decision {decision_id} was made under policy {original['policy_hash'][:12]}; the spec's "
                         "policy differs: contest with the spec version that made it")
-    result = decide(spec, corrected, version=str(original["model_version"]),
-                    as_of=datetime.now(timezone.utc).date().isoformat(), out_dir="decisions/contests", log=log)
-    decided = result.log
-    if len(decided) != 1:
-        raise SpecError(f"{corrected}: a contest corrects one application or account; the file has {len(decided)} rows")
-    new = decided.iloc[0]
-    if spec.source.id_column and new["account_key"] != original["account_key"]:
-        raise SpecError(f"{corrected}: the corrected row is for another account than decision {decision_id}")
-    audit.append_decisions(decided)
+    final_dir = Path("decisions/contests")
+    final_dir.mkdir(parents=True, exist_ok=True)
+    # decided aside first: a refused contest must leave no decision log behind (verify would name it)
+    pending = Path(tempfile.mkdtemp(prefix=".pending-", dir=final_dir))
+    try:
+        result = decide(spec, corrected, version=str(original["model_version"]),
+                        as_of=datetime.now(timezone.utc).date().isoformat(), out_dir=pending, log=log)
+        decided = result.log
+        if len(decided) != 1:
+            raise SpecError(f"{corrected}: a contest corrects one application or account; the file has "
+                            f"{len(decided)} rows")
+        new = decided.iloc[0]
+        if spec.source.id_column and new["account_key"] != original["account_key"]:
+            raise SpecError(f"{corrected}: the corrected row is for another account than decision {decision_id}")
+        path = final_dir / result.path.name
+        result.path.replace(path)
+    finally:
+        shutil.rmtree(pending, ignore_errors=True)
+    audit.record_log(path)
     event = {"decision_id": decision_id, "new_decision_id": str(new["decision_id"]), "reason": reason,
              "original_action": original["action"], "new_action": str(new["action"]),
              "original_pd": original.get("pd"), "new_pd": None if new["pd"] != new["pd"] else float(new["pd"]),

@@ -15,20 +15,20 @@ from creditgov.spec import PipelineSpec
 
 
 def resolve_version(client, name: str, version: str | None) -> str:
-    """A version number, or the version behind alias `challenger` when none is given."""
+    """A version number, or the version behind alias `challenger` when none is given. A --version that
+    names no version is a usage error listing the versions that exist (tracking.get_version)."""
     from mlflow.exceptions import MlflowException
 
-    try:
-        if version is None:
-            return str(client.get_model_version_by_alias(name, "challenger").version)
-        return str(client.get_model_version(name, str(version)).version)
-    except MlflowException as exc:
-        from creditgov.tracking import is_not_found
+    from creditgov.tracking import get_version, is_not_found
 
+    if version is not None:
+        return str(get_version(client, name, version).version)
+    try:
+        return str(client.get_model_version_by_alias(name, "challenger").version)
+    except MlflowException as exc:
         if not is_not_found(exc):
             raise
-        what = f"version {version}" if version else "the alias 'challenger' on any version"
-        raise TrackingError(f"registered model '{name}' has no {what}") from None
+        raise TrackingError(f"registered model '{name}' has no version with the alias 'challenger'") from None
 
 
 def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tuple[str, list[GateResult]]:
@@ -58,6 +58,7 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
             client.set_model_version_tag(name, version, "promotion.refused_at", now)
             client.set_model_version_tag(name, version, "promotion.refused_for", approver)
             failed = [r for r in results if not r.passed]
+            _record(name, version, approver, now, "refused", record, None)
             raise PromotionRefused(
                 f"{name} version {version} not promoted: gate {failed[0].name} failed "
                 f"({failed[0].rule}; value {failed[0].value})"
@@ -73,4 +74,15 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
             client.set_model_version_tag(name, version, "previous_champion", previous)
             client.set_model_version_tag(name, previous, "superseded_by", version)
         client.set_registered_model_alias(name, "champion", version)
+    _record(name, version, approver, now, "promoted", record, previous)
     return version, results
+
+
+def _record(name: str, version: str, approver: str, at: str, outcome: str, evidence: str,
+            previous: str | None) -> None:
+    """The promotion decision in the audit trail, beside the decisions the model will make."""
+    from creditgov import audit
+
+    audit.append([("promotion", f"{name}@{version}", {
+        "model_name": name, "model_version": version, "outcome": outcome, "approver": approver, "at": at,
+        "previous_champion": previous, **json.loads(evidence)})])

@@ -18,6 +18,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from creditgov.atomic import replace_dir, temp_beside
 from creditgov.decide import INPUT_PREFIX, SHAP_PREFIX
 from creditgov.policy import ADVERSE_ACTIONS
 from creditgov.spec import PipelineSpec
@@ -183,8 +184,7 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     version = str(first["model_version"])
     run_name = f"{spec.name}-{str(first['decision_time'])[:10]}-v{version}-{str(first['input_hash'])[:8]}"
     out = out_root / run_name
-    tmp = out_root / f".{run_name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_beside(out)
     (tmp / "decisions").mkdir(parents=True)
     (tmp / "notices").mkdir()
     stamp = {"generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -233,8 +233,7 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     (tmp / "index.html").write_text(env.get_template("index.html").render(
         css=css, stamp=stamp, links=links, has_card=bool(card_html), n_in=len(log), n_decided=len(decided),
         n_quarantined=len(quarantined)), encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    replace_dir(tmp, out)
     write_root_index(out_root)
     return ReportResult(out, out / "index.html", [lk["id"] for lk in links])
 

@@ -52,6 +52,7 @@ import pandas as pd
 import yaml
 from pydantic import Field, ValidationError
 
+from creditgov.atomic import temp_beside
 from creditgov.errors import SpecError
 from creditgov.spec import _Strict  # one strict-config base for every YAML model
 
@@ -349,7 +350,7 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_beside(path)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
     tmp.replace(path)
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from creditgov.errors import SpecError
 
@@ -327,6 +328,9 @@ class Policy(_Strict):
 
 
 class PipelineSpec(_Strict):
+    # the spec's paths as written, by location ("validation.suite"): (value after resolution, as written)
+    _written_paths: dict = PrivateAttr(default_factory=dict)
+
     name: str
     description: str
     source: Source
@@ -394,8 +398,14 @@ class PipelineSpec(_Strict):
 
     @property
     def content_hash(self) -> str:
-        """Hash of the parsed spec, independent of YAML formatting and comments."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        """Hash of the parsed spec, independent of YAML formatting and comments, and of where the spec
+        file is: paths count as written in it (relative to its folder), not as resolved."""
+        dumped = self.model_dump(mode="json")
+        for where, (resolved, written) in self._written_paths.items():
+            section, key = where.split(".")
+            if dumped[section].get(key) == resolved:
+                dumped[section][key] = written
+        canonical = json.dumps(dumped, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -446,6 +456,45 @@ def load_spec(path: str | Path) -> PipelineSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: spec must be a YAML mapping at the top level")
     try:
-        return PipelineSpec.model_validate(raw)
+        spec = PipelineSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError(_format_pydantic(path, err)) from None
+    return _resolve_paths(spec, path.parent)
+
+
+# The paths a spec holds; a relative one is relative to the spec file's folder, wherever the command runs.
+# A path the spec leaves out (quarantine_dir's default) is not the spec's: it stays relative to the
+# working directory, as the outputs the spec does not name (decisions/, reports/, mlflow.db) do.
+SPEC_PATHS = (("source", "path"), ("source", "scenario"), ("validation", "suite"), ("validation", "quarantine_dir"))
+
+
+def resolve_path(base: str | Path, value: str) -> str:
+    """`value` (a path written in a spec) resolved against `base` (the spec's folder as given).
+
+    Relative stays relative when `base` is ("pipelines" and "../expectations/x.json" give
+    "expectations/x.json", as messages showed before), folded textually; when a symbolic link in
+    `base` makes that fold land elsewhere than the file system's own resolution, the real path is used.
+    """
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    folded = os.path.normpath(Path(base) / p)
+    if os.path.realpath(folded) != os.path.realpath(Path(base) / p):
+        return os.path.realpath(Path(base) / p)
+    return folded
+
+
+def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
+    updates: dict[str, dict[str, str]] = {}
+    written: dict[str, tuple[str, str]] = {}
+    for section, key in SPEC_PATHS:
+        part = getattr(spec, section)
+        value = getattr(part, key)
+        if value and key in part.model_fields_set:
+            resolved = resolve_path(base, value)
+            updates.setdefault(section, {})[key] = resolved
+            written[f"{section}.{key}"] = (resolved, value)
+    resolved_spec = spec.model_copy(update={section: getattr(spec, section).model_copy(update=keys)
+                                            for section, keys in updates.items()})
+    resolved_spec._written_paths = written
+    return resolved_spec

@@ -10,7 +10,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from creditgov.errors import TrackingError
+from creditgov.errors import TrackingError, UsageError
 
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -42,7 +42,50 @@ def configure() -> str:
         _DEFAULTS_SET.add(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
+    _watch_transactions()
     return uri
+
+
+# Ctrl-C and the store. A KeyboardInterrupt raised inside one of the store's SQLAlchemy transactions
+# can leave the SQLite file locked until the process ends: MLflow's own clean-up (ending the run as
+# FAILED) then waits out its 20 s busy timeout, fails and logs a traceback. The command line's SIGINT
+# handler asks `in_transaction()`: while the main thread is inside a transaction the signal is only
+# noted, and `on_transaction_end` (set by the command line) delivers it again once the transaction is
+# over. Consistency does not depend on this (a version's aliases come after its `complete` tag); how
+# fast and how quietly an interrupted command ends does.
+_open_transactions: set[int] = set()
+on_transaction_end = None  # callable, or None
+_watching = False
+
+
+def in_transaction() -> bool:
+    return bool(_open_transactions)
+
+
+def _transaction_created(session, transaction) -> None:
+    import threading
+
+    if transaction.parent is None and threading.current_thread() is threading.main_thread():
+        _open_transactions.add(id(transaction))
+
+
+def _transaction_ended(session, transaction) -> None:
+    if id(transaction) in _open_transactions:
+        _open_transactions.discard(id(transaction))
+        if not _open_transactions and on_transaction_end is not None:
+            on_transaction_end()
+
+
+def _watch_transactions() -> None:
+    global _watching
+    if _watching:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    event.listen(Session, "after_transaction_create", _transaction_created)
+    event.listen(Session, "after_transaction_end", _transaction_ended)
+    _watching = True
 
 
 @contextmanager
@@ -67,9 +110,59 @@ def is_not_found(exc) -> bool:
     return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
+# Database servers MLflow reaches through SQLAlchemy. MLflow itself retries a refused connection for
+# about 100 s, logging every attempt, and waits on a silent server without a timeout: they are reached
+# here first, a few times, each with a connect timeout.
+SQL_SERVER_SCHEMES = ("postgresql", "mysql", "mssql")
+SQL_CONNECT_TIMEOUT_S = 10
+SQL_CONNECT_ATTEMPTS = 3
+
+
+def _check_sql_server(uri: str) -> None:
+    """One connection to a database-server URI with bounded retries and timeouts, or one TrackingError line."""
+    import time
+
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    try:
+        url = make_url(uri)
+    except Exception:  # sqlalchemy.exc.ArgumentError, whose message repeats the URL and its password
+        raise TrackingError(f"MLflow tracking URI {uri.split(':', 1)[0]}:... is not a valid database URL") from None
+    shown = url.render_as_string(hide_password=True)
+    connect_args = {"connect_timeout": SQL_CONNECT_TIMEOUT_S} if url.get_backend_name() in ("postgresql", "mysql") else {}
+    first = ""
+    for attempt in range(1, SQL_CONNECT_ATTEMPTS + 1):
+        try:
+            engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+            try:
+                with engine.connect():
+                    return
+            finally:
+                engine.dispose()
+        except ImportError as exc:  # SQLAlchemy 2.1 takes psycopg 3 for plain postgresql://; psycopg2 is installed
+            hint = "; use postgresql+psycopg2://" if url.drivername == "postgresql" else ""
+            raise TrackingError(f"MLflow tracking at {shown}: no database driver for '{url.drivername}' "
+                                f"({exc}{hint})") from None
+        except Exception as exc:
+            if "sqlalchemy" not in type(exc).__module__:
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if attempt < SQL_CONNECT_ATTEMPTS:
+                time.sleep(0.5 * attempt)
+    raise TrackingError(f"MLflow tracking at {shown}: reach the tracking backend failed "
+                        f"({SQL_CONNECT_ATTEMPTS} attempts): {first}")
+
+
 def check() -> None:
     """One cheap call to the backend, so an unreachable server fails in bounded time with one line."""
-    configure()
+    uri = configure()
+    # libpq's own connect timeout, for MLflow's engine too: a silent PostgreSQL server must not stall a run
+    os.environ.setdefault("PGCONNECT_TIMEOUT", str(SQL_CONNECT_TIMEOUT_S))
+    for backend in dict.fromkeys((uri, _user_env("MLFLOW_REGISTRY_URI") or uri)):
+        if backend.split(":", 1)[0].split("+", 1)[0].lower() in SQL_SERVER_SCHEMES:
+            _check_sql_server(backend)
     with backend_errors("reach the tracking backend"):
         client().search_experiments(max_results=1)
 
@@ -95,6 +188,58 @@ def client():
     return MlflowClient()
 
 
+def registered_versions(c, model_name: str) -> list[str]:
+    """The version numbers of a registered model, ascending (none when the model is not registered)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = c.search_model_versions(f"name='{model_name}'")
+    except MlflowException as exc:
+        if not is_not_found(exc):
+            raise
+        found = []
+    return sorted({str(v.version) for v in found}, key=int)
+
+
+def _listed(versions: list[str]) -> str:
+    """'1, 2, 3'; past 20 versions, runs of consecutive numbers as ranges ('1-57, 59')."""
+    if len(versions) <= 20:
+        return ", ".join(versions)
+    runs: list[list[int]] = []
+    for v in map(int, versions):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def unknown_version(c, model_name: str, version) -> UsageError:
+    """The usage error for a --version that names no version: it lists the versions that exist."""
+    versions = registered_versions(c, model_name)
+    have = (f"versions: {_listed(versions)}" if versions
+            else "no version is registered yet (train one first: creditgov train)")
+    return UsageError(f"{model_name} has no version {' '.join(str(version).split()) or repr(str(version))}; {have}")
+
+
+def get_version(c, model_name: str, version):
+    """The registered version `version` (a --version argument) names. A malformed or unknown number is a
+    UsageError naming the model and the versions that exist; a backend failure stays a backend failure."""
+    import re
+
+    from mlflow.exceptions import MlflowException
+
+    text = str(version).strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise unknown_version(c, model_name, version)
+    try:
+        return c.get_model_version(model_name, str(int(text)))
+    except MlflowException as exc:
+        if not is_not_found(exc):
+            raise
+        raise unknown_version(c, model_name, version) from None
+
+
 def load_registered(model_name: str, version: str | None = None, alias: str = "champion"):
     """(CreditModel, version, run_id) of a registered version, or of the version behind `alias`."""
     import mlflow
@@ -104,15 +249,16 @@ def load_registered(model_name: str, version: str | None = None, alias: str = "c
 
     c = client()
     with backend_errors(f"load model {model_name}"):
-        try:
-            mv = (c.get_model_version(model_name, str(version)) if version
-                  else c.get_model_version_by_alias(model_name, alias))
-        except MlflowException as exc:
-            if not is_not_found(exc):
-                raise
-            what = f"version {version}" if version else f"version with alias '{alias}'"
-            raise TrackingError(f"registered model '{model_name}' has no {what} "
-                                f"(train and promote one first: make train)") from None
+        if version is not None:
+            mv = get_version(c, model_name, version)
+        else:
+            try:
+                mv = c.get_model_version_by_alias(model_name, alias)
+            except MlflowException as exc:
+                if not is_not_found(exc):
+                    raise
+                raise TrackingError(f"registered model '{model_name}' has no version with alias '{alias}' "
+                                    f"(train and promote one first: make train)") from None
         if mv.tags.get("creditgov.registration") != "complete":
             raise TrackingError(f"{model_name} version {mv.version} is not completely registered "
                                 "(its training run was interrupted): train again")

