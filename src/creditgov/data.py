@@ -211,11 +211,16 @@ def chunk_rows(value: int | None = None) -> int:
     """Rows per chunk: `value`, else $CREDITGOV_CHUNK_ROWS, else CHUNK_ROWS."""
     import os
 
+    from creditgov.errors import UsageError
+
     if value is None:
         env = os.environ.get(CHUNK_ENV, "").strip()
-        value = int(env) if env else CHUNK_ROWS
+        try:
+            value = int(env) if env else CHUNK_ROWS
+        except ValueError:
+            raise UsageError(f"{CHUNK_ENV}={env!r}: not a number of rows") from None
     if value < 1:
-        raise ValueError(f"chunk size must be at least 1 row, got {value}")
+        raise UsageError(f"chunk size {value}: a chunk has at least 1 row")
     return int(value)
 
 
