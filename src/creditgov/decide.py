@@ -847,8 +847,8 @@ def _decide_stream(spec: PipelineSpec, batch, version: str | None, as_of: str, o
     suite = expectations.for_scoring(expectations.checked_suite(spec), spec, batch.columns)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clear_stale(out_dir / ".decide-work")  # work directories of killed runs
-    work = temp_beside(out_dir / ".decide-work")
+    clear_stale(out_dir / "decide-work")  # work directories (.decide-work.tmp-<pid>-<id>) of killed runs
+    work = temp_beside(out_dir / "decide-work")
     work.mkdir()
     try:
         try:

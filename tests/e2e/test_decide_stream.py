@@ -136,6 +136,20 @@ def test_chunked_log_is_deterministic(csv_runs, project, hostile_csv):
     _same(again, csv_runs.chunked)
 
 
+def test_leftovers_of_a_killed_run_are_cleared(csv_runs, project, hostile_csv):
+    """A killed chunked run leaves its work directory and its half-written log under temporary names (its
+    pid in them); the next run removes them once that process is gone, and leaves nothing of its own."""
+    out = project.root / "decisions-killed"
+    out.mkdir()
+    dead = 2**22 + 12345  # above any pid this machine hands out
+    (out / f".decide-work.tmp-{dead}-0123abcd").mkdir()
+    (out / f".decide-work.tmp-{dead}-0123abcd" / "clean-000000.parquet").write_bytes(b"x")
+    (out / f".{csv_runs.chunked.path.name}.tmp-{dead}-4567cdef").write_bytes(b"half a log")
+    r = _decide(project, str(hostile_csv), out, CHUNK)
+    assert sorted(p.name for p in out.iterdir()) == [r.path.name]
+    assert r.path.read_bytes() == csv_runs.chunked.path.read_bytes()
+
+
 def test_chunked_input_hash_is_the_whole_frames(csv_runs, project, hostile_csv):
     from creditgov import data
 
