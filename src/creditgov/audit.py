@@ -403,14 +403,10 @@ def _log_rows(path: Path, positions: list[int]):
     return out
 
 
-def find_decision(decision_id: str, url: str | None = None) -> dict:
-    """The decision's record, read from its log and checked against the trail's leaf hash."""
+def _checked_row(decision_id: str, row, where: str):
+    """The decision's log row (a one-row Arrow table), checked against the trail's leaf hash."""
     from creditgov import merkle
 
-    eng = _engine(url)
-    with eng.connect() as c:
-        row = _locate(c, decision_id)
-    where = audit_url() if url is None else url
     if row is None:
         raise AuditError(f"decision {decision_id} is not in the audit trail at {where}")
     batch, pos, leaf, log_path, *_ = row
@@ -421,10 +417,16 @@ def find_decision(decision_id: str, url: str | None = None) -> dict:
     if merkle.leaf_hashes(table)[0].tobytes() != bytes(leaf):
         raise AuditError(f"decision {decision_id}: row {int(pos) + 1} of {path.name} does not match the record "
                          "in the audit trail (altered)")
-    rec = table.to_pylist()[0]
-    if str(rec.get("decision_id")) != decision_id:
+    if str(table.column("decision_id")[0].as_py()) != decision_id:
         raise AuditError(f"decision {decision_id}: row {int(pos) + 1} of {path.name} is another decision (altered)")
-    return rec
+    return table
+
+
+def find_decision(decision_id: str, url: str | None = None) -> dict:
+    """The decision's record, read from its log and checked against the trail's leaf hash."""
+    with _engine(url).connect() as c:
+        row = _locate(c, decision_id)
+    return _checked_row(decision_id, row, audit_url() if url is None else url).to_pylist()[0]
 
 
 def events_for(decision_id: str, url: str | None = None) -> list[dict]:
@@ -459,10 +461,8 @@ def prove(decision_id: str, url: str | None = None) -> dict:
         entries = c.execute(text("SELECT seq, kind, record_id, recorded_at, payload, prev_hash, hash "
                                  "FROM audit_entries WHERE seq >= :s ORDER BY seq"), {"s": entry_seq}).all()
         head = c.execute(text("SELECT seq, hash FROM audit_chain_head WHERE id = 1")).first()
-    record = json.dumps(find_decision(decision_id, url), default=str)  # checks the row against its leaf
     path = Path(log_path)
-    table = _log_rows(path, [int(pos)])[int(pos)]
-    record = merkle.records(table)[0]
+    record = merkle.records(_checked_row(decision_id, row, url or audit_url()))[0]
     if len(idx) == size:
         leaves = np.frombuffer(b"".join(bytes(x[1]) for x in idx), dtype=np.uint8).reshape(size, 32)
     else:  # some of this batch's decisions were indexed under an earlier batch: rehash the log
