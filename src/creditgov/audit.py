@@ -175,14 +175,21 @@ def payload_sha256(payload: str) -> str:
 
 def _retrying(url: str | None, fn):
     """Run a write transaction, again when a concurrent writer took the same seq or held the lock."""
+    import sqlite3
+
     from sqlalchemy.exc import IntegrityError, OperationalError
 
+    retry = (IntegrityError, OperationalError, sqlite3.OperationalError, sqlite3.IntegrityError)
+    if _engine(url).dialect.name == "postgresql":  # raw-cursor statements raise the driver's own errors
+        import psycopg2
+
+        retry += (psycopg2.OperationalError, psycopg2.IntegrityError)
     eng = _engine(url)
     for attempt in range(40):
         try:
             with eng.begin() as c:
                 return fn(c)
-        except (IntegrityError, OperationalError) as exc:
+        except retry as exc:
             if attempt == 39:
                 raise AuditError(f"audit store {url or audit_url()}: append failed: "
                                  f"{str(exc).splitlines()[0][:200]}") from None
@@ -271,24 +278,60 @@ def _ids16(ids) -> list[bytes]:
     return out
 
 
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+
+
+def _ids16_array(col) -> np.ndarray:
+    """(n, 16) uint8 keys of a decision_id column, as _ids16 makes them, without a Python loop over the
+    usual 32-hex-digit ids (any other id takes _ids16's path)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    if n and arr.null_count == 0 and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)) \
+            and pc.all(pc.equal(pc.binary_length(arr), 32)).as_py():
+        width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+        first = int(np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset])
+        digits = _HEX[np.frombuffer(arr.buffers()[2], np.uint8)[first:first + 32 * n]].reshape(n, 32)
+        if (digits != 255).all():
+            return (digits[:, 0::2] << 4) | digits[:, 1::2]
+    if n == 0:
+        return np.zeros((0, 16), np.uint8)
+    return np.frombuffer(b"".join(_ids16(arr.to_pylist())), np.uint8).reshape(n, 16)
+
+
 def _id_text(b: bytes) -> str:
     return bytes(b).hex()
 
 
-def _insert_index(c, dialect: str, rows: list[tuple]) -> int:
-    """Insert (batch, position, decision_id, leaf) rows; a decision already in the trail is skipped."""
-    raw = c.connection.driver_connection
-    if dialect == "sqlite":
-        cur = raw.cursor()
-        cur.executemany("INSERT INTO audit_decisions (batch, position, decision_id, leaf) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT DO NOTHING", rows)
-        return cur.rowcount
-    from psycopg2.extras import execute_values
+_INSERT = {  # one statement per chunk: the keys and leaves travel as two blobs, split by the database
+    "sqlite": "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?) "
+              "INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT ?, ? + i, "
+              "substr(?, 16 * i + 1, 16), substr(?, 32 * i + 1, 32) FROM k WHERE true ON CONFLICT DO NOTHING",
+    "postgresql": "INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT %s, %s + i, "
+                  "substring(%s from 16 * i + 1 for 16), substring(%s from 32 * i + 1 for 32) "
+                  "FROM generate_series(0, %s - 1) AS i ON CONFLICT DO NOTHING",
+}
 
-    cur = raw.cursor()
-    got = execute_values(cur, "INSERT INTO audit_decisions (batch, position, decision_id, leaf) VALUES %s "
-                         "ON CONFLICT DO NOTHING RETURNING 1", rows, page_size=10_000, fetch=True)
-    return len(got)
+
+def _insert_index(c, dialect: str, batch: int, first: int, ids: np.ndarray, leaves: np.ndarray) -> int:
+    """Index decisions first, first+1, ... of a batch; a decision already in the trail is skipped (the
+    unique keys decide, so two processes inserting the same rows at once insert each once)."""
+    n = len(ids)
+    if n == 0:
+        return 0
+    cur = c.connection.driver_connection.cursor()
+    if dialect == "sqlite":
+        cur.execute(_INSERT["sqlite"], (n, batch, first, ids.tobytes(), leaves.tobytes()))
+        return cur.execute("SELECT changes()").fetchone()[0]  # rowcount is -1 for a statement led by WITH
+    else:
+        from psycopg2 import Binary
+
+        cur.execute(_INSERT["postgresql"], (batch, first, Binary(ids.tobytes()), Binary(leaves.tobytes()), n))
+    return cur.rowcount
 
 
 def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None = None, log=None) -> LogAppend:
@@ -325,24 +368,25 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
     actions: dict[str, int] = {}
     from concurrent.futures import ThreadPoolExecutor
 
-    # the index insert of one chunk runs while the next chunk is hashed (the driver releases the GIL)
+    def _hash_and_index(prepared, ids, pos):  # numba and the database release the GIL here
+        lv = merkle.hash_prepared(prepared)
+        leaves.append(lv)
+        return _retrying(url, lambda c: _insert_index(c, dialect, int(batch), pos, ids, lv))
+
+    # chunk k is hashed and indexed in a worker while the main thread reads and encodes chunk k + 1
     with ThreadPoolExecutor(1) as pool:
         pending = None
         for pos, table in _log_chunks(path, chunk_rows):
-            lv = merkle.leaf_hashes(table)
-            leaves.append(lv)
-            ids = _ids16(table.column("decision_id").to_pylist())
+            prepared = merkle.prepare(table)
+            ids = _ids16_array(table.column("decision_id"))
             if first_row is None and table.num_rows:
                 first_row = table.slice(0, 1).to_pylist()[0]
             if "action" in table.column_names:
                 for kv in table.column("action").value_counts().to_pylist():
                     actions[str(kv["values"])] = actions.get(str(kv["values"]), 0) + int(kv["counts"])
-            # in decision-id order: the unique index takes them as one sweep, not random probes
-            order = sorted(range(table.num_rows), key=ids.__getitem__)
-            rows = [(int(batch), pos + i, ids[i], lv[i].tobytes()) for i in order]
             if pending is not None:
                 inserted += pending.result()
-            pending = pool.submit(_retrying, url, lambda c, rows=rows: _insert_index(c, dialect, rows))
+            pending = pool.submit(_hash_and_index, prepared, ids, pos)
             if log is not None:
                 log(f"  audit: {pos + table.num_rows:,} of {n:,} decisions indexed")
         if pending is not None:
@@ -548,6 +592,48 @@ def _verify_chain(rows, head, f: _Findings) -> None:
                   "(entries appended or deleted at the end)")
 
 
+def _index_arrays(c, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, ids (n, 16), leaves (n, 32)) of a batch's index rows, in position order."""
+    cur = c.connection.driver_connection.cursor()
+    mark = "?" if c.dialect.name == "sqlite" else "%s"
+    cur.execute(f"SELECT position, decision_id, leaf FROM audit_decisions WHERE batch = {mark} ORDER BY position",
+                (batch,))
+    pos, ids, leaves = [], [], []
+    while rows := cur.fetchmany(65_536):
+        p, d, lv = zip(*rows)
+        pos.append(np.array(p, dtype=np.int64))
+        ids.append(b"".join(d))
+        leaves.append(b"".join(lv))
+    n = sum(len(p) for p in pos)
+    return (np.concatenate(pos) if pos else np.zeros(0, np.int64),
+            np.frombuffer(b"".join(ids), np.uint8).reshape(n, 16),
+            np.frombuffer(b"".join(leaves), np.uint8).reshape(n, 32))
+
+
+def _batch_intact(c, batch: int, size: int, root_hex: str, log_path: Path) -> bool:
+    """A batch whose log is byte-identical to the one sealed (its SHA-256 matched) is intact when its index
+    rows are positions 0..size-1, carry the log's decision ids in order, and their leaves hash to the
+    sealed root: the leaves were computed from exactly these bytes when the batch was sealed, so
+    recomputing them would prove nothing more. Any difference sends verify to the full recomputation."""
+    import pyarrow.parquet as pq
+
+    from creditgov import merkle
+
+    pos, ids, leaves = _index_arrays(c, batch)
+    if len(pos) != size or not np.array_equal(pos, np.arange(size)):
+        return False
+    if merkle.root(leaves).hex() != root_hex:
+        return False
+    pf = pq.ParquetFile(log_path)
+    at = 0
+    for b in pf.iter_batches(batch_size=CHUNK_ROWS * 4, columns=["decision_id"]):
+        got = _ids16_array(b.column(0))
+        if at + len(got) > size or not np.array_equal(got, ids[at:at + len(got)]):
+            return False
+        at += len(got)
+    return at == size
+
+
 def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings) -> int:
     """Recompute a sealed batch's leaves from its log and compare them with the index and the root."""
     from sqlalchemy import text
@@ -561,6 +647,9 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings) ->
         return 0
     if file_sha256(log_path) != payload["log_sha256"]:
         f.add("logs", f"batch {batch} ({name}): the decision log at {log_path} was changed after it was recorded")
+    elif _batch_intact(c, batch, size, payload["merkle_root"], log_path):
+        return size
+    # the log or the index differs from what was sealed: recompute every leaf to name each difference
     leaves, seen, n = [], set(), 0
     q = text("SELECT position, decision_id, leaf FROM audit_decisions WHERE batch = :b AND position >= :lo "
              "AND position < :hi ORDER BY position")

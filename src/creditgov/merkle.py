@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -33,9 +34,45 @@ def _njit(f, parallel=False):
 
 
 prange = range  # replaced by numba.prange when the kernels are compiled (numba resolves it then)
+_sizes = _row = _sha256 = None  # the compiled helpers and OpenSSL's SHA256, bound by _kernel() the same way
 
 
 _kernels: dict = {}
+
+
+def _libcrypto() -> str | None:
+    """The OpenSSL libcrypto this Python's hashlib is linked to (already mapped in the process)."""
+    import _hashlib  # noqa: F401  (maps libcrypto into the process)
+
+    try:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            path = line.split()[-1]
+            if "/libcrypto" in path and Path(path).exists():
+                return path
+    except OSError:
+        pass
+    import ctypes.util
+
+    return ctypes.util.find_library("crypto")
+
+
+def _sha_kernel() -> bool:
+    """Bind OpenSSL's one-shot SHA256() for the numba kernels; False where it cannot be found (the
+    leaves are then hashed by hashlib from the records' buffer, more slowly, to the same bytes)."""
+    import ctypes
+
+    path = _libcrypto()
+    try:
+        ctypes.CDLL(path).SHA256  # noqa: B018  (present in OpenSSL 1.1 and 3)
+    except (OSError, AttributeError, TypeError):
+        return False
+    import llvmlite.binding as llvm
+    from numba.core import types
+
+    llvm.load_library_permanently(path)
+    # SHA256(const unsigned char *d, size_t n, unsigned char *md): pointers passed as addresses
+    globals()["_sha256"] = types.ExternalFunction("SHA256", types.uintp(types.uintp, types.uintp, types.uintp))
+    return True
 
 
 def _kernel(name):
@@ -43,22 +80,22 @@ def _kernel(name):
         from numba import prange as numba_prange
 
         globals()["prange"] = numba_prange
+        globals()["_sizes"] = _njit(_sizes_py)
+        globals()["_row"] = _njit(_row_py)
         _kernels["rows"] = _njit(_rows_py, parallel=True)
         _kernels["lists"] = _njit(_lists_py)
         _kernels["gather"] = _njit(_gather_py)
         _kernels["escape"] = _njit(_any_escape_py)
+        native = _sha_kernel()
+        _kernels["leaves"] = _njit(_leaves_py, parallel=True) if native else None
+        _kernels["parents"] = _njit(_parents_py, parallel=True) if native else None
     return _kernels[name]
 
 
-def _rows_py(n, kinds, starts, ends, valid, data, lit_offs, lits):
-    """Row i = 0x00 lit[0] v[0][i] lit[1] v[1][i] ... lit[k]; a STR value is quoted, an invalid one is null.
-    starts, ends, valid are (k, n): one row of them per column, filled without strided writes.
-    Rows are laid out in parallel (prange): each knows its offset from the first pass."""
+def _sizes_py(n, kinds, starts, ends, valid, lit_offs):
+    """Bytes of each row's record (0x00 included): the literals plus each value's text, quoted or null."""
     k = kinds.shape[0]
-    out_offs = np.empty(n + 1, dtype=np.int64)
-    out_offs[0] = 0
-    fixed = lit_offs[k + 1] - lit_offs[0]
-    sizes = np.full(n, fixed, dtype=np.int64)
+    sizes = np.full(n, lit_offs[k + 1] - lit_offs[0], dtype=np.int64)
     for c in range(k):
         q = 2 if kinds[c] == STR else 0
         for i in range(n):
@@ -66,38 +103,82 @@ def _rows_py(n, kinds, starts, ends, valid, data, lit_offs, lits):
                 sizes[i] += ends[c, i] - starts[c, i] + q
             else:
                 sizes[i] += 4
+    return sizes
+
+
+def _row_py(i, out, p, kinds, starts, ends, valid, data, lit_offs, lits):
+    """Lay row i out at out[p:]: 0x00 lit[0] v[0][i] lit[1] v[1][i] ... lit[k]; a STR value is quoted,
+    an invalid one is null. Byte loops, not slices: the spans are short."""
+    k = kinds.shape[0]
+    for c in range(k + 1):
+        for j in range(lit_offs[c], lit_offs[c + 1]):
+            out[p] = lits[j]
+            p += 1
+        if c == k:
+            break
+        if not valid[c, i]:
+            out[p] = 110
+            out[p + 1] = 117
+            out[p + 2] = 108
+            out[p + 3] = 108
+            p += 4
+            continue
+        if kinds[c] == STR:
+            out[p] = 34
+            p += 1
+        for j in range(starts[c, i], ends[c, i]):
+            out[p] = data[j]
+            p += 1
+        if kinds[c] == STR:
+            out[p] = 34
+            p += 1
+    return p
+
+
+def _rows_py(n, kinds, starts, ends, valid, data, lit_offs, lits):
+    """Every row's record in one buffer (what a proof prints). starts, ends, valid are (k, n): one row
+    of them per column, filled without strided writes. Rows are laid out in parallel (prange)."""
+    sizes = _sizes(n, kinds, starts, ends, valid, lit_offs)
+    out_offs = np.empty(n + 1, dtype=np.int64)
+    out_offs[0] = 0
     for i in range(n):
         out_offs[i + 1] = out_offs[i] + sizes[i]
     out = np.empty(out_offs[n], dtype=np.uint8)
-    null = np.array([110, 117, 108, 108], dtype=np.uint8)
     for i in prange(n):
-        p = out_offs[i]
-        for c in range(k + 1):
-            a, b = lit_offs[c], lit_offs[c + 1]
-            out[p:p + b - a] = lits[a:b]
-            p += b - a
-            if c == k:
-                break
-            if not valid[c, i]:
-                out[p:p + 4] = null
-                p += 4
-                continue
-            a, b = starts[c, i], ends[c, i]
-            if kinds[c] == STR:
-                out[p] = 34
-                out[p + 1:p + 1 + b - a] = data[a:b]
-                out[p + 1 + b - a] = 34
-                p += b - a + 2
-            else:
-                out[p:p + b - a] = data[a:b]
-                p += b - a
+        _row(i, out, out_offs[i], kinds, starts, ends, valid, data, lit_offs, lits)
     return out_offs, out
 
 
+_BLOCK = 2048
+
+
+def _leaves_py(n, kinds, starts, ends, valid, data, lit_offs, lits, out):
+    """out[i] = SHA-256 of row i's record, laid out in a per-block scratch buffer that stays in cache:
+    the records of a batch (2 KB each) are never all in memory, and OpenSSL hashes them without the GIL."""
+    sizes = _sizes(n, kinds, starts, ends, valid, lit_offs)
+    base = out.ctypes.data
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        lo = b * _BLOCK
+        hi = min(n, lo + _BLOCK)
+        m = 1
+        for i in range(lo, hi):
+            m = max(m, sizes[i])
+        scratch = np.empty(m, dtype=np.uint8)
+        for i in range(lo, hi):
+            _row(i, scratch, 0, kinds, starts, ends, valid, data, lit_offs, lits)
+            _sha256(scratch.ctypes.data, sizes[i], base + 32 * i)
+
+
 def _any_escape_py(data):
-    for j in range(data.shape[0]):
-        x = data[j]
-        if x < 32 or x == 34 or x == 92:
+    """Any byte JSON must escape (control, quote, backslash)? Branch-free within 64 KiB blocks, which
+    the compiler vectorises; a string column is scanned whole, so this runs over every text byte."""
+    n = data.shape[0]
+    for lo in range(0, n, 65536):
+        hit = 0
+        for j in range(lo, min(n, lo + 65536)):
+            x = data[j]
+            hit |= (x < 32) | (x == 34) | (x == 92)
+        if hit:
             return True
     return False
 
@@ -263,8 +344,8 @@ def column_texts(arr: pa.Array):
     return RAW, offs[:-1], offs[1:], data, np.ones(n, np.uint8)
 
 
-def record_buffer(table: pa.Table | pa.RecordBatch):
-    """(offsets, bytes) of 0x00 + canonical JSON of each row: leaf i hashes bytes[offs[i]:offs[i+1]]."""
+def prepare(table: pa.Table | pa.RecordBatch):
+    """The kernels' arguments for a table (built with the GIL held; hashing them releases it): its columns' texts in sorted name order and the literals between them."""
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     n = table.num_rows
@@ -290,8 +371,13 @@ def record_buffer(table: pa.Table | pa.RecordBatch):
     if not names:
         lits = [b"\x00{}"]
     lit_offs, lit = _from_texts(lits)
-    return _kernel("rows")(n, np.array(kinds, dtype=np.int64), starts, ends, valid,
-                           np.concatenate(datas) if datas else np.zeros(0, np.uint8), lit_offs, lit)
+    return (n, np.array(kinds, dtype=np.int64), starts, ends, valid,
+            np.concatenate(datas) if datas else np.zeros(0, np.uint8), lit_offs, lit)
+
+
+def record_buffer(table: pa.Table | pa.RecordBatch):
+    """(offsets, bytes) of 0x00 + canonical JSON of each row: leaf i hashes bytes[offs[i]:offs[i+1]]."""
+    return _kernel("rows")(*prepare(table))
 
 
 def records(table) -> list[str]:
@@ -306,22 +392,32 @@ def _sha_spans(mv, o) -> bytes:
 
 
 def leaf_hashes(table, threads: int = 2) -> np.ndarray:
-    """(n, 32) uint8: SHA-256(0x00 || record) of each row. Two threads: hashlib releases the GIL on
-    messages over 2 KiB, which a decision record usually is."""
-    offs, buf = record_buffer(table)
+    """(n, 32) uint8: SHA-256(0x00 || record) of each row."""
+    return hash_prepared(prepare(table), threads)
+
+
+def hash_prepared(args, threads: int = 2) -> np.ndarray:
+    """The leaf hashes of a prepared table (`prepare`); the numba kernel does not hold the GIL."""
+    n = args[0]
+    leaves = _kernel("leaves")
+    if leaves is not None:
+        out = np.empty((n, 32), dtype=np.uint8)
+        if n:
+            leaves(*args, out)
+        return out
+    offs, buf = _kernel("rows")(*args)
     mv = memoryview(buf)
     o = offs.tolist()
-    n = len(o) - 1
-    if threads > 1 and n >= 20_000:
+    if threads > 1 and n >= 20_000:  # hashlib releases the GIL on messages over 2 KiB
         from concurrent.futures import ThreadPoolExecutor
 
         cut = [n * t // threads for t in range(threads + 1)]
         with ThreadPoolExecutor(threads) as ex:
             parts = list(ex.map(lambda t: _sha_spans(mv, o[cut[t]:cut[t + 1] + 1]), range(threads)))
-        out = b"".join(parts)
+        digest = b"".join(parts)
     else:
-        out = _sha_spans(mv, o)
-    return np.frombuffer(out, dtype=np.uint8).reshape(n, 32)
+        digest = _sha_spans(mv, o)
+    return np.frombuffer(digest, dtype=np.uint8).reshape(n, 32)
 
 
 def leaf_hash(record: str) -> bytes:
@@ -331,17 +427,37 @@ def leaf_hash(record: str) -> bytes:
 # --------------------------------------------------------------------------- the tree
 
 
+def _parents_py(nodes, out):
+    """out[j] = SHA-256(0x01 || nodes[2j] || nodes[2j+1]), in parallel blocks."""
+    pairs = out.shape[0]
+    base = out.ctypes.data
+    for b in prange((pairs + _BLOCK - 1) // _BLOCK):
+        msg = np.empty(65, dtype=np.uint8)
+        msg[0] = 1
+        for j in range(b * _BLOCK, min(pairs, (b + 1) * _BLOCK)):
+            for t in range(32):
+                msg[1 + t] = nodes[2 * j, t]
+                msg[33 + t] = nodes[2 * j + 1, t]
+            _sha256(msg.ctypes.data, 65, base + 32 * j)
+
+
 def _parent_level(nodes: np.ndarray) -> np.ndarray:
     m = len(nodes)
     pairs = m // 2
-    msg = np.empty((pairs, 65), dtype=np.uint8)
-    msg[:, 0] = 1
-    msg[:, 1:33] = nodes[0:2 * pairs:2]
-    msg[:, 33:] = nodes[1:2 * pairs:2]
-    mv = memoryview(msg).cast("B")
-    sha = hashlib.sha256
-    up = np.frombuffer(b"".join([sha(mv[i:i + 65]).digest() for i in range(0, 65 * pairs, 65)]),
-                       dtype=np.uint8).reshape(pairs, 32)
+    kernel = _kernel("parents")
+    if kernel is not None:
+        up = np.empty((pairs, 32), dtype=np.uint8)
+        if pairs:
+            kernel(np.ascontiguousarray(nodes), up)
+    else:
+        msg = np.empty((pairs, 65), dtype=np.uint8)
+        msg[:, 0] = 1
+        msg[:, 1:33] = nodes[0:2 * pairs:2]
+        msg[:, 33:] = nodes[1:2 * pairs:2]
+        mv = memoryview(msg).cast("B")
+        sha = hashlib.sha256
+        up = np.frombuffer(b"".join([sha(mv[i:i + 65]).digest() for i in range(0, 65 * pairs, 65)]),
+                           dtype=np.uint8).reshape(pairs, 32)
     # an unpaired last node moves up unchanged: the same tree as RFC 9162's split at the largest power of 2
     return np.vstack([up, nodes[-1:]]) if m % 2 else up
 

@@ -108,3 +108,19 @@ def test_sliced_and_chunked_tables_encode_like_whole_ones():
     assert [bytes(x) for x in merkle.leaf_hashes(big, threads=2)] == [merkle.leaf_hash(r) for r in whole]
     many = pa.concat_tables([TABLE] * 12_000)  # past the size where two threads hash
     assert np.array_equal(merkle.leaf_hashes(many, threads=2), merkle.leaf_hashes(many, threads=1))
+
+
+def test_native_and_hashlib_paths_give_the_same_leaves_and_roots(monkeypatch):
+    """The numba kernels call OpenSSL's SHA256 directly; where libcrypto cannot be bound, hashlib
+    hashes the same record bytes. Both paths must give the same tree, byte for byte."""
+    many = pa.concat_tables([TABLE] * 3_000)
+    merkle._kernel("rows")
+    if merkle._kernels["leaves"] is None:
+        pytest.skip("OpenSSL's SHA256 could not be bound on this machine: only the hashlib path runs")
+    native = merkle.leaf_hashes(many)
+    native_tree = merkle.levels(native)
+    monkeypatch.setitem(merkle._kernels, "leaves", None)
+    monkeypatch.setitem(merkle._kernels, "parents", None)
+    assert np.array_equal(merkle.leaf_hashes(many, threads=2), native)
+    assert all(np.array_equal(a, b) for a, b in zip(merkle.levels(native), native_tree))
+    assert merkle.root(native) == _mth([bytes(x) for x in native])
