@@ -123,7 +123,8 @@ def read_frame(path: Path) -> pd.DataFrame:
 
     table = pq.read_table(path)
     dtypes = json.loads(table.schema.metadata[b"creditgov.dtypes"])
-    frame = table.to_pandas()
+    # whole numbers with a missing value stay whole numbers (pandas would make them floats: 5 -> 5.0)
+    frame = table.to_pandas(integer_object_nulls=True)
     for col, dtype in dtypes.items():
         if dtype != "object":
             continue

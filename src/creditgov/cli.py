@@ -1,4 +1,7 @@
-"""`creditgov` command line. Every failure is one line on stderr and a documented exit code."""
+"""`creditgov` command line. Every failure is one line on stderr and a documented exit code.
+
+Commands import what they run inside their own body: creditgov's modules pull in pandas, MLflow, Great
+Expectations or Dask, and `creditgov --help` (or a usage error) must not wait seconds for them."""
 from __future__ import annotations
 
 import getpass
@@ -179,7 +182,8 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
                                                   "gives the risk-rise trigger and the month-over-month reasons."),
            engine: str = EngineOpt, scheduler: Optional[str] = SchedulerOpt,
            partitions: Optional[int] = PartitionsOpt):
-    """Score a batch with the champion, apply the policy, explain every decision, write the decision log."""
+    """Score a batch with the champion, apply the policy, explain every decision, write the decision log and
+    append it to the audit trail."""
     from creditgov import tracking
 
     dask = _engine(engine) == "dask"
@@ -193,15 +197,6 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
         from creditgov.decide import decide as run_decide
 
         r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
-    from creditgov import audit
-
-    a = audit.record_log(r.path)
-    if a.already_sealed and a.inserted == 0:
-        _say(f"  audit trail {audit.audit_url()}: this decision log is already recorded (batch {a.batch}); "
-             "nothing appended")
-    else:
-        _say(f"  {a.inserted} decision records appended to the audit trail {audit.audit_url()} "
-             f"(batch {a.batch}, Merkle root {a.merkle_root[:16]}...)")
     counts = r.action_counts  # counted as the log was written: a streamed log is not read back
     _say("  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
 
@@ -276,8 +271,8 @@ def recalibrate(spec: str = SpecOpt,
     """Refit the calibration layer on matured data; register the result as @challenger (promotion is gated)."""
     from creditgov import data as data_mod
     from creditgov.errors import DataError
-    from creditgov.monitor_job import _validated
     from creditgov.recalibrate import recalibrate as run
+    from creditgov.validate import validate_batch
 
     if bool(months) == bool(data):
         raise UsageError("recalibrate needs --data FILE or --months RANGE of matured data"
@@ -294,7 +289,7 @@ def recalibrate(spec: str = SpecOpt,
         label, frame = data, data_mod.read_path(data, s).frame
     if s.target.column not in frame.columns:
         raise DataError(f"{label}: no target column '{s.target.column}': recalibration needs matured outcomes")
-    run(s, _validated(s, frame, label), label, version, monitoring_run, log=_say)
+    run(s, validate_batch(frame, s, label).clean, label, version, monitoring_run, log=_say)
 
 
 audit_app = typer.Typer(help="The tamper-evident decision audit trail.", no_args_is_help=True)

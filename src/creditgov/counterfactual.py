@@ -42,9 +42,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from creditgov.policy import favourable_downward_closed, on_book_applies
 from creditgov.spec import Feature, PipelineSpec
 
 FAVOURABLE = {"decline": ("approve",), "cut": ("keep", "raise"), "suspend": ("keep", "raise", "restore")}
+GRID = 40  # one-feature candidates per feature and direction
+PAIR_GRID = 6  # two-feature candidates per feature of a pair and direction
+MAX_PAIR_ROWS = 2000  # rows of a batch (the first in batch order) that get the two-feature search
 
 # evaluate(row_idx, changes) -> (actions, pds): the outcome of rows[row_idx] with changes[col][k] applied
 Evaluate = Callable[[np.ndarray, dict], tuple]
@@ -93,8 +97,6 @@ def actionable(spec: PipelineSpec) -> list[Feature]:
 
 def monotone_for_search(f: Feature, spec: PipelineSpec, on_book: bool) -> bool:
     """Can the outcome only improve as `f` moves in its risk-lowering direction? (see the module docstring)"""
-    from creditgov.policy import favourable_downward_closed
-
     if f.sign == 0:
         return False
     pol = spec.policy
@@ -140,8 +142,6 @@ class _Search:
     """The state of one search: the best change found so far for each row."""
 
     def __init__(self, rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec, evaluate: Evaluate):
-        from creditgov.policy import on_book_applies
-
         self.feats = actionable(spec)
         self.n = len(rows)
         self.evaluate = evaluate
@@ -279,6 +279,11 @@ class _Search:
                 self.keep(rows, cost, actions, pds, {fa.name: a, fb.name: b}, good)
 
 
+def no_actionable_note() -> dict:
+    """The answer for every adverse row when the catalogue has no actionable numeric feature."""
+    return {"found": False, "note": "no actionable numeric feature in the catalogue"}
+
+
 def not_found_note(spec: PipelineSpec, capped: bool) -> dict:
     names = ", ".join(f.name for f in actionable(spec))
     if capped:
@@ -290,7 +295,7 @@ def not_found_note(spec: PipelineSpec, capped: bool) -> dict:
 
 
 def single_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
-                   outcome: Callable | None = None, grid: int = 40, *, evaluate: Evaluate | None = None,
+                   outcome: Callable | None = None, grid: int = GRID, *, evaluate: Evaluate | None = None,
                    integral: dict[str, bool] | None = None) -> list[dict | None]:
     """The cheapest one-feature change per row, or None (the first stage of `search`)."""
     rows = rows.reset_index(drop=True)
@@ -304,7 +309,7 @@ def single_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: Pipelin
 
 
 def pair_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
-                 outcome: Callable | None = None, pair_grid: int = 6, *,
+                 outcome: Callable | None = None, pair_grid: int = PAIR_GRID, *,
                  evaluate: Evaluate | None = None) -> list[dict | None]:
     """The cheapest two-feature change per row, or None (the second stage of `search`, for rows that
     have no one-feature change; grid rounding is decided over these rows)."""
@@ -315,8 +320,8 @@ def pair_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineS
 
 
 def search(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
-           outcome: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]] | None = None, grid: int = 40,
-           pair_grid: int = 6, max_pair_rows: int = 2000, *, evaluate: Evaluate | None = None,
+           outcome: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]] | None = None, grid: int = GRID,
+           pair_grid: int = PAIR_GRID, max_pair_rows: int = MAX_PAIR_ROWS, *, evaluate: Evaluate | None = None,
            integral: dict[str, bool] | None = None) -> list[dict]:
     """One result per row of `rows` (the adverse decisions): the cheapest outcome-changing change, or a note.
 
@@ -327,7 +332,7 @@ def search(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
     if n == 0:
         return []
     if not actionable(spec):
-        return [{"found": False, "note": "no actionable numeric feature in the catalogue"}] * n
+        return [no_actionable_note() for _ in range(n)]
     rows = rows.reset_index(drop=True)
     evaluate = evaluate or frame_evaluator(rows, outcome)
     best = single_changes(rows, adverse_action, spec, grid=grid, evaluate=evaluate, integral=integral)

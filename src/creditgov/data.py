@@ -117,7 +117,8 @@ def _read_csv(path: Path, spec: PipelineSpec) -> pd.DataFrame:
         raise DataError(f"{path}: cannot be read as CSV ({str(exc).splitlines()[0]})") from None
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """A Parquet file as pandas reads it; any failure to read is one DataError naming the file."""
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
@@ -136,7 +137,7 @@ def read_path(path: str | Path, spec: PipelineSpec) -> LoadedData:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (rule: input must have a header and rows)")
     if path.suffix.lower() in (".parquet", ".pq"):
-        frame = _read_parquet(path)
+        frame = read_parquet(path)
     else:
         frame = _read_csv(path, spec)
         _check_rows(path)
@@ -183,10 +184,33 @@ def _snapshots(spec: PipelineSpec) -> pd.DataFrame:
 
 def content_hash(frame: pd.DataFrame) -> str:
     """SHA-256 of a frame's content (column names, dtypes, values, row order)."""
-    h = hashlib.sha256()
-    h.update("\x1f".join(f"{c}:{frame[c].dtype}" for c in frame.columns).encode())
-    h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    h = ContentHash(dtype_header(frame.columns, frame.dtypes))
+    h.update(row_digests(frame))
     return h.hexdigest()
+
+
+def dtype_header(columns, dtypes) -> str:
+    """The first part of content_hash: each column's name and pandas dtype."""
+    return "\x1f".join(f"{c}:{t}" for c, t in zip(columns, dtypes))
+
+
+def row_digests(frame: pd.DataFrame) -> bytes:
+    """The second part of content_hash, for these rows: each row's hash, which does not depend on the other
+    rows, so a batch read in pieces (chunks, Dask partitions) is hashed piece by piece."""
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+
+
+class ContentHash:
+    """content_hash of a batch given as its dtype header, then the row_digests of its pieces in row order."""
+
+    def __init__(self, header: str):
+        self._h = hashlib.sha256(header.encode())
+
+    def update(self, digests: bytes) -> None:
+        self._h.update(digests)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 # --------------------------------------------------------------------------- reading a batch in chunks
@@ -238,7 +262,7 @@ class ChunkedData:
 
     def header(self) -> str:
         """The dtype header of content_hash."""
-        return "\x1f".join(f"{c}:{self.dtypes[c]}" for c in self.columns)
+        return dtype_header(self.columns, [self.dtypes[c] for c in self.columns])
 
     def chunks(self):
         offset = 0

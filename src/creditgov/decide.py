@@ -1,9 +1,20 @@
-"""Decide and explain a batch: validate -> score with the champion -> policy -> reasons -> decision log.
+"""Decide and explain a batch: validate -> score with the model -> policy -> reasons -> decision log -> audit.
 
 The decision log has one row per input row: decided rows carry PD, tier, action, limit,
 rules, reasons (en / zh) and the exact attributions; quarantined rows carry the rules
 they broke. Rows in = rows decided + rows quarantined. Same input, model and policy:
 byte-identical log (the decision time is the batch's as-of date, not the wall clock).
+
+The decision path is one function, `decide_rows`: validated rows (validate.Validated), a loaded model
+(`DecisionModel`), the spec and its policy, the as-of date and, for accounts on book, their previous
+review -> `Decisions`, the typed decision records (the log rows, stamped, with their decision ids, and
+their counts). Every way of deciding calls it unchanged: `decide` on a batch in one piece or streamed
+in chunks, the Dask engine per partition (creditgov.engine), oversight.contest, and the HTTP service.
+A caller holding a part of a larger batch (a chunk, a partition) says so with `BatchScope`: the grid
+rounding flags of the whole batch, and the counterfactual pair search left to the batch (it is capped
+over the whole batch, in batch order: `pair_counterfactuals`, then `fill_pairs`). Every log written is
+appended to the audit trail by `audited` (through `publish` for decisions held in memory): a library
+caller of `decide` gets the audit record, as the command line does.
 
 Built for large batches: everything per row is vectorised or computed once per distinct
 value (canonical input values, row hashes, reason lists), and the counterfactual search
@@ -11,39 +22,46 @@ scores its candidates on the encoded feature matrix. A batch of more than one ch
 (data.chunk_rows(): 250,000 rows, or $CREDITGOV_CHUNK_ROWS) is streamed: read, validated,
 decided and written chunk by chunk, with the batch-wide rules kept batch-wide, into the
 same log, byte for byte, as deciding it in one piece (see "a batch in chunks" below);
-memory then no longer grows with the batch. The stages below (`decide_part`,
-`first_counterfactuals` / `pair_counterfactuals`, `log_rows`, `quarantine_rows`,
-`finish_log`) are also what the Dask engine (creditgov.engine) runs per partition, so both
-engines write the same bytes.
+memory then no longer grows with the batch.
 """
 from __future__ import annotations
 
 import gc
 import hashlib
-import hmac
 import json
+import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from creditgov import audit, checkpoint, counterfactual, data, privacy, tracking, validate
 from creditgov.atomic import clear_stale, temp_beside
+from creditgov.errors import DataError, SpecError, UsageError
+from creditgov.model import CreditModel, encode, sigmoid
+from creditgov.policy import ADVERSE_ACTIONS, apply_policy, rule_reasons
+from creditgov.reasons import check_additivity, group_by_feature
 from creditgov.spec import PipelineSpec
+from creditgov.validate import Validated, ValidationOutcome
 
 SHAP_PREFIX = "shap__"
-MAX_PAIR_ROWS = 2000  # the pair search cap of counterfactual.search
+INPUT_PREFIX = "input__"
+MAX_PAIR_ROWS = counterfactual.MAX_PAIR_ROWS
 ROW_GROUP_ROWS = 1024 * 1024  # the decision log's Parquet row groups (pyarrow write_table's default)
 CF_SLICE_ROWS = 20_000  # adverse rows searched at once by the counterfactual search's first stage
-INPUT_PREFIX = "input__"
+
+
+# --------------------------------------------------------------------------- typed results
 
 
 @dataclass(frozen=True)
 class DecideResult:
     """What a decide run wrote. `log` is the decision log as a frame: kept in memory for a batch decided in
-    one piece, read from `path` on each access for a batch decided in chunks (a 10M-row log does not fit)."""
+    one piece, read from `path` on each access for a batch decided in chunks (a 10M-row log does not fit).
+    `audit`: the log's batch in the audit trail (audit.LogAppend)."""
 
     path: Path
     rows_in: int
@@ -56,10 +74,76 @@ class DecideResult:
     action_counts: dict[str, int] = field(default_factory=dict)  # log rows by action, quarantined included
     chunks: int = 1  # how many chunks the batch was decided in
     frame: pd.DataFrame | None = field(default=None, repr=False)
+    audit: audit.LogAppend | None = None
 
     @property
     def log(self) -> pd.DataFrame:
         return self.frame if self.frame is not None else read_log(self.path)
+
+
+@dataclass(frozen=True)
+class DecisionModel:
+    """A loaded model as the decision path uses it: the model and the registered version it is (stamped on
+    every decision and part of every decision id)."""
+
+    model: CreditModel
+    version: str
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What the model says of each row: PD, calibrated log-odds, exact attributions of the log-odds grouped to
+    catalogue features (phi[n, features]), their base value, and base + sum(phi) - log-odds."""
+
+    pd: np.ndarray
+    log_odds: np.ndarray
+    phi: np.ndarray
+    features: list[str]
+    base: np.ndarray
+    additivity_error: np.ndarray
+
+
+@dataclass(frozen=True)
+class PreviousReview:
+    """Each account's PD and attributions at its previous review (the valid rows of that batch), by id."""
+
+    pds: pd.Series
+    attributions: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class BatchScope:
+    """Where the rows given to decide_rows sit when they are a part of a larger batch (a chunk, a partition).
+    `integral`: the counterfactual grid rounding flags of the whole batch's valid rows (default: these rows');
+    `defer_pairs`: leave the counterfactual pair search, capped over the whole batch, to the caller."""
+
+    integral: dict[str, bool] | None = None
+    defer_pairs: bool = False
+
+
+@dataclass
+class Decisions:
+    """The decision records of a batch (or of a part of one): `log`, one decision-log row per input row in row
+    order, stamped and with its decision id; `pending`, with BatchScope(defer_pairs=True), the adverse rows
+    still waiting for the batch's pair search (`_pos`: their position in `log`, `_action`, their inputs)."""
+
+    log: pd.DataFrame
+    rows_in: int
+    rows_decided: int
+    rows_quarantined: int
+    model_version: str
+    as_of: str
+    input_hash: str
+    input_label: str
+    pending: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+
+    @property
+    def action_counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.log["action"].value_counts().sort_index().items()}
+
+
+# --------------------------------------------------------------------------- canonical values and row hashes
 
 
 def _canonical(v) -> object:
@@ -73,8 +157,6 @@ def _canonical(v) -> object:
         # 9.0 and 9 are the same input whatever dtype the reader chose
         return int(v) if float(v).is_integer() and abs(v) < 2**53 else float(v)
     return str(v)
-
-
 def _canonical_uniques(uniques) -> tuple[list, list[str]]:
     """_canonical of each distinct value and its JSON text; numbers vectorised, the rest one by one."""
     from json.encoder import encode_basestring
@@ -139,38 +221,20 @@ def row_hashes(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return _hashes_from_texts([_canonical_column(frame[c])[1] for c in columns], len(frame))
 
 
-def pseudonymise(values: pd.Series) -> np.ndarray:
-    """privacy.pseudonymise, the same keyed hashes, computed from one prepared HMAC state."""
-    from creditgov import privacy
-
-    base = hmac.new(privacy._key(), digestmod=hashlib.sha256)
-    na = pd.isna(values).to_numpy()
-    out = []
-    for v, missing in zip(values.to_numpy(dtype=object).tolist(), na.tolist()):
-        if missing:
-            out.append(None)
-        else:
-            h = base.copy()
-            h.update(str(v).encode())
-            out.append(h.hexdigest()[:24])
-    return np.array(out + [None], dtype=object)[:-1]
+# --------------------------------------------------------------------------- model, policy, reasons
 
 
-def explain_batch(model, clean: pd.DataFrame, spec: PipelineSpec):
+def explain_batch(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -> Explanation:
     """PD, calibrated log-odds, exact attributions (grouped to catalogue features) and the additivity error."""
-    from creditgov.reasons import check_additivity, group_by_feature
-
     log_odds = model.log_odds(clean)
     phi, base = model.contributions(clean)
     err = check_additivity(base, phi, log_odds)
     phi_f, features = group_by_feature(phi, model.feature_names, {e.name: e.name for e in model.encodings})
-    return 1.0 / (1.0 + np.exp(-log_odds)), log_odds, phi_f, features, base, err
+    return Explanation(1.0 / (1.0 + np.exp(-log_odds)), log_odds, phi_f, features, base, err)
 
 
-def score_and_decide(model, frame: pd.DataFrame, spec: PipelineSpec):
+def score_and_decide(model: CreditModel, frame: pd.DataFrame, spec: PipelineSpec):
     """The (action, PD) the policy gives each row under this model; used by the counterfactual search."""
-    from creditgov.policy import apply_policy
-
     p = model.predict_pd(frame)
     return apply_policy(frame, p, spec.policy)["action"].to_numpy(), p
 
@@ -181,14 +245,12 @@ def _policy_columns(spec: PipelineSpec) -> list[str]:
     return sorted(cols)
 
 
-def candidate_evaluator(model, rows: pd.DataFrame, spec: PipelineSpec):
+def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSpec):
     """evaluate(row_idx, changes) -> (actions, PDs) of rows[row_idx] with changed columns, for the
     counterfactual search: the same numbers as score_and_decide on the changed rows, without building
     them. Rows are encoded once into xgboost's float32 matrix; a candidate copies its row and sets the
     changed columns. None when the model's encoding cannot be reproduced (then frames are built)."""
-    from creditgov.fastshap import FastTreeShap, UnsupportedModel
-    from creditgov.model import encode, sigmoid
-    from creditgov.policy import apply_policy
+    from creditgov.fastshap import FastTreeShap, UnsupportedModel  # numba: a heavy import
 
     rows = rows.reset_index(drop=True)
     try:
@@ -198,14 +260,12 @@ def candidate_evaluator(model, rows: pd.DataFrame, spec: PipelineSpec):
     col = {name: j for j, name in enumerate(model.feature_names)}
     pol_cols = [c for c in _policy_columns(spec) if c in rows.columns]
     pol_frame = rows[pol_cols]
-    booster, a, b = model.booster_, model.calib_a_, model.calib_b_
 
     def evaluate(row_idx: np.ndarray, changes: dict) -> tuple[np.ndarray, np.ndarray]:
         Xc = X[row_idx]
         for c, v in changes.items():
-            Xc[:, col[c]] = v  # float64 -> float32, as xgboost converts the encoded column
-        margin = booster.inplace_predict(Xc, predict_type="margin").astype("float64")
-        p = sigmoid(a * margin + b)
+            Xc[:, col[c]] = v  # float64 -> float32, as the encoded column is converted for the trees
+        p = sigmoid(model.calibrate(model.margin_matrix(Xc)))  # the model's own margin and calibration
         frame = pol_frame.iloc[row_idx].reset_index(drop=True)
         for c, v in changes.items():
             if c in frame.columns:
@@ -218,8 +278,6 @@ def candidate_evaluator(model, rows: pd.DataFrame, spec: PipelineSpec):
 def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, spec: PipelineSpec):
     """Per row: reason codes, statements (en, zh) and attributions; a deciding rule first, then the
     features whose attribution raised risk (> 0), largest first, up to max_reasons in all."""
-    from creditgov.policy import rule_reasons
-
     k = spec.policy.max_reasons
     rr = rule_reasons(spec.policy)
     feat_reason = {f.name: f.reason for f in spec.features}
@@ -256,19 +314,6 @@ def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, 
     return codes, en, zh, attr
 
 
-def _previous_review(spec: PipelineSpec, model, path: str, suite: dict) -> tuple[pd.Series, pd.DataFrame]:
-    """PD and attributions of each account at its previous review (valid rows of that batch), by id."""
-    from creditgov import data, expectations, validate
-
-    idc = spec.source.id_column
-    prev = data.read_path(path, spec)
-    outcome = validate.validate(prev.frame, spec, expectations.for_scoring(suite, spec, prev.frame.columns), prev.label)
-    clean = outcome.clean
-    p, _, phi, features, _, _ = explain_batch(model, clean, spec)
-    ids = clean[idc].astype(str).to_numpy()
-    return pd.Series(p, index=ids), pd.DataFrame(phi, index=ids, columns=features)
-
-
 def _what_changed(phi_now: np.ndarray, features: list[str], prev_phi: pd.DataFrame, ids: np.ndarray,
                   mask: np.ndarray, spec: PipelineSpec, k: int = 3):
     """For rows in `mask` with a previous review: the features whose attribution rose most since then."""
@@ -289,20 +334,64 @@ def _what_changed(phi_now: np.ndarray, features: list[str], prev_phi: pd.DataFra
     return out_f, out_en, out_zh, out_d
 
 
-# --------------------------------------------------------------------------- stages (shared with the Dask engine)
+# --------------------------------------------------------------------------- the previous review
+
+
+def previous_review(spec: PipelineSpec, model: CreditModel, path: str, chunk_rows: int | None = None) -> PreviousReview:
+    """PD and attributions of each account at its previous review (the valid rows of that batch, validated
+    like any batch: same suite, same quarantine-share limit), by id. Read in chunks of `chunk_rows` rows
+    (default data.chunk_rows()) when it is larger: only each account's PD and attributions stay in memory."""
+    size = data.chunk_rows(chunk_rows)
+    batch = data.open_chunked(spec, path, size, validate.key_columns(spec))
+    if isinstance(batch, data.ChunkedData):
+        try:
+            found = _previous_review_chunked(spec, model, batch)
+        except (DataError, data.NotStreamable):
+            found = None  # the whole read says what is wrong with it, as before
+        if found is not None:
+            return found
+    loaded = batch if isinstance(batch, data.LoadedData) else data.read_path(path, spec)
+    clean = validate.validate_batch(loaded.frame, spec, loaded.label).clean
+    e = explain_batch(model, clean, spec)
+    ids = clean[spec.source.id_column].astype(str).to_numpy()
+    return PreviousReview(pd.Series(e.pd, index=ids), pd.DataFrame(e.phi, index=ids, columns=e.features))
+
+
+def _previous_review_chunked(spec: PipelineSpec, model: CreditModel, batch) -> PreviousReview | None:
+    """previous_review of a batch read in chunks; None when no row is valid (the whole read then answers)."""
+    suite = validate.suite_for(spec, batch.columns)
+    idc = spec.source.id_column
+    ids, ps, phis, features, rules, rows_in = [], [], [], None, [], 0
+    for _, frame, dup in batch.chunks():
+        outcome = validate.validate_part(frame, spec, suite, batch.label, dup)
+        rows_in += outcome.rows_in
+        rules += outcome.quarantine["rules"].tolist() if len(outcome.quarantine) else []
+        clean = outcome.clean
+        if len(clean):
+            e = explain_batch(model, clean, spec)
+            ids.append(clean[idc].astype(str).to_numpy())
+            ps.append(e.pd)
+            phis.append(e.phi)
+            features = e.features
+        del frame, clean, outcome
+        gc.collect()
+    validate.enforce_batch_share(rows_in, rules, spec, batch.label)
+    if features is None:
+        return None
+    index = np.concatenate(ids)
+    return PreviousReview(pd.Series(np.concatenate(ps), index=index),
+                          pd.DataFrame(np.vstack(phis), index=index, columns=features))
+
+
+# --------------------------------------------------------------------------- the stages of decide_rows
 
 
 @dataclass
 class DecidedPart:
-    """A batch's (or partition's) valid rows, scored, explained and decided; counterfactuals to come."""
+    """A batch's (or part's) valid rows, scored, explained and decided; counterfactuals to come."""
 
     clean: pd.DataFrame
-    p: np.ndarray
-    log_odds: np.ndarray
-    phi: np.ndarray
-    features: list[str]
-    base: np.ndarray
-    add_err: np.ndarray
+    explained: Explanation
     decided: pd.DataFrame
     adverse: np.ndarray
 
@@ -320,13 +409,11 @@ def with_previous_pd(clean: pd.DataFrame, spec: PipelineSpec, prev_pd: pd.Series
     return clean
 
 
-def decide_part(model, clean: pd.DataFrame, spec: PipelineSpec) -> DecidedPart:
-    from creditgov.policy import ADVERSE_ACTIONS, apply_policy
-
-    p, log_odds, phi, features, base, add_err = explain_batch(model, clean, spec)
-    decided = apply_policy(clean, p, spec.policy)
+def decide_part(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -> DecidedPart:
+    e = explain_batch(model, clean, spec)
+    decided = apply_policy(clean, e.pd, spec.policy)
     adverse = decided["action"].isin(ADVERSE_ACTIONS).to_numpy()
-    return DecidedPart(clean, p, log_odds, phi, features, base, add_err, decided, adverse)
+    return DecidedPart(clean, e, decided, adverse)
 
 
 def adverse_rows(part: DecidedPart, spec: PipelineSpec) -> pd.DataFrame:
@@ -336,36 +423,17 @@ def adverse_rows(part: DecidedPart, spec: PipelineSpec) -> pd.DataFrame:
     return part.clean.loc[part.adverse, cols].reset_index(drop=True)
 
 
-def counterfactuals(model, part: DecidedPart, spec: PipelineSpec) -> list:
-    """JSON of the counterfactual of each adverse row (None for the others)."""
-    from creditgov import counterfactual
-
-    cf = [None] * len(part.clean)
-    if part.adverse.any():
-        rows = adverse_rows(part, spec)
-        actions = part.decided["action"].to_numpy()[part.adverse]
-        evaluate = candidate_evaluator(model, rows, spec)
-        # grid rounding follows the whole batch's valid values, as the partitioned engine does
-        found = counterfactual.search(rows, actions, spec, lambda f: score_and_decide(model, f, spec),
-                                      evaluate=evaluate, integral=counterfactual.integral_flags(part.clean, spec))
-        for i, r in zip(np.flatnonzero(part.adverse), found):
-            cf[i] = json.dumps(r, sort_keys=True)
-    return cf
-
-
-def first_counterfactuals(model, part: DecidedPart, spec: PipelineSpec, integral: dict[str, bool]):
-    """The first stage of the counterfactual search, per part: (JSON of each adverse row's one-feature change,
-    None elsewhere and where none was found; the adverse rows still without one, as `adverse_rows` frames with
+def first_counterfactuals(model: CreditModel, part: DecidedPart, spec: PipelineSpec, integral: dict[str, bool]):
+    """The first stage of the counterfactual search: (JSON of each adverse row's one-feature change, None
+    elsewhere and where none was found; the adverse rows still without one, as `adverse_rows` frames with
     `_pos`, their place in the part, and `_action`). `integral`: grid rounding flags of the whole batch."""
-    from creditgov import counterfactual
-
     adverse = np.flatnonzero(part.adverse)
     cf = [None] * len(part.clean)
     pending = pd.DataFrame({"_pos": np.array([], dtype=np.int64), "_action": np.array([], dtype=object)})
     if not len(adverse):
         return cf, pending
     if not counterfactual.actionable(spec):
-        note = json.dumps({"found": False, "note": "no actionable numeric feature in the catalogue"}, sort_keys=True)
+        note = json.dumps(counterfactual.no_actionable_note(), sort_keys=True)
         for i in adverse:
             cf[i] = note
         return cf, pending
@@ -389,14 +457,12 @@ def first_counterfactuals(model, part: DecidedPart, spec: PipelineSpec, integral
     return cf, pending
 
 
-def pair_counterfactuals(model, pending: list[pd.DataFrame], spec: PipelineSpec,
+def pair_counterfactuals(model: CreditModel, pending: list[pd.DataFrame], spec: PipelineSpec,
                          max_pair_rows: int = MAX_PAIR_ROWS) -> list[list]:
     """The second stage, over the whole batch: two-feature changes for the first `max_pair_rows` pending rows
     in batch order (grid rounding decided over those rows, as counterfactual.search does). One list per
     pending frame: the result of each of its first rows that were searched (None where no pair changes the
     outcome); rows past the cap have no entry, so a list can be shorter than its frame."""
-    from creditgov import counterfactual
-
     budget, picks = max_pair_rows, []
     for pend in pending:
         take = min(budget, len(pend))
@@ -419,19 +485,30 @@ def pair_counterfactuals(model, pending: list[pd.DataFrame], spec: PipelineSpec,
 
 def pair_json(found: list, n: int, spec: PipelineSpec) -> list[str]:
     """The counterfactual JSON of n pending rows given their pair-stage results (see pair_counterfactuals)."""
-    from creditgov import counterfactual
-
     notes = {c: json.dumps(counterfactual.not_found_note(spec, c), sort_keys=True) for c in (False, True)}
     return [(json.dumps(found[t], sort_keys=True) if found[t] else notes[False]) if t < len(found) else notes[True]
             for t in range(n)]
 
 
+def fill_pairs(log: pd.DataFrame, pending: pd.DataFrame, found: list, spec: PipelineSpec) -> None:
+    """Write the pair stage's answers (pair_counterfactuals' list for this `pending` frame) into the
+    counterfactual column of the log rows at `pending["_pos"]`; in place."""
+    _set_cf(log, pending["_pos"].to_numpy(), pair_json(found, len(pending), spec))
+
+
+def _set_cf(rows: pd.DataFrame, positions: np.ndarray, texts: list[str]) -> None:
+    if len(positions):
+        col = rows.columns.get_loc("counterfactual")
+        for pos, text in zip(positions.tolist(), texts):
+            rows.iat[pos, col] = text
+
+
 def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_offset: int = 0) -> pd.DataFrame:
     """The decision-log rows of the decided rows (before the batch-wide stamps)."""
-    clean, decided = part.clean, part.decided
+    clean, decided, e = part.clean, part.decided, part.explained
     n = len(clean)
     idc = spec.source.id_column
-    codes, en, zh, attr = _reason_lists(part.phi, part.features, decided["decided_by"].to_numpy(), spec)
+    codes, en, zh, attr = _reason_lists(e.phi, e.features, decided["decided_by"].to_numpy(), spec)
     if changed is None:
         changed = ([[] for _ in range(n)],) * 4
     inputs = [f.name for f in spec.model_inputs]
@@ -442,27 +519,30 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
         "row_number": clean.index.to_numpy() + 1 + row_offset,
         "status": "decided",
         "quarantine_rules": None,
-        "pd": part.p, "log_odds": part.log_odds, "tier": decided["tier"].to_numpy(),
+        "pd": e.pd, "log_odds": e.log_odds, "tier": decided["tier"].to_numpy(),
         "action": decided["action"].to_numpy(), "decided_by": decided["decided_by"].to_numpy(),
         "limit": decided["limit"].to_numpy(), "previous_limit": decided["previous_limit"].to_numpy(),
         "review_queue": decided["review_queue"].to_numpy(),
         "rules_triggered": list(decided["rules_triggered"]),
         "reason_codes": codes, "reasons_en": en, "reasons_zh": zh, "reason_attributions": attr,
-        "counterfactual": cf, "shap_base": part.base, "additivity_error": part.add_err,
+        "counterfactual": cf, "shap_base": e.base, "additivity_error": e.additivity_error,
         "changed_features": changed[0], "changed_en": changed[1], "changed_zh": changed[2],
         "changed_attribution_deltas": changed[3],
         "previous_pd": (clean[on_book.fields.previous_pd].to_numpy(dtype="float64") if on_book is not None
                         else np.full(n, np.nan)),
     })
-    shap = pd.DataFrame(part.phi, columns=[SHAP_PREFIX + f for f in part.features])
+    shap = pd.DataFrame(e.phi, columns=[SHAP_PREFIX + f for f in e.features])
     inp = pd.DataFrame({INPUT_PREFIX + c: _as_mapped(canon[c][0]) for c in inputs}, dtype=object)
     tail = pd.DataFrame({"input_row_hash": _hashes_from_texts([canon[c][1] for c in hash_cols], n)})
     rows = pd.concat([rows, shap, inp, tail], axis=1)
-    rows["account_key"] = pseudonymise(clean[idc]) if idc else _key_from_hash(rows["input_row_hash"])
+    rows["account_key"] = (privacy.pseudonymise(clean[idc]).to_numpy() if idc
+                           else _key_from_hash(rows["input_row_hash"]))
     return rows
 
 
 def quarantine_rows(q: pd.DataFrame, spec: PipelineSpec, row_offset: int = 0) -> pd.DataFrame:
+    """The decision-log rows of the quarantined rows: validate's quarantine frame (row number, rules; personal
+    values and the identifier already pseudonymised) -> status, rules, input hash, account key."""
     idc = spec.source.id_column
     inputs = [f.name for f in spec.model_inputs]
     hash_cols = ([idc] if idc else []) + inputs
@@ -479,8 +559,9 @@ def quarantine_rows(q: pd.DataFrame, spec: PipelineSpec, row_offset: int = 0) ->
         "input_row_hash": row_hashes(q, [c for c in hash_cols if c in q.columns]),
     })
     if idc:
-        # the quarantine frame already holds pseudonymised identifiers (validate.py): as before, key them again
-        qrows["account_key"] = pseudonymise(q[idc]) if n else np.array([], dtype=object)
+        # validate.py pseudonymised the identifier of each quarantined row already: that pseudonym is the row's
+        # account key, the same key as the account's decided rows get (a pseudonym is never keyed again)
+        qrows["account_key"] = q[idc].to_numpy(dtype=object) if n else np.array([], dtype=object)
     else:  # no identifier: the key is the row's content hash (as the decision id, with the row number)
         qrows["account_key"] = _key_from_hash(qrows["input_row_hash"])
     return qrows
@@ -495,8 +576,6 @@ def _key_from_hash(hashes: pd.Series) -> np.ndarray:
 def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, version: str, as_of: str,
                input_hash: str, input_label: str) -> pd.DataFrame:
     """One frame in row order with the batch stamps and the decision ids."""
-    from creditgov import privacy
-
     policy = spec.policy
     full = pd.concat([rows, qrows], ignore_index=True) if len(qrows) else rows
     if not full["row_number"].is_monotonic_increasing:
@@ -518,13 +597,57 @@ def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, vers
     return full
 
 
+# --------------------------------------------------------------------------- the decision path
+
+
+def load_model(spec: PipelineSpec, version: str | None = None) -> DecisionModel:
+    """The registered model to decide with: `version`, or the @champion."""
+    tracking.configure()
+    model, version, run_id = tracking.load_registered(spec.registry.model_name, version)
+    return DecisionModel(model, str(version), run_id)
+
+
+def decide_rows(rows: Validated, model: DecisionModel, spec: PipelineSpec, as_of: str | None,
+                previous: PreviousReview | None = None, scope: BatchScope | None = None) -> Decisions:
+    """The decision path: validated rows -> score, explain, apply the policy, reasons, counterfactuals, and
+    for accounts on book what changed since `previous` -> the decision records of every row (decided and
+    quarantined), stamped with the model version, policy, as-of date (YYYY-MM-DD) and input, with their
+    decision ids. Pure: nothing is written (see `publish`). `scope`: when `rows` is a part of a larger batch."""
+    scope = scope or BatchScope()
+    as_of = check_as_of(spec, as_of)
+    on_book = spec.policy.on_book is not None
+    clean = with_previous_pd(rows.clean, spec, previous.pds if previous is not None and on_book else None)
+    part = decide_part(model.model, clean, spec)
+    integral = scope.integral if scope.integral is not None else counterfactual.integral_flags(part.clean, spec)
+    cf, pending = first_counterfactuals(model.model, part, spec, integral)
+    changed = None
+    if previous is not None and on_book:
+        changed = _what_changed(part.explained.phi, part.explained.features, previous.attributions,
+                                clean[spec.source.id_column].astype(str).to_numpy(), part.adverse, spec)
+    decided = log_rows(part, spec, cf, changed, row_offset=rows.row_offset)
+    del part, cf, changed
+    quarantined = quarantine_rows(rows.quarantine, spec, row_offset=rows.row_offset)
+    log = finish_log(decided, quarantined, spec, model.version, as_of, rows.input_hash, rows.label)
+    if len(log) != rows.rows_in:  # the invariant this whole module exists to keep
+        raise RuntimeError(f"rows in {rows.rows_in} != rows logged {len(log)}")
+    # pending rows by their place in the log (decided and quarantined rows interleave by row number)
+    pending["_pos"] = np.searchsorted(log["row_number"].to_numpy(),
+                                      decided["row_number"].to_numpy()[pending["_pos"].to_numpy()]).astype(np.int64)
+    if not scope.defer_pairs:
+        fill_pairs(log, pending, pair_counterfactuals(model.model, [pending], spec)[0], spec)
+        pending = pending.iloc[:0]
+    return Decisions(log, rows.rows_in, len(decided), len(quarantined), model.version, as_of, rows.input_hash,
+                     rows.label, pending)
+
+
+# --------------------------------------------------------------------------- the log and the audit trail
+
+
 def log_path(spec: PipelineSpec, out_dir, as_of: str, version: str, input_hash: str) -> Path:
     return Path(out_dir) / f"{spec.name}-{as_of}-v{version}-{input_hash[:12]}.parquet"
 
 
 def check_as_of(spec: PipelineSpec, as_of: str | None) -> str:
-    from creditgov.errors import SpecError, UsageError
-
     if spec.policy is None:
         raise SpecError(f"spec '{spec.name}' has no 'policy' section: nothing to decide with")
     if as_of is None:
@@ -536,6 +659,35 @@ def check_as_of(spec: PipelineSpec, as_of: str | None) -> str:
     except ValueError:
         raise UsageError(f"--as-of '{as_of}': not a date; give the decision date as YYYY-MM-DD") from None
     return as_of
+
+
+def publish(decisions: Decisions, spec: PipelineSpec, out_dir: str | Path, run_id: str = "", log=print,
+            suffix: str = "") -> DecideResult:
+    """Write decision records as a decision log in `out_dir` and append it to the audit trail."""
+    d = decisions
+    path = write_log(d.log, log_path(spec, out_dir, d.as_of, d.model_version, d.input_hash))
+    return audited(DecideResult(path, d.rows_in, d.rows_decided, d.rows_quarantined, d.model_version, run_id,
+                                d.input_label, d.input_hash, d.action_counts, 1, d.log), spec, log, suffix)
+
+
+def audited(result: DecideResult, spec: PipelineSpec, log=print, suffix: str = "") -> DecideResult:
+    """A decision log is written: say so and append it to the audit trail. Every engine ends here, so every
+    written decision is in the trail, once (appending the same log again adds nothing)."""
+    policy = spec.policy
+    log(f"{result.input_label}: {result.rows_in} rows in = {result.rows_decided} decided + "
+        f"{result.rows_quarantined} quarantined; model {spec.registry.model_name} v{result.model_version}, "
+        f"policy {policy.name} {policy.version} ({policy.content_hash[:12]}) -> {result.path}{suffix}")
+    a = audit.record_log(result.path)
+    if a.already_sealed and a.inserted == 0:
+        log(f"  audit trail {audit.audit_url()}: this decision log is already recorded (batch {a.batch}); "
+            "nothing appended")
+    else:
+        log(f"  {a.inserted} decision records appended to the audit trail {audit.audit_url()} "
+            f"(batch {a.batch}, Merkle root {a.merkle_root[:16]}...)")
+    return replace(result, audit=a)
+
+
+# --------------------------------------------------------------------------- the decide job
 
 
 @contextmanager
@@ -554,98 +706,49 @@ def no_gc():
 def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None = None,
            as_of: str | None = None, out_dir: str | Path = "decisions", log=print,
            previous: str | None = None, chunk_rows: int | None = None) -> DecideResult:
-    """Decide a batch. A batch of more than `chunk_rows` rows (default data.chunk_rows(): $CREDITGOV_CHUNK_ROWS
-    or 250,000) is read, validated, decided and written chunk by chunk (see `_decide_stream`); the log is
-    the same, byte for byte, as deciding it in one piece."""
+    """Decide a batch, write its decision log and append it to the audit trail. A batch of more than
+    `chunk_rows` rows (default data.chunk_rows(): $CREDITGOV_CHUNK_ROWS or 250,000) is read, validated, decided
+    and written chunk by chunk (see `_decide_stream`); the log is the same, byte for byte, as deciding it in
+    one piece."""
     with no_gc():
         return _decide(spec, data_path, version, as_of, out_dir, log, previous, chunk_rows)
 
 
-def _key_columns(spec: PipelineSpec) -> list[str] | None:
-    """The columns the suite requires to be unique together (expectations.suite_from_catalogue)."""
-    idc, dc = spec.source.id_column, spec.source.date_column
-    if not idc:
-        return None
-    return [idc, dc] if dc else [idc]
-
-
 def _decide(spec: PipelineSpec, data_path: str | None, version: str | None, as_of: str | None,
             out_dir: str | Path, log, previous: str | None, chunk_rows: int | None) -> DecideResult:
-    from creditgov import data
-
     as_of = check_as_of(spec, as_of)
     size = data.chunk_rows(chunk_rows)
-    batch = data.open_chunked(spec, data_path, size, _key_columns(spec))
+    batch = data.open_chunked(spec, data_path, size, validate.key_columns(spec))
     if isinstance(batch, data.ChunkedData):
         try:
             return _decide_stream(spec, batch, version, as_of, out_dir, log, previous, size)
         except _Whole:
             pass  # a critical data error, or a chunk unlike the rest: the whole-batch path says it as before
-    loaded = batch if isinstance(batch, data.LoadedData) else None
-    return _decide_whole(spec, data_path, loaded, version, as_of, out_dir, log, previous)
-
-
-def _decide_whole(spec: PipelineSpec, data_path: str | None, loaded, version: str | None, as_of: str,
-                  out_dir: str | Path, log, previous: str | None) -> DecideResult:
-    """The batch in one piece: read, validated, decided and written at once."""
-    from creditgov import data, expectations, tracking, validate
-
-    loaded = loaded or data.load(spec, data_path)
-    suite = expectations.for_scoring(expectations.checked_suite(spec), spec, loaded.frame.columns)
-    outcome = validate.validate(loaded.frame, spec, suite, loaded.label)
-    validate.enforce_quarantine_share(outcome, spec, loaded.label)
-    input_hash = data.content_hash(loaded.frame)
-
-    tracking.configure()
-    model, version, run_id = tracking.load_registered(spec.registry.model_name, version)
-    idc = spec.source.id_column
-    prev_pd = prev_phi = None
+    loaded = batch if isinstance(batch, data.LoadedData) else data.load(spec, data_path)
+    rows = validate.validate_batch(loaded.frame, spec, loaded.label)
+    model = load_model(spec, version)
+    prev = None
     if spec.policy.on_book is not None and previous:
-        prev_pd, prev_phi = _previous_review(spec, model, previous, suite)
-    clean = with_previous_pd(outcome.clean, spec, prev_pd)
-    part = decide_part(model, clean, spec)
-    cf = counterfactuals(model, part, spec)
-    changed = None
-    if prev_phi is not None:
-        changed = _what_changed(part.phi, part.features, prev_phi, clean[idc].astype(str).to_numpy(),
-                                part.adverse, spec)
-    rows = log_rows(part, spec, cf, changed)
-    qrows = quarantine_rows(outcome.quarantine, spec)
-    full = finish_log(rows, qrows, spec, version, as_of, input_hash, loaded.label)
-    if len(full) != outcome.rows_in:  # the invariant this whole module exists to keep
-        raise RuntimeError(f"rows in {outcome.rows_in} != rows logged {len(full)}")
-
-    path = write_log(full, log_path(spec, out_dir, as_of, version, input_hash))
-    _say_done(log, spec, loaded.label, outcome.rows_in, len(rows), len(qrows), version, path)
-    counts = {str(k): int(v) for k, v in full["action"].value_counts().sort_index().items()}
-    return DecideResult(path, outcome.rows_in, len(rows), len(qrows), version, run_id, loaded.label, input_hash,
-                        counts, 1, full)
-
-
-def _say_done(log, spec: PipelineSpec, label: str, rows_in: int, decided: int, quarantined: int, version: str,
-              path: Path, suffix: str = "") -> None:
-    policy = spec.policy
-    log(f"{label}: {rows_in} rows in = {decided} decided + {quarantined} quarantined; "
-        f"model {spec.registry.model_name} v{version}, policy {policy.name} {policy.version} "
-        f"({policy.content_hash[:12]}) -> {path}{suffix}")
+        prev = previous_review(spec, model.model, previous, size)
+    return publish(decide_rows(rows, model, spec, as_of, prev), spec, out_dir, model.run_id, log)
 
 
 # --------------------------------------------------------------------------- a batch in chunks
 #
 # Pass 1 reads the batch chunk by chunk (creditgov.data.open_chunked: every chunk has the rows, values and
-# dtypes the whole-file read gives), hashes it (the content hash of the whole frame: the dtype header,
-# then each row's hash_pandas_object, which does not depend on the other rows), validates each chunk with
-# the same suite, and spills its valid rows and its quarantine log rows to a work directory beside the log.
-# What is batch-wide stays batch-wide: a key (id, or id and date) repeated anywhere in the batch is found
-# before validation and its rows are shown to GX twice, so that the uniqueness rules flag exactly the rows
-# the whole batch's validation flags; the quarantine share is checked over the whole batch, the rounding
-# flags of the counterfactual grid are combined over all valid rows, and the previous review (--previous)
-# is read in chunks into a per-account table first. Pass 2 decides chunk by chunk from the spill; the
-# counterfactual pair search runs once over the first MAX_PAIR_ROWS rows without a one-feature change, in
-# batch order (chunks whose rows wait for it are spilled until it has run), and the log is written as
-# Parquet row groups of ROW_GROUP_ROWS rows (_LogSink), so its bytes do not depend on the chunk size.
-# A critical data error in any chunk (or a chunk unlike the others) sends the batch to the whole-batch
-# path, which reports it exactly as before.
+# dtypes the whole-file read gives), hashes it (data.ContentHash: the whole frame's content hash, chunk by
+# chunk), validates each chunk with the same suite (validate.validate_part), and spills its valid rows and
+# its quarantined rows to a work directory beside the log. What is batch-wide stays batch-wide: a key (id,
+# or id and date) repeated anywhere in the batch is found before validation and its rows are shown to GX
+# twice, so that the uniqueness rules flag exactly the rows the whole batch's validation flags; the
+# quarantine share is checked over the whole batch, the rounding flags of the counterfactual grid are
+# combined over all valid rows, and the previous review (--previous) is read in chunks into a per-account
+# table first. Pass 2 decides chunk by chunk from the spill with decide_rows (BatchScope: the batch's flags,
+# the pair search deferred); the counterfactual pair search runs once over the first MAX_PAIR_ROWS rows
+# without a one-feature change, in batch order (chunks whose rows wait for it are spilled until it has
+# run), and the log is written as Parquet row groups of ROW_GROUP_ROWS rows (_LogSink), so its bytes do not
+# depend on the chunk size. A critical data error in any chunk (or a chunk unlike the others) sends the
+# batch to the whole-batch path, which reports it exactly as before.
 
 
 class _Whole(Exception):
@@ -656,35 +759,17 @@ class _Whole(Exception):
 class _Chunk:
     offset: int
     rows: int
-    clean: Path | pd.DataFrame | None  # spilled valid rows (a frame when Parquet cannot hold them)
+    clean: Path | pd.DataFrame  # spilled valid rows (a frame when Parquet cannot hold them, or none are valid)
     n_clean: int
-    quarantine: Path | None  # spilled quarantine log rows
+    quarantine: Path | pd.DataFrame  # spilled quarantined rows (validate's frame: pseudonyms, rules), likewise
     n_quarantined: int
 
 
-def _validate_chunk(frame: pd.DataFrame, dup: np.ndarray | None, spec: PipelineSpec, suite: dict, label: str):
-    """validate.validate on one chunk; rows whose key repeats elsewhere in the batch are shown twice, so
-    that the uniqueness rules (duplicated(keep=False)) flag them as on the whole batch; the copies go."""
-    from creditgov import validate
-
-    n = len(frame)
-    if dup is None or not dup.any():
-        return validate.validate(frame, spec, suite, label)
-    twice = pd.concat([frame, frame[dup]], ignore_index=True)
-    out = validate.validate(twice, spec, suite, label)
-    q = out.quarantine
-    q = q[q["row_number"].to_numpy() <= n]
-    clean = out.clean
-    if len(clean) and clean.index.max() >= n:  # a copy always breaks a uniqueness rule
-        raise RuntimeError("a repeated key's copy passed validation")
-    return validate.ValidationOutcome(clean=clean, quarantine=q, rows_in=n, gx_result=out.gx_result,
-                                      ignored_columns=out.ignored_columns)
-
-
 def _spill(frame: pd.DataFrame, path: Path):
-    """Valid rows to Parquet (exactly: index, dtypes, NaN or None); the frame itself if Parquet cannot hold it."""
-    from creditgov import checkpoint
-
+    """Rows to Parquet (exactly: index, dtypes, NaN or None); the frame itself if Parquet cannot hold it or
+    it has no rows."""
+    if not len(frame):
+        return frame
     try:
         checkpoint.write_exact(frame, path)
         return path
@@ -696,8 +781,6 @@ def _spill(frame: pd.DataFrame, path: Path):
 
 
 def _load(item) -> pd.DataFrame:
-    from creditgov import checkpoint
-
     return item if isinstance(item, pd.DataFrame) else checkpoint.read_exact(item)
 
 
@@ -709,22 +792,19 @@ class _Scan:
     rows_in: int
     rows_decided: int
     rows_quarantined: int
-    q_sample: pd.DataFrame | None  # the first quarantine log row (for the log's column types)
+    q_sample: pd.DataFrame | None  # the first quarantined row (for the log's column types)
 
 
 def _scan(batch, spec: PipelineSpec, suite: dict, work: Path) -> _Scan:
     """Pass 1: hash, validate and spill each chunk; the batch-wide facts."""
-    from creditgov import counterfactual, validate
-
-    h = hashlib.sha256()
-    h.update(batch.header().encode())
+    h = data.ContentHash(batch.header())
     chunks, integral = [], {}
     rule_ids: dict[str, int] = {}
     rule_codes = []
     q_sample = None
     for k, (offset, frame, dup) in enumerate(batch.chunks()):
-        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-        outcome = _validate_chunk(frame, dup, spec, suite, batch.label)
+        h.update(data.row_digests(frame))
+        outcome = validate.validate_part(frame, spec, suite, batch.label, dup)
         del frame
         clean, q = outcome.clean, outcome.quarantine
         if len(clean):
@@ -732,78 +812,38 @@ def _scan(batch, spec: PipelineSpec, suite: dict, work: Path) -> _Scan:
                 integral[name] = integral.get(name, True) and flag
         rules = q["rules"].tolist() if len(q) else []
         rule_codes.append(np.array([rule_ids.setdefault(r, len(rule_ids)) for r in rules], dtype=np.int64))
-        qpath = None
-        if len(q):
-            qrows = quarantine_rows(q, spec, row_offset=offset)
-            if q_sample is None:
-                q_sample = qrows.iloc[:1].copy()
-            from creditgov import checkpoint
-
-            qpath = work / f"quarantine-{k:06d}.parquet"
-            checkpoint.write_frame(qrows, qpath)
-            del qrows
-        spilled = _spill(clean, work / f"clean-{k:06d}.parquet") if len(clean) else None
-        chunks.append(_Chunk(offset, outcome.rows_in, spilled, len(clean), qpath, len(q)))
+        if len(q) and q_sample is None:
+            q_sample = q.iloc[:1].copy()
+        chunks.append(_Chunk(offset, outcome.rows_in, _spill(clean, work / f"clean-{k:06d}.parquet"), len(clean),
+                             _spill(q, work / f"quarantine-{k:06d}.parquet"), len(q)))
         del outcome, clean, q
         gc.collect()  # the cyclic collector is paused (no_gc): collect each chunk's garbage here
     rows_in = sum(c.rows for c in chunks)
     codes = np.concatenate(rule_codes) if rule_codes else np.array([], dtype=np.int64)
-    whole = validate.ValidationOutcome(
-        clean=pd.DataFrame(), rows_in=rows_in, gx_result={},
-        quarantine=pd.DataFrame({"rules": pd.Categorical.from_codes(codes, categories=list(rule_ids))}))
-    validate.enforce_quarantine_share(whole, spec, batch.label)
+    validate.enforce_batch_share(rows_in, pd.Categorical.from_codes(codes, categories=list(rule_ids)), spec,
+                                 batch.label)
     if not any(c.n_clean for c in chunks):
         raise _Whole("no valid rows")  # (a batch allowed to be all quarantined)
     return _Scan(h.hexdigest(), chunks, integral, rows_in, sum(c.n_clean for c in chunks),
                  sum(c.n_quarantined for c in chunks), q_sample)
 
 
-def _previous_review_chunked(spec: PipelineSpec, model, path: str, suite: dict, size: int):
-    """_previous_review, reading the previous batch in chunks: only each account's PD and attributions stay."""
-    from creditgov import data
-    from creditgov.errors import DataError
-
-    batch = data.open_chunked(spec, path, size, _key_columns(spec))
-    if not isinstance(batch, data.ChunkedData):
-        return _previous_review(spec, model, path, suite)
-    idc = spec.source.id_column
-    ids, ps, phis, features = [], [], [], None
-    try:
-        for _, frame, dup in batch.chunks():
-            clean = _validate_chunk(frame, dup, spec, suite, batch.label).clean
-            if len(clean):
-                p, _, phi, features, _, _ = explain_batch(model, clean, spec)
-                ids.append(clean[idc].astype(str).to_numpy())
-                ps.append(p)
-                phis.append(phi)
-            del frame, clean
-            gc.collect()
-    except (DataError, data.NotStreamable):
-        return _previous_review(spec, model, path, suite)  # says what is wrong with it, as before
-    if features is None:
-        return _previous_review(spec, model, path, suite)
-    index = np.concatenate(ids)
-    return pd.Series(np.concatenate(ps), index=index), pd.DataFrame(np.vstack(phis), index=index, columns=features)
-
-
 class _PairStage:
     """The counterfactual pair search over the whole batch: chunks whose rows take part wait (spilled)
     until it has run, once MAX_PAIR_ROWS rows are pending or the batch ends."""
 
-    def __init__(self, model, spec: PipelineSpec, work: Path, cap: int = MAX_PAIR_ROWS):
+    def __init__(self, model: CreditModel, spec: PipelineSpec, work: Path, cap: int = MAX_PAIR_ROWS):
         self.model, self.spec, self.work = model, spec, work
         self.budget, self.done = cap, False
-        self.waiting: list[list] = []  # [chunk, rows (frame or spilled path), pending rows searched]
+        self.waiting: list[list] = []  # [chunk, log rows (frame or spilled path), pending rows searched]
 
     def add(self, ch: _Chunk, rows: pd.DataFrame, pending: pd.DataFrame, last: bool) -> list:
         """Chunks ready to finish, in batch order: [(chunk, () -> its log rows)] (rows that waited on disk
         are read back one chunk at a time, as they are finished)."""
-        from creditgov import checkpoint
-
         n = len(pending)
         take = 0 if self.done else min(self.budget, n)
         self.budget -= take
-        _set_cf(rows, pending["_pos"].to_numpy()[take:], pair_json([], n - take, self.spec))  # past the cap
+        fill_pairs(rows, pending.iloc[take:], [], self.spec)  # past the cap
         if self.done or (take == 0 and not self.waiting):  # nothing of it waits, nothing before it waits
             return [(ch, lambda: rows)]
         self.waiting.append([ch, rows, pending.iloc[:take]])
@@ -814,37 +854,21 @@ class _PairStage:
             return []
         found = pair_counterfactuals(self.model, [w[2] for w in self.waiting], self.spec)
         waiting, self.waiting, self.done = self.waiting, [], True
-        return [self._patched(c, r, pend["_pos"].to_numpy(), pair_json(res, len(pend), self.spec))
-                for (c, r, pend), res in zip(waiting, found)]
+        return [self._patched(c, r, pend, res) for (c, r, pend), res in zip(waiting, found)]
 
-    @staticmethod
-    def _patched(ch: _Chunk, rows, positions: np.ndarray, texts: list[str]):
+    def _patched(self, ch: _Chunk, rows, pending: pd.DataFrame, found: list):
         """(chunk, log rows): the rows read back (when they waited on disk) only when asked for."""
-        from creditgov import checkpoint
-
         def load() -> pd.DataFrame:
             r = rows if isinstance(rows, pd.DataFrame) else checkpoint.read_frame(rows)
-            _set_cf(r, positions, texts)
+            fill_pairs(r, pending, found, self.spec)
             return r
 
         return ch, load
 
 
-def _set_cf(rows: pd.DataFrame, positions: np.ndarray, texts: list[str]) -> None:
-    if len(positions):
-        col = rows.columns.get_loc("counterfactual")
-        for pos, text in zip(positions.tolist(), texts):
-            rows.iat[pos, col] = text
-
-
 def _decide_stream(spec: PipelineSpec, batch, version: str | None, as_of: str, out_dir: str | Path, log,
                    previous: str | None, size: int) -> DecideResult:
-    import shutil
-
-    from creditgov import checkpoint, expectations, tracking
-    from creditgov.errors import DataError
-
-    suite = expectations.for_scoring(expectations.checked_suite(spec), spec, batch.columns)
+    suite = validate.suite_for(spec, batch.columns)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_stale(out_dir / "decide-work")  # work directories (.decide-work.tmp-<pid>-<id>) of killed runs
@@ -853,67 +877,38 @@ def _decide_stream(spec: PipelineSpec, batch, version: str | None, as_of: str, o
     try:
         try:
             scan = _scan(batch, spec, suite, work)
-        except DataError as exc:
+        except (DataError, data.NotStreamable) as exc:
             raise _Whole(str(exc)) from None
-        except Exception as exc:
-            from creditgov.data import NotStreamable
 
-            if isinstance(exc, NotStreamable):
-                raise _Whole(str(exc)) from None
-            raise
-
-        tracking.configure()
-        model, version, run_id = tracking.load_registered(spec.registry.model_name, version)
-        idc = spec.source.id_column
-        prev_pd = prev_phi = None
+        model = load_model(spec, version)
+        prev = None
         if spec.policy.on_book is not None and previous:
-            prev_pd, prev_phi = _previous_review_chunked(spec, model, previous, suite, size)
+            prev = previous_review(spec, model.model, previous, size)
+        scope = BatchScope(integral=scan.integral, defer_pairs=True)
 
-        path = log_path(spec, out_dir, as_of, version, scan.input_hash)
+        def part(ch: _Chunk) -> Validated:
+            outcome = ValidationOutcome(clean=_load(ch.clean), quarantine=_load(ch.quarantine), rows_in=ch.rows,
+                                        gx_result={})
+            return Validated(spec, outcome, batch.label, scan.input_hash, None, suite, ch.offset)
+
+        path = log_path(spec, out_dir, as_of, model.version, scan.input_hash)
         sink = _LogSink(path)
-        pairs = _PairStage(model, spec, work)
+        sink.dtypes = _log_dtypes([_probe(model, spec, as_of, scan, batch.label, prev, scope)])
+        pairs = _PairStage(model.model, spec, work)
         counts: dict[str, int] = {}
         logged = 0
-
-        sample = None  # a decided log row: the log's column types
-
-        def finish(ch: _Chunk, rows: pd.DataFrame) -> None:
-            nonlocal logged
-            qrows = checkpoint.read_frame(ch.quarantine) if ch.quarantine is not None else rows.iloc[:0]
-            if sink.dtypes is None:
-                sink.dtypes = _log_dtypes(sample, scan, spec, version, as_of, batch.label)
-            full = finish_log(rows, qrows, spec, version, as_of, scan.input_hash, batch.label)
-            for k, v in full["action"].value_counts().items():
-                counts[str(k)] = counts.get(str(k), 0) + int(v)
-            logged += len(full)
-            sink.push(full)
-            del full, qrows
-
-        empty_rows = None
         for i, ch in enumerate(scan.chunks):
-            last = i == len(scan.chunks) - 1
-            if ch.clean is None:  # every row quarantined: nothing to decide, nothing to wait for
-                if empty_rows is None:
-                    empty_rows = _empty_rows(model, spec, scan, prev_pd)
-                rows, pending = empty_rows.copy(), pd.DataFrame({"_pos": np.array([], dtype=np.int64)})
-            else:
-                clean = with_previous_pd(_load(ch.clean), spec, prev_pd)
-                part = decide_part(model, clean, spec)
-                cf, pending = first_counterfactuals(model, part, spec, scan.integral)
-                changed = None
-                if prev_phi is not None:
-                    changed = _what_changed(part.phi, part.features, prev_phi, clean[idc].astype(str).to_numpy(),
-                                            part.adverse, spec)
-                rows = log_rows(part, spec, cf, changed, row_offset=ch.offset)
-                del clean, part, cf, changed
-                if sample is None and len(rows):
-                    sample = rows.iloc[:1].copy()
-            ready = pairs.add(ch, rows, pending, last)
-            del rows, pending
+            decided = decide_rows(part(ch), model, spec, as_of, prev, scope)
+            ready = pairs.add(ch, decided.log, decided.pending, i == len(scan.chunks) - 1)
+            del decided
             while ready:
-                c, rows_of = ready.pop(0)
-                finish(c, rows_of())
-                del rows_of
+                _, rows_of = ready.pop(0)
+                full = rows_of()
+                for k, v in full["action"].value_counts().items():
+                    counts[str(k)] = counts.get(str(k), 0) + int(v)
+                logged += len(full)
+                sink.push(full)
+                del full, rows_of
             gc.collect()
             _release_memory()
             sink.flush()
@@ -926,30 +921,31 @@ def _decide_stream(spec: PipelineSpec, batch, version: str | None, as_of: str, o
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _say_done(log, spec, batch.label, scan.rows_in, scan.rows_decided, scan.rows_quarantined, version, path,
-              f" [{len(scan.chunks)} chunks of up to {size} rows]")
-    return DecideResult(path, scan.rows_in, scan.rows_decided, scan.rows_quarantined, version, run_id, batch.label,
-                        scan.input_hash, dict(sorted(counts.items())), len(scan.chunks), None)
+    result = DecideResult(path, scan.rows_in, scan.rows_decided, scan.rows_quarantined, model.version, model.run_id,
+                          batch.label, scan.input_hash, dict(sorted(counts.items())), len(scan.chunks), None)
+    return audited(result, spec, log, f" [{len(scan.chunks)} chunks of up to {size} rows]")
 
 
-def _empty_rows(model, spec: PipelineSpec, scan: _Scan, prev_pd) -> pd.DataFrame:
-    """The (empty) log rows of a chunk without valid rows, with the columns and types of any other."""
-    ch = next(c for c in scan.chunks if c.clean is not None)
-    clean = _load(ch.clean).iloc[:0]
-    part = decide_part(model, with_previous_pd(clean, spec, prev_pd), spec)
-    return log_rows(part, spec, [], None)
+def _probe(model: DecisionModel, spec: PipelineSpec, as_of: str, scan: _Scan, label: str,
+           prev: PreviousReview | None, scope: BatchScope) -> pd.DataFrame:
+    """The log rows of the batch's first valid row and first quarantined row decided together: the log's
+    column types before any chunk is written (they depend only on the columns' types and on whether the batch
+    has quarantined rows, not on the values)."""
+    clean = _load(next(c for c in scan.chunks if c.n_clean).clean).iloc[:1]
+    q = scan.q_sample if scan.q_sample is not None else _load(scan.chunks[0].quarantine).iloc[:0]
+    outcome = ValidationOutcome(clean=clean, quarantine=q, rows_in=len(clean) + len(q), gx_result={})
+    return decide_rows(Validated(spec, outcome, label, scan.input_hash), model, spec, as_of, prev, scope).log
 
 
-def _log_dtypes(sample: pd.DataFrame | None, scan: _Scan, spec: PipelineSpec, version: str, as_of: str,
-                label: str) -> dict | None:
-    """The pandas dtypes of the whole batch's log frame (what finish_log gives on all its rows at once): they
-    depend only on the columns' dtypes and on whether the batch has quarantined rows. None until a decided
-    row has been seen (the log's writer waits)."""
-    if sample is None:
-        return None
-    q = scan.q_sample if scan.q_sample is not None else pd.DataFrame()
-    return dict(finish_log(sample, q, spec, version, as_of, "0" * 64, label).dtypes)
-
+def _log_dtypes(logs) -> dict:
+    """The pandas dtypes of a log assembled from these log frames (finish_log's on all the rows at once): those
+    of one decided row and one quarantined row (when any) together."""
+    decided = next(f for f in logs if (f["status"] == "decided").any())
+    parts = [decided[decided["status"] == "decided"].iloc[:1]]
+    quarantined = next((f for f in logs if (f["status"] == "quarantined").any()), None)
+    if quarantined is not None:
+        parts.append(quarantined[quarantined["status"] == "quarantined"].iloc[:1])
+    return dict(pd.concat(parts, ignore_index=True).dtypes)
 
 
 class _LogSink:
@@ -1153,6 +1149,22 @@ def _contiguous(arrays: list, typ):
     if len(arrays) == 1 and arrays[0].offset == 0:
         return arrays[0]
     return pa.concat_arrays(arrays)
+
+
+def write_log_parts(parts: list[pd.DataFrame], path: Path) -> Path:
+    """Write the log rows of a batch decided in parts (decide_rows' logs, in batch order) as one decision log:
+    the file write_log writes for the whole batch at once, byte for byte (_LogSink), without assembling it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sink = _LogSink(path)
+    try:
+        sink.dtypes = _log_dtypes(parts)
+        for part in parts:
+            sink.push(part)
+            sink.flush()
+        return sink.close()
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def write_log(frame: pd.DataFrame, path: Path) -> Path:

@@ -1,10 +1,10 @@
 """Scale-out engine: `creditgov decide` and `creditgov monitor` on a Dask cluster.
 
 The single-process engine (creditgov.decide, creditgov.monitor) is the reference; this one
-splits the batch into partitions and runs the same stages per partition on Dask workers,
-so its outputs are the same: the decision log is byte-identical (same rows, order, ids
-and values), and PSI / CSI are computed from per-partition bin counts summed on the
-client, which gives the same numbers.
+splits the batch into partitions and runs the same decision path per partition on Dask
+workers (decide.decide_rows, unchanged), so its outputs are the same: the decision log is
+byte-identical (same rows, order, ids and values), and PSI / CSI are computed from
+per-partition bin counts summed on the client, which gives the same numbers.
 
 Input: one CSV / Parquet file, read by the client and split into `partitions` row ranges
 (default: one per worker thread), or a directory of Parquet files, one partition per file
@@ -13,9 +13,9 @@ path: shared storage). Models travel as their saved JSON files (booster.json + m
 loaded on each worker once per content; no pickled booster is ever sent.
 
 Batch-wide rules stay batch-wide: the quarantine share is checked on the whole batch, the
-content hash is the whole batch's, grid rounding and the pair-search cap of the
-counterfactual search are decided over the whole batch (the pair stage runs on the
-client, for at most `max_pair_rows` rows).
+content hash is the whole batch's (data.ContentHash over the partitions' row digests), grid
+rounding and the pair-search cap of the counterfactual search are decided over the whole
+batch (decide.BatchScope: the pair stage runs on the client, for at most `max_pair_rows` rows).
 
 Resumable: each partition's decisions are checkpointed on the client as soon as they
 arrive (creditgov.checkpoint: Parquet under `<out_dir>/.partial/`, written to a
@@ -33,6 +33,7 @@ single-process path, which gives the same answer.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +41,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from creditgov import checkpoint, counterfactual, data, decide as single, privacy, tracking, validate
+from creditgov.errors import DataError, SpecError
+from creditgov.model import CreditModel
 from creditgov.spec import PipelineSpec
 
 _MODEL_FILES = ("booster.json", "model.json")
 _models: dict[str, object] = {}  # per worker process: CreditModel by content hash
+LOG_FORMAT = 2  # what a checkpointed partition holds: its finished log rows and its pending pair-search rows
 
 
 # --------------------------------------------------------------------------- cluster and model
@@ -52,15 +57,11 @@ _models: dict[str, object] = {}  # per worker process: CreditModel by content ha
 def client_for(scheduler: str | None = None, workers: int | None = None, processes: bool = True):
     """A dask.distributed Client: on `scheduler` (an address) or on a new LocalCluster."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client, LocalCluster  # heavy: only for --engine dask
     except ImportError:  # pragma: no cover - a dependency of creditgov
-        from creditgov.errors import SpecError
-
         raise SpecError("--engine dask needs dask[distributed] (pip install 'dask[distributed]')") from None
     if scheduler:
         return Client(scheduler)
-    import os
-
     n = workers or os.cpu_count() or 1
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None)
     return Client(cluster)
@@ -72,16 +73,14 @@ def model_blob(model_dir: str | Path) -> dict[str, bytes]:
     return {name: (d / name).read_bytes() for name in _MODEL_FILES}
 
 
-def load_blob(blob: dict[str, bytes]):
+def load_blob(blob: dict[str, bytes]) -> CreditModel:
     """The CreditModel of a blob, loaded once per worker process (keyed by content)."""
-    from creditgov.model import CreditModel
-
     key = hashlib.sha256(b"".join(blob[n] for n in _MODEL_FILES)).hexdigest()
     model = _models.get(key)
     if model is None:
         with tempfile.TemporaryDirectory() as tmp:
-            for name, data in blob.items():
-                (Path(tmp) / name).write_bytes(data)
+            for name, content in blob.items():
+                (Path(tmp) / name).write_bytes(content)
             model = CreditModel.load(tmp)
         _models[key] = model
     return model
@@ -89,9 +88,7 @@ def load_blob(blob: dict[str, bytes]):
 
 def registered_model(spec: PipelineSpec, version: str | None):
     """(CreditModel, blob, version, run_id) of the registered version (default the @champion)."""
-    import mlflow
-
-    from creditgov import tracking
+    import mlflow  # heavy: only once the batch is known to be decidable here
 
     tracking.configure()
     model, version, run_id = tracking.load_registered(spec.registry.model_name, version)
@@ -110,9 +107,6 @@ class Source:
 
 
 def source(spec: PipelineSpec, data_path: str | None) -> Source:
-    from creditgov import data
-    from creditgov.errors import DataError
-
     if data_path is not None and Path(data_path).is_dir():
         files = sorted(str(p) for p in Path(data_path).iterdir() if p.suffix.lower() in (".parquet", ".pq"))
         if not files:
@@ -123,9 +117,7 @@ def source(spec: PipelineSpec, data_path: str | None) -> Source:
 
 
 def _read_file(path: str) -> pd.DataFrame:
-    from creditgov import data
-
-    return data._read_parquet(Path(path)).reset_index(drop=True)
+    return data.read_parquet(path).reset_index(drop=True)
 
 
 def _row_ranges(n: int, k: int) -> list[tuple[int, int]]:
@@ -163,23 +155,19 @@ class _Fallback(Exception):
 
 
 def _stage_fingerprint(frame: pd.DataFrame, offset: int, spec: PipelineSpec) -> dict:
-    """What the batch-wide checks and the batch hash need of a partition, without validating it."""
-    header = "\x1f".join(f"{c}:{frame[c].dtype}" for c in frame.columns)
-    row_hash = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+    """What the batch-wide checks and the batch hash need of a partition, without validating it: its dtype
+    header and row digests (data.content_hash's parts) and its distinct keys (data.key_hashes)."""
     keys = None
-    idc, dc = spec.source.id_column, spec.source.date_column
-    if idc and idc in frame.columns and (not dc or dc in frame.columns):
-        cols = [idc, dc] if dc else [idc]
-        keys = pd.util.hash_pandas_object(frame[cols], index=False).to_numpy()
-    return {"offset": offset, "rows": len(frame), "header": header, "row_hash": row_hash, "keys": keys}
+    cols = validate.key_columns(spec)
+    if cols and all(c in frame.columns for c in cols):
+        keys = np.unique(np.column_stack(data.key_hashes(frame, cols)), axis=0)
+    return {"offset": offset, "rows": len(frame), "header": data.dtype_header(frame.columns, frame.dtypes),
+            "row_hash": data.row_digests(frame), "keys": keys}
 
 
 def _stage_validate(frame: pd.DataFrame, offset: int, spec: PipelineSpec, suite: dict, label: str) -> dict:
-    from creditgov import counterfactual, validate
-    from creditgov.errors import DataError
-
     try:
-        outcome = validate.validate(frame, spec, suite, label)
+        outcome = validate.validate_part(frame, spec, suite, label)
         error = None
         integral = counterfactual.integral_flags(outcome.clean, spec) if len(outcome.clean) else {}
     except DataError as exc:
@@ -195,19 +183,15 @@ def _summary(st: dict) -> dict:
     return out
 
 
-def _stage_partition(st: dict, blob: dict, spec: PipelineSpec, integral: dict) -> dict[str, pd.DataFrame]:
-    """One partition decided and explained, with its one-feature counterfactuals: its log rows (the
-    counterfactual of rows still without one left empty), its quarantine rows, and those rows'
-    inputs for the batch-wide pair search (`_pos`: their place in the log rows)."""
-    from creditgov import decide
-
-    model = load_blob(blob)
-    clean = decide.with_previous_pd(st["outcome"].clean, spec, None)
-    part = decide.decide_part(model, clean, spec)
-    cf, pending = decide.first_counterfactuals(model, part, spec, integral)
-    return {"rows": decide.log_rows(part, spec, cf, None, row_offset=st["offset"]),
-            "quarantine": decide.quarantine_rows(st["outcome"].quarantine, spec, row_offset=st["offset"]),
-            "pending": pending}
+def _stage_partition(st: dict, blob: dict, spec: PipelineSpec, integral: dict, version: str, as_of: str,
+                     input_hash: str, label: str) -> dict[str, pd.DataFrame]:
+    """One partition through the decision path (decide.decide_rows), the pair search left to the client: its
+    log rows (the counterfactual of rows still without one left empty) and those rows' inputs for the
+    batch-wide pair search (`_pos`: their place in the log rows)."""
+    rows = validate.Validated(spec, st["outcome"], label, input_hash, row_offset=st["offset"])
+    d = single.decide_rows(rows, single.DecisionModel(load_blob(blob), version), spec, as_of,
+                           scope=single.BatchScope(integral=integral, defer_pairs=True))
+    return {"log": d.log, "pending": d.pending}
 
 
 # --------------------------------------------------------------------------- decide: the client
@@ -215,13 +199,12 @@ def _stage_partition(st: dict, blob: dict, spec: PipelineSpec, integral: dict) -
 
 def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None = None,
            as_of: str | None = None, out_dir: str | Path = "decisions", log=print, previous: str | None = None,
-           scheduler: str | None = None, partitions: int | None = None, client=None, max_pair_rows: int = 2000):
-    """creditgov.decide.decide on a Dask cluster: the same DecideResult and the same log file.
+           scheduler: str | None = None, partitions: int | None = None, client=None,
+           max_pair_rows: int = counterfactual.MAX_PAIR_ROWS) -> single.DecideResult:
+    """creditgov.decide.decide on a Dask cluster: the same DecideResult, the same log file, the same audit record.
 
     Each decided partition is checkpointed (creditgov.checkpoint) as soon as it is gathered, so a run
     that is killed resumes, when started again on the same batch, from the partitions already decided."""
-    from creditgov import decide as single
-
     as_of = single.check_as_of(spec, as_of)
     if previous:
         log("engine dask: a previous review (--previous) is joined by id across the whole batch; "
@@ -243,9 +226,7 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
 
 
 def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, max_pair_rows):
-    from distributed import as_completed
-
-    from creditgov import checkpoint, decide as single, expectations, privacy, validate
+    from distributed import as_completed  # heavy: only for --engine dask
 
     src = source(spec, data_path)
     parts = partition_futures(client, src, partitions)
@@ -255,20 +236,19 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
         import pyarrow.parquet as pq
 
         columns = pq.ParquetFile(src.files[0]).read_row_group(0).slice(0, 0).to_pandas().columns
-    suite = expectations.for_scoring(expectations.checked_suite(spec), spec, columns)
+    suite = validate.suite_for(spec, columns)
 
     # the batch: its hash (which keys the checkpoints) and the rules that span partitions
     infos = client.gather([client.submit(_stage_fingerprint, f, off, spec, pure=False) for f, off in parts])
     if len({i["header"] for i in infos if i["rows"]}) > 1:
         raise _Fallback("the partitions' column types differ")
     keys = [i["keys"] for i in infos if i["keys"] is not None and len(i["keys"])]
-    if len(keys) > 1 and len(np.unique(np.concatenate(keys))) != sum(len(np.unique(k)) for k in keys):
+    if len(keys) > 1 and len(np.unique(np.concatenate(keys), axis=0)) != sum(len(k) for k in keys):
         raise _Fallback("an identifier repeats across partitions (uniqueness is a batch-wide rule)")
     rows_in = sum(i["rows"] for i in infos)
     if rows_in == 0 or any(i["rows"] == 0 for i in infos):
         raise _Fallback("a partition has no rows")
-    h = hashlib.sha256()
-    h.update(infos[0]["header"].encode())
+    h = data.ContentHash(infos[0]["header"])
     for i in infos:
         h.update(i["row_hash"])
     input_hash = h.hexdigest()
@@ -280,7 +260,7 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
         "model": spec.registry.model_name, "version": version,
         "model_files": hashlib.sha256(b"".join(blob[n] for n in _MODEL_FILES)).hexdigest(),
         "spec_hash": spec.content_hash, "policy_hash": spec.policy.content_hash, "as_of": as_of,
-        "max_pair_rows": max_pair_rows, "pseudonym_key": privacy.key_fingerprint(), "format": 1})
+        "max_pair_rows": max_pair_rows, "pseudonym_key": privacy.key_fingerprint(), "format": LOG_FORMAT})
     done = work.done()
     n_parts = len(infos)
     todo = [k for k in range(n_parts) if k not in done]
@@ -294,9 +274,7 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
     summaries = [fresh[k] if k in fresh else work.load_meta(k) for k in range(n_parts)]
     if any(s["error"] for s in summaries):
         raise _Fallback("a partition has a critical data error (reported for the whole batch)")
-    quarantine = pd.DataFrame({"rules": [r for s in summaries for r in s["rules"]]})
-    whole = validate.ValidationOutcome(clean=pd.DataFrame(), quarantine=quarantine, rows_in=rows_in, gx_result={})
-    validate.enforce_quarantine_share(whole, spec, src.label)
+    validate.enforce_batch_share(rows_in, [r for s in summaries for r in s["rules"]], spec, src.label)
     # grid rounding of the counterfactual search: decided over the whole batch's valid rows
     integral: dict[str, bool] = {}
     for s in summaries:
@@ -306,7 +284,8 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
     if todo:
         work.open()
         blob_f = client.scatter(blob, broadcast=True)
-        futures = {client.submit(_stage_partition, states[k], blob_f, spec, integral, pure=False): k for k in todo}
+        futures = {client.submit(_stage_partition, states[k], blob_f, spec, integral, version, as_of, input_hash,
+                                 src.label, pure=False): k for k in todo}
         for fut in as_completed(futures):
             k = futures[fut]
             work.save(k, fut.result(), meta=fresh[k])  # persisted as each partition arrives
@@ -318,60 +297,40 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
     pending = [work.load(k, "pending") for k in range(n_parts)]
     pairs = work.load_json("pairs.json")
     if pairs is None:
-        pairs = _pair_stage(model, pending, spec, max_pair_rows)
+        found = single.pair_counterfactuals(model, pending, spec, max_pair_rows)
+        pairs = {str(k): res for k, res in enumerate(found) if res}
         work.save_json("pairs.json", pairs)
 
-    rows, qrows = [], []
+    logs = []
     for k, pend in enumerate(pending):
-        r = work.load(k, "rows")
+        part_log = work.load(k, "log")
         if len(pend):
-            cf = single.pair_json(pairs.get(str(k), []), len(pend), spec)
-            col = r.columns.get_loc("counterfactual")
-            for pos, text in zip(pend["_pos"].tolist(), cf):
-                r.iat[pos, col] = text
-        rows.append(r)
-        qrows.append(work.load(k, "quarantine"))
-    rows_all = pd.concat([r for r in rows if len(r)], ignore_index=True)
-    qs = [q for q in qrows if len(q)]
-    qrows_all = pd.concat(qs, ignore_index=True) if qs else qrows[0]
-    full = single.finish_log(rows_all, qrows_all, spec, version, as_of, input_hash, src.label)
-    if len(full) != rows_in:
-        raise RuntimeError(f"rows in {rows_in} != rows logged {len(full)}")
-    path = single.write_log(full, path)
+            single.fill_pairs(part_log, pend, pairs.get(str(k), []), spec)
+        logs.append(part_log)
+    if sum(len(x) for x in logs) != rows_in:
+        raise RuntimeError(f"rows in {rows_in} != rows logged {sum(len(x) for x in logs)}")
+    counts: dict[str, int] = {}
+    for part_log in logs:
+        for a, n in part_log["action"].value_counts().items():
+            counts[str(a)] = counts.get(str(a), 0) + int(n)
+    decided = sum(int((x["status"] == "decided").sum()) for x in logs)
+    path = single.write_log_parts(logs, path)
     work.remove()
-    policy = spec.policy
-    log(f"{src.label}: {rows_in} rows in = {len(rows_all)} decided + {len(qrows_all)} quarantined; "
-        f"model {spec.registry.model_name} v{version}, policy {policy.name} {policy.version} "
-        f"({policy.content_hash[:12]}) -> {path} [engine dask, {n_parts} partitions]")
-    counts = {str(k): int(v) for k, v in full["action"].value_counts().sort_index().items()}
-    return single.DecideResult(path, rows_in, len(rows_all), len(qrows_all), version, run_id, src.label,
-                               input_hash, counts, n_parts, full)
-
-
-def _pair_stage(model, pending: list[pd.DataFrame], spec: PipelineSpec, max_pair_rows: int) -> dict[str, list]:
-    """Two-feature changes for the first `max_pair_rows` pending rows in batch order: {partition: results}
-    (None where no pair changes the outcome); rows past the cap have no entry."""
-    from creditgov import decide as single
-
-    found = single.pair_counterfactuals(model, pending, spec, max_pair_rows)
-    return {str(k): res for k, res in enumerate(found) if res}
+    result = single.DecideResult(path, rows_in, decided, rows_in - decided, version, run_id, src.label, input_hash,
+                                 dict(sorted(counts.items())), n_parts, None)
+    return single.audited(result, spec, log, f" [engine dask, {n_parts} partitions]")
 
 
 # --------------------------------------------------------------------------- explain
 
 
-def _stage_explain(frame: pd.DataFrame, blob: dict, spec: PipelineSpec):
-    from creditgov import decide
-
-    p, log_odds, phi, features, base, err = decide.explain_batch(load_blob(blob), frame, spec)
-    return p, phi, base, features
+def _stage_explain(frame: pd.DataFrame, blob: dict, spec: PipelineSpec) -> single.Explanation:
+    return single.explain_batch(load_blob(blob), frame, spec)
 
 
 def explain(client, model, frame: pd.DataFrame, spec: PipelineSpec, partitions: int | None = None,
-            model_dir: str | Path | None = None):
-    """(PD, attributions[n, features], base, features) of valid rows, computed per partition on the cluster."""
-    from creditgov.model import CreditModel
-
+            model_dir: str | Path | None = None) -> single.Explanation:
+    """decide.explain_batch of valid rows, computed per partition on the cluster."""
     if model_dir is None:
         tmp = tempfile.mkdtemp(prefix="creditgov-model-")
         model_dir = CreditModel.save(model, tmp)
@@ -380,85 +339,56 @@ def explain(client, model, frame: pd.DataFrame, spec: PipelineSpec, partitions: 
     futs = [client.submit(_stage_explain, client.scatter(frame.iloc[a:b]), blob_f, spec, pure=False)
             for a, b in _row_ranges(len(frame), k)]
     parts = client.gather(futs)
-    return (np.concatenate([p[0] for p in parts]), np.vstack([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]), parts[0][3])
+    return single.Explanation(np.concatenate([e.pd for e in parts]), np.concatenate([e.log_odds for e in parts]),
+                              np.vstack([e.phi for e in parts]), parts[0].features,
+                              np.concatenate([e.base for e in parts]),
+                              np.concatenate([e.additivity_error for e in parts]))
 
 
 # --------------------------------------------------------------------------- monitor: PSI / CSI from bin counts
 
 
-def _stage_counts(frame: pd.DataFrame, p: np.ndarray, profile: dict) -> dict:
-    from creditgov.monitor import MISSING
-    from creditgov.reference import categorical_bins, numeric_bins
+def bin_counts(client, frame: pd.DataFrame, p: np.ndarray, profile: dict, partitions: int | None = None):
+    """monitor.bin_counts on the cluster: each partition bins its rows on the reference bins and the client
+    sums the counts, so PSI / CSI come out the same as in one process (a `monitor.Binning` once the
+    client is bound)."""
+    from functools import reduce
+    from operator import add
 
-    def count(values, edges):
-        edges = np.asarray(edges, dtype="float64")
-        return np.bincount(numeric_bins(values, edges), minlength=len(edges) + 2)
+    from creditgov import monitor as mon
 
-    feats = {}
-    for name, prof in profile["features"].items():
-        if prof["kind"] == "numeric":
-            feats[name] = count(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64"), prof["edges"])
-        else:
-            cats = prof["categories"]
-            feats[name] = np.bincount(categorical_bins(frame[name], cats), minlength=len(cats) + 2)
-    segs = {}
-    for col, profs in profile.get("segments", {}).items():
-        keys = frame[col].astype(object).where(frame[col].notna(), MISSING).astype(str).to_numpy()
-        segs[col] = {value: count(p[keys == value], prof["edges"]) for value, prof in profs.items()}
-    return {"score": count(p, profile["score"]["edges"]), "features": feats, "segments": segs}
-
-
-def _psi(prof: dict, counts: np.ndarray, n_bins: int) -> float:
-    from creditgov.metrics import psi_from_shares
-
-    c = np.asarray(counts)[:n_bins].astype(float)
-    cur = c / c.sum() if c.sum() else c
-    return float(psi_from_shares(np.asarray(prof["shares"]), cur))
-
-
-def stability(client, frame: pd.DataFrame, p: np.ndarray, profile: dict, partitions: int | None = None):
-    """monitor.stability on the cluster: each partition bins its rows on the reference bins, the client
-    sums the counts and computes PSI / CSI from them (the same numbers as the single-process engine)."""
     k = partitions or max(1, sum(client.nthreads().values()))
     cols = list(profile["features"]) + [c for c in profile.get("segments", {}) if c not in profile["features"]]
-    futs = [client.submit(_stage_counts, client.scatter(frame[cols].iloc[a:b]), p[a:b], profile, pure=False)
+    p = np.asarray(p, dtype="float64")
+    futs = [client.submit(mon.bin_counts, client.scatter(frame[cols].iloc[a:b]), p[a:b], profile, pure=False)
             for a, b in _row_ranges(len(frame), k)]
-    parts = client.gather(futs)
-    score = profile["score"]
-    score_psi = _psi(score, sum(x["score"] for x in parts), len(score["edges"]) + 2)
-    csi = {}
-    for name, prof in profile["features"].items():
-        n_bins = len(prof["edges"]) + 2 if prof["kind"] == "numeric" else len(prof["categories"]) + 2
-        csi[name] = _psi(prof, sum(x["features"][name] for x in parts), n_bins)
-    segments = {}
-    for col, profs in profile.get("segments", {}).items():
-        segments[col] = {}
-        for value, prof in profs.items():
-            c = sum(x["segments"][col][value] for x in parts)
-            if c.sum() >= 100:
-                segments[col][value] = _psi(prof, c, len(prof["edges"]) + 2)
-    return score_psi, csi, segments
+    return reduce(add, client.gather(futs))
+
+
+def stability(client, frame: pd.DataFrame, p: np.ndarray, profile: dict, spec: PipelineSpec,
+              partitions: int | None = None):
+    """monitor.stability with the batch binned on the cluster (see `bin_counts`)."""
+    from functools import partial
+
+    from creditgov import monitor as mon
+
+    return mon.stability(frame, p, profile, spec, binning=partial(bin_counts, client, partitions=partitions))
 
 
 def monitor(spec: PipelineSpec, batches: list, version: str | None = None, out_root: str | Path = "reports",
             evidently: bool = True, log=print, scheduler: str | None = None, partitions: int | None = None,
             client=None):
-    """creditgov.monitor_job.monitor with PSI / CSI computed on the cluster (see `stability`)."""
-    from creditgov import monitor as mon, monitor_job
+    """creditgov.monitor_job.monitor with PSI / CSI binned on the cluster (see `bin_counts`)."""
+    from functools import partial
+
+    from creditgov import monitor_job
 
     own = client is None
     client = client or client_for(scheduler)
-    single = mon.stability
-
-    def distributed(frame, p, profile, spec_):
-        return stability(client, frame, np.asarray(p, dtype="float64"), profile, partitions)
-
-    mon.stability = distributed  # run_monitor looks it up at call time
     try:
-        return monitor_job.monitor(spec, batches, version, out_root, evidently, log=log)
+        return monitor_job.monitor(spec, batches, version, out_root, evidently, log=log,
+                                   binning=partial(bin_counts, client, partitions=partitions))
     finally:
-        mon.stability = single
         if own:
             cluster = getattr(client, "cluster", None)
             client.close()

@@ -1,4 +1,4 @@
-"""Global explanations from exact TreeSHAP attributions (xgboost's pred_contribs)."""
+"""Global explanations from exact TreeSHAP attributions (CreditModel.contributions: creditgov.fastshap)."""
 from __future__ import annotations
 
 from html import escape

@@ -17,11 +17,14 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from creditgov.spec import PSI_SHARE_FLOOR, QUANTILE_BINS
+
 __all__ = [
     "auc",
     "bootstrap_auc_ci",
     "gini",
     "ks",
+    "weighted_ks",
     "brier",
     "calibration_table",
     "hosmer_lemeshow",
@@ -187,14 +190,37 @@ def gini(auc_value) -> float:
 def ks(y, p) -> float:
     """Kolmogorov-Smirnov statistic: max |F_bad(t) - F_good(t)| over unique scores t."""
     y_arr, p_arr = _yp(y, p, prob=False, both_classes=True)
-    bad = np.sort(p_arr[y_arr == 1])
-    good = np.sort(p_arr[y_arr == 0])
-    # Evaluating both CDFs at each unique score (side="right" = P(score <= t)) keeps a tied
-    # block together; stepping through sorted rows one by one would split ties.
-    t = np.unique(p_arr)
-    f_bad = np.searchsorted(bad, t, side="right") / bad.size
-    f_good = np.searchsorted(good, t, side="right") / good.size
-    return float(np.max(np.abs(f_bad - f_good)))
+    return _weighted_ks(p_arr, y_arr.astype(float), 1.0 - y_arr)
+
+
+def weighted_ks(score, bad_weight, good_weight) -> float:
+    """KS between two weighted populations over the same rows: max |W_bad(t) - W_good(t)| over unique
+    scores t, each W the weight share at scores <= t.
+
+    ``ks(y, p)`` is ``weighted_ks(p, y, 1 - y)``; the KS expected if ``p`` are calibrated
+    PDs (CBPE, no labels needed) is ``weighted_ks(p, p, 1 - p)``.  Weights must be
+    non-negative with a positive total on each side.
+    """
+    s = _as_1d_float(score, "score")
+    wb = _as_1d_float(bad_weight, "bad_weight")
+    wg = _as_1d_float(good_weight, "good_weight")
+    _check_same_length(s, wb, "score", "bad_weight")
+    _check_same_length(s, wg, "score", "good_weight")
+    for name, w in (("bad_weight", wb), ("good_weight", wg)):
+        if w.min() < 0 or not w.sum() > 0:
+            raise ValueError(f"{name} must be non-negative with a positive total; found min {float(w.min())!r}, "
+                             f"total {float(w.sum())!r}")
+    return _weighted_ks(s, wb, wg)
+
+
+def _weighted_ks(s: np.ndarray, wb: np.ndarray, wg: np.ndarray) -> float:
+    order = np.argsort(s, kind="stable")
+    s = s[order]
+    cb, cg = np.cumsum(wb[order]), np.cumsum(wg[order])
+    # Both CDFs are read only at the end of each tied block (P(score <= t)): stepping through
+    # sorted rows one by one would split a tie and report a gap no threshold can make.
+    end = np.append(s[1:] != s[:-1], True)
+    return float(np.max(np.abs(cb[end] / cb[-1] - cg[end] / cg[-1])))
 
 
 # -------------------------------------------------------------------------- calibration
@@ -222,7 +248,7 @@ def _check_n_bins_rows(n_bins, n: int, minimum: int) -> int:
     return n_bins
 
 
-def calibration_table(y, p, n_bins: int = 10) -> pd.DataFrame:
+def calibration_table(y, p, n_bins: int = QUANTILE_BINS) -> pd.DataFrame:
     """Observed vs expected bads per equal-count bin of ``p`` (bin 1 = lowest p).
 
     Bins are formed on the rank of ``p`` (ties broken by row order), so each bin holds
@@ -252,7 +278,7 @@ def calibration_table(y, p, n_bins: int = 10) -> pd.DataFrame:
     )
 
 
-def hosmer_lemeshow(y, p, n_bins: int = 10) -> dict:
+def hosmer_lemeshow(y, p, n_bins: int = QUANTILE_BINS) -> dict:
     """Hosmer-Lemeshow goodness-of-fit test on the ``calibration_table`` bins.
 
     statistic = sum_g (O_g - E_g)^2 / (E_g * (1 - E_g / n_g)), dof = n_bins - 2.
@@ -281,7 +307,7 @@ def hosmer_lemeshow(y, p, n_bins: int = 10) -> dict:
 # -------------------------------------------------------------------------- stability
 
 
-def decile_edges(reference, n_bins: int = 10) -> np.ndarray:
+def decile_edges(reference, n_bins: int = QUANTILE_BINS) -> np.ndarray:
     """Inner bin edges for PSI: unique quantiles of ``reference`` at 1/n_bins, ..., (n_bins-1)/n_bins.
 
     The outer bins are open, (-inf, e_1) and [e_last, +inf).  Duplicate quantiles (heavy
@@ -299,7 +325,7 @@ def _bin_shares(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(idx, minlength=edges.size + 1) / x.size
 
 
-def psi_from_shares(ref_share, cur_share, eps: float = 1e-4) -> float:
+def psi_from_shares(ref_share, cur_share, eps: float = PSI_SHARE_FLOOR) -> float:
     """PSI from per-bin shares: sum((cur - ref) * ln(cur / ref)), each share floored at ``eps``.
 
     Shares must be non-negative and sum to 1 (tolerance 1e-6 + len * eps, so shares that
@@ -322,7 +348,7 @@ def psi_from_shares(ref_share, cur_share, eps: float = 1e-4) -> float:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def psi(reference, current, n_bins: int = 10, eps: float = 1e-4) -> float:
+def psi(reference, current, n_bins: int = QUANTILE_BINS, eps: float = PSI_SHARE_FLOOR) -> float:
     """Population Stability Index of ``current`` against ``reference``.
 
     Bins: inner edges from ``decile_edges(reference, n_bins)``, open outer bins;

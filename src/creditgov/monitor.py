@@ -1,10 +1,10 @@
 """Monitor a batch against the champion's reference: stability, performance, and a verdict.
 
-Calculator -> Result: `run_monitor` computes a `MonitorResult` (to_frame / alerts / to_dict),
-which the report renders and MLflow records. Banking conventions throughout:
+Calculator -> Result: `run_monitor` computes a `MonitorResult` (to_frame / alerts / to_dict /
+from_dict) of typed parts, which the report renders and MLflow records. Banking conventions throughout:
 
 * score PSI and feature CSI on the REFERENCE bins stored with the model (deciles, missing as
-  its own bin, categories as their own bins), thresholds 0.10 / 0.25 by default;
+  its own bin, categories as their own bins), against the spec's watch / act thresholds;
 * the same score PSI within each category of the spec's segment features, so a shock that
   hits one segment is named;
 * matured labels: AUC and KS with bootstrap CIs against development, and calibration per
@@ -20,20 +20,120 @@ with its reasons stated.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from creditgov.metrics import psi_from_shares
-from creditgov.reference import MISSING, categorical_bins, numeric_bins, shares
-from creditgov.spec import Monitoring, PipelineSpec
+from creditgov.metrics import auc, bootstrap_auc_ci, ks, psi_from_shares, weighted_ks
+from creditgov.reference import categorical_bins, n_bins, numeric_bins, segment_keys
+from creditgov.spec import KS_BOOTSTRAP_MAX, Monitoring, PipelineSpec
 
 VERDICTS = ("stable", "watch", "recalibrate", "rebuild")
 
 
-@dataclass
+# ------------------------------------------------------------------------------ typed results
+
+
+def _numbers(obj) -> dict[str, float]:
+    """The numeric fields of a result, in field order (flags, texts, tables and missing values left out)."""
+    out = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f.name] = v
+    return out
+
+
+@dataclass(frozen=True)
+class TierCalibration:
+    """Observed vs predicted default rate in one risk tier, with the Jeffreys interval of the observed rate."""
+
+    tier: str
+    n: int
+    observed_bad: int
+    observed_rate: float
+    predicted_rate: float
+    jeffreys_low: float
+    jeffreys_high: float
+    assessed: bool  # enough rows to judge (Monitoring.min_tier_rows)
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ObservedPerformance:
+    """Ranking and calibration on matured labels, beside the development figures."""
+
+    kind: str = field(default="observed", init=False)
+    auc: float
+    auc_ci_low: float
+    auc_ci_high: float
+    ks: float
+    ks_ci_low: float
+    ks_ci_high: float
+    dev_auc: float | None
+    dev_auc_ci_low: float | None
+    dev_ks: float | None
+    bad_rate: float
+    predicted_rate: float
+    calibration: tuple[TierCalibration, ...]
+    calibration_passed: bool
+    n: int
+
+    def numbers(self) -> dict[str, float]:
+        return _numbers(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ObservedPerformance:
+        d = {k: v for k, v in d.items() if k != "kind"}
+        return cls(**{**d, "calibration": tuple(TierCalibration(**c) for c in d["calibration"])})
+
+
+@dataclass(frozen=True)
+class EstimatedPerformance:
+    """AUC and KS expected if the PDs are calibrated (CBPE), and whether the last matured data says they are."""
+
+    kind: str = field(default="estimated", init=False)
+    auc: float
+    ks: float
+    expected_bad_rate: float
+    trusted: bool
+    basis: str  # why the estimate is trusted or not
+
+    def numbers(self) -> dict[str, float]:
+        return _numbers(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EstimatedPerformance:
+        return cls(**{k: v for k, v in d.items() if k != "kind"})
+
+
+@dataclass(frozen=True)
+class CalibrationBasis:
+    """Tier calibration on the last matured data: the condition for trusting the estimated performance."""
+
+    passed: bool
+    calibration: tuple[TierCalibration, ...]
+    n: int
+    dev_auc: float | None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CalibrationBasis:
+        return cls(**{**d, "calibration": tuple(TierCalibration(**c) for c in d["calibration"])})
+
+
+@dataclass(frozen=True)
+class Stability:
+    """Score PSI, CSI per feature, and score PSI per segment value (only segments with enough rows)."""
+
+    score_psi: float
+    csi: dict[str, float]
+    segment_psi: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
 class MonitorResult:
     label: str
     rows: int
@@ -41,15 +141,24 @@ class MonitorResult:
     csi: dict[str, float]
     segment_psi: dict[str, dict[str, float]]
     level: dict[str, float]  # relative change of mean PD vs reference: "all" and "col=value" segments
-    matured: dict | None
-    estimated: dict | None
-    calibration_basis: dict | None
+    matured: ObservedPerformance | None
+    estimated: EstimatedPerformance | None
+    calibration_basis: CalibrationBasis | None
     verdict: str = "stable"
-    reasons: list[str] = field(default_factory=list)
+    reasons: tuple[str, ...] = ()
     evidently_html: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MonitorResult:
+        """The result back from `to_dict` (or its stored JSON, monitor/result.json)."""
+        m, e, b = d["matured"], d["estimated"], d["calibration_basis"]
+        return cls(**{**d, "reasons": tuple(d["reasons"]),
+                      "matured": ObservedPerformance.from_dict(m) if m is not None else None,
+                      "estimated": EstimatedPerformance.from_dict(e) if e is not None else None,
+                      "calibration_basis": CalibrationBasis.from_dict(b) if b is not None else None})
 
     def to_frame(self) -> pd.DataFrame:
         rows = [{"measure": "score PSI", "value": self.score_psi}]
@@ -59,58 +168,93 @@ class MonitorResult:
             rows += [{"measure": f"score PSI {col}={k}", "value": v} for k, v in seg.items()]
         for src in (self.matured, self.estimated):
             if src:
-                rows += [{"measure": f"{src['kind']} {k}", "value": v} for k, v in src.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                rows += [{"measure": f"{src.kind} {k}", "value": v} for k, v in src.numbers().items()]
         return pd.DataFrame(rows)
 
     def alerts(self) -> list[str]:
         return list(self.reasons)
 
 
-def psi_on_profile(values, prof: dict, kind: str = "numeric", categories: list[str] | None = None) -> float:
-    """PSI of `values` against a stored reference profile (its bins and shares)."""
-    if kind == "numeric":
-        edges = np.asarray(prof["edges"], dtype="float64")
-        cur = shares(numeric_bins(np.asarray(values, dtype="float64"), edges), len(edges) + 2)
-    else:
-        cur = shares(categorical_bins(pd.Series(values), categories), len(categories) + 2)
-    return float(psi_from_shares(np.asarray(prof["shares"]), np.asarray(cur)))
+# ------------------------------------------------------------------------------- stability
 
 
-def level_shift(frame: pd.DataFrame, p: np.ndarray, profile: dict) -> dict[str, float]:
-    """Relative change of the mean PD against the reference, for the book and each reference segment."""
+@dataclass(frozen=True, eq=False)
+class BinCounts:
+    """Rows per reference bin: of the score, of each feature, and of the score within each reference segment.
+
+    Counts add up over partitions of a batch, so a scaled-out engine can bin its partitions apart and sum.
+    """
+
+    score: np.ndarray
+    features: dict[str, np.ndarray]
+    segments: dict[str, dict[str, np.ndarray]]
+
+    def __add__(self, other: BinCounts) -> BinCounts:
+        return BinCounts(self.score + other.score,
+                         {k: v + other.features[k] for k, v in self.features.items()},
+                         {col: {k: v + other.segments[col][k] for k, v in seg.items()}
+                          for col, seg in self.segments.items()})
+
+
+# How a batch is binned on the reference: `bin_counts` in one process; creditgov.engine passes one that
+# bins the partitions on a Dask cluster and sums their counts.
+Binning = Callable[[pd.DataFrame, np.ndarray, dict], BinCounts]
+
+
+def bin_counts(frame: pd.DataFrame, p: np.ndarray, profile: dict) -> BinCounts:
+    """Count the rows of `frame` (PDs `p`) in the bins of the stored reference `profile`."""
+    p = np.asarray(p, dtype="float64")
+
+    def numeric(values: np.ndarray, prof: dict) -> np.ndarray:
+        return np.bincount(numeric_bins(values, np.asarray(prof["edges"], dtype="float64")), minlength=n_bins(prof))
+
+    feats = {}
+    for name, prof in profile["features"].items():
+        if prof["kind"] == "numeric":
+            feats[name] = numeric(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64"), prof)
+        else:
+            feats[name] = np.bincount(categorical_bins(frame[name], prof["categories"]), minlength=n_bins(prof))
+    segments = {}
+    for col, profs in profile.get("segments", {}).items():
+        keys = segment_keys(frame[col])
+        segments[col] = {value: numeric(p[keys == value], prof) for value, prof in profs.items()}
+    return BinCounts(numeric(p, profile["score"]), feats, segments)
+
+
+def _psi(prof: dict, counts: np.ndarray) -> float:
+    """PSI of binned counts against a stored profile's shares."""
+    c = np.asarray(counts, dtype="float64")
+    return float(psi_from_shares(np.asarray(prof["shares"]), c / c.sum() if c.sum() else c))
+
+
+def stability(frame: pd.DataFrame, p: np.ndarray, profile: dict, spec: PipelineSpec,
+              binning: Binning = bin_counts) -> Stability:
+    """Score PSI, CSI and segment score PSI on the reference bins; a segment with fewer than
+    `min_tier_rows` rows in the batch is left out (too few rows for a stable PSI)."""
+    counts = binning(frame, p, profile)
+    min_rows = spec.monitoring.min_tier_rows
+    return Stability(
+        _psi(profile["score"], counts.score),
+        {name: _psi(prof, counts.features[name]) for name, prof in profile["features"].items()},
+        {col: {value: _psi(prof, counts.segments[col][value]) for value, prof in profs.items()
+               if counts.segments[col][value].sum() >= min_rows}
+         for col, profs in profile.get("segments", {}).items()})
+
+
+def level_shift(frame: pd.DataFrame, p: np.ndarray, profile: dict, spec: PipelineSpec) -> dict[str, float]:
+    """Relative change of the mean PD against the reference, for the book and each reference segment
+    with at least `min_tier_rows` rows in the batch."""
     out = {"all": float(p.mean() / profile["score"]["mean"] - 1)} if "mean" in profile["score"] else {}
     for col, profs in profile.get("segments", {}).items():
-        keys = frame[col].astype(object).where(frame[col].notna(), MISSING).astype(str).to_numpy()
+        keys = segment_keys(frame[col])
         for value, prof in profs.items():
             m = keys == value
-            if m.sum() >= 100 and "mean" in prof:
+            if m.sum() >= spec.monitoring.min_tier_rows and "mean" in prof:
                 out[f"{col}={value}"] = float(p[m].mean() / prof["mean"] - 1)
     return out
 
 
-def stability(frame: pd.DataFrame, p: np.ndarray, profile: dict, spec: PipelineSpec) -> tuple[float, dict, dict]:
-    score_psi = psi_on_profile(p, profile["score"])
-    csi = {}
-    for name, prof in profile["features"].items():
-        if prof["kind"] == "numeric":
-            csi[name] = psi_on_profile(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64"), prof)
-        else:
-            csi[name] = psi_on_profile(frame[name], prof, "categorical", prof["categories"])
-    segments = {}
-    for col, profs in profile.get("segments", {}).items():
-        keys = frame[col].astype(object).where(frame[col].notna(), MISSING).astype(str).to_numpy()
-        segments[col] = {value: psi_on_profile(p[keys == value], prof) for value, prof in profs.items()
-                         if (keys == value).sum() >= 100}
-    return score_psi, csi, segments
-
-
-def ks_statistic(y: np.ndarray, s: np.ndarray) -> float:
-    order = np.argsort(-s, kind="stable")
-    ys = y[order]
-    tpr = np.cumsum(ys) / max(ys.sum(), 1)
-    fpr = np.cumsum(1 - ys) / max((1 - ys).sum(), 1)
-    return float(np.max(np.abs(tpr - fpr)))
+# ----------------------------------------------------------------------------- performance
 
 
 def _bootstrap_ks(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
@@ -119,11 +263,11 @@ def _bootstrap_ks(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int) -> tuple
     vals = []
     for _ in range(n_boot):
         idx = np.concatenate([rng.choice(bad, len(bad)), rng.choice(good, len(good))])
-        vals.append(ks_statistic(y[idx], p[idx]))
+        vals.append(ks(y[idx], p[idx]))
     return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
 
 
-def calibration_by_tier(y: np.ndarray, p: np.ndarray, tiers: np.ndarray, cfg: Monitoring) -> list[dict]:
+def calibration_by_tier(y: np.ndarray, p: np.ndarray, tiers: np.ndarray, cfg: Monitoring) -> list[TierCalibration]:
     """Observed vs predicted default rate per tier, with the Jeffreys interval of the observed rate."""
     from scipy.stats import beta
 
@@ -134,39 +278,41 @@ def calibration_by_tier(y: np.ndarray, p: np.ndarray, tiers: np.ndarray, cfg: Mo
         predicted = float(p[m].mean())
         lo, hi = beta.ppf([cfg.calibration_alpha / 2, 1 - cfg.calibration_alpha / 2], k + 0.5, n - k + 0.5)
         assessed = n >= cfg.min_tier_rows
-        out.append({"tier": str(t), "n": n, "observed_bad": k, "observed_rate": k / n if n else float("nan"),
-                    "predicted_rate": predicted, "jeffreys_low": float(lo), "jeffreys_high": float(hi),
-                    "assessed": assessed,
-                    "passed": (not assessed) or bool(lo <= predicted <= hi)
-                    or abs(predicted - k / n) <= max(cfg.calibration_tolerance * (k / n),
-                                                     cfg.calibration_abs_tolerance)})
+        out.append(TierCalibration(
+            tier=str(t), n=n, observed_bad=k, observed_rate=k / n if n else float("nan"), predicted_rate=predicted,
+            jeffreys_low=float(lo), jeffreys_high=float(hi), assessed=assessed,
+            passed=(not assessed) or bool(lo <= predicted <= hi)
+            or abs(predicted - k / n) <= max(cfg.calibration_tolerance * (k / n), cfg.calibration_abs_tolerance)))
     return out
 
 
 def matured_performance(y: np.ndarray, p: np.ndarray, tiers: np.ndarray, profile: dict, cfg: Monitoring,
-                        seed: int) -> dict:
-    from creditgov.metrics import auc, bootstrap_auc_ci
-
-    a = auc(y, p)
+                        seed: int) -> ObservedPerformance:
+    """AUC and KS (the development KS's definition: metrics.ks) with bootstrap CIs, and tier calibration."""
     lo, hi = bootstrap_auc_ci(y, p, n_boot=cfg.bootstrap, seed=seed)
-    ks = ks_statistic(y, p)
-    ks_lo, ks_hi = _bootstrap_ks(y, p, min(cfg.bootstrap, 200), seed)
+    ks_lo, ks_hi = _bootstrap_ks(y, p, min(cfg.bootstrap, KS_BOOTSTRAP_MAX), seed)
     cal = calibration_by_tier(y, p, tiers, cfg)
     dev = profile["development_metrics"]
-    return {"kind": "observed", "auc": a, "auc_ci_low": lo, "auc_ci_high": hi, "ks": ks, "ks_ci_low": ks_lo,
-            "ks_ci_high": ks_hi, "dev_auc": dev.get("test_auc"), "dev_auc_ci_low": dev.get("test_auc_ci_low"),
-            "dev_ks": dev.get("test_ks"), "bad_rate": float(y.mean()), "predicted_rate": float(p.mean()),
-            "calibration": cal, "calibration_passed": all(c["passed"] for c in cal), "n": int(len(y))}
+    return ObservedPerformance(
+        auc=auc(y, p), auc_ci_low=lo, auc_ci_high=hi, ks=ks(y, p), ks_ci_low=ks_lo, ks_ci_high=ks_hi,
+        dev_auc=dev.get("test_auc"), dev_auc_ci_low=dev.get("test_auc_ci_low"), dev_ks=dev.get("test_ks"),
+        bad_rate=float(y.mean()), predicted_rate=float(p.mean()), calibration=tuple(cal),
+        calibration_passed=all(c.passed for c in cal), n=int(len(y)))
 
 
-def estimated_performance(p: np.ndarray) -> dict:
-    """Expected AUC and KS if the PDs are calibrated (CBPE): expected TPR/FPR along the score order."""
+def estimated_performance(p: np.ndarray, basis: CalibrationBasis | None = None) -> EstimatedPerformance:
+    """Expected AUC and KS if the PDs are calibrated (CBPE): expected TPR/FPR along the score order.
+
+    Trusted only when the tier calibration on the last matured data (`basis`) passed."""
     order = np.argsort(-p, kind="stable")
     ps = p[order]
     tpr = np.concatenate([[0.0], np.cumsum(ps) / ps.sum()])
     fpr = np.concatenate([[0.0], np.cumsum(1 - ps) / (1 - ps).sum()])
-    return {"kind": "estimated", "auc": float(np.trapezoid(tpr, fpr)), "ks": float(np.max(tpr - fpr)),
-            "expected_bad_rate": float(p.mean())}
+    trusted = basis is not None and basis.passed
+    return EstimatedPerformance(
+        auc=float(np.trapezoid(tpr, fpr)), ks=weighted_ks(p, p, 1 - p), expected_bad_rate=float(p.mean()),
+        trusted=trusted, basis="calibration on the last matured data passes" if trusted else
+        "not trusted: no matured data, or calibration failed on it")
 
 
 def decide_verdict(r: MonitorResult, cfg: Monitoring) -> tuple[str, list[str]]:
@@ -198,23 +344,23 @@ def decide_verdict(r: MonitorResult, cfg: Monitoring) -> tuple[str, list[str]]:
             reasons.append((1, f"CSI {v:.3f} of {name} >= {cfg.csi_watch}"))
     m = r.matured
     if m:
-        if m.get("dev_auc") is not None and m["auc"] < m["dev_auc"] - cfg.auc_drop_rebuild:
-            reasons.append((3, f"observed AUC {m['auc']:.3f} [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}] is more "
-                               f"than {cfg.auc_drop_rebuild} below development {m['dev_auc']:.3f}: ranking degraded"))
-        for c in m["calibration"]:
-            if not c["passed"]:
-                reasons.append((2, f"calibration fails in tier {c['tier']}: observed {c['observed_rate']:.3f} "
-                                   f"(Jeffreys [{c['jeffreys_low']:.3f}, {c['jeffreys_high']:.3f}]) vs predicted "
-                                   f"{c['predicted_rate']:.3f}"))
+        if m.dev_auc is not None and m.auc < m.dev_auc - cfg.auc_drop_rebuild:
+            reasons.append((3, f"observed AUC {m.auc:.3f} [{m.auc_ci_low:.3f}, {m.auc_ci_high:.3f}] is more "
+                               f"than {cfg.auc_drop_rebuild} below development {m.dev_auc:.3f}: ranking degraded"))
+        for c in m.calibration:
+            if not c.passed:
+                reasons.append((2, f"calibration fails in tier {c.tier}: observed {c.observed_rate:.3f} "
+                                   f"(Jeffreys [{c.jeffreys_low:.3f}, {c.jeffreys_high:.3f}]) vs predicted "
+                                   f"{c.predicted_rate:.3f}"))
     e = r.estimated
-    if e and e.get("trusted") and r.calibration_basis is not None:
-        dev_auc = r.calibration_basis.get("dev_auc")
-        if dev_auc is not None and e["auc"] < dev_auc - cfg.auc_drop_rebuild:
-            reasons.append((1, f"estimated AUC {e['auc']:.3f} is more than {cfg.auc_drop_rebuild} below development"))
-    if r.calibration_basis is not None and not r.calibration_basis.get("passed", True):
-        failed = "; ".join(f"tier {c['tier']} observed {c['observed_rate']:.3f} (Jeffreys [{c['jeffreys_low']:.3f}, "
-                           f"{c['jeffreys_high']:.3f}]) vs predicted {c['predicted_rate']:.3f}"
-                           for c in r.calibration_basis["calibration"] if not c["passed"])
+    if e and e.trusted and r.calibration_basis is not None:
+        dev_auc = r.calibration_basis.dev_auc
+        if dev_auc is not None and e.auc < dev_auc - cfg.auc_drop_rebuild:
+            reasons.append((1, f"estimated AUC {e.auc:.3f} is more than {cfg.auc_drop_rebuild} below development"))
+    if r.calibration_basis is not None and not r.calibration_basis.passed:
+        failed = "; ".join(f"tier {c.tier} observed {c.observed_rate:.3f} (Jeffreys [{c.jeffreys_low:.3f}, "
+                           f"{c.jeffreys_high:.3f}]) vs predicted {c.predicted_rate:.3f}"
+                           for c in r.calibration_basis.calibration if not c.passed)
         reasons.append((2, f"calibration failed on the last matured data ({failed}; tolerance "
                            f"{cfg.calibration_tolerance:.0%}): estimates are not trusted, recalibrate"))
     worst = max((lvl for lvl, _ in reasons), default=0)
@@ -260,14 +406,15 @@ def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, spec: Pipel
 
 def run_monitor(spec: PipelineSpec, model, profile: dict, frame: pd.DataFrame, label: str, *,
                 ref_sample: pd.DataFrame | None = None, matured_frame: pd.DataFrame | None = None,
-                evidently_path: Path | None = None) -> MonitorResult:
-    """Monitor one batch (validated rows). `frame` may carry the target (matured labels) or not."""
+                evidently_path: Path | None = None, binning: Binning = bin_counts) -> MonitorResult:
+    """Monitor one batch (validated rows). `frame` may carry the target (matured labels) or not.
+    `binning` counts the batch on the reference bins (see `Binning`)."""
     from creditgov.policy import tier_of
     from creditgov.train import target_vector
 
     cfg = spec.monitoring
     p = model.predict_pd(frame)
-    score_psi, csi, segments = stability(frame, p, profile, spec)
+    st = stability(frame, p, profile, spec, binning)
     matured = estimated = basis = None
     seed = spec.split.seed
     tiers_of = (lambda q: tier_of(q, spec.policy)) if spec.policy else (lambda q: np.full(len(q), "all"))
@@ -280,19 +427,16 @@ def run_monitor(spec: PipelineSpec, model, profile: dict, frame: pd.DataFrame, l
         ym = target_vector(matured_frame, spec)
         pm = model.predict_pd(matured_frame)
         cal = calibration_by_tier(ym, pm, tiers_of(pm), cfg)
-        basis = {"passed": all(c["passed"] for c in cal), "calibration": cal, "n": int(len(ym)),
-                 "dev_auc": profile["development_metrics"].get("test_auc")}
+        basis = CalibrationBasis(passed=all(c.passed for c in cal), calibration=tuple(cal), n=int(len(ym)),
+                                 dev_auc=profile["development_metrics"].get("test_auc"))
     if matured is None:
-        estimated = estimated_performance(p)
-        estimated["trusted"] = bool(basis and basis["passed"])
-        estimated["basis"] = "calibration on the last matured data passes" if estimated["trusted"] else \
-            "not trusted: no matured data, or calibration failed on it"
-    result = MonitorResult(label, int(len(frame)), score_psi, csi, segments, level_shift(frame, p, profile),
-                           matured, estimated, basis)
+        estimated = estimated_performance(p, basis)
+    result = MonitorResult(label, int(len(frame)), st.score_psi, st.csi, st.segment_psi,
+                           level_shift(frame, p, profile, spec), matured, estimated, basis)
     if evidently_path is not None and ref_sample is not None:
         cur = frame[[f.name for f in spec.model_inputs]].assign(pd=p)
         cur = cur.sample(min(cfg.evidently_sample, len(cur)), random_state=seed)
         ref = ref_sample.sample(min(cfg.evidently_sample, len(ref_sample)), random_state=seed)
-        result.evidently_html = str(evidently_report(ref, cur, spec, evidently_path))
-    result.verdict, result.reasons = decide_verdict(result, cfg)
-    return result
+        result = replace(result, evidently_html=str(evidently_report(ref, cur, spec, evidently_path)))
+    verdict, reasons = decide_verdict(result, cfg)
+    return replace(result, verdict=verdict, reasons=tuple(reasons))

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creditgov.monitor import MonitorResult, load_reference, run_monitor
+from creditgov import validate
+from creditgov.monitor import Binning, MonitorResult, bin_counts, load_reference, run_monitor
 from creditgov.spec import PipelineSpec
 
 
@@ -28,12 +29,8 @@ class MonitorJob:
 
 
 def _validated(spec: PipelineSpec, frame: pd.DataFrame, label: str) -> pd.DataFrame:
-    from creditgov import expectations, validate
-
-    suite = expectations.for_scoring(expectations.checked_suite(spec), spec, frame.columns)
-    outcome = validate.validate(frame.reset_index(drop=True), spec, suite, label)
-    validate.enforce_quarantine_share(outcome, spec, label)
-    return outcome.clean
+    """The valid rows of a batch to monitor (validate.validate_batch: the one validation entry point)."""
+    return validate.validate_batch(frame, spec, label).clean
 
 
 def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) -> str:
@@ -50,8 +47,7 @@ def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) 
         metrics.update({f"level.{k}": v for k, v in r.level.items()})
         for src in (r.matured, r.estimated):
             if src:
-                metrics.update({f"{src['kind']}_{k}": float(v) for k, v in src.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
+                metrics.update({f"{src.kind}_{k}": float(v) for k, v in src.numbers().items()})
         mlflow.log_metrics({k.replace("=", "_"): float(v) for k, v in metrics.items() if np.isfinite(v)})
         mlflow.set_tags({"verdict": r.verdict, "batch": r.label, "model_name": spec.registry.model_name,
                          "model_version": version, "reasons": " | ".join(r.reasons)[:5000]})
@@ -71,8 +67,9 @@ def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) 
 
 def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFrame | None]],
             version: str | None = None, out_root: str | Path = "reports", evidently: bool = True,
-            log=print) -> MonitorJob:
-    """Monitor each (label, batch, matured-basis) in order; write and record everything."""
+            log=print, binning: Binning = bin_counts) -> MonitorJob:
+    """Monitor each (label, batch, matured-basis) in order; write and record everything. `binning` counts
+    each batch on the reference bins (creditgov.engine passes one that runs on a Dask cluster)."""
     from creditgov import report_monitor, tracking
 
     tracking.configure()
@@ -87,7 +84,7 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
         basis_clean = _validated(spec, basis, f"{label} (matured basis)") if basis is not None else None
         ev_path = out / f"evidently-{label}.html" if evidently else None
         r = run_monitor(spec, model, profile, clean, label, ref_sample=ref_sample, matured_frame=basis_clean,
-                        evidently_path=ev_path)
+                        evidently_path=ev_path, binning=binning)
         page = report_monitor.write_batch_page(out, spec, r, version, stamp)
         run_ids.append(_log(spec, r, version, page))
         results.append(r)

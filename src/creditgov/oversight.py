@@ -6,16 +6,15 @@ version and policy that made the original decision and links the new decision to
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from creditgov import audit
+from creditgov import audit, data, decide, validate
 from creditgov.errors import SpecError, UsageError
 from creditgov.spec import PipelineSpec
 
 ACTIONS = ("approve", "decline", "review", "keep", "raise", "cut", "suspend", "restore")
+CONTEST_DIR = Path("decisions/contests")
 
 
 def review(decision_id: str, approve: bool, override: str | None, reviewer: str, reason: str,
@@ -43,32 +42,24 @@ def review(decision_id: str, approve: bool, override: str | None, reviewer: str,
 
 
 def contest(spec: PipelineSpec, decision_id: str, corrected: str, reason: str, log=print) -> dict:
-    from creditgov import privacy
-    from creditgov.decide import decide
-
+    """Re-decide one row through the decision path (decide.decide_rows) under the model version and policy of
+    the decision contested; the new decision is written (decisions/contests/) and audited like any other."""
     original = audit.find_decision(decision_id)
     if spec.policy is None or original["policy_hash"] != spec.policy.content_hash:
         raise SpecError(f"decision {decision_id} was made under policy {original['policy_hash'][:12]}; the spec's "
                         "policy differs: contest with the spec version that made it")
-    final_dir = Path("decisions/contests")
-    final_dir.mkdir(parents=True, exist_ok=True)
-    # decided aside first: a refused contest must leave no decision log behind (verify would name it)
-    pending = Path(tempfile.mkdtemp(prefix=".pending-", dir=final_dir))
-    try:
-        result = decide(spec, corrected, version=str(original["model_version"]),
-                        as_of=datetime.now(timezone.utc).date().isoformat(), out_dir=pending, log=log)
-        decided = result.log
-        if len(decided) != 1:
-            raise SpecError(f"{corrected}: a contest corrects one application or account; the file has "
-                            f"{len(decided)} rows")
-        new = decided.iloc[0]
-        if spec.source.id_column and new["account_key"] != original["account_key"]:
-            raise SpecError(f"{corrected}: the corrected row is for another account than decision {decision_id}")
-        path = final_dir / result.path.name
-        result.path.replace(path)
-    finally:
-        shutil.rmtree(pending, ignore_errors=True)
-    audit.record_log(path)
+    loaded = data.load(spec, corrected)
+    if len(loaded.frame) != 1:
+        raise SpecError(f"{corrected}: a contest corrects one application or account; the file has "
+                        f"{len(loaded.frame)} rows")
+    rows = validate.validate_batch(loaded.frame, spec, loaded.label)
+    model = decide.load_model(spec, str(original["model_version"]))
+    # decided in memory first: a refused contest leaves no decision log behind (verify would name it)
+    decided = decide.decide_rows(rows, model, spec, datetime.now(timezone.utc).date().isoformat())
+    new = decided.log.iloc[0]
+    if spec.source.id_column and new["account_key"] != original["account_key"]:
+        raise SpecError(f"{corrected}: the corrected row is for another account than decision {decision_id}")
+    result = decide.publish(decided, spec, CONTEST_DIR, model.run_id, log=log)
     event = {"decision_id": decision_id, "new_decision_id": str(new["decision_id"]), "reason": reason,
              "original_action": original["action"], "new_action": str(new["action"]),
              "original_pd": original.get("pd"), "new_pd": None if new["pd"] != new["pd"] else float(new["pd"]),

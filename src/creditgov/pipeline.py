@@ -16,18 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creditgov import __version__
+import creditgov
+from creditgov import __version__, data, explain, metrics, modelcard, monotonic, tracking, train, validate
+from creditgov import gates as gates_mod
+from creditgov.model import CreditModel
+from creditgov.reference import build_profile
+from creditgov.scorecard import ScorecardModel, fit_scorecard
 from creditgov.spec import PipelineSpec
-
-
-@dataclass(frozen=True)
-class Validated:
-    spec: PipelineSpec
-    outcome: object  # validate.ValidationOutcome
-    label: str
-    input_hash: str
-    quarantine_path: Path
-    suite: dict
+from creditgov.train import Splits
+from creditgov.validate import Validated
 
 
 @dataclass(frozen=True)
@@ -42,16 +39,10 @@ class TrainResult:
 
 
 def validate_input(spec: PipelineSpec, data_path: str | None = None) -> Validated:
-    """Load and validate; quarantined rows are written before any limit is enforced."""
-    from creditgov import data, expectations, validate
-
-    suite = expectations.checked_suite(spec)
+    """Load and validate a training batch (its target included); the quarantine file is written."""
     loaded = data.load(spec, data_path)
-    outcome = validate.validate(loaded.frame, spec, suite, loaded.label)
-    input_hash = data.content_hash(loaded.frame)
-    qpath = validate.write_quarantine(outcome, spec.validation.quarantine_dir, f"{spec.name}-{input_hash[:12]}")
-    validate.enforce_quarantine_share(outcome, spec, loaded.label)
-    return Validated(spec, outcome, loaded.label, input_hash, qpath, suite)
+    return validate.validate_batch(loaded.frame, spec, loaded.label, target_required=True,
+                                   quarantine_dir=spec.validation.quarantine_dir)
 
 
 def _git_commit() -> str | None:
@@ -78,16 +69,55 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def evaluate_models(v: Validated, n_estimators: int | None = None):
-    """Fit both models on the same split and measure them on the same test rows."""
-    from creditgov import data, metrics, monotonic, train
-    from creditgov.scorecard import fit_scorecard
+@dataclass(frozen=True)
+class Evaluation:
+    """Both models fitted on one split and measured on the same test rows (evaluate_models)."""
 
+    splits: Splits
+    model: CreditModel
+    scorecard: ScorecardModel
+    metrics: dict  # {"xgboost": metrics.evaluate(...), "scorecard": metrics.evaluate(...)} on the test rows
+    calibration: pd.DataFrame  # the model's calibration table on the test rows
+    psi_train_test: float
+    cv: dict  # {"xgb": [fold AUC], "scorecard": [fold AUC]} (train.cross_validate)
+    monotonicity: dict  # monotonic.check_monotonicity of the model
+    train_hash: str  # content hash of the development rows (train + validation)
+    p_test: np.ndarray  # model PDs of the test rows
+    p_card: np.ndarray  # scorecard PDs of the test rows
+    comparison: dict | None  # test metrics of the model without spec.evaluation.compare_without
+
+    @property
+    def dev(self) -> pd.DataFrame:
+        """The development rows: train + validation."""
+        return pd.concat([self.splits.train, self.splits.validation])
+
+    def flat_metrics(self) -> dict:
+        """The run's metrics, as logged to MLflow and read by the gates."""
+        out = {}
+        for prefix, m in (("test", self.metrics["xgboost"]), ("scorecard_test", self.metrics["scorecard"])):
+            for k, val in m.items():
+                if np.isfinite(val):
+                    out[f"{prefix}_{k}"] = float(val)
+        if self.comparison:
+            for k in ("auc", "auc_ci_low", "auc_ci_high", "gini", "ks"):
+                out[f"test_without_{k}"] = float(self.comparison[k])
+        for name, aucs in self.cv.items():
+            prefix = "cv_auc" if name == "xgb" else "scorecard_cv_auc"
+            out[f"{prefix}_mean"] = float(np.mean(aucs))
+            out[f"{prefix}_sd"] = float(np.std(aucs, ddof=1))
+        out["psi_train_test"] = float(self.psi_train_test)
+        out["monotonicity_violations"] = int(sum(r["violations"] for r in self.monotonicity.values()))
+        out["n_trees"] = int(self.model.info["n_trees"])
+        return out
+
+
+def evaluate_models(v: Validated, n_estimators: int | None = None) -> Evaluation:
+    """Fit both models on the same split and measure them on the same test rows."""
     spec = v.spec
     splits = train.split(v.outcome.clean, spec)
     dev = pd.concat([splits.train, splits.validation])
     model = train.fit_model(splits.train, splits.validation, spec, n_estimators)
-    card = fit_scorecard(dev, spec)
+    card = fit_scorecard(dev, train.target_vector(dev, spec), spec)
 
     seed, n_boot = spec.split.seed, spec.evaluation.bootstrap
     y_test = train.target_vector(splits.test, spec)
@@ -109,33 +139,12 @@ def evaluate_models(v: Validated, n_estimators: int | None = None):
 
     sample = dev.sample(min(spec.evaluation.monotonicity_sample, len(dev)), random_state=seed)
     mono = monotonic.check_monotonicity(model, sample, spec.evaluation.monotonicity_grid)
-    return {
-        "splits": splits, "model": model, "scorecard": card, "metrics": {"xgboost": m_xgb, "scorecard": m_card},
-        "calibration": calib, "psi_train_test": psi, "cv": cv, "monotonicity": mono,
-        "train_hash": data.content_hash(dev), "p_test": p_test, "p_card": p_card, "comparison": comparison,
-    }
+    return Evaluation(splits=splits, model=model, scorecard=card, metrics={"xgboost": m_xgb, "scorecard": m_card},
+                      calibration=calib, psi_train_test=psi, cv=cv, monotonicity=mono,
+                      train_hash=data.content_hash(dev), p_test=p_test, p_card=p_card, comparison=comparison)
 
 
-def _flat_metrics(ev: dict) -> dict:
-    out = {}
-    for prefix, m in (("test", ev["metrics"]["xgboost"]), ("scorecard_test", ev["metrics"]["scorecard"])):
-        for k, val in m.items():
-            if np.isfinite(val):
-                out[f"{prefix}_{k}"] = float(val)
-    if ev.get("comparison"):
-        for k in ("auc", "auc_ci_low", "auc_ci_high", "gini", "ks"):
-            out[f"test_without_{k}"] = float(ev["comparison"][k])
-    for name, aucs in ev["cv"].items():
-        prefix = "cv_auc" if name == "xgb" else "scorecard_cv_auc"
-        out[f"{prefix}_mean"] = float(np.mean(aucs))
-        out[f"{prefix}_sd"] = float(np.std(aucs, ddof=1))
-    out["psi_train_test"] = float(ev["psi_train_test"])
-    out["monotonicity_violations"] = int(sum(r["violations"] for r in ev["monotonicity"].values()))
-    out["n_trees"] = int(ev["model"].info["n_trees"])
-    return out
-
-
-def _card(v: Validated, ev: dict, importance: pd.DataFrame, gates: list, run_id: str, version: str,
+def _card(v: Validated, ev: Evaluation, importance: pd.DataFrame, gates: list, run_id: str, version: str,
           spec_path: str) -> dict:
     spec, summary = v.spec, v.outcome.summary()
     imp = dict(zip(importance["feature"], importance["mean_abs_shap"]))
@@ -144,29 +153,29 @@ def _card(v: Validated, ev: dict, importance: pd.DataFrame, gates: list, run_id:
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": spec.registry.model_name, "version": version, "run_id": run_id,
                   "type": "XGBoost gradient-boosted trees, monotone constraints, Platt calibration",
-                  "n_trees": ev["model"].info["n_trees"],
-                  "calibration": {"a": ev["model"].calib_a_, "b": ev["model"].calib_b_}},
+                  "n_trees": ev.model.info["n_trees"],
+                  "calibration": {"a": ev.model.calib_a_, "b": ev.model.calib_b_}},
         "intended_use": spec.model_card.intended_use,
         "limitations": list(spec.model_card.limitations),
         "data": {"source": v.label, "rows_in": summary["rows_in"], "rows_clean": summary["rows_clean"],
                  "rows_quarantined": summary["rows_quarantined"], "bad_rate": float(clean_y.mean()),
-                 "split_method": ev["splits"].method, "split": ev["splits"].sizes(), "split_seed": spec.split.seed,
+                 "split_method": ev.splits.method, "split": ev.splits.sizes(), "split_seed": spec.split.seed,
                  "target": f"{spec.target.column} in {spec.target.bad_values}",
                  "ignored_columns": summary["ignored_columns"]},
-        "lineage": {"train_data_hash": ev["train_hash"], "input_data_hash": v.input_hash,
+        "lineage": {"train_data_hash": ev.train_hash, "input_data_hash": v.input_hash,
                     "spec_path": spec_path, "spec_hash": spec.content_hash,
                     "suite_path": spec.validation.suite,
                     "suite_hash": _sha256_text(json.dumps(v.suite, sort_keys=True)),
                     "git_commit": _git_commit()},
-        "metrics": ev["metrics"],
+        "metrics": ev.metrics,
         "cv": {"folds": spec.evaluation.cv_folds,
                **{("xgboost" if k == "xgb" else k): {"mean": float(np.mean(a)), "sd": float(np.std(a, ddof=1)),
-                                                    "folds": [float(x) for x in a]} for k, a in ev["cv"].items()}},
-        "psi_train_test": float(ev["psi_train_test"]),
-        "comparison": ({"without": list(spec.evaluation.compare_without), "metrics": ev["comparison"]}
-                       if ev.get("comparison") else None),
-        "calibration": ev["calibration"].to_dict("records"),
-        "monotonicity": ev["monotonicity"],
+                                                    "folds": [float(x) for x in a]} for k, a in ev.cv.items()}},
+        "psi_train_test": float(ev.psi_train_test),
+        "comparison": ({"without": list(spec.evaluation.compare_without), "metrics": ev.comparison}
+                       if ev.comparison else None),
+        "calibration": ev.calibration.to_dict("records"),
+        "monotonicity": ev.monotonicity,
         "features": [{"name": f.name, "description": f.description, "type": f.type, "monotone": f.monotone,
                       "actionable": f.actionable, "personal": f.personal,
                       "importance": float(imp[f.name]) if f.name in imp else None,
@@ -176,18 +185,16 @@ def _card(v: Validated, ev: dict, importance: pd.DataFrame, gates: list, run_id:
     }
 
 
-def _log_reference(ev: dict, spec: PipelineSpec, flat: dict, workdir: Path) -> None:
-    dev = pd.concat([ev["splits"].train, ev["splits"].validation])
+def _log_reference(ev: Evaluation, spec: PipelineSpec, flat: dict, workdir: Path) -> None:
+    dev = ev.dev
     dev_metrics = {k: flat[k] for k in flat if k.startswith("test_") and not k.startswith("test_without")}
-    log_reference(dev, ev["model"].predict_pd(dev), spec, dev_metrics, workdir)
+    log_reference(dev, ev.model.predict_pd(dev), spec, dev_metrics, workdir)
 
 
 def log_reference(dev: pd.DataFrame, pd_dev: np.ndarray, spec: PipelineSpec, dev_metrics: dict,
                   workdir: Path) -> None:
     """The reference profile `creditgov monitor` compares new batches with (see reference.py)."""
     import mlflow
-
-    from creditgov.reference import build_profile
 
     profile = build_profile(dev, pd_dev, spec, dev_metrics, spec.monitoring.segment_by)
     mlflow.log_text(json.dumps(profile, indent=1, sort_keys=True), "reference/profile.json")
@@ -199,41 +206,49 @@ def log_reference(dev: pd.DataFrame, pd_dev: np.ndarray, spec: PipelineSpec, dev
     mlflow.log_artifact(str(path), "reference")
 
 
-def _input_example(train: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
-    """Five rows for the registry, including one with a missing value when the catalogue allows any."""
+def input_example(frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
+    """Five rows for the registry, typed as loaded, including one with a missing value when the catalogue
+    allows any."""
     feats = [f.name for f in spec.model_inputs]
-    rows = train[feats]
+    rows = frame[feats]
     with_missing = rows[rows.isna().any(axis=1)].head(1)
-    example = pd.concat([rows.head(5 - len(with_missing)), with_missing])
-    for f in spec.model_inputs:
-        if f.type == "numeric":
-            example[f.name] = example[f.name].astype("float64")
-    return example
+    return pd.concat([rows.head(5 - len(with_missing)), with_missing])
 
 
-def _log_model(model, spec: PipelineSpec, example: pd.DataFrame, workdir: Path):
+def pyfunc_signature(spec: PipelineSpec):
+    """The registered model's signature, from the catalogue: model inputs by name, categories as strings,
+    numerics as "any".
+
+    A numeric column arrives as int64 in one batch and float64 in the next (the loader gives an integer
+    column with a gap float64), and MLflow's schema enforcement refuses int64 for "double" (it converts
+    integers of at most 6 bytes) and float64 for "long", so no numeric type would accept the rows as
+    creditgov loads them; CreditModel's encoding converts each numeric column, naming a column that is not
+    numeric."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    inputs = Schema([ColSpec(AnyType() if f.type == "numeric" else "string", f.name) for f in spec.model_inputs])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "pd")]))
+
+
+def log_pyfunc_model(model: CreditModel, spec: PipelineSpec, example: pd.DataFrame, workdir: Path):
+    """Log `model` to the active run as an MLflow pyfunc "model from code" (mlflow_model.py, JSON files, no
+    pickle); returns MLflow's ModelInfo for `register`."""
     import mlflow
     from importlib.metadata import version
 
-    import creditgov
-
     model_dir = model.save(workdir / "model")
     pkg_dir = Path(creditgov.__file__).parent
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    # the schema comes from the catalogue, not from whatever dtypes the example rows happen to have
-    inputs = Schema([ColSpec("double" if f.type == "numeric" else "string", f.name) for f in spec.model_inputs])
-    sig = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "pd")]))
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(pkg_dir / "mlflow_model.py"),
         artifacts={"model": str(model_dir)},
         code_paths=[str(pkg_dir)],
-        signature=sig,
+        signature=pyfunc_signature(spec),
         input_example=example,
-        pip_requirements=[f"xgboost=={version('xgboost')}", f"pandas=={version('pandas')}",
-                          f"numpy=={version('numpy')}", f"mlflow=={version('mlflow')}"],
+        # numba: scoring computes the margin with creditgov.fastshap
+        pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in ("xgboost", "pandas", "numpy", "numba", "mlflow")],
     )
 
 
@@ -245,8 +260,6 @@ def register(info, spec: PipelineSpec, tags: dict, description: str) -> str:
     """
     import mlflow
 
-    from creditgov import tracking
-
     name = spec.registry.model_name
     with tracking.backend_errors(f"register {name}"):
         mv = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
@@ -255,8 +268,6 @@ def register(info, spec: PipelineSpec, tags: dict, description: str) -> str:
 
 
 def finish_registration(spec: PipelineSpec, version: str) -> None:
-    from creditgov import tracking
-
     c, name = tracking.client(), spec.registry.model_name
     with tracking.backend_errors(f"finish registering {name} v{version}"):
         c.set_model_version_tag(name, version, "creditgov.registration", "complete")
@@ -267,20 +278,18 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
                  n_estimators: int | None = None, log=print) -> TrainResult:
     import mlflow
 
-    from creditgov import explain, gates as gates_mod, modelcard, tracking, validate
-
     tracking.check()  # fail fast, before minutes of training, when the backend is unreachable
     v = validate_input(spec, data_path)
     s = v.outcome.summary()
     log(f"validated {v.label}: {s['rows_in']} rows in, {s['rows_clean']} clean, "
         f"{s['rows_quarantined']} quarantined -> {v.quarantine_path}")
     ev = evaluate_models(v, n_estimators)
-    flat = _flat_metrics(ev)
+    flat = ev.flat_metrics()
     log(f"XGBoost test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, {flat['test_auc_ci_high']:.4f}], "
         f"scorecard {flat['scorecard_test_auc']:.4f}; {spec.evaluation.cv_folds}-fold CV AUC "
         f"{flat['cv_auc_mean']:.4f} vs scorecard {flat['scorecard_cv_auc_mean']:.4f}")
     gate_results = gates_mod.evaluate_gates(spec.gates, flat)
-    importance = explain.global_importance(ev["model"], ev["splits"].test)
+    importance = explain.global_importance(ev.model, ev.splits.test)
     svg = explain.importance_svg(importance)
 
     tracking.configure()
@@ -291,8 +300,8 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
             run_id = run.info.run_id
             mlflow.log_params({
                 "spec": spec.name, "spec_hash": spec.content_hash, "data_source": v.label,
-                "input_data_hash": v.input_hash, "train_data_hash": ev["train_hash"],
-                "split_method": ev["splits"].method, "split_seed": spec.split.seed,
+                "input_data_hash": v.input_hash, "train_data_hash": ev.train_hash,
+                "split_method": ev.splits.method, "split_seed": spec.split.seed,
                 **{f"xgb_{k}": val for k, val in spec.model.model_dump().items()},
                 "xgb_n_estimators_used": n_estimators or spec.model.n_estimators,
                 "calibration": "platt-on-margin",
@@ -305,17 +314,16 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
             mlflow.log_dict(v.suite, "validation/expectation_suite.json")
             mlflow.log_text(svg, "explain/shap_importance.svg")
             mlflow.log_text(importance.to_csv(index=False), "explain/shap_importance.csv")
-            mlflow.log_text(ev["calibration"].to_csv(index=False), "evaluation/calibration_deciles.csv")
-            mlflow.log_dict(ev["monotonicity"], "evaluation/monotonicity.json")
-            mlflow.log_dict({k: [float(x) for x in a] for k, a in ev["cv"].items()}, "evaluation/cv_auc.json")
-            mlflow.log_text(ev["scorecard"].table().to_csv(index=False), "scorecard/scorecard_table.csv")
+            mlflow.log_text(ev.calibration.to_csv(index=False), "evaluation/calibration_deciles.csv")
+            mlflow.log_dict(ev.monotonicity, "evaluation/monotonicity.json")
+            mlflow.log_dict({k: [float(x) for x in a] for k, a in ev.cv.items()}, "evaluation/cv_auc.json")
+            mlflow.log_text(ev.scorecard.table().to_csv(index=False), "scorecard/scorecard_table.csv")
             mlflow.log_text(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False), "spec/spec.json")
             _log_reference(ev, spec, flat, tmpdir)
 
-            example = _input_example(ev["splits"].train, spec)
-            info = _log_model(ev["model"], spec, example, tmpdir)
+            info = log_pyfunc_model(ev.model, spec, input_example(ev.splits.train, spec), tmpdir)
             version = register(info, spec, {
-                "run_id": run_id, "spec_hash": spec.content_hash, "train_data_hash": ev["train_hash"],
+                "run_id": run_id, "spec_hash": spec.content_hash, "train_data_hash": ev.train_hash,
                 "input_data_hash": v.input_hash,
                 "gates_at_registration": "pass" if gates_mod.all_pass(gate_results) else
                 "fail: " + ", ".join(g.name for g in gate_results if not g.passed)},

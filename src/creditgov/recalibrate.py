@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from creditgov import data, metrics, modelcard, monotonic, pipeline, tracking, train
+from creditgov.model import CreditModel
 from creditgov.spec import PipelineSpec
 
 
@@ -31,11 +33,10 @@ class RecalibrationResult:
 
 def _side_by_side_html(spec: PipelineSpec, parent: str, before: dict, after: dict, cal_before: pd.DataFrame,
                        cal_after: pd.DataFrame, calib: dict, label: str) -> str:
-    from creditgov.report import _env
-    from creditgov.report_monitor import _css
+    from creditgov.report import render
 
-    return _env().get_template("recalibration.html").render(
-        css=_css(), spec=spec, parent=parent, before=before, after=after, label=label, calib=calib,
+    return render(
+        "recalibration.html", spec=spec, parent=parent, before=before, after=after, label=label, calib=calib,
         rows=list(zip(cal_before.to_dict("records"), cal_after.to_dict("records"))))
 
 
@@ -43,9 +44,6 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
                 monitoring_run: str | None = None, log=print) -> RecalibrationResult:
     import mlflow
     from sklearn.model_selection import train_test_split
-
-    from creditgov import data, metrics, modelcard, monotonic, pipeline, tracking, train
-    from creditgov.model import CreditModel
 
     tracking.configure()
     model, parent, parent_run = tracking.load_registered(spec.registry.model_name, version)
@@ -95,7 +93,7 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
             pipeline.log_reference(fit, new.predict_pd(fit), spec,
                                    {k: v for k, v in flat.items() if k.startswith("test_")}, tmpdir)
             card = _card_from_parent(parent_run, after, calib, parent, label, run.info.run_id)
-            info = pipeline._log_model(new, spec, pipeline._input_example(fit, spec), tmpdir)
+            info = pipeline.log_pyfunc_model(new, spec, pipeline.input_example(fit, spec), tmpdir)
             version_new = pipeline.register(info, spec, {
                 "parent_version": parent, "monitoring_run": monitoring_run or "none", "run_id": run.info.run_id,
                 "recalibration_data": label[:500], "spec_hash": spec.content_hash},

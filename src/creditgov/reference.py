@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from creditgov.metrics import decile_edges
-from creditgov.spec import PipelineSpec
+from creditgov.spec import DISCRETE_MAX, PipelineSpec
 
 MISSING = "(missing)"
 OTHER = "(other)"
@@ -31,12 +31,20 @@ def categorical_bins(values: pd.Series, categories: list[str]) -> np.ndarray:
     return out.to_numpy(dtype="int64")
 
 
+def n_bins(prof: dict) -> int:
+    """Bins of a stored profile: numeric (and the score) inner edges + 1, then missing; categorical its
+    categories, then missing, then other."""
+    return len(prof["categories"]) + 2 if prof.get("kind") == "categorical" else len(prof["edges"]) + 2
+
+
+def segment_keys(values: pd.Series) -> np.ndarray:
+    """The segment each row belongs to, as the profile names it: the value as text, or MISSING."""
+    return values.astype(object).where(values.notna(), MISSING).astype(str).to_numpy()
+
+
 def shares(bins: np.ndarray, n_bins: int) -> list[float]:
     counts = np.bincount(bins, minlength=n_bins)[:n_bins].astype(float)
     return (counts / counts.sum()).tolist() if counts.sum() else counts.tolist()
-
-
-DISCRETE_MAX = 20
 
 
 def reference_edges(values: np.ndarray) -> np.ndarray:
@@ -79,8 +87,10 @@ def build_profile(dev: pd.DataFrame, pd_dev: np.ndarray, spec: PipelineSpec, dev
     segments = {}
     for col in segment_by:
         segments[col] = {}
-        for value, idx in dev.groupby(dev[col].astype(object).where(dev[col].notna(), MISSING)).indices.items():
-            if len(idx) >= 100:  # too few rows give unstable deciles
+        keys = segment_keys(dev[col])
+        for value in np.unique(keys):
+            idx = np.flatnonzero(keys == value)
+            if len(idx) >= spec.monitoring.min_tier_rows:  # too few rows give unstable deciles
                 segments[col][str(value)] = score_profile(pd_dev[idx])
     return {"format": "creditgov.reference/1", "rows": int(len(dev)), "features": feature_profile(dev, spec),
             "score": score_profile(pd_dev), "segments": segments, "development_metrics": dev_metrics}

@@ -7,8 +7,8 @@ html.escape), and states when it was made, from which model version and which da
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from html import escape
 from importlib import resources
@@ -31,13 +31,29 @@ class ReportResult:
     decisions: list[str]
 
 
+def _template_text(name: str) -> str:
+    return resources.files("creditgov").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)  # templates ship with the package: one environment, its compiled templates reused
 def _env() -> jinja2.Environment:
-    loader = jinja2.FunctionLoader(
-        lambda name: resources.files("creditgov").joinpath("templates", name).read_text(encoding="utf-8"))
-    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(_template_text), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
     env.filters["pct"] = lambda v: "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}%"
     env.filters["num"] = _fmt
     return env
+
+
+def stylesheet() -> str:
+    """The reports' stylesheet (templates/base.css), inlined in every page."""
+    return _template_text("base.css")
+
+
+def render(template: str, **context) -> str:
+    """One page from templates/`template`, the one way every creditgov report is rendered: values
+    escaped (autoescape), a missing value an error rather than a blank (StrictUndefined), the
+    `pct` and `num` filters, and the stylesheet inlined as `css`."""
+    return _env().get_template(template).render(css=stylesheet(), **context)
 
 
 def _fmt(v) -> str:
@@ -178,8 +194,6 @@ def select_sample(log: pd.DataFrame, n: int) -> pd.DataFrame:
 
 def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, card_html: str | None,
           out_root: Path, sample: int = 20, group_columns: list[str] | None = None) -> ReportResult:
-    env = _env()
-    css = resources.files("creditgov").joinpath("templates", "base.css").read_text(encoding="utf-8")
     first = log.iloc[0]
     version = str(first["model_version"])
     run_name = f"{spec.name}-{str(first['decision_time'])[:10]}-v{version}-{str(first['input_hash'])[:8]}"
@@ -198,11 +212,11 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     for _, row in chosen.iterrows():
         ctx = _decision_context(row, spec, card, stamp)
         did = row["decision_id"]
-        (tmp / "decisions" / f"{did}.html").write_text(env.get_template("decision.html").render(css=css, **ctx),
+        (tmp / "decisions" / f"{did}.html").write_text(render("decision.html", **ctx),
                                                        encoding="utf-8")
         for lang in ("en", "zh"):
             (tmp / "notices" / f"{did}.{lang}.html").write_text(
-                env.get_template("notice.html").render(css=css, lang=lang, **ctx), encoding="utf-8")
+                render("notice.html", lang=lang, **ctx), encoding="utf-8")
         links.append({"id": did, "action": row["action"], "tier": row["tier"], "pd": row["pd"],
                       "reason": (row["reasons_en"][0] if len(row["reasons_en"]) else "")})
 
@@ -216,7 +230,7 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     impact = {c: adverse_impact(log, c, spec.policy.fairness.min_group_size).to_dict("records") for c in groups if INPUT_PREFIX + c in log.columns}
     quarantined = log[log["status"] == "quarantined"]
     portfolio_ctx = {
-        "css": css, "stamp": stamp, "card": card, "spec": spec,
+        "stamp": stamp, "card": card, "spec": spec,
         "n_in": len(log), "n_decided": len(decided), "n_quarantined": len(quarantined),
         "quarantine": quarantined[["row_number", "quarantine_rules"]].to_dict("records"),
         "by_tier": {"columns": list(by.columns), "rows": [(t, [int(v) for v in by.loc[t]]) for t in by.index]},
@@ -227,11 +241,11 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
         "min_group": spec.policy.fairness.min_group_size,
         "pd_svg": bars_svg(_pd_histogram(decided["pd"].to_numpy()), "Decisions by PD band (count)"),
     }
-    (tmp / "portfolio.html").write_text(env.get_template("portfolio.html").render(**portfolio_ctx), encoding="utf-8")
+    (tmp / "portfolio.html").write_text(render("portfolio.html", **portfolio_ctx), encoding="utf-8")
     if card_html:
         (tmp / "model_card.html").write_text(card_html, encoding="utf-8")
-    (tmp / "index.html").write_text(env.get_template("index.html").render(
-        css=css, stamp=stamp, links=links, has_card=bool(card_html), n_in=len(log), n_decided=len(decided),
+    (tmp / "index.html").write_text(render(
+        "index.html", stamp=stamp, links=links, has_card=bool(card_html), n_in=len(log), n_decided=len(decided),
         n_quarantined=len(quarantined)), encoding="utf-8")
     replace_dir(tmp, out)
     write_root_index(out_root)
@@ -297,11 +311,10 @@ def write_root_index(out_root: str | Path = "reports") -> Path:
     out_root = Path(out_root)
     runs = sorted((d for d in out_root.iterdir() if d.is_dir() and (d / "index.html").exists()
                    and not d.name.startswith(".")), key=lambda d: d.stat().st_mtime, reverse=True)
-    css = resources.files("creditgov").joinpath("templates", "base.css").read_text(encoding="utf-8")
     rows = [{"name": d.name, "kind": "monitoring" if "-monitor-" in d.name else "decisions",
              "made": datetime.fromtimestamp(d.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")}
             for d in runs]
     page = out_root / "index.html"
-    page.write_text(_env().get_template("root_index.html").render(
-        css=css, rows=rows, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds")), encoding="utf-8")
+    page.write_text(render("root_index.html", rows=rows,
+                           generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds")), encoding="utf-8")
     return page

@@ -11,16 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from creditgov.monitor import VERDICTS, MonitorResult
-from creditgov.report import _env
+from creditgov.report import render
 from creditgov.spec import PipelineSpec
 
 _COLOURS = {"stable": "#2e7d32", "watch": "#b7791f", "recalibrate": "#c05621", "rebuild": "#a3201b"}
-
-
-def _css() -> str:
-    from importlib import resources
-
-    return resources.files("creditgov").joinpath("templates", "base.css").read_text(encoding="utf-8")
 
 
 def line_svg(labels: list[str], series: dict[str, list[float | None]], title: str,
@@ -68,30 +62,29 @@ def _stamp(spec: PipelineSpec, version: str, label: str) -> dict:
 
 
 def write_batch_page(out: Path, spec: PipelineSpec, r: MonitorResult, version: str, run_stamp: str) -> Path:
-    env = _env()
     page = out / f"drift-{r.label}.html"
-    page.write_text(env.get_template("drift.html").render(
-        css=_css(), r=r, cfg=spec.monitoring, stamp=_stamp(spec, version, r.label), colour=_COLOURS,
+    page.write_text(render(
+        "drift.html", r=r, cfg=spec.monitoring, stamp=_stamp(spec, version, r.label), colour=_COLOURS,
         evidently=Path(r.evidently_html).name if r.evidently_html else None), encoding="utf-8")
     return page
 
 
 def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], version: str, run_stamp: str) -> Path:
-    env = _env()
     labels = [r.label for r in results]
     cfg = spec.monitoring
     psi = line_svg(labels, {"score PSI": [r.score_psi for r in results],
                             **{f"CSI {k}": [r.csi.get(k) for r in results] for k in cfg.key_features[:3]}},
                    "Score PSI and key-feature CSI", (cfg.psi_watch, cfg.psi_act))
     perf = line_svg(labels, {
-        "estimated AUC": [r.estimated["auc"] if r.estimated else None for r in results],
-        "observed AUC": [r.matured["auc"] if r.matured else None for r in results],
-        "development AUC": [(r.matured or {}).get("dev_auc") or (r.calibration_basis or {}).get("dev_auc")
-                            for r in results]}, "Performance: estimated (CBPE) and observed AUC")
+        "estimated AUC": [r.estimated.auc if r.estimated else None for r in results],
+        "observed AUC": [r.matured.auc if r.matured else None for r in results],
+        "development AUC": [(r.matured.dev_auc if r.matured else None)
+                            or (r.calibration_basis.dev_auc if r.calibration_basis else None) for r in results]},
+        "Performance: estimated (CBPE) and observed AUC")
     verdict_svg = line_svg(labels, {"verdict level": [VERDICTS.index(r.verdict) for r in results]},
                            "Verdict (0 stable, 1 watch, 2 recalibrate, 3 rebuild)")
     index = out / "index.html"
-    index.write_text(env.get_template("monitor_index.html").render(
-        css=_css(), results=results, stamp=_stamp(spec, version, ", ".join(labels)), colour=_COLOURS,
+    index.write_text(render(
+        "monitor_index.html", results=results, stamp=_stamp(spec, version, ", ".join(labels)), colour=_COLOURS,
         psi_svg=psi, perf_svg=perf, verdict_svg=verdict_svg), encoding="utf-8")
     return index

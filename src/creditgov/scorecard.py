@@ -29,11 +29,11 @@ def _frame(raw: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     return raw[features].copy()
 
 
-def fit_scorecard(train: pd.DataFrame, spec: PipelineSpec) -> ScorecardModel:
-    from optbinning import BinningProcess, Scorecard
+def fit_scorecard(train: pd.DataFrame, y: np.ndarray, spec: PipelineSpec) -> ScorecardModel:
+    """The scorecard fitted on `train` with targets `y` (train.target_vector): the caller derives the target,
+    so this module needs nothing from train.py (which uses it in cross-validation)."""
+    from optbinning import BinningProcess, Scorecard  # heavy: only when a scorecard is fitted
     from sklearn.linear_model import LogisticRegression
-
-    from creditgov.train import target_vector
 
     feats = [f.name for f in spec.model_inputs]
     cats = [f.name for f in spec.model_inputs if f.type == "categorical"]
@@ -44,5 +44,5 @@ def fit_scorecard(train: pd.DataFrame, spec: PipelineSpec) -> ScorecardModel:
         scaling_method="pdo_odds",
         scaling_method_params={"pdo": s.pdo, "odds": s.odds, "scorecard_points": s.base_points},
     )
-    card.fit(_frame(train, feats), target_vector(train, spec))
+    card.fit(_frame(train, feats), y)
     return ScorecardModel(card, feats)

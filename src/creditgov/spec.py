@@ -180,6 +180,14 @@ class Gates(_Strict):
     max_auc_shortfall_vs_scorecard: float = Field(ge=0, le=1)
 
 
+# Fixed conventions of the stability and calibration measures, shared by the reference profile, the
+# monitor and the metrics; per-product thresholds live in `Monitoring` below.
+QUANTILE_BINS = 10  # deciles: the PSI reference bins and the Hosmer-Lemeshow groups
+PSI_SHARE_FLOOR = 1e-4  # a bin share is floored here, so a bin empty on one side gives a large but finite PSI
+DISCRETE_MAX = 20  # a numeric feature with at most this many distinct values gets one bin per value
+KS_BOOTSTRAP_MAX = 200  # replicates of the observed-KS interval at most: each one is a sort of the batch
+
+
 class Monitoring(_Strict):
     """Typed thresholds of `creditgov monitor` (banking conventions by default)."""
 
@@ -199,6 +207,8 @@ class Monitoring(_Strict):
     # materiality: a tier fails only when outside the interval AND off by more than this share of the observed rate
     calibration_tolerance: float = Field(default=0.2, ge=0)
     calibration_abs_tolerance: float = Field(default=0.005, ge=0)
+    # fewest rows to judge a sub-population: a risk tier's calibration, a segment's score PSI and mean PD,
+    # and (at training) a segment's reference deciles
     min_tier_rows: int = Field(default=100, ge=1)
     bootstrap: int = Field(default=500, ge=100)
     reference_sample: int = Field(default=5000, ge=100)

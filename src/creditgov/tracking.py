@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from creditgov.errors import TrackingError, UsageError
+from creditgov.model import CreditModel
 
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -244,8 +245,6 @@ def load_registered(model_name: str, version: str | None = None, alias: str = "c
     """(CreditModel, version, run_id) of a registered version, or of the version behind `alias`."""
     import mlflow
     from mlflow.exceptions import MlflowException
-
-    from creditgov.model import CreditModel
 
     c = client()
     with backend_errors(f"load model {model_name}"):

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from creditgov.metrics import auc
 from creditgov.model import CreditModel, encode, encodings_from_spec
+from creditgov.scorecard import fit_scorecard
 from creditgov.spec import ModelParams, PipelineSpec, Split
 
 
@@ -98,9 +100,10 @@ def fit_model(train: pd.DataFrame, valid: pd.DataFrame, spec: PipelineSpec,
                         early_stopping_rounds=min(p.early_stopping_rounds, rounds), verbose_eval=False)
     best = int(booster.best_iteration)
     booster = booster[: best + 1]  # keep only the trees early stopping chose
-    margin = booster.predict(dvalid, output_margin=True).astype("float64")
-    a, b = fit_platt(margin, target_vector(valid, spec))
     info = {"best_iteration": best, "n_trees": best + 1, "params": params, "nthread": p.nthread}
+    # calibrated on the margin scoring will use (CreditModel.margin: float64 leaf sums), not xgboost's float32 one
+    margin = CreditModel(booster, encs, 1.0, 0.0, info).margin(valid)
+    a, b = fit_platt(margin, target_vector(valid, spec))
     return CreditModel(booster, encs, a, b, info)
 
 
@@ -112,9 +115,6 @@ def cross_validate(dev: pd.DataFrame, spec: PipelineSpec, n_estimators: int | No
     """
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
-    from creditgov.metrics import auc
-    from creditgov.scorecard import fit_scorecard
-
     y = target_vector(dev, spec)
     folds = StratifiedKFold(spec.evaluation.cv_folds, shuffle=True, random_state=spec.split.seed)
     xgb_auc, sc_auc = [], []
@@ -125,6 +125,6 @@ def cross_validate(dev: pd.DataFrame, spec: PipelineSpec, n_estimators: int | No
                                               random_state=spec.split.seed)
         model = fit_model(inner_tr, inner_va, spec, n_estimators)
         xgb_auc.append(auc(y[te], model.predict_pd(fold_test)))
-        card = fit_scorecard(fold_train, spec)
+        card = fit_scorecard(fold_train, y[tr], spec)
         sc_auc.append(auc(y[te], card.predict_pd(fold_test)))
     return {"xgb": xgb_auc, "scorecard": sc_auc}

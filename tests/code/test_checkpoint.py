@@ -40,6 +40,18 @@ def test_frames_come_back_as_written(tmp_path):
     assert a == b
 
 
+def test_whole_numbers_with_a_missing_value_come_back_whole(tmp_path):
+    """A finished log part: a quarantined row has no inputs, so an object column of whole numbers has a gap."""
+    frame = _awkward()
+    frame["input_Income"] = pd.Series([130, np.nan, 250], dtype=object)
+    checkpoint.write_frame(frame, tmp_path / "f.parquet")
+    back = checkpoint.read_frame(tmp_path / "f.parquet")
+    assert back["input_Income"].dtype == object
+    assert [type(v) for v in back["input_Income"]] == [int, type(None), int]
+    a = write_log(frame, tmp_path / "a.parquet").read_bytes()
+    assert write_log(back, tmp_path / "b.parquet").read_bytes() == a  # int64 with a null, not double
+
+
 def test_concatenated_checkpoints_write_the_same_log(tmp_path):
     frame = _awkward()
     whole = write_log(frame, tmp_path / "whole.parquet").read_bytes()

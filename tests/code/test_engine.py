@@ -74,13 +74,21 @@ def test_row_hashes_match_the_per_row_definition():
         pd.testing.assert_series_equal(pd.Series(mapped), pd.Series(expected), check_exact=True)
 
 
-def test_pseudonymise_is_privacy_pseudonymise(monkeypatch):
-    values = pd.Series(["A1", None, "B2", np.nan, "中", 7], dtype=object)
-    np.testing.assert_array_equal(decide.pseudonymise(values), privacy.pseudonymise(values).to_numpy())
+def test_pseudonymise_is_the_keyed_hash_of_each_value(monkeypatch):
+    """privacy.pseudonymise (one prepared HMAC state copied per value) gives each value's own keyed hash."""
+    values = pd.Series(["A1", None, "B2", np.nan, "中", 7], dtype=object, index=[10, 11, 12, 13, 14, 15], name="id")
+
+    def reference(key: bytes) -> list:
+        return [None if pd.isna(v) else hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest()[:24]
+                for v in values]
+
+    monkeypatch.setenv(privacy.KEY_ENV, "a key")
+    got = privacy.pseudonymise(values)
+    assert list(got) == reference(b"a key")
+    assert list(got.index) == list(values.index) and got.name == "id" and got.dtype == object
     monkeypatch.setenv(privacy.KEY_ENV, "another key")
-    np.testing.assert_array_equal(decide.pseudonymise(values), privacy.pseudonymise(values).to_numpy())
-    key = b"another key"
-    assert decide.pseudonymise(values)[0] == hmac.new(key, b"A1", hashlib.sha256).hexdigest()[:24]
+    assert list(privacy.pseudonymise(values)) == reference(b"another key")
+    assert privacy.pseudonymise(values)[10] == hmac.new(b"another key", b"A1", hashlib.sha256).hexdigest()[:24]
 
 
 # --------------------------------------------------------------------------- reason lists

@@ -1,7 +1,8 @@
 """creditgov.fastshap: exact TreeSHAP that must reproduce xgboost's pred_contribs.
 
 Every check compares against the booster itself: max |ours - pred_contribs| <= 1e-5 on every
-entry (bias column included) and row sums equal predict(output_margin=True) within 1e-4.
+entry (bias column included) and row sums equal predict(output_margin=True) within 1e-4; and
+against our own margin (the float64 leaf sum): row sums equal it within ADDITIVITY_ATOL (1e-9).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 xgb = pytest.importorskip("xgboost")
 
 from creditgov.fastshap import (  # noqa: E402
+    ADDITIVITY_ATOL,
     FastShapFallbackWarning,
     FastTreeShap,
     UnsupportedModel,
@@ -33,12 +35,19 @@ def reference(booster, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assert_exact(booster, X: pd.DataFrame, **kwargs) -> np.ndarray:
-    ours = FastTreeShap(booster, **kwargs).shap_values(X)
+    explainer = FastTreeShap(booster, **kwargs)
+    ours = explainer.shap_values(X)
     ref, margin = reference(booster, X)
     assert ours.shape == ref.shape == (len(X), booster.num_features() + 1)
     assert np.all(np.isfinite(ours))
     assert np.abs(ours - ref).max() <= ATOL
     assert np.abs(ours.sum(axis=1) - margin).max() <= SUM_ATOL
+    own = explainer.margin(X)
+    assert own.shape == (len(X),) and own.dtype == np.float64
+    assert np.abs(own - margin).max() <= SUM_ATOL
+    # one float64 computation: the attributions add up to our margin far inside xgboost's float32 gap
+    scale = max(1.0, float(np.abs(own).max()))
+    assert np.abs(ours.sum(axis=1) - own).max() <= ADDITIVITY_ATOL * scale
     return ours
 
 
@@ -227,6 +236,36 @@ def test_input_handling(numeric):
     assert explainer.shap_values(X.iloc[:0]).shape == (0, X.shape[1] + 1)
     with pytest.raises(ValueError, match="lacks"):
         explainer.shap_values(X.drop(columns="x2"))
+
+
+def test_margin_is_the_float64_sum_of_the_stored_float32_leaves(numeric):
+    """margin() = base margin + the float32 leaf values the rows reach, summed in float64 (not xgboost's float32)."""
+    X, y = numeric
+    booster = train(X, y, rounds=40, max_depth=3, eta=0.05)
+    dm = xgb.DMatrix(X)
+    leaves = booster.predict(dm, pred_leaf=True).astype(np.int64)  # node id of the leaf reached, per tree
+    trees = split_nodes(booster)
+    values = np.array([[np.float32(trees[t]["split_conditions"][leaves[r, t]]) for t in range(len(trees))]
+                       for r in range(len(X))], dtype=np.float64)
+    explainer = FastTreeShap(booster)
+    expected = explainer._c.base_margin + values.sum(axis=1)
+    np.testing.assert_allclose(explainer.margin(X), expected, rtol=0, atol=1e-12)
+    # xgboost's float32 accumulation is measurably off; ours is not
+    assert np.abs(booster.predict(dm, output_margin=True) - expected).max() > 1e-9
+
+
+def test_margin_and_attributions_do_not_depend_on_the_batch_or_the_threads(numeric):
+    """A row scores the same alone, in any batch and with any thread count (logs are byte-identical across
+    engines, and the counterfactual evaluator must reproduce predict_pd exactly)."""
+    X, y = numeric
+    booster = train(X, y, rounds=20, max_depth=4)
+    explainer = FastTreeShap(booster)
+    full_m, full_s = explainer.margin(X, n_threads=2), explainer.shap_values(X, n_threads=2)
+    idx = np.random.default_rng(3).permutation(len(X))[:300]
+    np.testing.assert_array_equal(explainer.margin(X.iloc[idx], n_threads=1), full_m[idx])
+    np.testing.assert_array_equal(explainer.shap_values(X.iloc[idx], n_threads=1), full_s[idx])
+    np.testing.assert_array_equal(explainer.margin(X.iloc[idx[:1]]), full_m[idx[:1]])
+    assert explainer.margin(X.iloc[:0]).shape == (0,)
 
 
 def test_precomputation_is_cached(numeric):

@@ -20,6 +20,7 @@ from creditgov.metrics import (
     ks,
     psi,
     psi_from_shares,
+    weighted_ks,
 )
 
 
@@ -140,6 +141,44 @@ def test_ks_perfect_separation_and_all_tied():
     assert ks(y, [0.1, 0.2, 0.3, 0.8, 0.9]) == 1.0
     # A single tied score block cannot separate anything: KS must be 0, not > 0.
     assert ks(y, [0.5] * 5) == 0.0
+
+
+def test_ks_reads_a_tied_block_only_at_its_end():
+    # bads first within the tied block at 0.9: a row-by-row sweep would see all bads before any good (KS 1)
+    y = np.array([1, 1, 0, 0, 0, 0])
+    p = np.array([0.9, 0.9, 0.9, 0.9, 0.1, 0.1])
+    assert ks(y, p) == pytest.approx(0.5, abs=1e-12)
+    assert ks(y, p) == pytest.approx(stats.ks_2samp(p[y == 1], p[y == 0]).statistic, abs=1e-12)
+
+
+def test_weighted_ks_with_label_weights_is_ks():
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 2, size=2000)
+    p = np.round(rng.beta(2, 5, size=2000) + 0.1 * y, 2)
+    assert weighted_ks(p, y, 1 - y) == ks(y, p)
+
+
+def test_weighted_ks_with_counts_is_ks_on_the_repeated_rows():
+    # integer weights are frequencies: the same as scipy's KS on each row repeated that many times
+    rng = np.random.default_rng(13)
+    p = np.round(rng.uniform(size=300), 1)  # heavy ties
+    n_bad, n_good = rng.integers(0, 4, size=300), rng.integers(0, 4, size=300)
+    expected = stats.ks_2samp(np.repeat(p, n_bad), np.repeat(p, n_good)).statistic
+    assert weighted_ks(p, n_bad, n_good) == pytest.approx(expected, abs=1e-12)
+
+
+def test_weighted_ks_expected_from_calibrated_pds_is_a_threshold_sweep():
+    p = np.array([0.2, 0.7, 0.2, 0.7, 0.4, 0.05, 0.2])
+    sweep = [abs(p[p <= t].sum() / p.sum() - (1 - p[p <= t]).sum() / (1 - p).sum()) for t in np.unique(p)]
+    assert weighted_ks(p, p, 1 - p) == pytest.approx(max(sweep), abs=1e-12)
+
+
+@pytest.mark.parametrize("bad, good, name", [([1.0, -1.0, 1.0], [1.0, 1.0, 1.0], "bad_weight"),
+                                             ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], "good_weight"),
+                                             ([1.0, 1.0], [1.0, 1.0, 1.0], "bad_weight")])
+def test_weighted_ks_rejects_bad_weights_naming_them(bad, good, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        weighted_ks([0.1, 0.2, 0.3], bad, good)
 
 
 # --------------------------------------------------------------------- calibration

@@ -16,9 +16,18 @@ def splits(spec, credit_data):
     return train.split(credit_data, spec)
 
 
+TINY_ROUNDS = 12  # tests/code trains tiny models: these tests are about mechanics, not model quality
+
+
 @pytest.fixture(scope="module")
-def model(spec, splits) -> CreditModel:
-    return train.fit_model(splits.train, splits.validation, spec, n_estimators=40)
+def tiny(splits):
+    """(train rows, validation rows) of the tiny model."""
+    return splits.train.sample(800, random_state=1), splits.validation.sample(400, random_state=1)
+
+
+@pytest.fixture(scope="module")
+def model(spec, tiny) -> CreditModel:
+    return train.fit_model(*tiny, spec, n_estimators=TINY_ROUNDS)
 
 
 def _is_pickle(path) -> bool:
@@ -47,7 +56,7 @@ def test_save_load_round_trip_gives_identical_predictions_and_no_pickle(model, s
     loaded = CreditModel.load(saved)
     assert loaded.encodings == model.encodings
     assert (loaded.calib_a_, loaded.calib_b_) == (model.calib_a_, model.calib_b_)
-    assert loaded.info["n_trees"] == model.info["n_trees"] == 40
+    assert loaded.info["n_trees"] == model.info["n_trees"] == TINY_ROUNDS
     test = splits.test
     np.testing.assert_array_equal(loaded.predict_pd(test), model.predict_pd(test))
     np.testing.assert_array_equal(loaded.contributions(test)[0], model.contributions(test)[0])
@@ -61,13 +70,59 @@ def test_predictions_are_probabilities_and_calibration_keeps_direction(model, sp
     assert np.all(np.diff(p[order_margin]) >= 0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: model.py CreditModel.contributions() and log_odds() come from separate float32 predictions "
-    "(pred_contribs vs output_margin), so base + sum(phi) differs from log_odds by ~1e-6, not within 1e-9; "
-    "the 'exact attributions of the calibrated log-odds' claim holds only to float32 precision"))
 def test_contributions_add_up_to_the_log_odds_within_1e_9(model, splits):
     phi, base = model.contributions(splits.test)
     np.testing.assert_allclose(base + phi.sum(axis=1), model.log_odds(splits.test), rtol=0, atol=1e-9)
+
+
+def test_platt_layer_is_fitted_on_the_margin_scoring_uses(model, tiny, spec):
+    valid = tiny[1]
+    assert (model.calib_a_, model.calib_b_) == train.fit_platt(model.margin(valid), train.target_vector(valid, spec))
+
+
+def test_margin_is_the_fastshap_leaf_sum_and_matches_xgboost_to_float32(model, splits):
+    import xgboost as xgb
+
+    from creditgov.fastshap import FastTreeShap
+
+    test = splits.test
+    margin = model.margin(test)
+    np.testing.assert_array_equal(margin, FastTreeShap(model.booster_).margin(encode(test, model.encodings)))
+    np.testing.assert_array_equal(model.log_odds(test), model.calibrate(margin))
+    xgb_margin = model.booster_.predict(xgb.DMatrix(encode(test, model.encodings), enable_categorical=True),
+                                        output_margin=True)
+    np.testing.assert_allclose(margin, xgb_margin, rtol=0, atol=1e-5)
+
+
+def test_margin_matrix_scores_an_encoded_matrix_like_margin(model, splits):
+    from creditgov.fastshap import FastTreeShap
+
+    X = FastTreeShap(model.booster_).matrix(encode(splits.test, model.encodings))
+    np.testing.assert_array_equal(model.margin_matrix(X), model.margin(splits.test))
+
+
+def test_a_model_fastshap_cannot_compile_falls_back_to_xgboost_with_a_warning(seed):
+    """Trees deeper than fastshap's limit: margin and attributions both come from xgboost (float32 bound)."""
+    import xgboost as xgb
+
+    from creditgov.fastshap import MAX_DEPTH, FastShapFallbackWarning, FastTreeShap, UnsupportedModel
+
+    rng = np.random.default_rng(seed)
+    rows = pd.DataFrame({"x": rng.random(500), "z": rng.normal(size=500)})
+    encs = [Encoding("x", "numeric"), Encoding("z", "numeric")]
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": MAX_DEPTH + 4, "min_child_weight": 0,
+                         "reg_lambda": 0.01, "nthread": 2},
+                        xgb.DMatrix(encode(rows, encs), label=rng.integers(0, 2, len(rows))), 1)
+    with pytest.raises(UnsupportedModel, match="deeper than"):
+        FastTreeShap(booster)
+    deep = CreditModel(booster, encs, 0.9, -0.2)
+    with pytest.warns(FastShapFallbackWarning, match="deeper than"):
+        margin = deep.margin(rows)
+    dm = xgb.DMatrix(encode(rows, encs))
+    np.testing.assert_array_equal(margin, booster.predict(dm, output_margin=True).astype("float64"))
+    phi, base = deep.contributions(rows)
+    np.testing.assert_array_equal(phi, booster.predict(dm, pred_contribs=True)[:, :-1].astype("float64") * 0.9)
+    np.testing.assert_allclose(base + phi.sum(axis=1), deep.log_odds(rows), rtol=0, atol=1e-4)
 
 
 def test_contributions_add_up_to_the_log_odds_at_float32_precision(model, splits):

@@ -19,8 +19,9 @@ from creditgov import env
 env.apply()
 
 from creditgov import monitor, reference, simulate  # noqa: E402
-from creditgov.metrics import auc  # noqa: E402
-from creditgov.monitor import MonitorResult, decide_verdict  # noqa: E402
+from creditgov.metrics import auc, ks  # noqa: E402
+from creditgov.monitor import (  # noqa: E402
+    CalibrationBasis, EstimatedPerformance, MonitorResult, ObservedPerformance, TierCalibration, decide_verdict)
 from creditgov.policy import tier_of  # noqa: E402
 from creditgov.spec import load_spec  # noqa: E402
 
@@ -88,7 +89,7 @@ def test_score_psi_agrees_with_numpy_on_reference_deciles(frames, spec, profiled
     _, cur = frames
     prof, p_ref = profiled
     p_cur = _score(cur, 2, shift)
-    score_psi, _, _ = monitor.stability(cur, p_cur, prof, spec)
+    score_psi = monitor.stability(cur, p_cur, prof, spec).score_psi
     expected = _numpy_psi(p_ref, p_cur)
     assert score_psi == pytest.approx(expected, abs=1e-9)
     if shift >= 1.5:
@@ -99,7 +100,7 @@ def test_segment_psi_agrees_with_numpy_on_the_segment_reference_deciles(frames, 
     ref, cur = frames
     prof, p_ref = profiled
     p_cur = _score(cur, 3, 0.5)
-    _, _, segments = monitor.stability(cur, p_cur, prof, spec)
+    segments = monitor.stability(cur, p_cur, prof, spec).segment_psi
     assert set(segments["employment"]) >= {"salaried", "freelance"}
     for value, got in segments["employment"].items():
         expected = _numpy_psi(p_ref[(ref["employment"] == value).to_numpy()],
@@ -110,7 +111,7 @@ def test_segment_psi_agrees_with_numpy_on_the_segment_reference_deciles(frames, 
 def test_score_psi_of_the_reference_itself_is_zero(frames, spec, profiled):
     ref, _ = frames
     prof, p_ref = profiled
-    assert monitor.stability(ref, p_ref, prof, spec)[0] == pytest.approx(0.0, abs=1e-12)
+    assert monitor.stability(ref, p_ref, prof, spec).score_psi == pytest.approx(0.0, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------------- CSI
@@ -130,7 +131,7 @@ def test_csi_puts_missing_values_in_their_own_bin(frames, spec, profiled):
     values = cur[name].to_numpy(dtype=float)
     bins = reference.numeric_bins(values, edges)
     assert (bins[hole] == len(edges) + 1).all() and (bins[~hole] <= len(edges)).all()
-    _, csi, _ = monitor.stability(cur, np.full(len(cur), 0.05), prof, spec)
+    csi = monitor.stability(cur, np.full(len(cur), 0.05), prof, spec).csi
     finite = values[~np.isnan(values)]
     c = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1) / len(values)
     c = np.append(c, hole.mean())
@@ -153,12 +154,12 @@ def test_csi_puts_categories_in_their_own_bins_and_unseen_ones_in_other(frames, 
     assert bins.tolist() == [1, 4, 5, 3]
 
     p = np.full(len(cur), 0.05)
-    base = monitor.stability(cur, p, prof, spec)[1]["employment"]
+    base = monitor.stability(cur, p, prof, spec).csi["employment"]
     odd = cur.copy()
     rng = np.random.default_rng(7)
     gig = rng.random(len(odd)) < 0.1
     odd.loc[gig, "employment"] = "gig"
-    shifted = monitor.stability(odd, p, prof, spec)[1]["employment"]
+    shifted = monitor.stability(odd, p, prof, spec).csi["employment"]
     c = np.array([((odd["employment"] == k).mean()) for k in cats] + [0.0, gig.mean()])
     assert shifted == pytest.approx(_shares_psi(np.asarray(feat["shares"]), c), abs=1e-9)
     assert shifted > base + 0.1
@@ -200,8 +201,132 @@ def test_a_key_feature_shift_from_0_to_30_days_shows_in_csi(frames, spec, profil
     cur = cur.copy()
     zero = np.flatnonzero(cur["days_past_due"].to_numpy() == 0)
     cur.loc[cur.index[zero[: len(cur) // 5]], "days_past_due"] = 30.0
-    csi = monitor.stability(cur, np.full(len(cur), 0.05), prof, spec)[1]
+    csi = monitor.stability(cur, np.full(len(cur), 0.05), prof, spec).csi
     assert csi["days_past_due"] >= spec.monitoring.csi_act
+
+
+# --------------------------------------------------------------- binning and the segment minimum
+
+
+def _halves(frame: pd.DataFrame, p: np.ndarray, profile: dict) -> monitor.BinCounts:
+    """A binning the way the Dask engine does it: partitions binned apart, their counts summed."""
+    k = len(frame) // 3
+    return monitor.bin_counts(frame.iloc[:k], p[:k], profile) + monitor.bin_counts(frame.iloc[k:], p[k:], profile)
+
+
+class _Model:
+    """The calculators need only `predict_pd`."""
+
+    def predict_pd(self, frame: pd.DataFrame) -> np.ndarray:
+        return _score(frame, 4, 0.3)
+
+
+def test_stability_uses_the_binning_it_is_given(frames, spec, profiled):
+    _, cur = frames
+    prof, _ = profiled
+    p = _score(cur, 4, 0.3)
+    single = monitor.stability(cur, p, prof, spec)
+    assert monitor.stability(cur, p, prof, spec, binning=_halves) == single
+    assert single.segment_psi["employment"]  # the summed segment counts were compared too
+
+    def only_the_first_half(frame, p_, profile):
+        return monitor.bin_counts(frame.iloc[: len(frame) // 2], p_[: len(frame) // 2], profile)
+
+    # the counts passed in are the ones measured: half the batch is a different batch
+    assert monitor.stability(cur, p, prof, spec, binning=only_the_first_half) != single
+
+
+def test_run_monitor_and_the_job_take_the_binning_as_a_parameter(frames, spec, profiled):
+    import inspect
+
+    from creditgov import monitor_job
+
+    _, cur = frames
+    prof, _ = profiled
+    calls = []
+
+    def counting(frame, p, profile):
+        calls.append(len(frame))
+        return _halves(frame, p, profile)
+
+    default = monitor.run_monitor(spec, _Model(), prof, cur, "month-06")
+    passed = monitor.run_monitor(spec, _Model(), prof, cur, "month-06", binning=counting)
+    assert calls == [len(cur)]
+    assert passed == default
+    assert inspect.signature(monitor_job.monitor).parameters["binning"].default is monitor.bin_counts
+
+
+def _segment_sizes(frame: pd.DataFrame) -> pd.Series:
+    return frame["employment"].value_counts()
+
+
+def test_the_segment_minimum_is_the_spec_min_tier_rows(frames, spec, profiled):
+    ref, cur = frames
+    prof, _ = profiled
+    p = _score(cur, 4, 0.3)
+    sizes = _segment_sizes(cur)
+    smallest = sizes.idxmin()
+    assert smallest in prof["segments"]["employment"] and sizes.min() < sizes.max()
+
+    def at(min_rows: int):
+        return spec.model_copy(update={"monitoring": spec.monitoring.model_copy(update={"min_tier_rows": min_rows})})
+
+    enough, too_few = at(int(sizes.min())), at(int(sizes.min()) + 1)
+    assert smallest in monitor.stability(cur, p, prof, enough).segment_psi["employment"]
+    assert smallest not in monitor.stability(cur, p, prof, too_few).segment_psi["employment"]
+    assert f"employment={smallest}" in monitor.level_shift(cur, p, prof, enough)
+    assert f"employment={smallest}" not in monitor.level_shift(cur, p, prof, too_few)
+    # at training the same minimum decides which segments get reference deciles
+    ref_sizes = _segment_sizes(ref)
+    p_ref = _score(ref, 1)
+    low = reference.build_profile(ref, p_ref, at(int(ref_sizes.min())), {}, ["employment"])
+    high = reference.build_profile(ref, p_ref, at(int(ref_sizes.min()) + 1), {}, ["employment"])
+    assert set(low["segments"]["employment"]) == set(ref_sizes.index)
+    assert set(high["segments"]["employment"]) == set(ref_sizes.index) - {ref_sizes.idxmin()}
+
+
+def test_fixed_conventions_come_from_the_spec_module():
+    import inspect
+
+    from creditgov import metrics, spec as spec_module
+
+    assert reference.DISCRETE_MAX is spec_module.DISCRETE_MAX
+    for fn, name in ((metrics.psi, "eps"), (metrics.psi_from_shares, "eps")):
+        assert inspect.signature(fn).parameters[name].default == spec_module.PSI_SHARE_FLOOR
+    for fn in (metrics.psi, metrics.decile_edges, metrics.calibration_table, metrics.hosmer_lemeshow):
+        assert inspect.signature(fn).parameters["n_bins"].default == spec_module.QUANTILE_BINS
+
+
+# ------------------------------------------------------------------------------------ KS
+
+
+def _tied_book(seed: int = 31) -> tuple[np.ndarray, np.ndarray]:
+    """Scorecard-like PDs (few distinct values), so bads and goods share scores."""
+    rng = np.random.default_rng(seed)
+    p = rng.choice([0.02, 0.05, 0.1, 0.2, 0.4], size=4000, p=[0.3, 0.3, 0.2, 0.15, 0.05])
+    y = (rng.random(len(p)) < p).astype(int)
+    return y, p
+
+
+def test_observed_ks_on_tied_scores_is_scipys_two_sample_ks_and_the_development_definition(spec, cfg):
+    from scipy.stats import ks_2samp
+
+    y, p = _tied_book()
+    m = monitor.matured_performance(y, p, tier_of(p, spec.policy), {"development_metrics": {}}, cfg, seed=1)
+    expected = ks_2samp(p[y == 1], p[y == 0]).statistic
+    assert m.ks == pytest.approx(expected, abs=1e-12)
+    assert m.ks == ks(y, p)  # the function that computes the development KS (metrics.evaluate)
+    assert m.ks_ci_low <= m.ks <= m.ks_ci_high
+
+
+def test_observed_ks_does_not_split_a_tied_block(spec, cfg):
+    # 100 bads then 100 goods share the score 0.3; 200 goods score 0.1. No threshold separates the
+    # tied block, so KS = F_good(0.1) - F_bad(0.1) = 2/3; stepping through the rows would report 1.
+    y = np.array([1] * 100 + [0] * 300)
+    p = np.array([0.3] * 200 + [0.1] * 200)
+    m = monitor.matured_performance(y, p, np.full(len(p), "all"), {"development_metrics": {}}, cfg, seed=1)
+    assert m.ks == pytest.approx(2 / 3, abs=1e-12)
+    assert m.ks_ci_high < 0.9  # the bootstrap replicates use the same definition
 
 
 # ---------------------------------------------------------------------------------- CBPE
@@ -212,10 +337,11 @@ def test_cbpe_matches_the_expected_auc_formula_on_a_hand_example():
     # expected AUC (ratio of expected counts, trapezoid): [sum_{i above k} p_i (1-p_k) + 1/2 sum_k p_k (1-p_k)] / (S1 S0)
     #   pairs: .9*.5 + .9*.9 + .5*.9 = 1.71; halves: (.09 + .25 + .09) / 2 = .215; (1.71 + .215) / 2.25
     est = monitor.estimated_performance(np.array([0.5, 0.1, 0.9]))
-    assert est["auc"] == pytest.approx(1.925 / 2.25, abs=1e-12)
+    assert est.auc == pytest.approx(1.925 / 2.25, abs=1e-12)
     # expected TPR - FPR after 0.9: .6 - .1/1.5; after 0.5: 1.4/1.5 - .6/1.5 -> 8/15 both
-    assert est["ks"] == pytest.approx(8 / 15, abs=1e-12)
-    assert est["expected_bad_rate"] == pytest.approx(0.5, abs=1e-12)
+    assert est.ks == pytest.approx(8 / 15, abs=1e-12)
+    assert est.expected_bad_rate == pytest.approx(0.5, abs=1e-12)
+    assert not est.trusted  # no matured data behind it
 
 
 def test_cbpe_handles_ties_like_a_threshold_sweep():
@@ -224,8 +350,12 @@ def test_cbpe_handles_ties_like_a_threshold_sweep():
     tpr = [0.0] + [p[p >= t].sum() / p.sum() for t in thresholds]
     fpr = [0.0] + [(1 - p[p >= t]).sum() / (1 - p).sum() for t in thresholds]
     expected = float(np.trapezoid(tpr, fpr))
-    assert monitor.estimated_performance(p)["auc"] == pytest.approx(expected, abs=1e-12)
-    assert monitor.estimated_performance(p[::-1].copy())["auc"] == pytest.approx(expected, abs=1e-12)
+    assert monitor.estimated_performance(p).auc == pytest.approx(expected, abs=1e-12)
+    assert monitor.estimated_performance(p[::-1].copy()).auc == pytest.approx(expected, abs=1e-12)
+    # the expected KS reads the same sweep: the largest expected TPR - FPR over the thresholds
+    expected_ks = max(t - f for t, f in zip(tpr, fpr))
+    assert monitor.estimated_performance(p).ks == pytest.approx(expected_ks, abs=1e-12)
+    assert monitor.estimated_performance(p[::-1].copy()).ks == pytest.approx(expected_ks, abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
@@ -234,9 +364,9 @@ def test_cbpe_auc_is_close_to_the_realised_auc_on_calibrated_labels(seed):
     p = rng.beta(0.7, 8.0, 100_000)
     y = (rng.random(len(p)) < p).astype(int)
     est = monitor.estimated_performance(p)
-    assert abs(est["auc"] - auc(y, p)) < 0.02
-    assert est["expected_bad_rate"] == pytest.approx(y.mean(), abs=0.005)
-    assert abs(est["ks"] - monitor.ks_statistic(y, p)) < 0.03
+    assert abs(est.auc - auc(y, p)) < 0.02
+    assert est.expected_bad_rate == pytest.approx(y.mean(), abs=0.005)
+    assert abs(est.ks - ks(y, p)) < 0.03
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -247,12 +377,12 @@ def test_calibration_by_tier_passes_for_bernoulli_labels(spec, cfg):
     p = rng.beta(0.7, 8.0, 60_000)
     y = (rng.random(len(p)) < p).astype(int)
     cal = monitor.calibration_by_tier(y, p, tier_of(p, spec.policy), cfg)
-    assert {c["tier"] for c in cal} == {"low", "medium", "high"}
-    assert all(c["assessed"] for c in cal)
-    assert all(c["passed"] for c in cal), cal
+    assert {c.tier for c in cal} == {"low", "medium", "high"}
+    assert all(c.assessed for c in cal)
+    assert all(c.passed for c in cal), cal
     for c in cal:
-        assert c["jeffreys_low"] <= c["observed_rate"] <= c["jeffreys_high"]
-    assert sum(c["n"] for c in cal) == len(p)
+        assert c.jeffreys_low <= c.observed_rate <= c.jeffreys_high
+    assert sum(c.n for c in cal) == len(p)
 
 
 def test_calibration_by_tier_fails_when_observed_rates_are_double(spec, cfg):
@@ -262,17 +392,17 @@ def test_calibration_by_tier_fails_when_observed_rates_are_double(spec, cfg):
     p = rng.beta(0.7, 8.0, 60_000)
     y = (rng.random(len(p)) < np.minimum(2 * p, 1)).astype(int)
     cal = monitor.calibration_by_tier(y, p, tier_of(p, spec.policy), cfg)
-    failed = {c["tier"] for c in cal if not c["passed"]}
+    failed = {c.tier for c in cal if not c.passed}
     assert failed == {"low", "medium", "high"}, cal
     for c in cal:
-        assert c["observed_rate"] > 1.6 * c["predicted_rate"]
+        assert c.observed_rate > 1.6 * c.predicted_rate
 
 
 def test_calibration_by_tier_does_not_judge_small_tiers(cfg):
     p = np.full(50, 0.01)
     y = np.ones(50, dtype=int)  # wildly off, but only 50 rows
     (c,) = monitor.calibration_by_tier(y, p, np.full(50, "low"), cfg)
-    assert c["n"] < cfg.min_tier_rows and not c["assessed"] and c["passed"]
+    assert c.n < cfg.min_tier_rows and not c.assessed and c.passed
 
 
 # -------------------------------------------------------------------------------- verdict
@@ -283,13 +413,23 @@ def _result(score_psi=0.0, csi=None, segment_psi=None, level=None, matured=None,
                          basis)
 
 
-def _matured(auc_value=0.90, dev_auc=0.92, calibration=None):
-    return {"kind": "observed", "auc": auc_value, "auc_ci_low": auc_value - 0.01, "auc_ci_high": auc_value + 0.01,
-            "dev_auc": dev_auc, "calibration": calibration or []}
+def _matured(auc_value=0.90, dev_auc=0.92, calibration=()):
+    return ObservedPerformance(
+        auc=auc_value, auc_ci_low=auc_value - 0.01, auc_ci_high=auc_value + 0.01, ks=0.6, ks_ci_low=0.58,
+        ks_ci_high=0.62, dev_auc=dev_auc, dev_auc_ci_low=None, dev_ks=None, bad_rate=0.1, predicted_rate=0.1,
+        calibration=tuple(calibration), calibration_passed=all(c.passed for c in calibration), n=10_000)
 
 
-_FAILED_TIER = {"tier": "high", "n": 900, "observed_bad": 540, "observed_rate": 0.6, "predicted_rate": 0.3,
-                "jeffreys_low": 0.557, "jeffreys_high": 0.642, "assessed": True, "passed": False}
+def _estimated(auc_value=0.80, trusted=True):
+    return EstimatedPerformance(auc=auc_value, ks=0.4, expected_bad_rate=0.1, trusted=trusted, basis="crafted")
+
+
+def _basis(passed, calibration=()):
+    return CalibrationBasis(passed=passed, calibration=tuple(calibration), n=5000, dev_auc=0.92)
+
+
+_FAILED_TIER = TierCalibration(tier="high", n=900, observed_bad=540, observed_rate=0.6, predicted_rate=0.3,
+                               jeffreys_low=0.557, jeffreys_high=0.642, assessed=True, passed=False)
 
 
 @pytest.mark.parametrize("psi,verdict", [(0.05, "stable"), (0.15, "watch"), (0.3, "recalibrate")])
@@ -323,11 +463,9 @@ def test_verdict_observed_auc_drop_is_rebuild(cfg):
 
 
 def test_verdict_failing_calibration_basis_is_recalibrate(cfg):
-    basis = {"passed": False, "calibration": [_FAILED_TIER], "n": 5000, "dev_auc": 0.92}
-    v, reasons = decide_verdict(_result(score_psi=0.05, basis=basis), cfg)
+    v, reasons = decide_verdict(_result(score_psi=0.05, basis=_basis(False, [_FAILED_TIER])), cfg)
     assert v == "recalibrate" and len(reasons) == 1
-    ok = {"passed": True, "calibration": [], "n": 5000, "dev_auc": 0.92}
-    assert decide_verdict(_result(score_psi=0.05, basis=ok), cfg)[0] == "stable"
+    assert decide_verdict(_result(score_psi=0.05, basis=_basis(True)), cfg)[0] == "stable"
 
 
 def test_verdict_failing_tier_calibration_on_matured_labels_is_recalibrate(cfg):
@@ -345,10 +483,9 @@ def test_verdict_segment_psi_and_level(cfg):
 
 
 def test_verdict_estimated_auc_drop_counts_only_when_trusted(cfg):
-    basis = {"passed": True, "calibration": [], "n": 5000, "dev_auc": 0.92}
-    est = {"kind": "estimated", "auc": 0.80, "ks": 0.4, "expected_bad_rate": 0.1}
-    assert decide_verdict(_result(estimated={**est, "trusted": True}, basis=basis), cfg)[0] == "watch"
-    assert decide_verdict(_result(estimated={**est, "trusted": False}, basis=basis), cfg)[0] == "stable"
+    basis = _basis(True)
+    assert decide_verdict(_result(estimated=_estimated(trusted=True), basis=basis), cfg)[0] == "watch"
+    assert decide_verdict(_result(estimated=_estimated(trusted=False), basis=basis), cfg)[0] == "stable"
 
 
 def test_verdict_reasons_are_ordered_worst_first(cfg):
@@ -362,8 +499,8 @@ def _case(name, result, figure, threshold, bug=None):
     return pytest.param(result, figure, threshold, id=name, marks=marks)
 
 
-_BASIS_FAIL = {"passed": False, "calibration": [_FAILED_TIER], "n": 5000, "dev_auc": 0.92}
-_TRUSTED = {"passed": True, "calibration": [], "n": 5000, "dev_auc": 0.92}
+_BASIS_FAIL = _basis(False, [_FAILED_TIER])
+_TRUSTED = _basis(True)
 
 REASON_CASES = [
     _case("score-psi-watch", lambda c: _result(score_psi=0.15), 0.15, 0.10),
@@ -371,9 +508,7 @@ REASON_CASES = [
     _case("key-csi-act", lambda c: _result(csi={"days_past_due": 0.3}), 0.30, 0.25),
     _case("csi-watch", lambda c: _result(csi={"txn_count": 0.15}), 0.15, 0.10),
     _case("observed-auc-drop", lambda c: _result(matured=_matured(0.80, 0.92)), 0.80, 0.05),
-    _case("estimated-auc-drop", lambda c: _result(
-        estimated={"kind": "estimated", "auc": 0.8, "ks": 0.4, "expected_bad_rate": 0.1, "trusted": True},
-        basis=_TRUSTED), 0.80, 0.05),
+    _case("estimated-auc-drop", lambda c: _result(estimated=_estimated(0.8), basis=_TRUSTED), 0.80, 0.05),
     _case("tier-calibration", lambda c: _result(matured=_matured(calibration=[_FAILED_TIER])), 0.60, 0.557),
     _case("segment-psi-act", lambda c: _result(segment_psi={"employment": {"freelance": 0.3}}), 0.30, 0.25),
     _case("segment-psi-watch", lambda c: _result(segment_psi={"employment": {"freelance": 0.15}}), 0.15, 0.10),
@@ -394,3 +529,51 @@ def test_every_reason_names_its_figure_and_threshold(cfg, make, figure, threshol
     nums = _numbers(reasons[0])
     assert any(abs(n - figure) < 5e-4 for n in nums), (figure, reasons[0])
     assert any(abs(n - threshold) < 5e-4 for n in nums), (threshold, reasons[0])
+
+
+# ---------------------------------------------------------------------------- typed result
+
+
+def _full_result() -> MonitorResult:
+    ok_tier = TierCalibration(tier="low", n=5000, observed_bad=150, observed_rate=0.03, predicted_rate=0.031,
+                              jeffreys_low=0.026, jeffreys_high=0.035, assessed=True, passed=True)
+    return MonitorResult("month-17", 12_000, 0.31, {"days_past_due": 0.4, "age": 0.01},
+                         {"employment": {"freelance": 0.5, "salaried": 0.02}},
+                         {"all": 0.3, "employment=freelance": 0.9},
+                         _matured(calibration=[ok_tier, _FAILED_TIER]), None, _basis(False, [_FAILED_TIER]),
+                         verdict="rebuild", reasons=("first", "second"), evidently_html="evidently-month-17.html")
+
+
+def test_monitor_result_round_trips_through_its_json(tmp_path):
+    import json
+
+    r = _full_result()
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(r.to_dict(), indent=1, default=float), encoding="utf-8")
+    back = MonitorResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    assert back == r
+    assert isinstance(back.matured.calibration[1], TierCalibration) and not back.matured.calibration[1].passed
+    estimated = MonitorResult("m", 10, 0.0, {}, {}, {}, None, _estimated(), _basis(True))
+    assert MonitorResult.from_dict(json.loads(json.dumps(estimated.to_dict()))) == estimated
+    assert estimated.to_dict()["estimated"]["kind"] == "estimated"
+
+
+def test_monitor_result_and_its_parts_are_frozen():
+    import dataclasses
+
+    r = _full_result()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.verdict = "stable"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.matured.auc = 0.99
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.matured.calibration[0].passed = False
+
+
+def test_to_frame_lists_every_figure_and_only_figures():
+    frame = _full_result().to_frame().set_index("measure")["value"]
+    assert frame["score PSI"] == 0.31 and frame["CSI days_past_due"] == 0.4
+    assert frame["score PSI employment=freelance"] == 0.5 and frame["mean PD change employment=freelance"] == 0.9
+    assert frame["observed auc"] == 0.90 and frame["observed n"] == 10_000
+    # flags, tables and missing development figures are not measures
+    assert not {"observed calibration_passed", "observed calibration", "observed dev_ks"} & set(frame.index)

@@ -429,6 +429,104 @@ def test_portfolio_shows_unassessed_small_groups(built):
     assert "not assessed" in text  # our 3 odd groups have fewer than 30 decisions
 
 
+# --------------------------------------------------------------------------- monitoring pages
+
+
+def _monitor_results():
+    from creditgov.monitor import CalibrationBasis, EstimatedPerformance, MonitorResult, ObservedPerformance, \
+        TierCalibration
+
+    failed = TierCalibration(tier="high", n=900, observed_bad=540, observed_rate=0.6, predicted_rate=0.3,
+                             jeffreys_low=0.557, jeffreys_high=0.642, assessed=True, passed=False)
+    small = TierCalibration(tier=SCRIPT, n=40, observed_bad=9, observed_rate=0.225, predicted_rate=0.05,
+                            jeffreys_low=0.1, jeffreys_high=0.38, assessed=False, passed=True)
+    observed = ObservedPerformance(auc=0.8123, auc_ci_low=0.8011, auc_ci_high=0.8234, ks=0.4567, ks_ci_low=0.44,
+                                   ks_ci_high=0.47, dev_auc=0.9, dev_auc_ci_low=0.89, dev_ks=0.6, bad_rate=0.1234,
+                                   predicted_rate=0.1111, calibration=(failed, small), calibration_passed=False,
+                                   n=5000)
+    estimated = EstimatedPerformance(auc=0.8765, ks=0.5, expected_bad_rate=0.0987, trusted=True,
+                                     basis="calibration on the last matured data passes")
+    basis = CalibrationBasis(passed=True, calibration=(), n=4321, dev_auc=0.9)
+    early = MonitorResult("month-14", 6000, 0.0512, {"days_past_due": 0.02, IMG: 0.3}, {"employment": {SCRIPT: 0.4}},
+                          {"all": 0.05}, None, estimated, basis, verdict="watch", reasons=(f"CSI 0.300 of {IMG}",))
+    late = MonitorResult("month-15", 6100, 0.31, {"days_past_due": 0.41}, {"employment": {"freelance": 0.12}},
+                         {"all": 0.3}, observed, None, None, verdict="rebuild",
+                         reasons=("observed AUC 0.812 is more than 0.05 below development 0.900", SCRIPT),
+                         evidently_html="/somewhere/evidently-month-15.html")
+    return early, late
+
+
+@pytest.fixture(scope="module")
+def monitor_pages(tmp_path_factory):
+    from creditgov import report_monitor
+
+    spec = load_spec(REPO / "pipelines" / "behaviour.yaml")
+    out = tmp_path_factory.mktemp("monitor")
+    results = _monitor_results()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_monitor, "datetime", _FixedDatetime)
+        pages = [report_monitor.write_batch_page(out, spec, r, MODEL_VERSION, "stamp") for r in results]
+        index = report_monitor.write_index(out, spec, list(results), MODEL_VERSION, "stamp")
+    return {"index": index, **{p.stem: p for p in pages}}
+
+
+def test_monitoring_pages_are_self_contained_stamped_and_inert(monitor_pages):
+    from importlib import resources
+
+    css = resources.files("creditgov").joinpath("templates", "base.css").read_text(encoding="utf-8")
+    assert set(monitor_pages) == {"index", "drift-month-14", "drift-month-15"}
+    for name, path in monitor_pages.items():
+        html = path.read_text(encoding="utf-8")
+        dom = _parse(html)
+        assert dom.styles == [css], name
+        csp = [m.get("content", "") for m in dom.metas
+               if (m.get("http-equiv") or "").lower() == "content-security-policy"]
+        assert len(csp) == 1 and "default-src 'none'" in csp[0], name
+        assert not {"script", "img", "iframe", "object", "embed"} & set(dom.tags), name
+        text = _text(html)
+        assert GENERATED_AT in text and f"version {MODEL_VERSION}" in text, name
+
+
+def test_drift_page_shows_the_typed_figures(monitor_pages):
+    late = _text(monitor_pages["drift-month-15"].read_text(encoding="utf-8"))
+    assert "Verdict: rebuild" in late
+    assert "0.3100" in late and "0.4100" in late  # score PSI, CSI
+    assert "AUC 0.8123 [0.8011, 0.8234]" in late and "KS 0.4567 [0.4400, 0.4700]" in late
+    assert "development AUC 0.9000" in late and "5000 rows, bad rate 0.1234, predicted 0.1111" in late
+    assert "0.6000" in late and "0.5570 – 0.6420" in late and "FAIL" in late  # the failed tier
+    assert "too few rows" in late and SCRIPT in late  # the unassessed tier, its name shown as text
+    assert "Evidently data-drift report" in late
+    hrefs = [v for tag, k, v in _parse(monitor_pages["drift-month-15"].read_text(encoding="utf-8")).attrs
+             if tag == "a" and k == "href"]
+    assert "evidently-month-15.html" in hrefs  # a sibling file, not the absolute path it was written to
+    early = _text(monitor_pages["drift-month-14"].read_text(encoding="utf-8"))
+    assert "CBPE): AUC 0.8765, KS 0.5000, expected bad rate 0.0987" in early
+    assert "Calibration on the last matured data (4321 rows)" in early
+    assert IMG in early and SCRIPT in early  # a feature and a segment value, as text
+    assert "+5.0%" in early
+
+
+def test_monitoring_index_links_every_batch_page(monitor_pages):
+    html = monitor_pages["index"].read_text(encoding="utf-8")
+    hrefs = [v for tag, k, v in _parse(html).attrs if tag == "a" and k == "href"]
+    assert hrefs == ["drift-month-14.html", "drift-month-15.html"]
+    for h in hrefs:
+        assert (monitor_pages["index"].parent / h).is_file()
+    text = _text(html)
+    assert "0.8765" in text and "0.8123" in text  # estimated AUC of one batch, observed of the other
+    assert f"CSI 0.300 of {IMG}" in text
+    assert html.count("<svg") == 3
+
+
+def test_render_is_strict_and_inlines_the_stylesheet():
+    import jinja2
+
+    page = report.render("root_index.html", rows=[], generated_at=GENERATED_AT)
+    assert _parse(page).styles == [report.stylesheet()]
+    with pytest.raises(jinja2.UndefinedError):
+        report.render("root_index.html", rows=[])  # a missing value is an error, not a blank
+
+
 # --------------------------------------------------------------------------- real browser
 
 

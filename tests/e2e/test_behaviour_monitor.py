@@ -269,6 +269,18 @@ def test_monitoring_runs_and_the_model_version_carry_the_verdict(monitored, book
     assert (monitored.report_dir / "index.html").is_file()
 
 
+def test_the_stored_monitoring_result_reloads_as_the_typed_result(monitored, client, tmp_path):
+    import json
+
+    from creditgov.monitor import MonitorResult
+
+    for r, run_id in zip(monitored.results, monitored.run_ids):
+        local = client.download_artifacts(run_id, "monitor/result.json", str(tmp_path))
+        stored = MonitorResult.from_dict(json.loads(open(local, encoding="utf-8").read()))
+        assert stored == r
+        assert stored.estimated is not None and stored.calibration_basis is not None  # months 14-18 have a basis
+
+
 # ------------------------------------------------------------------------------ (d) the null case
 
 
@@ -305,7 +317,7 @@ def test_null_case_rarely_escalates_beyond_watch(book, tmp_path_factory):
 # ---------------------------------------------------------------------------- (e) recalibration
 
 
-def _tier_calibration(model, spec, month: int) -> list[dict]:
+def _tier_calibration(model, spec, month: int) -> list:
     from creditgov import monitor, simulate, train
     from creditgov.policy import tier_of
 
@@ -348,9 +360,9 @@ def recalibrated(book, monitored):
 
 
 def test_champion_calibration_fails_after_the_shock(recalibrated):
-    assert not all(c["passed"] for c in recalibrated.before), recalibrated.before
-    worst = max(recalibrated.before, key=lambda c: c["observed_rate"] / max(c["predicted_rate"], 1e-9))
-    assert worst["observed_rate"] > 2 * worst["predicted_rate"]
+    assert not all(c.passed for c in recalibrated.before), recalibrated.before
+    worst = max(recalibrated.before, key=lambda c: c.observed_rate / max(c.predicted_rate, 1e-9))
+    assert worst.observed_rate > 2 * worst.predicted_rate
 
 
 def test_recalibration_on_three_shocked_months_is_refused_by_the_calibration_gate(recalibrated, book):
@@ -379,9 +391,41 @@ def test_recalibrated_version_is_a_challenger_with_its_lineage(recalibrated, boo
 def test_promoted_recalibration_passes_the_calibration_check(recalibrated):
     assert recalibrated.promoted == recalibrated.res.version == recalibrated.champion_version
     assert all(g.passed for g in recalibrated.gates)
-    assert all(c["passed"] for c in recalibrated.after), recalibrated.after
+    assert all(c.passed for c in recalibrated.after), recalibrated.after
     tags = recalibrated.client.get_model_version(recalibrated.name, recalibrated.res.version).tags
     assert tags["approved_by"] == "tester"
     print("tier calibration at month 12, before -> after: " + "; ".join(
-        f"{b['tier']} {b['observed_rate']:.3f}/{b['predicted_rate']:.3f}" for b in recalibrated.before) + " -> "
-        + "; ".join(f"{a['tier']} {a['observed_rate']:.3f}/{a['predicted_rate']:.3f}" for a in recalibrated.after))
+        f"{b.tier} {b.observed_rate:.3f}/{b.predicted_rate:.3f}" for b in recalibrated.before) + " -> "
+        + "; ".join(f"{a.tier} {a.observed_rate:.3f}/{a.predicted_rate:.3f}" for a in recalibrated.after))
+
+
+# ------------------------------------------------------------------- (f) the Dask monitor, same numbers
+
+
+def test_dask_monitor_gets_its_binning_passed_and_matches_the_single_process_job(book, monitored, tmp_path):
+    """Last in the module: it records one more monitoring run on the original version."""
+    from creditgov import engine, monitor, monitor_job
+
+    single = (monitor.stability, monitor.bin_counts)
+    seen = []  # checked while the job runs: nothing in creditgov.monitor is swapped for the cluster's version
+
+    def log(_msg: str) -> None:
+        seen.append((monitor.stability, monitor.bin_counts) == single)
+
+    month = 17
+    client = engine.client_for(workers=2, processes=False)
+    try:
+        job = engine.monitor(book.spec, monitor_job.simulator_batches(book.spec, BOOK, [month], observed=False),
+                             version=book.version, out_root=tmp_path, evidently=False, log=log, client=client,
+                             partitions=3)
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    assert seen == [True]
+    (dist,) = job.results
+    (one,) = [r for r in monitored.results if r.label == f"month-{month}"]
+    assert dist.segment_psi["employment"]  # segment counts were summed over the partitions too
+    assert (dist.score_psi, dist.csi, dist.segment_psi, dist.level) == (one.score_psi, one.csi, one.segment_psi,
+                                                                        one.level)
+    assert (dist.verdict, dist.reasons) == (one.verdict, one.reasons)

@@ -133,18 +133,20 @@ def test_psi_csi_from_partition_counts(project, client):
     profile = build_profile(ref, model.predict_pd(ref), spec, {}, spec.monitoring.segment_by)
     p = model.predict_pd(cur)
     single = monitor.stability(cur, p, profile, spec)
-    dist = engine.stability(client, cur, p, profile, partitions=4)
+    dist = engine.stability(client, cur, p, profile, spec, partitions=4)
     assert dist == single
-    assert np.isfinite(dist[0])
+    assert np.isfinite(dist.score_psi)
 
 
 def test_explain_per_partition(project, client):
     from creditgov import decide, engine
 
     frame = project.source.iloc[:900].reset_index(drop=True)
-    p, phi, base, features = engine.explain(client, project.model, frame, project.spec, partitions=3)
-    p1, _, phi1, features1, base1, _ = decide.explain_batch(project.model, frame, project.spec)
-    assert features == features1
-    np.testing.assert_array_equal(p, p1)
-    np.testing.assert_array_equal(phi, phi1)
-    np.testing.assert_array_equal(base, base1)
+    dist = engine.explain(client, project.model, frame, project.spec, partitions=3)
+    one = decide.explain_batch(project.model, frame, project.spec)
+    assert dist.features == one.features
+    np.testing.assert_array_equal(dist.pd, one.pd)
+    np.testing.assert_array_equal(dist.phi, one.phi)
+    np.testing.assert_array_equal(dist.base, one.base)
+    np.testing.assert_array_equal(dist.log_odds, one.log_odds)
+    np.testing.assert_array_equal(dist.additivity_error, one.additivity_error)

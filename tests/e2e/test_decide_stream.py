@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -172,7 +173,7 @@ def test_parquet_and_in_memory_sources_chunked(project, credit, hostile_csv):
 
 def test_log_equals_in_memory_assembly_of_the_stages(csv_runs, project, hostile_csv):
     """The stage functions run on the whole batch at once and written with write_log: the same bytes."""
-    from creditgov import data, decide, expectations, tracking, validate
+    from creditgov import counterfactual, data, decide, expectations, tracking, validate
 
     spec = project.spec
     loaded = data.load(spec, hostile_csv)
@@ -181,7 +182,15 @@ def test_log_equals_in_memory_assembly_of_the_stages(csv_runs, project, hostile_
     tracking.configure()
     model, version, _ = tracking.load_registered(spec.registry.model_name)
     part = decide.decide_part(model, outcome.clean, spec)
-    rows = decide.log_rows(part, spec, decide.counterfactuals(model, part, spec))
+    # the counterfactual search in one call over the batch's adverse rows (counterfactual.search), not the
+    # decision path's two stages
+    found = counterfactual.search(decide.adverse_rows(part, spec), part.decided["action"].to_numpy()[part.adverse],
+                                  spec, lambda f: decide.score_and_decide(model, f, spec),
+                                  integral=counterfactual.integral_flags(part.clean, spec))
+    cf = [None] * len(part.clean)
+    for i, r in zip(np.flatnonzero(part.adverse), found):
+        cf[i] = json.dumps(r, sort_keys=True)
+    rows = decide.log_rows(part, spec, cf)
     full = decide.finish_log(rows, decide.quarantine_rows(outcome.quarantine, spec), spec, version, AS_OF,
                              data.content_hash(loaded.frame), loaded.label)
     path = decide.write_log(full, project.root / "assembled" / csv_runs.chunked.path.name)
@@ -214,16 +223,17 @@ def test_pair_search_cap_is_batch_wide(project, credit):
 
 def test_previous_review_read_in_chunks(project, hostile_csv):
     """The per-account PD and attributions of a previous review: the same read in chunks or whole."""
-    from creditgov import decide, expectations, tracking
+    from creditgov import data, decide, tracking
 
     spec = project.spec
     tracking.configure()
     model, _, _ = tracking.load_registered(spec.registry.model_name)
-    suite = expectations.for_scoring(expectations.checked_suite(spec), spec, pd.read_csv(hostile_csv, nrows=1).columns)
-    p1, phi1 = decide._previous_review_chunked(spec, model, str(hostile_csv), suite, CHUNK)
-    p2, phi2 = decide._previous_review(spec, model, str(hostile_csv), suite)
-    pd.testing.assert_series_equal(p1, p2)
-    pd.testing.assert_frame_equal(phi1, phi2)
+    assert isinstance(data.open_chunked(spec, str(hostile_csv), CHUNK), data.ChunkedData)  # really read in chunks
+    chunked = decide.previous_review(spec, model, str(hostile_csv), chunk_rows=CHUNK)
+    whole = decide.previous_review(spec, model, str(hostile_csv), chunk_rows=WHOLE)
+    assert len(whole.pds) == 4454 - 44  # the valid rows of the batch
+    pd.testing.assert_series_equal(chunked.pds, whole.pds)
+    pd.testing.assert_frame_equal(chunked.attributions, whole.attributions)
 
 
 def test_critical_error_in_a_later_chunk_is_reported_as_before(project, credit):
@@ -360,14 +370,21 @@ def _peak_rss_mib(project, batch: Path, chunk: int, row_group: int | None = None
     """Peak RSS (MiB) of a fresh process deciding `batch` with `chunk` rows per chunk (and log row groups
     of `row_group` rows)."""
     code = (
-        "import json\n"
+        "import json, resource\n"
         "from creditgov import env; env.apply()\n"
         "from creditgov.spec import load_spec\n"
-        "from creditgov import decide as d\n"
+        "from creditgov import audit, decide as d\n"
         + (f"d.ROW_GROUP_ROWS = {row_group}\n" if row_group else "")
+        # the peak so far when the written log goes to the audit trail: decide's own, the append's excluded
+        + "record_log, peak = audit.record_log, {}\n"
+        "def recording(path, *a, **k):\n"
+        "    peak['kib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    return record_log(path, *a, **k)\n"
+        "audit.record_log = recording\n"
         + f"r = d.decide(load_spec({SPEC_PATH!r}), {str(batch)!r}, as_of={AS_OF!r}, out_dir='decisions-mem-{chunk}',"
           f" log=lambda m: None, chunk_rows={chunk})\n"
-        "print(json.dumps({'rows': r.rows_in, 'chunks': r.chunks}))\n")
+        "assert r.audit.inserted == r.rows_in\n"
+        "print(json.dumps({'rows': r.rows_in, 'chunks': r.chunks, 'decide_peak_kib': peak['kib']}))\n")
     # run from a small parent process, so that RUSAGE_CHILDREN is this child's peak alone
     wrapper = (
         "import json, resource, subprocess, sys\n"
@@ -377,11 +394,16 @@ def _peak_rss_mib(project, batch: Path, chunk: int, row_group: int | None = None
         " 'peak_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n")
     environ = {k: v for k, v in os.environ.items()
                if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_CHUNK_ROWS")}
+    # decide appends its log to the audit trail: a fresh trail per run, so that each appends every record
+    store = Path(tempfile.mkdtemp(prefix="audit-", dir=project.root))
+    environ.update(CREDITGOV_AUDIT_URL=f"sqlite:///{store / 'audit.db'}")
     proc = subprocess.run([sys.executable, "-c", wrapper], cwd=project.root, env=environ, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    return res["peak_kib"] / 1024, json.loads(res["out"])
+    out = json.loads(res["out"])
+    out["peak_mib"] = res["peak_kib"] / 1024  # the whole process, audit append included
+    return out.pop("decide_peak_kib") / 1024, out
 
 
 def test_peak_memory_does_not_grow_like_the_whole_batch(project, credit):
@@ -390,7 +412,9 @@ def test_peak_memory_does_not_grow_like_the_whole_batch(project, credit):
 
     The log is written in row groups of 20,000 rows here: by default a row group has ROW_GROUP_ROWS
     (1Mi) rows, as write_table writes them, which keeps the log byte-identical to the one-piece write and
-    bounds the memory only from that many rows on (benchmarks/bench_decide_stream.py measures 1M+ rows)."""
+    bounds the memory only from that many rows on (benchmarks/bench_decide_stream.py measures 1M+ rows).
+    The peak compared is decide's own, up to the written log: the audit append that ends every decide reads
+    the log back audit.CHUNK_ROWS (65,536) records at a time, a bound of its own (printed, not compared)."""
     rng = np.random.default_rng(9)
     n = 200_000
     big = credit.iloc[rng.integers(0, len(credit), n)].reset_index(drop=True)
@@ -403,7 +427,9 @@ def test_peak_memory_does_not_grow_like_the_whole_batch(project, credit):
     base, _ = _peak_rss_mib(project, small, WHOLE)
     streamed, out_s = _peak_rss_mib(project, path, 20_000, row_group=20_000)
     whole, out_w = _peak_rss_mib(project, path, WHOLE)
+    totals = {k: round(o.pop("peak_mib")) for k, o in (("streamed", out_s), ("whole", out_w))}
     assert out_s == {"rows": n, "chunks": 10} and out_w == {"rows": n, "chunks": 1}
-    print(f"peak RSS MiB: baseline {base:.0f}, streamed {streamed:.0f}, whole {whole:.0f}")
+    print(f"peak RSS MiB: baseline {base:.0f}, streamed {streamed:.0f}, whole {whole:.0f} "
+          f"(with the audit append: {totals})")
     assert whole - base > 500  # the one-piece path grows with the batch
     assert streamed - base < (whole - base) / 3

@@ -273,11 +273,31 @@ def test_pyfunc_model_predicts_the_same_pds_as_the_credit_model(first, app_spec,
     assert served.metadata.get_input_schema() is not None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: pipeline.py _log_model declares every catalogue numeric as 'double' in the signature, and MLflow's "
-    "schema enforcement refuses int64 -> double, so the registered model cannot score the credit_data rows "
-    "as creditgov itself loads them (Seniority, Age, Amount ... are int64)"))
-def test_pyfunc_model_scores_rows_as_loaded(first, app_spec, credit_data, monkeypatch):
+def _rows_as_loaded(spec, credit_data: pd.DataFrame) -> pd.DataFrame:
+    """Model inputs exactly as creditgov loads them: int64 and float64 numerics, text categories, gaps."""
+    rows = credit_data[[f.name for f in spec.model_inputs]]
+    gaps = rows[rows.isna().any(axis=1)]
+    picked = pd.concat([rows.sample(60, random_state=11), gaps[gaps["Income"].isna()].head(3),
+                        gaps[gaps["Home"].isna()].head(3)])
+    picked = picked[~picked.index.duplicated()]
+    assert {str(picked[c].dtype) for c in ("Seniority", "Age", "Amount")} == {"int64"}
+    assert picked["Income"].dtype == "float64" and picked["Income"].isna().any()
+    assert picked["Home"].dtype == object and picked["Home"].isna().any()
+    return picked
+
+
+def _registered_credit_model(client, tmp_path):
+    import mlflow
+
+    from creditgov.model import CreditModel
+
+    mv = client.get_model_version_by_alias(MODEL_NAME, "challenger")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{mv.run_id}/model",
+                                                     dst_path=str(tmp_path)))
+    return CreditModel.load(local / "artifacts" / "model")
+
+
+def test_pyfunc_model_scores_rows_as_loaded(first, app_spec, client, credit_data, tmp_path, monkeypatch):
     import mlflow
 
     from creditgov import tracking
@@ -285,8 +305,70 @@ def test_pyfunc_model_scores_rows_as_loaded(first, app_spec, credit_data, monkey
     monkeypatch.setattr(sys, "path", list(sys.path))
     tracking.configure()
     served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@challenger")
-    rows = credit_data.head(20)[[f.name for f in app_spec.model_inputs]]
-    assert len(served.predict(rows)) == 20
+    rows = _rows_as_loaded(app_spec, credit_data)
+    before = rows.copy()
+    out = served.predict(rows)
+    assert list(out.columns) == ["pd"] and out.index.equals(rows.index)
+    np.testing.assert_array_equal(out["pd"].to_numpy(), _registered_credit_model(client, tmp_path).predict_pd(rows))
+    pd.testing.assert_frame_equal(rows, before)  # scoring never retypes the caller's frame
+    bad = rows.head(3).astype({"Age": object})
+    bad.loc[bad.index[1], "Age"] = "forty"
+    with pytest.raises(Exception, match="column 'Age' is not numeric"):
+        served.predict(bad)
+
+
+def test_mlflow_models_serve_scores_rows_as_loaded(first, app_spec, client, credit_data, tracking_uri, tmp_path):
+    """`mlflow models serve --env-manager local` on 127.0.0.1: one JSON request with integers, decimals,
+    text and nulls gets the registered model's PDs."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    rows = _rows_as_loaded(app_spec, credit_data)
+    expected = _registered_credit_model(client, tmp_path).predict_pd(rows)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # mlflow starts `uvicorn` by name: the interpreter's own bin directory first, as an activated venv has it
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri}
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                                 f"models:/{MODEL_NAME}@challenger", "--env-manager", "local", "-h", "127.0.0.1",
+                                 "-p", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy for 127.0.0.1
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, f"mlflow models serve exited: {log.read_text(errors='replace')[-2000:]}"
+            try:
+                if opener.open(f"{base}/ping", timeout=5).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"server not up in 180 s: {log.read_text(errors='replace')[-2000:]}"
+            time.sleep(1)
+        payload = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
+        assert "null" in payload  # the gaps travel as JSON nulls
+        request = urllib.request.Request(f"{base}/invocations", data=payload.encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(opener.open(request, timeout=60).read())
+    finally:
+        if proc.poll() is None:  # the server and its workers: its own process group
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+    got = np.array([p["pd"] for p in answer["predictions"]])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-15)
 
 
 def test_second_run_registers_version_2_and_moves_challenger(first, second, run):
