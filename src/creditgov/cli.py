@@ -251,7 +251,7 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
         basis = data_mod.read_path(matured, s).frame if matured else None
         batches = [(Path(d).stem, data_mod.read_path(d, s).frame, basis) for d in data]
     if dask:
-        from creditgov.engine import monitor as run_monitor_dask
+        from creditgov.monitor_job import monitor_on_dask as run_monitor_dask
 
         job = run_monitor_dask(s, batches, version, out, evidently, log=_say, scheduler=scheduler,
                                partitions=partitions)

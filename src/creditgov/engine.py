@@ -33,7 +33,6 @@ single-process path, which gives the same answer.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from creditgov import checkpoint, counterfactual, data, decide as single, privacy, tracking, validate
+from creditgov.cluster import client_for, row_ranges
 from creditgov.errors import DataError, SpecError
 from creditgov.model import CreditModel
 from creditgov.spec import PipelineSpec
@@ -52,19 +52,6 @@ LOG_FORMAT = 2  # what a checkpointed partition holds: its finished log rows and
 
 
 # --------------------------------------------------------------------------- cluster and model
-
-
-def client_for(scheduler: str | None = None, workers: int | None = None, processes: bool = True):
-    """A dask.distributed Client: on `scheduler` (an address) or on a new LocalCluster."""
-    try:
-        from distributed import Client, LocalCluster  # heavy: only for --engine dask
-    except ImportError:  # pragma: no cover - a dependency of creditgov
-        raise SpecError("--engine dask needs dask[distributed] (pip install 'dask[distributed]')") from None
-    if scheduler:
-        return Client(scheduler)
-    n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None)
-    return Client(cluster)
 
 
 def model_blob(model_dir: str | Path) -> dict[str, bytes]:
@@ -120,12 +107,6 @@ def _read_file(path: str) -> pd.DataFrame:
     return data.read_parquet(path).reset_index(drop=True)
 
 
-def _row_ranges(n: int, k: int) -> list[tuple[int, int]]:
-    k = max(1, min(k, n or 1))
-    edges = np.linspace(0, n, k + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-
-
 def partition_futures(client, src: Source, partitions: int | None) -> list:
     """Futures of (frame, row offset) per partition, in batch order."""
     if src.files:
@@ -136,7 +117,7 @@ def partition_futures(client, src: Source, partitions: int | None) -> list:
     k = partitions or max(1, sum(client.nthreads().values()))
     frame = src.frame
     out = []
-    for a, b in _row_ranges(len(frame), k):
+    for a, b in row_ranges(len(frame), k):
         out.append((client.scatter(frame.iloc[a:b].reset_index(drop=True)), a))
     return out
 
@@ -337,7 +318,7 @@ def explain(client, model, frame: pd.DataFrame, spec: PipelineSpec, partitions: 
     blob_f = client.scatter(model_blob(model_dir), broadcast=True)
     k = partitions or max(1, sum(client.nthreads().values()))
     futs = [client.submit(_stage_explain, client.scatter(frame.iloc[a:b]), blob_f, spec, pure=False)
-            for a, b in _row_ranges(len(frame), k)]
+            for a, b in row_ranges(len(frame), k)]
     parts = client.gather(futs)
     return single.Explanation(np.concatenate([e.pd for e in parts]), np.concatenate([e.log_odds for e in parts]),
                               np.vstack([e.phi for e in parts]), parts[0].features,
@@ -346,51 +327,3 @@ def explain(client, model, frame: pd.DataFrame, spec: PipelineSpec, partitions: 
 
 
 # --------------------------------------------------------------------------- monitor: PSI / CSI from bin counts
-
-
-def bin_counts(client, frame: pd.DataFrame, p: np.ndarray, profile: dict, partitions: int | None = None):
-    """monitor.bin_counts on the cluster: each partition bins its rows on the reference bins and the client
-    sums the counts, so PSI / CSI come out the same as in one process (a `monitor.Binning` once the
-    client is bound)."""
-    from functools import reduce
-    from operator import add
-
-    from creditgov import monitor as mon
-
-    k = partitions or max(1, sum(client.nthreads().values()))
-    cols = list(profile["features"]) + [c for c in profile.get("segments", {}) if c not in profile["features"]]
-    p = np.asarray(p, dtype="float64")
-    futs = [client.submit(mon.bin_counts, client.scatter(frame[cols].iloc[a:b]), p[a:b], profile, pure=False)
-            for a, b in _row_ranges(len(frame), k)]
-    return reduce(add, client.gather(futs))
-
-
-def stability(client, frame: pd.DataFrame, p: np.ndarray, profile: dict, spec: PipelineSpec,
-              partitions: int | None = None):
-    """monitor.stability with the batch binned on the cluster (see `bin_counts`)."""
-    from functools import partial
-
-    from creditgov import monitor as mon
-
-    return mon.stability(frame, p, profile, spec, binning=partial(bin_counts, client, partitions=partitions))
-
-
-def monitor(spec: PipelineSpec, batches: list, version: str | None = None, out_root: str | Path = "reports",
-            evidently: bool = True, log=print, scheduler: str | None = None, partitions: int | None = None,
-            client=None):
-    """creditgov.monitor_job.monitor with PSI / CSI binned on the cluster (see `bin_counts`)."""
-    from functools import partial
-
-    from creditgov import monitor_job
-
-    own = client is None
-    client = client or client_for(scheduler)
-    try:
-        return monitor_job.monitor(spec, batches, version, out_root, evidently, log=log,
-                                   binning=partial(bin_counts, client, partitions=partitions))
-    finally:
-        if own:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from creditgov import validate
+from creditgov import engine_monitor, validate
+from creditgov.cluster import client_for
 from creditgov.monitor import Binning, MonitorResult, bin_counts, load_reference, run_monitor
 from creditgov.spec import PipelineSpec
 
@@ -142,3 +144,20 @@ def parse_months(text: str) -> list[int]:
 
 def result_json(r: MonitorResult) -> str:
     return json.dumps(r.to_dict(), indent=1, default=float)
+
+
+def monitor_on_dask(spec: PipelineSpec, batches: list, version: str | None = None, out_root: str | Path = "reports",
+                    evidently: bool = True, log=print, scheduler: str | None = None, partitions: int | None = None,
+                    client=None):
+    """`monitor` with PSI / CSI binned on a Dask cluster (engine_monitor.bin_counts)."""
+    own = client is None
+    client = client or client_for(scheduler)
+    try:
+        return monitor(spec, batches, version, out_root, evidently, log=log,
+                       binning=partial(engine_monitor.bin_counts, client, partitions=partitions))
+    finally:
+        if own:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()

@@ -404,7 +404,7 @@ def test_promoted_recalibration_passes_the_calibration_check(recalibrated):
 
 def test_dask_monitor_gets_its_binning_passed_and_matches_the_single_process_job(book, monitored, tmp_path):
     """Last in the module: it records one more monitoring run on the original version."""
-    from creditgov import engine, monitor, monitor_job
+    from creditgov import cluster, monitor, monitor_job
 
     single = (monitor.stability, monitor.bin_counts)
     seen = []  # checked while the job runs: nothing in creditgov.monitor is swapped for the cluster's version
@@ -413,15 +413,16 @@ def test_dask_monitor_gets_its_binning_passed_and_matches_the_single_process_job
         seen.append((monitor.stability, monitor.bin_counts) == single)
 
     month = 17
-    client = engine.client_for(workers=2, processes=False)
+    client = cluster.client_for(workers=2, processes=False)
     try:
-        job = engine.monitor(book.spec, monitor_job.simulator_batches(book.spec, BOOK, [month], observed=False),
-                             version=book.version, out_root=tmp_path, evidently=False, log=log, client=client,
-                             partitions=3)
+        job = monitor_job.monitor_on_dask(book.spec, monitor_job.simulator_batches(book.spec, BOOK, [month],
+                                                                                   observed=False),
+                                          version=book.version, out_root=tmp_path, evidently=False, log=log,
+                                          client=client, partitions=3)
     finally:
-        cluster = client.cluster
+        local = client.cluster
         client.close()
-        cluster.close()
+        local.close()
     assert seen == [True]
     (dist,) = job.results
     (one,) = [r for r in monitored.results if r.label == f"month-{month}"]

@@ -60,13 +60,13 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(project):
-    from creditgov import engine
+    from creditgov import cluster
 
-    c = engine.client_for(workers=2, processes=False)
+    c = cluster.client_for(workers=2, processes=False)
     yield c
-    cluster = c.cluster
+    local = c.cluster
     c.close()
-    cluster.close()
+    local.close()
 
 
 def _both(project, client, data_path, partitions, tag):
@@ -123,7 +123,7 @@ def test_directory_of_parquet_files(project, client):
 
 
 def test_psi_csi_from_partition_counts(project, client):
-    from creditgov import engine, monitor
+    from creditgov import engine_monitor, monitor
     from creditgov.reference import build_profile
 
     spec = project.spec
@@ -133,7 +133,7 @@ def test_psi_csi_from_partition_counts(project, client):
     profile = build_profile(ref, model.predict_pd(ref), spec, {}, spec.monitoring.segment_by)
     p = model.predict_pd(cur)
     single = monitor.stability(cur, p, profile, spec)
-    dist = engine.stability(client, cur, p, profile, spec, partitions=4)
+    dist = engine_monitor.stability(client, cur, p, profile, spec, partitions=4)
     assert dist == single
     assert np.isfinite(dist.score_psi)
 

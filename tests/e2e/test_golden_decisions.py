@@ -280,16 +280,16 @@ def test_streamed_log_matches_the_golden_log(golden_project, whole, name):
 
 
 def test_dask_log_matches_the_golden_log(golden_project, whole):
-    from creditgov import engine
+    from creditgov import cluster, engine
 
-    client = engine.client_for(workers=2, processes=False)
+    client = cluster.client_for(workers=2, processes=False)
     try:
         res = engine.decide(golden_project.specs["application"], golden_project.batches["application"], as_of=AS_OF,
                             out_dir="decisions/dask-application", log=_quiet, partitions=6, client=client)
     finally:
-        cluster = client.cluster
+        local = client.cluster
         client.close()
-        cluster.close()
+        local.close()
     assert res.chunks == 6  # partitions with and without quarantined rows
     _assert_golden("application", res.path)
 
