@@ -44,11 +44,12 @@ def say(msg: str) -> None:
 
 def make_batch(path: Path, n: int, seed: int = 7, piece: int = 500_000) -> Path:
     """n resampled credit_data rows with unique ids; every 50,000th row made invalid (Age -5)."""
-    from creditgov import data, env
+    from creditgov import env
+    from creditgov.data import inputs
     from creditgov.spec import load_spec
 
     env.apply()
-    base = data.load(load_spec(REPO / SPEC)).frame
+    base = inputs.load(load_spec(REPO / SPEC)).frame
     rng = np.random.default_rng(seed)
     with open(path, "w", encoding="utf-8", newline="") as fh:
         for start in range(0, n, piece):
@@ -99,7 +100,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the scratch project")
     args = ap.parse_args()
 
-    from creditgov import data as cg_data, tracking
+    from creditgov.data import inputs as cg_data
+    from creditgov.governance import registry
 
     chunk = args.chunk or cg_data.chunk_rows()
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="creditgov-bench-stream-"))
@@ -108,7 +110,7 @@ def main() -> None:
         shutil.rmtree(work / d, ignore_errors=True)
         shutil.copytree(REPO / d, work / d)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_REGISTRY_URI", "CREDITGOV_CHUNK_ROWS")}
-    env["MLFLOW_TRACKING_URI"] = os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_uri(REPO)
+    env["MLFLOW_TRACKING_URI"] = os.environ.get("MLFLOW_TRACKING_URI") or registry.default_uri(REPO)
     env.setdefault("DO_NOT_TRACK", "1")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": []}
     runs = {(r["rows"], r["mode"]): r for r in results.get("runs", [])}

@@ -1,4 +1,4 @@
-"""Throughput of exact TreeSHAP: creditgov.fastshap vs xgboost pred_contribs vs shap.TreeExplainer.
+"""Throughput of exact TreeSHAP: creditgov.model.treeshap vs xgboost pred_contribs vs shap.TreeExplainer.
 
 A 300-tree depth-5 binary model on synthetic data (20 features, some missing, one native
 categorical). Prints rows/s of each, the speed-ups and the largest absolute difference against
@@ -61,7 +61,7 @@ def main() -> None:
     import shap
     import xgboost as xgb
 
-    from creditgov.fastshap import FastTreeShap
+    from creditgov.model.treeshap import FastTreeShap
 
     numba.set_num_threads(min(NTHREAD, numba.config.NUMBA_NUM_THREADS))
     X_train, y_train = make_data(20_000, seed=1)

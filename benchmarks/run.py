@@ -90,21 +90,24 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "rows": r.snapshot_rows,
 
 
 def bench_training(work: Path, quick: bool) -> dict:
-    from creditgov import pipeline, promote, simulate, tracking
+    from creditgov.jobs import training
+    from creditgov.governance import promote
+    from creditgov.data import simulate
+    from creditgov.governance import registry
     from creditgov.spec import load_spec
 
     spec = load_spec(BEHAVIOUR)
     simulate.simulate(simulate.load_scenario(spec.source.scenario), spec.source.path, log=lambda m: None)
     rounds = 60 if quick else None
     t = time.perf_counter()
-    res = pipeline.run_training(spec, BEHAVIOUR, n_estimators=rounds, log=lambda m: None)
+    res = training.run_training(spec, BEHAVIOUR, n_estimators=rounds, log=lambda m: None)
     secs = time.perf_counter() - t
     rows = int(res.card_json["data"]["rows_clean"])
     try:
         promote.promote(spec, "benchmark", res.version)
     except Exception:  # a gate refused: the benchmark still needs a champion to decide with
-        tracking.configure()
-        tracking.client().set_registered_model_alias(spec.registry.model_name, "champion", res.version)
+        registry.configure()
+        registry.client().set_registered_model_alias(spec.registry.model_name, "champion", res.version)
     return row("training", rows / secs, note=f"run_training (validate, fit, CV, scorecard, evaluate, register) on "
                f"{rows:,} rows in {secs:.0f} s" + (" (60 rounds)" if quick else ""), seconds=round(secs, 1),
                rows=rows)
@@ -112,7 +115,7 @@ def bench_training(work: Path, quick: bool) -> dict:
 
 def _main_champion():
     """The behaviour @champion in the project's own registry (REPO/mlflow.db), or None."""
-    from creditgov import tracking
+    from creditgov.governance import registry
 
     uri = f"sqlite:///{REPO / 'mlflow.db'}"
     if not (REPO / "mlflow.db").exists():
@@ -120,8 +123,8 @@ def _main_champion():
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        tracking.configure()
-        model, version, _ = tracking.load_registered("credit-behaviour-pd")
+        registry.configure()
+        model, version, _ = registry.load_registered("credit-behaviour-pd")
         return model, uri
     except Exception:
         return None, None
@@ -130,14 +133,14 @@ def _main_champion():
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
-        tracking.configure()
+        registry.configure()
 
 
 def _model_300x5(spec, frame):
     import xgboost as xgb
 
-    from creditgov import train
-    from creditgov.model import CreditModel, encode, encodings_from_spec
+    from creditgov.model import train
+    from creditgov.model.credit_model import CreditModel, encode, encodings_from_spec
 
     encs = encodings_from_spec(spec)
     params = train._xgb_params(spec.model, [e.monotone for e in encs]) | {"max_depth": 5}
@@ -150,8 +153,8 @@ def bench_explanation(model, batch: pd.DataFrame, quick: bool) -> dict:
     import shap
     import xgboost as xgb
 
-    from creditgov.fastshap import contributions
-    from creditgov.model import encode
+    from creditgov.model.treeshap import contributions
+    from creditgov.model.credit_model import encode
 
     X = encode(batch, model.encodings)
     contributions(model.booster_, X.iloc[:1000])  # compile and cache outside the timing
@@ -245,20 +248,20 @@ def bench_drift(model, spec, ref: pd.DataFrame, cur: pd.DataFrame) -> dict:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from creditgov import monitor
-    from creditgov.reference import build_profile
+    from creditgov.monitor import drift
+    from creditgov.monitor.reference import build_profile
 
     p_ref, p_cur = model.predict_pd(ref), model.predict_pd(cur)
     cfg = spec.monitoring
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         profile = build_profile(ref, p_ref, spec, {}, cfg.segment_by)
-        monitor.stability(cur, p_cur, profile, spec)
-        monitor.level_shift(cur, p_cur, profile, spec)
+        drift.stability(cur, p_cur, profile, spec)
+        drift.level_shift(cur, p_cur, profile, spec)
         feats = [f.name for f in spec.model_inputs]
         rs = ref[feats].assign(pd=p_ref).sample(min(cfg.evidently_sample, len(ref)), random_state=1)
         cs = cur[feats].assign(pd=p_cur).sample(min(cfg.evidently_sample, len(cur)), random_state=1)
-        monitor.evidently_report(rs, cs, spec, Path(tmp) / "ev.html")
+        drift.evidently_report(rs, cs, spec, Path(tmp) / "ev.html")
         ours = time.perf_counter() - t
     num = [f.name for f in spec.model_inputs if f.type == "numeric"]
     cat = [f.name for f in spec.model_inputs if f.type == "categorical"]
@@ -300,7 +303,8 @@ def _pandas_rules(frame: pd.DataFrame, suite: dict) -> int:
 
 
 def bench_validation(spec, batch: pd.DataFrame) -> dict:
-    from creditgov import expectations, validate
+    from creditgov.data import expectations
+    from creditgov.data import validate
 
     suite = expectations.for_scoring(expectations.checked_suite(spec), spec, batch.columns)
     validate.validate(batch.iloc[:1000].reset_index(drop=True), spec, suite, "warm-up")
@@ -363,9 +367,9 @@ def main() -> None:
     results.append(r)
     say(r["note"])
 
-    from creditgov import tracking
+    from creditgov.governance import registry
     from creditgov.spec import load_spec
-    from creditgov.simulate import partition_dir
+    from creditgov.data.simulate import partition_dir
 
     spec = load_spec(BEHAVIOUR)
     batch_path = partition_dir(sim, 23) / "snapshot.parquet"
@@ -375,8 +379,8 @@ def main() -> None:
         model, model_source = main_model, f"@champion of {main_uri} (make train)"
         decide_env["MLFLOW_TRACKING_URI"] = main_uri
     else:
-        tracking.configure()
-        champion, _, _ = tracking.load_registered(spec.registry.model_name)
+        registry.configure()
+        champion, _, _ = registry.load_registered(spec.registry.model_name)
         say("no behaviour @champion in the project registry: explanation on a 300-tree depth-5 model")
         dev = pd.read_parquet(partition_dir(sim, 0) / "snapshot.parquet")
         lab = pd.read_parquet(partition_dir(sim, 0) / "labels.parquet")
@@ -401,8 +405,8 @@ def main() -> None:
     say(r["note"])
     say("drift analysis")
     ref = pd.read_parquet(partition_dir(sim, 22) / "snapshot.parquet")
-    tracking.configure()
-    champion = main_model or tracking.load_registered(spec.registry.model_name)[0]
+    registry.configure()
+    champion = main_model or registry.load_registered(spec.registry.model_name)[0]
     r = bench_drift(champion, spec, ref, batch)
     results.append(r)
     say(r["note"])

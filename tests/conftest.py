@@ -47,7 +47,7 @@ def spec(repo_root):
 
 @pytest.fixture(scope="session")
 def stored_suite(repo_root, spec) -> dict:
-    from creditgov.expectations import read_suite
+    from creditgov.data.expectations import read_suite
 
     return read_suite(repo_root / spec.validation.suite)
 
@@ -55,9 +55,9 @@ def stored_suite(repo_root, spec) -> dict:
 @pytest.fixture(scope="session")
 def credit_data(spec):
     """The real modeldata credit_data frame as creditgov loads it. Shared: copy before changing it."""
-    from creditgov import data
+    from creditgov.data import inputs
 
-    return data.load(spec).frame
+    return inputs.load(spec).frame
 
 
 @pytest.fixture(scope="session")

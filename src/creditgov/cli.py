@@ -50,7 +50,7 @@ def _check_version(s, version: Optional[str]) -> None:
     """A --version that names no registered version is a usage error, said before any data is read."""
     if version is None:
         return
-    from creditgov import tracking
+    from creditgov.governance import registry as tracking
 
     tracking.check()
     with tracking.backend_errors(f"look up {s.registry.model_name} version {version}"):
@@ -62,7 +62,7 @@ def _sim_months(text: str, sim_dir: str, labelled: bool) -> list[int]:
     months it does not hold, or (`labelled`) whose outcome window has not closed, are usage errors."""
     import json
 
-    from creditgov.monitor_job import parse_months
+    from creditgov.jobs.monitoring import parse_months
 
     months = parse_months(text)
     try:
@@ -96,7 +96,7 @@ def _say(msg: str) -> None:
 @app.command()
 def validate(spec: str = SpecOpt, data: Optional[str] = DataOpt):
     """Validate input data with the spec's Great Expectations suite; quarantine bad rows."""
-    from creditgov.pipeline import validate_input
+    from creditgov.jobs.training import validate_input
 
     v = validate_input(_spec(spec), data)
     s = v.outcome.summary()
@@ -114,7 +114,7 @@ def train(spec: str = SpecOpt, data: Optional[str] = DataOpt,
           promote: bool = typer.Option(False, "--promote", help="Then promote to @champion if the gates pass."),
           approver: Optional[str] = typer.Option(None, help="Who approves the promotion (with --promote).")):
     """Validate, train the XGBoost PD model and the scorecard challenger, evaluate, register in MLflow."""
-    from creditgov.pipeline import run_training
+    from creditgov.jobs.training import run_training
 
     s = _spec(spec)
     _or_tools_leaves_sigint_alone()
@@ -153,7 +153,7 @@ def _default_approver() -> str:
 
 def _promote(s, approver: str, version: Optional[str], strict: bool) -> None:
     from creditgov.errors import PromotionRefused
-    from creditgov.promote import promote as do_promote
+    from creditgov.governance.promote import promote as do_promote
 
     try:
         v, _ = do_promote(s, approver, version)
@@ -184,17 +184,17 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
            partitions: Optional[int] = PartitionsOpt):
     """Score a batch with the champion, apply the policy, explain every decision, write the decision log and
     append it to the audit trail."""
-    from creditgov import tracking
+    from creditgov.governance import registry as tracking
 
     dask = _engine(engine) == "dask"
     tracking.check()  # an unreachable backend is reported before minutes of validation
     if dask:
-        from creditgov.engine import decide as run_decide_dask
+        from creditgov.decision.dask import decide as run_decide_dask
 
         r = run_decide_dask(_spec(spec), data, version, as_of, out, log=_say, previous=previous,
                             scheduler=scheduler, partitions=partitions)
     else:
-        from creditgov.decide import decide as run_decide
+        from creditgov.decision.decide import decide as run_decide
 
         r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
     counts = r.action_counts  # counted as the log was written: a streamed log is not read back
@@ -209,7 +209,7 @@ def report(spec: str = SpecOpt,
            group: Optional[list[str]] = typer.Option(None, "--group", help="Group column for adverse-impact ratios.")):
     """Per-decision explanation reports, customer notices (zh/en) and the portfolio report, as HTML."""
     from creditgov.errors import DataError
-    from creditgov.report import latest_log, make_report
+    from creditgov.report.pages import latest_log, make_report
 
     s = _spec(spec)
     path = log_path or latest_log(s)
@@ -233,8 +233,8 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
             engine: str = EngineOpt, scheduler: Optional[str] = SchedulerOpt,
             partitions: Optional[int] = PartitionsOpt):
     """Stability (PSI/CSI), performance (observed or estimated) and a verdict against the champion's reference."""
-    from creditgov import data as data_mod
-    from creditgov.monitor_job import monitor as run_monitor, simulator_batches
+    from creditgov.data import inputs as data_mod
+    from creditgov.jobs.monitoring import monitor as run_monitor, simulator_batches
 
     if bool(months) == bool(data):
         raise UsageError("monitor needs --data FILE or --months RANGE" + (", not both" if months else ""))
@@ -251,7 +251,7 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
         basis = data_mod.read_path(matured, s).frame if matured else None
         batches = [(Path(d).stem, data_mod.read_path(d, s).frame, basis) for d in data]
     if dask:
-        from creditgov.monitor_job import monitor_on_dask as run_monitor_dask
+        from creditgov.jobs.monitoring import monitor_on_dask as run_monitor_dask
 
         job = run_monitor_dask(s, batches, version, out, evidently, log=_say, scheduler=scheduler,
                                partitions=partitions)
@@ -269,10 +269,10 @@ def recalibrate(spec: str = SpecOpt,
                 monitoring_run: Optional[str] = typer.Option(None, help="The monitoring run that asked for it "
                                                               "(default: the version's monitor.last_run tag).")):
     """Refit the calibration layer on matured data; register the result as @challenger (promotion is gated)."""
-    from creditgov import data as data_mod
+    from creditgov.data import inputs as data_mod
     from creditgov.errors import DataError
-    from creditgov.recalibrate import recalibrate as run
-    from creditgov.validate import validate_batch
+    from creditgov.jobs.recalibrate import recalibrate as run
+    from creditgov.data.validate import validate_batch
 
     if bool(months) == bool(data):
         raise UsageError("recalibrate needs --data FILE or --months RANGE of matured data"
@@ -280,7 +280,7 @@ def recalibrate(spec: str = SpecOpt,
     s = _spec(spec)
     _check_version(s, version)
     if months:
-        from creditgov.simulate import TARGET, load_months
+        from creditgov.data.simulate import TARGET, load_months
 
         label = f"{sim_dir} months {months}"
         frame = load_months(sim_dir, _sim_months(months, sim_dir, labelled=True),
@@ -300,8 +300,8 @@ app.add_typer(audit_app, name="audit")
 def audit_verify(scan: Optional[list[str]] = typer.Option(None, "--scan", help="Also check the decision logs "
                                                           "in this folder (decisions/ is always checked).")):
     """Check the chain, every recorded batch against its decision log, and the logs on disk (exit 8 if any problem)."""
-    from creditgov import audit
-    from creditgov.audit import AuditError
+    from creditgov.governance import audit
+    from creditgov.governance.audit import AuditError
 
     r = audit.verify(scan=scan)
     if not r.ok:
@@ -319,7 +319,7 @@ def audit_prove(decision_id: str = typer.Argument(..., help="The decision to pro
     """Print an inclusion proof of a decision: its record, Merkle path, batch entry and chain to the head."""
     import json
 
-    from creditgov import audit
+    from creditgov.governance import audit
 
     proof = json.dumps(audit.prove(decision_id), indent=1, ensure_ascii=False)
     if out:
@@ -332,7 +332,7 @@ def audit_prove(decision_id: str = typer.Argument(..., help="The decision to pro
 @audit_app.command("append")
 def audit_append(log_path: str = typer.Argument(..., help="A decision log (Parquet) to put in the trail.")):
     """Record a decision log in the trail (what decide does after writing it; completes an interrupted append)."""
-    from creditgov import audit
+    from creditgov.governance import audit
     from creditgov.errors import DataError
 
     if not Path(log_path).is_file():
@@ -345,7 +345,7 @@ def audit_append(log_path: str = typer.Argument(..., help="A decision log (Parqu
 @audit_app.command("prune")
 def audit_prune(spec: str = SpecOpt):
     """Delete decision records older than the spec's audit.retention_months; the prune is itself recorded."""
-    from creditgov import audit
+    from creditgov.governance import audit
 
     s = _spec(spec)
     n = audit.prune(s.audit.retention_months)
@@ -360,7 +360,7 @@ def review(decision_id: str = typer.Argument(..., help="The decision to resolve.
            reviewer: str = typer.Option(..., help="Who reviewed."),
            reason: str = typer.Option(..., help="Why: recorded with the decision.")):
     """Resolve a review-queue decision (human oversight); recorded in the audit trail."""
-    from creditgov.oversight import review as do_review
+    from creditgov.decision.oversight import review as do_review
 
     e = do_review(decision_id, approve, override, reviewer, reason, limit)
     _say(f"decision {decision_id}: {e['resolution']} by {reviewer}: {e['original_action']} -> {e['final_action']}")
@@ -372,7 +372,7 @@ def contest(decision_id: str = typer.Argument(..., help="The decision contested.
             data: str = typer.Option(..., "--data", "-d", help="The corrected input row (CSV/Parquet)."),
             reason: str = typer.Option("customer contest with corrected data", help="Why.")):
     """Re-decide with corrected inputs under the same model version and policy; link new to old."""
-    from creditgov.oversight import contest as do_contest
+    from creditgov.decision.oversight import contest as do_contest
 
     e = do_contest(_spec(spec), decision_id, data, reason, log=_say)
     _say(f"decision {decision_id} contested: {e['original_action']} -> {e['new_action']} "
@@ -386,7 +386,7 @@ def simulate(scenario: str = typer.Option("pipelines/scenarios/default.yaml", he
              months: Optional[int] = typer.Option(None, min=2, max=240, help="Override the number of months."),
              seed: Optional[int] = typer.Option(None, help="Override the seed.")):
     """Generate monthly snapshot partitions of a simulated credit-line portfolio (seeded, deterministic)."""
-    from creditgov.simulate import load_scenario, simulate as run
+    from creditgov.data.simulate import load_scenario, simulate as run
 
     scn = load_scenario(scenario, accounts=accounts, months=months, seed=seed)
     run(scn, out or f"data/simulated/{scn.name}", log=_say)
@@ -397,7 +397,7 @@ def expectations(spec: str = SpecOpt,
                  write: bool = typer.Option(False, "--write", help="Rewrite the suite from the catalogue.")):
     """Check (or --write) the expectation suite against the spec's feature catalogue."""
     from creditgov.errors import SpecError
-    from creditgov import expectations as ex
+    from creditgov.data import expectations as ex
 
     s = _spec(spec)
     if write:
@@ -413,7 +413,7 @@ def expectations(spec: str = SpecOpt,
 def ui(port: int = typer.Option(5000, help="Port."),
        host: str = typer.Option("127.0.0.1", help="Bind address (loopback unless you say otherwise).")):
     """Start the real `mlflow ui` against the same backend creditgov uses."""
-    from creditgov import tracking
+    from creditgov.governance import registry as tracking
 
     uri = tracking.tracking_uri()
     _say(f"mlflow ui on http://{host}:{port} with backend {uri}")
@@ -476,7 +476,7 @@ def _on_sigint(signum, frame) -> None:
     elif not _redelivered:  # the user pressed Ctrl-C again
         _hold_until = 0.0
     _redelivered = False
-    tracking = sys.modules.get("creditgov.tracking")
+    tracking = sys.modules.get("creditgov.governance.registry")
     if _owns_process and now < _hold_until and tracking is not None and tracking.in_transaction():
         if not _sigint_held:
             _sigint_held = True

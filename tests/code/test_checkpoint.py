@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from creditgov import checkpoint
-from creditgov.decide import write_log
+from creditgov.decision import checkpoint
+from creditgov.decision.decide import write_log
 
 
 def _awkward() -> pd.DataFrame:

@@ -18,8 +18,8 @@ from creditgov import env
 
 env.apply()
 
-from creditgov import counterfactual  # noqa: E402
-from creditgov.policy import apply_policy  # noqa: E402
+from creditgov.decision import counterfactual  # noqa: E402
+from creditgov.decision.policy import apply_policy  # noqa: E402
 from creditgov.spec import load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,9 +157,10 @@ def test_empty_input(spec):
 
 @pytest.fixture(scope="module")
 def declined(spec):
-    from creditgov import data, train
+    from creditgov.data import inputs
+    from creditgov.model import train
 
-    frame = data.load(spec).frame
+    frame = inputs.load(spec).frame
     splits = train.split(frame, spec)
     model = train.fit_model(splits.train, splits.validation, spec, n_estimators=30)
     test = splits.test

@@ -16,8 +16,10 @@ from creditgov import env
 
 env.apply()
 
-from creditgov import counterfactual, decide, privacy  # noqa: E402
-from creditgov.policy import apply_policy, favourable_downward_closed  # noqa: E402
+from creditgov.decision import counterfactual
+from creditgov.decision import decide
+from creditgov.data import privacy  # noqa: E402
+from creditgov.decision.policy import apply_policy, favourable_downward_closed  # noqa: E402
 from creditgov.spec import Policy, load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,8 +97,8 @@ def test_pseudonymise_is_the_keyed_hash_of_each_value(monkeypatch):
 
 
 def _reference_reasons(phi, features, decided_by, spec):
-    from creditgov.policy import rule_reasons
-    from creditgov.reasons import top_reasons
+    from creditgov.decision.policy import rule_reasons
+    from creditgov.explain.reasons import top_reasons
 
     rr = rule_reasons(spec.policy)
     feat_reason = {f.name: f.reason for f in spec.features}
@@ -258,8 +260,8 @@ def test_split_search_equals_whole_search(spec):
 def test_model_blob_round_trip(spec, tmp_path):
     import xgboost as xgb
 
-    from creditgov import engine
-    from creditgov.model import CreditModel, encode, encodings_from_spec
+    from creditgov.decision import dask
+    from creditgov.model.credit_model import CreditModel, encode, encodings_from_spec
 
     encs = encodings_from_spec(spec)
     rng = np.random.default_rng(2)
@@ -269,10 +271,10 @@ def test_model_blob_round_trip(spec, tmp_path):
     booster = xgb.train({"max_depth": 3, "objective": "binary:logistic"},
                         xgb.DMatrix(encode(frame, encs), label=y, enable_categorical=True), 5)
     model = CreditModel(booster, encs, 1.2, -0.1, {})
-    blob = engine.model_blob(model.save(tmp_path / "m"))
+    blob = dask.model_blob(model.save(tmp_path / "m"))
     assert set(blob) == {"booster.json", "model.json"} and all(isinstance(v, bytes) for v in blob.values())
-    loaded = engine.load_blob(blob)
-    assert engine.load_blob(blob) is loaded  # once per worker process
+    loaded = dask.load_blob(blob)
+    assert dask.load_blob(blob) is loaded  # once per worker process
     np.testing.assert_array_equal(loaded.predict_pd(frame), model.predict_pd(frame))
 
 
@@ -280,7 +282,7 @@ def test_candidate_evaluator_scores_like_the_model(spec):
     """The counterfactual's matrix evaluator gives the PDs and actions of model + policy on changed rows."""
     import xgboost as xgb
 
-    from creditgov.model import CreditModel, encode, encodings_from_spec
+    from creditgov.model.credit_model import CreditModel, encode, encodings_from_spec
 
     encs = encodings_from_spec(spec)
     rng = np.random.default_rng(9)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from creditgov import expectations as ex
+from creditgov.data import expectations as ex
 from creditgov.errors import SpecError
 
 

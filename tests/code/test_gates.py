@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from creditgov.gates import EVIDENCE_KEYS, all_pass, evaluate_gates
+from creditgov.governance.gates import EVIDENCE_KEYS, all_pass, evaluate_gates
 from creditgov.spec import Gates
 
 GATE_NAMES = ["min_auc", "monotonicity", "calibration", "vs_scorecard"]

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from creditgov import merkle
+from creditgov.governance import merkle
 
 
 def _mth(leaves: list[bytes]) -> bytes:

@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from creditgov import metrics
-from creditgov.metrics import (
+from creditgov.model import metrics
+from creditgov.model.metrics import (
     auc,
     bootstrap_auc_ci,
     brier,

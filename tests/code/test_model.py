@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import train
-from creditgov.model import BOOSTER_FILE, META_FILE, CreditModel, Encoding, encode, encodings_from_spec
+from creditgov.model import train
+from creditgov.model.credit_model import BOOSTER_FILE, META_FILE, CreditModel, Encoding, encode, encodings_from_spec
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_platt_layer_is_fitted_on_the_margin_scoring_uses(model, tiny, spec):
 def test_margin_is_the_fastshap_leaf_sum_and_matches_xgboost_to_float32(model, splits):
     import xgboost as xgb
 
-    from creditgov.fastshap import FastTreeShap
+    from creditgov.model.treeshap import FastTreeShap
 
     test = splits.test
     margin = model.margin(test)
@@ -95,7 +95,7 @@ def test_margin_is_the_fastshap_leaf_sum_and_matches_xgboost_to_float32(model, s
 
 
 def test_margin_matrix_scores_an_encoded_matrix_like_margin(model, splits):
-    from creditgov.fastshap import FastTreeShap
+    from creditgov.model.treeshap import FastTreeShap
 
     X = FastTreeShap(model.booster_).matrix(encode(splits.test, model.encodings))
     np.testing.assert_array_equal(model.margin_matrix(X), model.margin(splits.test))
@@ -105,7 +105,7 @@ def test_a_model_fastshap_cannot_compile_falls_back_to_xgboost_with_a_warning(se
     """Trees deeper than fastshap's limit: margin and attributions both come from xgboost (float32 bound)."""
     import xgboost as xgb
 
-    from creditgov.fastshap import MAX_DEPTH, FastShapFallbackWarning, FastTreeShap, UnsupportedModel
+    from creditgov.model.treeshap import MAX_DEPTH, FastShapFallbackWarning, FastTreeShap, UnsupportedModel
 
     rng = np.random.default_rng(seed)
     rows = pd.DataFrame({"x": rng.random(500), "z": rng.normal(size=500)})

@@ -1,4 +1,4 @@
-"""The monitor's calculators (creditgov.monitor, creditgov.reference): pure, no MLflow.
+"""The monitor's calculators (creditgov.monitor.drift, creditgov.reference): pure, no MLflow.
 
 Score PSI and CSI are checked against independent numpy computations on the reference
 bins (the acceptance criterion of the monitoring issue); CBPE against a hand-worked
@@ -18,11 +18,13 @@ from creditgov import env
 
 env.apply()
 
-from creditgov import monitor, reference, simulate  # noqa: E402
-from creditgov.metrics import auc, ks  # noqa: E402
-from creditgov.monitor import (  # noqa: E402
+from creditgov.monitor import drift
+from creditgov.monitor import reference
+from creditgov.data import simulate  # noqa: E402
+from creditgov.model.metrics import auc, ks  # noqa: E402
+from creditgov.monitor.drift import (  # noqa: E402
     CalibrationBasis, EstimatedPerformance, MonitorResult, ObservedPerformance, TierCalibration, decide_verdict)
-from creditgov.policy import tier_of  # noqa: E402
+from creditgov.decision.policy import tier_of  # noqa: E402
 from creditgov.spec import load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +91,7 @@ def test_score_psi_agrees_with_numpy_on_reference_deciles(frames, spec, profiled
     _, cur = frames
     prof, p_ref = profiled
     p_cur = _score(cur, 2, shift)
-    score_psi = monitor.stability(cur, p_cur, prof, spec).score_psi
+    score_psi = drift.stability(cur, p_cur, prof, spec).score_psi
     expected = _numpy_psi(p_ref, p_cur)
     assert score_psi == pytest.approx(expected, abs=1e-9)
     if shift >= 1.5:
@@ -100,7 +102,7 @@ def test_segment_psi_agrees_with_numpy_on_the_segment_reference_deciles(frames, 
     ref, cur = frames
     prof, p_ref = profiled
     p_cur = _score(cur, 3, 0.5)
-    segments = monitor.stability(cur, p_cur, prof, spec).segment_psi
+    segments = drift.stability(cur, p_cur, prof, spec).segment_psi
     assert set(segments["employment"]) >= {"salaried", "freelance"}
     for value, got in segments["employment"].items():
         expected = _numpy_psi(p_ref[(ref["employment"] == value).to_numpy()],
@@ -111,7 +113,7 @@ def test_segment_psi_agrees_with_numpy_on_the_segment_reference_deciles(frames, 
 def test_score_psi_of_the_reference_itself_is_zero(frames, spec, profiled):
     ref, _ = frames
     prof, p_ref = profiled
-    assert monitor.stability(ref, p_ref, prof, spec).score_psi == pytest.approx(0.0, abs=1e-12)
+    assert drift.stability(ref, p_ref, prof, spec).score_psi == pytest.approx(0.0, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------------- CSI
@@ -131,7 +133,7 @@ def test_csi_puts_missing_values_in_their_own_bin(frames, spec, profiled):
     values = cur[name].to_numpy(dtype=float)
     bins = reference.numeric_bins(values, edges)
     assert (bins[hole] == len(edges) + 1).all() and (bins[~hole] <= len(edges)).all()
-    csi = monitor.stability(cur, np.full(len(cur), 0.05), prof, spec).csi
+    csi = drift.stability(cur, np.full(len(cur), 0.05), prof, spec).csi
     finite = values[~np.isnan(values)]
     c = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1) / len(values)
     c = np.append(c, hole.mean())
@@ -154,12 +156,12 @@ def test_csi_puts_categories_in_their_own_bins_and_unseen_ones_in_other(frames, 
     assert bins.tolist() == [1, 4, 5, 3]
 
     p = np.full(len(cur), 0.05)
-    base = monitor.stability(cur, p, prof, spec).csi["employment"]
+    base = drift.stability(cur, p, prof, spec).csi["employment"]
     odd = cur.copy()
     rng = np.random.default_rng(7)
     gig = rng.random(len(odd)) < 0.1
     odd.loc[gig, "employment"] = "gig"
-    shifted = monitor.stability(odd, p, prof, spec).csi["employment"]
+    shifted = drift.stability(odd, p, prof, spec).csi["employment"]
     c = np.array([((odd["employment"] == k).mean()) for k in cats] + [0.0, gig.mean()])
     assert shifted == pytest.approx(_shares_psi(np.asarray(feat["shares"]), c), abs=1e-9)
     assert shifted > base + 0.1
@@ -201,17 +203,17 @@ def test_a_key_feature_shift_from_0_to_30_days_shows_in_csi(frames, spec, profil
     cur = cur.copy()
     zero = np.flatnonzero(cur["days_past_due"].to_numpy() == 0)
     cur.loc[cur.index[zero[: len(cur) // 5]], "days_past_due"] = 30.0
-    csi = monitor.stability(cur, np.full(len(cur), 0.05), prof, spec).csi
+    csi = drift.stability(cur, np.full(len(cur), 0.05), prof, spec).csi
     assert csi["days_past_due"] >= spec.monitoring.csi_act
 
 
 # --------------------------------------------------------------- binning and the segment minimum
 
 
-def _halves(frame: pd.DataFrame, p: np.ndarray, profile: dict) -> monitor.BinCounts:
+def _halves(frame: pd.DataFrame, p: np.ndarray, profile: dict) -> drift.BinCounts:
     """A binning the way the Dask engine does it: partitions binned apart, their counts summed."""
     k = len(frame) // 3
-    return monitor.bin_counts(frame.iloc[:k], p[:k], profile) + monitor.bin_counts(frame.iloc[k:], p[k:], profile)
+    return drift.bin_counts(frame.iloc[:k], p[:k], profile) + drift.bin_counts(frame.iloc[k:], p[k:], profile)
 
 
 class _Model:
@@ -225,21 +227,21 @@ def test_stability_uses_the_binning_it_is_given(frames, spec, profiled):
     _, cur = frames
     prof, _ = profiled
     p = _score(cur, 4, 0.3)
-    single = monitor.stability(cur, p, prof, spec)
-    assert monitor.stability(cur, p, prof, spec, binning=_halves) == single
+    single = drift.stability(cur, p, prof, spec)
+    assert drift.stability(cur, p, prof, spec, binning=_halves) == single
     assert single.segment_psi["employment"]  # the summed segment counts were compared too
 
     def only_the_first_half(frame, p_, profile):
-        return monitor.bin_counts(frame.iloc[: len(frame) // 2], p_[: len(frame) // 2], profile)
+        return drift.bin_counts(frame.iloc[: len(frame) // 2], p_[: len(frame) // 2], profile)
 
     # the counts passed in are the ones measured: half the batch is a different batch
-    assert monitor.stability(cur, p, prof, spec, binning=only_the_first_half) != single
+    assert drift.stability(cur, p, prof, spec, binning=only_the_first_half) != single
 
 
 def test_run_monitor_and_the_job_take_the_binning_as_a_parameter(frames, spec, profiled):
     import inspect
 
-    from creditgov import monitor_job
+    from creditgov.jobs import monitoring
 
     _, cur = frames
     prof, _ = profiled
@@ -249,11 +251,11 @@ def test_run_monitor_and_the_job_take_the_binning_as_a_parameter(frames, spec, p
         calls.append(len(frame))
         return _halves(frame, p, profile)
 
-    default = monitor.run_monitor(spec, _Model(), prof, cur, "month-06")
-    passed = monitor.run_monitor(spec, _Model(), prof, cur, "month-06", binning=counting)
+    default = drift.run_monitor(spec, _Model(), prof, cur, "month-06")
+    passed = drift.run_monitor(spec, _Model(), prof, cur, "month-06", binning=counting)
     assert calls == [len(cur)]
     assert passed == default
-    assert inspect.signature(monitor_job.monitor).parameters["binning"].default is monitor.bin_counts
+    assert inspect.signature(monitoring.monitor).parameters["binning"].default is drift.bin_counts
 
 
 def _segment_sizes(frame: pd.DataFrame) -> pd.Series:
@@ -272,10 +274,10 @@ def test_the_segment_minimum_is_the_spec_min_tier_rows(frames, spec, profiled):
         return spec.model_copy(update={"monitoring": spec.monitoring.model_copy(update={"min_tier_rows": min_rows})})
 
     enough, too_few = at(int(sizes.min())), at(int(sizes.min()) + 1)
-    assert smallest in monitor.stability(cur, p, prof, enough).segment_psi["employment"]
-    assert smallest not in monitor.stability(cur, p, prof, too_few).segment_psi["employment"]
-    assert f"employment={smallest}" in monitor.level_shift(cur, p, prof, enough)
-    assert f"employment={smallest}" not in monitor.level_shift(cur, p, prof, too_few)
+    assert smallest in drift.stability(cur, p, prof, enough).segment_psi["employment"]
+    assert smallest not in drift.stability(cur, p, prof, too_few).segment_psi["employment"]
+    assert f"employment={smallest}" in drift.level_shift(cur, p, prof, enough)
+    assert f"employment={smallest}" not in drift.level_shift(cur, p, prof, too_few)
     # at training the same minimum decides which segments get reference deciles
     ref_sizes = _segment_sizes(ref)
     p_ref = _score(ref, 1)
@@ -288,7 +290,8 @@ def test_the_segment_minimum_is_the_spec_min_tier_rows(frames, spec, profiled):
 def test_fixed_conventions_come_from_the_spec_module():
     import inspect
 
-    from creditgov import metrics, spec as spec_module
+    from creditgov import spec as spec_module
+    from creditgov.model import metrics
 
     assert reference.DISCRETE_MAX is spec_module.DISCRETE_MAX
     for fn, name in ((metrics.psi, "eps"), (metrics.psi_from_shares, "eps")):
@@ -312,7 +315,7 @@ def test_observed_ks_on_tied_scores_is_scipys_two_sample_ks_and_the_development_
     from scipy.stats import ks_2samp
 
     y, p = _tied_book()
-    m = monitor.matured_performance(y, p, tier_of(p, spec.policy), {"development_metrics": {}}, cfg, seed=1)
+    m = drift.matured_performance(y, p, tier_of(p, spec.policy), {"development_metrics": {}}, cfg, seed=1)
     expected = ks_2samp(p[y == 1], p[y == 0]).statistic
     assert m.ks == pytest.approx(expected, abs=1e-12)
     assert m.ks == ks(y, p)  # the function that computes the development KS (metrics.evaluate)
@@ -324,7 +327,7 @@ def test_observed_ks_does_not_split_a_tied_block(spec, cfg):
     # tied block, so KS = F_good(0.1) - F_bad(0.1) = 2/3; stepping through the rows would report 1.
     y = np.array([1] * 100 + [0] * 300)
     p = np.array([0.3] * 200 + [0.1] * 200)
-    m = monitor.matured_performance(y, p, np.full(len(p), "all"), {"development_metrics": {}}, cfg, seed=1)
+    m = drift.matured_performance(y, p, np.full(len(p), "all"), {"development_metrics": {}}, cfg, seed=1)
     assert m.ks == pytest.approx(2 / 3, abs=1e-12)
     assert m.ks_ci_high < 0.9  # the bootstrap replicates use the same definition
 
@@ -336,7 +339,7 @@ def test_cbpe_matches_the_expected_auc_formula_on_a_hand_example():
     # sorted p = 0.9, 0.5, 0.1; S1 = sum p = 1.5, S0 = sum(1-p) = 1.5
     # expected AUC (ratio of expected counts, trapezoid): [sum_{i above k} p_i (1-p_k) + 1/2 sum_k p_k (1-p_k)] / (S1 S0)
     #   pairs: .9*.5 + .9*.9 + .5*.9 = 1.71; halves: (.09 + .25 + .09) / 2 = .215; (1.71 + .215) / 2.25
-    est = monitor.estimated_performance(np.array([0.5, 0.1, 0.9]))
+    est = drift.estimated_performance(np.array([0.5, 0.1, 0.9]))
     assert est.auc == pytest.approx(1.925 / 2.25, abs=1e-12)
     # expected TPR - FPR after 0.9: .6 - .1/1.5; after 0.5: 1.4/1.5 - .6/1.5 -> 8/15 both
     assert est.ks == pytest.approx(8 / 15, abs=1e-12)
@@ -350,12 +353,12 @@ def test_cbpe_handles_ties_like_a_threshold_sweep():
     tpr = [0.0] + [p[p >= t].sum() / p.sum() for t in thresholds]
     fpr = [0.0] + [(1 - p[p >= t]).sum() / (1 - p).sum() for t in thresholds]
     expected = float(np.trapezoid(tpr, fpr))
-    assert monitor.estimated_performance(p).auc == pytest.approx(expected, abs=1e-12)
-    assert monitor.estimated_performance(p[::-1].copy()).auc == pytest.approx(expected, abs=1e-12)
+    assert drift.estimated_performance(p).auc == pytest.approx(expected, abs=1e-12)
+    assert drift.estimated_performance(p[::-1].copy()).auc == pytest.approx(expected, abs=1e-12)
     # the expected KS reads the same sweep: the largest expected TPR - FPR over the thresholds
     expected_ks = max(t - f for t, f in zip(tpr, fpr))
-    assert monitor.estimated_performance(p).ks == pytest.approx(expected_ks, abs=1e-12)
-    assert monitor.estimated_performance(p[::-1].copy()).ks == pytest.approx(expected_ks, abs=1e-12)
+    assert drift.estimated_performance(p).ks == pytest.approx(expected_ks, abs=1e-12)
+    assert drift.estimated_performance(p[::-1].copy()).ks == pytest.approx(expected_ks, abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
@@ -363,7 +366,7 @@ def test_cbpe_auc_is_close_to_the_realised_auc_on_calibrated_labels(seed):
     rng = np.random.default_rng(seed)
     p = rng.beta(0.7, 8.0, 100_000)
     y = (rng.random(len(p)) < p).astype(int)
-    est = monitor.estimated_performance(p)
+    est = drift.estimated_performance(p)
     assert abs(est.auc - auc(y, p)) < 0.02
     assert est.expected_bad_rate == pytest.approx(y.mean(), abs=0.005)
     assert abs(est.ks - ks(y, p)) < 0.03
@@ -376,7 +379,7 @@ def test_calibration_by_tier_passes_for_bernoulli_labels(spec, cfg):
     rng = np.random.default_rng(21)
     p = rng.beta(0.7, 8.0, 60_000)
     y = (rng.random(len(p)) < p).astype(int)
-    cal = monitor.calibration_by_tier(y, p, tier_of(p, spec.policy), cfg)
+    cal = drift.calibration_by_tier(y, p, tier_of(p, spec.policy), cfg)
     assert {c.tier for c in cal} == {"low", "medium", "high"}
     assert all(c.assessed for c in cal)
     assert all(c.passed for c in cal), cal
@@ -391,7 +394,7 @@ def test_calibration_by_tier_fails_when_observed_rates_are_double(spec, cfg):
     rng = np.random.default_rng(22)
     p = rng.beta(0.7, 8.0, 60_000)
     y = (rng.random(len(p)) < np.minimum(2 * p, 1)).astype(int)
-    cal = monitor.calibration_by_tier(y, p, tier_of(p, spec.policy), cfg)
+    cal = drift.calibration_by_tier(y, p, tier_of(p, spec.policy), cfg)
     failed = {c.tier for c in cal if not c.passed}
     assert failed == {"low", "medium", "high"}, cal
     for c in cal:
@@ -401,7 +404,7 @@ def test_calibration_by_tier_fails_when_observed_rates_are_double(spec, cfg):
 def test_calibration_by_tier_does_not_judge_small_tiers(cfg):
     p = np.full(50, 0.01)
     y = np.ones(50, dtype=int)  # wildly off, but only 50 rows
-    (c,) = monitor.calibration_by_tier(y, p, np.full(50, "low"), cfg)
+    (c,) = drift.calibration_by_tier(y, p, np.full(50, "low"), cfg)
     assert c.n < cfg.min_tier_rows and not c.assessed and c.passed
 
 

@@ -1,4 +1,4 @@
-"""The decision policy (creditgov.policy): pure, on synthetic frames.
+"""The decision policy (creditgov.decision.policy): pure, on synthetic frames.
 
 Application decisions use the policy of pipelines/application.yaml as shipped; on-book
 decisions use that policy plus an `on_book` section built here from a dict (so the
@@ -16,7 +16,7 @@ from creditgov import env
 
 env.apply()
 
-from creditgov.policy import apply_policy, condition_mask, on_book_applies, rule_reasons, tier_of  # noqa: E402
+from creditgov.decision.policy import apply_policy, condition_mask, on_book_applies, rule_reasons, tier_of  # noqa: E402
 from creditgov.spec import Condition, Policy, load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Reason codes (creditgov.reasons): additivity, ranking, grouping; and faithfulness on a real model.
+"""Reason codes (creditgov.explain.reasons): additivity, ranking, grouping; and faithfulness on a real model.
 
 The real-model tests fit one quick CreditModel (30 boosting rounds) on the bundled
 credit_data split; nothing is written to disk.
@@ -15,7 +15,7 @@ from creditgov import env
 env.apply()
 
 from creditgov.errors import CreditGovError  # noqa: E402
-from creditgov.reasons import (  # noqa: E402
+from creditgov.explain.reasons import (  # noqa: E402
     ADDITIVITY_TOLERANCE, AdditivityError, check_additivity, group_by_feature, top_reasons)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,9 +172,10 @@ def spec():
 
 @pytest.fixture(scope="module")
 def quick(spec):
-    from creditgov import data, train
+    from creditgov.data import inputs
+    from creditgov.model import train
 
-    frame = data.load(spec).frame
+    frame = inputs.load(spec).frame
     splits = train.split(frame, spec)
     model = train.fit_model(splits.train, splits.validation, spec, n_estimators=30)
     return model, frame
@@ -198,7 +199,7 @@ def test_real_model_attributions_match_shap_tree_explainer(quick):
     import shap
     import xgboost
 
-    from creditgov.model import encode
+    from creditgov.model.credit_model import encode
 
     model, frame = quick
     raw = frame.iloc[::4]  # every fourth applicant: ~1,100 rows across the whole file

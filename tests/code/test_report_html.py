@@ -1,6 +1,6 @@
 """HTML reports (creditgov.report) from a synthetic decision log that plants hostile strings.
 
-The log has the columns creditgov.decide writes; its values are chosen here. Pages are
+The log has the columns creditgov.decision.decide writes; its values are chosen here. Pages are
 written under tmp_path only. The last tests render pages in real headless Chromium.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from creditgov import env
 
 env.apply()
 
-from creditgov import report  # noqa: E402
-from creditgov.decide import INPUT_PREFIX, SHAP_PREFIX  # noqa: E402
+from creditgov.report import pages as report  # noqa: E402
+from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX  # noqa: E402
 from creditgov.spec import load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -433,7 +433,7 @@ def test_portfolio_shows_unassessed_small_groups(built):
 
 
 def _monitor_results():
-    from creditgov.monitor import CalibrationBasis, EstimatedPerformance, MonitorResult, ObservedPerformance, \
+    from creditgov.monitor.drift import CalibrationBasis, EstimatedPerformance, MonitorResult, ObservedPerformance, \
         TierCalibration
 
     failed = TierCalibration(tier="high", n=900, observed_bad=540, observed_rate=0.6, predicted_rate=0.3,
@@ -458,15 +458,15 @@ def _monitor_results():
 
 @pytest.fixture(scope="module")
 def monitor_pages(tmp_path_factory):
-    from creditgov import report_monitor
+    from creditgov.report import monitoring
 
     spec = load_spec(REPO / "pipelines" / "behaviour.yaml")
     out = tmp_path_factory.mktemp("monitor")
     results = _monitor_results()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report_monitor, "datetime", _FixedDatetime)
-        pages = [report_monitor.write_batch_page(out, spec, r, MODEL_VERSION, "stamp") for r in results]
-        index = report_monitor.write_index(out, spec, list(results), MODEL_VERSION, "stamp")
+        mp.setattr(monitoring, "datetime", _FixedDatetime)
+        pages = [monitoring.write_batch_page(out, spec, r, MODEL_VERSION, "stamp") for r in results]
+        index = monitoring.write_index(out, spec, list(results), MODEL_VERSION, "stamp")
     return {"index": index, **{p.stem: p for p in pages}}
 
 

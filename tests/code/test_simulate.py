@@ -21,9 +21,9 @@ from creditgov import env
 
 env.apply()
 
-from creditgov import simulate  # noqa: E402
+from creditgov.data import simulate  # noqa: E402
 from creditgov.errors import SpecError  # noqa: E402
-from creditgov.metrics import auc  # noqa: E402
+from creditgov.model.metrics import auc  # noqa: E402
 from creditgov.spec import load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

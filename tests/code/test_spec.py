@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from creditgov import data
+from creditgov.data import inputs
 from creditgov.errors import CreditGovError, SpecError
 from creditgov.spec import load_spec
 
@@ -194,7 +194,7 @@ def test_csv_source_spec_loads_a_user_file_without_code_change(tmp_path):
     spec_path = _write(tmp_path / "user.yaml", _user_spec(str(csv), "csv"))
 
     spec = load_spec(spec_path)
-    loaded = data.load(spec)
+    loaded = inputs.load(spec)
     frame = loaded.frame
     assert loaded.label == str(csv)
     assert list(frame.columns) == ["loan_id", "outcome", "income", "grade", "housing", "extra"]
@@ -216,7 +216,7 @@ def test_parquet_source_spec_loads_a_user_file_without_code_change(tmp_path):
     frame.to_parquet(pq, index=False)
     spec = load_spec(_write(tmp_path / "user.yaml", _user_spec(str(pq), "parquet")))
 
-    loaded = data.load(spec)
+    loaded = inputs.load(spec)
     assert loaded.label == str(pq)
     pd.testing.assert_frame_equal(loaded.frame, frame)
 
@@ -234,6 +234,6 @@ def test_missing_user_file_is_data_error_naming_it(tmp_path):
 
     spec = load_spec(_write(tmp_path / "user.yaml", _user_spec(str(tmp_path / "absent.csv"), "csv")))
     with pytest.raises(DataError) as info:
-        data.load(spec)
+        inputs.load(spec)
     assert info.value.exit_code == 4
     assert str(tmp_path / "absent.csv") in str(info.value) and "not found" in str(info.value)

@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from creditgov import data, expectations, validate
+from creditgov.data import inputs
+from creditgov.data import expectations
+from creditgov.data import validate
 from creditgov.errors import CreditGovError, QuarantineError
 from creditgov.spec import load_spec
 
@@ -65,7 +67,7 @@ def _run(case: dict, root: Path):
     spec = load_spec(corpus.spec_arg(case))
     suite = expectations.checked_suite(spec)
     data_path = corpus.data_arg(case, root / "generated")
-    loaded = data.read_path(data_path, spec)
+    loaded = inputs.read_path(data_path, spec)
     outcome = validate.validate(loaded.frame, spec, suite, loaded.label)
     return spec, loaded, outcome
 

@@ -29,7 +29,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from creditgov import data, validate
+from creditgov.data import inputs as data
+from creditgov.data import validate
 from creditgov.errors import DataError
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True, database=None, print_blob=True,
@@ -148,7 +149,7 @@ def _read_back(frame: pd.DataFrame, spec, name: str):
 
 @pytest.fixture(scope="module")
 def quick_model(spec, credit_data):
-    from creditgov import train
+    from creditgov.model import train
 
     splits = train.split(credit_data, spec)
     return train.fit_model(splits.train, splits.validation, spec, n_estimators=20)
@@ -195,7 +196,7 @@ def test_validate_keeps_every_row_and_quarantines_exactly_the_broken_ones(spec, 
 @SETTINGS
 @given(st.data())
 def test_every_row_is_decided_or_quarantined_exactly_once(spec, stored_suite, credit_data, quick_model, data):
-    from creditgov.policy import apply_policy
+    from creditgov.decision.policy import apply_policy
 
     frame = data.draw(corrupted_batch(spec, credit_data))
     loaded = _read_back(frame, spec, "decide")

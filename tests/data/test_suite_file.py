@@ -1,7 +1,7 @@
 """The stored expectation suite is the catalogue's: reviewers diff the file, the pipeline trusts it."""
 from __future__ import annotations
 
-from creditgov import expectations as ex
+from creditgov.data import expectations as ex
 
 
 def test_stored_suite_agrees_with_the_feature_catalogue(spec, stored_suite):

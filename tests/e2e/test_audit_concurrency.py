@@ -41,7 +41,9 @@ def _quiet(_msg: str) -> None:
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory):
     """A trained and promoted application model, and one decision log of credit_data (4,454 rows)."""
-    from creditgov import decide, pipeline, promote
+    from creditgov.decision import decide
+    from creditgov.jobs import training
+    from creditgov.governance import promote
     from creditgov.spec import load_spec
 
     root = tmp_path_factory.mktemp("audit_concurrency")
@@ -56,7 +58,7 @@ def proj(tmp_path_factory):
         for var in DROP_ENV:
             mp.delenv(var, raising=False)
         spec = load_spec(SPEC)
-        trained = pipeline.run_training(spec, SPEC, n_estimators=20, log=_quiet)
+        trained = training.run_training(spec, SPEC, n_estimators=20, log=_quiet)
         promote.promote(spec, "concurrency test approver", trained.version)
         res = decide.decide(spec, as_of=AS_OF, out_dir=root / "reference", log=_quiet)
         yield SimpleNamespace(root=root, spec=spec, log=res.path, n=res.rows_in, ids=set(res.log["decision_id"]))

@@ -56,7 +56,11 @@ def _cli(cwd: Path, *args: str, timeout: int = 300, **extra: str) -> subprocess.
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory):
-    from creditgov import audit, decide, pipeline, promote, report
+    from creditgov.governance import audit
+    from creditgov.decision import decide
+    from creditgov.jobs import training
+    from creditgov.governance import promote
+    from creditgov.report import pages as report
     from creditgov.spec import load_spec
 
     root = tmp_path_factory.mktemp("audit_project")
@@ -69,7 +73,7 @@ def proj(tmp_path_factory):
             mp.delenv(var, raising=False)
         mp.setenv("CREDITGOV_PSEUDONYM_KEY", KEY)
         spec = load_spec(SPEC)
-        trained = pipeline.run_training(spec, SPEC, n_estimators=30, log=_quiet)
+        trained = training.run_training(spec, SPEC, n_estimators=30, log=_quiet)
         version, _ = promote.promote(spec, "audit test approver", trained.version)
         res = decide.decide(spec, as_of=AS_OF, log=_quiet)
         appended = res.audit  # decide appends its log to the audit trail itself
@@ -133,7 +137,7 @@ def _tampered_log(proj, dst_dir: Path, change) -> tuple[Path, Path]:
 
 
 def test_every_decision_is_indexed_once_under_one_sealed_batch(proj):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     n = len(proj.log)
     assert n == 4454 and proj.appended.inserted == n and proj.appended.tree_size == n
@@ -175,7 +179,7 @@ def _has_dbstat(c) -> bool:
 
 
 def test_cli_verify_prints_the_head(proj):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     r = _cli(proj.root, "audit", "verify", timeout=120)
     assert r.returncode == 0, r.stderr
@@ -185,7 +189,7 @@ def test_cli_verify_prints_the_head(proj):
 
 
 def test_recording_the_same_log_twice_adds_nothing(proj):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     before = audit.verify()
     again = audit.record_log(proj.res.path)
@@ -230,14 +234,14 @@ def test_an_altered_decision_in_the_log_is_named(proj, tmp_path):
     err = _verify_cli_fails(db)
     assert f"decision {did}: row 1235 of {proj.res.path.name} does not match its record in the trail (altered)" in err
     assert "was changed after it was recorded" in err
-    from creditgov import audit
+    from creditgov.governance import audit
 
     named = [p for p in audit.verify(_url(db), scan=[]).problems if "(altered)" in p]
     assert len(named) == 1  # only that decision
 
 
 def test_a_deleted_decision_is_named_missing(proj, tmp_path):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     did = proj.log["decision_id"].iloc[2000]
     db = _copy_db(proj.db, tmp_path / "delete")
@@ -312,7 +316,7 @@ def test_an_altered_batch_entry_breaks_its_hash(proj, tmp_path):
 
 
 def test_a_rewritten_entry_breaks_the_next_link(proj, tmp_path):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     db = _copy_db(proj.db, tmp_path / "forge")
     url = _url(db)
@@ -329,7 +333,7 @@ def test_a_rewritten_entry_breaks_the_next_link(proj, tmp_path):
 
 
 def test_a_deleted_last_entry_breaks_the_head(proj, tmp_path):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     db = _copy_db(proj.db, tmp_path / "tail")
     url = _url(db)
@@ -346,7 +350,7 @@ def test_a_deleted_last_entry_breaks_the_head(proj, tmp_path):
 
 
 def test_prune_after_retention_keeps_a_verifiable_chain(proj, tmp_path):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     db = _copy_db(proj.db, tmp_path / "prune")
     log = tmp_path / "prune" / "decisions" / proj.res.path.name
@@ -402,7 +406,7 @@ def _contestable(proj) -> pd.Series:
 
 
 def test_review_approve_records_who_and_why(proj):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     did = _queued(proj)[0]
     r = _cli(proj.root, "review", did, "--approve", "--reviewer", "alice",
@@ -420,7 +424,7 @@ def test_review_approve_records_who_and_why(proj):
 
 
 def test_review_approve_of_an_application_grants_approve(proj):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     did = _queued(proj)[0]
     e = [x for x in audit.events_for(did) if x["kind"] == "review"][0]
@@ -432,7 +436,7 @@ def test_audit_payloads_are_standard_json(proj):
     def no_constants(token):
         raise ValueError(f"non-standard JSON constant {token}")
 
-    from creditgov import merkle
+    from creditgov.governance import merkle
 
     with closing(sqlite3.connect(proj.db)) as c:
         payloads = [p for (p,) in c.execute("SELECT payload FROM audit_entries ORDER BY seq LIMIT 50")]
@@ -443,7 +447,7 @@ def test_audit_payloads_are_standard_json(proj):
 
 
 def test_review_override_records_the_new_action(proj):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     did = _queued(proj)[1]
     r = _cli(proj.root, "review", did, "--override", "decline", "--reviewer", "bob",
@@ -456,7 +460,7 @@ def test_review_override_records_the_new_action(proj):
 
 @pytest.mark.parametrize("flags", [[], ["--approve", "--override", "decline"]], ids=["neither", "both"])
 def test_review_needs_exactly_one_resolution(proj, flags):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     did = _queued(proj)[0]
     before = audit.verify().records
@@ -482,14 +486,14 @@ def test_review_without_a_reason_fails_with_one_line(proj):
 
 
 def _applicant_row(proj, row_number: int) -> pd.DataFrame:
-    from creditgov import data
+    from creditgov.data import inputs
 
-    src = data.load(proj.spec).frame
+    src = inputs.load(proj.spec).frame
     return src.iloc[[row_number - 1]].copy()
 
 
 def test_contest_with_corrected_data_links_old_and_new(proj):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     old = _contestable(proj)
     cf = json.loads(old["counterfactual"])
@@ -523,7 +527,8 @@ def test_contest_with_corrected_data_links_old_and_new(proj):
 
 
 def test_contest_with_another_applicants_row_is_refused(proj):
-    from creditgov import audit, oversight
+    from creditgov.governance import audit
+    from creditgov.decision import oversight
     from creditgov.errors import SpecError
 
     old = _contestable(proj)
@@ -540,7 +545,8 @@ def test_contest_with_another_applicants_row_is_refused(proj):
 
 
 def test_decision_pages_show_review_and_contest(proj):
-    from creditgov import audit, report
+    from creditgov.governance import audit
+    from creditgov.report import pages as report
 
     reviewed, overridden = _queued(proj)[:2]
     contest = getattr(proj, "contest", None)

@@ -42,7 +42,9 @@ def _quiet(_msg: str) -> None:
 @pytest.fixture(scope="module")
 def book(e2e_root):
     """The simulated book, the spec pointing at it, and the trained and promoted behaviour model."""
-    from creditgov import pipeline, promote, simulate
+    from creditgov.jobs import training
+    from creditgov.governance import promote
+    from creditgov.data import simulate
     from creditgov.spec import load_spec
 
     with pytest.MonkeyPatch.context() as mp:
@@ -53,7 +55,7 @@ def book(e2e_root):
         sim = simulate.simulate(scn, BOOK, log=_quiet)
         spec = load_spec(SPEC_PATH)
         spec = spec.model_copy(update={"source": spec.source.model_copy(update={"path": BOOK})})
-        trained = pipeline.run_training(spec, SPEC_PATH, n_estimators=60, log=_quiet)
+        trained = training.run_training(spec, SPEC_PATH, n_estimators=60, log=_quiet)
         version, gates = promote.promote(spec, "tester")
         assert version == trained.version and all(g.passed for g in gates)
         yield SimpleNamespace(root=e2e_root, spec=spec, scenario=scn, sim=sim, trained=trained, version=version)
@@ -82,9 +84,9 @@ def test_behaviour_model_beats_the_model_without_account_history(book, client):
 
 
 def test_the_reference_profile_is_stored_with_the_version(book):
-    from creditgov import monitor
+    from creditgov.monitor import drift
 
-    profile, sample, _ = monitor.load_reference(book.spec.registry.model_name, book.version)
+    profile, sample, _ = drift.load_reference(book.spec.registry.model_name, book.version)
     assert set(profile["features"]) == {f.name for f in book.spec.model_inputs}
     assert "employment" in profile["segments"]
     assert profile["development_metrics"]["test_auc"] == pytest.approx(book.trained.metrics["test_auc"])
@@ -96,7 +98,7 @@ def test_the_reference_profile_is_stored_with_the_version(book):
 
 @pytest.fixture(scope="module")
 def decided(book):
-    from creditgov import decide
+    from creditgov.decision import decide
 
     month = 17
     res = decide.decide(book.spec, data_path=_snapshot(month), previous=_snapshot(month - 1),
@@ -220,14 +222,14 @@ def test_the_decision_log_holds_no_personal_values(decided):
 @pytest.fixture(scope="module")
 def monitored(book, decided):
     """The monitoring job over months 14-18 (after `decided`, which needs the @champion untouched)."""
-    from creditgov import monitor_job
+    from creditgov.jobs import monitoring
 
-    batches = monitor_job.simulator_batches(book.spec, BOOK, MONITOR_MONTHS, observed=False)
-    return monitor_job.monitor(book.spec, batches, evidently=False, log=_quiet)
+    batches = monitoring.simulator_batches(book.spec, BOOK, MONITOR_MONTHS, observed=False)
+    return monitoring.monitor(book.spec, batches, evidently=False, log=_quiet)
 
 
 def test_monitor_catches_the_shock_within_two_months(monitored):
-    from creditgov.monitor import VERDICTS
+    from creditgov.monitor.drift import VERDICTS
 
     by_month = {int(r.label.split("-")[1]): r for r in monitored.results}
     assert sorted(by_month) == MONITOR_MONTHS
@@ -272,7 +274,7 @@ def test_monitoring_runs_and_the_model_version_carry_the_verdict(monitored, book
 def test_the_stored_monitoring_result_reloads_as_the_typed_result(monitored, client, tmp_path):
     import json
 
-    from creditgov.monitor import MonitorResult
+    from creditgov.monitor.drift import MonitorResult
 
     for r, run_id in zip(monitored.results, monitored.run_ids):
         local = client.download_artifacts(run_id, "monitor/result.json", str(tmp_path))
@@ -286,11 +288,13 @@ def test_the_stored_monitoring_result_reloads_as_the_typed_result(monitored, cli
 
 def test_null_case_rarely_escalates_beyond_watch(book, tmp_path_factory):
     """no_shock books with other seeds, months 13-24 each with its matured basis (m - 12), as the job does."""
-    from creditgov import monitor, simulate, tracking
+    from creditgov.monitor import drift
+    from creditgov.data import simulate
+    from creditgov.governance import registry
 
-    tracking.configure()
-    model, version, _ = tracking.load_registered(book.spec.registry.model_name, book.version)
-    profile, _, _ = monitor.load_reference(book.spec.registry.model_name, version)
+    registry.configure()
+    model, version, _ = registry.load_registered(book.spec.registry.model_name, book.version)
+    profile, _, _ = drift.load_reference(book.spec.registry.model_name, version)
     root = tmp_path_factory.mktemp("null")
     verdicts = Counter()
     alarms = []
@@ -302,7 +306,7 @@ def test_null_case_rarely_escalates_beyond_watch(book, tmp_path_factory):
         for m in NULL_MONTHS:
             frame = simulate.load_months(out, [m], labelled=False)
             basis = simulate.load_months(out, [m - simulate.HORIZON], labelled=True)
-            r = monitor.run_monitor(book.spec, model, profile, frame, f"seed{seed}-month-{m:02d}", matured_frame=basis)
+            r = drift.run_monitor(book.spec, model, profile, frame, f"seed{seed}-month-{m:02d}", matured_frame=basis)
             verdicts[r.verdict] += 1
             if r.verdict in WORSE_THAN_WATCH:
                 alarms.append((r.label, r.reasons[0]))
@@ -318,12 +322,14 @@ def test_null_case_rarely_escalates_beyond_watch(book, tmp_path_factory):
 
 
 def _tier_calibration(model, spec, month: int) -> list:
-    from creditgov import monitor, simulate, train
-    from creditgov.policy import tier_of
+    from creditgov.monitor import drift
+    from creditgov.data import simulate
+    from creditgov.model import train
+    from creditgov.decision.policy import tier_of
 
     f = simulate.load_months(BOOK, [month])
     y, p = train.target_vector(f, spec), model.predict_pd(f)
-    return monitor.calibration_by_tier(y, p, tier_of(p, spec.policy), spec.monitoring)
+    return drift.calibration_by_tier(y, p, tier_of(p, spec.policy), spec.monitoring)
 
 
 CHECK_MONTH = 12  # a later matured month whose outcome window holds the shock
@@ -332,13 +338,16 @@ CHECK_MONTH = 12  # a later matured month whose outcome window holds the shock
 @pytest.fixture(scope="module")
 def recalibrated(book, monitored):
     """Recalibrate the champion on post-shock matured months; promote what the gates allow."""
-    from creditgov import promote, recalibrate, simulate, tracking
+    from creditgov.governance import promote
+    from creditgov.jobs import recalibrate
+    from creditgov.data import simulate
+    from creditgov.governance import registry
     from creditgov.errors import PromotionRefused
 
-    tracking.configure()
-    c = tracking.client()
+    registry.configure()
+    c = registry.client()
     name = book.spec.registry.model_name
-    champion, _, _ = tracking.load_registered(name, book.version)
+    champion, _, _ = registry.load_registered(name, book.version)
     before = _tier_calibration(champion, book.spec, CHECK_MONTH)
 
     # three post-shock months: the Platt layer cannot undo a shock that hit two segments, and on ~10,000
@@ -352,7 +361,7 @@ def recalibrated(book, monitored):
     tags_before = dict(c.get_model_version(name, res.version).tags)
     aliases_before = list(c.get_model_version(name, res.version).aliases)
     version, gates = promote.promote(book.spec, "tester")
-    new_model, champ_version, _ = tracking.load_registered(name)
+    new_model, champ_version, _ = registry.load_registered(name)
     return SimpleNamespace(before=before, wide=wide, wide_aliases=wide_aliases, refused=str(refused.value), res=res,
                            tags=tags_before, aliases=aliases_before, promoted=version, gates=gates,
                            champion_version=champ_version, after=_tier_calibration(new_model, book.spec, CHECK_MONTH),
@@ -404,18 +413,20 @@ def test_promoted_recalibration_passes_the_calibration_check(recalibrated):
 
 def test_dask_monitor_gets_its_binning_passed_and_matches_the_single_process_job(book, monitored, tmp_path):
     """Last in the module: it records one more monitoring run on the original version."""
-    from creditgov import cluster, monitor, monitor_job
+    from creditgov import cluster
+    from creditgov.monitor import drift
+    from creditgov.jobs import monitoring
 
-    single = (monitor.stability, monitor.bin_counts)
-    seen = []  # checked while the job runs: nothing in creditgov.monitor is swapped for the cluster's version
+    single = (drift.stability, drift.bin_counts)
+    seen = []  # checked while the job runs: nothing in creditgov.monitor.drift is swapped for the cluster's version
 
     def log(_msg: str) -> None:
-        seen.append((monitor.stability, monitor.bin_counts) == single)
+        seen.append((drift.stability, drift.bin_counts) == single)
 
     month = 17
     client = cluster.client_for(workers=2, processes=False)
     try:
-        job = monitor_job.monitor_on_dask(book.spec, monitor_job.simulator_batches(book.spec, BOOK, [month],
+        job = monitoring.monitor_on_dask(book.spec, monitoring.simulator_batches(book.spec, BOOK, [month],
                                                                                    observed=False),
                                           version=book.version, out_root=tmp_path, evidently=False, log=log,
                                           client=client, partitions=3)

@@ -66,9 +66,9 @@ def _one_error_line(r: subprocess.CompletedProcess) -> str:
 
 
 def _uri(root: Path) -> str:
-    from creditgov import tracking
+    from creditgov.governance import registry
 
-    return tracking.default_uri(root)
+    return registry.default_uri(root)
 
 
 def _client(root: Path):

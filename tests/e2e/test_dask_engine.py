@@ -33,8 +33,11 @@ def _quiet(_msg: str) -> None:
 def project(tmp_path_factory):
     """A temporary project whose 'registered' model is a quick fit (30 rounds), saved as JSON files:
     the registry itself is tested elsewhere; here both engines must load the same model."""
-    from creditgov import data, engine, tracking, train
-    from creditgov.model import CreditModel
+    from creditgov.data import inputs
+    from creditgov.decision import dask
+    from creditgov.governance import registry
+    from creditgov.model import train
+    from creditgov.model.credit_model import CreditModel
     from creditgov.spec import load_spec
 
     root = tmp_path_factory.mktemp("dask_project")
@@ -45,16 +48,16 @@ def project(tmp_path_factory):
         for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC"):
             mp.delenv(var, raising=False)
         spec = load_spec(SPEC_PATH)
-        frame = data.load(spec).frame
+        frame = inputs.load(spec).frame
         splits = train.split(frame, spec)
         model_dir = train.fit_model(splits.train, splits.validation, spec, n_estimators=30).save(root / "model")
 
         def load_registered(name, version=None, alias="champion"):
             return CreditModel.load(model_dir), "7", "run-7"
 
-        mp.setattr(tracking, "load_registered", load_registered)
-        mp.setattr(engine, "registered_model", lambda spec, version: (
-            CreditModel.load(model_dir), engine.model_blob(model_dir), "7", "run-7"))
+        mp.setattr(registry, "load_registered", load_registered)
+        mp.setattr(dask, "registered_model", lambda spec, version: (
+            CreditModel.load(model_dir), dask.model_blob(model_dir), "7", "run-7"))
         yield SimpleNamespace(root=root, spec=spec, source=frame, model=CreditModel.load(model_dir))
 
 
@@ -70,10 +73,11 @@ def client(project):
 
 
 def _both(project, client, data_path, partitions, tag):
-    from creditgov import decide, engine
+    from creditgov.decision import decide
+    from creditgov.decision import dask
 
     one = decide.decide(project.spec, data_path, as_of=AS_OF, out_dir=f"single-{tag}", log=_quiet)
-    many = engine.decide(project.spec, data_path, as_of=AS_OF, out_dir=f"dask-{tag}", log=_quiet,
+    many = dask.decide(project.spec, data_path, as_of=AS_OF, out_dir=f"dask-{tag}", log=_quiet,
                          partitions=partitions, client=client)
     return one, many
 
@@ -105,7 +109,8 @@ def test_quarantined_rows_keep_their_place(project, client):
 
 
 def test_directory_of_parquet_files(project, client):
-    from creditgov import decide, engine
+    from creditgov.decision import decide
+    from creditgov.decision import dask
 
     batch = project.source.drop(columns=[project.spec.target.column])
     folder = project.root / "parts"
@@ -115,7 +120,7 @@ def test_directory_of_parquet_files(project, client):
     whole = project.root / "whole.parquet"
     batch.to_parquet(whole, index=False)
     one = decide.decide(project.spec, str(whole), as_of=AS_OF, out_dir="single-dir", log=_quiet)
-    many = engine.decide(project.spec, str(folder), as_of=AS_OF, out_dir="dask-dir", log=_quiet, client=client)
+    many = dask.decide(project.spec, str(folder), as_of=AS_OF, out_dir="dask-dir", log=_quiet, client=client)
     assert one.input_hash == many.input_hash and one.path.name == many.path.name
     a, b = decide.read_log(one.path), decide.read_log(many.path)
     assert (b["input_source"] == str(folder)).all()
@@ -123,8 +128,9 @@ def test_directory_of_parquet_files(project, client):
 
 
 def test_psi_csi_from_partition_counts(project, client):
-    from creditgov import engine_monitor, monitor
-    from creditgov.reference import build_profile
+    from creditgov.monitor import dask
+    from creditgov.monitor import drift
+    from creditgov.monitor.reference import build_profile
 
     spec = project.spec
     model = project.model
@@ -132,17 +138,18 @@ def test_psi_csi_from_partition_counts(project, client):
     ref, cur = frame.iloc[:2500].reset_index(drop=True), frame.iloc[2500:].reset_index(drop=True)
     profile = build_profile(ref, model.predict_pd(ref), spec, {}, spec.monitoring.segment_by)
     p = model.predict_pd(cur)
-    single = monitor.stability(cur, p, profile, spec)
-    dist = engine_monitor.stability(client, cur, p, profile, spec, partitions=4)
+    single = drift.stability(cur, p, profile, spec)
+    dist = dask.stability(client, cur, p, profile, spec, partitions=4)
     assert dist == single
     assert np.isfinite(dist.score_psi)
 
 
 def test_explain_per_partition(project, client):
-    from creditgov import decide, engine
+    from creditgov.decision import decide
+    from creditgov.decision import dask
 
     frame = project.source.iloc[:900].reset_index(drop=True)
-    dist = engine.explain(client, project.model, frame, project.spec, partitions=3)
+    dist = dask.explain(client, project.model, frame, project.spec, partitions=3)
     one = decide.explain_batch(project.model, frame, project.spec)
     assert dist.features == one.features
     np.testing.assert_array_equal(dist.pd, one.pd)

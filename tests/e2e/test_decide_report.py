@@ -41,7 +41,8 @@ def _quiet(_msg: str) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from creditgov import pipeline, promote
+    from creditgov.jobs import training
+    from creditgov.governance import promote
     from creditgov.spec import load_spec
 
     root = tmp_path_factory.mktemp("decide_project")
@@ -52,7 +53,7 @@ def project(tmp_path_factory):
         for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC"):
             mp.delenv(var, raising=False)
         spec = load_spec(SPEC_PATH)
-        trained = pipeline.run_training(spec, SPEC_PATH, n_estimators=40, log=_quiet)
+        trained = training.run_training(spec, SPEC_PATH, n_estimators=40, log=_quiet)
         version, gates = promote.promote(spec, "reviewer", None)
         assert version == trained.version
         assert all(g.passed for g in gates)
@@ -62,7 +63,7 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def decided(project):
-    from creditgov import decide
+    from creditgov.decision import decide
 
     res = decide.decide(project.spec, as_of=AS_OF, log=_quiet)
     return SimpleNamespace(res=res, log=decide.read_log(res.path), bytes=res.path.read_bytes())
@@ -70,9 +71,9 @@ def decided(project):
 
 @pytest.fixture(scope="module")
 def source(project):
-    from creditgov import data
+    from creditgov.data import inputs
 
-    return data.load(project.spec).frame
+    return inputs.load(project.spec).frame
 
 
 def _decided_rows(log: pd.DataFrame) -> pd.DataFrame:
@@ -175,7 +176,7 @@ def test_actions_limits_and_counterfactuals_agree(decided, project):
 
 
 def test_decision_ids_unique_and_accounts_pseudonymised(decided, source):
-    from creditgov import privacy
+    from creditgov.data import privacy
 
     log = decided.log
     assert log["decision_id"].is_unique
@@ -192,7 +193,7 @@ def test_decision_ids_unique_and_accounts_pseudonymised(decided, source):
 
 
 def test_second_decide_is_byte_identical(decided, project):
-    from creditgov import decide
+    from creditgov.decision import decide
 
     again = decide.decide(project.spec, as_of=AS_OF, out_dir="decisions-again", log=_quiet)
     assert again.path.name == decided.res.path.name
@@ -200,7 +201,7 @@ def test_second_decide_is_byte_identical(decided, project):
 
 
 def test_row_hash_independent_of_integer_dtype():
-    from creditgov.decide import row_hashes
+    from creditgov.decision.decide import row_hashes
 
     plain = pd.DataFrame({"id": ["a", "b"], "n": [9, 10], "x": [1.5, np.nan]})
     nullable = plain.astype({"n": "Int64"})
@@ -212,7 +213,7 @@ def test_row_hash_independent_of_integer_dtype():
 
 @pytest.fixture(scope="module")
 def csv_decided(project, source):
-    from creditgov import decide
+    from creditgov.decision import decide
 
     batch = source.drop(columns=[project.spec.target.column]).copy()
     batch.loc[BAD_ROW - 1, "Age"] = -5
@@ -262,7 +263,7 @@ class _Links(HTMLParser):
 
 @pytest.fixture(scope="module")
 def reported(decided, project):
-    from creditgov import report
+    from creditgov.report import pages as report
 
     return report.make_report(project.spec, decided.res.path, "reports", sample=12)
 

@@ -44,7 +44,8 @@ def _quiet(_msg: str) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from creditgov import pipeline, promote
+    from creditgov.jobs import training
+    from creditgov.governance import promote
     from creditgov.spec import load_spec
 
     root = tmp_path_factory.mktemp("stream_project")
@@ -55,14 +56,14 @@ def project(tmp_path_factory):
         for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_CHUNK_ROWS"):
             mp.delenv(var, raising=False)
         spec = load_spec(SPEC_PATH)
-        pipeline.run_training(spec, SPEC_PATH, n_estimators=40, log=_quiet)
+        training.run_training(spec, SPEC_PATH, n_estimators=40, log=_quiet)
         version, _ = promote.promote(spec, "reviewer", None)
         yield SimpleNamespace(root=root, spec=spec, version=version)
 
 
 @pytest.fixture(scope="module")
 def credit(project):
-    from creditgov import data
+    from creditgov.data import inputs as data
 
     return data.load(project.spec).frame
 
@@ -82,14 +83,14 @@ def _hostile(frame: pd.DataFrame, seed: int = 3, n_bad: int = 40) -> pd.DataFram
 
 
 def _decide(project, data, out, chunk, spec=None):
-    from creditgov import decide
+    from creditgov.decision import decide
 
     return decide.decide(spec or project.spec, data, as_of=AS_OF, out_dir=out, log=_quiet, chunk_rows=chunk)
 
 
 def _same(a, b) -> None:
     """Two decide results wrote the same log: name, counts, frame and bytes."""
-    from creditgov.decide import read_log
+    from creditgov.decision.decide import read_log
 
     assert a.path.name == b.path.name
     assert (a.rows_in, a.rows_decided, a.rows_quarantined, a.input_hash) == \
@@ -152,7 +153,7 @@ def test_leftovers_of_a_killed_run_are_cleared(csv_runs, project, hostile_csv):
 
 
 def test_chunked_input_hash_is_the_whole_frames(csv_runs, project, hostile_csv):
-    from creditgov import data
+    from creditgov.data import inputs as data
 
     assert csv_runs.chunked.input_hash == data.content_hash(data.load(project.spec, hostile_csv).frame)
 
@@ -173,14 +174,19 @@ def test_parquet_and_in_memory_sources_chunked(project, credit, hostile_csv):
 
 def test_log_equals_in_memory_assembly_of_the_stages(csv_runs, project, hostile_csv):
     """The stage functions run on the whole batch at once and written with write_log: the same bytes."""
-    from creditgov import counterfactual, data, decide, expectations, tracking, validate
+    from creditgov.decision import counterfactual
+    from creditgov.data import inputs as data
+    from creditgov.decision import decide
+    from creditgov.data import expectations
+    from creditgov.governance import registry
+    from creditgov.data import validate
 
     spec = project.spec
     loaded = data.load(spec, hostile_csv)
     suite = expectations.for_scoring(expectations.checked_suite(spec), spec, loaded.frame.columns)
     outcome = validate.validate(loaded.frame, spec, suite, loaded.label)
-    tracking.configure()
-    model, version, _ = tracking.load_registered(spec.registry.model_name)
+    registry.configure()
+    model, version, _ = registry.load_registered(spec.registry.model_name)
     part = decide.decide_part(model, outcome.clean, spec)
     # the counterfactual search in one call over the batch's adverse rows (counterfactual.search), not the
     # decision path's two stages
@@ -200,7 +206,7 @@ def test_log_equals_in_memory_assembly_of_the_stages(csv_runs, project, hostile_
 def test_pair_search_cap_is_batch_wide(project, credit):
     """More than MAX_PAIR_ROWS adverse rows without a one-feature change: the first ones in batch order get
     the pair search, the rest the capped note, across chunk boundaries as in one piece."""
-    from creditgov import decide
+    from creditgov.decision import decide
 
     rng = np.random.default_rng(5)
     big = credit.iloc[rng.integers(0, len(credit), 24_000)].reset_index(drop=True)
@@ -223,11 +229,13 @@ def test_pair_search_cap_is_batch_wide(project, credit):
 
 def test_previous_review_read_in_chunks(project, hostile_csv):
     """The per-account PD and attributions of a previous review: the same read in chunks or whole."""
-    from creditgov import data, decide, tracking
+    from creditgov.data import inputs as data
+    from creditgov.decision import decide
+    from creditgov.governance import registry
 
     spec = project.spec
-    tracking.configure()
-    model, _, _ = tracking.load_registered(spec.registry.model_name)
+    registry.configure()
+    model, _, _ = registry.load_registered(spec.registry.model_name)
     assert isinstance(data.open_chunked(spec, str(hostile_csv), CHUNK), data.ChunkedData)  # really read in chunks
     chunked = decide.previous_review(spec, model, str(hostile_csv), chunk_rows=CHUNK)
     whole = decide.previous_review(spec, model, str(hostile_csv), chunk_rows=WHOLE)
@@ -259,7 +267,7 @@ def test_critical_error_in_a_later_chunk_is_reported_as_before(project, credit):
 
 @pytest.fixture(scope="module")
 def no_id(project, credit):
-    from creditgov import expectations
+    from creditgov.data import expectations
     from creditgov.spec import load_spec
 
     raw = yaml.safe_load((project.root / SPEC_PATH).read_text(encoding="utf-8"))
@@ -302,7 +310,7 @@ def test_chunked_reading_gives_the_whole_files_frame(project, tmp_path):
     """Chunks of a CSV whose column types only the whole file decides (an integer column with a missing
     value in the last chunk, a numeric-looking column with one word in it, an extra column empty in a
     chunk): concatenated, the frame and content hash of the whole-file read."""
-    from creditgov import data
+    from creditgov.data import inputs as data
 
     n = 3000
     frame = pd.DataFrame({"a": np.arange(n), "b": np.arange(n).astype(str), "c": [""] * 1000 + ["x"] * 2000,
@@ -331,7 +339,7 @@ def test_log_sink_writes_write_logs_bytes(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from creditgov import decide
+    from creditgov.decision import decide
 
     n = 2500
     full = pd.DataFrame({

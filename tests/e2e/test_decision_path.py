@@ -34,8 +34,10 @@ def _quiet(_msg: str) -> None:
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory):
-    from creditgov import data, tracking, train
-    from creditgov.model import CreditModel
+    from creditgov.data import inputs
+    from creditgov.governance import registry
+    from creditgov.model import train
+    from creditgov.model.credit_model import CreditModel
     from creditgov.spec import load_spec
 
     root = tmp_path_factory.mktemp("decision_path")
@@ -47,10 +49,10 @@ def proj(tmp_path_factory):
             mp.delenv(var, raising=False)
         mp.setenv("CREDITGOV_AUDIT_URL", f"sqlite:///{root / 'audit.db'}")
         spec = load_spec(SPEC_PATH)
-        frame = data.load(spec).frame
+        frame = inputs.load(spec).frame
         splits = train.split(frame, spec)
         model_dir = train.fit_model(splits.train, splits.validation, spec, n_estimators=20).save(root / "model")
-        mp.setattr(tracking, "load_registered", lambda name, version=None, alias="champion": (
+        mp.setattr(registry, "load_registered", lambda name, version=None, alias="champion": (
             CreditModel.load(model_dir), "3", "run-3"))
         batch = frame.drop(columns=[spec.target.column])
         batch.to_csv("clean.csv", index=False)
@@ -62,7 +64,7 @@ def proj(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def decided(proj):
-    from creditgov import decide
+    from creditgov.decision import decide
 
     return decide.decide(proj.spec, "bad.csv", as_of=AS_OF, out_dir="decisions/lib", log=_quiet)
 
@@ -71,7 +73,7 @@ def decided(proj):
 
 
 def test_a_library_caller_of_decide_gets_the_audit_record(proj, decided):
-    from creditgov import audit
+    from creditgov.governance import audit
 
     a = decided.audit
     assert a is not None and not a.already_sealed
@@ -86,7 +88,7 @@ def test_a_library_caller_of_decide_gets_the_audit_record(proj, decided):
 
 
 def test_a_streamed_decide_is_audited_once_too(proj, decided):
-    from creditgov import decide
+    from creditgov.decision import decide
 
     streamed = decide.decide(proj.spec, "bad.csv", as_of=AS_OF, out_dir="decisions/streamed", log=_quiet,
                              chunk_rows=1000)
@@ -101,11 +103,14 @@ def test_a_streamed_decide_is_audited_once_too(proj, decided):
 
 
 def test_decide_rows_gives_the_records_decide_writes_and_writes_nothing(proj, decided):
-    from creditgov import audit, data, decide, validate
+    from creditgov.governance import audit
+    from creditgov.data import inputs
+    from creditgov.decision import decide
+    from creditgov.data import validate
 
     before = sorted(p.relative_to(proj.root) for p in proj.root.rglob("*") if p.is_file())
     entries = audit.verify().entries
-    loaded = data.load(proj.spec, "bad.csv")
+    loaded = inputs.load(proj.spec, "bad.csv")
     rows = validate.validate_batch(loaded.frame, proj.spec, loaded.label)
     model = decide.load_model(proj.spec)
     d = decide.decide_rows(rows, model, proj.spec, AS_OF)
@@ -121,8 +126,10 @@ def test_decide_rows_gives_the_records_decide_writes_and_writes_nothing(proj, de
 def test_parts_decided_with_their_batch_scope_give_the_whole_batchs_records(proj, decided):
     """What the streamed and Dask engines (and a micro-batching service) do with decide_rows: parts validated
     on their own, the batch's rounding flags, the pair search deferred and run once over the batch."""
-    from creditgov import counterfactual, decide, validate
-    from creditgov.validate import Validated
+    from creditgov.decision import counterfactual
+    from creditgov.decision import decide
+    from creditgov.data import validate
+    from creditgov.data.validate import Validated
 
     spec = proj.spec
     suite = validate.suite_for(spec, proj.bad.columns)
@@ -151,7 +158,8 @@ def test_parts_decided_with_their_batch_scope_give_the_whole_batchs_records(proj
 
 
 def test_a_quarantined_row_carries_its_accounts_one_pseudonym(proj, decided):
-    from creditgov import decide, privacy
+    from creditgov.decision import decide
+    from creditgov.data import privacy
 
     clean = decide.decide(proj.spec, "clean.csv", as_of=AS_OF, out_dir="decisions/clean", log=_quiet)
     ids = proj.batch["rownames"].iloc[BAD]
@@ -179,10 +187,14 @@ def dirty(proj):
 
 @pytest.mark.parametrize("chunk_rows", [10**9, 1000], ids=["whole", "chunked"])
 def test_the_quarantine_share_rule_holds_on_every_way_in(proj, dirty, chunk_rows):
-    from creditgov import data, decide, monitor_job, pipeline, validate
+    from creditgov.data import inputs
+    from creditgov.decision import decide
+    from creditgov.jobs import monitoring
+    from creditgov.jobs import training
+    from creditgov.data import validate
     from creditgov.errors import QuarantineError
 
-    frame = data.load(proj.spec, dirty).frame
+    frame = inputs.load(proj.spec, dirty).frame
     rule = r"dirty.csv: 446 of 4454 rows quarantined \(10.0% > max_quarantine_share 5.0%\)"
     with pytest.raises(QuarantineError, match=rule):
         decide.decide(proj.spec, dirty, as_of=AS_OF, out_dir="decisions/dirty", log=_quiet, chunk_rows=chunk_rows)
@@ -192,9 +204,9 @@ def test_the_quarantine_share_rule_holds_on_every_way_in(proj, dirty, chunk_rows
     with pytest.raises(QuarantineError, match=rule):
         validate.validate_batch(frame, proj.spec, "dirty.csv")
     with pytest.raises(QuarantineError, match="446 of 4454 rows quarantined"):
-        monitor_job._validated(proj.spec, frame, "dirty.csv")
+        monitoring._validated(proj.spec, frame, "dirty.csv")
     with pytest.raises(QuarantineError, match="446 of 4454 rows quarantined"):
-        pipeline.validate_input(proj.spec, dirty)  # a training batch: needs its target, and breaks the limit
+        training.validate_input(proj.spec, dirty)  # a training batch: needs its target, and breaks the limit
     assert not list((proj.root / "decisions").glob("dirty*/*.parquet"))
 
 
@@ -204,7 +216,7 @@ def test_the_quarantine_share_rule_holds_on_every_way_in(proj, dirty, chunk_rows
 def test_counterfactual_candidates_are_scored_with_the_models_own_calibration(proj, monkeypatch):
     """decide.candidate_evaluator scores candidates through CreditModel.calibrate, as scoring does: a change
     of calibration moves both together."""
-    from creditgov import decide
+    from creditgov.decision import decide
 
     spec = proj.spec
     model = decide.load_model(spec).model

@@ -57,7 +57,7 @@ def _creditgov(*args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory):
-    from creditgov import tracking
+    from creditgov.governance import registry
 
     root = tmp_path_factory.mktemp("faults_project")
     for name in ("pipelines", "expectations"):
@@ -74,12 +74,12 @@ def proj(tmp_path_factory):
         from creditgov.spec import load_spec
 
         spec = load_spec(SPEC)
-        tracking.check()  # the store's schema exists before any process is killed: kills are the subject
-        from creditgov import data
+        registry.check()  # the store's schema exists before any process is killed: kills are the subject
+        from creditgov.data import inputs
 
         batch = root / "batch.csv"  # a small batch to decide: the faults do not need the whole data set
-        data.load(spec).frame.head(300).to_csv(batch, index=False)
-        yield SimpleNamespace(root=root, spec=spec, uri=tracking.default_uri(root), db=root / "mlflow.db",
+        inputs.load(spec).frame.head(300).to_csv(batch, index=False)
+        yield SimpleNamespace(root=root, spec=spec, uri=registry.default_uri(root), db=root / "mlflow.db",
                               batch=batch)
 
 
@@ -102,7 +102,8 @@ def _complete(mv) -> bool:
 def _assert_registry_consistent(proj) -> tuple[list, list]:
     """Every version is complete with its evidence, or refused by promote and by load_registered;
     aliases point at complete versions only. Returns (complete, incomplete) versions."""
-    from creditgov import promote, tracking
+    from creditgov.governance import promote
+    from creditgov.governance import registry
     from creditgov.errors import PromotionRefused, TrackingError
     from mlflow.exceptions import MlflowException
 
@@ -124,7 +125,7 @@ def _assert_registry_consistent(proj) -> tuple[list, list]:
         with pytest.raises(PromotionRefused, match=f"version {v.version} not promoted: its registration is incomplete"):
             promote.promote(proj.spec, "fault tester", v.version)
         with pytest.raises(TrackingError, match=f"version {v.version} is not completely registered"):
-            tracking.load_registered(NAME, v.version)
+            registry.load_registered(NAME, v.version)
         assert "approved_by" not in c.get_model_version(NAME, v.version).tags
     for alias in ("challenger", "champion"):
         try:
@@ -374,7 +375,8 @@ main()
 
 
 def test_decide_killed_while_writing_leaves_no_partial_log(proj, tmp_path):
-    from creditgov import decide, promote
+    from creditgov.decision import decide
+    from creditgov.governance import promote
 
     promote.promote(proj.spec, "fault tester")  # the @challenger a following training registered
     batch = proj.batch
@@ -421,9 +423,10 @@ def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, tmp_p
     (they were persisted) and the log holds every decision once: the same log as one uninterrupted run."""
     import pandas as pd
 
-    from creditgov import data, decide
+    from creditgov.data import inputs
+    from creditgov.decision import decide
 
-    frame = data.load(proj.spec).frame.head(1200)
+    frame = inputs.load(proj.spec).frame.head(1200)
     parts = tmp_path / "partitioned"
     parts.mkdir()
     for i in range(6):
@@ -487,9 +490,10 @@ def test_cli_decides_a_partitioned_batch_with_the_dask_engine_and_audits_it_once
     trail, and a second run of the same command that adds nothing."""
     import pandas as pd
 
-    from creditgov import data, decide
+    from creditgov.data import inputs
+    from creditgov.decision import decide
 
-    frame = data.load(proj.spec).frame.head(600)
+    frame = inputs.load(proj.spec).frame.head(600)
     parts = tmp_path / "parts"
     parts.mkdir()
     for i in range(3):
@@ -531,19 +535,20 @@ def test_a_kill_inside_finish_registration_leaves_aliases_on_complete_versions(p
     import mlflow
     from mlflow import MlflowClient
 
-    from creditgov import pipeline, tracking
+    from creditgov.jobs import training
+    from creditgov.governance import registry
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a registry of its own: the project's store stays as it is
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     try:
-        tracking.configure()
-        c = tracking.client()
+        registry.configure()
+        c = registry.client()
         c.create_registered_model(NAME)
         src = tmp_path / "model"
         src.mkdir()
         v1 = str(c.create_model_version(NAME, str(src)).version)
-        pipeline.finish_registration(proj.spec, v1)
+        training.finish_registration(proj.spec, v1)
         assert str(c.get_model_version_by_alias(NAME, "challenger").version) == v1
         v2 = str(c.create_model_version(NAME, str(src)).version)
 
@@ -553,7 +558,7 @@ def test_a_kill_inside_finish_registration_leaves_aliases_on_complete_versions(p
         with monkeypatch.context() as m:
             m.setattr(MlflowClient, "set_model_version_tag", killed)
             with pytest.raises(_Killed):
-                pipeline.finish_registration(proj.spec, v2)
+                training.finish_registration(proj.spec, v2)
         challenger = c.get_model_version_by_alias(NAME, "challenger")
         assert _complete(challenger), f"@challenger is version {challenger.version}, which is incomplete"
     finally:
@@ -564,15 +569,15 @@ def test_a_kill_inside_finish_registration_leaves_aliases_on_complete_versions(p
 def test_the_default_store_follows_the_working_directory(proj, tmp_path, monkeypatch):
     import mlflow
 
-    from creditgov import tracking
+    from creditgov.governance import registry
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     try:
-        assert tracking.configure() == proj.uri  # this project's store, as every command configures it
+        assert registry.configure() == proj.uri  # this project's store, as every command configures it
         monkeypatch.chdir(tmp_path)
-        assert tracking.configure() == tracking.default_uri(tmp_path)
-        assert mlflow.get_registry_uri() == tracking.default_uri(tmp_path)
+        assert registry.configure() == registry.default_uri(tmp_path)
+        assert mlflow.get_registry_uri() == registry.default_uri(tmp_path)
     finally:
         monkeypatch.chdir(proj.root)
         mlflow.set_tracking_uri(proj.uri)

@@ -58,8 +58,8 @@ def _quiet(_msg: str) -> None:
 
 
 def _fit(spec, frame: pd.DataFrame, directory: Path):
-    from creditgov import train
-    from creditgov.model import CreditModel
+    from creditgov.model import train
+    from creditgov.model.credit_model import CreditModel
 
     splits = train.split(frame, spec)
     train.fit_model(splits.train, splits.validation, spec, n_estimators=ROUNDS).save(directory)
@@ -89,8 +89,11 @@ def _behaviour_batch(spec, frame: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def golden_project(tmp_path_factory):
-    from creditgov import data, engine, simulate, tracking
-    from creditgov.model import CreditModel
+    from creditgov.data import inputs
+    from creditgov.decision import dask
+    from creditgov.data import simulate
+    from creditgov.governance import registry
+    from creditgov.model.credit_model import CreditModel
     from creditgov.spec import load_spec
 
     root = tmp_path_factory.mktemp("golden_project")
@@ -103,7 +106,7 @@ def golden_project(tmp_path_factory):
         mp.setenv("CREDITGOV_AUDIT_URL", f"sqlite:///{root / 'audit.db'}")
 
         app = load_spec("pipelines/application.yaml")
-        app_frame = data.load(app).frame
+        app_frame = inputs.load(app).frame
         app_model_dir = root / "models" / "application"
         _fit(app, app_frame, app_model_dir)
         _application_batch(app, app_frame).to_csv("application-batch.csv", index=False)
@@ -113,7 +116,7 @@ def golden_project(tmp_path_factory):
         beh = load_spec("pipelines/behaviour.yaml")
         beh = beh.model_copy(update={"source": beh.source.model_copy(update={"path": BOOK})})
         beh_model_dir = root / "models" / "behaviour"
-        _fit(beh, data.load(beh).frame, beh_model_dir)
+        _fit(beh, inputs.load(beh).frame, beh_model_dir)
         month = pd.read_parquet(f"{BOOK}/month={DECIDE_MONTH:02d}/snapshot.parquet")
         _behaviour_batch(beh, month).to_parquet("behaviour-batch.parquet", index=False)
 
@@ -125,10 +128,10 @@ def golden_project(tmp_path_factory):
 
         def registered_model(spec, version):
             name = spec.registry.model_name
-            return CreditModel.load(dirs[name]), engine.model_blob(dirs[name]), VERSION, f"golden-{name}"
+            return CreditModel.load(dirs[name]), dask.model_blob(dirs[name]), VERSION, f"golden-{name}"
 
-        mp.setattr(tracking, "load_registered", load_registered)
-        mp.setattr(engine, "registered_model", registered_model)
+        mp.setattr(registry, "load_registered", load_registered)
+        mp.setattr(dask, "registered_model", registered_model)
         yield SimpleNamespace(root=root, specs={"application": app, "behaviour": beh},
                               batches={"application": "application-batch.csv", "behaviour": "behaviour-batch.parquet"},
                               previous={"application": None,
@@ -145,13 +148,13 @@ def _table(path: Path):
 
 
 def _leaves(path: Path) -> list[str]:
-    from creditgov import merkle
+    from creditgov.governance import merkle
 
     return [bytes(h).hex() for h in merkle.leaf_hashes(_table(path))]
 
 
 def _records(path: Path) -> list[str]:
-    from creditgov import merkle
+    from creditgov.governance import merkle
 
     return merkle.records(_table(path))
 
@@ -247,7 +250,7 @@ def _assert_golden(name: str, path: Path) -> None:
 
 
 def _decide(proj, name: str, out: str, chunk_rows: int | None = None):
-    from creditgov import decide
+    from creditgov.decision import decide
 
     return decide.decide(proj.specs[name], proj.batches[name], as_of=AS_OF, out_dir=out, log=_quiet,
                          previous=proj.previous[name], chunk_rows=chunk_rows)
@@ -280,11 +283,12 @@ def test_streamed_log_matches_the_golden_log(golden_project, whole, name):
 
 
 def test_dask_log_matches_the_golden_log(golden_project, whole):
-    from creditgov import cluster, engine
+    from creditgov import cluster
+    from creditgov.decision import dask
 
     client = cluster.client_for(workers=2, processes=False)
     try:
-        res = engine.decide(golden_project.specs["application"], golden_project.batches["application"], as_of=AS_OF,
+        res = dask.decide(golden_project.specs["application"], golden_project.batches["application"], as_of=AS_OF,
                             out_dir="decisions/dask-application", log=_quiet, partitions=6, client=client)
     finally:
         local = client.cluster

@@ -111,7 +111,14 @@ def _hmac(key: str, value: str) -> str:
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
-    from creditgov import audit, decide, monitor_job, pipeline, promote, recalibrate, report, simulate
+    from creditgov.governance import audit
+    from creditgov.decision import decide
+    from creditgov.jobs import monitoring
+    from creditgov.jobs import training
+    from creditgov.governance import promote
+    from creditgov.jobs import recalibrate
+    from creditgov.report import pages
+    from creditgov.data import simulate
     from creditgov.spec import load_spec
 
     root = tmp_path_factory.mktemp("privacy_project")
@@ -142,17 +149,17 @@ def flow(tmp_path_factory):
         planted_phones.update(p.encode() for p in pd.read_parquet(batch)["phone"])
 
         spec = load_spec(SPEC)
-        trained = pipeline.run_training(spec, SPEC, n_estimators=30, log=_quiet)
+        trained = training.run_training(spec, SPEC, n_estimators=30, log=_quiet)
         version, _ = promote.promote(spec, "privacy test approver", trained.version)
         res = decide.decide(spec, str(batch), as_of=AS_OF, previous=f"{SIM}/month=16/snapshot.parquet", log=_quiet)
         audit.record_log(res.path)
-        rep = report.make_report(spec, res.path, "reports", sample=20)
-        job = monitor_job.monitor(spec, monitor_job.simulator_batches(spec, SIM, [13, 14], observed=False),
+        rep = pages.make_report(spec, res.path, "reports", sample=20)
+        job = monitoring.monitor(spec, monitoring.simulator_batches(spec, SIM, [13, 14], observed=False),
                                   out_root="reports", evidently=True, log=_quiet)
         matured = simulate.load_months(SIM, [5, 6], labelled=True)
-        recal = recalibrate.recalibrate(spec, monitor_job._validated(spec, matured, f"{SIM} months 5-6"),
+        recal = recalibrate.recalibrate(spec, monitoring._validated(spec, matured, f"{SIM} months 5-6"),
                                         f"{SIM} months 5-6", log=_quiet)
-        validated = pipeline.validate_input(spec, str(labelled))
+        validated = training.validate_input(spec, str(labelled))
         mp.setenv("CREDITGOV_PSEUDONYM_KEY", KEY2)
         res2 = decide.decide(spec, str(batch), as_of=AS_OF, out_dir="decisions/other-key", log=_quiet)
         mp.setenv("CREDITGOV_PSEUDONYM_KEY", KEY)
@@ -285,7 +292,7 @@ def test_quarantine_file_holds_pseudonyms_of_the_personal_values(flow):
 
 
 def test_account_keys_are_stable_per_key_and_change_with_the_key(flow, monkeypatch):
-    from creditgov import privacy
+    from creditgov.data import privacy
 
     batch = pd.read_parquet(flow.batch)
     log, log2 = flow.res.log, flow.res2.log
@@ -315,7 +322,9 @@ def test_personal_columns_are_redacted_on_the_report_pages(flow):
 
 
 def test_gx_result_of_a_duplicated_row_carries_no_raw_identifier(flow):
-    from creditgov import data, expectations, validate
+    from creditgov.data import inputs as data
+    from creditgov.data import expectations
+    from creditgov.data import validate
 
     spec = flow.spec
     frame = data.load(spec).frame  # the training input, as run_training validates it

@@ -29,10 +29,10 @@ class Trained:
 
 
 def _train(spec, client) -> Trained:
-    from creditgov import pipeline
+    from creditgov.jobs import training
 
     logged: list[str] = []
-    result = pipeline.run_training(spec, SPEC_PATH, n_estimators=ROUNDS, log=logged.append)
+    result = training.run_training(spec, SPEC_PATH, n_estimators=ROUNDS, log=logged.append)
     assert logged and logged[-1].startswith(f"registered {MODEL_NAME} version {result.version}")
     mv = client.get_model_version(MODEL_NAME, result.version)
     others = {str(v.version): list(client.get_model_version(MODEL_NAME, str(v.version)).aliases)
@@ -82,7 +82,7 @@ def logged_model_dir(first, tracking_uri, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def promoted(first, app_spec, client):
-    from creditgov import promote
+    from creditgov.governance import promote
 
     version, results = promote.promote(app_spec, "alice", "1")
     mv = client.get_model_version(MODEL_NAME, "1")
@@ -107,7 +107,8 @@ def _feature_rows(spec, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_run_params_record_spec_and_data_lineage(first, run, app_spec, credit_data):
-    from creditgov import data, train
+    from creditgov.data import inputs as data
+    from creditgov.model import train
 
     params = run.data.params
     assert params["spec"] == "credit-application"
@@ -253,11 +254,11 @@ def test_pyfunc_model_predicts_the_same_pds_as_the_credit_model(first, app_spec,
                                                               tmp_path, monkeypatch):
     import mlflow
 
-    from creditgov import tracking
-    from creditgov.model import CreditModel
+    from creditgov.governance import registry
+    from creditgov.model.credit_model import CreditModel
 
     monkeypatch.setattr(sys, "path", list(sys.path))  # model loading prepends its code directory
-    tracking.configure()
+    registry.configure()
     mv = client.get_model_version_by_alias(MODEL_NAME, "challenger")
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{mv.run_id}/model",
                                                      dst_path=str(tmp_path)))
@@ -289,7 +290,7 @@ def _rows_as_loaded(spec, credit_data: pd.DataFrame) -> pd.DataFrame:
 def _registered_credit_model(client, tmp_path):
     import mlflow
 
-    from creditgov.model import CreditModel
+    from creditgov.model.credit_model import CreditModel
 
     mv = client.get_model_version_by_alias(MODEL_NAME, "challenger")
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{mv.run_id}/model",
@@ -300,10 +301,10 @@ def _registered_credit_model(client, tmp_path):
 def test_pyfunc_model_scores_rows_as_loaded(first, app_spec, client, credit_data, tmp_path, monkeypatch):
     import mlflow
 
-    from creditgov import tracking
+    from creditgov.governance import registry
 
     monkeypatch.setattr(sys, "path", list(sys.path))
-    tracking.configure()
+    registry.configure()
     served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@challenger")
     rows = _rows_as_loaded(app_spec, credit_data)
     before = rows.copy()
@@ -385,7 +386,7 @@ def test_second_run_registers_version_2_and_moves_challenger(first, second, run)
 
 
 def test_promotion_with_passing_gates_sets_champion_and_records_evidence(promoted, run):
-    from creditgov.gates import EVIDENCE_KEYS
+    from creditgov.governance.gates import EVIDENCE_KEYS
 
     version, results, tags, champion = promoted
     assert version == "1" and champion == "1"
@@ -403,7 +404,7 @@ def test_promotion_with_passing_gates_sets_champion_and_records_evidence(promote
 
 
 def test_promotion_refused_by_a_failing_gate_keeps_the_champion(promoted, second, app_spec, client):
-    from creditgov import promote
+    from creditgov.governance import promote
     from creditgov.errors import PromotionRefused
 
     strict = app_spec.model_copy(update={"gates": app_spec.gates.model_copy(update={"min_auc": 0.99})})

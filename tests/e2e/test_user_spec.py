@@ -74,17 +74,17 @@ def suite_written(user_project, run_cli):
 
 @pytest.fixture(scope="module")
 def trained(suite_written, client):
-    from creditgov import pipeline
+    from creditgov.jobs import training
     from creditgov.spec import load_spec
 
     assert suite_written.returncode == 0, suite_written.stderr
     spec = load_spec(SPEC_FILE)
-    result = pipeline.run_training(spec, SPEC_FILE, n_estimators=20, log=lambda m: None)
+    result = training.run_training(spec, SPEC_FILE, n_estimators=20, log=lambda m: None)
     return spec, result
 
 
 def test_cli_writes_the_suite_for_the_new_spec(user_project, suite_written):
-    from creditgov import expectations as ex
+    from creditgov.data import expectations as ex
     from creditgov.spec import load_spec
 
     assert suite_written.returncode == 0, suite_written.stderr

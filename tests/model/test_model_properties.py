@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from creditgov import monotonic, train
-from creditgov.model import CreditModel, encodings_from_spec
+from creditgov.model import monotonic
+from creditgov.model import train
+from creditgov.model.credit_model import CreditModel, encodings_from_spec
 from creditgov.spec import PipelineSpec
 
 
@@ -85,7 +86,7 @@ def test_training_twice_with_the_same_seed_is_byte_identical(spec, splits, model
 
 
 def test_model_beats_chance_clearly_on_the_test_split(spec, model, splits):
-    from creditgov.metrics import auc
+    from creditgov.model.metrics import auc
 
     y = train.target_vector(splits.test, spec)
     assert auc(y, model.predict_pd(splits.test)) >= 0.80

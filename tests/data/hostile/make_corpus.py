@@ -154,7 +154,7 @@ def _spec(name: str = "application"):
 def credit_rows(n: int = ROWS):
     """The first n rows of credit_data exactly as creditgov loads them (a copy)."""
     if "credit" not in _CACHE:
-        from creditgov import data
+        from creditgov.data import inputs as data
 
         _CACHE["credit"] = data.load(_spec()).frame
     return _CACHE["credit"].head(n).copy().reset_index(drop=True)
@@ -163,7 +163,7 @@ def credit_rows(n: int = ROWS):
 def behaviour_rows(n: int = ROWS):
     """n labelled snapshot rows of month 1 from a small run of the default scenario."""
     if "behaviour" not in _CACHE:
-        from creditgov import simulate
+        from creditgov.data import simulate
 
         scn = simulate.load_scenario(REPO / "pipelines/scenarios/default.yaml", accounts=400, months=14)
         with tempfile.TemporaryDirectory() as tmp:
@@ -431,7 +431,7 @@ def spec_files() -> dict[str, bytes]:
 
     import yaml
 
-    from creditgov import expectations as ex
+    from creditgov.data import expectations as ex
 
     raw = yaml.safe_load((REPO / "pipelines/application.yaml").read_text(encoding="utf-8"))
     # these specs live in <project>/hostile/spec/, and a spec's relative paths are relative to its folder

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from creditgov.monitor import VERDICTS, MonitorResult
-from creditgov.report import render
+from creditgov.monitor.drift import VERDICTS, MonitorResult
+from creditgov.report.pages import render
 from creditgov.spec import PipelineSpec
 
 _COLOURS = {"stable": "#2e7d32", "watch": "#b7791f", "recalibrate": "#c05621", "rebuild": "#a3201b"}

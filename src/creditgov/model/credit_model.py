@@ -6,7 +6,7 @@ margin scaled by `a` are exact attributions of the calibrated log-odds, so reaso
 stay faithful to the probability the policy acts on. Stored as JSON files only
 (xgboost's own JSON format, no pickle).
 
-Margin and attributions come from one float64 computation over the same trees (creditgov.fastshap):
+Margin and attributions come from one float64 computation over the same trees (creditgov.model.treeshap):
 the margin is the float64 sum of the leaf values a row reaches, and the attributions add up to it
 to float64 rounding, so base + sum(attributions) equals the log-odds the PD is computed from within
 1e-9. (xgboost's predict and pred_contribs each accumulate in float32 and agree only to ~1e-6.) A
@@ -109,7 +109,7 @@ class CreditModel:
     def _trees(self):
         """The booster compiled by fastshap (FastTreeShap), or None when fastshap does not support it."""
         if getattr(self, "_trees_of", None) is not self.booster_:
-            from creditgov.fastshap import FastShapFallbackWarning, FastTreeShap, UnsupportedModel  # numba: heavy
+            from creditgov.model.treeshap import FastShapFallbackWarning, FastTreeShap, UnsupportedModel  # numba: heavy
 
             try:
                 trees = FastTreeShap(self.booster_)

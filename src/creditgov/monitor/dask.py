@@ -9,7 +9,7 @@ from operator import add
 import numpy as np
 import pandas as pd
 
-from creditgov import monitor as mon
+from creditgov.monitor import drift as mon
 from creditgov.cluster import row_ranges
 from creditgov.spec import PipelineSpec
 

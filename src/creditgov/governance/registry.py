@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from creditgov.errors import TrackingError, UsageError
-from creditgov.model import CreditModel
+from creditgov.model.credit_model import CreditModel
 
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"

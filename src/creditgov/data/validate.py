@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creditgov import data, expectations
+from creditgov.data import inputs
+from creditgov.data import expectations
 from creditgov.atomic import temp_beside
 from creditgov.errors import DataError, QuarantineError
-from creditgov.privacy import pseudonymise
+from creditgov.data.privacy import pseudonymise
 from creditgov.spec import PipelineSpec
 
 # GX result keys that carry raw values: dropped for personal-data columns before storing.
@@ -105,7 +106,7 @@ def validate_batch(frame: pd.DataFrame, spec: PipelineSpec, label: str, *, targe
     frame = frame.reset_index(drop=True)
     suite = suite if suite is not None else suite_for(spec, frame.columns, target_required=target_required)
     outcome = validate(frame, spec, suite, label)
-    input_hash = data.content_hash(frame)
+    input_hash = inputs.content_hash(frame)
     qpath = None
     if quarantine_dir is not None:
         qpath = write_quarantine(outcome, quarantine_dir, f"{spec.name}-{input_hash[:12]}")

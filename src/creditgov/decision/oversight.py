@@ -9,7 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from creditgov import audit, data, decide, validate
+from creditgov.governance import audit
+from creditgov.data import inputs
+from creditgov.decision import decide
+from creditgov.data import validate
 from creditgov.errors import SpecError, UsageError
 from creditgov.spec import PipelineSpec
 
@@ -48,7 +51,7 @@ def contest(spec: PipelineSpec, decision_id: str, corrected: str, reason: str, l
     if spec.policy is None or original["policy_hash"] != spec.policy.content_hash:
         raise SpecError(f"decision {decision_id} was made under policy {original['policy_hash'][:12]}; the spec's "
                         "policy differs: contest with the spec version that made it")
-    loaded = data.load(spec, corrected)
+    loaded = inputs.load(spec, corrected)
     if len(loaded.frame) != 1:
         raise SpecError(f"{corrected}: a contest corrects one application or account; the file has "
                         f"{len(loaded.frame)} rows")

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from creditgov.metrics import auc
-from creditgov.model import CreditModel, encode, encodings_from_spec
-from creditgov.scorecard import fit_scorecard
+from creditgov.model.metrics import auc
+from creditgov.model.credit_model import CreditModel, encode, encodings_from_spec
+from creditgov.model.scorecard import fit_scorecard
 from creditgov.spec import ModelParams, PipelineSpec, Split
 
 

@@ -9,7 +9,8 @@ from mlflow.pyfunc import PythonModel
 
 class CreditPDModel(PythonModel):
     def load_context(self, context):
-        from creditgov.model import CreditModel
+        # creditgov is importable only once MLflow has put the logged code_paths on sys.path
+        from creditgov.model.credit_model import CreditModel
 
         self.model = CreditModel.load(context.artifacts["model"])
 

@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from creditgov.metrics import auc, bootstrap_auc_ci, ks, psi_from_shares, weighted_ks
-from creditgov.reference import categorical_bins, n_bins, numeric_bins, segment_keys
+from creditgov.model.metrics import auc, bootstrap_auc_ci, ks, psi_from_shares, weighted_ks
+from creditgov.monitor.reference import categorical_bins, n_bins, numeric_bins, segment_keys
 from creditgov.spec import KS_BOOTSTRAP_MAX, Monitoring, PipelineSpec
 
 VERDICTS = ("stable", "watch", "recalibrate", "rebuild")
@@ -196,7 +196,7 @@ class BinCounts:
                           for col, seg in self.segments.items()})
 
 
-# How a batch is binned on the reference: `bin_counts` in one process; creditgov.engine passes one that
+# How a batch is binned on the reference: `bin_counts` in one process; creditgov.decision.dask passes one that
 # bins the partitions on a Dask cluster and sums their counts.
 Binning = Callable[[pd.DataFrame, np.ndarray, dict], BinCounts]
 
@@ -371,13 +371,13 @@ def decide_verdict(r: MonitorResult, cfg: Monitoring) -> tuple[str, list[str]]:
 def load_reference(model_name: str, version: str) -> tuple[dict, pd.DataFrame | None, dict]:
     import mlflow
 
-    from creditgov import tracking
+    from creditgov.governance import registry
 
     import tempfile
 
-    c = tracking.client()
+    c = registry.client()
     # read into memory inside a temporary directory: no copy of development rows is left behind
-    with tracking.backend_errors(f"read the reference profile of {model_name} v{version}"), \
+    with registry.backend_errors(f"read the reference profile of {model_name} v{version}"), \
             tempfile.TemporaryDirectory() as tmp:
         run_id = c.get_model_version(model_name, version).run_id
         local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference", dst_path=tmp))
@@ -409,8 +409,8 @@ def run_monitor(spec: PipelineSpec, model, profile: dict, frame: pd.DataFrame, l
                 evidently_path: Path | None = None, binning: Binning = bin_counts) -> MonitorResult:
     """Monitor one batch (validated rows). `frame` may carry the target (matured labels) or not.
     `binning` counts the batch on the reference bins (see `Binning`)."""
-    from creditgov.policy import tier_of
-    from creditgov.train import target_vector
+    from creditgov.decision.policy import tier_of
+    from creditgov.model.train import target_vector
 
     cfg = spec.monitoring
     p = model.predict_pd(frame)

@@ -4,7 +4,7 @@ Design (the README's "Audit trail" section says it for a regulator's technician)
 
 * The decision content lives in the decision logs (Parquet, one row per decision). The trail
   commits to each log compactly, as Certificate Transparency (RFC 9162) commits to certificates:
-  each decision record (a log row as canonical JSON, `creditgov.merkle`) is a leaf, and one chain
+  each decision record (a log row as canonical JSON, `creditgov.governance.merkle`) is a leaf, and one chain
   entry per batch holds the log file's SHA-256 and the Merkle root over its records.
 * `audit_entries` is a hash chain: hash[n] = SHA-256 of "seq, kind, record_id, recorded_at,
   SHA-256(payload), hash[n-1]" joined by 0x1f. Batches, reviews, contests, promotions and prunes
@@ -339,7 +339,7 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
     chain entry (log SHA-256, Merkle root). Idempotent and safe to run concurrently on the same log."""
     from sqlalchemy import text
 
-    from creditgov import merkle
+    from creditgov.governance import merkle
 
     chunk_rows = chunk_rows or int(os.environ.get("CREDITGOV_AUDIT_CHUNK_ROWS") or CHUNK_ROWS)
 
@@ -449,7 +449,7 @@ def _log_rows(path: Path, positions: list[int]):
 
 def _checked_row(decision_id: str, row, where: str):
     """The decision's log row (a one-row Arrow table), checked against the trail's leaf hash."""
-    from creditgov import merkle
+    from creditgov.governance import merkle
 
     if row is None:
         raise AuditError(f"decision {decision_id} is not in the audit trail at {where}")
@@ -489,7 +489,7 @@ def prove(decision_id: str, url: str | None = None) -> dict:
     """An inclusion proof a third party checks without the database (README: the proof-checking snippet)."""
     from sqlalchemy import text
 
-    from creditgov import merkle
+    from creditgov.governance import merkle
 
     eng = _engine(url)
     with eng.connect() as c:
@@ -617,7 +617,7 @@ def _batch_intact(c, batch: int, size: int, root_hex: str, log_path: Path) -> bo
     recomputing them would prove nothing more. Any difference sends verify to the full recomputation."""
     import pyarrow.parquet as pq
 
-    from creditgov import merkle
+    from creditgov.governance import merkle
 
     pos, ids, leaves = _index_arrays(c, batch)
     if len(pos) != size or not np.array_equal(pos, np.arange(size)):
@@ -638,7 +638,7 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings) ->
     """Recompute a sealed batch's leaves from its log and compare them with the index and the root."""
     from sqlalchemy import text
 
-    from creditgov import merkle
+    from creditgov.governance import merkle
 
     name = payload["log_name"]
     size = int(payload["tree_size"])

@@ -17,14 +17,22 @@ import numpy as np
 import pandas as pd
 
 import creditgov
-from creditgov import __version__, data, explain, metrics, modelcard, monotonic, tracking, train, validate
-from creditgov import gates as gates_mod
-from creditgov.model import CreditModel
-from creditgov.reference import build_profile
-from creditgov.scorecard import ScorecardModel, fit_scorecard
+from creditgov import __version__
+from creditgov.data import inputs as data
+from creditgov.explain import importance as explain
+from creditgov.model import metrics
+from creditgov.governance import modelcard
+from creditgov.model import monotonic
+from creditgov.governance import registry
+from creditgov.model import train
+from creditgov.data import validate
+from creditgov.governance import gates as gates_mod
+from creditgov.model.credit_model import CreditModel
+from creditgov.monitor.reference import build_profile
+from creditgov.model.scorecard import ScorecardModel, fit_scorecard
 from creditgov.spec import PipelineSpec
-from creditgov.train import Splits
-from creditgov.validate import Validated
+from creditgov.model.train import Splits
+from creditgov.data.validate import Validated
 
 
 @dataclass(frozen=True)
@@ -233,7 +241,7 @@ def pyfunc_signature(spec: PipelineSpec):
 
 
 def log_pyfunc_model(model: CreditModel, spec: PipelineSpec, example: pd.DataFrame, workdir: Path):
-    """Log `model` to the active run as an MLflow pyfunc "model from code" (mlflow_model.py, JSON files, no
+    """Log `model` to the active run as an MLflow pyfunc "model from code" (model/mlflow_entry.py, JSON files, no
     pickle); returns MLflow's ModelInfo for `register`."""
     import mlflow
     from importlib.metadata import version
@@ -242,12 +250,12 @@ def log_pyfunc_model(model: CreditModel, spec: PipelineSpec, example: pd.DataFra
     pkg_dir = Path(creditgov.__file__).parent
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(pkg_dir / "mlflow_model.py"),
+        python_model=str(pkg_dir / "model" / "mlflow_entry.py"),
         artifacts={"model": str(model_dir)},
         code_paths=[str(pkg_dir)],
         signature=pyfunc_signature(spec),
         input_example=example,
-        # numba: scoring computes the margin with creditgov.fastshap
+        # numba: scoring computes the margin with creditgov.model.treeshap
         pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in ("xgboost", "pandas", "numpy", "numba", "mlflow")],
     )
 
@@ -261,15 +269,15 @@ def register(info, spec: PipelineSpec, tags: dict, description: str) -> str:
     import mlflow
 
     name = spec.registry.model_name
-    with tracking.backend_errors(f"register {name}"):
+    with registry.backend_errors(f"register {name}"):
         mv = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
-        tracking.client().update_model_version(name, mv.version, description=description)
+        registry.client().update_model_version(name, mv.version, description=description)
     return str(mv.version)
 
 
 def finish_registration(spec: PipelineSpec, version: str) -> None:
-    c, name = tracking.client(), spec.registry.model_name
-    with tracking.backend_errors(f"finish registering {name} v{version}"):
+    c, name = registry.client(), spec.registry.model_name
+    with registry.backend_errors(f"finish registering {name} v{version}"):
         c.set_model_version_tag(name, version, "creditgov.registration", "complete")
         c.set_registered_model_alias(name, "challenger", version)  # last: aliases only ever name complete versions
 
@@ -278,7 +286,7 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
                  n_estimators: int | None = None, log=print) -> TrainResult:
     import mlflow
 
-    tracking.check()  # fail fast, before minutes of training, when the backend is unreachable
+    registry.check()  # fail fast, before minutes of training, when the backend is unreachable
     v = validate_input(spec, data_path)
     s = v.outcome.summary()
     log(f"validated {v.label}: {s['rows_in']} rows in, {s['rows_clean']} clean, "
@@ -292,9 +300,9 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
     importance = explain.global_importance(ev.model, ev.splits.test)
     svg = explain.importance_svg(importance)
 
-    tracking.configure()
-    exp_id = tracking.ensure_experiment(spec.registry.experiment)
-    with tracking.backend_errors("log the training run"), tempfile.TemporaryDirectory() as tmp:
+    registry.configure()
+    exp_id = registry.ensure_experiment(spec.registry.experiment)
+    with registry.backend_errors("log the training run"), tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{spec.name}") as run:
             run_id = run.info.run_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from creditgov.model import CreditModel
+from creditgov.model.credit_model import CreditModel
 
 
 def check_monotonicity(model: CreditModel, sample: pd.DataFrame, grid_points: int = 50,

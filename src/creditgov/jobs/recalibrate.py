@@ -16,8 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creditgov import data, metrics, modelcard, monotonic, pipeline, tracking, train
-from creditgov.model import CreditModel
+from creditgov.data import inputs
+from creditgov.model import metrics
+from creditgov.governance import modelcard
+from creditgov.model import monotonic
+from creditgov.jobs import training
+from creditgov.governance import registry
+from creditgov.model import train
+from creditgov.model.credit_model import CreditModel
 from creditgov.spec import PipelineSpec
 
 
@@ -33,7 +39,7 @@ class RecalibrationResult:
 
 def _side_by_side_html(spec: PipelineSpec, parent: str, before: dict, after: dict, cal_before: pd.DataFrame,
                        cal_after: pd.DataFrame, calib: dict, label: str) -> str:
-    from creditgov.report import render
+    from creditgov.report.pages import render
 
     return render(
         "recalibration.html", spec=spec, parent=parent, before=before, after=after, label=label, calib=calib,
@@ -45,9 +51,9 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
     import mlflow
     from sklearn.model_selection import train_test_split
 
-    tracking.configure()
-    model, parent, parent_run = tracking.load_registered(spec.registry.model_name, version)
-    client = tracking.client()
+    registry.configure()
+    model, parent, parent_run = registry.load_registered(spec.registry.model_name, version)
+    client = registry.client()
     name = spec.registry.model_name
     if monitoring_run is None:
         monitoring_run = client.get_model_version(name, parent).tags.get("monitor.last_run")
@@ -68,8 +74,8 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
     parent_metrics = client.get_run(parent_run).data.metrics
     calib = {"before": {"a": model.calib_a_, "b": model.calib_b_}, "after": {"a": a, "b": b}}
 
-    exp_id = tracking.ensure_experiment(spec.registry.experiment)
-    with tracking.backend_errors("log the recalibration run"), tempfile.TemporaryDirectory() as tmp:
+    exp_id = registry.ensure_experiment(spec.registry.experiment)
+    with registry.backend_errors("log the recalibration run"), tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"recalibrate-{spec.name}-from-v{parent}") as run:
             flat = {f"test_{k}": float(v) for k, v in after.items() if np.isfinite(v)}
@@ -81,7 +87,7 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
             flat["monotonicity_violations"] = int(sum(r["violations"] for r in mono.values()))
             mlflow.log_metrics({k: v for k, v in flat.items() if np.isfinite(v)})
             mlflow.log_params({"spec": spec.name, "spec_hash": spec.content_hash, "parent_version": parent,
-                               "recalibration_data": label, "recalibration_data_hash": data.content_hash(matured),
+                               "recalibration_data": label, "recalibration_data_hash": inputs.content_hash(matured),
                                "calibration": "platt-on-margin", "calib_a": a, "calib_b": b})
             mlflow.set_tags({"creditgov.stage": "recalibrate", "parent_version": parent,
                              "monitoring_run": monitoring_run or "none",
@@ -90,11 +96,11 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
             mlflow.log_text(cal_after.to_csv(index=False), "recalibration/calibration_after.csv")
             html = _side_by_side_html(spec, parent, before, after, cal_before, cal_after, calib, label)
             mlflow.log_text(html, "recalibration/before_after.html")
-            pipeline.log_reference(fit, new.predict_pd(fit), spec,
+            training.log_reference(fit, new.predict_pd(fit), spec,
                                    {k: v for k, v in flat.items() if k.startswith("test_")}, tmpdir)
             card = _card_from_parent(parent_run, after, calib, parent, label, run.info.run_id)
-            info = pipeline.log_pyfunc_model(new, spec, pipeline.input_example(fit, spec), tmpdir)
-            version_new = pipeline.register(info, spec, {
+            info = training.log_pyfunc_model(new, spec, training.input_example(fit, spec), tmpdir)
+            version_new = training.register(info, spec, {
                 "parent_version": parent, "monitoring_run": monitoring_run or "none", "run_id": run.info.run_id,
                 "recalibration_data": label[:500], "spec_hash": spec.content_hash},
                 f"Calibration of v{parent} refitted on {label}.")
@@ -104,7 +110,7 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
                 mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
                 mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")
             run_id = run.info.run_id
-        pipeline.finish_registration(spec, version_new)
+        training.finish_registration(spec, version_new)
     log(f"{name} v{version_new} (challenger) recalibrated from v{parent} on {label}: Hosmer-Lemeshow p "
         f"{before['hl_pvalue']:.4f} -> {after['hl_pvalue']:.4f}, Brier {before['brier']:.4f} -> {after['brier']:.4f}, "
         f"AUC {after['auc']:.4f} (ranking unchanged)")

@@ -1,4 +1,4 @@
-"""Global explanations from exact TreeSHAP attributions (CreditModel.contributions: creditgov.fastshap)."""
+"""Global explanations from exact TreeSHAP attributions (CreditModel.contributions: creditgov.model.treeshap)."""
 from __future__ import annotations
 
 from html import escape
@@ -6,7 +6,7 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-from creditgov.model import CreditModel
+from creditgov.model.credit_model import CreditModel
 
 
 def global_importance(model: CreditModel, raw: pd.DataFrame) -> pd.DataFrame:

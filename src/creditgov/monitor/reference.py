@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from creditgov.metrics import decile_edges
+from creditgov.model.metrics import decile_edges
 from creditgov.spec import DISCRETE_MAX, PipelineSpec
 
 MISSING = "(missing)"

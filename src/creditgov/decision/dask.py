@@ -1,6 +1,6 @@
 """Scale-out engine: `creditgov decide` and `creditgov monitor` on a Dask cluster.
 
-The single-process engine (creditgov.decide, creditgov.monitor) is the reference; this one
+The single-process engine (creditgov.decision.decide, creditgov.monitor.drift) is the reference; this one
 splits the batch into partitions and runs the same decision path per partition on Dask
 workers (decide.decide_rows, unchanged), so its outputs are the same: the decision log is
 byte-identical (same rows, order, ids and values), and PSI / CSI are computed from
@@ -18,7 +18,7 @@ rounding and the pair-search cap of the counterfactual search are decided over t
 batch (decide.BatchScope: the pair stage runs on the client, for at most `max_pair_rows` rows).
 
 Resumable: each partition's decisions are checkpointed on the client as soon as they
-arrive (creditgov.checkpoint: Parquet under `<out_dir>/.partial/`, written to a
+arrive (creditgov.decision.checkpoint: Parquet under `<out_dir>/.partial/`, written to a
 temporary name and renamed), so when a run is killed, running it again on the same batch
 decides only the partitions that were missing (the others are neither validated nor
 decided again), then writes the same log as an uninterrupted run.
@@ -40,10 +40,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creditgov import checkpoint, counterfactual, data, decide as single, privacy, tracking, validate
+from creditgov.decision import checkpoint
+from creditgov.decision import counterfactual
+from creditgov.data import inputs
+from creditgov.decision import decide as single
+from creditgov.data import privacy
+from creditgov.governance import registry
+from creditgov.data import validate
 from creditgov.cluster import client_for, row_ranges
 from creditgov.errors import DataError, SpecError
-from creditgov.model import CreditModel
+from creditgov.model.credit_model import CreditModel
 from creditgov.spec import PipelineSpec
 
 _MODEL_FILES = ("booster.json", "model.json")
@@ -77,8 +83,8 @@ def registered_model(spec: PipelineSpec, version: str | None):
     """(CreditModel, blob, version, run_id) of the registered version (default the @champion)."""
     import mlflow  # heavy: only once the batch is known to be decidable here
 
-    tracking.configure()
-    model, version, run_id = tracking.load_registered(spec.registry.model_name, version)
+    registry.configure()
+    model, version, run_id = registry.load_registered(spec.registry.model_name, version)
     local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{spec.registry.model_name}/{version}")
     return model, model_blob(Path(local) / "artifacts" / "model"), version, run_id
 
@@ -99,12 +105,12 @@ def source(spec: PipelineSpec, data_path: str | None) -> Source:
         if not files:
             raise DataError(f"{data_path}: no Parquet files in this directory")
         return Source(str(data_path), files)
-    loaded = data.load(spec, data_path)
+    loaded = inputs.load(spec, data_path)
     return Source(loaded.label, frame=loaded.frame)
 
 
 def _read_file(path: str) -> pd.DataFrame:
-    return data.read_parquet(path).reset_index(drop=True)
+    return inputs.read_parquet(path).reset_index(drop=True)
 
 
 def partition_futures(client, src: Source, partitions: int | None) -> list:
@@ -141,9 +147,9 @@ def _stage_fingerprint(frame: pd.DataFrame, offset: int, spec: PipelineSpec) -> 
     keys = None
     cols = validate.key_columns(spec)
     if cols and all(c in frame.columns for c in cols):
-        keys = np.unique(np.column_stack(data.key_hashes(frame, cols)), axis=0)
-    return {"offset": offset, "rows": len(frame), "header": data.dtype_header(frame.columns, frame.dtypes),
-            "row_hash": data.row_digests(frame), "keys": keys}
+        keys = np.unique(np.column_stack(inputs.key_hashes(frame, cols)), axis=0)
+    return {"offset": offset, "rows": len(frame), "header": inputs.dtype_header(frame.columns, frame.dtypes),
+            "row_hash": inputs.row_digests(frame), "keys": keys}
 
 
 def _stage_validate(frame: pd.DataFrame, offset: int, spec: PipelineSpec, suite: dict, label: str) -> dict:
@@ -184,7 +190,7 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
            max_pair_rows: int = counterfactual.MAX_PAIR_ROWS) -> single.DecideResult:
     """creditgov.decide.decide on a Dask cluster: the same DecideResult, the same log file, the same audit record.
 
-    Each decided partition is checkpointed (creditgov.checkpoint) as soon as it is gathered, so a run
+    Each decided partition is checkpointed (creditgov.decision.checkpoint) as soon as it is gathered, so a run
     that is killed resumes, when started again on the same batch, from the partitions already decided."""
     as_of = single.check_as_of(spec, as_of)
     if previous:
@@ -229,7 +235,7 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
     rows_in = sum(i["rows"] for i in infos)
     if rows_in == 0 or any(i["rows"] == 0 for i in infos):
         raise _Fallback("a partition has no rows")
-    h = data.ContentHash(infos[0]["header"])
+    h = inputs.ContentHash(infos[0]["header"])
     for i in infos:
         h.update(i["row_hash"])
     input_hash = h.hexdigest()

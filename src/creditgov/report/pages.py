@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from creditgov.atomic import replace_dir, temp_beside
-from creditgov.decide import INPUT_PREFIX, SHAP_PREFIX
-from creditgov.policy import ADVERSE_ACTIONS
+from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX
+from creditgov.decision.policy import ADVERSE_ACTIONS
 from creditgov.spec import PipelineSpec
 
 
@@ -152,7 +152,7 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
     changed = [{"feature": f, "en": e, "zh": z, "delta": d} for f, e, z, d in
                zip(*(row.get(k, []) if row.get(k) is not None else [] for k in
                      ("changed_features", "changed_en", "changed_zh", "changed_attribution_deltas")))]
-    from creditgov import audit
+    from creditgov.governance import audit
 
     events = audit.events_for(str(row["decision_id"])) if audit.exists() else []
     return {"row": row, "inputs": inputs, "reasons": reasons, "cf": cf, "card": card, "stamp": stamp,
@@ -267,14 +267,14 @@ def model_card_of(model_name: str, version: str) -> tuple[dict, str | None]:
     """The model card (JSON and HTML) stored with a registered version's training run."""
     import mlflow
 
-    from creditgov import tracking
+    from creditgov.governance import registry
 
     import tempfile
 
-    tracking.configure()
-    with tracking.backend_errors(f"read the model card of {model_name} v{version}"), \
+    registry.configure()
+    with registry.backend_errors(f"read the model card of {model_name} v{version}"), \
             tempfile.TemporaryDirectory() as tmp:
-        run_id = tracking.client().get_model_version(model_name, version).run_id
+        run_id = registry.client().get_model_version(model_name, version).run_id
         try:
             local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_card", dst_path=tmp))
         except Exception:
@@ -287,7 +287,7 @@ def model_card_of(model_name: str, version: str) -> tuple[dict, str | None]:
 
 def make_report(spec: PipelineSpec, log_path: str | Path, out_root: str | Path = "reports", sample: int = 20,
                 group_columns: list[str] | None = None) -> ReportResult:
-    from creditgov.decide import read_log
+    from creditgov.decision.decide import read_log
 
     log_path = Path(log_path)
     log = read_log(log_path)

@@ -9,7 +9,7 @@ The decision path is one function, `decide_rows`: validated rows (validate.Valid
 (`DecisionModel`), the spec and its policy, the as-of date and, for accounts on book, their previous
 review -> `Decisions`, the typed decision records (the log rows, stamped, with their decision ids, and
 their counts). Every way of deciding calls it unchanged: `decide` on a batch in one piece or streamed
-in chunks, the Dask engine per partition (creditgov.engine), oversight.contest, and the HTTP service.
+in chunks, the Dask engine per partition (creditgov.decision.dask), oversight.contest, and the HTTP service.
 A caller holding a part of a larger batch (a chunk, a partition) says so with `BatchScope`: the grid
 rounding flags of the whole batch, and the counterfactual pair search left to the batch (it is capped
 over the whole batch, in batch order: `pair_counterfactuals`, then `fill_pairs`). Every log written is
@@ -38,14 +38,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creditgov import audit, checkpoint, counterfactual, data, privacy, tracking, validate
+from creditgov.governance import audit
+from creditgov.decision import checkpoint
+from creditgov.decision import counterfactual
+from creditgov.data import inputs as data
+from creditgov.data import privacy
+from creditgov.governance import registry
+from creditgov.data import validate
 from creditgov.atomic import clear_stale, temp_beside
 from creditgov.errors import DataError, SpecError, UsageError
-from creditgov.model import CreditModel, encode, sigmoid
-from creditgov.policy import ADVERSE_ACTIONS, apply_policy, rule_reasons
-from creditgov.reasons import check_additivity, group_by_feature
+from creditgov.model.credit_model import CreditModel, encode, sigmoid
+from creditgov.decision.policy import ADVERSE_ACTIONS, apply_policy, rule_reasons
+from creditgov.explain.reasons import check_additivity, group_by_feature
 from creditgov.spec import PipelineSpec
-from creditgov.validate import Validated, ValidationOutcome
+from creditgov.data.validate import Validated, ValidationOutcome
 
 SHAP_PREFIX = "shap__"
 INPUT_PREFIX = "input__"
@@ -250,7 +256,7 @@ def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSp
     counterfactual search: the same numbers as score_and_decide on the changed rows, without building
     them. Rows are encoded once into xgboost's float32 matrix; a candidate copies its row and sets the
     changed columns. None when the model's encoding cannot be reproduced (then frames are built)."""
-    from creditgov.fastshap import FastTreeShap, UnsupportedModel  # numba: a heavy import
+    from creditgov.model.treeshap import FastTreeShap, UnsupportedModel  # numba: a heavy import
 
     rows = rows.reset_index(drop=True)
     try:
@@ -602,8 +608,8 @@ def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, vers
 
 def load_model(spec: PipelineSpec, version: str | None = None) -> DecisionModel:
     """The registered model to decide with: `version`, or the @champion."""
-    tracking.configure()
-    model, version, run_id = tracking.load_registered(spec.registry.model_name, version)
+    registry.configure()
+    model, version, run_id = registry.load_registered(spec.registry.model_name, version)
     return DecisionModel(model, str(version), run_id)
 
 

@@ -170,7 +170,7 @@ def load(spec: PipelineSpec, path: str | Path | None = None) -> LoadedData:
 
 def _snapshots(spec: PipelineSpec) -> pd.DataFrame:
     """Development snapshots with matured labels; simulated first when missing and a scenario is named."""
-    from creditgov import simulate
+    from creditgov.data import simulate
 
     src = spec.source
     directory = Path(src.path)

@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from creditgov.policy import favourable_downward_closed, on_book_applies
+from creditgov.decision.policy import favourable_downward_closed, on_book_applies
 from creditgov.spec import Feature, PipelineSpec
 
 FAVOURABLE = {"decline": ("approve",), "cut": ("keep", "raise"), "suspend": ("keep", "raise", "restore")}

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creditgov import engine_monitor, validate
+from creditgov.monitor import dask
+from creditgov.data import validate
 from creditgov.cluster import client_for
-from creditgov.monitor import Binning, MonitorResult, bin_counts, load_reference, run_monitor
+from creditgov.monitor.drift import Binning, MonitorResult, bin_counts, load_reference, run_monitor
 from creditgov.spec import PipelineSpec
 
 
@@ -38,10 +39,10 @@ def _validated(spec: PipelineSpec, frame: pd.DataFrame, label: str) -> pd.DataFr
 def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) -> str:
     import mlflow
 
-    from creditgov import tracking
+    from creditgov.governance import registry
 
-    exp = tracking.ensure_experiment(f"{spec.registry.experiment}-monitoring")
-    with tracking.backend_errors("log the monitoring run"), \
+    exp = registry.ensure_experiment(f"{spec.registry.experiment}-monitoring")
+    with registry.backend_errors("log the monitoring run"), \
             mlflow.start_run(experiment_id=exp, run_name=f"monitor-{r.label}") as run:
         metrics = {"score_psi": r.score_psi, "rows": r.rows, **{f"csi.{k}": v for k, v in r.csi.items()}}
         for col, seg in r.segment_psi.items():
@@ -59,7 +60,7 @@ def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) 
         if r.evidently_html:
             mlflow.log_artifact(r.evidently_html, "monitor")
         run_id = run.info.run_id
-    c = tracking.client()
+    c = registry.client()
     name = spec.registry.model_name
     for k, v in {"monitor.last_verdict": r.verdict, "monitor.last_batch": r.label, "monitor.last_run": run_id,
                  "monitor.last_reason": (r.reasons[0] if r.reasons else "no threshold crossed")[:500]}.items():
@@ -71,11 +72,12 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
             version: str | None = None, out_root: str | Path = "reports", evidently: bool = True,
             log=print, binning: Binning = bin_counts) -> MonitorJob:
     """Monitor each (label, batch, matured-basis) in order; write and record everything. `binning` counts
-    each batch on the reference bins (creditgov.engine passes one that runs on a Dask cluster)."""
-    from creditgov import report_monitor, tracking
+    each batch on the reference bins (creditgov.decision.dask passes one that runs on a Dask cluster)."""
+    from creditgov.report import monitoring
+    from creditgov.governance import registry
 
-    tracking.configure()
-    model, version, _ = tracking.load_registered(spec.registry.model_name, version)
+    registry.configure()
+    model, version, _ = registry.load_registered(spec.registry.model_name, version)
     profile, ref_sample, _ = load_reference(spec.registry.model_name, version)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(out_root) / f"{spec.name}-monitor-v{version}-{stamp}"
@@ -87,12 +89,12 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
         ev_path = out / f"evidently-{label}.html" if evidently else None
         r = run_monitor(spec, model, profile, clean, label, ref_sample=ref_sample, matured_frame=basis_clean,
                         evidently_path=ev_path, binning=binning)
-        page = report_monitor.write_batch_page(out, spec, r, version, stamp)
+        page = monitoring.write_batch_page(out, spec, r, version, stamp)
         run_ids.append(_log(spec, r, version, page))
         results.append(r)
         log(f"{label}: {r.verdict}" + (f" - {r.reasons[0]}" if r.reasons else ""))
-    report_monitor.write_index(out, spec, results, version, stamp)
-    from creditgov.report import write_root_index
+    monitoring.write_index(out, spec, results, version, stamp)
+    from creditgov.report.pages import write_root_index
 
     write_root_index(out_root)
     return MonitorJob(results, run_ids, out, version)
@@ -101,7 +103,7 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
 def simulator_batches(spec: PipelineSpec, directory: str, months: list[int], observed: bool) -> list:
     """(label, batch, matured basis) per month: the batch has labels only in `observed` mode
     (retrospective); the basis is the month whose outcome window has just closed (m - 12)."""
-    from creditgov.simulate import HORIZON, TARGET, load_months
+    from creditgov.data.simulate import HORIZON, TARGET, load_months
 
     out = []
     for m in months:
@@ -154,7 +156,7 @@ def monitor_on_dask(spec: PipelineSpec, batches: list, version: str | None = Non
     client = client or client_for(scheduler)
     try:
         return monitor(spec, batches, version, out_root, evidently, log=log,
-                       binning=partial(engine_monitor.bin_counts, client, partitions=partitions))
+                       binning=partial(dask.bin_counts, client, partitions=partitions))
     finally:
         if own:
             cluster = getattr(client, "cluster", None)

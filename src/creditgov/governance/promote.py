@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timezone
 
 from creditgov.errors import PromotionRefused, TrackingError
-from creditgov.gates import EVIDENCE_KEYS, OPTIONAL_KEYS, GateResult, all_pass, evaluate_gates
+from creditgov.governance.gates import EVIDENCE_KEYS, OPTIONAL_KEYS, GateResult, all_pass, evaluate_gates
 from creditgov.spec import PipelineSpec
 
 
@@ -19,7 +19,7 @@ def resolve_version(client, name: str, version: str | None) -> str:
     names no version is a usage error listing the versions that exist (tracking.get_version)."""
     from mlflow.exceptions import MlflowException
 
-    from creditgov.tracking import get_version, is_not_found
+    from creditgov.governance.registry import get_version, is_not_found
 
     if version is not None:
         return str(get_version(client, name, version).version)
@@ -32,14 +32,14 @@ def resolve_version(client, name: str, version: str | None) -> str:
 
 
 def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tuple[str, list[GateResult]]:
-    from creditgov import tracking
+    from creditgov.governance import registry
 
     if not approver.strip():
         raise PromotionRefused("promotion needs --approver: the person accountable for it")
-    tracking.configure()
-    client = tracking.client()
+    registry.configure()
+    client = registry.client()
     name = spec.registry.model_name
-    with tracking.backend_errors(f"promote {name}"):
+    with registry.backend_errors(f"promote {name}"):
         version = resolve_version(client, name, version)
         mv = client.get_model_version(name, version)
         if mv.tags.get("creditgov.registration") != "complete":
@@ -81,7 +81,7 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
 def _record(name: str, version: str, approver: str, at: str, outcome: str, evidence: str,
             previous: str | None) -> None:
     """The promotion decision in the audit trail, beside the decisions the model will make."""
-    from creditgov import audit
+    from creditgov.governance import audit
 
     audit.append([("promotion", f"{name}@{version}", {
         "model_name": name, "model_version": version, "outcome": outcome, "approver": approver, "at": at,
