@@ -128,7 +128,7 @@ def ours(log: Path, work: Path) -> dict:
     code = f"""
 import json, time, resource
 from creditgov import env; env.apply()
-from creditgov import audit
+from creditgov.governance import audit
 t = time.perf_counter(); a = audit.record_log({str(log)!r}); s = time.perf_counter() - t
 print(json.dumps({{"seconds": s, "n": a.tree_size, "inserted": a.inserted,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
@@ -137,7 +137,7 @@ print(json.dumps({{"seconds": s, "n": a.tree_size, "inserted": a.inserted,
     code = f"""
 import json, time, resource
 from creditgov import env; env.apply()
-from creditgov import audit
+from creditgov.governance import audit
 t = time.perf_counter(); r = audit.verify(scan=[]); s = time.perf_counter() - t
 print(json.dumps({{"seconds": s, "ok": r.ok, "decisions": r.decisions, "problems": r.problems[:3],
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))

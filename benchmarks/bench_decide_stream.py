@@ -5,7 +5,7 @@
 
 Each batch is a CSV of N application rows resampled (seeded) from modeldata's credit_data, with fresh
 unique ids and a few invalid rows spread through it (they are quarantined), written in pieces so the
-generator itself stays small. Each run is `creditgov.decide.decide` in a fresh child process (imports,
+generator itself stays small. Each run is `creditgov.decision.decide.decide` in a fresh child process (imports,
 numba compilation, reading, validation, scoring, explanations, counterfactuals and the Parquet write
 included; the CLI's audit append is not): wall seconds and the child's peak RSS (getrusage of the
 children, in MiB). `--whole` also runs the batch in one piece (the pre-streaming path: chunk size above
@@ -67,7 +67,7 @@ import json, resource, sys, time
 t = time.perf_counter()
 from creditgov import env; env.apply()
 from creditgov.spec import load_spec
-from creditgov.decide import decide
+from creditgov.decision.decide import decide
 r = decide(load_spec({spec!r}), {data!r}, as_of={as_of!r}, out_dir={out!r}, log=lambda m: None, chunk_rows={chunk})
 print(json.dumps({{"seconds": time.perf_counter() - t, "rows": r.rows_in, "decided": r.rows_decided,
                   "quarantined": r.rows_quarantined, "chunks": r.chunks, "path": str(r.path),

@@ -74,7 +74,7 @@ def bench_simulator(work: Path, n: int) -> tuple[dict, Path]:
     code = f"""
 import json, resource, time
 from creditgov import env; env.apply()
-from creditgov.simulate import load_scenario, simulate
+from creditgov.data.simulate import load_scenario, simulate
 scn = load_scenario({str(REPO / 'pipelines/scenarios/default.yaml')!r}, accounts={n}, months=24)
 t = time.perf_counter()
 r = simulate(scn, {str(out)!r}, log=lambda m: None)
@@ -191,7 +191,7 @@ import json, time
 t = time.perf_counter()
 from creditgov import env; env.apply()
 from creditgov.spec import load_spec
-from creditgov.decide import decide
+from creditgov.decision.decide import decide
 r = decide(load_spec({BEHAVIOUR!r}), {str(batch_path)!r}, as_of={AS_OF!r}, out_dir="decisions-bench", log=lambda m: None)
 decided = time.perf_counter() - t
 a = r.audit  # decide appends its log to the audit trail itself
@@ -211,7 +211,7 @@ import json, time
 t = time.perf_counter()
 from creditgov import env; env.apply()
 from creditgov.spec import load_spec
-from creditgov import engine
+from creditgov.decision import dask as engine
 r = engine.decide(load_spec({BEHAVIOUR!r}), {str(batch_path)!r}, as_of={AS_OF!r}, out_dir="decisions-dask",
                   log=lambda m: None)
 print(json.dumps({{"seconds": time.perf_counter() - t, "path": str(r.path)}}))
@@ -342,6 +342,17 @@ def main() -> None:
     ap.add_argument("--workdir", help="scratch project (default: a new temporary directory, removed after)")
     ap.add_argument("--out", help="JSON result (default benchmarks/results/bench[-quick].json)")
     args = ap.parse_args()
+    from creditgov import progress
+
+    with progress.task("Benchmark", steps=STEPS) as steps:
+        run(args, steps)
+
+
+STEPS = ("simulator", "training", "explanation", "decide", "audit", "drift", "validation")
+
+
+def run(args, steps) -> None:
+    """The steps in order (`steps`: the progress bar over STEPS), the table and the JSON result."""
     n = 100_000 if args.quick else 1_000_000
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="creditgov-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -358,10 +369,12 @@ def main() -> None:
     started = time.perf_counter()
     results = []
 
+    steps.step("simulator")
     say(f"simulator: {n:,} accounts x 24 months")
     r, sim = bench_simulator(work, n)
     results.append(r)
     say(r["note"])
+    steps.step("training")
     say("training: run_training of the behaviour spec")
     r = bench_training(work, args.quick)
     results.append(r)
@@ -390,19 +403,23 @@ def main() -> None:
         model, model_source = _model_300x5(spec, dev), "300-tree depth-5 model trained here"
         del champion
 
+    steps.step("explanation")
     say(f"explanation ({model_source})")
     r = bench_explanation(model, batch, args.quick)
     r["model"] = model_source
     results.append(r)
     say(r["note"])
+    steps.step("decide")
     say("decide + explain + log")
     for r in bench_decide(work, batch_path, n, decide_env, args.quick):
         results.append(r)
         say(r["note"])
+    steps.step("audit")
     say("audit trail (the decide step's log)")
     r = bench_audit_step(work)
     results.append(r)
     say(r["note"])
+    steps.step("drift")
     say("drift analysis")
     ref = pd.read_parquet(partition_dir(sim, 22) / "snapshot.parquet")
     registry.configure()
@@ -410,6 +427,7 @@ def main() -> None:
     r = bench_drift(champion, spec, ref, batch)
     results.append(r)
     say(r["note"])
+    steps.step("validation")
     say("validation")
     r = bench_validation(spec, batch)
     results.append(r)

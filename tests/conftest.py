@@ -3,13 +3,15 @@
 Tiers: tests/code (unit, fast), tests/data (the real data and the expectation suite),
 tests/model (the real model's properties), tests/e2e (the pipeline, MLflow and the CLI).
 
+Helpers shared across tiers live in tests/helpers.py (`import helpers`; this file puts tests/ on sys.path).
+
 Anything that writes (the MLflow SQLite store, quarantine files, suites) runs in a
 temporary project root: the code resolves `expectations/...`, `quarantine/` and the
 default tracking URI `sqlite:///<cwd>/mlflow.db` against the working directory.
 """
 from __future__ import annotations
 
-import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,18 +21,13 @@ from creditgov import env
 # telemetry off, no progress bars: set before any heavy library is imported by a test
 env.apply()
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:  # the shared helpers (tests/helpers.py) and tests/pg_server.py
+    sys.path.insert(0, str(TESTS_DIR))
+
+from helpers import REPO_ROOT, TINY_ROUNDS, copy_project, in_project  # noqa: E402
+
 SPEC_PATH = "pipelines/application.yaml"
-# environment variables that would point MLflow away from the project's own SQLite file
-MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
-def copy_project(dst: Path) -> Path:
-    """A minimal project root: the pipelines/ and expectations/ of the repository."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO_ROOT / name, dst / name)
-    return dst
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +40,13 @@ def spec(repo_root):
     from creditgov.spec import load_spec
 
     return load_spec(repo_root / SPEC_PATH)
+
+
+@pytest.fixture(scope="session")
+def behaviour_spec(repo_root):
+    from creditgov.spec import load_spec
+
+    return load_spec(repo_root / "pipelines/behaviour.yaml")
 
 
 @pytest.fixture(scope="session")
@@ -61,19 +65,39 @@ def credit_data(spec):
 
 
 @pytest.fixture(scope="session")
+def credit_splits(spec, credit_data):
+    """The application spec's train / validation / test split of credit_data. Shared: copy before changing it."""
+    from creditgov.model import train
+
+    return train.split(credit_data, spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_rows(credit_splits):
+    """(training rows, validation rows) of the tiny model: 800 and 400 rows of the split."""
+    return credit_splits.train.sample(800, random_state=1), credit_splits.validation.sample(400, random_state=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(spec, tiny_rows):
+    """The one real CreditModel of the code and data tiers: TINY_ROUNDS boosting rounds on tiny_rows, the
+    application spec's catalogue, constraints and calibration. Shared: never change it (patch a copy)."""
+    from creditgov.model import train
+
+    return train.fit_model(*tiny_rows, spec, n_estimators=TINY_ROUNDS)
+
+
+@pytest.fixture(scope="session")
 def make_project():
     """Factory for a project root in a given directory (for module-scoped projects)."""
     return copy_project
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
+def project(tmp_path) -> Path:
     """A temporary project root as the working directory, MLflow on its default SQLite file there."""
-    copy_project(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    for var in MLFLOW_URI_VARS:
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
+    with in_project(copy_project(tmp_path)):
+        yield tmp_path
 
 
 @pytest.fixture
@@ -92,11 +116,7 @@ def postgres():
     the reason, or fails when CREDITGOV_REQUIRE_POSTGRES=1 (CI sets it once it has installed PostgreSQL).
     """
     import os
-    import sys
 
-    tests_dir = str(Path(__file__).resolve().parent)
-    if tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
     from pg_server import PostgresServer, PostgresUnavailable
 
     server = PostgresServer()

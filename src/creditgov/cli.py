@@ -4,12 +4,17 @@ Commands import what they run inside their own body: creditgov's modules pull in
 Expectations or Dask, and `creditgov --help` (or a usage error) must not wait seconds for them."""
 from __future__ import annotations
 
+import _thread
+import atexit
 import getpass
+import json
+import logging
 import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -60,8 +65,6 @@ def _check_version(s, version: Optional[str]) -> None:
 def _sim_months(text: str, sim_dir: str, labelled: bool) -> list[int]:
     """The months of --months, checked against the simulator's output in `sim_dir` when it is there:
     months it does not hold, or (`labelled`) whose outcome window has not closed, are usage errors."""
-    import json
-
     from creditgov.jobs.monitoring import parse_months
 
     months = parse_months(text)
@@ -129,7 +132,7 @@ def _or_tools_leaves_sigint_alone() -> None:
     """The scorecard's binning (optbinning) solves with OR-Tools CP-SAT, which by default catches SIGINT
     during a solve (the search just stops, as on a time limit) and then resets SIGINT to SIG_DFL, so a
     later Ctrl-C killed the process with nothing said. Its solvers are made to leave SIGINT to Python."""
-    from ortools.sat.python import cp_model
+    from ortools.sat.python import cp_model  # heavy: only for a command that trains
 
     if getattr(cp_model.CpSolver, "_creditgov_sigint", False):
         return
@@ -317,8 +320,6 @@ def audit_verify(scan: Optional[list[str]] = typer.Option(None, "--scan", help="
 def audit_prove(decision_id: str = typer.Argument(..., help="The decision to prove."),
                 out: Optional[str] = typer.Option(None, help="Write the proof to this JSON file (default: stdout).")):
     """Print an inclusion proof of a decision: its record, Merkle path, batch entry and chain to the head."""
-    import json
-
     from creditgov.governance import audit
 
     proof = json.dumps(audit.prove(decision_id), indent=1, ensure_ascii=False)
@@ -502,8 +503,6 @@ def _deliver_held_sigint() -> None:
 def _redeliver() -> None:
     """The SIGINT handler runs again in the main thread, as for a signal, without counting as a Ctrl-C."""
     global _redelivered
-    import _thread
-
     _redelivered = True
     _thread.interrupt_main(signal.SIGINT)
 
@@ -536,9 +535,6 @@ def _silence() -> None:
     """After a Ctrl-C the interruption line is all that is said: library logging, warnings and the
     tracebacks Python prints for exceptions it ignores (finalisers, exit handlers) are dropped."""
     global _line_stream
-    import logging
-    import warnings
-
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
     if _line_stream is None:
@@ -589,6 +585,16 @@ def _end_at_exit() -> None:
     os._exit(_exit_code)
 
 
+def _flush_and_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr, _line_stream):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def _ignore_sigint_at_exit() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's finalisation leaves SIG_IGN as it is
 
@@ -632,8 +638,6 @@ def main() -> None:
     except ValueError:  # called outside the main thread: the caller's signal handling stays
         previous = None
     if _owns_process:
-        import atexit
-
         # last to run only if registered first (an exit handler of a tool wrapping the process, such as
         # coverage, must not be skipped): otherwise Ctrl-C is only ignored from there on
         first = getattr(atexit, "_ncallbacks", lambda: 1)() == 0
@@ -664,6 +668,11 @@ def main() -> None:
     except KeyboardInterrupt:  # SIGINT between the command's end and the exit
         _exit_interrupted()
     except SystemExit as exc:  # ours, or one from inside a command: its code is the process's
+        if _owns_process and _sigint_seen:
+            # a KeyboardInterrupt left pending by an interrupted import must not end the process by
+            # SIGINT during finalisation (exit -2): the outcome is known, end here
+            _report_interrupted()
+            _flush_and_exit(INTERRUPTED_EXIT)
         _exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         raise
     finally:

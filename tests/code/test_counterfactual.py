@@ -1,34 +1,22 @@
 """Counterfactual search (creditgov.counterfactual).
 
 Synthetic outcome functions pin down the search itself (direction, cheapest change,
-pairs, notes); a quick real model (30 boosting rounds on the bundled credit_data split)
-with the application policy checks that what it finds really flips the decision.
+pairs, notes); the tiny real model (tests/conftest.py: 12 boosting rounds on 800 rows of the bundled
+credit_data split) with the application policy checks that what it finds really flips the decision.
 Nothing is written to disk.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
+from creditgov.decision import counterfactual
+from creditgov.decision.policy import apply_policy
 
-env.apply()
-
-from creditgov.decision import counterfactual  # noqa: E402
-from creditgov.decision.policy import apply_policy  # noqa: E402
-from creditgov.spec import load_spec  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
 ACTIONABLE = {"Time", "Debt", "Amount"}
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec(REPO / "pipelines" / "application.yaml")
 
 
 def _rows(**cols) -> pd.DataFrame:
@@ -156,17 +144,12 @@ def test_empty_input(spec):
 
 
 @pytest.fixture(scope="module")
-def declined(spec):
-    from creditgov.data import inputs
-    from creditgov.model import train
-
-    frame = inputs.load(spec).frame
-    splits = train.split(frame, spec)
-    model = train.fit_model(splits.train, splits.validation, spec, n_estimators=30)
-    test = splits.test
+def declined(spec, credit_splits, tiny_model):
+    model = tiny_model
+    test = credit_splits.test
     decided = apply_policy(test, model.predict_pd(test), spec.policy)
     rows = test[(decided["action"] == "decline").to_numpy()]
-    assert len(rows) >= 30, "the quick model should decline a fair number of test applicants"
+    assert len(rows) >= 30, "the tiny model should decline a fair number of test applicants"
 
     def outcome(f):
         p = model.predict_pd(f)

@@ -6,33 +6,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
-
-env.apply()
-
 from creditgov.decision import counterfactual
 from creditgov.decision import decide
-from creditgov.data import privacy  # noqa: E402
-from creditgov.decision.policy import apply_policy, favourable_downward_closed  # noqa: E402
-from creditgov.spec import Policy, load_spec  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
+from creditgov.data import privacy
+from creditgov.decision.policy import apply_policy, favourable_downward_closed
+from creditgov.spec import Policy
 
 
 @pytest.fixture(scope="module")
-def spec():
-    return load_spec(REPO / "pipelines" / "application.yaml")
-
-
-@pytest.fixture(scope="module")
-def behaviour():
-    return load_spec(REPO / "pipelines" / "behaviour.yaml")
+def behaviour(behaviour_spec):
+    return behaviour_spec
 
 
 # --------------------------------------------------------------------------- row hashes and canonical inputs

@@ -9,25 +9,23 @@ import pytest
 
 from creditgov.model import train
 from creditgov.model.credit_model import BOOSTER_FILE, META_FILE, CreditModel, Encoding, encode, encodings_from_spec
+from helpers import TINY_ROUNDS
 
 
 @pytest.fixture(scope="module")
-def splits(spec, credit_data):
-    return train.split(credit_data, spec)
-
-
-TINY_ROUNDS = 12  # tests/code trains tiny models: these tests are about mechanics, not model quality
+def splits(credit_splits):
+    return credit_splits
 
 
 @pytest.fixture(scope="module")
-def tiny(splits):
-    """(train rows, validation rows) of the tiny model."""
-    return splits.train.sample(800, random_state=1), splits.validation.sample(400, random_state=1)
+def tiny(tiny_rows):
+    """(train rows, validation rows) of the tiny model (tests/conftest.py)."""
+    return tiny_rows
 
 
 @pytest.fixture(scope="module")
-def model(spec, tiny) -> CreditModel:
-    return train.fit_model(*tiny, spec, n_estimators=TINY_ROUNDS)
+def model(tiny_model) -> CreditModel:
+    return tiny_model
 
 
 def _is_pickle(path) -> bool:

@@ -14,26 +14,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
-
-env.apply()
-
 from creditgov.monitor import drift
 from creditgov.monitor import reference
-from creditgov.data import simulate  # noqa: E402
-from creditgov.model.metrics import auc, ks  # noqa: E402
-from creditgov.monitor.drift import (  # noqa: E402
+from creditgov.data import simulate
+from creditgov.model.metrics import auc, ks
+from creditgov.monitor.drift import (
     CalibrationBasis, EstimatedPerformance, MonitorResult, ObservedPerformance, TierCalibration, decide_verdict)
-from creditgov.decision.policy import tier_of  # noqa: E402
-from creditgov.spec import load_spec  # noqa: E402
+from creditgov.decision.policy import tier_of
+from helpers import quiet
 
 REPO = Path(__file__).resolve().parents[2]
 EPS = 1e-4  # share floor of the PSI
 
 
 @pytest.fixture(scope="module")
-def spec():
-    return load_spec(REPO / "pipelines" / "behaviour.yaml")
+def spec(behaviour_spec):
+    """This module's spec is the behaviour model's."""
+    return behaviour_spec
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +43,7 @@ def frames(tmp_path_factory):
     """(reference frame, current frame): months 1 and 6 of a small simulated book (no labels needed)."""
     out = tmp_path_factory.mktemp("book")
     scn = simulate.load_scenario(REPO / "pipelines" / "scenarios" / "default.yaml", accounts=3000, months=6)
-    simulate.simulate(scn, out, log=lambda _m: None)
+    simulate.simulate(scn, out, log=quiet)
     ref = simulate.load_months(out, [1], labelled=False)
     cur = simulate.load_months(out, [6], labelled=False)
     return ref, cur

@@ -6,26 +6,14 @@ pydantic validators run) over synthetic account columns.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
+from creditgov.decision.policy import apply_policy, condition_mask, on_book_applies, rule_reasons, tier_of
+from creditgov.spec import Condition, Policy
 
-env.apply()
-
-from creditgov.decision.policy import apply_policy, condition_mask, on_book_applies, rule_reasons, tier_of  # noqa: E402
-from creditgov.spec import Condition, Policy, load_spec  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
 NAN = float("nan")
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec(REPO / "pipelines" / "application.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,16 @@
 """Reason codes (creditgov.explain.reasons): additivity, ranking, grouping; and faithfulness on a real model.
 
-The real-model tests fit one quick CreditModel (30 boosting rounds) on the bundled
-credit_data split; nothing is written to disk.
+The real-model tests use the tiny CreditModel (tests/conftest.py: 12 boosting rounds on 800 rows of the
+bundled credit_data split) and score all of credit_data; nothing is written to disk.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from creditgov import env
-
-env.apply()
-
-from creditgov.errors import CreditGovError  # noqa: E402
-from creditgov.explain.reasons import (  # noqa: E402
+from creditgov.errors import CreditGovError
+from creditgov.explain.reasons import (
     ADDITIVITY_TOLERANCE, AdditivityError, check_additivity, group_by_feature, top_reasons)
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- check_additivity
@@ -164,21 +156,8 @@ def test_grouped_reason_can_outrank_its_parts():
 
 
 @pytest.fixture(scope="module")
-def spec():
-    from creditgov.spec import load_spec
-
-    return load_spec(REPO / "pipelines" / "application.yaml")
-
-
-@pytest.fixture(scope="module")
-def quick(spec):
-    from creditgov.data import inputs
-    from creditgov.model import train
-
-    frame = inputs.load(spec).frame
-    splits = train.split(frame, spec)
-    model = train.fit_model(splits.train, splits.validation, spec, n_estimators=30)
-    return model, frame
+def quick(tiny_model, credit_data):
+    return tiny_model, credit_data
 
 
 def test_real_model_additivity_every_row(quick):

@@ -18,13 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
-
-env.apply()
-
-from creditgov.report import pages as report  # noqa: E402
-from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX  # noqa: E402
-from creditgov.spec import load_spec  # noqa: E402
+from creditgov.report import pages as report
+from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX
+from creditgov.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,11 +37,6 @@ class _FixedDatetime(datetime):
     @classmethod
     def now(cls, tz=None):
         return datetime(2026, 11, 2, 9, 30, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec(REPO / "pipelines" / "application.yaml")
 
 
 def _row(spec, i: int, action: str, *, home="owner", job="fixed", codes=(), en=(), zh=(), attr=(),

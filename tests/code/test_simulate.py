@@ -17,14 +17,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from creditgov import env
-
-env.apply()
-
-from creditgov.data import simulate  # noqa: E402
-from creditgov.errors import SpecError  # noqa: E402
-from creditgov.model.metrics import auc  # noqa: E402
-from creditgov.spec import load_spec  # noqa: E402
+from creditgov.data import simulate
+from creditgov.errors import SpecError
+from creditgov.model.metrics import auc
+from creditgov.spec import load_spec
+from helpers import quiet
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "pipelines" / "scenarios"
@@ -34,10 +31,6 @@ EARLY_BAD_RATE_LOW, EARLY_BAD_RATE_HIGH = 0.03, 0.15
 SHOCK_MONTH = 16
 PRE = [1, 2, 3]  # outcome windows (m+1..m+12) close before the shock
 POST = [7, 8, 9]  # outcome windows contain the shock and the months after it
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 def _scenario(name: str, **overrides) -> simulate.Scenario:
@@ -51,7 +44,7 @@ def books(tmp_path_factory):
     out = {}
     for key, name, over in (("a", "default", {}), ("b", "default", {}), ("other", "default", {"seed": OTHER_SEED}),
                             ("no_shock", "no_shock", {})):
-        res = simulate.simulate(_scenario(name, **over), root / key, log=_quiet)
+        res = simulate.simulate(_scenario(name, **over), root / key, log=quiet)
         out[key] = res
     return out
 

@@ -10,9 +10,7 @@ remove the mark, so the corpus stays honest.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
-import shutil
 import time
 import tracemalloc
 from pathlib import Path
@@ -26,39 +24,21 @@ from creditgov.data import validate
 from creditgov.errors import CreditGovError, QuarantineError
 from creditgov.spec import load_spec
 
-HOSTILE = Path(__file__).resolve().parent / "hostile"
+from helpers import HOSTILE_DIR, copy_hostile_project, hostile_corpus, hostile_params, in_project
 
-
-def _corpus_module():
-    spec = importlib.util.spec_from_file_location("hostile_make_corpus", HOSTILE / "make_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-corpus = _corpus_module()
+corpus = hostile_corpus()
 CASES = corpus.load_cases()
 BY_ID = {c["id"]: c for c in CASES}
 # cells a spreadsheet would run as a formula (OWASP CSV injection)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _params(cases):
-    out = []
-    for c in cases:
-        marks = [pytest.mark.xfail(reason=c["bug"], strict=True)] if c.get("bug") else []
-        out.append(pytest.param(c, id=c["id"], marks=marks))
-    return out
-
-
 @pytest.fixture(scope="module")
-def hostile_root(tmp_path_factory, make_project):
+def hostile_root(tmp_path_factory):
     """A project root (pipelines/, expectations/) with the corpus in hostile/, as working directory."""
-    root = make_project(tmp_path_factory.mktemp("hostile-project"))
-    shutil.copytree(HOSTILE, root / corpus.CORPUS_DIR, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    root = copy_hostile_project(tmp_path_factory.mktemp("hostile-project"))
     (root / "generated").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
+    with in_project(root):
         yield root
 
 
@@ -148,21 +128,21 @@ def test_every_corpus_file_is_a_case_and_small():
     referenced = {c["data"] for c in CASES if c.get("data")} | {c["spec"] for c in CASES}
     for c in CASES:
         if c.get("data") and not c.get("absent"):
-            assert (HOSTILE / c["data"]).is_file(), c["data"]
+            assert (HOSTILE_DIR / c["data"]).is_file(), c["data"]
         if c.get("absent"):
-            assert not (HOSTILE / c["data"]).exists()
-    on_disk = {p.relative_to(HOSTILE).as_posix() for p in HOSTILE.glob("*/*") if p.is_file()}
+            assert not (HOSTILE_DIR / c["data"]).exists()
+    on_disk = {p.relative_to(HOSTILE_DIR).as_posix() for p in HOSTILE_DIR.glob("*/*") if p.is_file()}
     suites = {p for p in on_disk if p.endswith(".json")}  # named by a spec case's validation.suite
     for p in suites:
-        assert any(p in (HOSTILE / s).read_text(encoding="utf-8", errors="replace")
+        assert any(p in (HOSTILE_DIR / s).read_text(encoding="utf-8", errors="replace")
                    for s in referenced if s.startswith("spec/")), p
     assert on_disk - suites <= referenced, sorted(on_disk - suites - referenced)
     for p in on_disk:
-        assert (HOSTILE / p).stat().st_size < 20_000, p
+        assert (HOSTILE_DIR / p).stat().st_size < 20_000, p
 
 
 def test_readme_lists_every_case():
-    readme = (HOSTILE / "README.md").read_text(encoding="utf-8")
+    readme = (HOSTILE_DIR / "README.md").read_text(encoding="utf-8")
     missing = [c["id"] for c in CASES if f"`{c['id']}`" not in readme]
     assert not missing, f"README.md does not list {missing}"
 
@@ -170,14 +150,14 @@ def test_readme_lists_every_case():
 def test_committed_text_files_are_what_make_corpus_writes():
     made = corpus.corpus()
     stale = [rel for rel, content in made.items()
-             if not rel.endswith(".parquet") and (HOSTILE / rel).read_bytes() != content]
+             if not rel.endswith(".parquet") and (HOSTILE_DIR / rel).read_bytes() != content]
     assert not stale, f"run tests/data/hostile/make_corpus.py: {stale} differ"
 
 
 # ------------------------------------------------------------------------------- the cases
 
 
-@pytest.mark.parametrize("case", _params([c for c in CASES if not c.get("cli_only")]))
+@pytest.mark.parametrize("case", hostile_params([c for c in CASES if not c.get("cli_only")]))
 def test_hostile_case(hostile_root, case):
     exp = case["expect"]
     if exp["outcome"] == "error":
@@ -255,7 +235,7 @@ def test_quarantine_file_keeps_formula_rows_and_pseudonymises_personal_fields(ho
     assert [r["row_number"] for r in rows] == ["1", "2"]
     text = "\n".join(",".join(r.values()) for r in rows)
     assert "HYPERLINK" not in text and "555-0100" not in text  # customer_name, phone: personal
-    frame = pd.read_csv(HOSTILE / BY_ID["beh_formula_in_fields"]["data"], dtype=str)
+    frame = pd.read_csv(HOSTILE_DIR / BY_ID["beh_formula_in_fields"]["data"], dtype=str)
     assert frame.loc[0, "account_id"] not in text
     assert all(len(r["customer_name"]) == 24 and len(r["phone"]) == 24 for r in rows)
 

@@ -148,11 +148,9 @@ def _read_back(frame: pd.DataFrame, spec, name: str):
 
 
 @pytest.fixture(scope="module")
-def quick_model(spec, credit_data):
-    from creditgov.model import train
-
-    splits = train.split(credit_data, spec)
-    return train.fit_model(splits.train, splits.validation, spec, n_estimators=20)
+def quick_model(tiny_model):
+    """The tiny model of tests/conftest.py: the property is about rows, not about the model's quality."""
+    return tiny_model
 
 
 def _check_validate(frame, loaded, spec, suite):

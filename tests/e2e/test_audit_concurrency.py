@@ -8,59 +8,35 @@ same command, run again, completes it.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
-from creditgov import env
-
-env.apply()
+from helpers import APPLICATION_FAST, cli_env, copy_trained_project, creditgov_argv, in_project, quiet, run_creditgov
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-SPEC = "pipelines/application-fast.yaml"
+SPEC = APPLICATION_FAST
 AS_OF = "2026-10-01"
-DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG",
-            "CREDITGOV_AUDIT_CHUNK_ROWS")
-
-
-def _quiet(_msg: str) -> None:
-    pass
+DROP_ENV = ("CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG", "CREDITGOV_AUDIT_CHUNK_ROWS")
 
 
 @pytest.fixture(scope="module")
-def proj(tmp_path_factory):
-    """A trained and promoted application model, and one decision log of credit_data (4,454 rows)."""
+def proj(tmp_path_factory, trained_application_fast):
+    """A copy of the session's trained and promoted application model (tests/e2e/conftest.py: fast spec, 30
+    rounds), and one decision log of credit_data (4,454 rows)."""
     from creditgov.decision import decide
-    from creditgov.jobs import training
-    from creditgov.governance import promote
     from creditgov.spec import load_spec
 
-    root = tmp_path_factory.mktemp("audit_concurrency")
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO / name, root / name)
-    raw = yaml.safe_load((root / "pipelines/application.yaml").read_text(encoding="utf-8"))
-    raw["evaluation"].update(bootstrap=100, cv_folds=2, monotonicity_grid=10, monotonicity_sample=50)
-    raw["gates"].update(min_auc=0.6, min_calibration_pvalue=0.0, max_auc_shortfall_vs_scorecard=0.2)
-    (root / SPEC).write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in DROP_ENV:
-            mp.delenv(var, raising=False)
+    root = copy_trained_project(trained_application_fast.root, tmp_path_factory.mktemp("audit_concurrency"))
+    with in_project(root, drop=DROP_ENV):
         spec = load_spec(SPEC)
-        trained = training.run_training(spec, SPEC, n_estimators=20, log=_quiet)
-        promote.promote(spec, "concurrency test approver", trained.version)
-        res = decide.decide(spec, as_of=AS_OF, out_dir=root / "reference", log=_quiet)
+        res = decide.decide(spec, as_of=AS_OF, out_dir=root / "reference", log=quiet)
         yield SimpleNamespace(root=root, spec=spec, log=res.path, n=res.rows_in, ids=set(res.log["decision_id"]))
 
 
@@ -76,13 +52,7 @@ def store(request, tmp_path):
 
 
 def _env(store, **extra) -> dict:
-    e = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
-    e.update(CREDITGOV_AUDIT_URL=store.url, **extra)
-    return e
-
-
-def _creditgov(*args: str) -> list[str]:
-    return [sys.executable, "-m", "creditgov", *args]
+    return cli_env(drop=DROP_ENV, CREDITGOV_AUDIT_URL=store.url, **extra)
 
 
 def _index(store, proj) -> list[tuple]:
@@ -98,13 +68,12 @@ def _index(store, proj) -> list[tuple]:
 
 
 def _verify(proj, store, cwd: Path):
-    return subprocess.run(_creditgov("audit", "verify"), cwd=cwd, env=_env(store), capture_output=True,
-                          text=True, timeout=300)
+    return run_creditgov("audit", "verify", cwd=cwd, env=_env(store))
 
 
 def test_two_appends_of_one_log_at_the_same_moment_record_each_decision_once(proj, store, tmp_path):
     """Several processes racing on the same log, small chunks so that they interleave."""
-    code = ("import sys; from creditgov import audit; a = audit.record_log(sys.argv[1]); "
+    code = ("import sys; from creditgov.governance import audit; a = audit.record_log(sys.argv[1]); "
             "print('inserted', a.inserted, 'sealed-before', a.already_sealed)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(proj.log)], cwd=tmp_path,
                               env=_env(store, CREDITGOV_AUDIT_CHUNK_ROWS="300"), stdout=subprocess.PIPE,
@@ -122,7 +91,7 @@ def test_two_appends_of_one_log_at_the_same_moment_record_each_decision_once(pro
 
 
 def test_two_decide_runs_of_one_batch_at_once_leave_one_set_of_records(proj, store, tmp_path):
-    cmd = _creditgov("decide", "--spec", SPEC, "--as-of", AS_OF, "--out", str(tmp_path / "decisions"))
+    cmd = creditgov_argv("decide", "--spec", SPEC, "--as-of", AS_OF, "--out", str(tmp_path / "decisions"))
     e = _env(store, CREDITGOV_AUDIT_CHUNK_ROWS="500")
     procs = [subprocess.Popen(cmd, cwd=proj.root, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -162,7 +131,7 @@ def _wait_for_open_batch(store, proc, timeout=120.0) -> bool:
 
 
 def test_kill_9_in_the_middle_of_the_append_is_named_and_completed_by_the_same_command(proj, store, tmp_path):
-    cmd = _creditgov("audit", "append", str(proj.log))
+    cmd = creditgov_argv("audit", "append", str(proj.log))
     e = _env(store, CREDITGOV_AUDIT_CHUNK_ROWS="40")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -191,7 +160,7 @@ def test_kill_9_during_decide_is_named_incomplete_and_a_rerun_of_the_same_comman
     test_faults.py::test_decide_killed_while_writing_leaves_no_partial_log.)"""
     store = SimpleNamespace(url=f"sqlite:///{tmp_path / 'audit.db'}")
     out = tmp_path / "decisions"
-    cmd = _creditgov("decide", "--spec", SPEC, "--as-of", AS_OF, "--out", str(out))
+    cmd = creditgov_argv("decide", "--spec", SPEC, "--as-of", AS_OF, "--out", str(out))
     proc = subprocess.Popen(cmd, cwd=proj.root, env=_env(store, CREDITGOV_AUDIT_CHUNK_ROWS="40"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     assert _wait_for_open_batch(store, proc), "decide finished its append before it could be killed"

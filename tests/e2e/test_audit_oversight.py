@@ -1,18 +1,16 @@
 """End to end: the tamper-evident audit trail and human oversight (review, contest) on real decisions.
 
-One module project: the application pipeline (a spec copy with a cheaper evaluation and gates that
-do not stand in the way; same data, same policy) trained with 30 rounds, promoted, and its decisions
-on the whole of credit_data appended to the audit trail. Tampering is done on copies of audit.db, the
-way an attacker with file access would: bytes of the SQLite file, or rows through sqlite3.
+One module project: a copy of the session's application pipeline (tests/e2e/conftest.py: a spec copy
+with a cheaper evaluation and gates that do not stand in the way; same data, same policy) trained with 30
+rounds and promoted; its decisions on the whole of credit_data appended to the audit trail. Tampering is
+done on copies of audit.db, the way an attacker with file access would: bytes of the SQLite file, or rows
+through sqlite3.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,68 +18,35 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import yaml
 
-from creditgov import env
-
-env.apply()
+from helpers import APPLICATION_FAST, REPO_ROOT, copy_trained_project, in_project, quiet, run_creditgov
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-SPEC = "pipelines/application-fast.yaml"
+SPEC = APPLICATION_FAST
 AS_OF = "2026-11-01"
 KEY = "audit-oversight-test-key-5d1c"
-DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG")
+DROP_ENV = ("CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG")
 RETENTION_DAYS = round(30.4375 * 84)  # audit.prune's cutoff for the spec's 84 months
 
 
-def _quiet(_msg: str) -> None:
-    pass
-
-
-def _fast_spec(root: Path) -> None:
-    """application.yaml with a cheaper evaluation and permissive gates: same source, catalogue and policy."""
-    raw = yaml.safe_load((root / "pipelines/application.yaml").read_text(encoding="utf-8"))
-    raw["evaluation"].update(bootstrap=100, cv_folds=2, monotonicity_grid=10, monotonicity_sample=50)
-    raw["gates"].update(min_auc=0.6, min_calibration_pvalue=0.0, max_auc_shortfall_vs_scorecard=0.2)
-    (root / SPEC).write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
-
-
-def _cli(cwd: Path, *args: str, timeout: int = 300, **extra: str) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k not in DROP_ENV} | extra
-    return subprocess.run([sys.executable, "-m", "creditgov", *args], cwd=cwd, env=e, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
-def proj(tmp_path_factory):
-    from creditgov.governance import audit
+def proj(tmp_path_factory, trained_application_fast):
     from creditgov.decision import decide
-    from creditgov.jobs import training
-    from creditgov.governance import promote
+    from creditgov.governance import audit
     from creditgov.report import pages as report
     from creditgov.spec import load_spec
 
-    root = tmp_path_factory.mktemp("audit_project")
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO / name, root / name)
-    _fast_spec(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in DROP_ENV:
-            mp.delenv(var, raising=False)
-        mp.setenv("CREDITGOV_PSEUDONYM_KEY", KEY)
+    root = copy_trained_project(trained_application_fast.root, tmp_path_factory.mktemp("audit_project"))
+    with in_project(root, drop=DROP_ENV, CREDITGOV_PSEUDONYM_KEY=KEY):
         spec = load_spec(SPEC)
-        trained = training.run_training(spec, SPEC, n_estimators=30, log=_quiet)
-        version, _ = promote.promote(spec, "audit test approver", trained.version)
-        res = decide.decide(spec, as_of=AS_OF, log=_quiet)
+        res = decide.decide(spec, as_of=AS_OF, log=quiet)
         appended = res.audit  # decide appends its log to the audit trail itself
         assert audit.record_log(res.path).inserted == 0  # ... once: appending it again adds nothing
         log = decide.read_log(res.path)
         sample = report.select_sample(log, 20)
-        yield SimpleNamespace(root=root, spec=spec, version=version, res=res, log=log, appended=appended,
-                              sample=sample, db=root / "audit.db")
+        yield SimpleNamespace(root=root, spec=spec, version=trained_application_fast.version, res=res, log=log,
+                              appended=appended, sample=sample, db=root / "audit.db")
 
 
 def _copy_db(src: Path, dst_dir: Path) -> Path:
@@ -108,8 +73,7 @@ def _entry(db: Path, seq: int) -> tuple:
 
 
 def _verify_cli_fails(db: Path, cwd: Path | None = None) -> str:
-    env = {"CREDITGOV_AUDIT_URL": _url(db)}
-    r = _cli(cwd or db.parent, "audit", "verify", timeout=120, **env)
+    r = run_creditgov("audit", "verify", cwd=cwd or db.parent, timeout=120, CREDITGOV_AUDIT_URL=_url(db))
     assert r.returncode == 8, (r.returncode, r.stdout, r.stderr)
     lines = r.stderr.splitlines()
     assert lines and all(ln.startswith("creditgov: ") for ln in lines), r.stderr
@@ -181,7 +145,7 @@ def _has_dbstat(c) -> bool:
 def test_cli_verify_prints_the_head(proj):
     from creditgov.governance import audit
 
-    r = _cli(proj.root, "audit", "verify", timeout=120)
+    r = run_creditgov("audit", "verify", cwd=proj.root, timeout=120)
     assert r.returncode == 0, r.stderr
     head = audit.verify()
     assert f"1 batches, {len(proj.log)} decisions verified" in r.stdout
@@ -202,9 +166,9 @@ def test_a_proof_checks_with_the_readme_snippet_alone(proj, tmp_path):
     """`creditgov audit prove` prints what a third party checks with the README's few lines, no database."""
     did = proj.log["decision_id"].iloc[1234]
     out = tmp_path / "proof.json"
-    r = _cli(proj.root, "audit", "prove", did, "--out", str(out))
+    r = run_creditgov("audit", "prove", did, "--out", str(out), cwd=proj.root)
     assert r.returncode == 0, r.stderr
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     snippet = readme.split("<!-- proof-check -->")[1].split("```python")[1].split("```")[0]
     proof = json.loads(out.read_text(encoding="utf-8"))
     assert json.loads(proof["record"])["decision_id"] == did
@@ -409,8 +373,8 @@ def test_review_approve_records_who_and_why(proj):
     from creditgov.governance import audit
 
     did = _queued(proj)[0]
-    r = _cli(proj.root, "review", did, "--approve", "--reviewer", "alice",
-             "--reason", "income confirmed from payslips")
+    r = run_creditgov("review", did, "--approve", "--reviewer", "alice",
+                      "--reason", "income confirmed from payslips", cwd=proj.root)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"decision {did}: approved by alice: review -> ")
     events = audit.events_for(did)
@@ -450,8 +414,8 @@ def test_review_override_records_the_new_action(proj):
     from creditgov.governance import audit
 
     did = _queued(proj)[1]
-    r = _cli(proj.root, "review", did, "--override", "decline", "--reviewer", "bob",
-             "--reason", "employer could not be verified")
+    r = run_creditgov("review", did, "--override", "decline", "--reviewer", "bob",
+                      "--reason", "employer could not be verified", cwd=proj.root)
     assert r.returncode == 0, r.stderr
     e = audit.events_for(did)[-1]
     assert (e["resolution"], e["original_action"], e["final_action"]) == ("overridden", "review", "decline")
@@ -464,14 +428,14 @@ def test_review_needs_exactly_one_resolution(proj, flags):
 
     did = _queued(proj)[0]
     before = audit.verify().records
-    r = _cli(proj.root, "review", did, *flags, "--reviewer", "carol", "--reason", "because")
+    r = run_creditgov("review", did, *flags, "--reviewer", "carol", "--reason", "because", cwd=proj.root)
     assert r.returncode == 2, (r.returncode, r.stderr)  # a usage error
     assert r.stderr.splitlines() == ["creditgov: error: review needs exactly one of --approve or --override ACTION"]
     assert audit.verify().records == before
 
 
 def test_review_of_an_unknown_decision_is_refused(proj):
-    r = _cli(proj.root, "review", "0" * 32, "--approve", "--reviewer", "carol", "--reason", "because")
+    r = run_creditgov("review", "0" * 32, "--approve", "--reviewer", "carol", "--reason", "because", cwd=proj.root)
     assert r.returncode == 8
     assert len(r.stderr.splitlines()) == 1
     assert f"decision {'0' * 32} is not in the audit trail" in r.stderr
@@ -479,7 +443,7 @@ def test_review_of_an_unknown_decision_is_refused(proj):
 
 def test_review_without_a_reason_fails_with_one_line(proj):
     did = _queued(proj)[0]
-    r = _cli(proj.root, "review", did, "--approve", "--reviewer", "carol")
+    r = run_creditgov("review", did, "--approve", "--reviewer", "carol", cwd=proj.root)
     assert r.returncode != 0
     assert "--reason" in r.stderr
     assert len(r.stderr.splitlines()) == 1, r.stderr
@@ -504,8 +468,8 @@ def test_contest_with_corrected_data_links_old_and_new(proj):
     corrected = proj.root / "corrected.csv"
     row.to_csv(corrected, index=False)
 
-    r = _cli(proj.root, "contest", old["decision_id"], "--spec", SPEC, "--data", str(corrected),
-             "--reason", "the requested amount was entered wrongly")
+    r = run_creditgov("contest", old["decision_id"], "--spec", SPEC, "--data", str(corrected),
+                      "--reason", "the requested amount was entered wrongly", cwd=proj.root)
     assert r.returncode == 0, r.stderr
     events = audit.events_for(old["decision_id"])
     contests = [e for e in events if e["kind"] == "contest"]
@@ -537,7 +501,7 @@ def test_contest_with_another_applicants_row_is_refused(proj):
     _applicant_row(proj, other_number).to_csv(path, index=False)
     before = len(audit.events_for(old["decision_id"]))
     with pytest.raises(SpecError) as info:
-        oversight.contest(proj.spec, old["decision_id"], str(path), "not my row", log=_quiet)
+        oversight.contest(proj.spec, old["decision_id"], str(path), "not my row", log=quiet)
     msg = str(info.value)
     assert "\n" not in msg and info.value.exit_code == 3
     assert msg == f"{path}: the corrected row is for another account than decision {old['decision_id']}"

@@ -16,9 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
-
-env.apply()
+from helpers import in_project, quiet, train_and_promote
 
 pytestmark = pytest.mark.e2e
 
@@ -35,30 +33,22 @@ SUSPEND_TRIGGERS = ("rule:suspend_fraud", "rule:suspend_overdue", "rule:suspend_
 WORSE_THAN_WATCH = ("recalibrate", "rebuild")
 
 
-def _quiet(_msg: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def book(e2e_root):
     """The simulated book, the spec pointing at it, and the trained and promoted behaviour model."""
-    from creditgov.jobs import training
-    from creditgov.governance import promote
     from creditgov.data import simulate
     from creditgov.spec import load_spec
 
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("CREDITGOV_PSEUDONYM_KEY", "CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC", "CREDITGOV_AUDIT_URL"):
-            mp.delenv(var, raising=False)
+    with in_project(e2e_root, drop=("CREDITGOV_PSEUDONYM_KEY", "CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC",
+                                    "CREDITGOV_AUDIT_URL")):
         scn = simulate.load_scenario("pipelines/scenarios/default.yaml", accounts=ACCOUNTS)
         assert scn.shock is not None and scn.shock.month == SHOCK_MONTH
-        sim = simulate.simulate(scn, BOOK, log=_quiet)
+        sim = simulate.simulate(scn, BOOK, log=quiet)
         spec = load_spec(SPEC_PATH)
         spec = spec.model_copy(update={"source": spec.source.model_copy(update={"path": BOOK})})
-        trained = training.run_training(spec, SPEC_PATH, n_estimators=60, log=_quiet)
-        version, gates = promote.promote(spec, "tester")
-        assert version == trained.version and all(g.passed for g in gates)
-        yield SimpleNamespace(root=e2e_root, spec=spec, scenario=scn, sim=sim, trained=trained, version=version)
+        t = train_and_promote(spec, SPEC_PATH, 60, "tester")
+        assert t.version == t.trained.version and all(g.passed for g in t.gates)
+        yield SimpleNamespace(root=e2e_root, spec=spec, scenario=scn, sim=sim, trained=t.trained, version=t.version)
 
 
 def _snapshot(month: int) -> str:
@@ -102,7 +92,7 @@ def decided(book):
 
     month = 17
     res = decide.decide(book.spec, data_path=_snapshot(month), previous=_snapshot(month - 1),
-                        as_of="2025-05-01", log=_quiet)
+                        as_of="2025-05-01", log=quiet)
     return SimpleNamespace(res=res, log=decide.read_log(res.path), bytes=res.path.read_bytes(),
                            source=pd.read_parquet(_snapshot(month)), previous=pd.read_parquet(_snapshot(month - 1)))
 
@@ -225,7 +215,7 @@ def monitored(book, decided):
     from creditgov.jobs import monitoring
 
     batches = monitoring.simulator_batches(book.spec, BOOK, MONITOR_MONTHS, observed=False)
-    return monitoring.monitor(book.spec, batches, evidently=False, log=_quiet)
+    return monitoring.monitor(book.spec, batches, evidently=False, log=quiet)
 
 
 def test_monitor_catches_the_shock_within_two_months(monitored):
@@ -302,7 +292,7 @@ def test_null_case_rarely_escalates_beyond_watch(book, tmp_path_factory):
         scn = simulate.load_scenario("pipelines/scenarios/no_shock.yaml", accounts=NULL_ACCOUNTS, seed=seed)
         assert scn.shock is None
         out = root / f"seed{seed}"
-        simulate.simulate(scn, out, log=_quiet)
+        simulate.simulate(scn, out, log=quiet)
         for m in NULL_MONTHS:
             frame = simulate.load_months(out, [m], labelled=False)
             basis = simulate.load_months(out, [m - simulate.HORIZON], labelled=True)
@@ -352,12 +342,12 @@ def recalibrated(book, monitored):
 
     # three post-shock months: the Platt layer cannot undo a shock that hit two segments, and on ~10,000
     # hold-out rows the Hosmer-Lemeshow gate sees it
-    wide = recalibrate.recalibrate(book.spec, simulate.load_months(BOOK, [6, 7, 8]), "months 6-8", log=_quiet)
+    wide = recalibrate.recalibrate(book.spec, simulate.load_months(BOOK, [6, 7, 8]), "months 6-8", log=quiet)
     wide_aliases = list(c.get_model_version(name, wide.version).aliases)
     with pytest.raises(PromotionRefused) as refused:
         promote.promote(book.spec, "tester")
     # one post-shock month (window 7-18 holds the shock): the gates pass
-    res = recalibrate.recalibrate(book.spec, simulate.load_months(BOOK, [6]), "month 6", log=_quiet)
+    res = recalibrate.recalibrate(book.spec, simulate.load_months(BOOK, [6]), "month 6", log=quiet)
     tags_before = dict(c.get_model_version(name, res.version).tags)
     aliases_before = list(c.get_model_version(name, res.version).aliases)
     version, gates = promote.promote(book.spec, "tester")

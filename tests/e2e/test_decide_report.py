@@ -1,16 +1,15 @@
 """End to end: train -> promote -> decide -> report -> CLI -> reviewer notebook, in a temporary project.
 
-One training per module (40 boosting rounds) in a temporary project root: the code
-resolves expectations/, quarantine/, decisions/, reports/ and the default MLflow store
-sqlite:///<cwd>/mlflow.db against the working directory, so the module chdirs there
-with MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI unset.
+The session's application model (tests/e2e/conftest.py: 40 boosting rounds, promoted), copied into a
+temporary project root of the module's own: the code resolves expectations/, quarantine/, decisions/,
+reports/ and the default MLflow store sqlite:///<cwd>/mlflow.db against the working directory, so the
+module chdirs there with MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI unset.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -21,13 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
-
-env.apply()
+from helpers import REPO_ROOT, copy_trained_project, in_project, quiet
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SPEC_PATH = "pipelines/application.yaml"
 AS_OF = "2026-11-01"
 N_ROWS = 4454  # modeldata credit_data
@@ -35,37 +31,25 @@ SHAP = "shap__"
 BAD_ROW = 100  # 1-based row number of the row made invalid in the CSV batch
 
 
-def _quiet(_msg: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    from creditgov.jobs import training
-    from creditgov.governance import promote
+def project(tmp_path_factory, trained_application):
+    from creditgov.governance import registry
     from creditgov.spec import load_spec
 
-    root = tmp_path_factory.mktemp("decide_project")
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO / name, root / name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC"):
-            mp.delenv(var, raising=False)
-        spec = load_spec(SPEC_PATH)
-        trained = training.run_training(spec, SPEC_PATH, n_estimators=40, log=_quiet)
-        version, gates = promote.promote(spec, "reviewer", None)
-        assert version == trained.version
-        assert all(g.passed for g in gates)
+    assert trained_application.version == trained_application.trained.version
+    assert all(g.passed for g in trained_application.gates)
+    root = copy_trained_project(trained_application.root, tmp_path_factory.mktemp("decide_project"))
+    with in_project(root, drop=("CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC")):
         assert (root / "mlflow.db").is_file()  # the default store, in the temporary project
-        yield SimpleNamespace(root=root, spec=spec, version=version)
+        assert registry.tracking_uri() == registry.default_uri(root)
+        yield SimpleNamespace(root=root, spec=load_spec(SPEC_PATH), version=trained_application.version)
 
 
 @pytest.fixture(scope="module")
 def decided(project):
     from creditgov.decision import decide
 
-    res = decide.decide(project.spec, as_of=AS_OF, log=_quiet)
+    res = decide.decide(project.spec, as_of=AS_OF, log=quiet)
     return SimpleNamespace(res=res, log=decide.read_log(res.path), bytes=res.path.read_bytes())
 
 
@@ -195,7 +179,7 @@ def test_decision_ids_unique_and_accounts_pseudonymised(decided, source):
 def test_second_decide_is_byte_identical(decided, project):
     from creditgov.decision import decide
 
-    again = decide.decide(project.spec, as_of=AS_OF, out_dir="decisions-again", log=_quiet)
+    again = decide.decide(project.spec, as_of=AS_OF, out_dir="decisions-again", log=quiet)
     assert again.path.name == decided.res.path.name
     assert again.path.read_bytes() == decided.bytes
 
@@ -219,7 +203,7 @@ def csv_decided(project, source):
     batch.loc[BAD_ROW - 1, "Age"] = -5
     path = project.root / "batch.csv"
     batch.to_csv(path, index=False)
-    res = decide.decide(project.spec, data_path=str(path), as_of=AS_OF, out_dir="decisions-csv", log=_quiet)
+    res = decide.decide(project.spec, data_path=str(path), as_of=AS_OF, out_dir="decisions-csv", log=quiet)
     return res
 
 
@@ -336,7 +320,7 @@ def test_reviewer_notebook_runs(project, decided):
     import nbformat
     from nbclient import NotebookClient
 
-    nb = nbformat.read(REPO / "notebooks" / "reviewer.ipynb", as_version=4)
+    nb = nbformat.read(REPO_ROOT / "notebooks" / "reviewer.ipynb", as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(project.root)}})
     client.execute()

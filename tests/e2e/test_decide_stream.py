@@ -7,13 +7,12 @@ in two chunks is quarantined in both rows, the counterfactual pair search is cap
 grid rounding follows all valid rows. And the memory a chunked decide takes does not grow with the batch
 as the one-piece path's does.
 
-One training per module (40 boosting rounds) in a temporary project root.
+The session's application model (tests/e2e/conftest.py: 40 boosting rounds, promoted), copied into a
+temporary project root of the module's own.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,40 +24,23 @@ import pandas as pd
 import pytest
 import yaml
 
-from creditgov import env
-
-env.apply()
+from helpers import cli_env, copy_trained_project, in_project, quiet
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SPEC_PATH = "pipelines/application.yaml"
 AS_OF = "2026-11-01"
 WHOLE = 10**9  # a chunk size above any batch here: the batch is decided in one piece
 CHUNK = 700
 
 
-def _quiet(_msg: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    from creditgov.jobs import training
-    from creditgov.governance import promote
+def project(tmp_path_factory, trained_application):
     from creditgov.spec import load_spec
 
-    root = tmp_path_factory.mktemp("stream_project")
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO / name, root / name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_CHUNK_ROWS"):
-            mp.delenv(var, raising=False)
-        spec = load_spec(SPEC_PATH)
-        training.run_training(spec, SPEC_PATH, n_estimators=40, log=_quiet)
-        version, _ = promote.promote(spec, "reviewer", None)
-        yield SimpleNamespace(root=root, spec=spec, version=version)
+    root = copy_trained_project(trained_application.root, tmp_path_factory.mktemp("stream_project"))
+    with in_project(root, drop=("CREDITGOV_CHUNK_ROWS",)):
+        yield SimpleNamespace(root=root, spec=load_spec(SPEC_PATH), version=trained_application.version)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +67,7 @@ def _hostile(frame: pd.DataFrame, seed: int = 3, n_bad: int = 40) -> pd.DataFram
 def _decide(project, data, out, chunk, spec=None):
     from creditgov.decision import decide
 
-    return decide.decide(spec or project.spec, data, as_of=AS_OF, out_dir=out, log=_quiet, chunk_rows=chunk)
+    return decide.decide(spec or project.spec, data, as_of=AS_OF, out_dir=out, log=quiet, chunk_rows=chunk)
 
 
 def _same(a, b) -> None:
@@ -381,7 +363,8 @@ def _peak_rss_mib(project, batch: Path, chunk: int, row_group: int | None = None
         "import json, resource\n"
         "from creditgov import env; env.apply()\n"
         "from creditgov.spec import load_spec\n"
-        "from creditgov import audit, decide as d\n"
+        "from creditgov.governance import audit\n"
+        "from creditgov.decision import decide as d\n"
         + (f"d.ROW_GROUP_ROWS = {row_group}\n" if row_group else "")
         # the peak so far when the written log goes to the audit trail: decide's own, the append's excluded
         + "record_log, peak = audit.record_log, {}\n"
@@ -400,11 +383,9 @@ def _peak_rss_mib(project, batch: Path, chunk: int, row_group: int | None = None
         "assert p.returncode == 0, p.stderr[-3000:]\n"
         "print(json.dumps({'out': p.stdout.strip().splitlines()[-1],"
         " 'peak_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n")
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_CHUNK_ROWS")}
     # decide appends its log to the audit trail: a fresh trail per run, so that each appends every record
     store = Path(tempfile.mkdtemp(prefix="audit-", dir=project.root))
-    environ.update(CREDITGOV_AUDIT_URL=f"sqlite:///{store / 'audit.db'}")
+    environ = cli_env(drop=("CREDITGOV_CHUNK_ROWS",), CREDITGOV_AUDIT_URL=f"sqlite:///{store / 'audit.db'}")
     proc = subprocess.run([sys.executable, "-c", wrapper], cwd=project.root, env=environ, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,59 +1,38 @@
 """The one decision path (issue 12): decide_rows, the audit append that comes with every written log, one
 validation entry with the quarantine-share rule everywhere, one pseudonymisation per row, one calibration.
 
-One quick application model (20 boosting rounds on credit_data, saved as JSON and served as version "3")
-in a temporary project; the audit trail is a SQLite file of the project. The engines' byte-identity with
-the logs made before the decision path existed is test_golden_decisions.py's.
+The session's quick application model (tests/e2e/conftest.py: 30 boosting rounds on credit_data, saved as
+JSON), served as version "3" in a temporary project; the audit trail is a SQLite file of the project. The
+engines' byte-identity with the logs made before the decision path existed is test_golden_decisions.py's.
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
-
-env.apply()
+from helpers import in_project, quiet, serve_saved_models
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SPEC_PATH = "pipelines/application.yaml"
 AS_OF = "2026-11-01"
 BAD = [9, 700, 1500]  # rows (0-based) given an out-of-range age: 3 of 4,454, under the 5% limit
-DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_PSEUDONYM_KEY", "CREDITGOV_CHUNK_ROWS")
-
-
-def _quiet(_msg: str) -> None:
-    pass
+DROP_ENV = ("CREDITGOV_PSEUDONYM_KEY", "CREDITGOV_CHUNK_ROWS")
 
 
 @pytest.fixture(scope="module")
-def proj(tmp_path_factory):
+def proj(tmp_path_factory, make_project, application_model_dir):
     from creditgov.data import inputs
-    from creditgov.governance import registry
-    from creditgov.model import train
-    from creditgov.model.credit_model import CreditModel
     from creditgov.spec import load_spec
 
-    root = tmp_path_factory.mktemp("decision_path")
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO / name, root / name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in DROP_ENV:
-            mp.delenv(var, raising=False)
-        mp.setenv("CREDITGOV_AUDIT_URL", f"sqlite:///{root / 'audit.db'}")
+    root = make_project(tmp_path_factory.mktemp("decision_path"))
+    with in_project(root, drop=DROP_ENV, CREDITGOV_AUDIT_URL=f"sqlite:///{root / 'audit.db'}") as mp:
         spec = load_spec(SPEC_PATH)
         frame = inputs.load(spec).frame
-        splits = train.split(frame, spec)
-        model_dir = train.fit_model(splits.train, splits.validation, spec, n_estimators=20).save(root / "model")
-        mp.setattr(registry, "load_registered", lambda name, version=None, alias="champion": (
-            CreditModel.load(model_dir), "3", "run-3"))
+        serve_saved_models(mp, {spec.registry.model_name: application_model_dir}, "3", "run-3")
         batch = frame.drop(columns=[spec.target.column])
         batch.to_csv("clean.csv", index=False)
         bad = batch.copy()
@@ -66,7 +45,7 @@ def proj(tmp_path_factory):
 def decided(proj):
     from creditgov.decision import decide
 
-    return decide.decide(proj.spec, "bad.csv", as_of=AS_OF, out_dir="decisions/lib", log=_quiet)
+    return decide.decide(proj.spec, "bad.csv", as_of=AS_OF, out_dir="decisions/lib", log=quiet)
 
 
 # --------------------------------------------------------------------------- the audit append
@@ -90,7 +69,7 @@ def test_a_library_caller_of_decide_gets_the_audit_record(proj, decided):
 def test_a_streamed_decide_is_audited_once_too(proj, decided):
     from creditgov.decision import decide
 
-    streamed = decide.decide(proj.spec, "bad.csv", as_of=AS_OF, out_dir="decisions/streamed", log=_quiet,
+    streamed = decide.decide(proj.spec, "bad.csv", as_of=AS_OF, out_dir="decisions/streamed", log=quiet,
                              chunk_rows=1000)
     assert streamed.chunks == 5
     assert streamed.path.read_bytes() == decided.path.read_bytes()
@@ -161,7 +140,7 @@ def test_a_quarantined_row_carries_its_accounts_one_pseudonym(proj, decided):
     from creditgov.decision import decide
     from creditgov.data import privacy
 
-    clean = decide.decide(proj.spec, "clean.csv", as_of=AS_OF, out_dir="decisions/clean", log=_quiet)
+    clean = decide.decide(proj.spec, "clean.csv", as_of=AS_OF, out_dir="decisions/clean", log=quiet)
     ids = proj.batch["rownames"].iloc[BAD]
     q = decided.log[decided.log["status"] == "quarantined"]
     assert list(q["row_number"]) == [i + 1 for i in BAD]
@@ -197,7 +176,7 @@ def test_the_quarantine_share_rule_holds_on_every_way_in(proj, dirty, chunk_rows
     frame = inputs.load(proj.spec, dirty).frame
     rule = r"dirty.csv: 446 of 4454 rows quarantined \(10.0% > max_quarantine_share 5.0%\)"
     with pytest.raises(QuarantineError, match=rule):
-        decide.decide(proj.spec, dirty, as_of=AS_OF, out_dir="decisions/dirty", log=_quiet, chunk_rows=chunk_rows)
+        decide.decide(proj.spec, dirty, as_of=AS_OF, out_dir="decisions/dirty", log=quiet, chunk_rows=chunk_rows)
     # the previous review of an on-book batch is validated like any batch: the limit holds there too
     with pytest.raises(QuarantineError, match=rule):
         decide.previous_review(proj.spec, decide.load_model(proj.spec).model, dirty, chunk_rows=chunk_rows)

@@ -24,59 +24,29 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
-from creditgov import env
-
-env.apply()
+from helpers import cli_env, creditgov_argv, in_project, quiet, run_creditgov, write_fast_spec
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SPEC = "pipelines/application-faults.yaml"
 NAME = "credit-application-pd"
 AS_OF = "2026-11-01"
 KEY = "faults-test-key-90ab"
-DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG")
-
-
-def _quiet(_msg: str) -> None:
-    pass
-
-
-def _env(**extra: str) -> dict:
-    e = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
-    e["PYTHONUNBUFFERED"] = "1"
-    e.update(extra)
-    return e
-
-
-def _creditgov(*args: str) -> list[str]:
-    return [sys.executable, "-m", "creditgov", *args]
+DROP_ENV = ("CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG")
 
 
 @pytest.fixture(scope="module")
-def proj(tmp_path_factory):
+def proj(tmp_path_factory, make_project):
+    from creditgov.data import inputs
     from creditgov.governance import registry
+    from creditgov.spec import load_spec
 
-    root = tmp_path_factory.mktemp("faults_project")
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO / name, root / name)
-    raw = yaml.safe_load((root / "pipelines/application.yaml").read_text(encoding="utf-8"))
-    raw["evaluation"].update(bootstrap=100, cv_folds=2, monotonicity_grid=10, monotonicity_sample=50)
-    raw["gates"].update(min_auc=0.6, min_calibration_pvalue=0.0, max_auc_shortfall_vs_scorecard=0.2)
-    (root / SPEC).write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in DROP_ENV:
-            mp.delenv(var, raising=False)
-        mp.setenv("CREDITGOV_PSEUDONYM_KEY", KEY)
-        from creditgov.spec import load_spec
-
+    root = make_project(tmp_path_factory.mktemp("faults_project"))
+    write_fast_spec(root, SPEC)
+    with in_project(root, drop=DROP_ENV, CREDITGOV_PSEUDONYM_KEY=KEY):
         spec = load_spec(SPEC)
         registry.check()  # the store's schema exists before any process is killed: kills are the subject
-        from creditgov.data import inputs
-
         batch = root / "batch.csv"  # a small batch to decide: the faults do not need the whole data set
         inputs.load(spec).frame.head(300).to_csv(batch, index=False)
         yield SimpleNamespace(root=root, spec=spec, uri=registry.default_uri(root), db=root / "mlflow.db",
@@ -190,12 +160,12 @@ def unreachable(proj):
     server = SilentServer()
     closed = _closed_port()
     cases = {
-        "closed": _env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{closed}", MLFLOW_HTTP_REQUEST_TIMEOUT="2"),
-        "silent": _env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{server.port}", MLFLOW_HTTP_REQUEST_TIMEOUT="2",
+        "closed": cli_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{closed}", MLFLOW_HTTP_REQUEST_TIMEOUT="2"),
+        "silent": cli_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{server.port}", MLFLOW_HTTP_REQUEST_TIMEOUT="2",
                        MLFLOW_HTTP_REQUEST_MAX_RETRIES="1"),
     }
-    commands = {"train": _creditgov("train", "--spec", SPEC, "--rounds", "5"),
-                "decide": _creditgov("decide", "--spec", SPEC, "--data", str(proj.batch), "--as-of", AS_OF)}
+    commands = {"train": creditgov_argv("train", "--spec", SPEC, "--rounds", "5"),
+                "decide": creditgov_argv("decide", "--spec", SPEC, "--data", str(proj.batch), "--as-of", AS_OF)}
     procs, out = {}, {}
     try:
         t0 = time.monotonic()
@@ -252,8 +222,8 @@ def test_unreachable_deciding_names_the_backend(unreachable, case):
 def _start_training(proj, log: Path, rounds: int = 30) -> subprocess.Popen:
     f = open(log, "w")
     try:
-        return subprocess.Popen(_creditgov("train", "--spec", SPEC, "--rounds", str(rounds)), cwd=proj.root,
-                                env=_env(), stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen(creditgov_argv("train", "--spec", SPEC, "--rounds", str(rounds)), cwd=proj.root,
+                                env=cli_env(), stdout=f, stderr=subprocess.STDOUT)
     finally:
         f.close()
 
@@ -308,8 +278,8 @@ def test_trainings_after_the_kills_two_at_once_on_one_sqlite_store(proj, tmp_pat
     procs = []
     for i in range(2):
         f = open(tmp_path / f"train{i}.out", "w")
-        procs.append(subprocess.Popen(_creditgov("train", "--spec", SPEC, "--rounds", "20"), cwd=proj.root,
-                                      env=_env(), stdout=f, stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen(creditgov_argv("train", "--spec", SPEC, "--rounds", "20"), cwd=proj.root,
+                                      env=cli_env(), stdout=f, stderr=subprocess.PIPE, text=True))
         f.close()
     errs = []
     try:
@@ -380,11 +350,11 @@ def test_decide_killed_while_writing_leaves_no_partial_log(proj, tmp_path):
 
     promote.promote(proj.spec, "fault tester")  # the @challenger a following training registered
     batch = proj.batch
-    ref = decide.decide(proj.spec, str(batch), as_of=AS_OF, out_dir=tmp_path / "reference", log=_quiet)
+    ref = decide.decide(proj.spec, str(batch), as_of=AS_OF, out_dir=tmp_path / "reference", log=quiet)
     expected = proj.root / "decisions" / ref.path.name
 
     r = subprocess.run([sys.executable, "-c", DYING_DECIDE, "decide", "--spec", SPEC, "--data", str(batch),
-                        "--as-of", AS_OF], cwd=proj.root, env=_env(), capture_output=True, text=True, timeout=300)
+                        "--as-of", AS_OF], cwd=proj.root, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     assert not expected.exists()  # no partial log under the final name...
     left = sorted(p.name for p in (proj.root / "decisions").iterdir())
@@ -393,7 +363,7 @@ def test_decide_killed_while_writing_leaves_no_partial_log(proj, tmp_path):
     with pytest.raises(Exception):
         decide.read_log(proj.root / "decisions" / left[0])
 
-    rerun = decide.decide(proj.spec, str(batch), as_of=AS_OF, log=_quiet)
+    rerun = decide.decide(proj.spec, str(batch), as_of=AS_OF, log=quiet)
     assert rerun.path.resolve() == expected.resolve()
     assert expected.read_bytes() == ref.path.read_bytes()  # complete and byte-identical
     assert len(decide.read_log(expected)) == 300
@@ -406,7 +376,7 @@ def test_decide_killed_while_writing_leaves_no_partial_log(proj, tmp_path):
 RUN_ENGINE = """
 import sys
 from distributed import Client, LocalCluster
-from creditgov import engine
+from creditgov.decision import dask as engine
 from creditgov.spec import load_spec
 
 spec, data, as_of, out = sys.argv[1:5]
@@ -436,7 +406,7 @@ def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, tmp_p
 
     out = tmp_path / "decisions"
     argv = [sys.executable, "-c", RUN_ENGINE, SPEC, str(parts), AS_OF, str(out)]
-    p = subprocess.Popen(argv, cwd=proj.root, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    p = subprocess.Popen(argv, cwd=proj.root, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     first = None
     done: list[Path] = []
@@ -461,13 +431,13 @@ def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, tmp_p
     assert done, "the run ended before any partition was persisted: nothing was killed mid-way"
     assert not list(out.glob("*.parquet")), "the log was written although the run was killed"
 
-    r = subprocess.run(argv, cwd=proj.root, env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(argv, cwd=proj.root, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     resumed = [line for line in r.stdout.splitlines() if "resuming from" in line]
     assert resumed and int(resumed[0].split(": ")[-1].split()[0]) >= 1, r.stdout
     assert not (out / ".partial").exists(), "the checkpoints outlived the finished log"
 
-    ref = decide.decide(proj.spec, str(whole), as_of=AS_OF, out_dir=tmp_path / "reference", log=_quiet)
+    ref = decide.decide(proj.spec, str(whole), as_of=AS_OF, out_dir=tmp_path / "reference", log=quiet)
     logs = sorted(out.glob("*.parquet"))
     assert [q.name for q in logs] == [ref.path.name]
     log = decide.read_log(logs[0])
@@ -478,7 +448,7 @@ def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, tmp_p
     pd.testing.assert_frame_equal(log.drop(columns="input_source"), ref_log.drop(columns="input_source"))
 
     # and byte for byte the log of an uninterrupted partitioned run
-    again = subprocess.run([*argv[:-1], str(tmp_path / "uninterrupted")], cwd=proj.root, env=_env(),
+    again = subprocess.run([*argv[:-1], str(tmp_path / "uninterrupted")], cwd=proj.root, env=cli_env(),
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming" not in again.stdout
@@ -498,9 +468,9 @@ def test_cli_decides_a_partitioned_batch_with_the_dask_engine_and_audits_it_once
     parts.mkdir()
     for i in range(3):
         frame.iloc[i * 200:(i + 1) * 200].to_parquet(parts / f"part-{i}.parquet", index=False)
-    env = _env(CREDITGOV_AUDIT_URL=f"sqlite:///{tmp_path / 'audit.db'}")
-    cmd = _creditgov("decide", "--spec", SPEC, "--engine", "dask", "--data", str(parts), "--as-of", AS_OF,
-                     "--out", str(tmp_path / "out"))
+    env = cli_env(CREDITGOV_AUDIT_URL=f"sqlite:///{tmp_path / 'audit.db'}")
+    cmd = creditgov_argv("decide", "--spec", SPEC, "--engine", "dask", "--data", str(parts), "--as-of", AS_OF,
+                         "--out", str(tmp_path / "out"))
     first = subprocess.run(cmd, cwd=proj.root, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "[engine dask, 3 partitions]" in first.stdout
@@ -510,7 +480,7 @@ def test_cli_decides_a_partitioned_batch_with_the_dask_engine_and_audits_it_once
     whole = tmp_path / "whole.parquet"
     frame.to_parquet(whole, index=False)
     ref = decide.read_log(decide.decide(proj.spec, str(whole), as_of=AS_OF, out_dir=tmp_path / "ref",
-                                        log=_quiet).path)
+                                        log=quiet).path)
     pd.testing.assert_frame_equal(decide.read_log(logs[0]).drop(columns="input_source"),
                                   ref.drop(columns="input_source"))
     before = logs[0].read_bytes()
@@ -519,8 +489,7 @@ def test_cli_decides_a_partitioned_batch_with_the_dask_engine_and_audits_it_once
     assert second.returncode == 0, second.stderr[-2000:]
     assert "already recorded" in second.stdout and "nothing appended" in second.stdout
     assert logs[0].read_bytes() == before
-    verify = subprocess.run(_creditgov("audit", "verify"), cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    verify = run_creditgov("audit", "verify", cwd=tmp_path, env=env)
     assert verify.returncode == 0 and "1 batches, 600 decisions verified" in verify.stdout, verify.stdout + verify.stderr
 
 

@@ -1,9 +1,10 @@
 """Golden decisions: the decision logs of fixed inputs stay byte-identical (issue 12).
 
 Two small, deterministic projects are rebuilt in a temporary folder exactly as when the golden
-files under tests/e2e/golden/ were made: the application model (credit_data, 30 boosting rounds)
-and the behaviour model (a 2,000-account simulated book, months 1-3, 30 rounds), each fitted with
-the spec's seed and thread count and served as registered version "1". Each decides a fixed batch
+files under tests/e2e/golden/ were made: the application model (credit_data, 30 boosting rounds: the
+session's application_model_dir, tests/e2e/conftest.py) and the behaviour model (a 2,000-account
+simulated book, months 1-3, 30 rounds), each fitted with the spec's seed and thread count and served as
+registered version "1". Each decides a fixed batch
 with planted bad rows (quarantined: out of range, unknown category, a repeated identifier); the
 behaviour batch also with its previous review (--previous). Every engine must write the golden
 log: the whole batch in one piece, the batch streamed in chunks, and (application) the Dask engine.
@@ -24,7 +25,6 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,38 +32,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov import env
-
-env.apply()
+from helpers import QUICK_ROUNDS, fit_saved_model, in_project, quiet, serve_saved_models
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 WRITE = os.environ.get("CREDITGOV_GOLDEN") == "write"
 AS_OF = "2026-11-01"
-ROUNDS = 30
+ROUNDS = QUICK_ROUNDS  # 30: the application model is the session's application_model_dir (tests/e2e/conftest.py)
 VERSION = "1"
 BOOK = "data/simulated/golden"
 BOOK_ACCOUNTS = 2000
 BOOK_MONTHS = 18
 DECIDE_MONTH = 17
 CHUNK = 700  # rows per chunk of the streamed runs: several chunks per batch
-DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC",
-            "CREDITGOV_PSEUDONYM_KEY", "CREDITGOV_CHUNK_ROWS", "CREDITGOV_DEBUG")
-
-
-def _quiet(_msg: str) -> None:
-    pass
-
-
-def _fit(spec, frame: pd.DataFrame, directory: Path):
-    from creditgov.model import train
-    from creditgov.model.credit_model import CreditModel
-
-    splits = train.split(frame, spec)
-    train.fit_model(splits.train, splits.validation, spec, n_estimators=ROUNDS).save(directory)
-    return CreditModel.load(directory)  # what every engine loads: the saved JSON files
+DROP_ENV = ("CREDITGOV_DECISION_LOG", "CREDITGOV_SPEC", "CREDITGOV_PSEUDONYM_KEY", "CREDITGOV_CHUNK_ROWS",
+            "CREDITGOV_DEBUG")
 
 
 def _application_batch(spec, frame: pd.DataFrame) -> pd.DataFrame:
@@ -88,50 +72,28 @@ def _behaviour_batch(spec, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def golden_project(tmp_path_factory):
+def golden_project(tmp_path_factory, make_project, application_model_dir):
     from creditgov.data import inputs
-    from creditgov.decision import dask
     from creditgov.data import simulate
-    from creditgov.governance import registry
-    from creditgov.model.credit_model import CreditModel
     from creditgov.spec import load_spec
 
-    root = tmp_path_factory.mktemp("golden_project")
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO / name, root / name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in DROP_ENV:
-            mp.delenv(var, raising=False)
-        mp.setenv("CREDITGOV_AUDIT_URL", f"sqlite:///{root / 'audit.db'}")
-
+    root = make_project(tmp_path_factory.mktemp("golden_project"))
+    with in_project(root, drop=DROP_ENV, CREDITGOV_AUDIT_URL=f"sqlite:///{root / 'audit.db'}") as mp:
         app = load_spec("pipelines/application.yaml")
         app_frame = inputs.load(app).frame
-        app_model_dir = root / "models" / "application"
-        _fit(app, app_frame, app_model_dir)
         _application_batch(app, app_frame).to_csv("application-batch.csv", index=False)
 
         scn = simulate.load_scenario("pipelines/scenarios/default.yaml", accounts=BOOK_ACCOUNTS, months=BOOK_MONTHS)
-        simulate.simulate(scn, BOOK, log=_quiet)
+        simulate.simulate(scn, BOOK, log=quiet)
         beh = load_spec("pipelines/behaviour.yaml")
         beh = beh.model_copy(update={"source": beh.source.model_copy(update={"path": BOOK})})
-        beh_model_dir = root / "models" / "behaviour"
-        _fit(beh, inputs.load(beh).frame, beh_model_dir)
+        beh_model_dir = fit_saved_model(beh, inputs.load(beh).frame, root / "models" / "behaviour", ROUNDS)
         month = pd.read_parquet(f"{BOOK}/month={DECIDE_MONTH:02d}/snapshot.parquet")
         _behaviour_batch(beh, month).to_parquet("behaviour-batch.parquet", index=False)
 
-        dirs = {app.registry.model_name: app_model_dir, beh.registry.model_name: beh_model_dir}
-
         # the registry itself is tested elsewhere: here every engine loads the same saved model as version 1
-        def load_registered(name, version=None, alias="champion"):
-            return CreditModel.load(dirs[name]), VERSION, f"golden-{name}"
-
-        def registered_model(spec, version):
-            name = spec.registry.model_name
-            return CreditModel.load(dirs[name]), dask.model_blob(dirs[name]), VERSION, f"golden-{name}"
-
-        mp.setattr(registry, "load_registered", load_registered)
-        mp.setattr(dask, "registered_model", registered_model)
+        serve_saved_models(mp, {app.registry.model_name: application_model_dir,
+                                beh.registry.model_name: beh_model_dir}, VERSION, "golden-{name}")
         yield SimpleNamespace(root=root, specs={"application": app, "behaviour": beh},
                               batches={"application": "application-batch.csv", "behaviour": "behaviour-batch.parquet"},
                               previous={"application": None,
@@ -252,7 +214,7 @@ def _assert_golden(name: str, path: Path) -> None:
 def _decide(proj, name: str, out: str, chunk_rows: int | None = None):
     from creditgov.decision import decide
 
-    return decide.decide(proj.specs[name], proj.batches[name], as_of=AS_OF, out_dir=out, log=_quiet,
+    return decide.decide(proj.specs[name], proj.batches[name], as_of=AS_OF, out_dir=out, log=quiet,
                          previous=proj.previous[name], chunk_rows=chunk_rows)
 
 
@@ -289,7 +251,7 @@ def test_dask_log_matches_the_golden_log(golden_project, whole):
     client = cluster.client_for(workers=2, processes=False)
     try:
         res = dask.decide(golden_project.specs["application"], golden_project.batches["application"], as_of=AS_OF,
-                            out_dir="decisions/dask-application", log=_quiet, partitions=6, client=client)
+                            out_dir="decisions/dask-application", log=quiet, partitions=6, client=client)
     finally:
         local = client.cluster
         client.close()

@@ -7,11 +7,9 @@ module-scoped fixture and the tests assert on what each run left.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,22 +19,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import cli_env, copy_hostile_project, creditgov_argv, hostile_corpus, hostile_params
+
 pytestmark = pytest.mark.e2e
 
-HOSTILE = Path(__file__).resolve().parents[1] / "data" / "hostile"
-MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 DEFAULT_TIMEOUT = 180  # seconds for one CLI call (imports included) on a loaded machine
 WORKERS = 3
 
 
-def _corpus_module():
-    spec = importlib.util.spec_from_file_location("hostile_make_corpus_cli", HOSTILE / "make_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-corpus = _corpus_module()
+corpus = hostile_corpus()
 CLI_CASES = [c for c in corpus.load_cases() if c.get("cli")]
 
 
@@ -55,11 +46,10 @@ class Run:
 
 def _cli(args: list[str], cwd: Path, timeout: float) -> Run:
     """Run `python -m creditgov ARGS`; its own peak RSS comes from wait4, not from the test process."""
-    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_URI_VARS and k != "CREDITGOV_DEBUG"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "creditgov", *args], cwd=cwd, env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        proc = subprocess.Popen(creditgov_argv(*args), cwd=cwd, env=cli_env(), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err)
         timed_out = False
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -96,9 +86,8 @@ def _run_case(case: dict, root: Path) -> Run:
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory, make_project) -> dict[str, Run]:
-    root = make_project(tmp_path_factory.mktemp("hostile-cli"))
-    shutil.copytree(HOSTILE, root / corpus.CORPUS_DIR, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+def cli_runs(tmp_path_factory) -> dict[str, Run]:
+    root = copy_hostile_project(tmp_path_factory.mktemp("hostile-cli"))
     # the slow ones first, so they overlap the many short runs
     order = sorted(CLI_CASES, key=lambda c: not c.get("cli_only"))
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
@@ -108,15 +97,7 @@ def cli_runs(tmp_path_factory, make_project) -> dict[str, Run]:
     return runs
 
 
-def _params():
-    out = []
-    for c in CLI_CASES:
-        marks = [pytest.mark.xfail(reason=c["bug"], strict=True)] if c.get("bug") else []
-        out.append(pytest.param(c, id=c["id"], marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", hostile_params(CLI_CASES))
 def test_hostile_input_cli_contract(cli_runs, case):
     run = cli_runs[case["id"]]
     exp = case["expect"]

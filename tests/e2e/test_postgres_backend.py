@@ -14,17 +14,15 @@ five boosting rounds are enough for the version to be promoted to @champion.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
+
+from helpers import cli_env, run_creditgov, write_fast_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -33,28 +31,10 @@ SPEC = "pipelines/application.yaml"
 AS_OF = "2025-01-01"
 APPROVER = "tester"
 DB = "mlflow_backend"
-DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG")
 
 
 def _env(**extra: str) -> dict:
-    e = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
-    e.update(PYTHONUNBUFFERED="1", CREDITGOV_PSEUDONYM_KEY="postgres-backend-test-key")
-    e.update(extra)
-    return e
-
-
-def _cli(*args: str, cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "creditgov", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _fast_spec(root: Path) -> None:
-    """application.yaml with a cheaper evaluation and permissive gates, in place."""
-    path = root / SPEC
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    raw["evaluation"].update(bootstrap=100, cv_folds=2, monotonicity_grid=10, monotonicity_sample=50)
-    raw["gates"].update(min_auc=0.6, min_calibration_pvalue=0.0, max_auc_shortfall_vs_scorecard=0.2)
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return cli_env(CREDITGOV_PSEUDONYM_KEY="postgres-backend-test-key", **extra)
 
 
 def _sqlite_files(root: Path) -> list[Path]:
@@ -71,14 +51,15 @@ def _sqlite_files(root: Path) -> list[Path]:
 def pg(postgres, tmp_path_factory, make_project):
     """Train --promote, then decide, in a temporary project with MLflow on a fresh PostgreSQL database."""
     root = make_project(tmp_path_factory.mktemp("pg-project"))
-    _fast_spec(root)
+    write_fast_spec(root, SPEC)  # in place
     audit_db = tmp_path_factory.mktemp("pg-audit") / "audit.db"
     uri = postgres.url(DB)
     env = _env(MLFLOW_TRACKING_URI=uri, CREDITGOV_AUDIT_URL=f"sqlite:///{audit_db}")
     t0 = time.monotonic()
-    train = _cli("train", "--spec", SPEC, "--rounds", "5", "--promote", "--approver", APPROVER, cwd=root, env=env)
+    train = run_creditgov("train", "--spec", SPEC, "--rounds", "5", "--promote", "--approver", APPROVER, cwd=root,
+                          env=env)
     t1 = time.monotonic()
-    decide = (_cli("decide", "--spec", SPEC, "--as-of", AS_OF, cwd=root, env=env)
+    decide = (run_creditgov("decide", "--spec", SPEC, "--as-of", AS_OF, cwd=root, env=env)
               if train.returncode == 0 else None)
     t2 = time.monotonic()
     print(f"postgres backend: server start {postgres.start_seconds:.2f} s, train {t1 - t0:.1f} s, "
@@ -185,8 +166,8 @@ def test_unreachable_postgresql_fails_training_fast_with_exit_7_and_one_line(tmp
     uri = f"postgresql+psycopg2://postgres:s3cret-pw@127.0.0.1:{port}/{DB}"
     env = _env(MLFLOW_TRACKING_URI=uri, CREDITGOV_AUDIT_URL=f"sqlite:///{tmp_path / 'audit.db'}")
     t0 = time.monotonic()
-    r = _cli("train", "--spec", SPEC, "--rounds", "5", "--promote", "--approver", APPROVER, cwd=root, env=env,
-             timeout=120)
+    r = run_creditgov("train", "--spec", SPEC, "--rounds", "5", "--promote", "--approver", APPROVER, cwd=root,
+                      env=env, timeout=120)
     elapsed = time.monotonic() - t0
     assert r.returncode == 7, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import re
-import shutil
 import sqlite3
 import tempfile
 from contextlib import closing
@@ -27,31 +26,23 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from creditgov import env
-
-env.apply()
+from helpers import in_project, quiet, write_fast_spec
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SPEC = "pipelines/behaviour-privacy.yaml"
 SIM = "data/sim"
 KEY = "privacy-test-key-7f3e9a1c"
 KEY2 = "privacy-test-other-key-b24d06"
 AS_OF = "2025-05-01"
-DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG")
+DROP_ENV = ("CREDITGOV_AUDIT_URL", "CREDITGOV_DEBUG")
 N_BAD = 3
 
 NAME_PREFIX = "测试"          # every planted name starts with it: no planted name can appear without it
 PHONE_RE = re.compile(rb"(?<![0-9])139[0-9]{8}(?![0-9])")
 NID_RE = re.compile(rb"(?<![0-9])1101011990[0-9]{8}(?![0-9])")
 ACCOUNT_RE = re.compile(rb"A101[0-9]{8}")  # the simulator's raw account ids for seed 20240101
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 def _name(i: int) -> str:
@@ -97,12 +88,11 @@ def _with_bad_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _privacy_spec(root: Path) -> None:
-    raw = yaml.safe_load((root / "pipelines/behaviour.yaml").read_text(encoding="utf-8"))
-    raw["source"]["path"] = f"../{SIM}"  # the spec is in pipelines/: its paths are relative to that folder
-    raw["evaluation"].update(bootstrap=100, cv_folds=2, monotonicity_grid=10, monotonicity_sample=50)
-    raw["gates"].update(min_auc=0.5, min_calibration_pvalue=0.0, max_auc_shortfall_vs_scorecard=1.0)
-    raw["monitoring"].update(bootstrap=100, reference_sample=500, evidently_sample=300)
-    (root / SPEC).write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    """behaviour.yaml on the planted book (the spec is in pipelines/: its paths are relative to that folder),
+    cheaper evaluation and monitoring, gates that never stand in the way."""
+    write_fast_spec(root, SPEC, base="pipelines/behaviour.yaml", source={"path": f"../{SIM}"},
+                    gates={"min_auc": 0.5, "max_auc_shortfall_vs_scorecard": 1.0},
+                    monitoring={"bootstrap": 100, "reference_sample": 500, "evidently_sample": 300})
 
 
 def _hmac(key: str, value: str) -> str:
@@ -110,7 +100,7 @@ def _hmac(key: str, value: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory):
+def flow(tmp_path_factory, make_project):
     from creditgov.governance import audit
     from creditgov.decision import decide
     from creditgov.jobs import monitoring
@@ -121,21 +111,15 @@ def flow(tmp_path_factory):
     from creditgov.data import simulate
     from creditgov.spec import load_spec
 
-    root = tmp_path_factory.mktemp("privacy_project")
-    for name in ("pipelines", "expectations"):
-        shutil.copytree(REPO / name, root / name)
+    root = make_project(tmp_path_factory.mktemp("privacy_project"))
     _privacy_spec(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in DROP_ENV:
-            mp.delenv(var, raising=False)
-        mp.setenv("CREDITGOV_PSEUDONYM_KEY", KEY)
+    with in_project(root, drop=DROP_ENV, CREDITGOV_PSEUDONYM_KEY=KEY) as mp:
         # temporary files of the flow (MLflow downloads, GX, Evidently) go inside the project: scanned as well
         (root / "tmp").mkdir()
         mp.setattr(tempfile, "tempdir", str(root / "tmp"))
 
         scn = simulate.load_scenario("pipelines/scenarios/default.yaml", accounts=4000)
-        simulate.simulate(scn, SIM, log=_quiet)
+        simulate.simulate(scn, SIM, log=quiet)
         planted_phones: set[bytes] = set()
         for snap in sorted((root / SIM).glob("month=*/snapshot.parquet")):
             frame = _plant(pd.read_parquet(snap))
@@ -149,19 +133,19 @@ def flow(tmp_path_factory):
         planted_phones.update(p.encode() for p in pd.read_parquet(batch)["phone"])
 
         spec = load_spec(SPEC)
-        trained = training.run_training(spec, SPEC, n_estimators=30, log=_quiet)
+        trained = training.run_training(spec, SPEC, n_estimators=30, log=quiet)
         version, _ = promote.promote(spec, "privacy test approver", trained.version)
-        res = decide.decide(spec, str(batch), as_of=AS_OF, previous=f"{SIM}/month=16/snapshot.parquet", log=_quiet)
+        res = decide.decide(spec, str(batch), as_of=AS_OF, previous=f"{SIM}/month=16/snapshot.parquet", log=quiet)
         audit.record_log(res.path)
         rep = pages.make_report(spec, res.path, "reports", sample=20)
         job = monitoring.monitor(spec, monitoring.simulator_batches(spec, SIM, [13, 14], observed=False),
-                                  out_root="reports", evidently=True, log=_quiet)
+                                  out_root="reports", evidently=True, log=quiet)
         matured = simulate.load_months(SIM, [5, 6], labelled=True)
         recal = recalibrate.recalibrate(spec, monitoring._validated(spec, matured, f"{SIM} months 5-6"),
-                                        f"{SIM} months 5-6", log=_quiet)
+                                        f"{SIM} months 5-6", log=quiet)
         validated = training.validate_input(spec, str(labelled))
         mp.setenv("CREDITGOV_PSEUDONYM_KEY", KEY2)
-        res2 = decide.decide(spec, str(batch), as_of=AS_OF, out_dir="decisions/other-key", log=_quiet)
+        res2 = decide.decide(spec, str(batch), as_of=AS_OF, out_dir="decisions/other-key", log=quiet)
         mp.setenv("CREDITGOV_PSEUDONYM_KEY", KEY)
         yield SimpleNamespace(root=root, spec=spec, version=version, res=res, res2=res2, report=rep, job=job,
                               recal=recal, validated=validated, batch=batch, labelled=labelled,

@@ -6,6 +6,8 @@ import json
 import pytest
 import yaml
 
+from helpers import quiet
+
 pytestmark = pytest.mark.e2e
 
 SPEC_FILE = "pipelines/lending_club.yaml"
@@ -79,7 +81,7 @@ def trained(suite_written, client):
 
     assert suite_written.returncode == 0, suite_written.stderr
     spec = load_spec(SPEC_FILE)
-    result = training.run_training(spec, SPEC_FILE, n_estimators=20, log=lambda m: None)
+    result = training.run_training(spec, SPEC_FILE, n_estimators=20, log=quiet)
     return spec, result
 
 

@@ -13,8 +13,8 @@ from creditgov.spec import PipelineSpec
 
 
 @pytest.fixture(scope="module")
-def splits(spec, credit_data):
-    return train.split(credit_data, spec)
+def splits(credit_splits):
+    return credit_splits
 
 
 @pytest.fixture(scope="module")

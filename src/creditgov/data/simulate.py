@@ -49,12 +49,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 from pydantic import Field, ValidationError
 
+from creditgov import progress
 from creditgov.atomic import temp_beside
 from creditgov.errors import SpecError
-from creditgov.spec import _Strict  # one strict-config base for every YAML model
+from creditgov.spec import StrictModel  # one strict-config base for every YAML model
 
 EMPLOYMENT = ("salaried", "freelance", "temporary", "student")
 SENSITIVITY = np.array([0.3, 1.0, 1.0, 0.5])
@@ -65,24 +68,24 @@ HORIZON = 12
 BURN_IN = 24
 
 
-class Shock(_Strict):
+class Shock(StrictModel):
     month: int = Field(ge=1)
     size: float = Field(ge=0)
     half_life: float = Field(gt=0)
 
 
-class MixShift(_Strict):
+class MixShift(StrictModel):
     month: int = Field(ge=1)
     employment_mix: dict[str, float]
 
 
-class FraudSpec(_Strict):
+class FraudSpec(StrictModel):
     rate: float = Field(ge=0, le=0.2)
     change_month: int | None = None
     rate_after: float | None = Field(default=None, ge=0, le=0.2)
 
 
-class Scenario(_Strict):
+class Scenario(StrictModel):
     name: str
     seed: int
     accounts: int = Field(gt=0)
@@ -218,7 +221,11 @@ def _sigmoid(x):
 
 def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
     """Generate all months; returns where they are and the development bad rate."""
-    out = Path(out)
+    with progress.task("Simulating", total=BURN_IN + scn.months, unit="months") as months:
+        return _simulate(scn, Path(out), log, months)
+
+
+def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(scn.seed)
     macro, shock = _macro(scn, rng)  # drawn first: scenarios with the same seed share the macro path
@@ -239,7 +246,7 @@ def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
     sens = SENSITIVITY[c["emp"]]
     rows = 0
     # a burn-in year before month 1 fills the 6- and 12-month histories of the existing book
-    for t in range(-BURN_IN, T):
+    for t in months.track(range(-BURN_IN, T)):
         is_open = c["open_month"] <= max(t, 0)
         # the macro term is scaled by (1 - 0.85) so that a sustained macro level m shifts stress by sens * m
         stress = 0.85 * stress + 0.35 * rng.normal(0, 1, n) + 0.15 * sens * (macro[t] if t >= 0 else 0.0)
@@ -346,9 +353,6 @@ def _write_labels(out: Path, scn: Scenario, t: int, ids, c, dpd_hist, matured: b
 
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")

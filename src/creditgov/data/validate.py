@@ -154,9 +154,8 @@ def _prepare(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> pd.DataFram
 
 
 def _run_gx(frame: pd.DataFrame, suite: dict) -> dict:
-    import great_expectations as gx
-
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    import great_expectations as gx  # heavy (seconds): only when a batch is validated
+    from great_expectations.data_context.types.base import ProgressBarsConfig  # heavy: as above
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)

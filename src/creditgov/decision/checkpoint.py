@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 PARTIAL = ".partial"
 _TMP = ".tmp-"
@@ -106,9 +108,6 @@ class WorkDir:
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
     dtypes = {c: str(frame[c].dtype) for c in frame.columns}
     meta = dict(table.schema.metadata or {})
@@ -119,8 +118,6 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
 def read_frame(path: Path) -> pd.DataFrame:
     """The frame as written: object columns stay object (Parquet reads whole numbers back as int64) and
     list cells come back as lists (Parquet gives arrays), so writing it again gives the same bytes."""
-    import pyarrow.parquet as pq
-
     table = pq.read_table(path)
     dtypes = json.loads(table.schema.metadata[b"creditgov.dtypes"])
     # whole numbers with a missing value stay whole numbers (pandas would make them floats: 5 -> 5.0)
@@ -177,9 +174,6 @@ def write_exact(frame: pd.DataFrame, path: Path) -> None:
     """Like write_frame, and keeps what Parquet alone would lose: the index (an int64 column) and, in object
     columns, which missing values were NaN rather than None. Raises (pyarrow's error) for object columns
     Parquet cannot hold, such as a mix of numbers and text."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     cols = {c: frame[c] for c in frame.columns}
     if _INDEX in cols or any(str(c).startswith(_NAN) for c in cols):
         raise ValueError("reserved column name")
@@ -201,8 +195,6 @@ def write_exact(frame: pd.DataFrame, path: Path) -> None:
 
 def read_exact(path: Path) -> pd.DataFrame:
     """The frame write_exact wrote: same columns, dtypes, values (NaN or None), lists and index."""
-    import pyarrow.parquet as pq
-
     frame = read_frame(path)
     meta = pq.read_schema(path).metadata
     index = pd.Index(frame.pop(_INDEX).to_numpy(dtype="int64"), name=json.loads(meta[b"creditgov.index_name"]))

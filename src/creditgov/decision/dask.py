@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from creditgov.decision import checkpoint
 from creditgov.decision import counterfactual
@@ -48,7 +49,7 @@ from creditgov.data import privacy
 from creditgov.governance import registry
 from creditgov.data import validate
 from creditgov.cluster import client_for, row_ranges
-from creditgov.errors import DataError, SpecError
+from creditgov.errors import DataError
 from creditgov.model.credit_model import CreditModel
 from creditgov.spec import PipelineSpec
 
@@ -129,8 +130,6 @@ def partition_futures(client, src: Source, partitions: int | None) -> list:
 
 
 def _parquet_rows(path: str) -> int:
-    import pyarrow.parquet as pq
-
     return pq.ParquetFile(path).metadata.num_rows
 
 
@@ -220,8 +219,6 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
     if src.frame is not None:
         columns = src.frame.columns
     else:
-        import pyarrow.parquet as pq
-
         columns = pq.ParquetFile(src.files[0]).read_row_group(0).slice(0, 0).to_pandas().columns
     suite = validate.suite_for(spec, columns)
 

@@ -26,6 +26,7 @@ memory then no longer grows with the batch.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import json
@@ -33,11 +34,16 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
+from json.encoder import encode_basestring
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from creditgov import progress
 from creditgov.governance import audit
 from creditgov.decision import checkpoint
 from creditgov.decision import counterfactual
@@ -50,8 +56,14 @@ from creditgov.errors import DataError, SpecError, UsageError
 from creditgov.model.credit_model import CreditModel, encode, sigmoid
 from creditgov.decision.policy import ADVERSE_ACTIONS, apply_policy, rule_reasons
 from creditgov.explain.reasons import check_additivity, group_by_feature
+from creditgov.model.treeshap import FastTreeShap, UnsupportedModel
 from creditgov.spec import PipelineSpec
 from creditgov.data.validate import Validated, ValidationOutcome
+
+try:  # pandas' own dtype inference for an object array: private API, so _as_mapped has a slow fallback
+    from pandas._libs.lib import maybe_convert_objects
+except ImportError:  # pragma: no cover
+    maybe_convert_objects = None
 
 SHAP_PREFIX = "shap__"
 INPUT_PREFIX = "input__"
@@ -165,8 +177,6 @@ def _canonical(v) -> object:
     return str(v)
 def _canonical_uniques(uniques) -> tuple[list, list[str]]:
     """_canonical of each distinct value and its JSON text; numbers vectorised, the rest one by one."""
-    from json.encoder import encode_basestring
-
     u = np.asarray(uniques)
     if u.dtype.kind == "f":
         finite = np.isfinite(u)
@@ -207,10 +217,8 @@ def _as_mapped(values: np.ndarray) -> np.ndarray:
     """What `Series.map(_canonical).astype(object)` holds for these canonical values: pandas infers one
     dtype for the mapped column (ints with a missing value become floats, missing becomes NaN)."""
     try:
-        from pandas._libs.lib import maybe_convert_objects
-
         converted = maybe_convert_objects(np.asarray(values, dtype=object))
-    except (ImportError, TypeError):  # pragma: no cover - the same, the slow way
+    except TypeError:  # pragma: no cover - the same, the slow way (also where pandas lacks it: None)
         converted = pd.Series(values, dtype=object).map(lambda v: v).to_numpy()
     return np.asarray(converted).astype(object)
 
@@ -256,8 +264,6 @@ def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSp
     counterfactual search: the same numbers as score_and_decide on the changed rows, without building
     them. Rows are encoded once into xgboost's float32 matrix; a candidate copies its row and sets the
     changed columns. None when the model's encoding cannot be reproduced (then frames are built)."""
-    from creditgov.model.treeshap import FastTreeShap, UnsupportedModel  # numba: a heavy import
-
     rows = rows.reset_index(drop=True)
     try:
         X = FastTreeShap(model.booster_).matrix(encode(rows, model.encodings))
@@ -731,12 +737,18 @@ def _decide(spec: PipelineSpec, data_path: str | None, version: str | None, as_o
         except _Whole:
             pass  # a critical data error, or a chunk unlike the rest: the whole-batch path says it as before
     loaded = batch if isinstance(batch, data.LoadedData) else data.load(spec, data_path)
-    rows = validate.validate_batch(loaded.frame, spec, loaded.label)
-    model = load_model(spec, version)
-    prev = None
-    if spec.policy.on_book is not None and previous:
-        prev = previous_review(spec, model.model, previous, size)
-    return publish(decide_rows(rows, model, spec, as_of, prev), spec, out_dir, model.run_id, log)
+    with progress.task("Deciding", total=len(loaded.frame), unit="rows") as bar:  # in one piece
+        bar.note("validating")
+        rows = validate.validate_batch(loaded.frame, spec, loaded.label)
+        bar.note("loading the model")
+        model = load_model(spec, version)
+        prev = None
+        if spec.policy.on_book is not None and previous:
+            prev = previous_review(spec, model.model, previous, size)
+        bar.note("scoring, explaining, applying the policy")
+        decisions = decide_rows(rows, model, spec, as_of, prev)
+        bar.advance(rows.rows_in)
+    return publish(decisions, spec, out_dir, model.run_id, log)
 
 
 # --------------------------------------------------------------------------- a batch in chunks
@@ -808,22 +820,24 @@ def _scan(batch, spec: PipelineSpec, suite: dict, work: Path) -> _Scan:
     rule_ids: dict[str, int] = {}
     rule_codes = []
     q_sample = None
-    for k, (offset, frame, dup) in enumerate(batch.chunks()):
-        h.update(data.row_digests(frame))
-        outcome = validate.validate_part(frame, spec, suite, batch.label, dup)
-        del frame
-        clean, q = outcome.clean, outcome.quarantine
-        if len(clean):
-            for name, flag in counterfactual.integral_flags(clean, spec).items():
-                integral[name] = integral.get(name, True) and flag
-        rules = q["rules"].tolist() if len(q) else []
-        rule_codes.append(np.array([rule_ids.setdefault(r, len(rule_ids)) for r in rules], dtype=np.int64))
-        if len(q) and q_sample is None:
-            q_sample = q.iloc[:1].copy()
-        chunks.append(_Chunk(offset, outcome.rows_in, _spill(clean, work / f"clean-{k:06d}.parquet"), len(clean),
-                             _spill(q, work / f"quarantine-{k:06d}.parquet"), len(q)))
-        del outcome, clean, q
-        gc.collect()  # the cyclic collector is paused (no_gc): collect each chunk's garbage here
+    with progress.task("Validating", total=batch.rows, unit="rows") as bar:
+        for k, (offset, frame, dup) in enumerate(batch.chunks()):
+            h.update(data.row_digests(frame))
+            outcome = validate.validate_part(frame, spec, suite, batch.label, dup)
+            del frame
+            clean, q = outcome.clean, outcome.quarantine
+            if len(clean):
+                for name, flag in counterfactual.integral_flags(clean, spec).items():
+                    integral[name] = integral.get(name, True) and flag
+            rules = q["rules"].tolist() if len(q) else []
+            rule_codes.append(np.array([rule_ids.setdefault(r, len(rule_ids)) for r in rules], dtype=np.int64))
+            if len(q) and q_sample is None:
+                q_sample = q.iloc[:1].copy()
+            chunks.append(_Chunk(offset, outcome.rows_in, _spill(clean, work / f"clean-{k:06d}.parquet"),
+                                 len(clean), _spill(q, work / f"quarantine-{k:06d}.parquet"), len(q)))
+            del outcome, clean, q
+            gc.collect()  # the cyclic collector is paused (no_gc): collect each chunk's garbage here
+            bar.advance(chunks[-1].rows)
     rows_in = sum(c.rows for c in chunks)
     codes = np.concatenate(rule_codes) if rule_codes else np.array([], dtype=np.int64)
     validate.enforce_batch_share(rows_in, pd.Categorical.from_codes(codes, categories=list(rule_ids)), spec,
@@ -903,21 +917,23 @@ def _decide_stream(spec: PipelineSpec, batch, version: str | None, as_of: str, o
         pairs = _PairStage(model.model, spec, work)
         counts: dict[str, int] = {}
         logged = 0
-        for i, ch in enumerate(scan.chunks):
-            decided = decide_rows(part(ch), model, spec, as_of, prev, scope)
-            ready = pairs.add(ch, decided.log, decided.pending, i == len(scan.chunks) - 1)
-            del decided
-            while ready:
-                _, rows_of = ready.pop(0)
-                full = rows_of()
-                for k, v in full["action"].value_counts().items():
-                    counts[str(k)] = counts.get(str(k), 0) + int(v)
-                logged += len(full)
-                sink.push(full)
-                del full, rows_of
-            gc.collect()
-            _release_memory()
-            sink.flush()
+        with progress.task("Deciding", total=scan.rows_in, unit="rows") as bar:
+            for i, ch in enumerate(scan.chunks):
+                decided = decide_rows(part(ch), model, spec, as_of, prev, scope)
+                ready = pairs.add(ch, decided.log, decided.pending, i == len(scan.chunks) - 1)
+                del decided
+                while ready:
+                    _, rows_of = ready.pop(0)
+                    full = rows_of()
+                    for k, v in full["action"].value_counts().items():
+                        counts[str(k)] = counts.get(str(k), 0) + int(v)
+                    logged += len(full)
+                    sink.push(full)
+                    del full, rows_of
+                gc.collect()
+                _release_memory()
+                sink.flush()
+                bar.advance(ch.rows)
         if logged != scan.rows_in:  # the invariant this whole module exists to keep
             raise RuntimeError(f"rows in {scan.rows_in} != rows logged {logged}")
         sink.close()
@@ -982,8 +998,6 @@ class _LogSink:
 
     def push(self, frame: pd.DataFrame) -> None:
         """Take a frame's rows (call flush() once the caller has let go of its frames)."""
-        import pyarrow as pa
-
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.names is None:
             self.names = table.schema.names
@@ -1006,16 +1020,11 @@ class _LogSink:
             self._flush(self.rg)
 
     def _schema(self):
-        import pyarrow as pa
-
         fields = [pa.field(n, self.types.get(n) or self.null_types.get(n) or pa.null()) for n in self.names]
         empty = pd.DataFrame({n: pd.Series([], dtype=self.dtypes[n]) for n in self.names})
         return pa.Table.from_pandas(empty, schema=pa.schema(fields), preserve_index=False).schema
 
     def _flush(self, n: int) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         schema = self._schema()
         if self.writer is None:
             self.writer, self.schema = pq.ParquetWriter(self.tmp, schema, compression="zstd"), schema
@@ -1047,9 +1056,6 @@ class _LogSink:
 
     def _rewrite(self, schema) -> None:
         """Row groups already written, again under `schema` (a type revealed by a later chunk)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         self.writer.close()
         old, self.tmp = self.tmp, temp_beside(self.path)
         writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
@@ -1090,12 +1096,8 @@ class _LogSink:
 def _release_memory() -> None:
     """Hand freed memory back to the system: Arrow's allocator (jemalloc) keeps a written row group's pages,
     and glibc's malloc the heap a chunk's frames grew, for reuse that the other allocator cannot make."""
-    import pyarrow as pa
-
     pa.default_memory_pool().release_unused()
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
@@ -1103,8 +1105,6 @@ def _release_memory() -> None:
 
 def _pack(a):
     """An Arrow array as a zstd-compressed IPC stream (a pyarrow Buffer)."""
-    import pyarrow as pa
-
     batch = pa.record_batch([a], names=["c"])
     out = pa.BufferOutputStream()
     with pa.ipc.new_stream(out, batch.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
@@ -1113,15 +1113,11 @@ def _pack(a):
 
 
 def _unpack(packed):
-    import pyarrow as pa
-
     return pa.ipc.open_stream(packed).read_next_batch().column(0)
 
 
 def _unify(a, b):
     """The type pyarrow infers for values of type a and values of type b together."""
-    import pyarrow as pa
-
     if a is None or a == b:
         return b
     if pa.types.is_null(a):
@@ -1136,9 +1132,6 @@ def _unify(a, b):
 
 
 def _cast(a, typ):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if a.type == typ:
         return a
     if a.null_count == len(a):
@@ -1148,8 +1141,6 @@ def _cast(a, typ):
 
 def _contiguous(arrays: list, typ):
     """One array (write_table writes each column of a row group from one array; pages follow from it)."""
-    import pyarrow as pa
-
     if not arrays:
         return pa.array([], type=typ)
     if len(arrays) == 1 and arrays[0].offset == 0:
@@ -1175,9 +1166,6 @@ def write_log_parts(parts: list[pd.DataFrame], path: Path) -> Path:
 
 def write_log(frame: pd.DataFrame, path: Path) -> Path:
     """Write atomically (temporary name, then rename) so no half-written log is ever visible."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path.parent.mkdir(parents=True, exist_ok=True)
     clear_stale(path)  # the temporaries of a killed earlier write of this log
     tmp = temp_beside(path)

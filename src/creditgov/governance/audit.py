@@ -21,15 +21,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from psycopg2 import Binary
 
+from creditgov import progress
 from creditgov.errors import CreditGovError
+from creditgov.governance import merkle
 
 URL_ENV = "CREDITGOV_AUDIT_URL"
 GENESIS = "0" * 64
@@ -86,7 +96,7 @@ _engines: dict = {}
 
 
 def _engine(url: str | None = None):
-    from sqlalchemy import create_engine, event, text
+    from sqlalchemy import create_engine, event, text  # heavy: only once the store is opened
 
     url = url or audit_url()
     if url in _engines:
@@ -132,8 +142,6 @@ def _now() -> str:
 
 def _finite(v):
     """NaN and infinities are not JSON: they are recorded as null."""
-    import math
-
     if isinstance(v, dict):
         return {k: _finite(x) for k, x in v.items()}
     if isinstance(v, (list, tuple, np.ndarray)):
@@ -175,14 +183,10 @@ def payload_sha256(payload: str) -> str:
 
 def _retrying(url: str | None, fn):
     """Run a write transaction, again when a concurrent writer took the same seq or held the lock."""
-    import sqlite3
-
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError  # heavy: see _engine
 
     retry = (IntegrityError, OperationalError, sqlite3.OperationalError, sqlite3.IntegrityError)
     if _engine(url).dialect.name == "postgresql":  # raw-cursor statements raise the driver's own errors
-        import psycopg2
-
         retry += (psycopg2.OperationalError, psycopg2.IntegrityError)
     eng = _engine(url)
     for attempt in range(40):
@@ -198,7 +202,7 @@ def _retrying(url: str | None, fn):
 
 def _chain(c, records: list[tuple[str, str, dict]]) -> list[int]:
     """Append entries after the current head inside transaction c; their seqs."""
-    from sqlalchemy import text
+    from sqlalchemy import text  # heavy: see _engine
 
     head = c.execute(text("SELECT seq, hash FROM audit_chain_head WHERE id = 1")).first()
     seq, prev = (int(head[0]), head[1]) if head else (0, GENESIS)
@@ -221,7 +225,7 @@ def _chain(c, records: list[tuple[str, str, dict]]) -> list[int]:
             n = c.execute(text("UPDATE audit_chain_head SET seq = :seq, hash = :hash WHERE id = 1 AND seq = :old"),
                           {"seq": seq, "hash": prev, "old": int(head[0])}).rowcount
             if n != 1:
-                from sqlalchemy.exc import OperationalError
+                from sqlalchemy.exc import OperationalError  # heavy: see _engine
 
                 raise OperationalError("audit_chain_head moved", None, Exception("concurrent append"))
     return seqs
@@ -256,9 +260,6 @@ def file_sha256(path: Path) -> str:
 
 def _log_chunks(path: Path, chunk_rows: int = CHUNK_ROWS):
     """(first position, table) of a decision log, a bounded number of rows at a time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     pf = pq.ParquetFile(path)
     pos = 0
     for batch in pf.iter_batches(batch_size=chunk_rows):
@@ -286,9 +287,6 @@ _HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 def _ids16_array(col) -> np.ndarray:
     """(n, 16) uint8 keys of a decision_id column, as _ids16 makes them, without a Python loop over the
     usual 32-hex-digit ids (any other id takes _ids16's path)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     n = len(arr)
     if n and arr.null_count == 0 and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)) \
@@ -328,8 +326,6 @@ def _insert_index(c, dialect: str, batch: int, first: int, ids: np.ndarray, leav
         cur.execute(_INSERT["sqlite"], (n, batch, first, ids.tobytes(), leaves.tobytes()))
         return cur.execute("SELECT changes()").fetchone()[0]  # rowcount is -1 for a statement led by WITH
     else:
-        from psycopg2 import Binary
-
         cur.execute(_INSERT["postgresql"], (batch, first, Binary(ids.tobytes()), Binary(leaves.tobytes()), n))
     return cur.rowcount
 
@@ -337,16 +333,12 @@ def _insert_index(c, dialect: str, batch: int, first: int, ids: np.ndarray, leav
 def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None = None, log=None) -> LogAppend:
     """Put a decision log in the trail: index its decisions chunk by chunk, then seal the batch with one
     chain entry (log SHA-256, Merkle root). Idempotent and safe to run concurrently on the same log."""
-    from sqlalchemy import text
-
-    from creditgov.governance import merkle
+    from sqlalchemy import text  # heavy: see _engine
 
     chunk_rows = chunk_rows or int(os.environ.get("CREDITGOV_AUDIT_CHUNK_ROWS") or CHUNK_ROWS)
 
     path = Path(path).resolve()
     sha = file_sha256(path)
-    import pyarrow.parquet as pq
-
     meta = pq.ParquetFile(path).metadata
     n = meta.num_rows
     eng = _engine(url)
@@ -366,7 +358,6 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
     leaves, inserted = [], 0
     first_row = None
     actions: dict[str, int] = {}
-    from concurrent.futures import ThreadPoolExecutor
 
     def _hash_and_index(prepared, ids, pos):  # numba and the database release the GIL here
         lv = merkle.hash_prepared(prepared)
@@ -374,7 +365,7 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
         return _retrying(url, lambda c: _insert_index(c, dialect, int(batch), pos, ids, lv))
 
     # chunk k is hashed and indexed in a worker while the main thread reads and encodes chunk k + 1
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1) as pool, progress.task("Audit trail", total=n, unit="decisions") as bar:
         pending = None
         for pos, table in _log_chunks(path, chunk_rows):
             prepared = merkle.prepare(table)
@@ -387,6 +378,7 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
             if pending is not None:
                 inserted += pending.result()
             pending = pool.submit(_hash_and_index, prepared, ids, pos)
+            bar.advance(table.num_rows)
             if log is not None:
                 log(f"  audit: {pos + table.num_rows:,} of {n:,} decisions indexed")
         if pending is not None:
@@ -416,14 +408,14 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
 
 
 def _entries(c):
-    from sqlalchemy import text
+    from sqlalchemy import text  # heavy: see _engine
 
     return c.execute(text("SELECT seq, kind, record_id, recorded_at, payload, prev_hash, hash "
                           "FROM audit_entries ORDER BY seq")).all()
 
 
 def _locate(c, decision_id: str):
-    from sqlalchemy import text
+    from sqlalchemy import text  # heavy: see _engine
 
     row = c.execute(text("SELECT d.batch, d.position, d.leaf, b.log_path, b.status, b.merkle_root, b.tree_size, "
                          "b.entry_seq, b.log_sha256 FROM audit_decisions d JOIN audit_batches b ON b.batch = d.batch "
@@ -433,8 +425,6 @@ def _locate(c, decision_id: str):
 
 def _log_rows(path: Path, positions: list[int]):
     """The given rows of a decision log as Arrow tables of one row each, reading only their row groups."""
-    import pyarrow.parquet as pq
-
     pf = pq.ParquetFile(path)
     starts, acc = [], 0
     for i in range(pf.metadata.num_row_groups):
@@ -449,8 +439,6 @@ def _log_rows(path: Path, positions: list[int]):
 
 def _checked_row(decision_id: str, row, where: str):
     """The decision's log row (a one-row Arrow table), checked against the trail's leaf hash."""
-    from creditgov.governance import merkle
-
     if row is None:
         raise AuditError(f"decision {decision_id} is not in the audit trail at {where}")
     batch, pos, leaf, log_path, *_ = row
@@ -475,7 +463,7 @@ def find_decision(decision_id: str, url: str | None = None) -> dict:
 
 def events_for(decision_id: str, url: str | None = None) -> list[dict]:
     """Review and contest entries about a decision, oldest first (for the per-decision report)."""
-    from sqlalchemy import text
+    from sqlalchemy import text  # heavy: see _engine
 
     eng = _engine(url)
     with eng.connect() as c:
@@ -487,9 +475,7 @@ def events_for(decision_id: str, url: str | None = None) -> list[dict]:
 
 def prove(decision_id: str, url: str | None = None) -> dict:
     """An inclusion proof a third party checks without the database (README: the proof-checking snippet)."""
-    from sqlalchemy import text
-
-    from creditgov.governance import merkle
+    from sqlalchemy import text  # heavy: see _engine
 
     eng = _engine(url)
     with eng.connect() as c:
@@ -615,10 +601,6 @@ def _batch_intact(c, batch: int, size: int, root_hex: str, log_path: Path) -> bo
     rows are positions 0..size-1, carry the log's decision ids in order, and their leaves hash to the
     sealed root: the leaves were computed from exactly these bytes when the batch was sealed, so
     recomputing them would prove nothing more. Any difference sends verify to the full recomputation."""
-    import pyarrow.parquet as pq
-
-    from creditgov.governance import merkle
-
     pos, ids, leaves = _index_arrays(c, batch)
     if len(pos) != size or not np.array_equal(pos, np.arange(size)):
         return False
@@ -636,9 +618,7 @@ def _batch_intact(c, batch: int, size: int, root_hex: str, log_path: Path) -> bo
 
 def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings) -> int:
     """Recompute a sealed batch's leaves from its log and compare them with the index and the root."""
-    from sqlalchemy import text
-
-    from creditgov.governance import merkle
+    from sqlalchemy import text  # heavy: see _engine
 
     name = payload["log_name"]
     size = int(payload["tree_size"])
@@ -679,7 +659,7 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings) ->
     if elsewhere:  # decisions the index holds under another batch (the same decision in two logs)
         known = {}
         qi = text("SELECT decision_id, leaf, batch FROM audit_decisions WHERE decision_id IN :ids")
-        from sqlalchemy import bindparam
+        from sqlalchemy import bindparam  # heavy: see _engine
 
         qi = qi.bindparams(bindparam("ids", expanding=True))
         for i in range(0, len(elsewhere), 5000):
@@ -714,8 +694,6 @@ def _logs_on_disk(dirs: list[Path]) -> list[Path]:
 
 
 def _is_decision_log(path: Path) -> bool:
-    import pyarrow.parquet as pq
-
     try:
         names = set(pq.read_schema(path).names)
     except Exception:
@@ -724,7 +702,7 @@ def _is_decision_log(path: Path) -> bool:
 
 
 def _has_unique_key(c, dialect: str) -> bool:
-    from sqlalchemy import text
+    from sqlalchemy import text  # heavy: see _engine
 
     if dialect == "sqlite":
         rows = c.execute(text("PRAGMA index_list('audit_decisions')")).all()
@@ -735,7 +713,7 @@ def _has_unique_key(c, dialect: str) -> bool:
 
 def verify(url: str | None = None, scan: list[str | Path] | None = None) -> VerifyResult:
     """Check the chain, every sealed batch against its log and the index, and the decision logs on disk."""
-    from sqlalchemy import bindparam, text
+    from sqlalchemy import bindparam, text  # heavy: see _engine
 
     eng = _engine(url)
     f = _Findings()
@@ -745,7 +723,7 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
             check = c.execute(text("PRAGMA quick_check")).scalar()
             if check != "ok":
                 f.add("store", f"SQLite integrity check failed: {check}")
-        from sqlalchemy import inspect
+        from sqlalchemy import inspect  # heavy: see _engine
 
         if "audit_records" in inspect(c).get_table_names():  # the first trail format (one row per decision)
             legacy = c.execute(text("SELECT COUNT(*) FROM audit_records")).scalar()
@@ -833,7 +811,7 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
 def prune(retention_months: int, url: str | None = None, now: datetime | None = None) -> int:
     """Forget the decisions of batches recorded before the retention period: their index rows and their
     log files go; the chain keeps each batch's entry and records the prune. Returns decisions pruned."""
-    from sqlalchemy import text
+    from sqlalchemy import text  # heavy: see _engine
 
     now = now or datetime.now(timezone.utc)
     cutoff = (now - timedelta(days=round(30.4375 * retention_months))).isoformat(timespec="microseconds")

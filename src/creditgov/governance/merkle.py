@@ -14,11 +14,15 @@ that a library upgrade cannot silently change what old batches hash to.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -42,8 +46,6 @@ _kernels: dict = {}
 
 def _libcrypto() -> str | None:
     """The OpenSSL libcrypto this Python's hashlib is linked to (already mapped in the process)."""
-    import _hashlib  # noqa: F401  (maps libcrypto into the process)
-
     try:
         for line in Path("/proc/self/maps").read_text().splitlines():
             path = line.split()[-1]
@@ -51,7 +53,6 @@ def _libcrypto() -> str | None:
                 return path
     except OSError:
         pass
-    import ctypes.util
 
     return ctypes.util.find_library("crypto")
 
@@ -59,15 +60,13 @@ def _libcrypto() -> str | None:
 def _sha_kernel() -> bool:
     """Bind OpenSSL's one-shot SHA256() for the numba kernels; False where it cannot be found (the
     leaves are then hashed by hashlib from the records' buffer, more slowly, to the same bytes)."""
-    import ctypes
-
     path = _libcrypto()
     try:
         ctypes.CDLL(path).SHA256  # noqa: B018  (present in OpenSSL 1.1 and 3)
     except (OSError, AttributeError, TypeError):
         return False
-    import llvmlite.binding as llvm
-    from numba.core import types
+    import llvmlite.binding as llvm  # heavy (numba's compiler): only when the kernels are compiled
+    from numba.core import types  # heavy: only when the kernels are compiled
 
     llvm.load_library_permanently(path)
     # SHA256(const unsigned char *d, size_t n, unsigned char *md): pointers passed as addresses
@@ -77,7 +76,7 @@ def _sha_kernel() -> bool:
 
 def _kernel(name):
     if not _kernels:
-        from numba import prange as numba_prange
+        from numba import prange as numba_prange  # heavy: only when records are hashed
 
         globals()["prange"] = numba_prange
         globals()["_sizes"] = _njit(_sizes_py)
@@ -267,8 +266,6 @@ def _from_texts(texts: list[bytes]):
 def _numbers(values: np.ndarray):
     """orjson's texts of a numeric array (shortest round-trip floats, NaN and inf as null), in place
     in orjson's output: the commas stay in the buffer, between the values' spans."""
-    import orjson
-
     n = len(values)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
@@ -409,8 +406,6 @@ def hash_prepared(args, threads: int = 2) -> np.ndarray:
     mv = memoryview(buf)
     o = offs.tolist()
     if threads > 1 and n >= 20_000:  # hashlib releases the GIL on messages over 2 KiB
-        from concurrent.futures import ThreadPoolExecutor
-
         cut = [n * t // threads for t in range(threads + 1)]
         with ThreadPoolExecutor(threads) as ex:
             parts = list(ex.map(lambda t: _sha_spans(mv, o[cut[t]:cut[t + 1] + 1]), range(threads)))

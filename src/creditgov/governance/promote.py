@@ -10,16 +10,16 @@ import json
 from datetime import datetime, timezone
 
 from creditgov.errors import PromotionRefused, TrackingError
+from creditgov.governance import audit, registry
 from creditgov.governance.gates import EVIDENCE_KEYS, OPTIONAL_KEYS, GateResult, all_pass, evaluate_gates
+from creditgov.governance.registry import get_version, is_not_found
 from creditgov.spec import PipelineSpec
 
 
 def resolve_version(client, name: str, version: str | None) -> str:
     """A version number, or the version behind alias `challenger` when none is given. A --version that
     names no version is a usage error listing the versions that exist (tracking.get_version)."""
-    from mlflow.exceptions import MlflowException
-
-    from creditgov.governance.registry import get_version, is_not_found
+    from mlflow.exceptions import MlflowException  # heavy: see registry.configure
 
     if version is not None:
         return str(get_version(client, name, version).version)
@@ -32,8 +32,6 @@ def resolve_version(client, name: str, version: str | None) -> str:
 
 
 def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tuple[str, list[GateResult]]:
-    from creditgov.governance import registry
-
     if not approver.strip():
         raise PromotionRefused("promotion needs --approver: the person accountable for it")
     registry.configure()
@@ -81,8 +79,6 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
 def _record(name: str, version: str, approver: str, at: str, outcome: str, evidence: str,
             previous: str | None) -> None:
     """The promotion decision in the audit trail, beside the decisions the model will make."""
-    from creditgov.governance import audit
-
     audit.append([("promotion", f"{name}@{version}", {
         "model_name": name, "model_version": version, "outcome": outcome, "approver": approver, "at": at,
         "previous_champion": previous, **json.loads(evidence)})])

@@ -7,6 +7,10 @@ Nothing here runs at import time: `configure()` is called by the commands.
 from __future__ import annotations
 
 import os
+import re
+import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +39,7 @@ def tracking_uri() -> str:
 
 
 def configure() -> str:
-    import mlflow
+    import mlflow  # heavy (seconds): only when a command uses the registry
 
     uri = tracking_uri()
     registry = _user_env("MLFLOW_REGISTRY_URI") or uri
@@ -64,8 +68,6 @@ def in_transaction() -> bool:
 
 
 def _transaction_created(session, transaction) -> None:
-    import threading
-
     if transaction.parent is None and threading.current_thread() is threading.main_thread():
         _open_transactions.add(id(transaction))
 
@@ -81,8 +83,8 @@ def _watch_transactions() -> None:
     global _watching
     if _watching:
         return
-    from sqlalchemy import event
-    from sqlalchemy.orm import Session
+    from sqlalchemy import event  # heavy: only once the registry is configured
+    from sqlalchemy.orm import Session  # heavy: only once the registry is configured
 
     event.listen(Session, "after_transaction_create", _transaction_created)
     event.listen(Session, "after_transaction_end", _transaction_ended)
@@ -97,7 +99,7 @@ def backend_errors(action: str):
     except TrackingError:
         raise
     except Exception as exc:  # mlflow raises MlflowException, requests errors, sqlalchemy errors
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # heavy: only once something failed
 
         if not isinstance(exc, (MlflowException, OSError, ConnectionError)) and "sqlalchemy" not in type(exc).__module__:
             raise
@@ -121,11 +123,9 @@ SQL_CONNECT_ATTEMPTS = 3
 
 def _check_sql_server(uri: str) -> None:
     """One connection to a database-server URI with bounded retries and timeouts, or one TrackingError line."""
-    import time
-
-    import sqlalchemy
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.pool import NullPool
+    import sqlalchemy  # heavy: only for a database-server URI
+    from sqlalchemy.engine import make_url  # heavy: only for a database-server URI
+    from sqlalchemy.pool import NullPool  # heavy: only for a database-server URI
 
     try:
         url = make_url(uri)
@@ -170,7 +170,7 @@ def check() -> None:
 
 def ensure_experiment(name: str) -> str:
     """The experiment id, creating it with artifacts beside the SQLite file for the default backend."""
-    import mlflow
+    import mlflow  # heavy: see configure
 
     with backend_errors(f"open experiment '{name}'"):
         exp = mlflow.get_experiment_by_name(name)
@@ -184,14 +184,14 @@ def ensure_experiment(name: str) -> str:
 
 
 def client():
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy: see configure
 
     return MlflowClient()
 
 
 def registered_versions(c, model_name: str) -> list[str]:
     """The version numbers of a registered model, ascending (none when the model is not registered)."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # heavy: see configure
 
     try:
         found = c.search_model_versions(f"name='{model_name}'")
@@ -226,9 +226,7 @@ def unknown_version(c, model_name: str, version) -> UsageError:
 def get_version(c, model_name: str, version):
     """The registered version `version` (a --version argument) names. A malformed or unknown number is a
     UsageError naming the model and the versions that exist; a backend failure stays a backend failure."""
-    import re
-
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # heavy: see configure
 
     text = str(version).strip()
     if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
@@ -243,8 +241,8 @@ def get_version(c, model_name: str, version):
 
 def load_registered(model_name: str, version: str | None = None, alias: str = "champion"):
     """(CreditModel, version, run_id) of a registered version, or of the version behind `alias`."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    import mlflow  # heavy: see configure
+    from mlflow.exceptions import MlflowException  # heavy: see configure
 
     c = client()
     with backend_errors(f"load model {model_name}"):
@@ -261,7 +259,6 @@ def load_registered(model_name: str, version: str | None = None, alias: str = "c
         if mv.tags.get("creditgov.registration") != "complete":
             raise TrackingError(f"{model_name} version {mv.version} is not completely registered "
                                 "(its training run was interrupted): train again")
-        import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:  # the model is read into memory; no copy is left behind
             local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{mv.version}", dst_path=tmp)

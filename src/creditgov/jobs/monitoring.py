@@ -8,6 +8,7 @@ a trend page over the batches, and index.html linking them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timezone
@@ -16,10 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from creditgov import progress
+from creditgov.data.simulate import HORIZON, TARGET, load_months
+from creditgov.errors import UsageError
+from creditgov.governance import registry
 from creditgov.monitor import dask
 from creditgov.data import validate
 from creditgov.cluster import client_for
 from creditgov.monitor.drift import Binning, MonitorResult, bin_counts, load_reference, run_monitor
+from creditgov.report import monitoring
+from creditgov.report.pages import write_root_index
 from creditgov.spec import PipelineSpec
 
 
@@ -37,9 +44,7 @@ def _validated(spec: PipelineSpec, frame: pd.DataFrame, label: str) -> pd.DataFr
 
 
 def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) -> str:
-    import mlflow
-
-    from creditgov.governance import registry
+    import mlflow  # heavy: see registry.configure
 
     exp = registry.ensure_experiment(f"{spec.registry.experiment}-monitoring")
     with registry.backend_errors("log the monitoring run"), \
@@ -73,9 +78,6 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
             log=print, binning: Binning = bin_counts) -> MonitorJob:
     """Monitor each (label, batch, matured-basis) in order; write and record everything. `binning` counts
     each batch on the reference bins (creditgov.decision.dask passes one that runs on a Dask cluster)."""
-    from creditgov.report import monitoring
-    from creditgov.governance import registry
-
     registry.configure()
     model, version, _ = registry.load_registered(spec.registry.model_name, version)
     profile, ref_sample, _ = load_reference(spec.registry.model_name, version)
@@ -83,19 +85,19 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
     out = Path(out_root) / f"{spec.name}-monitor-v{version}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     results, run_ids = [], []
-    for label, frame, basis in batches:
-        clean = _validated(spec, frame, label)
-        basis_clean = _validated(spec, basis, f"{label} (matured basis)") if basis is not None else None
-        ev_path = out / f"evidently-{label}.html" if evidently else None
-        r = run_monitor(spec, model, profile, clean, label, ref_sample=ref_sample, matured_frame=basis_clean,
-                        evidently_path=ev_path, binning=binning)
-        page = monitoring.write_batch_page(out, spec, r, version, stamp)
-        run_ids.append(_log(spec, r, version, page))
-        results.append(r)
-        log(f"{label}: {r.verdict}" + (f" - {r.reasons[0]}" if r.reasons else ""))
+    with progress.task("Monitoring", total=len(batches), unit="batches") as bar:
+        for label, frame, basis in bar.track(batches):
+            bar.note(label)
+            clean = _validated(spec, frame, label)
+            basis_clean = _validated(spec, basis, f"{label} (matured basis)") if basis is not None else None
+            ev_path = out / f"evidently-{label}.html" if evidently else None
+            r = run_monitor(spec, model, profile, clean, label, ref_sample=ref_sample, matured_frame=basis_clean,
+                            evidently_path=ev_path, binning=binning)
+            page = monitoring.write_batch_page(out, spec, r, version, stamp)
+            run_ids.append(_log(spec, r, version, page))
+            results.append(r)
+            log(f"{label}: {r.verdict}" + (f" - {r.reasons[0]}" if r.reasons else ""))
     monitoring.write_index(out, spec, results, version, stamp)
-    from creditgov.report.pages import write_root_index
-
     write_root_index(out_root)
     return MonitorJob(results, run_ids, out, version)
 
@@ -103,8 +105,6 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
 def simulator_batches(spec: PipelineSpec, directory: str, months: list[int], observed: bool) -> list:
     """(label, batch, matured basis) per month: the batch has labels only in `observed` mode
     (retrospective); the basis is the month whose outcome window has just closed (m - 12)."""
-    from creditgov.data.simulate import HORIZON, TARGET, load_months
-
     out = []
     for m in months:
         frame = load_months(directory, [m], labelled=observed)
@@ -119,10 +119,6 @@ def simulator_batches(spec: PipelineSpec, directory: str, months: list[int], obs
 def parse_months(text: str) -> list[int]:
     """'13-24' or '13,14,20' -> list of months (1-based, ascending within a range). Anything else is a
     UsageError naming the option."""
-    import re
-
-    from creditgov.errors import UsageError
-
     def bad(why: str) -> UsageError:
         return UsageError(f"--months {text!r}: {why} (write a range such as 13-24, or months such as 13,14,20)")
 

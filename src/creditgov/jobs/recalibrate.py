@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
 
 from creditgov.data import inputs
 from creditgov.model import metrics
@@ -24,6 +25,7 @@ from creditgov.jobs import training
 from creditgov.governance import registry
 from creditgov.model import train
 from creditgov.model.credit_model import CreditModel
+from creditgov.report.pages import render
 from creditgov.spec import PipelineSpec
 
 
@@ -39,8 +41,6 @@ class RecalibrationResult:
 
 def _side_by_side_html(spec: PipelineSpec, parent: str, before: dict, after: dict, cal_before: pd.DataFrame,
                        cal_after: pd.DataFrame, calib: dict, label: str) -> str:
-    from creditgov.report.pages import render
-
     return render(
         "recalibration.html", spec=spec, parent=parent, before=before, after=after, label=label, calib=calib,
         rows=list(zip(cal_before.to_dict("records"), cal_after.to_dict("records"))))
@@ -48,8 +48,7 @@ def _side_by_side_html(spec: PipelineSpec, parent: str, before: dict, after: dic
 
 def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: str | None = None,
                 monitoring_run: str | None = None, log=print) -> RecalibrationResult:
-    import mlflow
-    from sklearn.model_selection import train_test_split
+    import mlflow  # heavy: see registry.configure
 
     registry.configure()
     model, parent, parent_run = registry.load_registered(spec.registry.model_name, version)
@@ -118,9 +117,7 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
 
 
 def _parent_text(run_id: str, path: str) -> str | None:
-    import mlflow
-
-    import tempfile
+    import mlflow  # heavy: see registry.configure
 
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -11,13 +11,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import creditgov
-from creditgov import __version__
+from creditgov import __version__, progress
 from creditgov.data import inputs as data
 from creditgov.explain import importance as explain
 from creditgov.model import metrics
@@ -62,13 +63,11 @@ def _git_commit() -> str | None:
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"creditgov": __version__}
     for pkg in ("xgboost", "optbinning", "mlflow", "great-expectations", "pandas", "numpy", "scikit-learn"):
         try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
 
@@ -119,14 +118,19 @@ class Evaluation:
         return out
 
 
-def evaluate_models(v: Validated, n_estimators: int | None = None) -> Evaluation:
-    """Fit both models on the same split and measure them on the same test rows."""
+def evaluate_models(v: Validated, n_estimators: int | None = None,
+                    steps: progress.Task = progress.OFF) -> Evaluation:
+    """Fit both models on the same split and measure them on the same test rows. `steps`: the training
+    job's progress (TRAINING_STEPS)."""
     spec = v.spec
+    steps.step("fit")
     splits = train.split(v.outcome.clean, spec)
     dev = pd.concat([splits.train, splits.validation])
     model = train.fit_model(splits.train, splits.validation, spec, n_estimators)
+    steps.step("scorecard")
     card = fit_scorecard(dev, train.target_vector(dev, spec), spec)
 
+    steps.step("evaluate")
     seed, n_boot = spec.split.seed, spec.evaluation.bootstrap
     y_test = train.target_vector(splits.test, spec)
     p_test = model.predict_pd(splits.test)
@@ -135,8 +139,10 @@ def evaluate_models(v: Validated, n_estimators: int | None = None) -> Evaluation
     m_card = metrics.evaluate(y_test, p_card, n_boot=n_boot, seed=seed)
     calib = metrics.calibration_table(y_test, p_test, spec.evaluation.calibration_bins)
     psi = metrics.psi(model.predict_pd(splits.train), p_test)
+    steps.step("cross-validation")
     cv = train.cross_validate(dev, spec, n_estimators)
 
+    steps.step("checks")
     comparison = None
     if spec.evaluation.compare_without:
         # same split, same parameters, fewer features: what do the left-out features add?
@@ -202,7 +208,7 @@ def _log_reference(ev: Evaluation, spec: PipelineSpec, flat: dict, workdir: Path
 def log_reference(dev: pd.DataFrame, pd_dev: np.ndarray, spec: PipelineSpec, dev_metrics: dict,
                   workdir: Path) -> None:
     """The reference profile `creditgov monitor` compares new batches with (see reference.py)."""
-    import mlflow
+    import mlflow  # heavy: see registry.configure
 
     profile = build_profile(dev, pd_dev, spec, dev_metrics, spec.monitoring.segment_by)
     mlflow.log_text(json.dumps(profile, indent=1, sort_keys=True), "reference/profile.json")
@@ -232,9 +238,9 @@ def pyfunc_signature(spec: PipelineSpec):
     integers of at most 6 bytes) and float64 for "long", so no numeric type would accept the rows as
     creditgov loads them; CreditModel's encoding converts each numeric column, naming a column that is not
     numeric."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
+    from mlflow.models import ModelSignature  # heavy: see registry.configure
+    from mlflow.types import ColSpec, Schema  # heavy: see registry.configure
+    from mlflow.types.schema import AnyType  # heavy: see registry.configure
 
     inputs = Schema([ColSpec(AnyType() if f.type == "numeric" else "string", f.name) for f in spec.model_inputs])
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "pd")]))
@@ -243,8 +249,7 @@ def pyfunc_signature(spec: PipelineSpec):
 def log_pyfunc_model(model: CreditModel, spec: PipelineSpec, example: pd.DataFrame, workdir: Path):
     """Log `model` to the active run as an MLflow pyfunc "model from code" (model/mlflow_entry.py, JSON files, no
     pickle); returns MLflow's ModelInfo for `register`."""
-    import mlflow
-    from importlib.metadata import version
+    import mlflow  # heavy: see registry.configure
 
     model_dir = model.save(workdir / "model")
     pkg_dir = Path(creditgov.__file__).parent
@@ -256,7 +261,8 @@ def log_pyfunc_model(model: CreditModel, spec: PipelineSpec, example: pd.DataFra
         signature=pyfunc_signature(spec),
         input_example=example,
         # numba: scoring computes the margin with creditgov.model.treeshap
-        pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in ("xgboost", "pandas", "numpy", "numba", "mlflow")],
+        pip_requirements=[f"{pkg}=={metadata.version(pkg)}"
+                          for pkg in ("xgboost", "pandas", "numpy", "numba", "mlflow")],
     )
 
 
@@ -266,7 +272,7 @@ def register(info, spec: PipelineSpec, tags: dict, description: str) -> str:
     A run killed before this leaves no version; one killed between the two leaves a version without
     alias and without the `creditgov.registration: complete` tag, which promote and decide refuse.
     """
-    import mlflow
+    import mlflow  # heavy: see registry.configure
 
     name = spec.registry.model_name
     with registry.backend_errors(f"register {name}"):
@@ -282,16 +288,27 @@ def finish_registration(spec: PipelineSpec, version: str) -> None:
         c.set_registered_model_alias(name, "challenger", version)  # last: aliases only ever name complete versions
 
 
+# what the progress bar of a training shows (checks: the comparison model, monotonicity, importance, gates)
+TRAINING_STEPS = ("validate", "fit", "scorecard", "evaluate", "cross-validation", "checks", "register")
+
+
 def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = None,
                  n_estimators: int | None = None, log=print) -> TrainResult:
-    import mlflow
+    with progress.task("Training", steps=TRAINING_STEPS) as steps:
+        return _run_training(spec, spec_path, data_path, n_estimators, log, steps)
+
+
+def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_estimators: int | None, log,
+                  steps: progress.Task) -> TrainResult:
+    import mlflow  # heavy: see registry.configure
 
     registry.check()  # fail fast, before minutes of training, when the backend is unreachable
+    steps.step("validate")
     v = validate_input(spec, data_path)
     s = v.outcome.summary()
     log(f"validated {v.label}: {s['rows_in']} rows in, {s['rows_clean']} clean, "
         f"{s['rows_quarantined']} quarantined -> {v.quarantine_path}")
-    ev = evaluate_models(v, n_estimators)
+    ev = evaluate_models(v, n_estimators, steps)
     flat = ev.flat_metrics()
     log(f"XGBoost test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, {flat['test_auc_ci_high']:.4f}], "
         f"scorecard {flat['scorecard_test_auc']:.4f}; {spec.evaluation.cv_folds}-fold CV AUC "
@@ -300,6 +317,7 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
     importance = explain.global_importance(ev.model, ev.splits.test)
     svg = explain.importance_svg(importance)
 
+    steps.step("register")
     registry.configure()
     exp_id = registry.ensure_experiment(spec.registry.experiment)
     with registry.backend_errors("log the training run"), tempfile.TemporaryDirectory() as tmp:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from creditgov.model.treeshap import FastShapFallbackWarning, FastTreeShap, UnsupportedModel
 from creditgov.spec import PipelineSpec
 
 BOOSTER_FILE = "booster.json"
@@ -102,15 +103,13 @@ class CreditModel:
         return [e.name for e in self.encodings]
 
     def dmatrix(self, raw: pd.DataFrame):
-        import xgboost as xgb
+        import xgboost as xgb  # heavy: only for models fastshap does not support
 
         return xgb.DMatrix(encode(raw, self.encodings), enable_categorical=True, nthread=self.info.get("nthread", 2))
 
     def _trees(self):
         """The booster compiled by fastshap (FastTreeShap), or None when fastshap does not support it."""
         if getattr(self, "_trees_of", None) is not self.booster_:
-            from creditgov.model.treeshap import FastShapFallbackWarning, FastTreeShap, UnsupportedModel  # numba: heavy
-
             try:
                 trees = FastTreeShap(self.booster_)
             except UnsupportedModel as exc:
@@ -175,7 +174,7 @@ class CreditModel:
 
     @classmethod
     def load(cls, directory: str | Path) -> "CreditModel":
-        import xgboost as xgb
+        import xgboost as xgb  # heavy: only when a model is loaded
 
         directory = Path(directory)
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))

@@ -33,7 +33,7 @@ def fit_scorecard(train: pd.DataFrame, y: np.ndarray, spec: PipelineSpec) -> Sco
     """The scorecard fitted on `train` with targets `y` (train.target_vector): the caller derives the target,
     so this module needs nothing from train.py (which uses it in cross-validation)."""
     from optbinning import BinningProcess, Scorecard  # heavy: only when a scorecard is fitted
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # heavy: as above
 
     feats = [f.name for f in spec.model_inputs]
     cats = [f.name for f in spec.model_inputs if f.type == "categorical"]

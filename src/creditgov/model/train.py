@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from creditgov.model.metrics import auc
 from creditgov.model.credit_model import CreditModel, encode, encodings_from_spec
@@ -32,8 +34,6 @@ def target_vector(frame: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:
 
 def split(frame: pd.DataFrame, spec: PipelineSpec) -> Splits:
     """Stratified train / validation / test; out-of-time test when the source has a date column."""
-    from sklearn.model_selection import train_test_split
-
     cfg: Split = spec.split
     y = target_vector(frame, spec)
     date_col = spec.source.date_column
@@ -71,8 +71,6 @@ def _xgb_params(p: ModelParams, monotone: list[int]) -> dict:
 
 def fit_platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Logistic recalibration of the margin: log-odds = a * margin + b, by maximum likelihood."""
-    from scipy.optimize import minimize
-
     def nll(theta):
         z = theta[0] * margin + theta[1]
         return float(np.sum(np.logaddexp(0.0, z) - y * z))
@@ -88,7 +86,7 @@ def fit_platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def fit_model(train: pd.DataFrame, valid: pd.DataFrame, spec: PipelineSpec,
               n_estimators: int | None = None) -> CreditModel:
     """XGBoost with the catalogue's monotone constraints, early stopping and Platt calibration on `valid`."""
-    import xgboost as xgb
+    import xgboost as xgb  # heavy: only when a model is fitted
 
     p = spec.model
     encs = encodings_from_spec(spec)
@@ -113,8 +111,6 @@ def cross_validate(dev: pd.DataFrame, spec: PipelineSpec, n_estimators: int | No
     Inside each fold the training part is split again for early stopping and calibration,
     exactly as in the main fit.
     """
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
     y = target_vector(dev, spec)
     folds = StratifiedKFold(spec.evaluation.cv_folds, shuffle=True, random_state=spec.split.seed)
     xgb_auc, sc_auc = [], []

@@ -51,10 +51,8 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import pandas as pd
-from numba import njit, prange
 
 MAX_DEPTH = 12
 # bias + sum(attributions) equals margin() within this (times max(1, |margin|)); checked at construction
@@ -93,6 +91,29 @@ class FastShapFallbackWarning(UserWarning):
 # process would otherwise spend seconds compiling before its first score)
 # --------------------------------------------------------------------------------------------
 
+prange = range  # numba.prange once _jit() has run (numba resolves a kernel's globals when it compiles it)
+_jit_lock = threading.Lock()
+_jitted = False
+
+
+def _jit() -> None:
+    """Turn the kernels below into numba functions, on first use: numba is heavy to import, and holding
+    a model (creditgov.model.credit_model imports this module) must not load it. Helpers are bound before
+    the kernels that call them."""
+    global prange, _cat_left, _build_leaf_tables, _build_unit_tables, _shap_kernel, _margin_kernel, _jitted
+    with _jit_lock:
+        if _jitted:
+            return
+        import numba  # heavy: only when a model is explained
+
+        prange = numba.prange
+        _cat_left = numba.njit(cache=True)(_cat_left)
+        _build_leaf_tables = numba.njit(cache=True)(_build_leaf_tables)
+        _build_unit_tables = numba.njit(cache=True)(_build_unit_tables)
+        _shap_kernel = numba.njit(parallel=True, cache=True)(_shap_kernel)
+        _margin_kernel = numba.njit(parallel=True, cache=True)(_margin_kernel)
+        _jitted = True
+
 
 def _shapley_weights(max_d: int) -> np.ndarray:
     """W[d, k] = k! (d-k-1)! / d! for 0 <= k < d (zero elsewhere)."""
@@ -103,7 +124,6 @@ def _shapley_weights(max_d: int) -> np.ndarray:
     return w
 
 
-@njit(cache=True)
 def _build_leaf_tables(leaf_d, leaf_foff, leaf_b, leaf_v, leaf_toff, W, table):  # pragma: no cover - numba
     """table[toff + A*d + k] = attribution of the leaf to its k-th path feature under pattern A."""
     max_d = W.shape[0] - 1
@@ -155,7 +175,6 @@ def _build_leaf_tables(leaf_d, leaf_foff, leaf_b, leaf_v, leaf_toff, W, table): 
                     table[base + k] = -pa * G[A]
 
 
-@njit(cache=True)
 def _build_unit_tables(u_bits, u_nint, u_d, u_toff, u_leaf, ul_start, ul_leaf, ul_poff, ul_plen, ul_q, ul_dir,
                        ul_pos, ul_soff, ul_slot, leaf_d, ltab_off, ltab, table):  # pragma: no cover - numba
     """Sum the leaf tables of each multi-leaf unit over (pattern at the unit root, decisions inside)."""
@@ -189,7 +208,6 @@ def _build_unit_tables(u_bits, u_nint, u_d, u_toff, u_leaf, ul_start, ul_leaf, u
                     table[row + ul_slot[so + k]] += ltab[lt + k]
 
 
-@njit(cache=True)
 def _cat_left(x, default_left, ci, cat_off, cat_nw, cat_words):  # pragma: no cover - numba
     """xgboost's categorical decision: categories in the split's set go right, anything else left."""
     if x != x:
@@ -203,7 +221,6 @@ def _cat_left(x, default_left, ci, cat_off, cat_nw, cat_words):  # pragma: no co
     return ((cat_words[cat_off[ci] + w] >> np.uint64(cat & 63)) & np.uint64(1)) == 0
 
 
-@njit(parallel=True, cache=True)
 def _shap_kernel(XT, tree_start, top_start, top_nodes, unit_start, n_feat, n_thr, n_left, n_right, n_defl, n_cat,
                  n_pos, cat_off, cat_nw, cat_words, u_slot, u_bits, u_nint, u_node_off, unit_nodes, u_d, u_foff,
                  u_feats, u_toff, u_leaf, leaf_b, leaf_v, leaf_foff, table, W, bias, max_nodes,
@@ -320,7 +337,6 @@ def _shap_kernel(XT, tree_start, top_start, top_nodes, unit_start, n_feat, n_thr
             out[r0 + r, n_out - 1] = bias
 
 
-@njit(parallel=True, cache=True)
 def _margin_kernel(XT, tree_start, tree_depth, m_meta, m_thr, m_right, node_v, cat_off, cat_nw, cat_words, offset,
                    out):  # pragma: no cover - numba
     """out[r] = offset + the float64 sum over trees of the leaf value row r reaches (feature-major XT).
@@ -757,6 +773,7 @@ def _flatten(j: dict, table_budget: int, unit_height: int) -> _Compiled:
     leaf_toff = np.full(len(leaf_d), -1, dtype=np.int64)
     lu = plan["u_leaf"] >= 0
     leaf_toff[plan["u_leaf"][lu]] = u_toff[lu]
+    _jit()
     _build_leaf_tables(leaf_d, arrays["leaf_foff"], arrays["leaf_b"], arrays["leaf_v"], leaf_toff, W, table)
     inner = plan.pop("inner_leaves")
     plan.pop("memory")
@@ -791,6 +808,8 @@ def _flatten(j: dict, table_budget: int, unit_height: int) -> _Compiled:
 
 
 def _threaded(kernel, n_rows: int, n_threads: int | None, *args) -> None:
+    import numba  # heavy: loaded by _jit(), which every caller has run
+
     # one block of rows: waking the other threads costs more than the work itself
     threads = 1 if n_rows <= _BLOCK else n_threads
     previous = numba.get_num_threads()
@@ -808,6 +827,7 @@ def _run(comp: _Compiled, X32: np.ndarray, n_threads: int | None = None) -> np.n
         return out
     a = comp.arrays
     XT = np.ascontiguousarray(X32.T)  # feature-major: one split reads a contiguous run of rows
+    _jit()
     _threaded(_shap_kernel, X32.shape[0], n_threads, XT, *(a[k] for k in _KERNEL_ARGS), float(comp.bias),
               a["max_nodes"], out)
     return out
@@ -819,6 +839,7 @@ def _run_margin(comp: _Compiled, X32: np.ndarray, n_threads: int | None = None) 
         return out
     a = comp.arrays
     XT = np.ascontiguousarray(X32.T)  # feature-major, as for _shap_kernel
+    _jit()
     _threaded(_margin_kernel, X32.shape[0], n_threads, XT, *(a[k] for k in _MARGIN_ARGS),
               float(comp.base_margin or 0.0), out)
     return out
@@ -857,7 +878,7 @@ def _probe_rows(comp: _Compiled, n: int) -> np.ndarray:
 
 
 def _verify(comp: _Compiled, booster) -> None:
-    import xgboost as xgb
+    import xgboost as xgb  # heavy, and loaded already by whoever made the booster
 
     X = _probe_rows(comp, _VERIFY_ROWS)
     dm = xgb.DMatrix(X, feature_names=comp.feature_names, feature_types=comp.feature_types,
@@ -1043,7 +1064,7 @@ def contributions(booster, X, warn: bool = True) -> np.ndarray:
     try:
         explainer = FastTreeShap(booster)
     except UnsupportedModel as e:
-        import xgboost as xgb
+        import xgboost as xgb  # heavy, and loaded already by whoever made the booster
 
         if warn:
             warnings.warn(f"FastTreeShap does not support this model ({e}); using xgboost's pred_contribs",

@@ -20,14 +20,19 @@ with its reasons stated.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import beta
 
+from creditgov.decision.policy import tier_of
+from creditgov.governance import registry
 from creditgov.model.metrics import auc, bootstrap_auc_ci, ks, psi_from_shares, weighted_ks
+from creditgov.model.train import target_vector
 from creditgov.monitor.reference import categorical_bins, n_bins, numeric_bins, segment_keys
 from creditgov.spec import KS_BOOTSTRAP_MAX, Monitoring, PipelineSpec
 
@@ -269,8 +274,6 @@ def _bootstrap_ks(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int) -> tuple
 
 def calibration_by_tier(y: np.ndarray, p: np.ndarray, tiers: np.ndarray, cfg: Monitoring) -> list[TierCalibration]:
     """Observed vs predicted default rate per tier, with the Jeffreys interval of the observed rate."""
-    from scipy.stats import beta
-
     out = []
     for t in pd.unique(tiers):
         m = tiers == t
@@ -317,7 +320,6 @@ def estimated_performance(p: np.ndarray, basis: CalibrationBasis | None = None) 
 
 def decide_verdict(r: MonitorResult, cfg: Monitoring) -> tuple[str, list[str]]:
     reasons: list[tuple[int, str]] = []
-    level = {v: i for i, v in enumerate(VERDICTS)}
     if r.score_psi >= cfg.psi_act:
         reasons.append((2, f"score PSI {r.score_psi:.3f} >= {cfg.psi_act}: the score level has shifted"))
     elif r.score_psi >= cfg.psi_watch:
@@ -369,11 +371,7 @@ def decide_verdict(r: MonitorResult, cfg: Monitoring) -> tuple[str, list[str]]:
 
 
 def load_reference(model_name: str, version: str) -> tuple[dict, pd.DataFrame | None, dict]:
-    import mlflow
-
-    from creditgov.governance import registry
-
-    import tempfile
+    import mlflow  # heavy: see registry.configure
 
     c = registry.client()
     # read into memory inside a temporary directory: no copy of development rows is left behind
@@ -389,8 +387,8 @@ def load_reference(model_name: str, version: str) -> tuple[dict, pd.DataFrame | 
 
 def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, spec: PipelineSpec, path: Path) -> Path:
     """Evidently's DataDriftPreset on capped samples: its cost does not grow with the batch."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+    from evidently import DataDefinition, Dataset, Report  # heavy (seconds): only when its report is asked for
+    from evidently.presets import DataDriftPreset  # heavy: as above
 
     num = [f.name for f in spec.model_inputs if f.type == "numeric"]
     cat = [f.name for f in spec.model_inputs if f.type == "categorical"]
@@ -409,9 +407,6 @@ def run_monitor(spec: PipelineSpec, model, profile: dict, frame: pd.DataFrame, l
                 evidently_path: Path | None = None, binning: Binning = bin_counts) -> MonitorResult:
     """Monitor one batch (validated rows). `frame` may carry the target (matured labels) or not.
     `binning` counts the batch on the reference bins (see `Binning`)."""
-    from creditgov.decision.policy import tier_of
-    from creditgov.model.train import target_vector
-
     cfg = spec.monitoring
     p = model.predict_pd(frame)
     st = stability(frame, p, profile, spec, binning)

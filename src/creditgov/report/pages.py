@@ -7,6 +7,7 @@ html.escape), and states when it was made, from which model version and which da
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
@@ -19,8 +20,10 @@ import numpy as np
 import pandas as pd
 
 from creditgov.atomic import replace_dir, temp_beside
-from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX
+from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX, read_log
 from creditgov.decision.policy import ADVERSE_ACTIONS
+from creditgov.errors import DataError, SpecError
+from creditgov.governance import audit, registry
 from creditgov.spec import PipelineSpec
 
 
@@ -152,7 +155,6 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
     changed = [{"feature": f, "en": e, "zh": z, "delta": d} for f, e, z, d in
                zip(*(row.get(k, []) if row.get(k) is not None else [] for k in
                      ("changed_features", "changed_en", "changed_zh", "changed_attribution_deltas")))]
-    from creditgov.governance import audit
 
     events = audit.events_for(str(row["decision_id"])) if audit.exists() else []
     return {"row": row, "inputs": inputs, "reasons": reasons, "cf": cf, "card": card, "stamp": stamp,
@@ -265,11 +267,7 @@ def latest_log(spec: PipelineSpec, directory: str | Path = "decisions") -> Path 
 
 def model_card_of(model_name: str, version: str) -> tuple[dict, str | None]:
     """The model card (JSON and HTML) stored with a registered version's training run."""
-    import mlflow
-
-    from creditgov.governance import registry
-
-    import tempfile
+    import mlflow  # heavy: see registry.configure
 
     registry.configure()
     with registry.backend_errors(f"read the model card of {model_name} v{version}"), \
@@ -287,18 +285,12 @@ def model_card_of(model_name: str, version: str) -> tuple[dict, str | None]:
 
 def make_report(spec: PipelineSpec, log_path: str | Path, out_root: str | Path = "reports", sample: int = 20,
                 group_columns: list[str] | None = None) -> ReportResult:
-    from creditgov.decision.decide import read_log
-
     log_path = Path(log_path)
     log = read_log(log_path)
     if log.empty:
-        from creditgov.errors import DataError
-
         raise DataError(f"{log_path}: decision log has no rows")
     first = log.iloc[0]
     if spec.policy is None or str(first["policy_hash"]) != spec.policy.content_hash:
-        from creditgov.errors import SpecError
-
         raise SpecError(f"{log_path}: decided under policy hash {str(first['policy_hash'])[:12]}, but the spec's "
                         f"policy is {spec.policy.content_hash[:12] if spec.policy else 'absent'}: report with the "
                         "spec version that made the decisions, so the rules shown are the rules applied")
