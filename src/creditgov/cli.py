@@ -576,13 +576,7 @@ def _end_at_exit() -> None:
     """The last exit handler (registered before any other, so every clean-up has run). What follows in
     Python's finalisation is garbage collection and module teardown, seconds after a training, with
     SIGINT back at SIG_DFL: a Ctrl-C there killed the process with nothing said. The process ends here."""
-    for stream in (sys.stdout, sys.stderr, _line_stream):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(_exit_code)
+    _flush_and_exit(_exit_code)
 
 
 def _flush_and_exit(code: int) -> None:

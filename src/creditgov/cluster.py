@@ -25,3 +25,11 @@ def row_ranges(n: int, k: int) -> list[tuple[int, int]]:
     k = max(1, min(k, n or 1))
     edges = np.linspace(0, n, k + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def close_client(client) -> None:
+    """Close a client and, when it runs on a LocalCluster made for it, that cluster too."""
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()

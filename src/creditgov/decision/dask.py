@@ -48,7 +48,7 @@ from creditgov.decision import decide as single
 from creditgov.data import privacy
 from creditgov.governance import registry
 from creditgov.data import validate
-from creditgov.cluster import client_for, row_ranges
+from creditgov.cluster import client_for, close_client, row_ranges
 from creditgov.errors import DataError
 from creditgov.model.credit_model import CreditModel
 from creditgov.spec import PipelineSpec
@@ -205,10 +205,7 @@ def decide(spec: PipelineSpec, data_path: str | None = None, version: str | None
         return single.decide(spec, data_path, version, as_of, out_dir, log, None)
     finally:
         if own:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            close_client(client)
 
 
 def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, max_pair_rows):

@@ -23,7 +23,7 @@ from creditgov.errors import UsageError
 from creditgov.governance import registry
 from creditgov.monitor import dask
 from creditgov.data import validate
-from creditgov.cluster import client_for
+from creditgov.cluster import client_for, close_client
 from creditgov.monitor.drift import Binning, MonitorResult, bin_counts, load_reference, run_monitor
 from creditgov.report import monitoring
 from creditgov.report.pages import write_root_index
@@ -155,7 +155,4 @@ def monitor_on_dask(spec: PipelineSpec, batches: list, version: str | None = Non
                        binning=partial(dask.bin_counts, client, partitions=partitions))
     finally:
         if own:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            close_client(client)
