@@ -589,6 +589,16 @@ def _flush_and_exit(code: int) -> None:
     os._exit(code)
 
 
+def _finish(code: int) -> None:
+    """End a process this CLI owns as Python's finalisation would begin (non-daemon threads joined, every exit
+    handler run, MLflow's and Dask's included), then stop before the interpreter and C++ teardown: Arrow's
+    thread pools, destroyed there with a worker alive, abort the process ("terminate called without an
+    active exception", exit -6; apache/arrow#34314) after the command has succeeded."""
+    threading._shutdown()  # what Py_FinalizeEx does first: wait for non-daemon threads
+    atexit._run_exitfuncs()
+    _flush_and_exit(code)
+
+
 def _ignore_sigint_at_exit() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's finalisation leaves SIG_IGN as it is
 
@@ -668,6 +678,10 @@ def main() -> None:
             _report_interrupted()
             _flush_and_exit(INTERRUPTED_EXIT)
         _exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if _owns_process:
+            if not isinstance(exc.code, (int, type(None))):  # sys.exit("message"): Python prints it
+                print(exc.code, file=sys.stderr)
+            _finish(_exit_code)
         raise
     finally:
         if not _owns_process and previous is not None:

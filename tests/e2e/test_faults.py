@@ -238,7 +238,7 @@ def training_seconds(proj, tmp_path_factory) -> float:
     return time.monotonic() - t0
 
 
-@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.85])
+@pytest.mark.parametrize("fraction", [0.2, 0.45, 0.7])  # 0.85 once outlived a faster run
 def test_training_killed_after_seconds_leaves_a_consistent_registry(proj, tmp_path, fraction, training_seconds):
     before = len(_versions(proj))
     p = _start_training(proj, tmp_path / "train.log")
