@@ -61,11 +61,13 @@ monitor: $(STAMP) ## Monitor the behaviour model month by month on the simulated
 ui: $(STAMP) ## Start the MLflow UI on http://127.0.0.1:5000 against the same backend
 	$(BIN)/creditgov ui
 
-test: $(STAMP) ## Run the whole test suite (code, data, model, end-to-end tiers)
-	$(BIN)/python -m pytest
+# one pytest worker per core (pytest-xdist), a whole test file per worker so module fixtures are made once
+TEST_WORKERS ?= 2
+test: $(STAMP) ## Run the whole test suite (code, data, model, end-to-end tiers; TEST_WORKERS=2)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP) ## Run the code and data tiers only
-	$(BIN)/python -m pytest tests/code tests/data
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/code tests/data
 
 bench: $(STAMP) ## Benchmark each step beside its peer on 1M rows (minutes); table + benchmarks/results/bench.json
 	$(BIN)/python benchmarks/run.py

@@ -10,6 +10,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -507,6 +508,9 @@ def _redeliver() -> None:
     _thread.interrupt_main(signal.SIGINT)
 
 
+_TRAILING_CONTROLS = re.compile(r"(?:\x1b\[[0-9;?]*[A-Za-z])+$")
+
+
 class _LineTrackingStream:
     """sys.stderr as the libraries a command imports see it: every write passes through, and whether the
     last one ended its line is known, so the interruption line starts on a line of its own even when a
@@ -517,8 +521,12 @@ class _LineTrackingStream:
         self.at_line_start = True
 
     def write(self, text):
-        if text:
-            self.at_line_start = text.endswith("\n")  # before writing: the write itself may be interrupted
+        # before writing: the write itself may be interrupted. A progress bar's redraw ends in a carriage
+        # return and terminal controls (erase line, show cursor): that is a line start too, and a write of
+        # controls alone moves nothing
+        visible = _TRAILING_CONTROLS.sub("", text) if isinstance(text, str) else text
+        if visible:
+            self.at_line_start = visible.endswith(("\n", "\r"))
         return self._stream.write(text)
 
     def writelines(self, lines):

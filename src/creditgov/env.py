@@ -7,6 +7,7 @@ tracking server fails fast instead of hanging.
 from __future__ import annotations
 
 import os
+import sys
 
 _DEFAULTS = {
     "DO_NOT_TRACK": "1",
@@ -22,7 +23,16 @@ _DEFAULTS = {
 }
 
 
+# Optional imports that nothing in creditgov uses and that cost more than a second each at start-up.
+# rfc3987_syntax (pulled in by jupyter-events' jsonschema[format-nongpl]) compiles an Earley grammar when
+# jsonschema is imported, which Great Expectations and altair do: 1.2-1.4 s of every command. jsonschema then
+# skips the "iri" format checks, which no schema creditgov validates uses.
+_UNUSED_OPTIONAL = ("rfc3987_syntax",)
+
+
 def apply() -> None:
-    """Set the defaults without overriding anything the user set."""
+    """Set the defaults without overriding anything the user set; skip unused optional imports."""
     for key, value in _DEFAULTS.items():
         os.environ.setdefault(key, value)
+    for name in _UNUSED_OPTIONAL:
+        sys.modules.setdefault(name, None)  # `import name` now raises ImportError, as if not installed

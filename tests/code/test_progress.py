@@ -9,6 +9,7 @@ import fcntl
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -36,9 +37,10 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _run(argv: list[str], env: dict, cwd: Path, stdout: Path | None = None, stderr: Path | None = None,
-         timeout: float = 120) -> tuple[int, str]:
+         timeout: float = 120, interrupt_on: str | None = None) -> tuple[int, str]:
     """Run `argv` with its stderr, and its stdout unless `stdout` (a file) is given, on a fresh pseudo-terminal;
-    (exit code, everything the terminal received). `stderr`: a file instead of the terminal."""
+    (exit code, everything the terminal received). `stderr`: a file instead of the terminal. `interrupt_on`:
+    send SIGINT (a Ctrl-C) once the terminal has shown this text."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
     files = [open(p, "wb") if p else None for p in (stdout, stderr)]  # noqa: SIM115 - closed below
@@ -64,6 +66,9 @@ def _run(argv: list[str], env: dict, cwd: Path, stdout: Path | None = None, stde
             if not data:
                 break
             received += data
+            if interrupt_on and interrupt_on.encode() in received:
+                proc.send_signal(signal.SIGINT)
+                interrupt_on = None
         code = proc.wait(timeout=max(deadline - time.monotonic(), 1))
     finally:
         if proc.poll() is None:
@@ -221,3 +226,14 @@ def test_progress_on_a_terminal_leaves_stdout_to_a_file_unchanged(sim_runs):
     assert code == 0, seen
     assert split_out == out  # byte for byte: the bars and the lines above them never reach stdout
     assert "Simulating" in seen and _screen(seen) == []  # on the terminal: only the bars, erased at the end
+
+
+def test_ctrl_c_during_a_bar_leaves_the_bar_erased_and_one_interruption_line(tmp_path):
+    """Ctrl-C while a bar is drawn: the bar is erased and "creditgov: interrupted" follows the command's own
+    lines directly, with no blank line left where the bar was."""
+    argv = creditgov_argv("simulate", "--accounts", "60000", "--months", "24", "--seed", "7", "--scenario",
+                          str(REPO_ROOT / "pipelines/scenarios/default.yaml"), "--out", str(tmp_path / "sim"))
+    code, seen = _run(argv, _env(), tmp_path, interrupt_on="Simulating")
+    assert code == 130, seen
+    assert "Simulating" in seen
+    assert _screen(seen) == ["creditgov: interrupted"], seen[-500:]

@@ -48,6 +48,7 @@ from creditgov.decision import decide as single
 from creditgov.data import privacy
 from creditgov.governance import registry
 from creditgov.data import validate
+from creditgov import progress
 from creditgov.cluster import client_for, close_client, row_ranges
 from creditgov.errors import DataError
 from creditgov.model.credit_model import CreditModel
@@ -267,11 +268,13 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
         blob_f = client.scatter(blob, broadcast=True)
         futures = {client.submit(_stage_partition, states[k], blob_f, spec, integral, version, as_of, input_hash,
                                  src.label, pure=False): k for k in todo}
-        for fut in as_completed(futures):
-            k = futures[fut]
-            work.save(k, fut.result(), meta=fresh[k])  # persisted as each partition arrives
-            fut.release()
-            states.pop(k).release()  # the worker may drop the partition's validated rows now
+        with progress.task("Deciding", total=sum(infos[k]["rows"] for k in todo), unit="rows") as bar:
+            for fut in as_completed(futures):
+                k = futures[fut]
+                work.save(k, fut.result(), meta=fresh[k])  # persisted as each partition arrives
+                fut.release()
+                states.pop(k).release()  # the worker may drop the partition's validated rows now
+                bar.advance(infos[k]["rows"])
     del states, parts
 
     # the pair stage: the first `max_pair_rows` rows (batch order) without a one-feature change, on the client
