@@ -304,8 +304,8 @@ def test_notice_carries_the_counterfactual(built, log):
     did = log["decision_id"].iloc[0]
     en = _text((built.directory / "notices" / f"{did}.en.html").read_text(encoding="utf-8"))
     zh = _text((built.directory / "notices" / f"{did}.zh.html").read_text(encoding="utf-8"))
-    assert "Amount had been 500 instead of 1,000" in en
-    assert "Amount由 1,000 调整为 500" in zh
+    assert "the loan amount had been ¥500 instead of ¥1,000" in en
+    assert "申请金额由¥1,000调整为¥500" in zh
     assert "We are unable to approve" in en
 
 
