@@ -11,7 +11,6 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
-from html import escape
 from importlib import resources
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX, read_log
 from creditgov.decision.policy import ADVERSE_ACTIONS
 from creditgov.errors import DataError, SpecError
 from creditgov.governance import audit, registry
-from creditgov.report import wording
+from creditgov.report import charts, wording
 from creditgov.spec import PipelineSpec
 
 
@@ -70,53 +69,16 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def waterfall_svg(base: float, contributions: list[tuple[str, float]], final: float, width: int = 640) -> str:
-    """Attribution waterfall in log-odds: base value, each feature's push, the model's final log-odds."""
-    steps = [("base value", base, None)] + [(f, v, None) for f, v in contributions] + [("model log-odds", final, None)]
-    running, bars = base, []
-    for name, v, _ in steps[1:-1]:
-        bars.append((name, running, running + v))
-        running += v
-    lo = min([0.0, base, final] + [min(a, b) for _, a, b in bars])
-    hi = max([0.0, base, final] + [max(a, b) for _, a, b in bars])
-    span = (hi - lo) or 1.0
-    left, plot_w, row_h = 170, width - 250, 20
-    x = lambda v: left + (v - lo) / span * plot_w  # noqa: E731
-    rows = [("base value", lo if base > lo else base, base, "#8a94a6", base)]
-    rows += [(n, a, b, "#c0392b" if b > a else "#2e7d32", b - a) for n, a, b in bars]
-    rows += [("model log-odds", min(0.0, final) if final < 0 else 0.0, final, "#3b6ea5", final)]
-    h = 30 + row_h * len(rows) + 20
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" role="img" '
-           f'aria-label="Attribution waterfall" font-family="sans-serif" font-size="11">',
-           f'<line x1="{x(0):.1f}" y1="20" x2="{x(0):.1f}" y2="{h - 15}" stroke="#999" stroke-dasharray="3,3"/>',
-           f'<text x="{x(0):.1f}" y="14" text-anchor="middle">0</text>']
-    for i, (name, a, b, colour, label_v) in enumerate(rows):
-        y = 24 + i * row_h
-        if name in ("base value", "model log-odds"):
-            a, b = 0.0, label_v
-        x0, x1 = sorted((x(a), x(b)))
-        out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(str(name))}</text>')
-        out.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 6}" fill="{colour}"/>')
-        out.append(f'<text x="{x1 + 4:.1f}" y="{y + 13}">{label_v:+.3f}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-def bars_svg(items: list[tuple[str, float]], title: str, fmt: str = "{:.0f}") -> str:
-    top = max((v for _, v in items), default=1.0) or 1.0
-    left, w, rh = 230, 360, 20
-    h = 30 + rh * len(items)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + w + 70}" height="{h}" role="img" '
-           f'aria-label="{escape(title)}" font-family="sans-serif" font-size="11">',
-           f'<text x="4" y="14" font-weight="bold">{escape(title)}</text>']
-    for i, (name, v) in enumerate(items):
-        y = 22 + i * rh
-        bw = w * v / top
-        out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(str(name))}</text>')
-        out.append(f'<rect x="{left}" y="{y + 3}" width="{bw:.1f}" height="{rh - 6}" fill="#3b6ea5"/>')
-        out.append(f'<text x="{left + bw + 4:.1f}" y="{y + 13}">{escape(fmt.format(v))}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+def _thresholds(spec: PipelineSpec, on_book: bool) -> list[tuple[str, float]]:
+    """The policy's PD thresholds a reader compares this PD with (the waterfall's dashed lines)."""
+    pol = spec.policy
+    lo, hi = pol.review_band
+    out = [("human review from", lo)] if hi > lo else []
+    if on_book and pol.on_book is not None:
+        out.append((f"limit cut above (tier {pol.on_book.cut_tier})", _tier_floor(pol, pol.on_book.cut_tier)))
+    else:
+        out.append(("decline at", pol.decline_at_pd))
+    return out
 
 
 def _rule_row(name: str, what: str, threshold: str, val: str, trig: set) -> dict:
@@ -190,9 +152,11 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
     shap = {f.name: float(row[SHAP_PREFIX + f.name]) for f in spec.model_inputs if SHAP_PREFIX + f.name in row}
     contrib = sorted(shap.items(), key=lambda kv: -abs(kv[1]))
     shown, rest = contrib[:10], contrib[10:]
-    shown = [(wording.label(spec.feature(n), "en"), v) for n, v in shown]
+    shown = [(f"{wording.label(spec.feature(n), 'en')} = "
+              f"{wording.value(spec.feature(n), row.get(INPUT_PREFIX + n), 'en', cur)}", v) for n, v in shown]
     if rest:
-        shown.append((f"{len(rest)} other features", float(sum(v for _, v in rest))))
+        shown.append((f"{len(rest)} features with smaller effects", float(sum(v for _, v in rest))))
+    on_book = spec.policy.on_book is not None and not wording.missing(row.get("previous_limit"))
     inputs = [{"name": f.name, "label": wording.label(f, "en"),
                "value": "[redacted: personal data]" if f.personal else
                wording.value(f, row.get(INPUT_PREFIX + f.name), "en", cur),
@@ -217,7 +181,8 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
             "previous_limit": money(row.get("previous_limit")), "pd": wording.pd_text(row["pd"]),
             "rules": _rules_evaluated(row, spec), "notices": notices,
             "remedy": wording.remedy(spec, row, "en", cur) if spec.policy else [],
-            "waterfall": waterfall_svg(float(row["shap_base"]), shown, float(row["log_odds"])),
+            "waterfall": lambda: charts.waterfall(float(row["shap_base"]), shown, float(row["log_odds"]),
+                                                  _thresholds(spec, on_book)),  # drawn only on the page
             "adverse": row["action"] in ADVERSE_ACTIONS}
 
 
@@ -297,10 +262,11 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
         "by_tier": {"columns": list(by.columns), "rows": [(t, [int(v) for v in by.loc[t]]) for t in by.index]},
         "actions": decided["action"].value_counts().sort_index().to_dict(),
         "approval_rate": float((decided["action"] == "approve").mean()) if len(decided) else float("nan"),
-        "reason_svg": bars_svg(list(freq.head(15).items()), "Reason codes among adverse decisions (count)"),
+        "reason_svg": charts.bars([(_reason_label(spec, c), float(v)) for c, v in freq.head(15).items()],
+                                  "Reasons given for adverse decisions", "adverse decisions"),
         "impact": impact, "min_air": spec.policy.fairness.min_adverse_impact_ratio,
         "min_group": spec.policy.fairness.min_group_size,
-        "pd_svg": bars_svg(_pd_histogram(decided["pd"].to_numpy()), "Decisions by PD band (count)"),
+        "pd_svg": charts.bars(_pd_histogram(decided["pd"].to_numpy()), "Decisions by PD band", "decisions"),
     }
     (tmp / "portfolio.html").write_text(render("portfolio.html", **portfolio_ctx), encoding="utf-8")
     if card_html:
@@ -313,10 +279,20 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     return ReportResult(out, out / "index.html", [lk["id"] for lk in links])
 
 
+def _reason_label(spec: PipelineSpec, code: str) -> str:
+    """A reason code as the portfolio page names it: the rule, or the feature's label."""
+    if code.startswith("rule:"):
+        return f"rule {code[5:]}"
+    try:
+        return wording.label(spec.feature(code), "en")
+    except KeyError:
+        return code
+
+
 def _pd_histogram(p: np.ndarray) -> list[tuple[str, float]]:
     edges = [0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
     counts, _ = np.histogram(p, bins=edges)
-    return [(f"{a:.2f} – {b:.2f}", float(c)) for a, b, c in zip(edges[:-1], edges[1:], counts)]
+    return [(f"{100 * a:.0f}% – {100 * b:.0f}%", float(c)) for a, b, c in zip(edges[:-1], edges[1:], counts)]
 
 
 def latest_log(spec: PipelineSpec, directory: str | Path = "decisions") -> Path | None:
