@@ -74,6 +74,8 @@ def _log(spec, base: dict, cases: list) -> pd.DataFrame:
                     ("Records", 0.5), ("Amount", 0.4)):
         if name in feats:
             phi[:, feats.index(name)] = v
+    first_row_bureau = [feats.index(f.name) for f in spec.features if f.bureau and f.name in feats]
+    phi[0, first_row_bureau] = -0.5  # the first decision has no reason from the bureau's report
     codes, en, zh, attr = decide._reason_lists(phi, feats, decided["decided_by"].to_numpy(), spec)
     log = pd.DataFrame({
         "decision_id": [f"{i + 1:032x}" for i in range(len(frame))], "row_number": np.arange(1, len(frame) + 1),
@@ -204,7 +206,7 @@ def _facts(text: str) -> list[str]:
 
 
 def test_rights_blocks_match_in_substance_across_languages(cases):
-    seen = set()
+    seen, fcra = set(), set()
     for (name, juris), (spec, log, notices) in cases.items():
         for key, by_lang in notices.items():
             en, zh = by_lang["en"].rights, by_lang["zh"].rights
@@ -223,8 +225,10 @@ def test_rights_blocks_match_in_substance_across_languages(cases):
                 row = log.set_index("decision_id").loc[key[0]]
                 bureau = {f.name for f in spec.features if f.bureau} & set(row["reason_codes"])
                 assert ("fcra_disclosure" in keys) == bool(bureau), (key, row["reason_codes"])
+                fcra.add(bool(bureau))
     assert {"pipl_24", "credit_report_objection", "ecoa_notice", "reg_b_reasons", "fcra_disclosure",
             "contact", "complaints"} <= seen
+    assert fcra == {True, False}  # US notices with and without a reason from the bureau's report
 
 
 def _by_kind(cases, name: str, kind: str, lang: str = "en", juris: str = "CN") -> str:
