@@ -1,8 +1,10 @@
 """Regulator-ready HTML from a decision log: per-decision reports, customer notices, portfolio report.
 
-Every page is self-contained (inline CSS and SVG, a Content-Security-Policy that forbids
-any network request), escapes every value it prints (jinja2 autoescape; SVG text through
-html.escape), and states when it was made, from which model version and which data.
+Every page is self-contained (inline CSS and SVG charts drawn by matplotlib, report.charts; a
+Content-Security-Policy that forbids any network request), escapes every value it prints (jinja2
+autoescape; chart text through matplotlib's SVG writer), and states when it was made, from which
+model version and which data. What a customer reads (labels, units, notices, rights) comes from
+report.wording.
 """
 from __future__ import annotations
 
@@ -105,9 +107,8 @@ def _rules_evaluated(row: pd.Series, spec: PipelineSpec) -> list[dict]:
                          f"{pol.review_band[0]:.4f} ≤ PD < {pol.review_band[1]:.4f}", f"PD {p}", trig))
     if not on_book:
         for r in pol.rules:
-            f = spec.feature(r.when.feature)
-            out.append(_rule_row(r.name, r.reason.en, wording.condition_text(spec, r.name, "en", cur)
-                                 .removeprefix("the ").capitalize(), val(r.when.feature), trig))
+            cond = wording.condition_text(spec, r.name, "en", cur, article="")
+            out.append(_rule_row(r.name, r.reason.en, cond[:1].upper() + cond[1:], val(r.when.feature), trig))
     else:
         ob, fl = pol.on_book, pol.on_book.fields
         prev = row.get("previous_pd")

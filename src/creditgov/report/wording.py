@@ -114,14 +114,14 @@ _OP = {"en": {"missing": "is not stated", "eq": "is {v}", "ne": "is not {v}", "l
               "gt": "高于{v}", "ge": "达到或超过{v}", "in": "属于{v}"}}
 
 
-def condition_text(spec: PipelineSpec, rule_name: str, lang: str, currency: str) -> str:
-    """A spec rule's condition in words: 'your monthly income is not stated'."""
+def condition_text(spec: PipelineSpec, rule_name: str, lang: str, currency: str, article: str = "the ") -> str:
+    """A spec rule's condition in words: 'the monthly income is not stated' (English: `article` first)."""
     rule = next(r for r in spec.policy.rules if r.name == rule_name)
     f = spec.feature(rule.when.feature)
     v = rule.when.value
     shown = ", ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else value(f, v, lang, currency))
     op = _OP[lang][rule.when.op].format(v=shown)
-    return f"{label(f, lang)}{op}" if lang == "zh" else f"the {label(f, lang)} {op}"
+    return f"{label(f, lang)}{op}" if lang == "zh" else f"{article}{label(f, lang)} {op}"
 
 
 def _inp(row: pd.Series, col: str):
