@@ -563,3 +563,16 @@ def test_real_browser_renders_hostile_strings_inertly(built, log, which, tmp_pat
         assert IMG in text and FORMULA in text
         assert "svg" in dom.tags
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_the_trend_plots_the_key_features_that_moved():
+    import dataclasses
+
+    from creditgov.report import monitoring
+
+    spec = load_spec(REPO / "pipelines" / "behaviour.yaml")
+    early, late = _monitor_results()
+    late = dataclasses.replace(late, csi={"inquiries_6m": 0.4, "utilisation": 0.12, "days_past_due": 0.01})
+    assert monitoring.drivers([early, late], spec) == ["inquiries_6m", "utilisation"]
+    quiet = dataclasses.replace(late, csi={"days_past_due": 0.01})
+    assert monitoring.drivers([quiet], spec) == spec.monitoring.key_features[:3]

@@ -28,11 +28,20 @@ def write_batch_page(out: Path, spec: PipelineSpec, r: MonitorResult, version: s
     return page
 
 
+def drivers(results: list[MonitorResult], spec: PipelineSpec, most: int = 6) -> list[str]:
+    """The key features the trend plots: every one whose CSI reached the watch threshold in some batch (what
+    drives a verdict), the largest first, else the first three of the catalogue's key features."""
+    cfg = spec.monitoring
+    worst = {k: max((r.csi.get(k) or 0.0 for r in results), default=0.0) for k in cfg.key_features}
+    moved = sorted((k for k, v in worst.items() if v >= cfg.csi_watch), key=lambda k: -worst[k])
+    return moved[:most] if moved else cfg.key_features[:3]
+
+
 def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], version: str, run_stamp: str) -> Path:
     labels = [r.label for r in results]
     cfg = spec.monitoring
     psi = charts.lines(labels, {"score PSI": [r.score_psi for r in results],
-                                **{f"CSI {k}": [r.csi.get(k) for r in results] for k in cfg.key_features[:3]}},
+                                **{f"CSI {k}": [r.csi.get(k) for r in results] for k in drivers(results, spec)}},
                        "Score PSI and key-feature CSI", (cfg.psi_watch, cfg.psi_act))
     trusted = [bool(r.estimated and r.estimated.trusted) for r in results]
     perf = charts.lines(labels, {
