@@ -211,3 +211,27 @@ def run_creditgov(*args: str, cwd: Path, env: dict | None = None, timeout: float
     """`python -m creditgov ARGS` in `cwd`, output captured as text; `env` or cli_env(**extra)."""
     return subprocess.run(creditgov_argv(*args), cwd=cwd, env=cli_env(**extra) if env is None else env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+SNAKE_CASE = re.compile(r"\b[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+\b")
+
+
+def names_leaked(text: str, spec, lang: str) -> list[str]:
+    """Catalogue column names and snake_case identifiers in a customer's text (issue 14). In English a
+    lowercase one-word name (age, income) is an ordinary word the labels use too; every other name counts, in
+    Chinese every name. Hex references and hashes are left out."""
+    text = re.sub(r"\b[0-9a-f]{16,}\b", "", text)
+    found = SNAKE_CASE.findall(text)
+    for f in spec.features:
+        if lang == "en" and re.fullmatch(r"[a-z]+", f.name):
+            continue
+        if re.search(rf"(?<![A-Za-z]){re.escape(f.name)}(?![A-Za-z])", text):
+            found.append(f.name)
+    return found
+
+
+def notice_body(html: str) -> str:
+    """A notice's text without its style sheet and without the footer line naming model and policy."""
+    body = re.sub(r"<style>.*?</style>", "", html, flags=re.S)
+    body = re.sub(r'<p class="meta">.*?</p>', "", body, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", body)

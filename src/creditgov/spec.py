@@ -29,6 +29,11 @@ class Reason(StrictModel):
     zh: str = Field(min_length=1)
 
 
+# How a person reads a numeric feature's value (notices, decision pages, counterfactuals): currency in the
+# lender's currency; percent of a share held as a fraction (0.315 -> 31.5%); multiple (1.5 -> 1.5 times).
+UNITS = ("currency", "percent", "count", "months", "days", "years", "multiple", "number")
+
+
 class Feature(StrictModel):
     name: str = Field(min_length=1)
     # text: free text such as names, validated for presence only and never a model input
@@ -45,9 +50,18 @@ class Feature(StrictModel):
     actionable: bool = False
     personal: bool = False
     reason: Reason
+    # what a person reads instead of the column name (en / zh), and the value's unit (numeric features)
+    label: Reason | None = None
+    unit: Literal[UNITS] | None = None
+    # never given as a reason for a decision: a value the lender's policy sets (the current credit limit)
+    never_a_reason: bool = False
+    # the value comes from a credit bureau's report (a US notice then carries the FCRA disclosure)
+    bureau: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "Feature":
+        if self.unit is not None and self.type != "numeric":
+            raise ValueError(f"feature {self.name}: 'unit' applies to numeric features only")
         if self.type == "text":
             if self.range is not None or self.categories is not None or self.monotone != "none":
                 raise ValueError(f"feature {self.name}: text features take no range, categories or monotone direction")
@@ -339,6 +353,38 @@ class Policy(StrictModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class Channel(StrictModel):
+    """One way to reach the lender, a regulator or a bureau: what it is and where (as printed)."""
+
+    kind: Literal["phone", "email", "web", "app", "post"]
+    value: str | Reason  # a number or address as printed, or words in each language (en / zh)
+
+    def text(self, lang: str) -> str:
+        return self.value if isinstance(self.value, str) else getattr(self.value, lang)
+
+
+class Party(StrictModel):
+    """A named body a notice points to (regulator, credit bureau), with how to reach it."""
+
+    name: Reason
+    contact: list[Channel] = Field(min_length=1)
+
+
+class Lender(StrictModel):
+    """Who the customer deals with, printed on every notice, and which law's rights the notices state."""
+
+    name: Reason
+    jurisdiction: Literal["CN", "US"]
+    currency: Literal["CNY", "USD", "EUR", "GBP", "HKD"]
+    contact: list[Channel] = Field(min_length=1)
+    complaints: list[Channel] = Field(min_length=1)
+    regulator: Party
+    bureau: Party | None = None  # the credit bureau whose reports the lender uses
+    respond_within_days: int = Field(default=30, gt=0)  # how long the customer has to ask for a review
+    # what a customer reads instead of a rule's reason where the reason itself must not be told (fraud)
+    customer_wording: dict[str, Reason] = {}
+
+
 class PipelineSpec(StrictModel):
     # the spec's paths as written, by location ("validation.suite"): (value after resolution, as written)
     _written_paths: dict = PrivateAttr(default_factory=dict)
@@ -359,6 +405,7 @@ class PipelineSpec(StrictModel):
     policy: Policy | None = None
     monitoring: Monitoring = Monitoring()
     audit: AuditSpec = AuditSpec()
+    lender: Lender | None = None  # without it, no customer notice is written
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineSpec":
@@ -389,6 +436,17 @@ class PipelineSpec(StrictModel):
             for col in self.policy.fairness.group_columns:
                 if col not in known:
                     raise ValueError(f"policy.fairness.group_columns: '{col}' is not in the catalogue")
+        bureau = [f.name for f in self.features if f.bureau]
+        if bureau and self.lender is not None and self.lender.bureau is None:
+            raise ValueError(f"lender.bureau: features {bureau} are marked bureau, so the notices must name the bureau")
+        if self.lender is not None and self.lender.customer_wording:
+            from_policy = set()
+            if self.policy:
+                from_policy = {r.name for r in self.policy.rules} | set(self.policy.on_book.reasons
+                                                                         if self.policy.on_book else ())
+            unknown = sorted(set(self.lender.customer_wording) - from_policy)
+            if unknown:
+                raise ValueError(f"lender.customer_wording: {unknown} are not policy rules")
         return self
 
     @property

@@ -304,8 +304,8 @@ def test_notice_carries_the_counterfactual(built, log):
     did = log["decision_id"].iloc[0]
     en = _text((built.directory / "notices" / f"{did}.en.html").read_text(encoding="utf-8"))
     zh = _text((built.directory / "notices" / f"{did}.zh.html").read_text(encoding="utf-8"))
-    assert "Amount had been 500 instead of 1,000" in en
-    assert "Amount由 1,000 调整为 500" in zh
+    assert "the loan amount had been ¥500 instead of ¥1,000" in en
+    assert "申请金额由¥1,000调整为¥500" in zh
     assert "We are unable to approve" in en
 
 
@@ -330,43 +330,57 @@ def test_portfolio_without_a_model_section_in_the_card(built):
 # --------------------------------------------------------------------------- waterfall
 
 
-_LABEL = re.compile(r">([+-]\d+\.\d{3})</text>")
+_SVG = "{http://www.w3.org/2000/svg}"
 
 
-def _labels(svg: str) -> list[float]:
-    return [float(v) for v in _LABEL.findall(svg)]
+def _svg_texts(svg: str) -> list[str]:
+    return ["".join(t.itertext()).strip() for t in ET.fromstring(svg).iter(_SVG + "text")]
 
 
-def test_waterfall_labels_add_up_and_names_are_escaped():
-    contribs = [("<b>bold</b>", 0.5123), ("A&B", -0.2501), ('q"uote', 0.1234), ("plain", -0.0456)]
+def _pct(texts: list[str]) -> list[float]:
+    return [float(t[:-1]) for t in texts if re.fullmatch(r"\d+\.\d%", t)]
+
+
+def _pts(texts: list[str]) -> list[float]:
+    return [float(t[:-4].replace("−", "-")) for t in texts if re.fullmatch(r"[+−]\d+\.\d pts", t)]
+
+
+def test_waterfall_on_the_pd_scale_adds_up_and_names_are_escaped():
+    contribs = [("<b>bold</b>", 0.5123), ("A&B", -0.2501), ('q"uote', 0.1234), ("plain $5 and $6", -0.0456)]
     base = -1.2345
     final = base + sum(v for _, v in contribs)
-    svg = report.waterfall_svg(base, contribs, final)
-    ET.fromstring(svg)  # well-formed: every name was escaped
-    labels = _labels(svg)
-    assert len(labels) == len(contribs) + 2
-    assert labels[0] == pytest.approx(base, abs=5e-4)
-    assert labels[-1] == pytest.approx(final, abs=5e-4)
-    for got, (_, v) in zip(labels[1:-1], contribs):
-        assert got == pytest.approx(v, abs=5e-4)
-    assert labels[0] + sum(labels[1:-1]) == pytest.approx(labels[-1], abs=5e-4 * (len(contribs) + 2))
+    svg = report.charts.waterfall(base, contribs, final, [("decline at", 0.5), ("human review from", 0.4)])
+    texts = _svg_texts(svg)  # well-formed: every name was escaped
+    start, end = _pct(texts)
+    sig = lambda x: 100 / (1 + np.exp(-x))  # noqa: E731
+    assert start == pytest.approx(sig(base), abs=0.05) and end == pytest.approx(sig(final), abs=0.05)
+    steps = _pts(texts)
+    assert len(steps) == len(contribs)
+    assert [s > 0 for s in steps] == [v > 0 for _, v in contribs]
+    assert start + sum(steps) == pytest.approx(end, abs=0.05 * (len(steps) + 2))
     assert "&lt;b&gt;bold&lt;/b&gt;" in svg and "<b>" not in svg
-    assert "A&amp;B" in svg
-    names = [t.text for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")]
-    assert "<b>bold</b>" in names and "A&B" in names and 'q"uote' in names
+    for name in ("<b>bold</b>", "A&B", 'q"uote', "plain $5 and $6"):
+        assert name in texts, name
+    assert "decline at (50.0%)" in texts and "human review from (40.0%)" in texts  # the legend names the lines
+    assert "raises the PD" in texts and "lowers the PD" in texts
+    assert "<style" not in svg and "url(" not in svg  # inert for the pages' policy
 
 
-def test_waterfall_in_decision_page_adds_up(built, log):
+def test_waterfall_in_decision_page_adds_up(built, log, spec):
     for _, row in log[log["decision_id"].isin(built.decisions)].iterrows():
         page = (built.directory / "decisions" / f"{row['decision_id']}.html").read_text(encoding="utf-8")
-        svg = page[page.index("<svg"): page.index("</svg>") + 6]
-        labels = _labels(svg)
-        # base, ten largest features, "3 other features", model log-odds
-        assert len(labels) == 13
-        assert labels[0] == pytest.approx(row["shap_base"], abs=5e-4)
-        assert labels[-1] == pytest.approx(row["log_odds"], abs=5e-4)
-        assert labels[0] + sum(labels[1:-1]) == pytest.approx(labels[-1], abs=5e-4 * 13)
-        assert "3 other features" in svg
+        texts = _svg_texts(page[page.index("<svg"): page.index("</svg>") + 6])
+        start, end = _pct(texts)
+        assert end == pytest.approx(100 * row["pd"], abs=0.05)
+        assert len(_pts(texts)) == 11  # the ten largest features and the rest together
+        assert "3 features with smaller effects" in texts
+        assert not any(f.name + " =" in t for t in texts for f in spec.features)  # labels, not column names
+        assert "loan amount = ¥1,000" in texts
+
+
+def test_charts_are_deterministic():
+    items = [("a", 3.0), ("b", 1.0)]
+    assert report.charts.bars(items, "t") == report.charts.bars(items, "t")
 
 
 # --------------------------------------------------------------------------- adverse impact
@@ -507,6 +521,7 @@ def test_monitoring_index_links_every_batch_page(monitor_pages):
     assert "0.8765" in text and "0.8123" in text  # estimated AUC of one batch, observed of the other
     assert f"CSI 0.300 of {IMG}" in text
     assert html.count("<svg") == 3
+    assert "estimated AUC (CBPE)" in html
 
 
 def test_render_is_strict_and_inlines_the_stylesheet():
@@ -548,3 +563,16 @@ def test_real_browser_renders_hostile_strings_inertly(built, log, which, tmp_pat
         assert IMG in text and FORMULA in text
         assert "svg" in dom.tags
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_the_trend_plots_the_key_features_that_moved():
+    import dataclasses
+
+    from creditgov.report import monitoring
+
+    spec = load_spec(REPO / "pipelines" / "behaviour.yaml")
+    early, late = _monitor_results()
+    late = dataclasses.replace(late, csi={"inquiries_6m": 0.4, "utilisation": 0.12, "days_past_due": 0.01})
+    assert monitoring.drivers([early, late], spec) == ["inquiries_6m", "utilisation"]
+    quiet = dataclasses.replace(late, csi={"days_past_due": 0.01})
+    assert monitoring.drivers([quiet], spec) == spec.monitoring.key_features[:3]

@@ -237,3 +237,18 @@ def test_missing_user_file_is_data_error_naming_it(tmp_path):
         inputs.load(spec)
     assert info.value.exit_code == 4
     assert str(tmp_path / "absent.csv") in str(info.value) and "not found" in str(info.value)
+
+
+@pytest.mark.parametrize("where,key,value,message", [
+    (["features", 1], "unit", "currency", "features.1: Value error, feature Home: 'unit' applies to numeric features only"),
+    (["features", 0], "unit", "furlongs", "features.0.unit: Input should be"),
+    (["lender"], "bureau", None, "lender.bureau: features ['Records'] are marked bureau"),
+    (["lender"], "customer_wording", {"no_such_rule": {"en": "x", "zh": "x"}},
+     "lender.customer_wording: ['no_such_rule'] are not policy rules"),
+    (["lender"], "jurisdiction", "FR", "lender.jurisdiction: Input should be 'CN' or 'US'"),
+    (["lender"], "contact", [], "lender.contact: List should have at least 1 item"),
+])
+def test_notice_settings_are_checked_with_one_line_errors(tmp_path, raw_spec, where, key, value, message):
+    raw = _set(raw_spec, where, key, value)
+    err = str(_spec_error(_write(tmp_path / "spec.yaml", raw)))
+    assert message in err and "\n" not in err, err

@@ -129,6 +129,30 @@ def test_each_decision_kind_has_reasons(decided):
         assert (rows["reason_codes"].map(len) == rows["reasons_en"].map(len)).all()
 
 
+def test_on_book_notices_say_what_happened_in_the_customers_words(decided, book):
+    """Real on-book decisions in notices: each kind its own words, no column name, what restores the line."""
+    from creditgov.report import pages
+    from helpers import names_leaked, notice_body
+
+    spec = book.spec
+    log = pages.select_sample(decided.log, 40).set_index("decision_id", drop=False)  # the report's sample
+    assert set(SUSPEND_TRIGGERS) <= set(log["decided_by"])
+    stamp = {"generated_at": "2026-11-30T00:00:00+00:00"}
+    for did, row in log.iterrows():
+        ctx = pages._decision_context(row, spec, {}, stamp)  # as pages.build renders them, without the charts
+        texts = {lang: notice_body(pages.render("notice.html", n=n, **ctx)) for lang, n in ctx["notices"].items()}
+        for lang, body in texts.items():
+            assert names_leaked(body, spec, lang) == [], (did, lang, names_leaked(body, spec, lang))
+            assert getattr(spec.lender.name, lang) in body
+        en = " ".join(texts["en"].split())
+        assert "your application" not in en.lower(), did
+        if row["decided_by"] == "rule:remain_suspended":
+            assert "remains suspended" in en and "has been suspended" not in en
+        elif row["action"] == "suspend" and row["decided_by"] != "rule:suspend_fraud":
+            assert f"at least {spec.policy.on_book.restore_clean_months} months in a row" in en
+        assert "credit_limit" not in row["reason_codes"]
+
+
 def test_cuts_lower_the_limit_and_suspensions_zero_it(decided, book):
     log = decided.log[decided.log["status"] == "decided"]
     cut = log[log["action"] == "cut"]

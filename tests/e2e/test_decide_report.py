@@ -292,6 +292,20 @@ def test_report_pages_are_inert_and_stamped(reported, decided, project):
         assert s in zh
 
 
+def test_real_notices_speak_the_customers_language(reported, project):
+    """Notices of real decisions: no column name or identifier, the lender and its contact, both dates."""
+    from helpers import names_leaked, notice_body
+
+    spec = project.spec
+    for did in reported.decisions:
+        for lang in ("en", "zh"):
+            html = (reported.directory / "notices" / f"{did}.{lang}.html").read_text(encoding="utf-8")
+            body = notice_body(html)
+            assert names_leaked(body, spec, lang) == [], (did, lang, names_leaked(body, spec, lang))
+            assert getattr(spec.lender.name, lang) in body and spec.lender.contact[0].text(lang) in body
+            assert ("决定日期" if lang == "zh" else "Date of the decision") in body
+
+
 # --------------------------------------------------------------------------- the command line
 
 

@@ -206,7 +206,7 @@ def test_evaluation_and_scorecard_tables(run_artifacts, run, app_spec):
 
     svg = (run_artifacts / "explain/shap_importance.svg").read_text(encoding="utf-8")
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
-    assert all(f">{f.name}<" in svg for f in app_spec.model_inputs)
+    assert all(f"{f.label.en} ({f.name})<" in svg for f in app_spec.model_inputs)  # label and column
 
 
 def test_the_run_logged_a_registered_model_with_signature_and_input_example(first, run, client, logged_model_dir,

@@ -54,7 +54,7 @@ from creditgov.data import validate
 from creditgov.atomic import clear_stale, temp_beside
 from creditgov.errors import DataError, SpecError, UsageError
 from creditgov.model.credit_model import CreditModel, encode, sigmoid
-from creditgov.decision.policy import ADVERSE_ACTIONS, apply_policy, rule_reasons
+from creditgov.decision.policy import ADVERSE_ACTIONS, apply_policy, rule_features, rule_reasons
 from creditgov.explain.reasons import check_additivity, group_by_feature
 from creditgov.model.treeshap import FastTreeShap, UnsupportedModel
 from creditgov.spec import PipelineSpec
@@ -296,10 +296,22 @@ def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, 
     n = phi.shape[0]
     if n == 0:
         return [], [], [], []
+    by_codes, by_values = pd.factorize(pd.Series(decided_by, dtype=object))
+    # never a reason: features the catalogue marks so (policy-set values), and, where a rule decided, the
+    # features that rule reads (the rule is the one line of that cause)
+    col = {f: j for j, f in enumerate(features)}
+    phi = phi.copy()
+    phi[:, [col[f.name] for f in spec.features if f.never_a_reason and f.name in col]] = -np.inf
+    behind = rule_features(spec.policy)
+    for c, by in enumerate(by_values):
+        name = by[5:] if isinstance(by, str) and by.startswith("rule:") else None
+        cols = [col[f] for f in behind.get(name, ()) if f in col]
+        if cols:
+            rows = np.flatnonzero(by_codes == c)
+            phi[np.ix_(rows, cols)] = -np.inf
     order = np.argsort(-phi, axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(phi, order, axis=1)
     npos = (top > 0).sum(axis=1)  # sorted descending: the positive ones come first
-    by_codes, by_values = pd.factorize(pd.Series(decided_by, dtype=object))
     prefix = []
     for by in by_values:
         name = by[5:] if isinstance(by, str) and by.startswith("rule:") else None
@@ -330,11 +342,13 @@ def _what_changed(phi_now: np.ndarray, features: list[str], prev_phi: pd.DataFra
                   mask: np.ndarray, spec: PipelineSpec, k: int = 3):
     """For rows in `mask` with a previous review: the features whose attribution rose most since then."""
     reason = {f.name: f.reason for f in spec.features}
+    never = [j for j, f in enumerate(features) if spec.feature(f).never_a_reason]
     out_f, out_en, out_zh, out_d = ([[] for _ in range(len(ids))] for _ in range(4))
     have = mask & (pd.Index(prev_phi.index).get_indexer(ids) >= 0)
     rows = np.flatnonzero(have)
     if len(rows):
         delta = phi_now[rows] - prev_phi.loc[ids[rows], features].to_numpy()
+        delta[:, never] = -np.inf  # a policy-set value is not what changed in the customer's risk
         order = np.argsort(-delta, axis=1, kind="stable")
         for r, i in enumerate(rows):
             for j in order[r, :k]:

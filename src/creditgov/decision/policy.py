@@ -203,6 +203,22 @@ def rule_reasons(policy: Policy) -> dict[str, dict]:
     return out
 
 
+def rule_features(policy: Policy) -> dict[str, tuple[str, ...]]:
+    """The input columns behind each named rule: a rule that decided is the one reason for its cause, so the
+    features it reads are not given again as reasons of their own (one line per cause)."""
+    out = {r.name: (r.when.feature,) for r in policy.rules}
+    ob = policy.on_book
+    if ob is not None:
+        f = ob.fields
+        out.update({"suspend_fraud": (f.fraud_signal,), "suspend_overdue": (f.days_past_due,),
+                    "suspend_cumulative_overdue": (f.cumulative_overdue_days,),
+                    "suspend_risk_rise": (f.previous_pd,),
+                    "remain_suspended": (f.suspended, f.clean_months),
+                    "restore_after_clean_repayment": (f.suspended, f.clean_months),
+                    "raise_after_clean_repayment": (f.clean_months,)})
+    return out
+
+
 def favourable_downward_closed(policy: Policy, on_book: bool) -> bool:
     """True when, all else equal, a lower PD can never turn a favourable outcome into an adverse one.
 

@@ -30,6 +30,7 @@ from creditgov.data import validate
 from creditgov.governance import gates as gates_mod
 from creditgov.model.credit_model import CreditModel
 from creditgov.monitor.reference import build_profile
+from creditgov.report import charts
 from creditgov.model.scorecard import ScorecardModel, fit_scorecard
 from creditgov.spec import PipelineSpec
 from creditgov.model.train import Splits
@@ -60,6 +61,14 @@ def _git_commit() -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def importance_chart(importance: pd.DataFrame, spec: PipelineSpec) -> str:
+    """The model card's global importance bars (mean |SHAP|, log-odds), each feature by its label and column."""
+    names = {f.name: f"{f.label.en} ({f.name})" if f.label else f.name for f in spec.features}
+    items = [(names.get(str(r.feature), str(r.feature)), float(r.mean_abs_shap)) for r in importance.itertuples()]
+    return charts.bars(items, "Global SHAP importance (mean |attribution|, log-odds)", "mean |SHAP| (log-odds)",
+                       fmt="{:.3f}")
 
 
 def _versions() -> dict:
@@ -193,7 +202,9 @@ def _card(v: Validated, ev: Evaluation, importance: pd.DataFrame, gates: list, r
         "features": [{"name": f.name, "description": f.description, "type": f.type, "monotone": f.monotone,
                       "actionable": f.actionable, "personal": f.personal,
                       "importance": float(imp[f.name]) if f.name in imp else None,
-                      "reason_en": f.reason.en, "reason_zh": f.reason.zh} for f in spec.features],
+                      "reason_en": f.reason.en, "reason_zh": f.reason.zh,
+                      "label_en": f.label.en if f.label else None, "unit": f.unit,
+                      "never_a_reason": f.never_a_reason, "bureau": f.bureau} for f in spec.features],
         "gates": [g.to_dict() for g in gates],
         "environment": _versions(),
     }
@@ -315,7 +326,7 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
         f"{flat['cv_auc_mean']:.4f} vs scorecard {flat['scorecard_cv_auc_mean']:.4f}")
     gate_results = gates_mod.evaluate_gates(spec.gates, flat)
     importance = explain.global_importance(ev.model, ev.splits.test)
-    svg = explain.importance_svg(importance)
+    svg = importance_chart(importance, spec)
 
     steps.step("register")
     registry.configure()

@@ -1,8 +1,10 @@
 """Regulator-ready HTML from a decision log: per-decision reports, customer notices, portfolio report.
 
-Every page is self-contained (inline CSS and SVG, a Content-Security-Policy that forbids
-any network request), escapes every value it prints (jinja2 autoescape; SVG text through
-html.escape), and states when it was made, from which model version and which data.
+Every page is self-contained (inline CSS and SVG charts drawn by matplotlib, report.charts; a
+Content-Security-Policy that forbids any network request), escapes every value it prints (jinja2
+autoescape; chart text through matplotlib's SVG writer), and states when it was made, from which
+model version and which data. What a customer reads (labels, units, notices, rights) comes from
+report.wording.
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
-from html import escape
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX, read_log
 from creditgov.decision.policy import ADVERSE_ACTIONS
 from creditgov.errors import DataError, SpecError
 from creditgov.governance import audit, registry
+from creditgov.report import charts, wording
 from creditgov.spec import PipelineSpec
 
 
@@ -69,85 +71,99 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def waterfall_svg(base: float, contributions: list[tuple[str, float]], final: float, width: int = 640) -> str:
-    """Attribution waterfall in log-odds: base value, each feature's push, the model's final log-odds."""
-    steps = [("base value", base, None)] + [(f, v, None) for f, v in contributions] + [("model log-odds", final, None)]
-    running, bars = base, []
-    for name, v, _ in steps[1:-1]:
-        bars.append((name, running, running + v))
-        running += v
-    lo = min([0.0, base, final] + [min(a, b) for _, a, b in bars])
-    hi = max([0.0, base, final] + [max(a, b) for _, a, b in bars])
-    span = (hi - lo) or 1.0
-    left, plot_w, row_h = 170, width - 250, 20
-    x = lambda v: left + (v - lo) / span * plot_w  # noqa: E731
-    rows = [("base value", lo if base > lo else base, base, "#8a94a6", base)]
-    rows += [(n, a, b, "#c0392b" if b > a else "#2e7d32", b - a) for n, a, b in bars]
-    rows += [("model log-odds", min(0.0, final) if final < 0 else 0.0, final, "#3b6ea5", final)]
-    h = 30 + row_h * len(rows) + 20
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" role="img" '
-           f'aria-label="Attribution waterfall" font-family="sans-serif" font-size="11">',
-           f'<line x1="{x(0):.1f}" y1="20" x2="{x(0):.1f}" y2="{h - 15}" stroke="#999" stroke-dasharray="3,3"/>',
-           f'<text x="{x(0):.1f}" y="14" text-anchor="middle">0</text>']
-    for i, (name, a, b, colour, label_v) in enumerate(rows):
-        y = 24 + i * row_h
-        if name in ("base value", "model log-odds"):
-            a, b = 0.0, label_v
-        x0, x1 = sorted((x(a), x(b)))
-        out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(str(name))}</text>')
-        out.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 6}" fill="{colour}"/>')
-        out.append(f'<text x="{x1 + 4:.1f}" y="{y + 13}">{label_v:+.3f}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-def bars_svg(items: list[tuple[str, float]], title: str, fmt: str = "{:.0f}") -> str:
-    top = max((v for _, v in items), default=1.0) or 1.0
-    left, w, rh = 230, 360, 20
-    h = 30 + rh * len(items)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + w + 70}" height="{h}" role="img" '
-           f'aria-label="{escape(title)}" font-family="sans-serif" font-size="11">',
-           f'<text x="4" y="14" font-weight="bold">{escape(title)}</text>']
-    for i, (name, v) in enumerate(items):
-        y = 22 + i * rh
-        bw = w * v / top
-        out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(str(name))}</text>')
-        out.append(f'<rect x="{left}" y="{y + 3}" width="{bw:.1f}" height="{rh - 6}" fill="#3b6ea5"/>')
-        out.append(f'<text x="{left + bw + 4:.1f}" y="{y + 13}">{escape(fmt.format(v))}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-def _rules_evaluated(row: pd.Series, spec: PipelineSpec) -> list[dict]:
+def _thresholds(spec: PipelineSpec, on_book: bool) -> list[tuple[str, float]]:
+    """The policy's PD thresholds a reader compares this PD with (the waterfall's dashed lines)."""
     pol = spec.policy
-    trig = set(row["rules_triggered"])
-    out = [{"name": "pd_at_or_above_decline", "rule": f"PD >= {pol.decline_at_pd}", "value": f"{row['pd']:.4f}",
-            "triggered": "pd_at_or_above_decline" in trig},
-           {"name": "pd_in_review_band", "rule": f"{pol.review_band[0]} <= PD < {pol.review_band[1]}",
-            "value": f"{row['pd']:.4f}", "triggered": "pd_in_review_band" in trig}]
-    for r in pol.rules:
-        val = row.get(INPUT_PREFIX + r.when.feature)
-        out.append({"name": r.name, "rule": f"{r.when.feature} {r.when.op} {'' if r.when.value is None else r.when.value}",
-                    "value": _fmt(val), "triggered": r.name in trig})
-    known = {o["name"] for o in out}
-    out += [{"name": t, "rule": "account-review rule", "value": "", "triggered": True} for t in row["rules_triggered"]
-            if t not in known]
-    tiers = ", ".join(f"{t.name} <= {t.max_pd}" for t in pol.tiers)
-    out.append({"name": "tier", "rule": tiers, "value": row["tier"], "triggered": True})
+    lo, hi = pol.review_band
+    out = [("human review from", lo)] if hi > lo else []
+    if on_book and pol.on_book is not None:
+        out.append((f"limit cut above (tier {pol.on_book.cut_tier})", _tier_floor(pol, pol.on_book.cut_tier)))
+    else:
+        out.append(("decline at", pol.decline_at_pd))
     return out
 
 
+def _rule_row(name: str, what: str, threshold: str, val: str, trig: set) -> dict:
+    return {"name": name, "what": what, "threshold": threshold, "value": val, "triggered": name in trig}
+
+
+def _rules_evaluated(row: pd.Series, spec: PipelineSpec) -> list[dict]:
+    """Every rule of the policy with its threshold and this account's value, so a reviewer can check the trigger."""
+    pol = spec.policy
+    cur = spec.lender.currency if spec.lender else "CNY"
+    trig = set(row["rules_triggered"])
+    p = wording.pd_text(row["pd"])
+    on_book = pol.on_book is not None and not wording.missing(row.get("previous_limit"))
+
+    def val(col: str) -> str:
+        f = next((x for x in spec.features if x.name == col), None)
+        return wording.value(f, row.get(INPUT_PREFIX + col), "en", cur)
+
+    out = []
+    if not on_book:
+        out.append(_rule_row("pd_at_or_above_decline", "PD at or above the decline threshold",
+                             f"PD ≥ {pol.decline_at_pd:.4f}", f"PD {p}", trig))
+    out.append(_rule_row("pd_in_review_band", "PD in the human-review band",
+                         f"{pol.review_band[0]:.4f} ≤ PD < {pol.review_band[1]:.4f}", f"PD {p}", trig))
+    if not on_book:
+        for r in pol.rules:
+            cond = wording.condition_text(spec, r.name, "en", cur, article="")
+            out.append(_rule_row(r.name, r.reason.en, cond[:1].upper() + cond[1:], val(r.when.feature), trig))
+    else:
+        ob, fl = pol.on_book, pol.on_book.fields
+        prev = row.get("previous_pd")
+        prev_t = "no previous review" if wording.missing(prev) else f"previous PD {wording.pd_text(prev)}"
+        fraud = "suspend_fraud" in trig
+        out += [
+            _rule_row("suspend_fraud", "Fraud signal on the account", "signal set",
+                      "set" if fraud else "not set", trig),
+            _rule_row("suspend_overdue", "Repayment overdue", f"days past due ≥ {ob.suspend_days_past_due}",
+                      val(fl.days_past_due), trig),
+            _rule_row("suspend_cumulative_overdue", "Overdue days in the last 12 months",
+                      f"total ≥ {ob.suspend_cumulative_overdue_days} days", val(fl.cumulative_overdue_days), trig),
+            _rule_row("suspend_risk_rise", "PD rose sharply since the previous review",
+                      f"PD ≥ {ob.suspend_pd_rise_factor:g} × previous PD and PD ≥ {ob.suspend_pd_rise_min_pd:.4f}",
+                      f"PD {p}, {prev_t}", trig),
+            _rule_row("restore_after_clean_repayment", "A suspended line is restored",
+                      f"suspended, no suspension rule holds, on-time months ≥ {ob.restore_clean_months}",
+                      f"{val(fl.clean_months)} on time", trig),
+            _rule_row("remain_suspended", "A suspended line stays suspended",
+                      f"suspended and (a suspension rule holds or on-time months < {ob.restore_clean_months})",
+                      f"{val(fl.clean_months)} on time", trig),
+            _rule_row(f"tier_{ob.cut_tier}", f"Limit cut by {100 * (1 - ob.cut_factor):g}% in tier {ob.cut_tier}",
+                      f"PD > {_tier_floor(pol, ob.cut_tier):.4f}", f"PD {p}", trig),
+            _rule_row("raise_after_clean_repayment", f"Limit raised by {100 * (ob.raise_factor - 1):g}%",
+                      f"PD ≤ {ob.raise_max_pd:.4f} and on-time months ≥ {ob.raise_clean_months}",
+                      f"PD {p}, {val(fl.clean_months)} on time", trig),
+        ]
+    tiers = ", ".join(f"{t.name} ≤ {t.max_pd:.4f}" for t in pol.tiers)
+    out.append({"name": "tier", "what": "Risk tier by PD", "threshold": tiers, "value": f"{row['tier']} (PD {p})",
+                "triggered": True})
+    return out
+
+
+def _tier_floor(pol, name: str) -> float:
+    names = [t.name for t in pol.tiers]
+    i = names.index(name)
+    return pol.tiers[i - 1].max_pd if i else 0.0
+
+
 def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dict) -> dict:
-    feats = [f for f in spec.features]
+    cur = spec.lender.currency if spec.lender else "CNY"
     shap = {f.name: float(row[SHAP_PREFIX + f.name]) for f in spec.model_inputs if SHAP_PREFIX + f.name in row}
     contrib = sorted(shap.items(), key=lambda kv: -abs(kv[1]))
     shown, rest = contrib[:10], contrib[10:]
+    shown = [(f"{wording.label(spec.feature(n), 'en')} = "
+              f"{wording.value(spec.feature(n), row.get(INPUT_PREFIX + n), 'en', cur)}", v) for n, v in shown]
     if rest:
-        shown.append((f"{len(rest)} other features", float(sum(v for _, v in rest))))
-    inputs = [{"name": f.name, "description": f.description,
-               "value": "[redacted: personal data]" if f.personal else _fmt(row.get(INPUT_PREFIX + f.name)),
-               "attribution": shap.get(f.name)} for f in feats]
+        shown.append((f"{len(rest)} features with smaller effects", float(sum(v for _, v in rest))))
+    on_book = spec.policy.on_book is not None and not wording.missing(row.get("previous_limit"))
+    inputs = [{"name": f.name, "label": wording.label(f, "en"),
+               "value": "[redacted: personal data]" if f.personal else
+               wording.value(f, row.get(INPUT_PREFIX + f.name), "en", cur),
+               "attribution": shap.get(f.name)} for f in spec.features]
     cf = json.loads(row["counterfactual"]) if isinstance(row.get("counterfactual"), str) else None
+    cf_changes = wording.counterfactual_changes(cf, spec, "en", cur) if cf and cf.get("found") else []
     reasons = [{"code": c, "en": e, "zh": z,
                 "attribution": None if a is None or (isinstance(a, float) and np.isnan(a)) else float(a)}
                for c, e, z, a in zip(row["reason_codes"], row["reasons_en"], row["reasons_zh"],
@@ -155,12 +171,19 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
     changed = [{"feature": f, "en": e, "zh": z, "delta": d} for f, e, z, d in
                zip(*(row.get(k, []) if row.get(k) is not None else [] for k in
                      ("changed_features", "changed_en", "changed_zh", "changed_attribution_deltas")))]
-
+    money = lambda v: "–" if wording.missing(v) else wording.money(v, cur)  # noqa: E731
+    limit = {"decline": "none (declined)", "suspend": "none while suspended"}.get(str(row["action"]),
+                                                                               money(row["limit"]))
     events = audit.events_for(str(row["decision_id"])) if audit.exists() else []
-    return {"row": row, "inputs": inputs, "reasons": reasons, "cf": cf, "card": card, "stamp": stamp,
-            "changed": changed, "events": events,
-            "rules": _rules_evaluated(row, spec),
-            "waterfall": waterfall_svg(float(row["shap_base"]), shown, float(row["log_odds"])),
+    notices = ({lang: wording.notice(row, spec, lang, changed, cf, stamp["generated_at"]) for lang in ("en", "zh")}
+               if spec.lender is not None else {})
+    return {"row": row, "inputs": inputs, "reasons": reasons, "cf": cf, "cf_changes": cf_changes, "card": card,
+            "stamp": stamp, "changed": changed, "events": events, "limit": limit,
+            "previous_limit": money(row.get("previous_limit")), "pd": wording.pd_text(row["pd"]),
+            "rules": _rules_evaluated(row, spec), "notices": notices,
+            "remedy": wording.remedy(spec, row, "en", cur) if spec.policy else [],
+            "waterfall": lambda: charts.waterfall(float(row["shap_base"]), shown, float(row["log_odds"]),
+                                                  _thresholds(spec, on_book)),  # drawn only on the page
             "adverse": row["action"] in ADVERSE_ACTIONS}
 
 
@@ -188,8 +211,11 @@ def select_sample(log: pd.DataFrame, n: int) -> pd.DataFrame:
     parts = []
     adverse = [a for a in ADVERSE_ACTIONS if (decided["action"] == a).any()]
     per = max(n // max(len(adverse), 1), 1)
-    for a in adverse:
-        parts.append(decided[decided["action"] == a].head(per))
+    for a in adverse:  # each rule (or the model) that made this action is represented
+        rows = decided[decided["action"] == a]
+        makers = sorted(rows["decided_by"].astype(str).unique())
+        each = max(per // len(makers), 1)
+        parts += [rows[rows["decided_by"].astype(str) == m].head(each) for m in makers]
     parts.append(decided[decided["action"] == "review"].head(max(n // 5, 1)))
     return pd.concat(parts) if parts else decided.head(0)
 
@@ -216,9 +242,8 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
         did = row["decision_id"]
         (tmp / "decisions" / f"{did}.html").write_text(render("decision.html", **ctx),
                                                        encoding="utf-8")
-        for lang in ("en", "zh"):
-            (tmp / "notices" / f"{did}.{lang}.html").write_text(
-                render("notice.html", lang=lang, **ctx), encoding="utf-8")
+        for lang, n in ctx["notices"].items():
+            (tmp / "notices" / f"{did}.{lang}.html").write_text(render("notice.html", n=n, **ctx), encoding="utf-8")
         links.append({"id": did, "action": row["action"], "tier": row["tier"], "pd": row["pd"],
                       "reason": (row["reasons_en"][0] if len(row["reasons_en"]) else "")})
 
@@ -238,26 +263,37 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
         "by_tier": {"columns": list(by.columns), "rows": [(t, [int(v) for v in by.loc[t]]) for t in by.index]},
         "actions": decided["action"].value_counts().sort_index().to_dict(),
         "approval_rate": float((decided["action"] == "approve").mean()) if len(decided) else float("nan"),
-        "reason_svg": bars_svg(list(freq.head(15).items()), "Reason codes among adverse decisions (count)"),
+        "reason_svg": charts.bars([(_reason_label(spec, c), float(v)) for c, v in freq.head(15).items()],
+                                  "Reasons given for adverse decisions", "adverse decisions"),
         "impact": impact, "min_air": spec.policy.fairness.min_adverse_impact_ratio,
         "min_group": spec.policy.fairness.min_group_size,
-        "pd_svg": bars_svg(_pd_histogram(decided["pd"].to_numpy()), "Decisions by PD band (count)"),
+        "pd_svg": charts.bars(_pd_histogram(decided["pd"].to_numpy()), "Decisions by PD band", "decisions"),
     }
     (tmp / "portfolio.html").write_text(render("portfolio.html", **portfolio_ctx), encoding="utf-8")
     if card_html:
         (tmp / "model_card.html").write_text(card_html, encoding="utf-8")
     (tmp / "index.html").write_text(render(
-        "index.html", stamp=stamp, links=links, has_card=bool(card_html), n_in=len(log), n_decided=len(decided),
+        "index.html", stamp=stamp, links=links, has_card=bool(card_html), has_notices=spec.lender is not None, n_in=len(log), n_decided=len(decided),
         n_quarantined=len(quarantined)), encoding="utf-8")
     replace_dir(tmp, out)
     write_root_index(out_root)
     return ReportResult(out, out / "index.html", [lk["id"] for lk in links])
 
 
+def _reason_label(spec: PipelineSpec, code: str) -> str:
+    """A reason code as the portfolio page names it: the rule, or the feature's label."""
+    if code.startswith("rule:"):
+        return f"rule {code[5:]}"
+    try:
+        return wording.label(spec.feature(code), "en")
+    except KeyError:
+        return code
+
+
 def _pd_histogram(p: np.ndarray) -> list[tuple[str, float]]:
     edges = [0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
     counts, _ = np.histogram(p, bins=edges)
-    return [(f"{a:.2f} – {b:.2f}", float(c)) for a, b, c in zip(edges[:-1], edges[1:], counts)]
+    return [(f"{100 * a:.0f}% – {100 * b:.0f}%", float(c)) for a, b, c in zip(edges[:-1], edges[1:], counts)]
 
 
 def latest_log(spec: PipelineSpec, directory: str | Path = "decisions") -> Path | None:
