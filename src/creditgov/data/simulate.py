@@ -41,8 +41,9 @@ figures, asserted by tests/code/test_simulate*.py over several seeds, follow eac
   with (limit / opening limit) ** 0.5 and is capped by the open-to-buy, so a raise increases
   spending less than in proportion (utilisation falls a little) and a tight limit caps it.
   The book's own limit management (the lender's practice before creditgov's policy) raises a
-  limit by 20% for current accounts with 12+ clean months, no change in 6 months and a low
-  risk seen by the lender, with probability `limit_raise_rate` a month (0 turns it off).
+  limit by 20% at its semiannual review (every 6 months since the last change) for current accounts
+  with 12+ clean months and a low risk seen by the lender, with probability `limit_raise_rate`
+  (0 turns it off); `months_since_limit_change` counts from opening or the last change.
 * Shock. From `shock.month`, a stress of `shock.size` (half-life `shock.half_life`) scaled by the
   employment sensitivity (salaried 0.3, student 0.5, freelance 1.0, temporary 1.0, the pandemic
   case of the seeds). With the default scenario's size, the 30+ DPD share of freelance and
@@ -151,7 +152,7 @@ class Scenario(StrictModel):
     mix_shift: MixShift | None = None
     fraud: FraudSpec
     # the book's own limit management: probability a month that an eligible account gets a 20% raise
-    limit_raise_rate: float = Field(default=0.05, ge=0, le=1)
+    limit_raise_rate: float = Field(default=0.3, ge=0, le=1)
     chunk_accounts: int = Field(default=250_000, gt=0)
 
 
@@ -305,7 +306,7 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
     inq_ring = np.zeros((6, n), dtype=np.int16)
     spend_ring = np.zeros((3, n))
     clean = np.minimum(c["tenure0"], 24).astype(np.int16)
-    since_change = np.minimum(c["tenure0"], 24).astype(np.int16)
+    since_change = c["tenure0"].astype(np.int16)  # months since opening or the last limit change, uncapped
     suspended = np.zeros(n, dtype=bool)
     charged_off = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)  # month index of charge-off
     recovery_due = np.zeros(BURN_IN + T + RECOVERY_MONTHS + 1)  # by month index + BURN_IN
@@ -322,10 +323,10 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
         util_prev = np.clip(balance / limit, 0, 1)
         # the book's own limit management: a 20% raise for clean, low-risk current accounts
         lender_view = c["z"] + 0.5 * shocked + rng.normal(0, 0.5, n)
-        eligible = is_open & (cycle == 0) & (clean >= 12) & (since_change >= 6) & ~suspended & (lender_view < -0.3)
+        eligible = is_open & (cycle == 0) & (clean >= 12) & (since_change >= 6) & (since_change % 6 == 0) & ~suspended & (lender_view < -0.3)
         raised = eligible & (rng.random(n) < scn.limit_raise_rate)
         limit = np.where(raised, np.minimum(np.floor(limit * 1.2 / 100) * 100, 50_000), limit)
-        since_change = np.where(raised, 0, np.minimum(since_change + 1, 24)).astype(np.int16)
+        since_change = np.where(raised, 0, since_change + is_open).astype(np.int16)
         # spending: impulsive (risky) customers make more, smaller purchases; more room, more spending
         lam = (2.0 + c["income"] / 4000.0) * np.exp(0.25 * c["z"] + 0.15 * shocked)
         txn = rng.poisson(lam)
