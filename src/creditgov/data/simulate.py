@@ -121,6 +121,7 @@ BUCKETS = ("current", "1-29", "30-59", "60-89", "90-179")
 BUCKET_OF_CYCLE = np.array([0, 1, 2, 3, 4, 4, 4])
 SPEND_LIMIT_ELASTICITY = 0.5
 RECOVERY_MONTHS = 12
+GENERATOR = "creditgov.simulate/2"  # written to scenario.json; a book from another generator is made again
 
 
 class Shock(StrictModel):
@@ -417,7 +418,7 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
     for t in range(max(T - HORIZON, 0), T):  # censored months: who is 90+ days past due is known, the outcome is not
         _write_labels(out, scn, t, ids, c, dpd_hist, charged_off, matured=False)
     _write(pd.DataFrame(ledger), out / "ledger.parquet")
-    meta = {"scenario": scn.model_dump(mode="json"), "generator": "creditgov.simulate/2", "horizon": HORIZON,
+    meta = {"scenario": scn.model_dump(mode="json"), "generator": GENERATOR, "horizon": HORIZON,
             "labelled_months": list(range(1, max(T - HORIZON, 0) + 1))}
     (out / "scenario.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     bads = []
@@ -429,6 +430,19 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
     log(f"simulated {scn.name}: {n} accounts x {T} months = {rows} snapshot rows -> {out} "
         f"(12-month 90+ DPD rate in early months {rate:.3f})")
     return SimResult(out, T, n, rows, rate)
+
+
+def is_current(directory: str | Path) -> bool:
+    """True when `directory` holds a complete book made by this generator (of any scenario: a caller may have
+    simulated it with overrides, e.g. fewer accounts)."""
+    path = Path(directory) / "scenario.json"
+    if not path.exists():
+        return False
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return meta.get("generator") == GENERATOR
 
 
 def _write_labels(out: Path, scn: Scenario, t: int, ids, c, dpd_hist, charged_off, matured: bool) -> None:
