@@ -31,8 +31,8 @@ ROLL_BANDS = {"current": (0.015, 0.06), "1-29": (0.15, 0.45), "30-59": (0.30, 0.
 CHARGE_OFF_BAND = (0.015, 0.06)    # annualised share of active accounts charged off
 RECOVERY_BAND = (0.05, 0.25)       # recoveries over charged-off balances
 UTILISATION_BAND = (0.15, 0.40)    # mean utilisation of the active book
-SHOCK_MULTIPLE_HIT = (2.5, 6.0)    # 30+ share of freelance/temporary, months 17-19 over months 13-15
-SHOCK_MULTIPLE_SALARIED = 1.8
+SHOCK_MULTIPLE_HIT = (4.0, 8.0)    # 30+ share of freelance/temporary, months 17-19 over months 13-15
+SHOCK_MULTIPLE_SALARIED = 2.5      # and salaried workers' below this, and the hit segments' at least 2.5x it
 
 
 def _book(root: Path, name: str, **over) -> SimpleNamespace:
@@ -164,5 +164,6 @@ def test_the_shock_multiplies_the_hit_segments_30_plus_share(books):
     for seg in ("freelance", "temporary"):
         assert SHOCK_MULTIPLE_HIT[0] <= ratio[seg] <= SHOCK_MULTIPLE_HIT[1], ratio.to_dict()
     assert ratio["salaried"] < SHOCK_MULTIPLE_SALARIED, ratio.to_dict()
+    assert min(ratio["freelance"], ratio["temporary"]) > 2.5 * ratio["salaried"], ratio.to_dict()
     print("shock multiple of the 30+ share, months 17-19 over 13-15: " + ", ".join(
         f"{k} {v:.2f}" for k, v in ratio.items()))
