@@ -122,6 +122,9 @@ def test_the_report_writes_csv_files_equal_to_the_figures_and_a_self_contained_p
     assert "Roll-rate matrix" in html and "Vintage curves" in html and "Charge-offs and net losses" in html
 
 
-def test_a_book_without_a_ledger_is_one_line_error(tmp_path):
+def test_a_missing_book_or_one_without_a_ledger_is_a_one_line_error(tmp_path):
+    with pytest.raises(DataError, match="no simulated book here"):
+        risk.book_figures(tmp_path, [1, 2])
+    (tmp_path / "scenario.json").write_text("{}", encoding="utf-8")
     with pytest.raises(DataError, match="no ledger.parquet"):
         risk.book_figures(tmp_path, [1, 2])

@@ -61,6 +61,8 @@ def _snapshots(directory: Path, months: list[int]) -> dict[int, pd.DataFrame]:
 
 def book_figures(directory: str | Path, months: list[int]) -> RiskFigures:
     directory = Path(directory)
+    if not (directory / "scenario.json").exists():
+        raise DataError(f"{directory}: no simulated book here (run creditgov simulate --out {directory})")
     if not (directory / "ledger.parquet").exists():
         raise DataError(f"{directory}: no ledger.parquet (a book from an earlier simulator; run creditgov simulate)")
     snaps = _snapshots(directory, months)
