@@ -10,13 +10,17 @@ figures, asserted by tests/code/test_simulate*.py over several seeds, follow eac
 * 30+ days past due share of accounts. The Federal Reserve's delinquency rate on credit card loans
   at all commercial banks (FRB release "Charge-Off and Delinquency Rates on Loans and Leases at
   Commercial Banks", seasonally adjusted) was approximately 2.1-3.2% between 2012 and 2024;
-  the NY Fed's Quarterly Report on Household Debt and Credit shows approximately 8-9% of card
-  balances in some stage of delinquency (1+ days) in 2023-24. Simulated calm months: 30+ DPD
-  share 1.5-4.5% of the active book (stated band, no trend month over month: the share moves by
-  less than 1 percentage point between month 4 and month 24 without a shock); 1+ DPD share 4-10%.
+  the NY Fed's Quarterly Report on Household Debt and Credit shows, for card balances, annualised
+  flows of approximately 7-9% into 30+ delinquency and 4-7% into 90+ delinquency in 2023-24
+  (the simulated 12-month rate of reaching 90+ days, the behaviour model's target, is about 5%
+  before the shock, asserted within 3-9%). Simulated calm months: 30+ DPD
+  share 1.5-4.5% of the active book in every month (stated band; no trend: the mean of months
+  19-24 is within 1 percentage point of the mean of months 1-6 without a shock; observed about
+  2.0-3.0%); 1+ DPD share 4-10%.
 * Charge-off. FFIEC's Uniform Retail Credit Classification and Account Management Policy (2000):
   open-end retail credit is charged off at 180 days past due. The Federal Reserve's charge-off
-  rate on credit card loans was approximately 2.5-4.5% a year (annualised, 2012-2024);
+  rate on credit card loans was approximately 1.5-4.7% a year (annualised, 2012-2024; lowest in
+  2021, about 3-3.7% in 2014-2019);
   the CFPB's "Buy Now, Pay Later: Market trends and consumer impacts" (September 2022) reports
   BNPL charge-offs rising from approximately 1.1% (2020) to 2.4% (2021) of loan originations.
   Simulated: an account whose delinquency reaches 180 days is charged off that month and leaves
