@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-.PHONY: help install train simulate validate promote decide report monitor ui test test-fast bench bench-quick bench-resume bench-audit clean
+.PHONY: help install train simulate validate promote decide report limit-auc monitor ui test test-fast bench bench-quick bench-resume bench-audit clean
 
 help: ## Show the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,7 +52,11 @@ report: $(STAMP) ## Decide and explain, then reports/<run>/index.html (applicati
 	$(BIN)/creditgov decide --spec pipelines/behaviour.yaml --data $(SIM)/month=17/snapshot.parquet \
 		--previous $(SIM)/month=16/snapshot.parquet --as-of 2025-05-01
 	$(BIN)/creditgov report --spec pipelines/behaviour.yaml
+	$(BIN)/creditgov risk-report --sim-dir $(SIM) --months 1-24
 	@echo "open reports/index.html"
+
+limit-auc: $(STAMP) ## Behaviour model test AUC without and with the policy-set credit limit as an input
+	PYTHONPATH=src $(BIN)/python benchmarks/behaviour_limit_feature.py
 
 monitor: $(STAMP) ## Monitor the behaviour model month by month on the simulated book (MONTHS=13-24)
 	$(BIN)/creditgov monitor --spec pipelines/behaviour.yaml --months $(or $(MONTHS),13-24) --sim-dir $(SIM)

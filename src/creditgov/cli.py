@@ -394,6 +394,17 @@ def simulate(scenario: str = typer.Option("pipelines/scenarios/default.yaml", he
     run(scn, out or f"data/simulated/{scn.name}", log=_say)
 
 
+@app.command(name="risk-report")
+def risk_report(sim_dir: str = typer.Option("data/simulated/default", help="Simulated book (creditgov simulate)."),
+                months: str = typer.Option("1-24", help="Months, e.g. 1-24."),
+                out: str = typer.Option("reports", help="Reports folder.")):
+    """The periodic risk report of a simulated book: buckets, roll rates, vintages, losses (HTML and CSV)."""
+    from creditgov.report.risk import write_report
+
+    path = write_report(sim_dir, _sim_months(months, sim_dir, labelled=False), out)
+    _say(f"risk report: {path / 'index.html'}")
+
+
 @app.command()
 def expectations(spec: str = SpecOpt,
                  write: bool = typer.Option(False, "--write", help="Rewrite the suite from the catalogue.")):

@@ -291,6 +291,12 @@ class OnBookFields(StrictModel):
     fraud_signal: str
     clean_months: str
     suspended: str
+    # months since the limit last changed (raise or cut); needed when the policy sets limit_review_every_months
+    months_since_limit_change: str | None = None
+
+    def columns(self) -> list[str]:
+        """The columns named (an optional field left out is not one)."""
+        return [c for c in self.model_dump().values() if c is not None]
 
 
 class OnBookPolicy(StrictModel):
@@ -305,7 +311,16 @@ class OnBookPolicy(StrictModel):
     raise_clean_months: int = Field(gt=0)
     raise_factor: float = Field(gt=1)
     restore_clean_months: int = Field(gt=0)
+    # bounds per month: the limit is reviewed (raised or cut) only every this many months since it last changed
+    # (months_since_limit_change a positive multiple of it), each change at most raise_factor up / cut_factor down
+    limit_review_every_months: int | None = Field(default=None, gt=0)
     reasons: dict[str, Reason]
+
+    @model_validator(mode="after")
+    def _check(self) -> "OnBookPolicy":
+        if self.limit_review_every_months is not None and self.fields.months_since_limit_change is None:
+            raise ValueError("policy.on_book.limit_review_every_months needs fields.months_since_limit_change")
+        return self
 
 
 class Fairness(StrictModel):
@@ -453,7 +468,7 @@ class PipelineSpec(StrictModel):
     def policy_columns(self) -> set[str]:
         """Input columns the policy reads besides the catalogue (on-book account fields)."""
         if self.policy and self.policy.on_book:
-            return set(self.policy.on_book.fields.model_dump().values())
+            return set(self.policy.on_book.fields.columns())
         return set()
 
     @property

@@ -127,7 +127,7 @@ def test_policy_rules_triggered_per_pattern(behaviour):
                           "cum_overdue_days_12m": rng.choice([0.0, 95.0], n),
                           "previous_pd": rng.choice([np.nan, 0.05], n), "fraud_signal": rng.random(n) < 0.1,
                           "clean_months": rng.choice([0.0, 4.0, 24.0], n), "suspended": rng.random(n) < 0.3,
-                          "income": 5000.0})
+                          "months_since_limit_change": rng.choice([5.0, 6.0, 12.0], n), "income": 5000.0})
     p = rng.random(n) * 0.6
     out = apply_policy(frame, p, behaviour.policy)
     lists = list(out["rules_triggered"])
@@ -186,7 +186,8 @@ def test_bisection_on_book_screens_hopeless_rows(behaviour, monkeypatch):
                          "days_past_due": rng.choice([0.0, 30.0, 60.0], n),
                          "cum_overdue_days_12m": rng.choice([0.0, 120.0], n), "previous_pd": np.nan,
                          "fraud_signal": rng.random(n) < 0.1, "suspended": rng.random(n) < 0.2,
-                         "clean_months": rng.choice([0.0, 5.0], n), "credit_limit": 1000.0})
+                         "clean_months": rng.choice([0.0, 5.0], n), "credit_limit": 1000.0,
+                         "months_since_limit_change": 6.0})
 
     def outcome(f):
         risk = (f["utilisation"] + f["days_past_due"] / 60 + f["inquiries_6m"] / 500 - f["payment_ratio"] / 3)

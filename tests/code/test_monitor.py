@@ -17,6 +17,7 @@ import pytest
 from creditgov.monitor import drift
 from creditgov.monitor import reference
 from creditgov.data import simulate
+from creditgov.model import metrics
 from creditgov.model.metrics import auc, ks
 from creditgov.monitor.drift import (
     CalibrationBasis, EstimatedPerformance, MonitorResult, ObservedPerformance, TierCalibration, decide_verdict)
@@ -186,12 +187,28 @@ def test_continuous_features_get_deciles():
     assert len(reference.reference_edges(values[:reference.DISCRETE_MAX + 1])) == 9
 
 
-def test_profile_bins_days_past_due_per_value(frames, profiled):
+def test_profile_gives_zero_days_past_due_a_bin_of_its_own_and_deciles_above(frames, profiled):
+    """Days past due are in days (many values, 0 for most accounts): 0 is one bin, the overdue their deciles."""
     ref, _ = frames
     prof, _ = profiled
-    distinct = np.unique(ref["days_past_due"].to_numpy(dtype=float))
-    assert len(distinct) <= reference.DISCRETE_MAX
-    assert prof["features"]["days_past_due"]["edges"] == distinct[1:].tolist()
+    dpd = ref["days_past_due"].to_numpy(dtype=float)
+    assert len(np.unique(dpd)) > reference.DISCRETE_MAX and (dpd == 0).mean() > 0.5
+    edges = np.array(prof["features"]["days_past_due"]["edges"])
+    bins = reference.numeric_bins(dpd, edges)
+    assert len(np.unique(bins[dpd == 0])) == 1 and not np.isin(bins[dpd > 0], bins[dpd == 0]).any()
+    overdue = np.bincount(bins[dpd > 0])[np.unique(bins[dpd > 0])]
+    assert len(overdue) >= 8 and overdue.max() <= 0.25 * (dpd > 0).sum()  # deciles of the overdue, ties merged
+
+
+def test_a_mass_point_gets_its_own_bin_only_when_it_holds_more_than_a_decile():
+    rng = np.random.default_rng(3)
+    inflated = np.concatenate([np.zeros(900), rng.uniform(1, 180, 100)])
+    edges = reference.reference_edges(inflated)
+    assert np.nextafter(0.0, 1.0) in edges and len(edges) >= 9
+    bins = reference.numeric_bins(inflated, edges)
+    assert np.unique(bins[:900]).size == 1 and not np.isin(bins[900:], bins[:900]).any()
+    plain = rng.uniform(0, 1, 1000)
+    assert np.array_equal(reference.reference_edges(plain), metrics.decile_edges(plain))
 
 
 def test_a_key_feature_shift_from_0_to_30_days_shows_in_csi(frames, spec, profiled):

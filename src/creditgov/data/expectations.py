@@ -51,7 +51,10 @@ def _on_book_expectations(spec: PipelineSpec) -> list[dict]:
         return []
     f = spec.policy.on_book.fields
     out = []
-    for col in (f.current_limit, f.days_past_due, f.cumulative_overdue_days, f.clean_months):
+    numeric = [f.current_limit, f.days_past_due, f.cumulative_overdue_days, f.clean_months]
+    if f.months_since_limit_change is not None:
+        numeric.append(f.months_since_limit_change)
+    for col in numeric:
         if col in {x.name for x in spec.features}:
             continue  # already expected as a catalogue feature
         out += [_exp("expect_column_to_exist", "critical", "account field present", column=col),

@@ -172,10 +172,11 @@ def _snapshots(spec: PipelineSpec) -> pd.DataFrame:
     """Development snapshots with matured labels; simulated first when missing and a scenario is named."""
     src = spec.source
     directory = Path(src.path)
-    if not (directory / "scenario.json").exists():
-        if not src.scenario:
-            raise DataError(f"{directory}: no snapshots here (run: creditgov simulate --out {directory})")
-        simulate.simulate(simulate.load_scenario(src.scenario), directory, log=lambda m: None)
+    if src.scenario:  # made on first use, and again when it was made by an earlier generator
+        if not simulate.is_current(directory):
+            simulate.simulate(simulate.load_scenario(src.scenario), directory, log=lambda m: None)
+    elif not (directory / "scenario.json").exists():
+        raise DataError(f"{directory}: no snapshots here (run: creditgov simulate --out {directory})")
     frame = simulate.load_months(directory, list(src.months))
     return frame.rename(columns={simulate.TARGET: spec.target.column}) if spec.target.column != simulate.TARGET else frame
 

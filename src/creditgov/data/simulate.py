@@ -1,45 +1,99 @@
 """A seeded generative model of a buy-now-pay-later credit line, month by month.
 
 Public credit data is application data: no monthly account history. This simulator
-makes the account history that limit reviews, suspensions and drift need.
+makes the account history that limit reviews, suspensions, collections and drift need,
+calibrated to magnitudes published for revolving consumer credit and BNPL.
+
+Calibration (sources cited from published series, as approximate bands; the simulator's own
+figures, asserted by tests/code/test_simulate*.py over several seeds, follow each one):
+
+* 30+ days past due share of accounts. The Federal Reserve's delinquency rate on credit card loans
+  at all commercial banks (FRB release "Charge-Off and Delinquency Rates on Loans and Leases at
+  Commercial Banks", seasonally adjusted) was approximately 2.1-3.2% between 2012 and 2024;
+  the NY Fed's Quarterly Report on Household Debt and Credit shows, for card balances, annualised
+  flows of approximately 7-9% into 30+ delinquency and 4-7% into 90+ delinquency in 2023-24
+  (the simulated 12-month rate of reaching 90+ days, the behaviour model's target, is about 5%
+  before the shock, asserted within 3-9%). Simulated calm months: 30+ DPD
+  share 1.5-4.5% of the active book in every month (stated band; no trend: the mean of months
+  19-24 is within 1 percentage point of the mean of months 1-6 without a shock; observed about
+  2.0-3.0%); 1+ DPD share 4-10%.
+* Charge-off. FFIEC's Uniform Retail Credit Classification and Account Management Policy (2000):
+  open-end retail credit is charged off at 180 days past due. The Federal Reserve's charge-off
+  rate on credit card loans was approximately 1.5-4.7% a year (annualised, 2012-2024; lowest in
+  2021, about 3-3.7% in 2014-2019);
+  the CFPB's "Buy Now, Pay Later: Market trends and consumer impacts" (September 2022) reports
+  BNPL charge-offs rising from approximately 1.1% (2020) to 2.4% (2021) of loan originations.
+  Simulated: an account whose delinquency reaches 180 days is charged off that month and leaves
+  the active book; the annualised charge-off rate of accounts in calm months is 1.5-6%.
+  Recoveries: card issuers recover approximately 10-20% of gross charge-offs; simulated, each
+  charged-off balance recovers a Beta(2, 12) share (mean about 14%), spread over the 12 months
+  after charge-off (`ledger.parquet`).
+* Roll and cure rates. Monthly transitions between delinquency buckets (current, 1-29, 30-59,
+  60-89, 90-179, charge-off) follow the shape of card roll-rate tables (industry convention and
+  regulators' loss-forecasting guidance, e.g. the OCC's Comptroller's Handbook "Credit Card
+  Lending"): a small entry rate from current (approximately 2-6% of current accounts a month),
+  most early delinquencies cure (roll 1-29 -> 30-59 approximately 20-40%), later buckets roll
+  more (30-59 -> 60-89 approximately 35-55%, 60-89 -> 90-119 approximately 55-75%) and accounts
+  90+ days past due rarely cure (roll approximately 80-95% a month). The simulated bands,
+  asserted in tests: entry 1.5-6%, 1-29 roll 15-45%, 30-59 roll 30-60%, 60-89 roll 50-80%,
+  90-179 roll 75-97%; a cure is a payment of everything overdue, back to current.
+* Utilisation. Aggregate revolving utilisation of US card lines was approximately 20-30% in the
+  NY Fed's report (balances over limits), with a bimodal account distribution (transactors near 0).
+  Simulated: mean utilisation of open accounts 0.15-0.40, about 40% of customers transactors.
+* Spending responds to the limit. Gross and Souleles (2002, QJE) find debt rising by
+  approximately 10-14% of a limit increase within a year. Simulated: desired spending scales
+  with (limit / opening limit) ** 0.5 and is capped by the open-to-buy, so a raise increases
+  spending less than in proportion (utilisation falls a little) and a tight limit caps it.
+  The book's own limit management (the lender's practice before creditgov's policy) raises a
+  limit by 20% at its semiannual review (every 6 months since the last change) for current accounts
+  with 12+ clean months and a low risk seen by the lender, with probability `limit_raise_rate`
+  (0 turns it off); `months_since_limit_change` counts from opening or the last change.
+* Shock. From `shock.month`, a stress of `shock.size` (half-life `shock.half_life`) scaled by the
+  employment sensitivity (salaried 0.3, student 0.5, freelance 1.0, temporary 1.0, the pandemic
+  case of the seeds). With the default scenario's size (3.5, a severe stress: about the
+  pandemic's effect on gig and temporary workers' repayments), the 30+ DPD share of freelance and
+  temporary workers in months 17-19 is 4-8 times its level in months 13-15, salaried workers'
+  less than 2.5 times and at most 1/2.5 of the hit segments' multiple (asserted in tests; observed
+  about 6-7 and 1.9). Monitoring is meant to catch it: the hit segments' score PSI passes 0.25
+  in the shock month.
 
 The model (all draws from one numpy Generator seeded by the scenario, in a fixed order):
 
 * Customers. Employment type (salaried, freelance, temporary, student) drawn from the
   scenario's mix, which may shift for accounts opened from a given month; age, monthly
-  income (log-normal by employment), prior bad records elsewhere (Poisson) and a base rate
-  of credit inquiries elsewhere, all tied to a latent creditworthiness z (higher = riskier).
-  A share of the book (`existing_share`) is open at month 1; the rest open uniformly later.
-  Synthetic personal data (name, phone) is generated so privacy controls can be tested;
-  it never carries signal.
+  income (log-normal by employment), prior bad records elsewhere (Poisson), a base rate of
+  credit inquiries elsewhere and a transactor trait, all tied to a latent creditworthiness z
+  (higher = riskier). A share of the book (`existing_share`) is open at month 1; the rest open
+  uniformly later. Synthetic personal data (name, phone) is generated so privacy controls can
+  be tested; it never carries signal.
 * Financial stress. s[t] = 0.85 s[t-1] + 0.35 e[t] + 0.15 sensitivity[employment] macro[t], where
   macro[t] is an AR(1) business cycle (noise sd 0.05) shared by everyone; the stress a customer
-  acts on is s[t] + sensitivity[employment] shock[t], where the shock, from month `shock.month`,
-  has size `shock.size` and decays with half-life `shock.half_life`. Sensitivities: salaried 0.3,
-  student 0.5, freelance 1.0, temporary 1.0 (the pandemic case of the seeds).
+  acts on is s[t] + sensitivity[employment] shock[t].
 * Spending. Transactions ~ Poisson (more with income, more and smaller for impulsive,
-  riskier customers), amounts ~ gamma; a share are instalment purchases; spending cannot
-  exceed the open-to-buy of the credit limit.
-* Repayment. Each month the minimum due is missed with probability
-  sigmoid(-4.2 + 1.1 z + 0.9 s + 1.2 utilisation + 2.0 [already overdue] - 0.4 log(income/6000));
-  a miss adds 30 days past due, a payment of at least the minimum cures to 0. Days past due,
-  its 6-month maximum, months overdue in 12 months, cumulative overdue days in 12 months and
-  the run of clean months (capped at 24) are all recorded. A burn-in before month 1 fills
-  these histories for the existing book (two years). An account reaching 90 days past due is in
-  default and stays there.
+  riskier customers), amounts ~ gamma, scaled by the limit response above; a share are
+  instalment purchases; spending cannot exceed the open-to-buy.
+* Delinquency. An account is in cycle k = 0 (current) to 6 (150-179 days past due). Each month it
+  rolls to k + 1 with probability sigmoid(A[k] + B[k] r), where r = 1.1 z + 0.9 stress
+  + 1.2 utilisation - 0.4 log(income / 6000), or cures to current by paying what is overdue.
+  Days past due at the month-end snapshot are (k - 1) * 30 + d, where d in 1..29 is the day
+  within the month the first missed due date fell on. Reaching cycle 7 (180 days) is charge-off.
+  Days past due, its 6-month maximum, months overdue in 12 months, cumulative overdue days in
+  12 months and the run of clean months (capped at 24) are recorded. A two-year burn-in before
+  month 1 brings the existing book to its steady state (its charge-offs never appear).
 * Fraud. A share of accounts (`fraud.rate`, which may change from `fraud.change_month`) are
   bust-out frauds: from a start month they run the balance up to the limit in two months,
-  then never pay. Frauds come in rings of 3 to 6 accounts sharing one device; the
-  observable `fraud_signal` fires on a spending spike near the limit or on a device shared
-  with an account already 60+ days past due.
+  then never pay (they roll to charge-off). Frauds come in rings of 3 to 6 accounts sharing one
+  device; the observable `fraud_signal` fires on a spending spike near the limit or on a device
+  shared with an account already 60+ days past due.
 * The lender's operations. Accounts are suspended at 30+ days past due or on a fraud signal
   and restored after 3 clean months (the on-book policy decides on top of this state).
 
-Target: 90+ days past due within the next 12 months, for snapshots not already in default;
-unobserved (null) for the latest 12 months, as in a real book. Output: one Parquet partition
-per month, `month=NN/snapshot.parquet`, plus `month=NN/labels.parquet` written once the
-outcome window is known; generation is streamed month by month, so memory is bounded by the
-accounts, not by the months.
+Target: 90+ days past due within the next 12 months, for snapshots not already 90+ days past
+due; unobserved (null) for the latest 12 months, as in a real book. Output: one Parquet
+partition per month, `month=NN/snapshot.parquet` (the active book at month end: charged-off
+accounts are gone), plus `month=NN/labels.parquet` written once the outcome window is known,
+and `ledger.parquet` (one row per month: active accounts and balances, charge-offs, recoveries);
+generation is streamed month by month, so memory is bounded by the accounts, not by the months.
 """
 from __future__ import annotations
 
@@ -66,6 +120,15 @@ AGE_MEAN = np.array([38.0, 35.0, 30.0, 21.0])
 TARGET = "bad_12m"
 HORIZON = 12
 BURN_IN = 24
+# delinquency cycles: 0 current, 1 (1-29 days), 2 (30-59), 3 (60-89), 4-6 (90-179); 7 is charge-off at 180 days
+CHARGE_OFF_CYCLE = 7
+ROLL_INTERCEPT = np.array([-4.6, -1.7, -1.1, 0.0, 1.9, 1.9, 1.9])
+ROLL_SLOPE = np.array([1.0, 0.55, 0.45, 0.35, 0.25, 0.25, 0.25])
+BUCKETS = ("current", "1-29", "30-59", "60-89", "90-179")
+BUCKET_OF_CYCLE = np.array([0, 1, 2, 3, 4, 4, 4])
+SPEND_LIMIT_ELASTICITY = 0.5
+RECOVERY_MONTHS = 12
+GENERATOR = "creditgov.simulate/2"  # written to scenario.json; a book from another generator is made again
 
 
 class Shock(StrictModel):
@@ -96,6 +159,8 @@ class Scenario(StrictModel):
     shock: Shock | None = None
     mix_shift: MixShift | None = None
     fraud: FraudSpec
+    # the book's own limit management: probability a month that an eligible account gets a 20% raise
+    limit_raise_rate: float = Field(default=0.3, ge=0, le=1)
     chunk_accounts: int = Field(default=250_000, gt=0)
 
 
@@ -170,7 +235,9 @@ def _customers(scn: Scenario, rng: np.random.Generator) -> dict:
     prior_bad = rng.poisson(0.12 * np.exp(0.9 * z))
     inq_rate = 0.35 * np.exp(0.45 * z)
     tenure0 = np.where(existing, rng.integers(1, 61, n), 0)
-    limit = np.clip(np.round(income * 1.6 * np.exp(-0.35 * z) / 100) * 100, 500, 50_000)
+    limit = np.clip(np.round(income * 1.2 * np.exp(-0.35 * z) / 100) * 100, 500, 50_000)
+    transactor = rng.random(n) < _sigmoid(-0.3 - 1.2 * z)  # pays the statement in full when it pays
+    due_day = rng.integers(1, 30, n)  # days between the due date and the month-end snapshot
 
     f = scn.fraud
     rate = np.full(n, f.rate)
@@ -198,7 +265,8 @@ def _customers(scn: Scenario, rng: np.random.Generator) -> dict:
     phone = np.char.add("1", np.char.zfill(rng.integers(3_000_000_000, 9_999_999_999, n).astype(str), 10))
     return {"open_month": open_month, "emp": emp, "z": z, "age": age, "income": income, "prior_bad": prior_bad,
             "inq_rate": inq_rate, "tenure0": tenure0, "limit": limit, "fraud": fraud, "fraud_start": fraud_start,
-            "device": device, "shared": shared, "name": name, "phone": phone}
+            "device": device, "shared": shared, "name": name, "phone": phone,
+            "transactor": transactor, "due_day": due_day}
 
 
 def _macro(scn: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -233,63 +301,95 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
     n, T = scn.accounts, scn.months
     ids = np.array([f"A{scn.seed % 1000:03d}{i:08d}" for i in range(n)], dtype=object)
 
-    balance = c["limit"] * rng.uniform(0, 0.3, n)
+    limit0 = c["limit"].copy()  # the opening limit: spending responds to the limit relative to it
+    limit = c["limit"].copy()
+    balance = limit * rng.uniform(0, 0.3, n)
     stress = rng.normal(0, 0.5, n)
+    cycle = np.zeros(n, dtype=np.int16)
     dpd = np.zeros(n, dtype=np.int16)
     dpd_hist = np.zeros((T, n), dtype=np.int16)  # for the target: 2 bytes per account-month
     miss_ring = np.zeros((HORIZON, n), dtype=bool)
+    overdue_ring = np.zeros((HORIZON, n), dtype=np.int16)
     dpd_ring = np.zeros((6, n), dtype=np.int16)
     inq_ring = np.zeros((6, n), dtype=np.int16)
     spend_ring = np.zeros((3, n))
     clean = np.minimum(c["tenure0"], 24).astype(np.int16)
+    since_change = c["tenure0"].astype(np.int16)  # months since opening or the last limit change, uncapped
     suspended = np.zeros(n, dtype=bool)
+    charged_off = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)  # month index of charge-off
+    recovery_due = np.zeros(BURN_IN + T + RECOVERY_MONTHS + 1)  # by month index + BURN_IN
+    ledger = []
     sens = SENSITIVITY[c["emp"]]
     rows = 0
-    # a burn-in year before month 1 fills the 6- and 12-month histories of the existing book
+    # a burn-in before month 1 brings the existing book to its steady state and fills its histories
     for t in months.track(range(-BURN_IN, T)):
-        is_open = c["open_month"] <= max(t, 0)
+        active = charged_off > t
+        is_open = (c["open_month"] <= max(t, 0)) & active
         # the macro term is scaled by (1 - 0.85) so that a sustained macro level m shifts stress by sens * m
         stress = 0.85 * stress + 0.35 * rng.normal(0, 1, n) + 0.15 * sens * (macro[t] if t >= 0 else 0.0)
         shocked = stress + sens * (shock[t] if t >= 0 else 0.0)
-        util_prev = np.clip(balance / c["limit"], 0, 1)
-        # spending: impulsive (risky) customers make more, smaller purchases
+        util_prev = np.clip(balance / limit, 0, 1)
+        # the book's own limit management: a 20% raise for clean, low-risk current accounts
+        lender_view = c["z"] + 0.5 * shocked + rng.normal(0, 0.5, n)
+        eligible = is_open & (cycle == 0) & (clean >= 12) & (since_change >= 6) & (since_change % 6 == 0) & ~suspended & (lender_view < -0.3)
+        raised = eligible & (rng.random(n) < scn.limit_raise_rate)
+        limit = np.where(raised, np.minimum(np.floor(limit * 1.2 / 100) * 100, 50_000), limit)
+        since_change = np.where(raised, 0, since_change + is_open).astype(np.int16)
+        # spending: impulsive (risky) customers make more, smaller purchases; more room, more spending
         lam = (2.0 + c["income"] / 4000.0) * np.exp(0.25 * c["z"] + 0.15 * shocked)
         txn = rng.poisson(lam)
-        avg = 180.0 * np.exp(-0.15 * c["z"]) * (c["income"] / 6000.0) ** 0.5
+        avg = 160.0 * np.exp(-0.15 * c["z"]) * (c["income"] / 6000.0) ** 0.5
+        avg = avg * (limit / limit0) ** SPEND_LIMIT_ELASTICITY
         spend = rng.gamma(2.0, 1.0, n) * avg * txn / 2.0
         busting = c["fraud"] & (t >= c["fraud_start"])
-        spend = np.where(busting & (t < c["fraud_start"] + 2), c["limit"] * 0.6, spend)
-        spend = np.where(suspended | ~is_open | (dpd >= 90), 0.0, spend)
-        spend = np.minimum(spend, np.maximum(c["limit"] - balance, 0))
+        spend = np.where(busting & (t < c["fraud_start"] + 2), limit * 0.6, spend)
+        spend = np.where(suspended | ~is_open | (cycle >= 2), 0.0, spend)
+        spend = np.minimum(spend, np.maximum(limit - balance, 0))
         txn = np.where(spend > 0, np.maximum(txn, 1), 0)
         inst_share = np.clip(rng.beta(2, 5, n) + 0.08 * c["z"] + 0.05 * shocked, 0, 1)
         balance = balance + spend
-        due = np.minimum(balance, np.maximum(0.1 * balance, 100.0))
-        # repayment
-        logit = (-4.2 + 1.1 * c["z"] + 0.9 * shocked + 1.2 * util_prev + 2.0 * (dpd > 0)
-                 - 0.4 * np.log(c["income"] / 6000.0))
-        miss = (rng.random(n) < _sigmoid(logit)) | (busting & (t >= c["fraud_start"] + 1))
-        miss &= is_open & (due > 0)
-        miss |= dpd >= 90  # default is absorbing
-        transactor = rng.random(n) < _sigmoid(-0.5 - 1.2 * c["z"])
-        paid = np.where(miss, due * rng.uniform(0, 0.5, n), np.where(transactor, balance, due * rng.uniform(1, 3, n)))
+        due = np.minimum(balance, np.maximum(0.05 * balance, 100.0))
+        # delinquency: roll one cycle or pay what is overdue (cure)
+        risk = 1.1 * c["z"] + 0.9 * shocked + 1.2 * util_prev - 0.4 * np.log(c["income"] / 6000.0)
+        k = np.minimum(cycle, CHARGE_OFF_CYCLE - 1)
+        miss = (rng.random(n) < _sigmoid(ROLL_INTERCEPT[k] + ROLL_SLOPE[k] * risk)) | (busting & (t >= c["fraud_start"] + 1))
+        miss &= is_open & ((due > 0) | (cycle > 0))
+        u_pay = rng.uniform(0, 1, n)
+        paid = np.where(miss, due * 0.5 * u_pay,
+                        np.where(c["transactor"], balance, due * (1 + cycle) * (1.0 + 2.0 * u_pay)))
         paid = np.minimum(paid, balance)
         pay_ratio = np.where(due > 0, paid / np.maximum(due, 1e-9), 1.0)
         balance = np.maximum(balance - paid, 0) * 1.01  # 1% monthly fee on the revolving balance
-        dpd = np.where(miss, np.minimum(dpd + 30, 360), 0).astype(np.int16)
-        if t < 0:
-            dpd = np.where(dpd >= 90, 0, dpd).astype(np.int16)  # the book starts with no account in default
-        else:
-            dpd_hist[t] = dpd
+        cycle = np.where(miss, cycle + 1, 0).astype(np.int16)
+        gone = is_open & (cycle >= CHARGE_OFF_CYCLE)  # 180 days past due: charged off, off the active book
+        dpd = np.where(cycle > 0, (np.minimum(cycle, CHARGE_OFF_CYCLE) - 1) * 30 + c["due_day"], 0).astype(np.int16)
+        dpd = np.where(gone, 180, dpd).astype(np.int16)
+        co_balance = np.where(gone, balance, 0.0)
+        charged_off = np.where(gone, t, charged_off)
+        share = rng.beta(2.0, 12.0, n)  # the recovered share of a charged-off balance, over 12 months
+        recovery_due[t + BURN_IN + 1:t + BURN_IN + 1 + RECOVERY_MONTHS] += float((co_balance * share).sum()) / RECOVERY_MONTHS
+        if t >= 0:
+            active_now = is_open & ~gone
+            recovered = float(recovery_due[t + BURN_IN])
+            ledger.append({"month_index": t + 1, "snapshot_month": month_label(scn, t),
+                           "active_accounts": int(active_now.sum()),
+                           "active_balance": round(float(balance[active_now].sum()), 2),
+                           "new_accounts": int((c["open_month"] == t).sum() if t > 0 else 0),
+                           "charged_off_accounts": int(gone.sum()),
+                           "charged_off_balance": round(float(co_balance.sum()), 2),
+                           "recoveries": round(recovered, 2)})
+            dpd_hist[t] = np.where(charged_off <= t, 180, dpd)
+        balance = np.where(gone, 0.0, balance)
         miss_ring[t % HORIZON] = miss
+        overdue_ring[t % HORIZON] = np.where(cycle == 1, c["due_day"], np.where(cycle > 1, 30, 0))
         dpd_ring[t % 6] = dpd
         inq_ring[t % 6] = rng.poisson(c["inq_rate"] * np.exp(0.5 * np.maximum(shocked, 0)))
         spend_ring[t % 3] = spend
         clean = np.where(miss, 0, np.minimum(clean + 1, 24)).astype(np.int16)  # capped: "24 or more"
         spend_avg3 = spend_ring.mean(axis=0)
-        util = np.clip(balance / c["limit"], 0, 1.5)
+        util = np.clip(balance / limit, 0, 1.5)
         # observable fraud signal: a spend spike near the limit, or a device shared with an account 60+ overdue
-        dev_bad = np.bincount(c["device"], weights=(dpd >= 60).astype(float), minlength=n)[c["device"]]
+        dev_bad = np.bincount(c["device"], weights=((dpd >= 60) & is_open).astype(float), minlength=n)[c["device"]]
         spike = (spend > 3 * np.maximum(spend_avg3 - spend / 3, 1)) & (util > 0.9)
         fraud_signal = (spike | ((dev_bad - (dpd >= 60)) > 0)) & (c["shared"] > 1) | (spike & (txn <= 2))
         at_review = suspended  # the snapshot shows the state the month's review starts from
@@ -297,7 +397,7 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
 
         if t < 0:
             continue
-        sel = np.flatnonzero(is_open)
+        sel = np.flatnonzero(is_open & ~gone)
         frame = pd.DataFrame({
             "account_id": ids[sel], "snapshot_month": month_label(scn, t), "month_index": t + 1,
             "customer_name": c["name"][sel], "phone": c["phone"][sel],
@@ -305,23 +405,27 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
             "income": c["income"][sel], "tenure_months": (c["tenure0"] + t - c["open_month"])[sel].astype(float),
             "prior_bad_records": c["prior_bad"][sel].astype(float),
             "inquiries_6m": inq_ring.sum(axis=0)[sel].astype(float),
-            "credit_limit": c["limit"][sel], "txn_count": txn[sel].astype(float),
+            "credit_limit": limit[sel], "txn_count": txn[sel].astype(float),
             "spend_amount": np.round(spend[sel], 2), "instalment_share": np.round(inst_share[sel], 4),
             "spend_change_3m": np.round(spend[sel] / np.maximum(spend_avg3[sel], 1.0), 4),
             "utilisation": np.round(util[sel], 4), "payment_ratio": np.round(np.minimum(pay_ratio[sel], 10), 4),
             "days_past_due": dpd[sel].astype(float), "max_dpd_6m": dpd_ring.max(axis=0)[sel].astype(float),
             "months_overdue_12m": miss_ring.sum(axis=0)[sel].astype(float),
-            "cum_overdue_days_12m": (miss_ring.sum(axis=0) * 30)[sel].astype(float),
+            "cum_overdue_days_12m": overdue_ring.sum(axis=0, dtype=np.int64)[sel].astype(float),
             "clean_months": clean[sel].astype(float), "shared_device_count": c["shared"][sel].astype(float),
             "fraud_signal": fraud_signal[sel], "suspended": at_review[sel],
+            "balance": np.round(balance[sel], 2),
+            "delinquency_bucket": np.array(BUCKETS, dtype=object)[BUCKET_OF_CYCLE[np.minimum(cycle[sel], 6)]],
+            "months_since_limit_change": since_change[sel].astype(float),
         })
         _write(frame, partition_dir(out, t) / "snapshot.parquet")
         rows += len(frame)
         if t >= HORIZON:
-            _write_labels(out, scn, t - HORIZON, ids, c, dpd_hist, matured=True)
-    for t in range(max(T - HORIZON, 0), T):  # censored months: who is in default is known, the outcome is not
-        _write_labels(out, scn, t, ids, c, dpd_hist, matured=False)
-    meta = {"scenario": scn.model_dump(mode="json"), "generator": "creditgov.simulate/1", "horizon": HORIZON,
+            _write_labels(out, scn, t - HORIZON, ids, c, dpd_hist, charged_off, matured=True)
+    for t in range(max(T - HORIZON, 0), T):  # censored months: who is 90+ days past due is known, the outcome is not
+        _write_labels(out, scn, t, ids, c, dpd_hist, charged_off, matured=False)
+    _write(pd.DataFrame(ledger), out / "ledger.parquet")
+    meta = {"scenario": scn.model_dump(mode="json"), "generator": GENERATOR, "horizon": HORIZON,
             "labelled_months": list(range(1, max(T - HORIZON, 0) + 1))}
     (out / "scenario.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     bads = []
@@ -335,12 +439,26 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
     return SimResult(out, T, n, rows, rate)
 
 
-def _write_labels(out: Path, scn: Scenario, t: int, ids, c, dpd_hist, matured: bool) -> None:
-    """Target of month t: 90+ days past due in t+1..t+12, for accounts open and not yet in default at t.
+def is_current(directory: str | Path) -> bool:
+    """True when `directory` holds a complete book made by this generator (of any scenario: a caller may have
+    simulated it with overrides, e.g. fewer accounts)."""
+    path = Path(directory) / "scenario.json"
+    if not path.exists():
+        return False
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return meta.get("generator") == GENERATOR
 
-    Null when the account is in default at t, or when the window has not closed (matured False).
+
+def _write_labels(out: Path, scn: Scenario, t: int, ids, c, dpd_hist, charged_off, matured: bool) -> None:
+    """Target of month t: 90+ days past due in t+1..t+12, for accounts on the book and not 90+ at t.
+
+    Null when the account is 90+ days past due at t, or when the window has not closed (matured False).
+    The accounts are those of month t's snapshot: open, and not charged off by the end of t.
     """
-    sel = np.flatnonzero((c["open_month"] <= t))
+    sel = np.flatnonzero((c["open_month"] <= t) & (charged_off > t))
     now = dpd_hist[t, sel]
     if matured:
         future = dpd_hist[t + 1:t + 1 + HORIZON, sel].max(axis=0)

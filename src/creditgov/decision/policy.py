@@ -57,7 +57,7 @@ def _round_limit(raw: np.ndarray, policy: Policy) -> np.ndarray:
 
 def on_book_applies(frame: pd.DataFrame, policy: Policy) -> bool:
     ob = policy.on_book
-    return ob is not None and all(c in frame.columns for c in ob.fields.model_dump().values())
+    return ob is not None and all(c in frame.columns for c in ob.fields.columns())
 
 
 def apply_policy(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy, *,
@@ -150,8 +150,15 @@ def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = T
     restore = suspended & ~any_suspend & (clean >= ob.restore_clean_months)
     stay = suspended & ~any_suspend & ~restore
     review = ~suspended & ~any_suspend & (p >= lo) & (p < hi)
-    cut = ~suspended & ~any_suspend & ~review & (tier == ob.cut_tier)
-    raise_ = ~suspended & ~any_suspend & ~review & ~cut & (p <= ob.raise_max_pd) & (clean >= ob.raise_clean_months)
+    # the limit is reviewed every limit_review_every_months since it last changed; between reviews it is kept
+    settled = np.ones(n, dtype=bool)
+    if ob.limit_review_every_months is not None:
+        since, every = num(f.months_since_limit_change), ob.limit_review_every_months
+        settled = (since >= every) & (np.mod(since, every) == 0)
+    cut = ~suspended & ~any_suspend & ~review & (tier == ob.cut_tier) & settled
+    raise_ = (~suspended & ~any_suspend & ~review & (tier != ob.cut_tier) & settled & (p <= ob.raise_max_pd)
+              & (clean >= ob.raise_clean_months)
+              & (_round_limit(np.nan_to_num(current) * ob.raise_factor, policy) > current))  # at the maximum: keep
 
     action = np.full(n, "keep", dtype=object)
     decided_by = np.full(n, "model", dtype=object)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from creditgov.model.metrics import decile_edges
-from creditgov.spec import DISCRETE_MAX, PipelineSpec
+from creditgov.spec import DISCRETE_MAX, QUANTILE_BINS, PipelineSpec
 
 MISSING = "(missing)"
 OTHER = "(other)"
@@ -52,12 +52,21 @@ def reference_edges(values: np.ndarray) -> np.ndarray:
 
     Deciles of a zero-inflated count (days past due is 0 for most accounts) collapse into one
     bin and would hide a shift from 0 to 30; with at most DISCRETE_MAX distinct values every
-    value is its own bin (values above the largest fall in the last bin).
+    value is its own bin (values above the largest fall in the last bin); with more, a value
+    holding more than a tenth of the rows gets its own bin and the values above it their deciles.
     """
-    distinct = np.unique(values)
+    distinct, counts = np.unique(values, return_counts=True)
     if len(distinct) <= DISCRETE_MAX:
         return distinct[1:]
-    return decile_edges(values)
+    edges = decile_edges(values)
+    # a value holding more than a decile (days past due: 0 for most accounts, in days otherwise) is a bin of its
+    # own, and the values above the largest such value get their own deciles, so a shift off it shows
+    heavy = distinct[counts > len(values) / QUANTILE_BINS]
+    if len(heavy):
+        tail = values[values > heavy.max()]
+        extra = [np.nextafter(heavy, np.inf)] + ([decile_edges(tail)] if len(tail) >= QUANTILE_BINS else [])
+        edges = np.unique(np.concatenate([edges, *extra]))
+    return edges
 
 
 def feature_profile(frame: pd.DataFrame, spec: PipelineSpec) -> dict:

@@ -339,7 +339,7 @@ def write_root_index(out_root: str | Path = "reports") -> Path:
     out_root = Path(out_root)
     runs = sorted((d for d in out_root.iterdir() if d.is_dir() and (d / "index.html").exists()
                    and not d.name.startswith(".")), key=lambda d: d.stat().st_mtime, reverse=True)
-    rows = [{"name": d.name, "kind": "monitoring" if "-monitor-" in d.name else "decisions",
+    rows = [{"name": d.name, "kind": "monitoring" if "-monitor-" in d.name else "risk" if d.name.startswith("risk-") else "decisions",
              "made": datetime.fromtimestamp(d.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")}
             for d in runs]
     page = out_root / "index.html"

@@ -169,6 +169,9 @@ def behaviour_rows(n: int = ROWS):
         with tempfile.TemporaryDirectory() as tmp:
             simulate.simulate(scn, tmp, log=lambda m: None)
             frame = simulate.load_months(tmp, [1], labelled=True)
+        # the simulator's report-only columns (balance, delinquency bucket) are left out: the corpus keeps what
+        # the behaviour spec reads, and every file under 20 KB
+        frame = frame.drop(columns=["balance", "delinquency_bucket"])
         _CACHE["behaviour"] = frame.rename(columns={simulate.TARGET: "bad_12m"})
     return _CACHE["behaviour"].head(n).copy().reset_index(drop=True)
 
@@ -177,9 +180,16 @@ def _csv(frame, **kw) -> bytes:
     return frame.to_csv(index=False, **kw).encode("utf-8")
 
 
-def _parquet(frame) -> bytes:
+def _parquet(frame, pandas_metadata: bool = True) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False, compression="zstd")
+    if pandas_metadata:
+        frame.to_parquet(buf, index=False, compression="zstd")
+    else:  # the columns' types are Arrow's own (float, bool, string): keeps a wide file under 20 KB
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        pq.write_table(table.replace_schema_metadata(None), buf, compression="zstd")
     return buf.getvalue()
 
 
@@ -395,7 +405,7 @@ def behaviour_files() -> dict[str, bytes]:
 
     f = base.copy()
     f["days_past_due"] = f["days_past_due"].astype(str)
-    out["wrong_dtypes.parquet"] = _parquet(f)
+    out["wrong_dtypes.parquet"] = _parquet(f, pandas_metadata=False)
 
     f = base.copy()
     f = f.astype({"fraud_signal": object, "suspended": object})
@@ -407,7 +417,7 @@ def behaviour_files() -> dict[str, bytes]:
     f.loc[0, "utilisation"] = np.inf
     f.loc[1, "instalment_share"] = -0.1
     f.loc[2, "payment_ratio"] = -np.inf
-    out["infinities.parquet"] = _parquet(f)
+    out["infinities.parquet"] = _parquet(f, pandas_metadata=False)
     return out
 
 

@@ -1,0 +1,225 @@
+"""The periodic risk report of the book (`creditgov risk-report`): what investors and regulators read.
+
+Computed from the monthly snapshots and the ledger of a simulated book (`creditgov simulate`), for a range
+of months, as CSV files and one self-contained HTML page (inline CSS and SVG charts, no network):
+
+* delinquency bucket distribution by month (current, 1-29, 30-59, 60-89, 90-179 days past due);
+* roll-rate matrix: where the accounts of each bucket are one month later (a bucket, or charged off: an
+  account leaves the active book only by charge-off at 180 days), pooled over the months;
+* vintage curves: cumulative share of an origination quarter's accounts ever 30+ and ever 90+ days past due,
+  by months on book (accounts opened within the range; the book open at month 1 has no origination month);
+* charge-off and net loss rates by month, annualised (x 12): charged-off accounts over active accounts, and
+  charged-off balances less recoveries over active balances (the ledger).
+
+Partial against issue 15's report: early-warning lift, collections treatment outcomes, limit and pricing
+changes and the model's monitoring verdicts are not in it yet.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from creditgov.atomic import replace_dir
+from creditgov.data import simulate
+from creditgov.errors import DataError
+from creditgov.report.pages import render, write_root_index
+
+CHARGED_OFF = "charged_off"
+STATES = (*simulate.BUCKETS, CHARGED_OFF)
+
+
+@dataclass(frozen=True)
+class RiskFigures:
+    months: list[int]
+    buckets: pd.DataFrame      # month_index, snapshot_month, accounts, share_<bucket> ...
+    roll_counts: pd.DataFrame  # index from-bucket, columns STATES: account counts
+    roll_rates: pd.DataFrame   # the same as shares of each row
+    vintages: pd.DataFrame     # vintage, accounts, months_on_book, ever_30, ever_90
+    losses: pd.DataFrame       # month_index, ..., charge_off_rate_accounts, charge_off_rate_balance, net_loss_rate
+
+
+def _snapshots(directory: Path, months: list[int]) -> dict[int, pd.DataFrame]:
+    out = {}
+    for m in months:
+        path = simulate.partition_dir(directory, m - 1) / "snapshot.parquet"
+        if not path.exists():
+            raise DataError(f"{path}: no snapshot for month {m} (run creditgov simulate)")
+        f = pd.read_parquet(path, columns=["account_id", "snapshot_month", "month_index", "tenure_months",
+                                           "days_past_due"])
+        f["bucket"] = pd.cut(f["days_past_due"], [-1, 0, 29, 59, 89, 179], labels=list(simulate.BUCKETS)).astype(str)
+        out[m] = f
+    return out
+
+
+def book_figures(directory: str | Path, months: list[int]) -> RiskFigures:
+    directory = Path(directory)
+    if not (directory / "scenario.json").exists():
+        raise DataError(f"{directory}: no simulated book here (run creditgov simulate --out {directory})")
+    if not (directory / "ledger.parquet").exists():
+        raise DataError(f"{directory}: no ledger.parquet (a book from an earlier simulator; run creditgov simulate)")
+    snaps = _snapshots(directory, months)
+
+    rows = []
+    for m, f in snaps.items():
+        share = f["bucket"].value_counts(normalize=True).reindex(simulate.BUCKETS, fill_value=0.0)
+        rows.append({"month_index": m, "snapshot_month": f["snapshot_month"].iloc[0], "accounts": len(f),
+                     **{f"share_{b}": float(share[b]) for b in simulate.BUCKETS},
+                     "share_30_plus": float((f["days_past_due"] >= 30).mean())})
+    buckets = pd.DataFrame(rows)
+
+    pairs = []
+    for m in months:
+        if m - 1 in snaps and m in snaps:
+            j = snaps[m - 1][["account_id", "bucket"]].merge(
+                snaps[m][["account_id", "bucket"]].rename(columns={"bucket": "next"}), on="account_id", how="left")
+            pairs.append(j.fillna({"next": CHARGED_OFF}))
+    if pairs:
+        p = pd.concat(pairs, ignore_index=True)
+        counts = pd.crosstab(p["bucket"], p["next"]).reindex(index=list(simulate.BUCKETS), columns=list(STATES),
+                                                             fill_value=0)
+    else:
+        counts = pd.DataFrame(0, index=list(simulate.BUCKETS), columns=list(STATES))
+    counts.index.name, counts.columns.name = "from", None
+    rates = counts.div(counts.sum(axis=1).replace(0, np.nan), axis=0)
+
+    # vintages: accounts opened within the months (first seen with tenure 0), by origination quarter
+    allrows = pd.concat(snaps.values(), ignore_index=True)
+    allrows["origin"] = allrows["month_index"] - allrows["tenure_months"].astype(int)
+    new = allrows[allrows["origin"] >= months[0]].copy()
+    vint = []
+    if len(new):
+        new["vintage"] = "Q" + ((new["origin"] - 1) // 3 + 1).astype(str)
+        new["mob"] = new["month_index"] - new["origin"]
+        for v, g in new.groupby("vintage", sort=False):
+            size = g.loc[g["mob"] == 0, "account_id"].nunique()
+            first30 = g[g["days_past_due"] >= 30].groupby("account_id")["mob"].min()
+            first90 = g[g["days_past_due"] >= 90].groupby("account_id")["mob"].min()
+            # a month on book counts only while every account of the vintage could have reached it
+            horizon = int(months[-1] - g["origin"].max())
+            for k in range(0, horizon + 1):
+                vint.append({"vintage": v, "accounts": int(size), "months_on_book": k,
+                             "ever_30": float((first30 <= k).sum() / size), "ever_90": float((first90 <= k).sum() / size)})
+    vintages = pd.DataFrame(vint, columns=["vintage", "accounts", "months_on_book", "ever_30", "ever_90"])
+    vintages = vintages.sort_values(["vintage", "months_on_book"], key=lambda s: s.str[1:].astype(int)
+                                    if s.name == "vintage" else s).reset_index(drop=True)
+
+    led = pd.read_parquet(directory / "ledger.parquet")
+    led = led[led["month_index"].isin(months)].reset_index(drop=True)
+    bal = led["active_balance"].replace(0, np.nan)
+    led["charge_off_rate_accounts"] = led["charged_off_accounts"] / led["active_accounts"].replace(0, np.nan) * 12
+    led["charge_off_rate_balance"] = led["charged_off_balance"] / bal * 12
+    led["net_loss_rate"] = (led["charged_off_balance"] - led["recoveries"]) / bal * 12
+    return RiskFigures(list(months), buckets, counts, rates, vintages, led)
+
+
+# ------------------------------------------------------------------------------------------------ charts
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # inline: drop the XML declaration and doctype
+
+
+def _charts(fig_: RiskFigures) -> dict[str, str]:
+    import matplotlib  # heavy: only when a report is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # heavy: as above
+
+    plt.rcParams.update({"svg.hashsalt": "creditgov", "svg.fonttype": "none", "font.size": 9})
+    out = {}
+    b = fig_.buckets
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    late = [x for x in simulate.BUCKETS if x != "current"]
+    ax.stackplot(b["month_index"], *[100 * b[f"share_{x}"] for x in late], labels=[f"{x} days" for x in late])
+    ax.set_xlabel("month"), ax.set_ylabel("% of active accounts"), ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Delinquent accounts by days past due")
+    fig.tight_layout()
+    out["buckets"] = _svg(fig)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.2), sharey=False)
+    for ax, col, title in ((axes[0], "ever_30", "ever 30+ days past due"), (axes[1], "ever_90", "ever 90+ days past due")):
+        for v, g in fig_.vintages.groupby("vintage", sort=False):
+            ax.plot(g["months_on_book"], 100 * g[col], label=v)
+        ax.set_title(f"Vintages: {title}"), ax.set_xlabel("months on book"), ax.set_ylabel("% of accounts opened")
+    if len(fig_.vintages):
+        axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    out["vintages"] = _svg(fig)
+    plt.close(fig)
+
+    led = fig_.losses
+    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    ax.plot(led["month_index"], 100 * led["charge_off_rate_accounts"], label="charge-off rate (accounts)")
+    ax.plot(led["month_index"], 100 * led["net_loss_rate"], label="net loss rate (balances)")
+    ax.set_xlabel("month"), ax.set_ylabel("% a year (monthly x 12)"), ax.legend(fontsize=8)
+    ax.set_title("Charge-offs and net losses, annualised")
+    fig.tight_layout()
+    out["losses"] = _svg(fig)
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def write_report(directory: str | Path, months: list[int], out_root: str | Path = "reports") -> Path:
+    """CSV files and index.html in <out_root>/risk-<book>-<months>/; returns the directory."""
+    directory = Path(directory)
+    figs = book_figures(directory, months)
+    try:
+        meta = json.loads((directory / "scenario.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DataError(f"{directory}: no scenario.json (not a simulated book)") from None
+    name = meta["scenario"]["name"]
+    out = Path(out_root) / f"risk-{name}-{months[0]:02d}-{months[-1]:02d}"
+
+    def fill(tmp: Path) -> None:
+        figs.buckets.to_csv(tmp / "bucket_distribution.csv", index=False, float_format="%.6f")
+        figs.roll_rates.reset_index().to_csv(tmp / "roll_rates.csv", index=False, float_format="%.6f")
+        figs.roll_counts.reset_index().to_csv(tmp / "roll_counts.csv", index=False)
+        figs.vintages.to_csv(tmp / "vintages.csv", index=False, float_format="%.6f")
+        figs.losses.to_csv(tmp / "losses.csv", index=False, float_format="%.6f")
+        shock = meta["scenario"].get("shock")
+        html = render("risk_report.html", book=str(directory), scenario=name, months=months,
+                      generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                      generator=meta.get("generator", ""), shock=shock, charts=_charts(figs),
+                      buckets=figs.buckets.to_dict("records"), bucket_names=list(simulate.BUCKETS),
+                      roll=[(b, [figs.roll_rates.loc[b, s] for s in STATES], int(figs.roll_counts.loc[b].sum()))
+                            for b in simulate.BUCKETS], states=list(STATES),
+                      losses=figs.losses.to_dict("records"),
+                      vintage_table=_vintage_table(figs.vintages))
+        (tmp / "index.html").write_text(html, encoding="utf-8")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, out)
+    write_root_index(out_root)
+    return out
+
+
+def _vintage_table(v: pd.DataFrame) -> list[dict]:
+    """Per vintage: size and the cumulative 30+ / 90+ shares at 3, 6 and 12 months on book (when reached)."""
+    rows = []
+    for name, g in v.groupby("vintage", sort=False):
+        at = g.set_index("months_on_book")
+        rows.append({"vintage": name, "accounts": int(g["accounts"].iloc[0]),
+                     **{f"{c}_{k}": (float(at.loc[k, c]) if k in at.index else None)
+                        for c in ("ever_30", "ever_90") for k in (3, 6, 12)}})
+    return rows

@@ -1,0 +1,130 @@
+"""The periodic risk report (creditgov.report.risk) on a small default-scenario book (3,000 accounts, 24 months):
+its figures against independent computations from the snapshots and the ledger, its files and its page."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from creditgov.data import simulate
+from creditgov.errors import DataError
+from creditgov.report import risk
+from helpers import quiet
+
+REPO = Path(__file__).resolve().parents[2]
+MONTHS = list(range(1, 25))
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    d = tmp_path_factory.mktemp("riskbook") / "book"
+    scn = simulate.load_scenario(REPO / "pipelines" / "scenarios" / "default.yaml", accounts=3000)
+    simulate.simulate(scn, d, log=quiet)
+    return d
+
+
+@pytest.fixture(scope="module")
+def figs(book):
+    return risk.book_figures(book, MONTHS)
+
+
+@pytest.fixture(scope="module")
+def written(book, tmp_path_factory):
+    return risk.write_report(book, MONTHS, tmp_path_factory.mktemp("reports"))
+
+
+def _snap(book, m):
+    return pd.read_parquet(book / f"month={m:02d}" / "snapshot.parquet")
+
+
+def _bucket(dpd: np.ndarray) -> np.ndarray:
+    return np.select([dpd == 0, dpd < 30, dpd < 60, dpd < 90], ["current", "1-29", "30-59", "60-89"], "90-179")
+
+
+def test_bucket_distribution_matches_a_count_of_days_past_due(book, figs):
+    for m in (1, 12, 17, 24):
+        dpd = _snap(book, m)["days_past_due"].to_numpy()
+        counts = Counter(_bucket(dpd).tolist())
+        row = figs.buckets.set_index("month_index").loc[m]
+        assert row["accounts"] == len(dpd)
+        for b in simulate.BUCKETS:
+            assert row[f"share_{b}"] == pytest.approx(counts[b] / len(dpd), abs=1e-12), (m, b)
+        assert row["share_30_plus"] == pytest.approx(float((dpd >= 30).mean()), abs=1e-12)
+    # the shock shows: the 30+ share after month 16 is well above the months before
+    s = figs.buckets.set_index("month_index")["share_30_plus"]
+    assert s.loc[17:19].mean() > 1.5 * s.loc[13:15].mean()
+
+
+def test_roll_matrix_matches_an_account_by_account_count(book, figs):
+    pairs = Counter()
+    for m in MONTHS[1:]:
+        a, b = _snap(book, m - 1), _snap(book, m)
+        nxt = dict(zip(b["account_id"], _bucket(b["days_past_due"].to_numpy())))
+        for acc, bk in zip(a["account_id"], _bucket(a["days_past_due"].to_numpy())):
+            pairs[(bk, nxt.get(acc, "charged_off"))] += 1
+    for (frm, to), n in pairs.items():
+        assert figs.roll_counts.loc[frm, to] == n, (frm, to)
+    assert int(figs.roll_counts.to_numpy().sum()) == sum(pairs.values())
+    rates = figs.roll_rates
+    assert np.allclose(rates.sum(axis=1), 1.0)
+    assert rates.loc["1-29", "30-59"] == pytest.approx(pairs[("1-29", "30-59")] / sum(
+        n for (f, _), n in pairs.items() if f == "1-29"))
+
+
+def test_a_vintage_curve_matches_a_direct_count(book, figs):
+    """Q2 (opened in months 4-6), found by first appearance rather than by tenure."""
+    first, worst = {}, {}
+    snaps = {m: _snap(book, m) for m in MONTHS}
+    for m, f in snaps.items():
+        for acc in f["account_id"]:
+            first.setdefault(acc, m)
+    q2 = {a for a, m in first.items() if 4 <= m <= 6 and m > 1}
+    for m, f in snaps.items():
+        for acc, dpd in zip(f["account_id"], f["days_past_due"]):
+            if acc in q2:
+                worst.setdefault(acc, []).append((m - first[acc], dpd))
+    v = figs.vintages[figs.vintages["vintage"] == "Q2"].set_index("months_on_book")
+    assert v["accounts"].iloc[0] == len(q2)
+    for k in (0, 3, 6, 12, 18):
+        ever30 = sum(any(mob <= k and d >= 30 for mob, d in worst[a]) for a in q2) / len(q2)
+        ever90 = sum(any(mob <= k and d >= 90 for mob, d in worst[a]) for a in q2) / len(q2)
+        assert v.loc[k, "ever_30"] == pytest.approx(ever30, abs=1e-12), k
+        assert v.loc[k, "ever_90"] == pytest.approx(ever90, abs=1e-12), k
+    assert v.index.max() == 24 - 6  # as far as every account of the vintage has reached
+    assert (np.diff(v["ever_30"].to_numpy()) >= 0).all()
+
+
+def test_loss_rates_come_from_the_ledger(book, figs):
+    led = pd.read_parquet(book / "ledger.parquet").set_index("month_index")
+    got = figs.losses.set_index("month_index")
+    for m in (5, 20):
+        assert got.loc[m, "charge_off_rate_accounts"] == pytest.approx(
+            12 * led.loc[m, "charged_off_accounts"] / led.loc[m, "active_accounts"])
+        assert got.loc[m, "net_loss_rate"] == pytest.approx(
+            12 * (led.loc[m, "charged_off_balance"] - led.loc[m, "recoveries"]) / led.loc[m, "active_balance"])
+
+
+def test_the_report_writes_csv_files_equal_to_the_figures_and_a_self_contained_page(written, figs):
+    assert sorted(p.name for p in written.iterdir()) == sorted(
+        ["index.html", "bucket_distribution.csv", "roll_rates.csv", "roll_counts.csv", "vintages.csv", "losses.csv"])
+    buckets = pd.read_csv(written / "bucket_distribution.csv")
+    assert np.allclose(buckets["share_30_plus"], figs.buckets["share_30_plus"], atol=1e-6)
+    counts = pd.read_csv(written / "roll_counts.csv").set_index("from")
+    assert (counts.to_numpy() == figs.roll_counts.to_numpy()).all()
+    html = (written / "index.html").read_text(encoding="utf-8")
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    assert html.count("<svg") >= 3
+    assert not re.search(r"""(src|href)\s*=\s*["']https?:""", html)
+    assert "Roll-rate matrix" in html and "Vintage curves" in html and "Charge-offs and net losses" in html
+
+
+def test_a_missing_book_or_one_without_a_ledger_is_a_one_line_error(tmp_path):
+    with pytest.raises(DataError, match="no simulated book here"):
+        risk.book_figures(tmp_path, [1, 2])
+    (tmp_path / "scenario.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(DataError, match="no ledger.parquet"):
+        risk.book_figures(tmp_path, [1, 2])
