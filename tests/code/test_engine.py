@@ -85,19 +85,25 @@ def test_pseudonymise_is_the_keyed_hash_of_each_value(monkeypatch):
 
 
 def _reference_reasons(phi, features, decided_by, spec):
-    from creditgov.decision.policy import rule_reasons
+    from creditgov.decision.policy import rule_features, rule_reasons
     from creditgov.explain.reasons import top_reasons
 
     rr = rule_reasons(spec.policy)
+    behind = rule_features(spec.policy)
+    never = {f.name for f in spec.features if f.never_a_reason}
     feat_reason = {f.name: f.reason for f in spec.features}
     k = spec.policy.max_reasons
     codes, en, zh, attr = [], [], [], []
-    for i, reasons in enumerate(top_reasons(phi, features, k)):
+    for i in range(len(phi)):
         c, e, z, a = [], [], [], []
         by = decided_by[i]
-        if by.startswith("rule:") and by[5:] in rr:
-            name = by[5:]
-            c.append("rule:" + name), e.append(rr[name]["en"]), z.append(rr[name]["zh"]), a.append(None)
+        rule = by[5:] if by.startswith("rule:") else None
+        if rule in rr:
+            c.append("rule:" + rule), e.append(rr[rule]["en"]), z.append(rr[rule]["zh"]), a.append(None)
+        # one line per cause: never-a-reason features, and the features of the rule that decided, are left out
+        left_out = never | set(behind.get(rule, ()))
+        kept = [j for j, f in enumerate(features) if f not in left_out]
+        reasons = top_reasons(phi[i:i + 1, kept], [features[j] for j in kept], k)[0]
         for feat, val in reasons[: k - len(c) if c else k]:
             c.append(feat), e.append(feat_reason[feat].en), z.append(feat_reason[feat].zh), a.append(val)
         codes.append(c), en.append(e), zh.append(z), attr.append(a)

@@ -31,7 +31,7 @@ BEHAVIOUR_BASE = {"age": 40, "employment": "salaried", "income": 8000, "tenure_m
                   "instalment_share": 0.2, "spend_change_3m": 1.1, "utilisation": 0.3, "payment_ratio": 1.5,
                   "days_past_due": 0, "max_dpd_6m": 0, "months_overdue_12m": 0, "cum_overdue_days_12m": 0,
                   "clean_months": 12, "shared_device_count": 1, "previous_pd": 0.05, "fraud_signal": 0,
-                  "suspended": 0}
+                  "suspended": 0, "months_since_limit_change": 12}
 # (changes to the base row, PD): one row per kind of on-book decision
 BEHAVIOUR_CASES = [
     ({"fraud_signal": 1}, 0.05),                                           # suspend_fraud
@@ -70,7 +70,7 @@ def _log(spec, base: dict, cases: list) -> pd.DataFrame:
     rng = np.random.default_rng(7)
     phi = rng.normal(0, 0.1, (len(frame), len(feats)))
     # the largest pushes: a policy-set value, a rule's own feature, a bureau feature
-    for name, v in (("credit_limit", 0.9), ("days_past_due", 0.8), ("Income", 0.8), ("inquiries_6m", 0.5),
+    for name, v in (("txn_count", 0.9), ("days_past_due", 0.8), ("Income", 0.8), ("inquiries_6m", 0.5),
                     ("Records", 0.5), ("Amount", 0.4)):
         if name in feats:
             phi[:, feats.index(name)] = v
@@ -288,7 +288,8 @@ def test_counterfactuals_are_plain_sentences_with_units(cases):
 
 
 def test_one_reason_per_cause_and_no_policy_set_value(cases, spec, behaviour_spec):
-    """credit_limit carries the largest attribution of every row, yet is never a reason; a rule that decided
+    """txn_count (marked never a reason) carries the largest attribution of every row, yet is never a reason
+    (credit_limit, which the policy sets, is not a model input at all); a rule that decided
     is the one line of its cause: the feature it reads does not follow it."""
     _, log, _ = cases[("behaviour", "CN")]
     for codes in log["reason_codes"]:
