@@ -51,6 +51,20 @@ def test_every_leaf_has_a_proof_and_a_wrong_leaf_or_index_fails(n):
     assert not merkle.verify_inclusion(bytes(lv[0]), n, n, [], root)
 
 
+@pytest.mark.parametrize("sizes", [[], [1], [4], [3], [4, 4], [4, 1], [4, 4, 3], [8, 8, 8, 8, 5], [4, 3, 4], [3, 3],
+                                   [6, 6, 2]])
+def test_root_of_chunks_is_the_root_of_all_their_leaves_or_refuses(sizes):
+    lv = _leaves(sum(sizes))
+    chunks, at = [], 0
+    for k in sizes:
+        chunks.append((k, merkle.root(lv[at:at + k])))
+        at += k
+    got = merkle.root_of_chunks(chunks)
+    aligned = not sizes or (sizes[0] & (sizes[0] - 1) == 0 and all(k == sizes[0] for k in sizes[:-1])
+                            and sizes[-1] <= sizes[0])
+    assert got == (merkle.root(lv) if aligned else None)
+
+
 TABLE = pa.table({
     "decision_id": ["0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"],
     "pd": [0.1, float("nan")],

@@ -48,6 +48,7 @@ def _njit(f, parallel=False):
 
 prange = range  # replaced by numba.prange when the kernels are compiled (numba resolves it then)
 _sizes = _row = _sha256 = None  # the compiled helpers and OpenSSL's SHA256, bound by _kernel() the same way
+_sha_one = _sha_init = _sha_update = _sha_final = None  # OpenSSL's functions, bound by _sha_kernel()
 
 
 _kernels: dict = {}
@@ -66,20 +67,40 @@ def _libcrypto() -> str | None:
     return ctypes.util.find_library("crypto")
 
 
+def _sha_low_py(ctx, d, n, md):
+    """SHA-256 of n bytes at d into md, through a context the caller allocates once (ctx: 256 bytes)."""
+    _sha_init(ctx)
+    _sha_update(ctx, d, n)
+    _sha_final(md, ctx)
+
+
+def _sha_one_py(ctx, d, n, md):
+    _sha_one(d, n, md)
+
+
 def _sha_kernel() -> bool:
-    """Bind OpenSSL's one-shot SHA256() for the numba kernels; False where it cannot be found (the
-    leaves are then hashed by hashlib from the records' buffer, more slowly, to the same bytes)."""
+    """Bind OpenSSL's SHA-256 for the numba kernels; False where it cannot be found (the leaves are then
+    hashed by hashlib from the records' buffer, more slowly, to the same bytes). SHA256_Init, _Update and
+    _Final where the library still exports them: OpenSSL 3's one-shot SHA256() looks the algorithm up on
+    every call, which costs 6x the hash of an inner node (65 bytes)."""
     path = _libcrypto()
     try:
-        ctypes.CDLL(path).SHA256  # noqa: B018  (present in OpenSSL 1.1 and 3)
+        lib = ctypes.CDLL(path)
+        lib.SHA256  # noqa: B018  (present in OpenSSL 1.1 and 3)
     except (OSError, AttributeError, TypeError):
         return False
+    low = all(hasattr(lib, f) for f in ("SHA256_Init", "SHA256_Update", "SHA256_Final"))
     import llvmlite.binding as llvm  # heavy (numba's compiler): only when the kernels are compiled
     from numba.core import types  # heavy: only when the kernels are compiled
 
     llvm.load_library_permanently(path)
-    # SHA256(const unsigned char *d, size_t n, unsigned char *md): pointers passed as addresses
-    globals()["_sha256"] = types.ExternalFunction("SHA256", types.uintp(types.uintp, types.uintp, types.uintp))
+    u = types.uintp  # pointers are passed as addresses
+    globals()["_sha_one"] = types.ExternalFunction("SHA256", u(u, u, u))  # (data, n, md) -> md
+    if low:
+        globals()["_sha_init"] = types.ExternalFunction("SHA256_Init", types.intc(u))  # (ctx)
+        globals()["_sha_update"] = types.ExternalFunction("SHA256_Update", types.intc(u, u, u))  # (ctx, data, n)
+        globals()["_sha_final"] = types.ExternalFunction("SHA256_Final", types.intc(u, u))  # (md, ctx)
+    globals()["_sha256"] = _njit(_sha_low_py if low else _sha_one_py)
     return True
 
 
@@ -172,9 +193,10 @@ def _leaves_py(n, kinds, starts, ends, valid, data, lit_offs, lits, out):
         for i in range(lo, hi):
             m = max(m, sizes[i])
         scratch = np.empty(m, dtype=np.uint8)
+        ctx = np.empty(256, dtype=np.uint8)
         for i in range(lo, hi):
             _row(i, scratch, 0, kinds, starts, ends, valid, data, lit_offs, lits)
-            _sha256(scratch.ctypes.data, sizes[i], base + 32 * i)
+            _sha256(ctx.ctypes.data, scratch.ctypes.data, sizes[i], base + 32 * i)
 
 
 def _any_escape_py(data):
@@ -437,12 +459,13 @@ def _parents_py(nodes, out):
     base = out.ctypes.data
     for b in prange((pairs + _BLOCK - 1) // _BLOCK):
         msg = np.empty(65, dtype=np.uint8)
+        ctx = np.empty(256, dtype=np.uint8)
         msg[0] = 1
         for j in range(b * _BLOCK, min(pairs, (b + 1) * _BLOCK)):
             for t in range(32):
                 msg[1 + t] = nodes[2 * j, t]
                 msg[33 + t] = nodes[2 * j + 1, t]
-            _sha256(msg.ctypes.data, 65, base + 32 * j)
+            _sha256(ctx.ctypes.data, msg.ctypes.data, 65, base + 32 * j)
 
 
 def _parent_level(nodes: np.ndarray) -> np.ndarray:
@@ -481,6 +504,19 @@ def root(leaves: np.ndarray) -> bytes:
     while len(nodes) > 1:
         nodes = _parent_level(nodes)
     return bytes(nodes[0])
+
+
+def root_of_chunks(chunks: list[tuple[int, bytes]]) -> bytes | None:
+    """The root over consecutive chunks of leaves from their (size, root) alone, when every chunk but the
+    last holds the same power-of-two number of leaves: then each chunk's root is a node of the whole tree
+    (RFC 9162 splits at powers of two), so the append hashes each chunk's subtree as it goes. None when
+    the chunks are not so aligned (the caller then hashes the whole tree)."""
+    if not chunks:
+        return root(np.zeros((0, 32), np.uint8))
+    width = chunks[0][0]
+    if width & (width - 1) or any(size != width for size, _ in chunks[:-1]) or not 0 < chunks[-1][0] <= width:
+        return None
+    return root(np.frombuffer(b"".join(r for _, r in chunks), dtype=np.uint8).reshape(len(chunks), 32))
 
 
 def inclusion_path(tree: list[np.ndarray], index: int) -> list[bytes]:
@@ -526,60 +562,33 @@ _NULL, _BOOL, _INT, _FLOAT, _TEXT, _LIST, _OTHER = range(7)
 _FIXED, _SPAN, _ENC = 0, 1, 2  # how a column's values sit in the data buffer (see _Columns)
 
 
-def _copy_py(out, p, data, a, size):
-    """out[p:p+size] = data[a:a+size]: a byte loop for the short spans most values are, memcpy beyond."""
-    if size <= 16:
-        for j in range(size):
-            out[p + j] = data[a + j]
-    else:
-        _memcpy(out.ctypes.data + p, data.ctypes.data + a, size)
-
-
-def _span_py(c, i, widths, bases, slots, offs):
-    """(start, size) of value i of column c in the data buffer."""
-    w = widths[c]
-    if slots[c] < 0:
-        return bases[c] + i * w, w
-    a = offs[slots[c], i]
-    return a, offs[slots[c], i + 1] - a
-
-
-def _put_py(out, p, kind, tag, ok, data, a, size):
-    """Write one value at out[p:]: tag (_FIXED, _SPAN), uint32 LE length (_SPAN), its bytes; a null is one
-    zero byte. Returns the end."""
-    if not ok:
-        out[p] = 0
-        return p + 1
-    if kind == _FIXED:
-        out[p] = tag
-        p += 1
-    elif kind == _SPAN:
-        out[p] = tag
-        out[p + 1] = size & 255
-        out[p + 2] = (size >> 8) & 255
-        out[p + 3] = (size >> 16) & 255
-        out[p + 4] = (size >> 24) & 255
-        p += 5
-    _copy(out, p, data, a, size)
-    return p + size
-
-
 def _bin_block_py(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid, data, rel):
     """Rows lo..hi-1 laid out as 0x00 || record in one buffer, column by column (each column's values are
-    read in order; the writes stay in a cache-sized block); rel gets each row's offsets in it."""
+    read in order; the writes stay in a cache-sized block); rel gets each row's offsets in it. The
+    loops are specialised by column kind, and by nulls, with no call per value: this is the hot loop."""
     k = kinds.shape[0]
     m = hi - lo
+    fixed = 1  # bytes every row takes whatever its values: the 0x00 and the null-free fixed columns
+    for c in range(k):
+        if kinds[c] == _FIXED and vslots[c] < 0:
+            fixed += 1 + widths[c]
     rel[0] = 0
     for i in range(m):
-        rel[i + 1] = 1
+        rel[i + 1] = fixed
     for c in range(k):
-        head = 1 if kinds[c] == _FIXED else (5 if kinds[c] == _SPAN else 0)
         v = vslots[c]
+        if kinds[c] == _FIXED and v < 0:
+            continue
+        head = 1 if kinds[c] == _FIXED else (5 if kinds[c] == _SPAN else 0)
+        w = widths[c]
+        sl = slots[c]
         for i in range(m):
             if v >= 0 and not valid[v, lo + i]:
                 rel[i + 1] += 1
+            elif sl < 0:
+                rel[i + 1] += head + w
             else:
-                rel[i + 1] += head + _span(c, lo + i, widths, bases, slots, offs)[1]
+                rel[i + 1] += head + offs[sl, lo + i + 1] - offs[sl, lo + i]
     for i in range(m):
         rel[i + 1] += rel[i]
     out = np.empty(rel[m], dtype=np.uint8)
@@ -587,11 +596,49 @@ def _bin_block_py(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid
     for i in range(m):
         out[rel[i]] = 0
         cur[i] = rel[i] + 1
+    dst = out.ctypes.data
+    src = data.ctypes.data
     for c in range(k):
         v = vslots[c]
+        tag = tags[c]
+        kind = kinds[c]
+        if kind == _FIXED and slots[c] < 0:
+            w = widths[c]
+            a = bases[c] + lo * w
+            for i in range(m):
+                p = cur[i]
+                if v >= 0 and not valid[v, lo + i]:
+                    out[p] = 0
+                    cur[i] = p + 1
+                else:
+                    out[p] = tag
+                    for j in range(w):
+                        out[p + 1 + j] = data[a + j]
+                    cur[i] = p + 1 + w
+                a += w
+            continue
+        sl = slots[c]
         for i in range(m):
-            a, size = _span(c, lo + i, widths, bases, slots, offs)
-            cur[i] = _put(out, cur[i], kinds[c], tags[c], v < 0 or valid[v, lo + i], data, a, size)
+            p = cur[i]
+            if v >= 0 and not valid[v, lo + i]:
+                out[p] = 0
+                cur[i] = p + 1
+                continue
+            a = offs[sl, lo + i]
+            size = offs[sl, lo + i + 1] - a
+            if kind == _SPAN:
+                out[p] = tag
+                out[p + 1] = size & 255
+                out[p + 2] = (size >> 8) & 255
+                out[p + 3] = (size >> 16) & 255
+                out[p + 4] = (size >> 24) & 255
+                p += 5
+            if size <= 16:
+                for j in range(size):
+                    out[p + j] = data[a + j]
+            else:
+                _memcpy(dst + p, src + a, size)
+            cur[i] = p + size
     return out
 
 
@@ -602,8 +649,9 @@ def _bin_leaves_py(n, kinds, tags, widths, bases, slots, vslots, offs, valid, da
         hi = min(n, lo + _BLOCK)
         rel = np.empty(hi - lo + 1, dtype=np.int64)
         buf = _bin_block(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid, data, rel)
+        ctx = np.empty(256, dtype=np.uint8)
         for i in range(hi - lo):
-            _sha256(buf.ctypes.data + rel[i], rel[i + 1] - rel[i], base + 32 * (lo + i))
+            _sha256(ctx.ctypes.data, buf.ctypes.data + rel[i], rel[i + 1] - rel[i], base + 32 * (lo + i))
 
 
 def _bin_rows_py(n, kinds, tags, widths, bases, slots, vslots, offs, valid, data):
@@ -614,10 +662,15 @@ def _bin_rows_py(n, kinds, tags, widths, bases, slots, vslots, offs, valid, data
 
 
 def _bin_lists_py(list_offs, list_valid, kinds, tags, widths, bases, slots, vslots, offs, valid, data):
-    """Each list as tag 5, uint32 LE count, its elements (the one column described); a null list is 0."""
+    """Each list as tag 5, uint32 LE count, its elements (the one column described); a null list is 0.
+    Inline like _bin_block: no call per element."""
     n = list_offs.shape[0] - 1
     v = vslots[0]
-    head = 1 if kinds[0] == _FIXED else (5 if kinds[0] == _SPAN else 0)
+    kind = kinds[0]
+    tag = tags[0]
+    w = widths[0]
+    sl = slots[0]
+    head = 1 if kind == _FIXED else (5 if kind == _SPAN else 0)
     out_offs = np.empty(n + 1, dtype=np.int64)
     out_offs[0] = 0
     for i in range(n):
@@ -627,10 +680,14 @@ def _bin_lists_py(list_offs, list_valid, kinds, tags, widths, bases, slots, vslo
             for e in range(list_offs[i], list_offs[i + 1]):
                 if v >= 0 and not valid[v, e]:
                     size += 1
+                elif sl < 0:
+                    size += head + w
                 else:
-                    size += head + _span(0, e, widths, bases, slots, offs)[1]
+                    size += head + offs[sl, e + 1] - offs[sl, e]
         out_offs[i + 1] = out_offs[i] + size
     out = np.empty(out_offs[n], dtype=np.uint8)
+    dst = out.ctypes.data
+    src = data.ctypes.data
     for i in range(n):
         p = out_offs[i]
         if not list_valid[i]:
@@ -644,12 +701,36 @@ def _bin_lists_py(list_offs, list_valid, kinds, tags, widths, bases, slots, vslo
         out[p + 4] = (count >> 24) & 255
         p += 5
         for e in range(list_offs[i], list_offs[i + 1]):
-            a, size = _span(0, e, widths, bases, slots, offs)
-            p = _put(out, p, kinds[0], tags[0], v < 0 or valid[v, e], data, a, size)
+            if v >= 0 and not valid[v, e]:
+                out[p] = 0
+                p += 1
+                continue
+            if sl < 0:
+                a = bases[0] + e * w
+                size = w
+            else:
+                a = offs[sl, e]
+                size = offs[sl, e + 1] - a
+            if kind == _FIXED:
+                out[p] = tag
+                p += 1
+            elif kind == _SPAN:
+                out[p] = tag
+                out[p + 1] = size & 255
+                out[p + 2] = (size >> 8) & 255
+                out[p + 3] = (size >> 16) & 255
+                out[p + 4] = (size >> 24) & 255
+                p += 5
+            if size <= 16:
+                for j in range(size):
+                    out[p + j] = data[a + j]
+            else:
+                _memcpy(dst + p, src + a, size)
+            p += size
     return out_offs, out
 
 
-_bin_block = _copy = _span = _put = _memcpy = None  # compiled and bound by _bin_kernel()
+_bin_block = _memcpy = None  # compiled and bound by _bin_kernel()
 
 
 def _bin_kernel(name):
@@ -660,8 +741,7 @@ def _bin_kernel(name):
 
         llvm.load_library_permanently(ctypes.util.find_library("c"))
         globals()["_memcpy"] = types.ExternalFunction("memcpy", types.uintp(types.uintp, types.uintp, types.uintp))
-        for helper in ("_copy", "_span", "_put", "_bin_block"):
-            globals()[helper] = _njit(globals()[helper + "_py"])
+        globals()["_bin_block"] = _njit(_bin_block_py)
         _kernels["bin_rows"] = _njit(_bin_rows_py)
         _kernels["bin_lists"] = _njit(_bin_lists_py)
         _kernels["bin_leaves"] = _njit(_bin_leaves_py, parallel=True) if _kernels["leaves"] is not None else None
