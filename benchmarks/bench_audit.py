@@ -90,6 +90,7 @@ def peer(log: Path, work: Path, cap: int) -> dict:
     con.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, record_id TEXT, payload TEXT, prev TEXT, hash TEXT)")
     con.execute("CREATE INDEX records_id ON records (record_id)")
     t0 = time.perf_counter()
+    c0 = time.process_time()
     seq, prev, n = 0, "0" * 64, 0
     for batch in pq.ParquetFile(log).iter_batches(batch_size=65_536):
         rows = []
@@ -106,6 +107,7 @@ def peer(log: Path, work: Path, cap: int) -> dict:
         if n >= cap:
             break
     append_s = time.perf_counter() - t0
+    append_cpu = time.process_time() - c0
     t0 = time.perf_counter()
     prev = "0" * 64
     for s, rid, body, p, h in con.execute("SELECT * FROM records ORDER BY seq"):
@@ -116,7 +118,8 @@ def peer(log: Path, work: Path, cap: int) -> dict:
     verify_s = time.perf_counter() - t0
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
-    return {"rows": n, "append_per_s": n / append_s, "verify_per_s": n / verify_s,
+    return {"rows": n, "append_per_s": n / append_s, "append_cpu_seconds_per_million": append_cpu * 1e6 / n,
+            "verify_per_s": n / verify_s,
             "bytes_per_decision": db.stat().st_size / n}
 
 
@@ -129,18 +132,22 @@ def ours(log: Path, work: Path) -> dict:
 import json, time, resource
 from creditgov import env; env.apply()
 from creditgov.governance import audit
+c = resource.getrusage(resource.RUSAGE_SELF); c = c.ru_utime + c.ru_stime
 t = time.perf_counter(); a = audit.record_log({str(log)!r}); s = time.perf_counter() - t
-print(json.dumps({{"seconds": s, "n": a.tree_size, "inserted": a.inserted,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+u = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({{"seconds": s, "n": a.tree_size, "inserted": a.inserted, "cpu": u.ru_utime + u.ru_stime - c,
+                  "rss_mb": u.ru_maxrss / 1024}}))
 """
     _, app = _child(code, store, env)
     code = f"""
 import json, time, resource
 from creditgov import env; env.apply()
 from creditgov.governance import audit
+c = resource.getrusage(resource.RUSAGE_SELF); c = c.ru_utime + c.ru_stime
 t = time.perf_counter(); r = audit.verify(scan=[]); s = time.perf_counter() - t
+u = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({{"seconds": s, "ok": r.ok, "decisions": r.decisions, "problems": r.problems[:3],
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "cpu": u.ru_utime + u.ru_stime - c, "rss_mb": u.ru_maxrss / 1024}}))
 """
     _, ver = _child(code, store, env)
     con = sqlite3.connect(store / "audit.db")
@@ -149,8 +156,9 @@ print(json.dumps({{"seconds": s, "ok": r.ok, "decisions": r.decisions, "problems
     size = sum(p.stat().st_size for p in store.glob("audit.db*"))
     assert ver["ok"] and ver["decisions"] == app["n"] == app["inserted"], ver
     return {"rows": app["n"], "append_per_s": app["n"] / app["seconds"], "append_seconds": app["seconds"],
-            "append_rss_mb": app["rss_mb"], "verify_per_s": ver["decisions"] / ver["seconds"],
-            "verify_seconds": ver["seconds"], "verify_rss_mb": ver["rss_mb"], "bytes_per_decision": size / app["n"]}
+            "append_cpu_seconds": app["cpu"], "append_rss_mb": app["rss_mb"],
+            "verify_per_s": ver["decisions"] / ver["seconds"], "verify_seconds": ver["seconds"],
+            "verify_cpu_seconds": ver["cpu"], "verify_rss_mb": ver["rss_mb"], "bytes_per_decision": size / app["n"]}
 
 
 def main() -> None:
@@ -177,6 +185,8 @@ def main() -> None:
                "ratios": {"append": round(o["append_per_s"] / p["append_per_s"], 1),
                           "verify": round(o["verify_per_s"] / p["verify_per_s"], 1),
                           "bytes": round(p["bytes_per_decision"] / o["bytes_per_decision"], 1)},
+               "append_cpu_seconds_per_million": {"ours": round(o["append_cpu_seconds"] * 1e6 / o["rows"], 2),
+                                                  "peer": round(p["append_cpu_seconds_per_million"], 2)},
                "targets": {"bytes_per_decision <= 200": o["bytes_per_decision"] <= 200,
                            "append >= 200k/s": o["append_per_s"] >= 200_000,
                            "verify >= 200k/s": o["verify_per_s"] >= 200_000}}

@@ -51,6 +51,20 @@ def test_every_leaf_has_a_proof_and_a_wrong_leaf_or_index_fails(n):
     assert not merkle.verify_inclusion(bytes(lv[0]), n, n, [], root)
 
 
+@pytest.mark.parametrize("sizes", [[], [1], [4], [3], [4, 4], [4, 1], [4, 4, 3], [8, 8, 8, 8, 5], [4, 3, 4], [3, 3],
+                                   [6, 6, 2]])
+def test_root_of_chunks_is_the_root_of_all_their_leaves_or_refuses(sizes):
+    lv = _leaves(sum(sizes))
+    chunks, at = [], 0
+    for k in sizes:
+        chunks.append((k, merkle.root(lv[at:at + k])))
+        at += k
+    got = merkle.root_of_chunks(chunks)
+    aligned = not sizes or (sizes[0] & (sizes[0] - 1) == 0 and all(k == sizes[0] for k in sizes[:-1])
+                            and sizes[-1] <= sizes[0])
+    assert got == (merkle.root(lv) if aligned else None)
+
+
 TABLE = pa.table({
     "decision_id": ["0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"],
     "pd": [0.1, float("nan")],
@@ -73,9 +87,11 @@ PINNED = [
 
 def test_record_bytes_are_pinned():
     """The leaf encoding must never drift (a library upgrade changing a float's text would make every
-    old batch fail verification): these exact bytes are LEAF_FORMAT creditgov-record-json-1."""
-    assert merkle.LEAF_FORMAT == "creditgov-record-json-1"
+    old batch fail verification): these exact bytes are creditgov-record-json-1, the format of the
+    batches sealed before format 2 (verify and prove still read them)."""
+    assert merkle.FORMAT_JSON == "creditgov-record-json-1"
     assert merkle.records(TABLE) == PINNED
+    assert merkle.record_bytes(TABLE, merkle.FORMAT_JSON) == [r.encode() for r in PINNED]
     lv = merkle.leaf_hashes(TABLE)
     assert [bytes(x) for x in lv] == [merkle.leaf_hash(r) for r in PINNED]
 
@@ -124,3 +140,107 @@ def test_native_and_hashlib_paths_give_the_same_leaves_and_roots(monkeypatch):
     assert np.array_equal(merkle.leaf_hashes(many, threads=2), native)
     assert all(np.array_equal(a, b) for a, b in zip(merkle.levels(native), native_tree))
     assert merkle.root(native) == _mth([bytes(x) for x in native])
+
+
+# --------------------------------------------------------------------------- leaf format 2 (binary)
+
+PINNED_BIN = [  # TABLE's rows as creditgov-record-bin-2 (columns: attr decision_id escaped limit n nothing ok pd
+    # reasons_zh tier): list [null, 0.25]; text; text with escapes kept raw; 1e-05; 3; null; true; 0.1; list; "A"
+    "05020000000003000000000000d03f042000000030313233343536373839616263646566303132333435363738396162636465660405"
+    "000000615c620a6303f168e388b5f8e43e020300000000000000000101039a9999999999b93f05020000000409000000e694b6e585a5"
+    "e4bd8e040800000073617920226e6f22040100000041",
+    "00042000000066656463626139383736353433323130666564636261393837363534333231300408000000746162096865726503000000"
+    "000088a34000000000050000000000",
+]
+
+
+def _spec_record(row: dict) -> bytes:
+    """creditgov-record-bin-2 written from its definition (merkle.py), one value at a time."""
+    import struct
+
+    def enc(v) -> bytes:
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return b"\x00"
+        if isinstance(v, bool):
+            return b"\x01" + bytes([v])
+        if isinstance(v, int):
+            return b"\x02" + struct.pack("<q", v)
+        if isinstance(v, float):
+            return b"\x03" + struct.pack("<d", v)
+        if isinstance(v, str):
+            return b"\x04" + struct.pack("<I", len(v.encode())) + v.encode()
+        if isinstance(v, list):
+            return b"\x05" + struct.pack("<I", len(v)) + b"".join(map(enc, v))
+        text = json.dumps(v, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return b"\x06" + struct.pack("<I", len(text)) + text
+
+    return b"".join(enc(row[k]) for k in sorted(row))
+
+
+def test_binary_records_are_pinned_and_follow_their_definition():
+    assert merkle.LEAF_FORMAT == merkle.FORMAT_BIN == "creditgov-record-bin-2"
+    got = merkle.record_bytes(TABLE, merkle.FORMAT_BIN)
+    assert [r.hex() for r in got] == PINNED_BIN
+    assert got == [_spec_record(r) for r in TABLE.to_pylist()]
+    lv = merkle.leaf_hashes_for(TABLE, merkle.FORMAT_BIN)
+    assert [bytes(x) for x in lv] == [hashlib.sha256(b"\x00" + r).digest() for r in got]
+
+
+def test_binary_records_decode_back_to_the_row():
+    names = sorted(TABLE.column_names)
+    for rec, row in zip(merkle.record_bytes(TABLE, merkle.FORMAT_BIN), TABLE.to_pylist()):
+        back = merkle.decode(rec, names)
+        assert list(back) == names
+        for k, v in row.items():
+            assert back[k] == (None if isinstance(v, float) and math.isnan(v) else v), k
+    with pytest.raises(ValueError, match="bytes after"):
+        merkle.decode(merkle.record_bytes(TABLE, merkle.FORMAT_BIN)[0] + b"\x00", names)
+
+
+def test_binary_records_of_every_column_type_match_the_definition():
+    """Types, nulls in each, non-finite floats, nested and empty lists, dictionaries, other types (as
+    JSON text), sliced and chunked tables: the kernels give the definition's bytes, natively and
+    through hashlib."""
+    import datetime as dt
+
+    rng = np.random.default_rng(3)
+    n = 300
+    f = rng.normal(size=n)
+    f[::7] = np.nan
+    f[::11] = np.inf
+    words = ["", "a", "é", "收入", 'q"\\', "x" * 40]
+    t = pa.table({
+        "f": pa.array(f, mask=np.arange(n) % 13 == 0),
+        "f32": pa.array(rng.normal(size=n).astype(np.float32)),
+        "i8": pa.array(rng.integers(-100, 100, n).astype(np.int8)),
+        "u64": pa.array(rng.integers(0, 2 ** 62, n).astype(np.uint64)),
+        "i": pa.array(rng.integers(-2 ** 62, 2 ** 62, n), mask=np.arange(n) % 5 == 0),
+        "b": pa.array(rng.integers(0, 2, n).astype(bool), mask=np.arange(n) % 4 == 0),
+        "s": pa.array([words[j] for j in rng.integers(0, 6, n)], mask=np.arange(n) % 6 == 0),
+        "ls": pa.array([[words[j] for j in rng.integers(0, 6, k)] if k % 3 else None
+                        for k in rng.integers(0, 5, n)]),
+        "lf": pa.array([[None if j % 3 == 0 else float(j) for j in range(k)] for k in rng.integers(0, 4, n)]),
+        "ll": pa.array([[[1, 2], [], None] if k % 2 else [] for k in range(n)]),
+        "d": pa.array([words[j % 6] for j in range(n)]).dictionary_encode(),
+        "day": pa.array([dt.date(2026, 1, 1 + j % 28) for j in range(n)]),
+        "nil": pa.array([None] * n, pa.null()),
+    })
+    want = [_spec_record(r) for r in t.to_pylist()]
+    assert merkle.record_bytes(t, merkle.FORMAT_BIN) == want
+    lv = merkle.leaf_hashes_for(t, merkle.FORMAT_BIN)
+    assert [bytes(x) for x in lv] == [hashlib.sha256(b"\x00" + r).digest() for r in want]
+    assert merkle.record_bytes(t.slice(17, 50), merkle.FORMAT_BIN) == want[17:67]
+    chunked = pa.concat_tables([t.slice(0, 100), t.slice(100)])
+    assert np.array_equal(merkle.leaf_hashes_for(chunked, merkle.FORMAT_BIN), lv)
+    for r, row in zip(want, t.to_pylist()):
+        back = merkle.decode(r, sorted(t.column_names))
+        assert back["s"] == row["s"] and back["ls"] == row["ls"] and back["day"] == str(row["day"])
+
+
+def test_binary_leaves_native_and_hashlib_agree(monkeypatch):
+    many = pa.concat_tables([TABLE] * 3_000)
+    native = merkle.leaf_hashes_for(many, merkle.FORMAT_BIN)
+    merkle._bin_kernel("bin_rows")
+    monkeypatch.setitem(merkle._kernels, "bin_leaves", None)
+    assert np.array_equal(merkle.leaf_hashes_for(many, merkle.FORMAT_BIN), native)
+    assert [bytes(x) for x in native[:2]] == [hashlib.sha256(b"\x00" + bytes.fromhex(h)).digest() for h in PINNED_BIN]

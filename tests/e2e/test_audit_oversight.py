@@ -171,12 +171,21 @@ def test_a_proof_checks_with_the_readme_snippet_alone(proj, tmp_path):
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     snippet = readme.split("<!-- proof-check -->")[1].split("```python")[1].split("```")[0]
     proof = json.loads(out.read_text(encoding="utf-8"))
-    assert json.loads(proof["record"])["decision_id"] == did
+    assert proof["leaf_format"] == "creditgov-record-bin-2"
+    assert proof["fields"]["decision_id"] == did
+    row = proj.log.iloc[1234]
+    assert sorted(proof["fields"]) == sorted(proj.log.columns)
+    assert (proof["fields"]["action"], proof["fields"]["pd"]) == (row["action"], row["pd"])
     assert '"proof.json"' in snippet
     snippet = snippet.replace('"proof.json"', repr(str(out)))
-    exec(compile(snippet, "README proof snippet", "exec"), {})  # raises AssertionError if the proof fails
-    # one changed character of the record and the same snippet refuses it
-    forged = dict(proof, record=proof["record"].replace('"action":"', '"action":"x', 1))
+    seen = {}
+    exec(compile(snippet, "README proof snippet", "exec"), seen)  # raises AssertionError if the proof fails
+    assert seen["decision"] == proof["fields"]  # the snippet reads the record the proof shows
+    # one changed value of the record (the action's first letter) and the same snippet refuses it
+    action = proof["fields"]["action"].encode()
+    raw = bytes.fromhex(proof["record"])
+    at = raw.index(b"\x04" + len(action).to_bytes(4, "little") + action) + 5
+    forged = dict(proof, record=(raw[:at] + b"X" + raw[at + 1:]).hex())
     out.write_text(json.dumps(forged), encoding="utf-8")
     with pytest.raises(AssertionError):
         exec(compile(snippet, "README proof snippet", "exec"), {})

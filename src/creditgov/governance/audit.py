@@ -44,6 +44,7 @@ from creditgov.governance import merkle
 URL_ENV = "CREDITGOV_AUDIT_URL"
 GENESIS = "0" * 64
 CHUNK_ROWS = 65_536  # decisions hashed and indexed per transaction: bounded memory, steady progress
+IN_FLIGHT = 3  # chunks read but not yet indexed (the append's memory is about this many chunks)
 MAX_NAMED = 20  # problems named one by one before they are counted
 
 
@@ -112,6 +113,9 @@ def _engine(url: str | None = None):
     if dialect == "sqlite":
         @event.listens_for(eng, "connect")
         def _pragmas(conn, _):  # durable appends; readers wait instead of failing on a busy file
+            # a new store gets 32 KiB pages (an existing one keeps its own): the unique index takes random
+            # inserts, a quarter faster on large pages than on the default 4 KiB ones
+            conn.execute("PRAGMA page_size=32768")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
             conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: the unique index takes random inserts
@@ -262,7 +266,7 @@ def _log_chunks(path: Path, chunk_rows: int = CHUNK_ROWS):
     """(first position, table) of a decision log, a bounded number of rows at a time."""
     pf = pq.ParquetFile(path)
     pos = 0
-    for batch in pf.iter_batches(batch_size=chunk_rows):
+    for batch in pf.iter_batches(batch_size=chunk_rows, use_threads=False):  # less CPU than Arrow's pool
         yield pos, pa.Table.from_batches([batch])
         pos += batch.num_rows
 
@@ -306,9 +310,11 @@ def _id_text(b: bytes) -> str:
 
 
 _INSERT = {  # one statement per chunk: the keys and leaves travel as two blobs, split by the database
-    "sqlite": "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?) "
-              "INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT ?, ? + i, "
-              "substr(?, 16 * i + 1, 16), substr(?, 32 * i + 1, 32) FROM k WHERE true ON CONFLICT DO NOTHING",
+    # (SQLite counts the rows from a per-connection temporary table of 0, 1, 2, ...: a recursive CTE
+    # would cost a queue insert per row)
+    "sqlite": "INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT ?, ? + i, "
+              "substr(?, 16 * i + 1, 16), substr(?, 32 * i + 1, 32) FROM temp.audit_seq WHERE i < ? "
+              "ON CONFLICT DO NOTHING",
     "postgresql": "INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT %s, %s + i, "
                   "substring(%s from 16 * i + 1 for 16), substring(%s from 32 * i + 1 for 32) "
                   "FROM generate_series(0, %s - 1) AS i ON CONFLICT DO NOTHING",
@@ -323,11 +329,33 @@ def _insert_index(c, dialect: str, batch: int, first: int, ids: np.ndarray, leav
         return 0
     cur = c.connection.driver_connection.cursor()
     if dialect == "sqlite":
-        cur.execute(_INSERT["sqlite"], (n, batch, first, ids.tobytes(), leaves.tobytes()))
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS audit_seq (i INTEGER PRIMARY KEY)")
+        have = cur.execute("SELECT COALESCE(MAX(i), -1) FROM temp.audit_seq").fetchone()[0]
+        if have < n - 1:
+            cur.execute("INSERT INTO temp.audit_seq (i) WITH RECURSIVE k(i) AS (SELECT ? UNION ALL SELECT i + 1 "
+                        "FROM k WHERE i + 1 < ?) SELECT i FROM k", (have + 1, n))
+        cur.execute(_INSERT["sqlite"], (batch, first, ids.tobytes(), leaves.tobytes(), n))
         return cur.execute("SELECT changes()").fetchone()[0]  # rowcount is -1 for a statement led by WITH
     else:
         cur.execute(_INSERT["postgresql"], (batch, first, Binary(ids.tobytes()), Binary(leaves.tobytes()), n))
     return cur.rowcount
+
+
+def _resumed_format(batch: int, path: Path, url: str | None) -> str:
+    """The leaf format of a batch being completed: the one its first indexed leaf was hashed in (a batch
+    opened by an earlier version in the JSON format is completed in it), else the current one."""
+    from sqlalchemy import text  # heavy: see _engine
+
+    with _engine(url).connect() as c:
+        row = c.execute(text("SELECT position, leaf FROM audit_decisions WHERE batch = :b ORDER BY position "
+                             "LIMIT 1"), {"b": batch}).first()
+    if row is None:
+        return merkle.LEAF_FORMAT
+    table = _log_rows(path, [int(row[0])])[int(row[0])]
+    for fmt in (merkle.LEAF_FORMAT, *merkle.FORMATS):
+        if merkle.leaf_hashes_for(table, fmt)[0].tobytes() == bytes(row[1]):
+            return fmt
+    return merkle.LEAF_FORMAT
 
 
 def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None = None, log=None) -> LogAppend:
@@ -354,42 +382,56 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
     batch, status, root_hex, entry_seq = _retrying(url, _open)
     if status == "sealed":
         return LogAppend(int(batch), sha, n, root_hex, 0, True, entry_seq)
+    fmt = _resumed_format(batch, path, url)
 
     leaves, inserted = [], 0
     first_row = None
     actions: dict[str, int] = {}
 
-    def _hash_and_index(prepared, ids, pos):  # numba and the database release the GIL here
-        lv = merkle.hash_prepared(prepared)
-        leaves.append(lv)
+    def _hash(prepared):  # numba, without the GIL: the leaves and the root of this chunk's subtree
+        lv = merkle.hash_prepared_for(prepared)
+        return lv, merkle.root(lv)
+
+    def _index(hashed, ids, pos):  # the database releases the GIL while it inserts
+        lv = hashed.result()[0]
         return _retrying(url, lambda c: _insert_index(c, dialect, int(batch), pos, ids, lv))
 
-    # chunk k is hashed and indexed in a worker while the main thread reads and encodes chunk k + 1
-    with ThreadPoolExecutor(1) as pool, progress.task("Audit trail", total=n, unit="decisions") as bar:
-        pending = None
+    # three stages at once: the main thread reads and encodes chunk k + 2 while a worker hashes chunk
+    # k + 1 (numba, without the GIL) and another indexes chunk k; at most IN_FLIGHT chunks in memory
+    with ThreadPoolExecutor(1) as hasher, ThreadPoolExecutor(1) as writer, \
+            progress.task("Audit trail", total=n, unit="decisions") as bar:
+        pending = []
         for pos, table in _log_chunks(path, chunk_rows):
-            prepared = merkle.prepare(table)
+            prepared = merkle.prepare_for(table, fmt)
             ids = _ids16_array(table.column("decision_id"))
             if first_row is None and table.num_rows:
                 first_row = table.slice(0, 1).to_pylist()[0]
             if "action" in table.column_names:
                 for kv in table.column("action").value_counts().to_pylist():
                     actions[str(kv["values"])] = actions.get(str(kv["values"]), 0) + int(kv["counts"])
-            if pending is not None:
-                inserted += pending.result()
-            pending = pool.submit(_hash_and_index, prepared, ids, pos)
-            bar.advance(table.num_rows)
+            del table
+            hashed = hasher.submit(_hash, prepared)
+            leaves.append(hashed)
+            pending.append(writer.submit(_index, hashed, ids, pos))
+            while len(pending) >= IN_FLIGHT:
+                inserted += pending.pop(0).result()
+            bar.advance(len(ids))
             if log is not None:
-                log(f"  audit: {pos + table.num_rows:,} of {n:,} decisions indexed")
-        if pending is not None:
-            inserted += pending.result()
-    all_leaves = np.concatenate(leaves) if leaves else np.zeros((0, 32), np.uint8)
-    root = merkle.root(all_leaves).hex()
+                log(f"  audit: {pos + len(ids):,} of {n:,} decisions indexed")
+        for w in pending:
+            inserted += w.result()
+    done = [h.result() for h in leaves]
+    root = merkle.root_of_chunks([(len(lv), r) for lv, r in done])
+    if root is None:  # chunks not aligned on a power of two (a CREDITGOV_AUDIT_CHUNK_ROWS, row groups)
+        root = merkle.root(np.concatenate([lv for lv, _ in done]) if done else np.zeros((0, 32), np.uint8))
+    root = root.hex()
     stamp = {k: first_row.get(k) for k in ("model_name", "model_version", "policy_name", "policy_version",
                                               "policy_hash", "spec_hash", "decision_time", "input_hash",
                                               "input_source")} if first_row else {}
     payload = {"log_name": path.name, "log_sha256": sha, "merkle_root": root, "tree_size": n,
-               "leaf_format": merkle.LEAF_FORMAT, "actions": dict(sorted(actions.items())), **stamp}
+               "leaf_format": fmt, "actions": dict(sorted(actions.items())), **stamp}
+    if fmt == merkle.FORMAT_BIN:  # the record holds values only: their names, once, in the chain entry
+        payload["columns"] = sorted(pq.read_schema(path).names)
 
     def _seal(c):
         row = c.execute(text("SELECT status, entry_seq FROM audit_batches WHERE batch = :b"), {"b": batch}).first()
@@ -418,9 +460,18 @@ def _locate(c, decision_id: str):
     from sqlalchemy import text  # heavy: see _engine
 
     row = c.execute(text("SELECT d.batch, d.position, d.leaf, b.log_path, b.status, b.merkle_root, b.tree_size, "
-                         "b.entry_seq, b.log_sha256 FROM audit_decisions d JOIN audit_batches b ON b.batch = d.batch "
+                         "b.entry_seq, b.log_sha256, e.payload FROM audit_decisions d JOIN audit_batches b "
+                         "ON b.batch = d.batch LEFT JOIN audit_entries e ON e.seq = b.entry_seq "
                          "WHERE d.decision_id = :d"), {"d": _ids16([decision_id])[0]}).first()
     return row
+
+
+def _format_of(payload) -> str:
+    """A batch's leaf format, from its chain entry (batches sealed before format 2 say json-1)."""
+    try:
+        return json.loads(payload).get("leaf_format", merkle.FORMAT_JSON) if payload else merkle.LEAF_FORMAT
+    except ValueError:
+        return merkle.LEAF_FORMAT
 
 
 def _log_rows(path: Path, positions: list[int]):
@@ -441,12 +492,13 @@ def _checked_row(decision_id: str, row, where: str):
     """The decision's log row (a one-row Arrow table), checked against the trail's leaf hash."""
     if row is None:
         raise AuditError(f"decision {decision_id} is not in the audit trail at {where}")
-    batch, pos, leaf, log_path, *_ = row
+    batch, pos, leaf, log_path, *_, payload = row
     path = Path(log_path)
     if not path.exists():
         raise AuditError(f"decision {decision_id}: its decision log {path} is missing (audit trail {where})")
     table = _log_rows(path, [int(pos)])[int(pos)]
-    if merkle.leaf_hashes(table)[0].tobytes() != bytes(leaf):
+    fmt = _format_of(payload)
+    if fmt not in merkle.FORMATS or merkle.leaf_hashes_for(table, fmt)[0].tobytes() != bytes(leaf):
         raise AuditError(f"decision {decision_id}: row {int(pos) + 1} of {path.name} does not match the record "
                          "in the audit trail (altered)")
     if str(table.column("decision_id")[0].as_py()) != decision_id:
@@ -482,7 +534,7 @@ def prove(decision_id: str, url: str | None = None) -> dict:
         row = _locate(c, decision_id)
         if row is None:
             raise AuditError(f"decision {decision_id} is not in the audit trail at {url or audit_url()}")
-        batch, pos, leaf, log_path, status, root_hex, size, entry_seq, _ = row
+        batch, pos, leaf, log_path, status, root_hex, size, entry_seq, _, payload = row
         if status != "sealed":
             raise AuditError(f"decision {decision_id}: its batch is incomplete (not sealed): rerun the decide "
                              "command that made it to complete the trail")
@@ -492,18 +544,21 @@ def prove(decision_id: str, url: str | None = None) -> dict:
                                  "FROM audit_entries WHERE seq >= :s ORDER BY seq"), {"s": entry_seq}).all()
         head = c.execute(text("SELECT seq, hash FROM audit_chain_head WHERE id = 1")).first()
     path = Path(log_path)
-    record = merkle.records(_checked_row(decision_id, row, url or audit_url()))[0]
+    fmt = _format_of(payload)
+    record = merkle.record_bytes(_checked_row(decision_id, row, url or audit_url()), fmt)[0]
     if len(idx) == size:
         leaves = np.frombuffer(b"".join(bytes(x[1]) for x in idx), dtype=np.uint8).reshape(size, 32)
     else:  # some of this batch's decisions were indexed under an earlier batch: rehash the log
-        leaves = np.concatenate([merkle.leaf_hashes(t) for _, t in _log_chunks(path)])
+        leaves = np.concatenate([merkle.leaf_hashes_for(t, fmt) for _, t in _log_chunks(path)])
     tree = merkle.levels(leaves)
     path_hashes = merkle.inclusion_path(tree, int(pos))
     if bytes(tree[-1][0]).hex() != root_hex:
         raise AuditError(f"decision {decision_id}: the leaves of batch {batch} no longer hash to its recorded root")
     first = entries[0]
+    shown = {"record": record.decode("utf-8")} if fmt == merkle.FORMAT_JSON else {
+        "record": record.hex(), "fields": merkle.decode(record, json.loads(payload)["columns"])}
     return {
-        "decision_id": decision_id, "record": record, "leaf_index": int(pos), "tree_size": int(size),
+        "decision_id": decision_id, "leaf_format": fmt, **shown, "leaf_index": int(pos), "tree_size": int(size),
         "path": [h.hex() for h in path_hashes], "root": root_hex,
         "batch_entry": {"seq": first[0], "kind": first[1], "record_id": first[2], "recorded_at": first[3],
                         "payload": first[4], "prev_hash": first[5], "hash": first[6]},
@@ -616,12 +671,17 @@ def _batch_intact(c, batch: int, size: int, root_hex: str, log_path: Path) -> bo
     return at == size
 
 
-def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings) -> int:
-    """Recompute a sealed batch's leaves from its log and compare them with the index and the root."""
+def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings, formats: dict[int, str]) -> int:
+    """Recompute a sealed batch's leaves from its log and compare them with the index and the root.
+    formats: each batch's leaf format (a decision indexed under another batch is compared in that one's)."""
     from sqlalchemy import text  # heavy: see _engine
 
     name = payload["log_name"]
     size = int(payload["tree_size"])
+    fmt = payload.get("leaf_format", merkle.FORMAT_JSON)
+    if fmt not in merkle.FORMATS:
+        f.add("batches", f"batch {batch} ({name}): unknown leaf format {fmt!r} (altered)")
+        return 0
     if not log_path.exists():
         f.add("logs", f"batch {batch} ({name}): its decision log is missing at {log_path}")
         return 0
@@ -630,13 +690,17 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings) ->
     elif _batch_intact(c, batch, size, payload["merkle_root"], log_path):
         return size
     # the log or the index differs from what was sealed: recompute every leaf to name each difference
+    if fmt == merkle.FORMAT_BIN and sorted(pq.read_schema(log_path).names) != payload.get("columns"):
+        f.add("logs", f"batch {batch} ({name}): the decision log's columns differ from the ones recorded (altered)")
+    others = sorted(set(formats.values()) - {fmt})
     leaves, seen, n = [], set(), 0
     q = text("SELECT position, decision_id, leaf FROM audit_decisions WHERE batch = :b AND position >= :lo "
              "AND position < :hi ORDER BY position")
     elsewhere = []
     for pos, table in _log_chunks(log_path):
-        lv = merkle.leaf_hashes(table)
+        lv = merkle.leaf_hashes_for(table, fmt)
         leaves.append(lv)
+        away = []
         ids = table.column("decision_id").to_pylist()
         ids16 = _ids16(ids)
         got = {int(p): (bytes(d), bytes(l)) for p, d, l in c.execute(q, {"b": batch, "lo": pos,
@@ -648,13 +712,18 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings) ->
             seen.add(ids16[i])
             rec = got.pop(p, None)
             if rec is None:
-                elsewhere.append((did, ids16[i], lv[i].tobytes(), p))
+                away.append(i)
             elif rec[0] != ids16[i]:
                 f.add("decisions", f"decision {did}: row {p + 1} of {name} is recorded as decision "
                       f"{_id_text(rec[0])} in the trail (inserted or replaced)")
             elif rec[1] != lv[i].tobytes():
                 f.add("decisions", f"decision {did}: row {p + 1} of {name} does not match its record in the "
                       "trail (altered)")
+        if away:  # their leaves in every format in use: the batch holding them may have another
+            other = {o: merkle.leaf_hashes_for(table.take(away), o) for o in others}
+            for j, i in enumerate(away):
+                elsewhere.append((ids[i], ids16[i], {fmt: lv[i].tobytes(), **{o: x[j].tobytes()
+                                                                               for o, x in other.items()}}, pos + i))
         n += table.num_rows
     if elsewhere:  # decisions the index holds under another batch (the same decision in two logs)
         known = {}
@@ -669,7 +738,7 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings) ->
             k = known.get(d16)
             if k is None:
                 f.add("decisions", f"decision {did}: row {p + 1} of {name} is not in the trail (missing)")
-            elif k[0] != leaf:
+            elif k[0] != leaf.get(formats.get(int(k[1]), fmt)):
                 f.add("decisions", f"decision {did}: row {p + 1} of {name} differs from its record under batch "
                       f"{k[1]} (altered)")
     extra = c.execute(text("SELECT position, decision_id FROM audit_decisions WHERE batch = :b AND "
@@ -740,6 +809,13 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
         by_sha = {v[0]: b for b, v in batches.items()}
         sealed_entries = set()
         pruned_batches = set()
+        formats = {}
+        for seq, kind, rid, _, payload, _, _ in rows:
+            if kind == "batch" and rid in by_sha:
+                try:
+                    formats[by_sha[rid]] = json.loads(payload).get("leaf_format", merkle.FORMAT_JSON)
+                except (ValueError, AttributeError):
+                    pass
         for seq, kind, rid, _, payload, _, _ in rows:
             try:
                 body = json.loads(payload)
@@ -762,7 +838,7 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
                 f.add("batches", f"batch {b} ({body.get('log_name')}): its row disagrees with chain entry {seq} "
                       "(altered)")
                 continue
-            decisions += _verify_batch(c, b, body, log_path, f)
+            decisions += _verify_batch(c, b, body, log_path, f, formats)
         for b, (sha, status, root, size, entry_seq, log_path, name) in batches.items():
             if status == "open":
                 f.add("incomplete", f"batch {b} ({name}): incomplete: its append was interrupted before the batch "

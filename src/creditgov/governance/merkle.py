@@ -1,16 +1,22 @@
 """Decision records as leaves of a Merkle tree (the Certificate Transparency construction, RFC 9162).
 
-A decision record is one row of a decision log written as canonical JSON: the row's columns in
-sorted order, compact separators, UTF-8, numbers as the shortest text that reads back to the
-same float (orjson's), NaN and infinities as null. Its leaf hash is SHA-256(0x00 || record) and
-an inner node is SHA-256(0x01 || left || right), exactly as RFC 9162 section 2.1.1 defines the
-Merkle Tree Hash; an inclusion proof is the audit path of section 2.1.3.
+A decision record is one row of a decision log as bytes; its leaf hash is SHA-256(0x00 || record)
+and an inner node is SHA-256(0x01 || left || right), exactly as RFC 9162 section 2.1.1 defines the
+Merkle Tree Hash; an inclusion proof is the audit path of section 2.1.3. Two record formats, named
+in every batch entry ("leaf_format"):
 
-The encoding is column-wise (orjson for numbers, Arrow buffers for strings, a numba kernel that
-lays the rows out) because the audit trail hashes every decision of every batch, twice (on
-append and on verify): a row-by-row json.dumps would be the slowest step of a 10M-row decide.
-`LEAF_FORMAT` names this encoding in every batch entry; tests pin its bytes on known values so
-that a library upgrade cannot silently change what old batches hash to.
+* creditgov-record-bin-2 (new batches): the row's values in sorted column order, each a tag byte and
+  fixed-width little-endian numbers or length-prefixed UTF-8 (see `decode`); the column names are in
+  the batch entry once. Built column by column from Arrow buffers and laid out and hashed in row
+  blocks by numba kernels that call OpenSSL's SHA256 without the GIL: no per-value text formatting.
+* creditgov-record-json-1 (batches sealed before): the row's canonical JSON text, the columns in
+  sorted order, compact separators, UTF-8, numbers as the shortest text that reads back to the same
+  float (orjson's), NaN and infinities as null. Still verified and proved; also what the golden
+  decision tests compare.
+
+The audit trail hashes every decision of every batch, on append and on verify: a row-by-row
+encoding would be the slowest step of a 10M-row decide. Tests pin both formats' bytes on known
+values so that a library upgrade cannot silently change what old batches hash to.
 """
 from __future__ import annotations
 
@@ -26,7 +32,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-LEAF_FORMAT = "creditgov-record-json-1"
+FORMAT_JSON = "creditgov-record-json-1"  # a record is the row's canonical JSON text (batches before format 2)
+FORMAT_BIN = "creditgov-record-bin-2"  # a record is the row's values in a binary layout (see below)
+FORMATS = (FORMAT_JSON, FORMAT_BIN)
+LEAF_FORMAT = FORMAT_BIN  # what new batches are sealed with; verify and prove read both
 RAW, STR = 0, 1  # a column's text is JSON already / raw UTF-8 to be quoted
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 
@@ -39,6 +48,7 @@ def _njit(f, parallel=False):
 
 prange = range  # replaced by numba.prange when the kernels are compiled (numba resolves it then)
 _sizes = _row = _sha256 = None  # the compiled helpers and OpenSSL's SHA256, bound by _kernel() the same way
+_sha_one = _sha_init = _sha_update = _sha_final = None  # OpenSSL's functions, bound by _sha_kernel()
 
 
 _kernels: dict = {}
@@ -57,20 +67,40 @@ def _libcrypto() -> str | None:
     return ctypes.util.find_library("crypto")
 
 
+def _sha_low_py(ctx, d, n, md):
+    """SHA-256 of n bytes at d into md, through a context the caller allocates once (ctx: 256 bytes)."""
+    _sha_init(ctx)
+    _sha_update(ctx, d, n)
+    _sha_final(md, ctx)
+
+
+def _sha_one_py(ctx, d, n, md):
+    _sha_one(d, n, md)
+
+
 def _sha_kernel() -> bool:
-    """Bind OpenSSL's one-shot SHA256() for the numba kernels; False where it cannot be found (the
-    leaves are then hashed by hashlib from the records' buffer, more slowly, to the same bytes)."""
+    """Bind OpenSSL's SHA-256 for the numba kernels; False where it cannot be found (the leaves are then
+    hashed by hashlib from the records' buffer, more slowly, to the same bytes). SHA256_Init, _Update and
+    _Final where the library still exports them: OpenSSL 3's one-shot SHA256() looks the algorithm up on
+    every call, which costs 6x the hash of an inner node (65 bytes)."""
     path = _libcrypto()
     try:
-        ctypes.CDLL(path).SHA256  # noqa: B018  (present in OpenSSL 1.1 and 3)
+        lib = ctypes.CDLL(path)
+        lib.SHA256  # noqa: B018  (present in OpenSSL 1.1 and 3)
     except (OSError, AttributeError, TypeError):
         return False
+    low = all(hasattr(lib, f) for f in ("SHA256_Init", "SHA256_Update", "SHA256_Final"))
     import llvmlite.binding as llvm  # heavy (numba's compiler): only when the kernels are compiled
     from numba.core import types  # heavy: only when the kernels are compiled
 
     llvm.load_library_permanently(path)
-    # SHA256(const unsigned char *d, size_t n, unsigned char *md): pointers passed as addresses
-    globals()["_sha256"] = types.ExternalFunction("SHA256", types.uintp(types.uintp, types.uintp, types.uintp))
+    u = types.uintp  # pointers are passed as addresses
+    globals()["_sha_one"] = types.ExternalFunction("SHA256", u(u, u, u))  # (data, n, md) -> md
+    if low:
+        globals()["_sha_init"] = types.ExternalFunction("SHA256_Init", types.intc(u))  # (ctx)
+        globals()["_sha_update"] = types.ExternalFunction("SHA256_Update", types.intc(u, u, u))  # (ctx, data, n)
+        globals()["_sha_final"] = types.ExternalFunction("SHA256_Final", types.intc(u, u))  # (md, ctx)
+    globals()["_sha256"] = _njit(_sha_low_py if low else _sha_one_py)
     return True
 
 
@@ -163,9 +193,10 @@ def _leaves_py(n, kinds, starts, ends, valid, data, lit_offs, lits, out):
         for i in range(lo, hi):
             m = max(m, sizes[i])
         scratch = np.empty(m, dtype=np.uint8)
+        ctx = np.empty(256, dtype=np.uint8)
         for i in range(lo, hi):
             _row(i, scratch, 0, kinds, starts, ends, valid, data, lit_offs, lits)
-            _sha256(scratch.ctypes.data, sizes[i], base + 32 * i)
+            _sha256(ctx.ctypes.data, scratch.ctypes.data, sizes[i], base + 32 * i)
 
 
 def _any_escape_py(data):
@@ -428,12 +459,13 @@ def _parents_py(nodes, out):
     base = out.ctypes.data
     for b in prange((pairs + _BLOCK - 1) // _BLOCK):
         msg = np.empty(65, dtype=np.uint8)
+        ctx = np.empty(256, dtype=np.uint8)
         msg[0] = 1
         for j in range(b * _BLOCK, min(pairs, (b + 1) * _BLOCK)):
             for t in range(32):
                 msg[1 + t] = nodes[2 * j, t]
                 msg[33 + t] = nodes[2 * j + 1, t]
-            _sha256(msg.ctypes.data, 65, base + 32 * j)
+            _sha256(ctx.ctypes.data, msg.ctypes.data, 65, base + 32 * j)
 
 
 def _parent_level(nodes: np.ndarray) -> np.ndarray:
@@ -474,6 +506,19 @@ def root(leaves: np.ndarray) -> bytes:
     return bytes(nodes[0])
 
 
+def root_of_chunks(chunks: list[tuple[int, bytes]]) -> bytes | None:
+    """The root over consecutive chunks of leaves from their (size, root) alone, when every chunk but the
+    last holds the same power-of-two number of leaves: then each chunk's root is a node of the whole tree
+    (RFC 9162 splits at powers of two), so the append hashes each chunk's subtree as it goes. None when
+    the chunks are not so aligned (the caller then hashes the whole tree)."""
+    if not chunks:
+        return root(np.zeros((0, 32), np.uint8))
+    width = chunks[0][0]
+    if width & (width - 1) or any(size != width for size, _ in chunks[:-1]) or not 0 < chunks[-1][0] <= width:
+        return None
+    return root(np.frombuffer(b"".join(r for _, r in chunks), dtype=np.uint8).reshape(len(chunks), 32))
+
+
 def inclusion_path(tree: list[np.ndarray], index: int) -> list[bytes]:
     """The audit path of leaf `index` (RFC 9162 2.1.3.1), from the tree's levels."""
     path = []
@@ -501,3 +546,366 @@ def verify_inclusion(leaf: bytes, index: int, size: int, path: list[bytes], root
             r = hashlib.sha256(b"\x01" + r + p).digest()
         fn, sn = fn >> 1, sn >> 1
     return sn == 0 and r == root_hash
+
+
+# --------------------------------------------------------------------------- leaf format 2: binary records
+# A record of LEAF_FORMAT creditgov-record-bin-2 is the row's values in sorted column order, each as a
+# tag byte and its bytes; the column names are written once, in the batch's chain entry ("columns"):
+#   0 null (also NaN and infinities) | 1 bool: 1 byte | 2 integer: int64 little-endian |
+#   3 float: float64 little-endian | 4 text: uint32 LE byte length + UTF-8 |
+#   5 list: uint32 LE count + each element so encoded | 6 other (dates, decimals, structs): as 4, JSON text.
+# Built column by column with numpy (no per-value text formatting), laid out and hashed in row blocks.
+
+_NULL, _BOOL, _INT, _FLOAT, _TEXT, _LIST, _OTHER = range(7)
+
+
+_FIXED, _SPAN, _ENC = 0, 1, 2  # how a column's values sit in the data buffer (see _Columns)
+
+
+def _bin_block_py(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid, data, rel):
+    """Rows lo..hi-1 laid out as 0x00 || record in one buffer, column by column (each column's values are
+    read in order; the writes stay in a cache-sized block); rel gets each row's offsets in it. The
+    loops are specialised by column kind, and by nulls, with no call per value: this is the hot loop."""
+    k = kinds.shape[0]
+    m = hi - lo
+    fixed = 1  # bytes every row takes whatever its values: the 0x00 and the null-free fixed columns
+    for c in range(k):
+        if kinds[c] == _FIXED and vslots[c] < 0:
+            fixed += 1 + widths[c]
+    rel[0] = 0
+    for i in range(m):
+        rel[i + 1] = fixed
+    for c in range(k):
+        v = vslots[c]
+        if kinds[c] == _FIXED and v < 0:
+            continue
+        head = 1 if kinds[c] == _FIXED else (5 if kinds[c] == _SPAN else 0)
+        w = widths[c]
+        sl = slots[c]
+        for i in range(m):
+            if v >= 0 and not valid[v, lo + i]:
+                rel[i + 1] += 1
+            elif sl < 0:
+                rel[i + 1] += head + w
+            else:
+                rel[i + 1] += head + offs[sl, lo + i + 1] - offs[sl, lo + i]
+    for i in range(m):
+        rel[i + 1] += rel[i]
+    out = np.empty(rel[m], dtype=np.uint8)
+    cur = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        out[rel[i]] = 0
+        cur[i] = rel[i] + 1
+    dst = out.ctypes.data
+    src = data.ctypes.data
+    for c in range(k):
+        v = vslots[c]
+        tag = tags[c]
+        kind = kinds[c]
+        if kind == _FIXED and slots[c] < 0:
+            w = widths[c]
+            a = bases[c] + lo * w
+            for i in range(m):
+                p = cur[i]
+                if v >= 0 and not valid[v, lo + i]:
+                    out[p] = 0
+                    cur[i] = p + 1
+                else:
+                    out[p] = tag
+                    for j in range(w):
+                        out[p + 1 + j] = data[a + j]
+                    cur[i] = p + 1 + w
+                a += w
+            continue
+        sl = slots[c]
+        for i in range(m):
+            p = cur[i]
+            if v >= 0 and not valid[v, lo + i]:
+                out[p] = 0
+                cur[i] = p + 1
+                continue
+            a = offs[sl, lo + i]
+            size = offs[sl, lo + i + 1] - a
+            if kind == _SPAN:
+                out[p] = tag
+                out[p + 1] = size & 255
+                out[p + 2] = (size >> 8) & 255
+                out[p + 3] = (size >> 16) & 255
+                out[p + 4] = (size >> 24) & 255
+                p += 5
+            if size <= 16:
+                for j in range(size):
+                    out[p + j] = data[a + j]
+            else:
+                _memcpy(dst + p, src + a, size)
+            cur[i] = p + size
+    return out
+
+
+def _bin_leaves_py(n, kinds, tags, widths, bases, slots, vslots, offs, valid, data, out):
+    base = out.ctypes.data
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        lo = b * _BLOCK
+        hi = min(n, lo + _BLOCK)
+        rel = np.empty(hi - lo + 1, dtype=np.int64)
+        buf = _bin_block(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid, data, rel)
+        ctx = np.empty(256, dtype=np.uint8)
+        for i in range(hi - lo):
+            _sha256(ctx.ctypes.data, buf.ctypes.data + rel[i], rel[i + 1] - rel[i], base + 32 * (lo + i))
+
+
+def _bin_rows_py(n, kinds, tags, widths, bases, slots, vslots, offs, valid, data):
+    """Every row's 0x00 || record in one buffer: (offsets, bytes)."""
+    rel = np.empty(n + 1, dtype=np.int64)
+    buf = _bin_block(0, n, kinds, tags, widths, bases, slots, vslots, offs, valid, data, rel)
+    return rel, buf
+
+
+def _bin_lists_py(list_offs, list_valid, kinds, tags, widths, bases, slots, vslots, offs, valid, data):
+    """Each list as tag 5, uint32 LE count, its elements (the one column described); a null list is 0.
+    Inline like _bin_block: no call per element."""
+    n = list_offs.shape[0] - 1
+    v = vslots[0]
+    kind = kinds[0]
+    tag = tags[0]
+    w = widths[0]
+    sl = slots[0]
+    head = 1 if kind == _FIXED else (5 if kind == _SPAN else 0)
+    out_offs = np.empty(n + 1, dtype=np.int64)
+    out_offs[0] = 0
+    for i in range(n):
+        size = 1
+        if list_valid[i]:
+            size = 5
+            for e in range(list_offs[i], list_offs[i + 1]):
+                if v >= 0 and not valid[v, e]:
+                    size += 1
+                elif sl < 0:
+                    size += head + w
+                else:
+                    size += head + offs[sl, e + 1] - offs[sl, e]
+        out_offs[i + 1] = out_offs[i] + size
+    out = np.empty(out_offs[n], dtype=np.uint8)
+    dst = out.ctypes.data
+    src = data.ctypes.data
+    for i in range(n):
+        p = out_offs[i]
+        if not list_valid[i]:
+            out[p] = 0
+            continue
+        count = list_offs[i + 1] - list_offs[i]
+        out[p] = _LIST
+        out[p + 1] = count & 255
+        out[p + 2] = (count >> 8) & 255
+        out[p + 3] = (count >> 16) & 255
+        out[p + 4] = (count >> 24) & 255
+        p += 5
+        for e in range(list_offs[i], list_offs[i + 1]):
+            if v >= 0 and not valid[v, e]:
+                out[p] = 0
+                p += 1
+                continue
+            if sl < 0:
+                a = bases[0] + e * w
+                size = w
+            else:
+                a = offs[sl, e]
+                size = offs[sl, e + 1] - a
+            if kind == _FIXED:
+                out[p] = tag
+                p += 1
+            elif kind == _SPAN:
+                out[p] = tag
+                out[p + 1] = size & 255
+                out[p + 2] = (size >> 8) & 255
+                out[p + 3] = (size >> 16) & 255
+                out[p + 4] = (size >> 24) & 255
+                p += 5
+            if size <= 16:
+                for j in range(size):
+                    out[p + j] = data[a + j]
+            else:
+                _memcpy(dst + p, src + a, size)
+            p += size
+    return out_offs, out
+
+
+_bin_block = _memcpy = None  # compiled and bound by _bin_kernel()
+
+
+def _bin_kernel(name):
+    if "bin_rows" not in _kernels:
+        _kernel("rows")
+        import llvmlite.binding as llvm  # heavy (numba's compiler): only when the kernels are compiled
+        from numba.core import types  # heavy: only when the kernels are compiled
+
+        llvm.load_library_permanently(ctypes.util.find_library("c"))
+        globals()["_memcpy"] = types.ExternalFunction("memcpy", types.uintp(types.uintp, types.uintp, types.uintp))
+        globals()["_bin_block"] = _njit(_bin_block_py)
+        _kernels["bin_rows"] = _njit(_bin_rows_py)
+        _kernels["bin_lists"] = _njit(_bin_lists_py)
+        _kernels["bin_leaves"] = _njit(_bin_leaves_py, parallel=True) if _kernels["leaves"] is not None else None
+    return _kernels[name]
+
+
+def _column(arr: pa.Array):
+    """(kind, tag, width, data, offsets or None, valid or None) of a column for the format-2 kernels:
+    a _FIXED column's value i is data[i*width:(i+1)*width]; a _SPAN or _ENC column's is
+    data[offsets[i]:offsets[i+1]]; valid is None when no value is null."""
+    t = arr.type
+    n = len(arr)
+    if pa.types.is_dictionary(t):
+        return _column(arr.dictionary_decode())
+    if pa.types.is_null(t):
+        return _FIXED, _NULL, 0, np.zeros(0, np.uint8), None, None
+    valid = _valid(arr) if arr.null_count else None
+    if arr.null_count and not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_list(t)
+                               or pa.types.is_large_list(t)):
+        arr = arr.fill_null(False if pa.types.is_boolean(t) else 0)
+    if pa.types.is_boolean(t):
+        return _FIXED, _BOOL, 1, arr.to_numpy(zero_copy_only=False).astype(np.uint8), None, valid
+    big = t == pa.uint64() and (pc.max(arr).as_py() or 0) >= 2 ** 63
+    if pa.types.is_integer(t) and not big:
+        values = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False).astype("<i8", copy=False))
+        return _FIXED, _INT, 8, values.view(np.uint8), None, valid
+    if pa.types.is_floating(t):
+        values = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False).astype("<f8", copy=False))
+        finite = np.isfinite(values)
+        if not finite.all():
+            valid = finite.astype(np.uint8) if valid is None else valid & finite
+        return _FIXED, _FLOAT, 8, values.view(np.uint8), None, valid
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        buf = arr.buffers()[2]
+        data = np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.zeros(0, np.uint8)
+        return _SPAN, _TEXT, 0, data, _arrow_offsets(arr), valid
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        child = _Columns([arr.values])
+        list_valid = valid if valid is not None else np.ones(n, np.uint8)
+        offs, data = _bin_kernel("bin_lists")(_arrow_offsets(arr), list_valid, *child.args())
+        return _ENC, _LIST, 0, data, offs, None  # a null list is encoded as one zero byte already
+    # anything else (dates, decimals, structs, binary): its JSON text, value by value (slow, exact)
+    texts = [json.dumps(v, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str).encode()
+             for v in arr.to_pylist()]
+    offs, data = _from_texts(texts)
+    return _SPAN, _OTHER, 0, data, offs, valid
+
+
+class _Columns:
+    """Same-length arrays, in the given order, as the format-2 kernels take them: per column its kind,
+    tag, width, base in one data buffer, row in the offsets matrix (var-width columns only) and row in
+    the validity matrix (columns with nulls only)."""
+
+    def __init__(self, arrays):
+        self.n = n = len(arrays[0]) if arrays else 0
+        k = len(arrays)
+        self.kinds = np.empty(k, np.int64)
+        self.tags = np.empty(k, np.uint8)
+        self.widths = np.zeros(k, np.int64)
+        self.bases = np.zeros(k, np.int64)
+        self.slots = np.full(k, -1, np.int64)
+        self.vslots = np.full(k, -1, np.int64)
+        cols = [_column(a) for a in arrays]
+        nv = sum(c[4] is not None for c in cols)
+        self.offs = np.empty((max(nv, 1), n + 1), np.int64)
+        self.valid = np.empty((max(sum(c[5] is not None for c in cols), 1), n), np.uint8)
+        base = s = v = 0
+        datas = []
+        for i, (kind, tag, width, data, offs, valid) in enumerate(cols):
+            self.kinds[i], self.tags[i], self.widths[i], self.bases[i] = kind, tag, width, base
+            if offs is not None:
+                np.add(offs, base, out=self.offs[s])
+                self.slots[i], s = s, s + 1
+            if valid is not None:
+                self.valid[v] = valid
+                self.vslots[i], v = v, v + 1
+            datas.append(data)
+            base += len(data)
+        self.data = np.concatenate(datas) if datas else np.zeros(0, np.uint8)
+
+    def args(self):
+        return (self.kinds, self.tags, self.widths, self.bases, self.slots, self.vslots, self.offs, self.valid,
+                self.data)
+
+
+def prepare_bin(table: pa.Table | pa.RecordBatch):
+    """The format-2 kernels' arguments for a table, its columns in sorted name order."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    arrays = []
+    for name in sorted(table.column_names):
+        col = table.column(name)
+        arrays.append(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
+    return (table.num_rows, *_Columns(arrays).args())
+
+
+def prepare_for(table, fmt: str):
+    """The hashing kernels' arguments for a table in a leaf format (built with the GIL held)."""
+    if fmt == FORMAT_BIN:
+        return (FORMAT_BIN, prepare_bin(table))
+    if fmt == FORMAT_JSON:
+        return (FORMAT_JSON, prepare(table))
+    raise ValueError(f"unknown leaf format {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+def hash_prepared_for(prepared, threads: int = 2) -> np.ndarray:
+    """(n, 32) leaf hashes of `prepare_for`'s result; the kernels do not hold the GIL."""
+    fmt, args = prepared
+    if fmt == FORMAT_JSON:
+        return hash_prepared(args, threads)
+    n = args[0]
+    kernel = _bin_kernel("bin_leaves")
+    out = np.empty((n, 32), dtype=np.uint8)
+    if not n:
+        return out
+    if kernel is not None:
+        kernel(*args, out)
+        return out
+    offs, buf = _bin_kernel("bin_rows")(*args)
+    out[:] = np.frombuffer(_sha_spans(memoryview(buf), offs.tolist()), dtype=np.uint8).reshape(n, 32)
+    return out
+
+
+def leaf_hashes_for(table, fmt: str, threads: int = 2) -> np.ndarray:
+    return hash_prepared_for(prepare_for(table, fmt), threads)
+
+
+def record_bytes(table, fmt: str) -> list[bytes]:
+    """Each row's record in a leaf format (its leaf hashes 0x00 + these bytes): JSON text or binary."""
+    if fmt == FORMAT_JSON:
+        return [r.encode("utf-8") for r in records(table)]
+    offs, buf = _bin_kernel("bin_rows")(*prepare_bin(table))
+    return [bytes(buf[a + 1:b]) for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())]
+
+
+def decode(record: bytes, columns: list[str]) -> dict:
+    """The values of a format-2 record, by column name (the README's proof snippet does the same)."""
+    def value(i):
+        tag = record[i]
+        i += 1
+        if tag == _NULL:
+            return None, i
+        if tag == _BOOL:
+            return bool(record[i]), i + 1
+        if tag == _INT:
+            return int.from_bytes(record[i:i + 8], "little", signed=True), i + 8
+        if tag == _FLOAT:
+            return float(np.frombuffer(record[i:i + 8], "<f8")[0]), i + 8
+        count = int.from_bytes(record[i:i + 4], "little")
+        i += 4
+        if tag == _LIST:
+            out = []
+            for _ in range(count):
+                v, i = value(i)
+                out.append(v)
+            return out, i
+        if tag in (_TEXT, _OTHER):
+            text = record[i:i + count].decode("utf-8")
+            return (text if tag == _TEXT else json.loads(text)), i + count
+        raise ValueError(f"record byte {i - 5}: unknown tag {tag}")
+
+    out, i = {}, 0
+    for name in columns:
+        out[name], i = value(i)
+    if i != len(record):
+        raise ValueError(f"record has {len(record) - i} bytes after its {len(columns)} columns")
+    return out

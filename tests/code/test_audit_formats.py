@@ -1,0 +1,100 @@
+"""Audit trails across leaf formats: batches sealed in the JSON format (creditgov-record-json-1, before
+the binary format) still verify, prove and name tampering next to binary ones; a JSON-format batch
+interrupted before its seal is completed in its own format. Small synthetic decision logs, SQLite."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from contextlib import closing
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from creditgov.governance import audit, merkle
+
+
+def _log(path, start: int, n: int):
+    ids = [hashlib.sha256(f"d{start + i}".encode()).hexdigest()[:32] for i in range(n)]
+    t = pa.table({
+        "decision_id": ids, "status": ["decided"] * n, "policy_hash": ["p" * 64] * n,
+        "action": ["approve" if i % 3 else "decline" for i in range(n)],
+        "pd": np.linspace(0.01, 0.5, n), "limit": pa.array([500.0 if i % 4 else None for i in range(n)]),
+        "reasons_en": [["Few assets", "Price"][: i % 3] for i in range(n)],
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(t, path, row_group_size=50)
+    return ids
+
+
+@pytest.fixture()
+def trail(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    monkeypatch.setenv(audit.URL_ENV, url)
+    old, new = tmp_path / "decisions" / "old.parquet", tmp_path / "decisions" / "new.parquet"
+    old_ids, new_ids = _log(old, 0, 130), _log(new, 1000, 70)
+    with monkeypatch.context() as m:  # the JSON format, as the version before format 2 sealed batches
+        m.setattr(merkle, "LEAF_FORMAT", merkle.FORMAT_JSON)
+        audit.record_log(old, chunk_rows=64)
+    audit.record_log(new, chunk_rows=64)
+    return tmp_path, url, old, new, old_ids, new_ids
+
+
+def _formats(db) -> list[str]:
+    with closing(sqlite3.connect(db)) as c:
+        return [json.loads(p)["leaf_format"] for (p,) in
+                c.execute("SELECT payload FROM audit_entries WHERE kind = 'batch' ORDER BY seq")]
+
+
+def test_json_and_binary_batches_verify_and_prove_side_by_side(trail):
+    root, url, old, new, old_ids, new_ids = trail
+    assert _formats(root / "audit.db") == [merkle.FORMAT_JSON, merkle.FORMAT_BIN]
+    r = audit.verify(url)
+    assert r.ok and r.decisions == 200, r.problems
+    for did, fmt in ((old_ids[77], merkle.FORMAT_JSON), (new_ids[5], merkle.FORMAT_BIN)):
+        p = audit.prove(did, url)
+        assert p["leaf_format"] == fmt
+        record = p["record"].encode() if fmt == merkle.FORMAT_JSON else bytes.fromhex(p["record"])
+        fields = json.loads(record) if fmt == merkle.FORMAT_JSON else p["fields"]
+        assert fields["decision_id"] == did
+        path = [bytes.fromhex(h) for h in p["path"]]
+        assert merkle.verify_inclusion(hashlib.sha256(b"\x00" + record).digest(), p["leaf_index"], p["tree_size"],
+                                       path, bytes.fromhex(p["root"]))
+        assert audit.find_decision(did, url)["decision_id"] == did
+
+
+def test_an_altered_row_is_named_in_either_format(trail):
+    root, url, old, new, old_ids, new_ids = trail
+    for log, ids, row in ((old, old_ids, 90), (new, new_ids, 12)):
+        t = pq.read_table(log)
+        action = t.column("action").to_pylist()
+        action[row] = "approve" if action[row] == "decline" else "decline"
+        pq.write_table(t.set_column(t.column_names.index("action"), "action", pa.array(action)), log,
+                       row_group_size=50)
+    r = audit.verify(url)
+    assert not r.ok
+    text = "\n".join(r.problems)
+    assert f"decision {old_ids[90]}: row 91 of old.parquet does not match its record in the trail (altered)" in text
+    assert f"decision {new_ids[12]}: row 13 of new.parquet does not match its record in the trail (altered)" in text
+
+
+def test_a_json_batch_interrupted_before_its_seal_is_completed_in_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    log = tmp_path / "decisions" / "cut.parquet"
+    ids = _log(log, 0, 150)
+    with monkeypatch.context() as m:  # the earlier version indexed the first chunk, then was killed
+        m.setattr(merkle, "LEAF_FORMAT", merkle.FORMAT_JSON)
+        m.setattr(audit, "_chain", lambda c, records: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            audit.record_log(log, url, chunk_rows=64)
+    assert "incomplete" in "\n".join(audit.verify(url).problems)
+    done = audit.record_log(log, url, chunk_rows=64)
+    assert done.tree_size == 150 and not done.already_sealed
+    assert _formats(tmp_path / "audit.db") == [merkle.FORMAT_JSON]
+    r = audit.verify(url)
+    assert r.ok and r.decisions == 150, r.problems
+    assert audit.prove(ids[149], url)["leaf_format"] == merkle.FORMAT_JSON
