@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import _thread
 import atexit
+import dataclasses
 import getpass
 import json
 import logging
@@ -310,10 +311,15 @@ app.add_typer(audit_app, name="audit")
 def audit_verify(scan: Optional[list[str]] = typer.Option(None, "--scan", help="Also check the decision logs "
                                                           "in this folder (decisions/ is always checked).")):
     """Check the chain, every recorded batch against its decision log, and the logs on disk (exit 8 if any problem)."""
-    from creditgov.governance import audit
+    from creditgov.governance import audit, integrity
     from creditgov.governance.audit import AuditError
 
     r = audit.verify(scan=scan)
+    if integrity.registry_in_use() and audit.exists():
+        # the registry against the promotions the trail records: an alias moved or a tag edited in the MLflow UI
+        found = integrity.verify_registry()
+        if found:
+            r = dataclasses.replace(r, ok=False, problems=r.problems + found)
     if not r.ok:
         for line in r.problems[1:]:
             print(f"creditgov: audit: {line}", file=sys.stderr)

@@ -66,6 +66,7 @@ def _row(spec, i: int, action: str, *, home="owner", job="fixed", codes=(), en=(
               "Job": job, "Expenses": 60, "Income": income, "Assets": 0.0, "Debt": 0.0, "Amount": 1000, "Price": 1300}
     for f in feats:
         row[INPUT_PREFIX + f] = inputs[f]
+    row.update({"group__Age": "25-39" if i % 3 else "<25", "group__Marital": "married"})  # protected: labels only
     row.update({"input_row_hash": f"{i:064x}", "account_key": f"acct{i:020d}"})
     return row
 
@@ -97,8 +98,8 @@ def log(spec) -> pd.DataFrame:
              decided_by="rule:income_not_stated", rules=["income_not_stated"], income=np.nan),
         _quarantined(spec, 4, "Age: within [18, 100]; " + SCRIPT),
     ]
-    rows += [_row(spec, i, "approve", home=SCRIPT if i % 2 else "owner", codes=["Age"],
-                  en=["Age group is associated with higher risk"], zh=["所在年龄段的风险较高"], attr=[0.05])
+    rows += [_row(spec, i, "approve", home=SCRIPT if i % 2 else "owner", codes=["Time"],
+                  en=["Requested repayment term"], zh=["申请的还款期限"], attr=[0.05])
              for i in range(5, 45)]
     frame = pd.DataFrame(rows)
     stamp = {"decision_time": "2026-11-01T00:00:00Z", "model_name": "credit-application-pd",
@@ -361,12 +362,13 @@ def test_waterfall_in_decision_page_adds_up(built, log):
         page = (built.directory / "decisions" / f"{row['decision_id']}.html").read_text(encoding="utf-8")
         svg = page[page.index("<svg"): page.index("</svg>") + 6]
         labels = _labels(svg)
-        # base, ten largest features, "3 other features", model log-odds
+        # base, ten largest features, "1 other features" (11 model inputs: Age and Marital are protected),
+        # model log-odds
         assert len(labels) == 13
         assert labels[0] == pytest.approx(row["shap_base"], abs=5e-4)
         assert labels[-1] == pytest.approx(row["log_odds"], abs=5e-4)
         assert labels[0] + sum(labels[1:-1]) == pytest.approx(labels[-1], abs=5e-4 * 13)
-        assert "3 other features" in svg
+        assert "1 other features" in svg
 
 
 # --------------------------------------------------------------------------- adverse impact
