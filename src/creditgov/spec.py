@@ -211,6 +211,8 @@ class Evaluation(StrictModel):
     monotonicity_sample: int = Field(default=500, ge=10)
     # features left out of a comparison model, to show what they add (e.g. account history)
     compare_without: list[str] = []
+    # proxy screening: a model input whose Cramér's V with a protected attribute reaches this is flagged
+    proxy_max_cramers_v: float = Field(default=0.25, gt=0, le=1)
 
 
 class Registry(StrictModel):

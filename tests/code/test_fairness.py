@@ -81,3 +81,23 @@ def test_reg_b_age_check_measures_what_the_model_does_to_applicants_aged_62_plus
     r = elderly_check(model, tiny_rows[1].head(60), "Age", 62.0, (18, 100))
     assert r["rows"] == 60 and r["grid"] == 83
     assert (r["violations"] > 0) is violates and (r["worst"] > 0) is violates
+
+
+def test_proxy_screen_flags_a_feature_that_tells_the_protected_group_and_not_noise(spec):
+    from creditgov.model.fairness import cramers_v, proxy_screen
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    group = pd.Series(rng.choice(["<25", "25-39", "40-61", "62+"], n))
+    years = {"<25": 1.0, "25-39": 6.0, "40-61": 15.0, "62+": 30.0}
+    frame = pd.DataFrame({"Seniority": group.map(years) + rng.normal(0, 1, n),  # a proxy of the age band
+                          "Time": rng.integers(6, 72, n).astype(float),  # unrelated
+                          "Home": rng.choice(["owner", "rent", None], n)})
+    feats = [spec.feature("Seniority"), spec.feature("Time"), spec.feature("Home")]
+    r = proxy_screen(frame, feats, {"Age": group}, threshold=0.25)
+    by = {p["feature"]: p for p in r["pairs"]}
+    assert by["Seniority"]["cramers_v"] > 0.9 and by["Seniority"]["flagged"]
+    assert by["Time"]["cramers_v"] < 0.1 and by["Home"]["cramers_v"] < 0.1
+    assert [p["feature"] for p in r["flagged"]] == ["Seniority"] and r["pairs"][0]["feature"] == "Seniority"
+    codes = pd.factorize(group)[0]
+    assert cramers_v(codes, codes) == pytest.approx(1.0)

@@ -45,7 +45,13 @@ def test_protected_attributes_never_reach_the_model_and_are_in_the_fairness_evid
     assert {g["group"] for g in age["groups"]} <= {"<25", "25-39", "40-61", "62+"}
     assessed = [g for g in age["groups"] if g["air"] is not None]
     assert assessed and all(g["air_ci"][0] <= g["air"] <= g["air_ci"][1] for g in assessed)
+    proxies = card["proxies"]
+    assert proxies["threshold"] == 0.25 and len(proxies["pairs"]) == 11 * 2  # model inputs x protected
+    assert all(p["flagged"] == (p["cramers_v"] >= 0.25) for p in proxies["pairs"])
+    assert {"feature": "Seniority", "protected": "Age"} in [{k: p[k] for k in ("feature", "protected")}
+                                                           for p in proxies["flagged"]]  # years at work vs age
     run = proj.client.get_run(proj.trained.run_id)
+    assert run.data.metrics["proxies_flagged"] == len(proxies["flagged"])
     assert run.data.metrics["fair_min_air"] == pytest.approx(
         min(g["air"] for a in ("Age", "Marital") for g in fair["outcomes"]["approval"][a]["groups"]
             if g["air"] is not None))

@@ -100,6 +100,7 @@ class Evaluation:
     comparison: dict | None  # test metrics of the model without spec.evaluation.compare_without
     fairness: dict | None = None  # fair_lending_evidence on the test rows ({} when the spec has no policy)
     legal_basis: dict | None = None  # {feature: monotonic.elderly_check} for protected inputs with a legal basis
+    proxies: dict | None = None  # fairness.proxy_screen of the model inputs against the protected attributes
 
     @property
     def dev(self) -> pd.DataFrame:
@@ -123,6 +124,9 @@ class Evaluation:
         out["psi_train_test"] = float(self.psi_train_test)
         out["monotonicity_violations"] = int(sum(r["violations"] for r in self.monotonicity.values()))
         out["n_trees"] = int(self.model.info["n_trees"])
+        if self.proxies:
+            out["proxy_max_cramers_v"] = float(max(r["cramers_v"] for r in self.proxies["pairs"]))
+            out["proxies_flagged"] = len(self.proxies["flagged"])
         if self.legal_basis:
             out["legal_basis_violations"] = int(sum(r["violations"] for r in self.legal_basis.values()))
         if self.fairness:
@@ -156,6 +160,16 @@ def fairness_outcomes(spec: PipelineSpec, frame: pd.DataFrame, p: np.ndarray) ->
     if on_book_applies(frame, spec.policy):
         return {"not_suspended": actions != "suspend", "not_cut": actions != "cut"}
     return {"approval": actions == "approve"}
+
+
+def proxy_screen(spec: PipelineSpec, dev: pd.DataFrame) -> dict:
+    """Each model input against each protected attribute's group labels on the development rows
+    (fairness.proxy_screen); {} when the catalogue marks nothing protected."""
+    prot = [f for f in spec.protected_features if f.name in dev.columns]
+    if not prot:
+        return {}
+    labels = {f.name: privacy.group_labels(f, dev[f.name]) for f in prot}
+    return fairness.proxy_screen(dev, spec.model_inputs, labels, spec.evaluation.proxy_max_cramers_v)
 
 
 def fair_lending_evidence(spec: PipelineSpec, frame: pd.DataFrame, p: np.ndarray) -> dict:
@@ -217,10 +231,11 @@ def evaluate_models(v: Validated, n_estimators: int | None = None,
                                              f.range)
              for f in spec.protected_features if f.legal_basis is not None}
     fair = fair_lending_evidence(spec, splits.test, p_test)
+    proxies = proxy_screen(spec, dev)
     return Evaluation(splits=splits, model=model, scorecard=card, metrics={"xgboost": m_xgb, "scorecard": m_card},
                       calibration=calib, psi_train_test=psi, cv=cv, monotonicity=mono,
                       train_hash=data.content_hash(dev), p_test=p_test, p_card=p_card, comparison=comparison,
-                      fairness=fair, legal_basis=legal)
+                      fairness=fair, legal_basis=legal, proxies=proxies)
 
 
 def _card(v: Validated, ev: Evaluation, importance: pd.DataFrame, gates: list, run_id: str, version: str,
@@ -264,6 +279,7 @@ def _card(v: Validated, ev: Evaluation, importance: pd.DataFrame, gates: list, r
         "environment": _versions(),
         "fairness": ev.fairness or {},
         "legal_basis": ev.legal_basis or {},
+        "proxies": ev.proxies or {},
         "governance": {"trained_by": trainer, "development": spec.development,
                        "approval": ("development spec: the trainer may approve; such an approval is recorded as "
                                     "\"self-approved (development)\"") if spec.development else
@@ -424,6 +440,8 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
                 mlflow.log_dict(ev.fairness, "fairness/fair_lending.json")
             if ev.legal_basis:
                 mlflow.log_dict(ev.legal_basis, "fairness/legal_basis.json")
+            if ev.proxies:
+                mlflow.log_dict(ev.proxies, "fairness/proxies.json")
             mlflow.log_text(validate.result_json(v.outcome), "validation/gx_validation_result.json")
             mlflow.log_dict(s, "validation/quarantine_summary.json")
             mlflow.log_dict(v.suite, "validation/expectation_suite.json")

@@ -107,3 +107,45 @@ def lowest_air(evidence: dict) -> tuple[float | None, str]:
                 if r["air"] is not None and (best is None or r["air"] < best):
                     best, where = r["air"], f"{o}, {a} = {r['group']}"
     return best, where
+
+
+def _codes(values: pd.Series, numeric: bool, bins: int = 10) -> np.ndarray:
+    """Integer codes of a column for a contingency table: deciles of a number (ties merged), categories as
+    they are; missing is a code of its own."""
+    s = pd.Series(values).reset_index(drop=True)
+    if numeric:
+        num = pd.to_numeric(s, errors="coerce")
+        edges = np.unique(np.nanquantile(num.to_numpy(dtype="float64"), np.linspace(0, 1, bins + 1)[1:-1])) \
+            if num.notna().any() else np.array([])
+        codes = np.searchsorted(edges, num.to_numpy(dtype="float64"), side="right")
+        codes[num.isna().to_numpy()] = len(edges) + 1
+        return codes
+    return pd.factorize(s.astype(object).where(s.notna(), "\x00missing"), sort=True)[0]
+
+
+def cramers_v(a: np.ndarray, b: np.ndarray) -> float:
+    """Cramér's V of two integer-coded columns (0: independent, 1: one determines the other), without the
+    bias correction: the plain statistic a reviewer recomputes from the contingency table."""
+    table = pd.crosstab(a, b).to_numpy(dtype="float64")
+    r, c = table.shape
+    if min(r, c) < 2:
+        return 0.0
+    n = table.sum()
+    expected = table.sum(axis=1, keepdims=True) @ table.sum(axis=0, keepdims=True) / n
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    return float(np.sqrt(chi2 / (n * (min(r, c) - 1))))
+
+
+def proxy_screen(frame: pd.DataFrame, features: list, protected: dict[str, pd.Series], threshold: float) -> dict:
+    """How well each model feature tells each protected attribute: Cramér's V of the feature (deciles of a number,
+    categories) against the attribute's group labels, on `frame`'s rows. A pair at or above `threshold` is
+    flagged as a possible proxy. `features`: catalogue Features; `protected`: attribute -> group labels."""
+    rows = []
+    for f in features:
+        fc = _codes(frame[f.name], f.type == "numeric")
+        for attr, labels in protected.items():
+            v = cramers_v(fc, _codes(labels, False))
+            rows.append({"feature": f.name, "protected": attr, "cramers_v": round(v, 6), "flagged": v >= threshold})
+    rows.sort(key=lambda r: (-r["cramers_v"], r["feature"], r["protected"]))
+    return {"measure": "Cramér's V (numbers in deciles)", "threshold": threshold, "rows": int(len(frame)),
+            "pairs": rows, "flagged": [r for r in rows if r["flagged"]]}
