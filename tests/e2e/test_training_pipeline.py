@@ -390,14 +390,15 @@ def test_promotion_with_passing_gates_sets_champion_and_records_evidence(promote
 
     version, results, tags, champion = promoted
     assert version == "1" and champion == "1"
-    assert [r.name for r in results] == GATE_NAMES and all(r.passed for r in results)
-    assert tags["approved_by"] == "alice"
+    # promotion adds the maker-checker gate to the registration gates (alice did not train it)
+    assert [r.name for r in results] == GATE_NAMES + ["separation_of_duties"] and all(r.passed for r in results)
+    assert tags["approved_by"] == "alice" and tags["approval"] == "independent"
     approved_at = datetime.fromisoformat(tags["approved_at"])
     assert approved_at.tzinfo is not None
     evidence = json.loads(tags["gate_evidence"])
-    assert [g["name"] for g in evidence["gates"]] == GATE_NAMES
+    assert [g["name"] for g in evidence["gates"]] == GATE_NAMES + ["separation_of_duties"]
     assert all(g["passed"] for g in evidence["gates"])
-    assert set(evidence["evidence"]) == set(EVIDENCE_KEYS)
+    assert set(evidence["evidence"]) == set(EVIDENCE_KEYS) | {"fair_min_air"}  # protected groups are measured
     assert evidence["evidence"]["test_auc"] == pytest.approx(run.data.metrics["test_auc"], abs=1e-12)
     for name in GATE_NAMES:
         assert tags[f"gate.{name}"].startswith("pass: ")
