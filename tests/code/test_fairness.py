@@ -81,6 +81,13 @@ def test_reg_b_age_check_measures_what_the_model_does_to_applicants_aged_62_plus
     r = elderly_check(model, tiny_rows[1].head(60), "Age", 62.0, (18, 100))
     assert r["rows"] == 60 and r["grid"] == 83
     assert (r["violations"] > 0) is violates and (r["worst"] > 0) is violates
+    # the same model under the bundled spec (Age protected, no legal basis): decide refuses it
+    from creditgov.decision.decide import check_protected_inputs
+    from creditgov.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"v9 uses \['Age'\], protected in the spec's catalogue"):
+        check_protected_inputs(model, spec, "v9")
+    check_protected_inputs(model, with_age, "v9")  # with the basis recorded it may decide
 
 
 def test_proxy_screen_flags_a_feature_that_tells_the_protected_group_and_not_noise(spec):
