@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SPEC ?= pipelines/application.yaml
-APPROVER ?= $(shell whoami 2>/dev/null || echo unknown) via make train
+APPROVER ?= $(shell whoami 2>/dev/null || echo unknown)
 
 # telemetry off and no progress bars: these machines have no network, a blocked call must never stall a run
 export DO_NOT_TRACK := 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import _thread
 import atexit
+import dataclasses
 import getpass
 import json
 import logging
@@ -116,13 +117,17 @@ def validate(spec: str = SpecOpt, data: Optional[str] = DataOpt):
 def train(spec: str = SpecOpt, data: Optional[str] = DataOpt,
           rounds: Optional[int] = typer.Option(None, min=1, help="Cap on boosting rounds (tests use few)."),
           promote: bool = typer.Option(False, "--promote", help="Then promote to @champion if the gates pass."),
-          approver: Optional[str] = typer.Option(None, help="Who approves the promotion (with --promote).")):
+          approver: Optional[str] = typer.Option(None, help="Who approves the promotion (with --promote; default: "
+                                                 "the user running it, refused as the trainer unless the spec is "
+                                                 "a development spec)."),
+          trainer: Optional[str] = typer.Option(None, help="Who trains (default: the user running it); recorded, "
+                                                "and refused as approver outside a development spec.")):
     """Validate, train the XGBoost PD model and the scorecard challenger, evaluate, register in MLflow."""
     from creditgov.jobs.training import run_training
 
     s = _spec(spec)
     _or_tools_leaves_sigint_alone()
-    result = run_training(s, spec, data, rounds, log=_say)
+    result = run_training(s, spec, data, rounds, log=_say, trainer=trainer)
     for g in result.gates:
         _say(f"  gate {g.name:13s} {'pass' if g.passed else 'FAIL'}  {g.value}  ({g.rule})")
     if promote:
@@ -148,11 +153,12 @@ def _or_tools_leaves_sigint_alone() -> None:
 
 
 def _default_approver() -> str:
+    """The user running the command: the trainer too, so outside a development spec the promotion is refused
+    (separation of duties) and a second person promotes with `creditgov promote --approver`."""
     try:
-        user = getpass.getuser()
+        return getpass.getuser()
     except (OSError, KeyError):
-        user = "unknown"
-    return f"{user} (automated gate)"
+        return "unknown"
 
 
 def _promote(s, approver: str, version: Optional[str], strict: bool) -> None:
@@ -160,13 +166,15 @@ def _promote(s, approver: str, version: Optional[str], strict: bool) -> None:
     from creditgov.governance.promote import promote as do_promote
 
     try:
-        v, _ = do_promote(s, approver, version)
+        v, results = do_promote(s, approver, version)
     except PromotionRefused as exc:
         if strict:
             raise
         _say(f"promotion refused: {exc} (the version stays @challenger)")
         return
-    _say(f"{s.registry.model_name} version {v} is now @champion (approved by {approver})")
+    self_approved = any(g.name == "separation_of_duties" and g.value == "self-approved (development)" for g in results)
+    _say(f"{s.registry.model_name} version {v} is now @champion (approved by {approver}"
+         f"{': self-approved (development)' if self_approved else ''})")
 
 
 @app.command()
@@ -304,10 +312,15 @@ app.add_typer(audit_app, name="audit")
 def audit_verify(scan: Optional[list[str]] = typer.Option(None, "--scan", help="Also check the decision logs "
                                                           "in this folder (decisions/ is always checked).")):
     """Check the chain, every recorded batch against its decision log, and the logs on disk (exit 8 if any problem)."""
-    from creditgov.governance import audit
+    from creditgov.governance import audit, integrity
     from creditgov.governance.audit import AuditError
 
     r = audit.verify(scan=scan)
+    if integrity.registry_in_use() and audit.exists():
+        # the registry against the promotions the trail records: an alias moved or a tag edited in the MLflow UI
+        found = integrity.verify_registry()
+        if found:
+            r = dataclasses.replace(r, ok=False, problems=r.problems + found)
     if not r.ok:
         for line in r.problems[1:]:
             print(f"creditgov: audit: {line}", file=sys.stderr)

@@ -32,6 +32,14 @@ class Reason(StrictModel):
 # How a person reads a numeric feature's value (notices, decision pages, counterfactuals): currency in the
 # lender's currency; percent of a share held as a fraction (0.315 -> 31.5%); multiple (1.5 -> 1.5 times).
 UNITS = ("currency", "percent", "count", "months", "days", "years", "multiple", "number")
+# Legal bases under which a protected feature may be a model input, each with the numeric check training runs
+# (creditgov.model.monotonic.elderly_check) and the gate promotion re-reads (gates.py: legal_basis).
+LEGAL_BASES = {
+    # Regulation B (12 CFR 1002.6(b)(2)(ii)): age in an empirically derived, demonstrably and statistically sound
+    # system, provided the age of an elderly applicant (62 or older) is not assigned a negative factor or value:
+    # no applicant aged 62+ may be scored worse, for their age, than at the most favoured younger age.
+    "Reg B 1002.6(b)(2)": {"types": ("numeric",), "elderly_age": 62.0},
+}
 
 
 class Feature(StrictModel):
@@ -49,6 +57,14 @@ class Feature(StrictModel):
     monotone: Literal["increasing", "decreasing", "none"] = "none"
     actionable: bool = False
     personal: bool = False
+    # a prohibited basis of discrimination (age, sex, marital status, national origin, ...): distinct from
+    # `personal` (identifiers, contact data). Never a model input nor a reason unless `legal_basis` names a
+    # basis creditgov checks numerically (LEGAL_BASES); always a group of the fairness analysis, and in the
+    # decision log only as its group label (a category, or the band of `group_bands` a number falls in).
+    protected: bool = False
+    legal_basis: str | None = None
+    # numeric protected features: band edges of the group label (e.g. [25, 40, 62] -> "<25", "25-39", ...)
+    group_bands: list[float] | None = None
     reason: Reason
     # what a person reads instead of the column name (en / zh), and the value's unit (numeric features)
     label: Reason | None = None
@@ -85,6 +101,28 @@ class Feature(StrictModel):
                 raise ValueError(
                     f"feature {self.name}: a monotone direction needs an ordered categorical ('ordered: true')"
                 )
+        if self.protected and self.personal:
+            raise ValueError(f"feature {self.name}: 'protected' and 'personal' are distinct roles; choose one "
+                             "(a prohibited basis is protected, an identifier or contact datum is personal)")
+        if self.legal_basis is not None:
+            if not self.protected:
+                raise ValueError(f"feature {self.name}: 'legal_basis' applies to protected features only")
+            if self.legal_basis not in LEGAL_BASES:
+                raise ValueError(f"feature {self.name}: legal_basis '{self.legal_basis}' is not one creditgov can "
+                                 f"check; known: {sorted(LEGAL_BASES)}")
+            if self.type not in LEGAL_BASES[self.legal_basis]["types"]:
+                raise ValueError(f"feature {self.name}: legal_basis '{self.legal_basis}' applies to "
+                                 f"{LEGAL_BASES[self.legal_basis]['types']} features")
+        if self.group_bands is not None:
+            if not self.protected or self.type != "numeric":
+                raise ValueError(f"feature {self.name}: 'group_bands' applies to numeric protected features only")
+            if not self.group_bands or list(self.group_bands) != sorted(set(self.group_bands)):
+                raise ValueError(f"feature {self.name}: group_bands must be distinct ascending band edges")
+        elif self.protected and self.type == "numeric":
+            raise ValueError(f"feature {self.name}: a numeric protected feature needs 'group_bands' (its group "
+                             "labels: the fairness analysis and the decision log never hold the number itself)")
+        if self.protected and self.type == "text":
+            raise ValueError(f"feature {self.name}: a protected feature is numeric or categorical (its groups)")
         return self
 
     @property
@@ -94,7 +132,10 @@ class Feature(StrictModel):
 
     @property
     def is_model_input(self) -> bool:
-        # personal data never reaches a model; free text is not a model input either
+        # personal data never reaches a model; free text is not a model input either; a protected feature only
+        # with a legal basis (checked numerically at training: gates.py, legal_basis)
+        if self.protected and self.legal_basis is None:
+            return False
         return not self.personal and self.type != "text"
 
 
@@ -182,6 +223,8 @@ class Evaluation(StrictModel):
     monotonicity_sample: int = Field(default=500, ge=10)
     # features left out of a comparison model, to show what they add (e.g. account history)
     compare_without: list[str] = []
+    # proxy screening: a model input whose Cramér's V with a protected attribute reaches this is flagged
+    proxy_max_cramers_v: float = Field(default=0.25, gt=0, le=1)
 
 
 class Registry(StrictModel):
@@ -194,6 +237,9 @@ class Gates(StrictModel):
     require_monotone: bool = True
     min_calibration_pvalue: float = Field(ge=0, le=1)
     max_auc_shortfall_vs_scorecard: float = Field(ge=0, le=1)
+    # fair lending: the lowest adverse impact ratio of any protected group (lower CI bound not required);
+    # None: reported, not gated
+    min_air: float | None = Field(default=None, gt=0, le=1)
 
 
 # Fixed conventions of the stability and calibration measures, shared by the reference profile, the
@@ -421,6 +467,9 @@ class PipelineSpec(StrictModel):
     monitoring: Monitoring = Monitoring()
     audit: AuditSpec = AuditSpec()
     lender: Lender | None = None  # without it, no customer notice is written
+    # a development spec: the trainer may approve their own model (separation of duties waived), and every
+    # such approval says "self-approved (development)" on the model card, in MLflow and on decision pages
+    development: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineSpec":
@@ -433,7 +482,7 @@ class PipelineSpec(StrictModel):
         if clash:
             raise ValueError(f"features: {clash} is also the target, id or date column")
         if not self.model_inputs:
-            raise ValueError("features: no feature is a model input (all are personal data)")
+            raise ValueError("features: no feature is a model input (all are personal data or protected)")
         for key in ("key_features", "segment_by"):
             bad = sorted(set(getattr(self.monitoring, key)) - {f.name for f in self.model_inputs})
             if bad:
@@ -443,9 +492,15 @@ class PipelineSpec(StrictModel):
             raise ValueError(f"evaluation.compare_without: {unknown} not in the catalogue")
         if self.policy:
             known = set(names)
+            barred = {f.name for f in self.features if f.protected and not f.is_model_input}
             for rule in self.policy.rules:
                 if rule.when.feature not in known:
                     raise ValueError(f"policy.rules.{rule.name}: feature '{rule.when.feature}' is not in the catalogue")
+                if rule.when.feature in barred:
+                    raise ValueError(f"policy.rules.{rule.name}: feature '{rule.when.feature}' is protected (no legal "
+                                     "basis): a decision rule may not read it")
+            if self.policy.limit.capacity_feature in barred:
+                raise ValueError(f"policy.limit.capacity_feature: '{self.policy.limit.capacity_feature}' is protected")
             if self.policy.limit.capacity_feature not in known:
                 raise ValueError(f"policy.limit.capacity_feature: '{self.policy.limit.capacity_feature}' is not in the catalogue")
             for col in self.policy.fairness.group_columns:
@@ -474,6 +529,18 @@ class PipelineSpec(StrictModel):
     @property
     def model_inputs(self) -> list[Feature]:
         return [f for f in self.features if f.is_model_input]
+
+    @property
+    def fairness_groups(self) -> list[str]:
+        """The columns the fairness analysis compares groups of: every protected feature, then the policy's
+        `fairness.group_columns` (other catalogue features worth watching)."""
+        extra = self.policy.fairness.group_columns if self.policy else []
+        return list(dict.fromkeys([f.name for f in self.protected_features] + list(extra)))
+
+    @property
+    def protected_features(self) -> list[Feature]:
+        """The catalogue's protected features: the groups of the fairness analysis."""
+        return [f for f in self.features if f.protected]
 
     def feature(self, name: str) -> Feature:
         for f in self.features:

@@ -156,14 +156,15 @@ def test_encode_maps_the_catalogue_without_touching_the_input(spec, credit_data)
     pd.testing.assert_frame_equal(raw, before)
     assert list(out.columns) == [f.name for f in spec.model_inputs]
     kinds = {e.name: e.kind for e in encs}
-    assert kinds["Records"] == "ordinal" and kinds["Home"] == "categorical" and kinds["Age"] == "numeric"
+    assert kinds["Records"] == "ordinal" and kinds["Home"] == "categorical" and kinds["Seniority"] == "numeric"
+    assert "Age" not in kinds and "Marital" not in kinds  # protected: never a model input
     # ordinal: position in the catalogue; missing stays missing
     expected = raw["Records"].map({"no": 0.0, "yes": 1.0})
     np.testing.assert_array_equal(out["Records"].to_numpy(), expected.to_numpy(dtype=float))
     assert np.isnan(out["Records"].iloc[0])
     assert list(out["Home"].cat.categories) == list(spec.feature("Home").categories)
     assert pd.isna(out["Home"].iloc[1])
-    assert out["Age"].dtype == np.float64
+    assert out["Seniority"].dtype == np.float64
     assert {e.name: e.monotone for e in encs}["Seniority"] == -1
 
 

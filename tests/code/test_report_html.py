@@ -66,6 +66,7 @@ def _row(spec, i: int, action: str, *, home="owner", job="fixed", codes=(), en=(
               "Job": job, "Expenses": 60, "Income": income, "Assets": 0.0, "Debt": 0.0, "Amount": 1000, "Price": 1300}
     for f in feats:
         row[INPUT_PREFIX + f] = inputs[f]
+    row.update({"group__Age": "25-39" if i % 3 else "<25", "group__Marital": "married"})  # protected: labels only
     row.update({"input_row_hash": f"{i:064x}", "account_key": f"acct{i:020d}"})
     return row
 
@@ -97,8 +98,8 @@ def log(spec) -> pd.DataFrame:
              decided_by="rule:income_not_stated", rules=["income_not_stated"], income=np.nan),
         _quarantined(spec, 4, "Age: within [18, 100]; " + SCRIPT),
     ]
-    rows += [_row(spec, i, "approve", home=SCRIPT if i % 2 else "owner", codes=["Age"],
-                  en=["Age group is associated with higher risk"], zh=["所在年龄段的风险较高"], attr=[0.05])
+    rows += [_row(spec, i, "approve", home=SCRIPT if i % 2 else "owner", codes=["Time"],
+                  en=["Requested repayment term"], zh=["申请的还款期限"], attr=[0.05])
              for i in range(5, 45)]
     frame = pd.DataFrame(rows)
     stamp = {"decision_time": "2026-11-01T00:00:00Z", "model_name": "credit-application-pd",
@@ -372,8 +373,9 @@ def test_waterfall_in_decision_page_adds_up(built, log, spec):
         texts = _svg_texts(page[page.index("<svg"): page.index("</svg>") + 6])
         start, end = _pct(texts)
         assert end == pytest.approx(100 * row["pd"], abs=0.05)
-        assert len(_pts(texts)) == 11  # the ten largest features and the rest together
-        assert "3 features with smaller effects" in texts
+        # the ten largest features and the rest together (11 model inputs: Age and Marital are protected)
+        assert len(_pts(texts)) == 11
+        assert "1 feature with a smaller effect" in texts
         assert not any(f.name + " =" in t for t in texts for f in spec.features)  # labels, not column names
         assert "loan amount = ¥1,000" in texts
 

@@ -47,9 +47,70 @@ def test_repository_spec_loads_with_catalogue_derived_properties(spec):
     assert signs["Debt"] == 1 and signs["Amount"] == 1 and signs["Records"] == 1
     assert signs["Home"] == 0 and signs["Time"] == 0
     assert spec.feature("Records").ordered is True
-    assert [f.name for f in spec.model_inputs] == [f.name for f in spec.features if not f.personal]
+    assert [f.name for f in spec.model_inputs] == [f.name for f in spec.features
+                                                   if not f.personal and not f.protected]
     with pytest.raises(KeyError):
         spec.feature("NoSuchFeature")
+
+
+# --------------------------------------------------------------------------- catalogue roles (issue 13)
+
+
+def test_bundled_specs_mark_age_and_marital_protected_and_keep_them_out_of_the_model(spec, repo_root):
+    from creditgov.spec import load_spec
+
+    assert [f.name for f in spec.protected_features] == ["Age", "Marital"]
+    assert not {"Age", "Marital"} & {f.name for f in spec.model_inputs}
+    assert spec.fairness_groups[:2] == ["Age", "Marital"]  # always analysed, whatever group_columns says
+    behaviour = load_spec(repo_root / "pipelines" / "behaviour.yaml")
+    assert [f.name for f in behaviour.protected_features] == ["age"]
+    assert "age" not in {f.name for f in behaviour.model_inputs}
+    assert spec.development and behaviour.development  # the quick start's specs: see README, separation of duties
+
+
+def _age(raw: dict) -> int:
+    return next(i for i, f in enumerate(raw["features"]) if f["name"] == "Age")
+
+
+@pytest.mark.parametrize("update, rule", [
+    ({"personal": True}, "'protected' and 'personal' are distinct roles"),
+    ({"group_bands": None}, "needs 'group_bands'"),
+    ({"group_bands": [62, 25]}, "distinct ascending band edges"),
+    ({"legal_basis": "because we can"}, "not one creditgov can check"),
+])
+def test_protected_feature_rules_are_spec_errors(tmp_path, raw_spec, update, rule):
+    raw = copy.deepcopy(raw_spec)
+    raw["features"][_age(raw)].update(update)
+    err = _spec_error(_write(tmp_path / "s.yaml", raw))
+    assert rule in str(err) and f"features.{_age(raw)}" in str(err)
+
+
+def test_legal_basis_makes_age_a_model_input_and_a_rule_on_a_protected_feature_is_refused(tmp_path, raw_spec):
+    from creditgov.spec import load_spec
+
+    raw = copy.deepcopy(raw_spec)
+    raw["features"][_age(raw)]["legal_basis"] = "Reg B 1002.6(b)(2)"
+    s = load_spec(_write(tmp_path / "basis.yaml", raw))
+    assert "Age" in {f.name for f in s.model_inputs} and "Marital" not in {f.name for f in s.model_inputs}
+    raw = copy.deepcopy(raw_spec)
+    raw["policy"]["rules"].append({"name": "young", "when": {"feature": "Marital", "op": "eq", "value": "single"},
+                                   "action": "review", "reason": {"en": "x", "zh": "x"}})
+    assert "feature 'Marital' is protected" in str(_spec_error(_write(tmp_path / "rule.yaml", raw)))
+
+
+def test_group_labels_are_bands_or_categories_never_values():
+    import pandas as pd
+
+    from creditgov.data.privacy import group_labels
+    from creditgov.spec import Feature
+
+    age = Feature(name="Age", type="numeric", range=(18, 100), protected=True, group_bands=[25, 40, 62],
+                  reason={"en": "a", "zh": "a"})
+    assert group_labels(age, pd.Series([18, 24.5, 25, 39, 40, 61.9, 62, 99, None])).tolist() == [
+        "<25", "<25", "25-39", "25-39", "40-61", "40-61", "62+", "62+", "(missing)"]
+    marital = Feature(name="Marital", type="categorical", categories=["married", "single"], protected=True,
+                      reason={"en": "m", "zh": "m"})
+    assert group_labels(marital, pd.Series(["single", None])).tolist() == ["single", "(missing)"]
 
 
 @pytest.mark.parametrize("where, key, key_path", [

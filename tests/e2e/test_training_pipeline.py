@@ -281,7 +281,7 @@ def _rows_as_loaded(spec, credit_data: pd.DataFrame) -> pd.DataFrame:
     picked = pd.concat([rows.sample(60, random_state=11), gaps[gaps["Income"].isna()].head(3),
                         gaps[gaps["Home"].isna()].head(3)])
     picked = picked[~picked.index.duplicated()]
-    assert {str(picked[c].dtype) for c in ("Seniority", "Age", "Amount")} == {"int64"}
+    assert {str(picked[c].dtype) for c in ("Seniority", "Time", "Amount")} == {"int64"}
     assert picked["Income"].dtype == "float64" and picked["Income"].isna().any()
     assert picked["Home"].dtype == object and picked["Home"].isna().any()
     return picked
@@ -312,9 +312,9 @@ def test_pyfunc_model_scores_rows_as_loaded(first, app_spec, client, credit_data
     assert list(out.columns) == ["pd"] and out.index.equals(rows.index)
     np.testing.assert_array_equal(out["pd"].to_numpy(), _registered_credit_model(client, tmp_path).predict_pd(rows))
     pd.testing.assert_frame_equal(rows, before)  # scoring never retypes the caller's frame
-    bad = rows.head(3).astype({"Age": object})
-    bad.loc[bad.index[1], "Age"] = "forty"
-    with pytest.raises(Exception, match="column 'Age' is not numeric"):
+    bad = rows.head(3).astype({"Seniority": object})
+    bad.loc[bad.index[1], "Seniority"] = "forty"
+    with pytest.raises(Exception, match="column 'Seniority' is not numeric"):
         served.predict(bad)
 
 
@@ -390,14 +390,15 @@ def test_promotion_with_passing_gates_sets_champion_and_records_evidence(promote
 
     version, results, tags, champion = promoted
     assert version == "1" and champion == "1"
-    assert [r.name for r in results] == GATE_NAMES and all(r.passed for r in results)
-    assert tags["approved_by"] == "alice"
+    # promotion adds the maker-checker gate to the registration gates (alice did not train it)
+    assert [r.name for r in results] == GATE_NAMES + ["separation_of_duties"] and all(r.passed for r in results)
+    assert tags["approved_by"] == "alice" and tags["approval"] == "independent"
     approved_at = datetime.fromisoformat(tags["approved_at"])
     assert approved_at.tzinfo is not None
     evidence = json.loads(tags["gate_evidence"])
-    assert [g["name"] for g in evidence["gates"]] == GATE_NAMES
+    assert [g["name"] for g in evidence["gates"]] == GATE_NAMES + ["separation_of_duties"]
     assert all(g["passed"] for g in evidence["gates"])
-    assert set(evidence["evidence"]) == set(EVIDENCE_KEYS)
+    assert set(evidence["evidence"]) == set(EVIDENCE_KEYS) | {"fair_min_air"}  # protected groups are measured
     assert evidence["evidence"]["test_auc"] == pytest.approx(run.data.metrics["test_auc"], abs=1e-12)
     for name in GATE_NAMES:
         assert tags[f"gate.{name}"].startswith("pass: ")

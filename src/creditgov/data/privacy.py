@@ -48,3 +48,30 @@ def pseudonymise(values: pd.Series) -> pd.Series:
             out.append(h.hexdigest()[:24])
     return pd.Series(np.array(out + [None], dtype=object)[:-1], index=values.index, dtype=object,
                      name=values.name)
+
+
+GROUP_PREFIX = "group__"  # decision-log columns of the protected features' group labels
+MISSING_GROUP = "(missing)"
+
+
+def band_labels(edges: list[float]) -> list[str]:
+    """The labels of the bands `edges` cut a number line into: "<25", "25-39", "40-61", "62+"."""
+    def between(a: float, b: float) -> str:
+        return f"{a:g}-{b - 1:g}" if float(a).is_integer() and float(b).is_integer() else f"{a:g}-<{b:g}"
+
+    return [f"<{edges[0]:g}"] + [between(a, b) for a, b in zip(edges[:-1], edges[1:])] + [f"{edges[-1]:g}+"]
+
+
+def group_labels(feature, values: pd.Series) -> pd.Series:
+    """A protected feature's values as the group labels the fairness analysis needs, and nothing finer: the
+    category, or for a number the band of the catalogue's `group_bands` it falls in (an age of 37 is "25-39");
+    "(missing)" where absent. Same index, object dtype."""
+    if feature.type == "numeric":
+        edges = list(feature.group_bands)
+        labels = np.array(band_labels(edges), dtype=object)
+        num = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+        out = labels[np.searchsorted(np.asarray(edges, dtype="float64"), num, side="right")]
+        out[np.isnan(num)] = MISSING_GROUP
+        return pd.Series(out, index=values.index, dtype=object, name=values.name)
+    out = values.astype(object).where(values.notna(), MISSING_GROUP).astype(str).astype(object)
+    return out.rename(values.name)

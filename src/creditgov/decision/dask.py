@@ -87,6 +87,7 @@ def registered_model(spec: PipelineSpec, version: str | None):
 
     registry.configure()
     model, version, run_id = registry.load_registered(spec.registry.model_name, version)
+    single.check_protected_inputs(model, spec, f"{spec.registry.model_name} version {version}")
     local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{spec.registry.model_name}/{version}")
     return model, model_blob(Path(local) / "artifacts" / "model"), version, run_id
 

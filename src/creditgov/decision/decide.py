@@ -563,6 +563,9 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
     rows = pd.concat([rows, shap, inp, tail], axis=1)
     rows["account_key"] = (privacy.pseudonymise(clean[idc]).to_numpy() if idc
                            else _key_from_hash(rows["input_row_hash"]))
+    for f in spec.protected_features:  # the fairness groups: labels only, never the values (privacy.group_labels)
+        if f.name in clean.columns:
+            rows[privacy.GROUP_PREFIX + f.name] = privacy.group_labels(f, clean[f.name]).to_numpy(dtype=object)
     return rows
 
 
@@ -630,7 +633,18 @@ def load_model(spec: PipelineSpec, version: str | None = None) -> DecisionModel:
     """The registered model to decide with: `version`, or the @champion."""
     registry.configure()
     model, version, run_id = registry.load_registered(spec.registry.model_name, version)
+    check_protected_inputs(model, spec, f"{spec.registry.model_name} version {version}")
     return DecisionModel(model, str(version), run_id)
+
+
+def check_protected_inputs(model: CreditModel, spec: PipelineSpec, what: str) -> None:
+    """Refuse a model that reads a feature the spec marks protected without a legal basis (a version trained
+    before the catalogue said so): its decisions and reasons would rest on a prohibited basis."""
+    barred = {f.name for f in spec.protected_features if not f.is_model_input}
+    used = sorted(barred & {e.name for e in model.encodings})
+    if used:
+        raise SpecError(f"{what} uses {used}, protected in the spec's catalogue without a legal basis "
+                        "(rule: protected features never reach a model or a reason); train a new version")
 
 
 def decide_rows(rows: Validated, model: DecisionModel, spec: PipelineSpec, as_of: str | None,

@@ -525,6 +525,23 @@ def events_for(decision_id: str, url: str | None = None) -> list[dict]:
     return [{"seq": s, "kind": k, "recorded_at": at, **json.loads(p)} for s, k, at, p in rows]
 
 
+def promotions(url: str | None = None) -> list[dict]:
+    """Every promotion entry (promoted or refused), oldest first: its payload with `seq` and `recorded_at`."""
+    from sqlalchemy import text  # heavy: see _engine
+
+    eng = _engine(url)
+    with eng.connect() as c:
+        rows = c.execute(text("SELECT seq, recorded_at, payload FROM audit_entries WHERE kind = 'promotion' "
+                              "ORDER BY seq")).all()
+    out = []
+    for seq, at, payload in rows:
+        try:
+            out.append({"seq": seq, "recorded_at": at, **json.loads(payload)})
+        except ValueError:
+            continue  # an altered payload: the chain check names it
+    return out
+
+
 def prove(decision_id: str, url: str | None = None) -> dict:
     """An inclusion proof a third party checks without the database (README: the proof-checking snippet)."""
     from sqlalchemy import text  # heavy: see _engine

@@ -9,7 +9,9 @@ from creditgov.spec import Gates
 EVIDENCE_KEYS = ("test_auc", "monotonicity_violations", "test_hl_pvalue", "scorecard_test_auc")
 # A recalibrated version inherits its parent's scorecard comparison (same trees, same ranking),
 # measured on the parent's test rows, because the scorecard is not refitted with it.
-OPTIONAL_KEYS = ("scorecard_auc_shortfall",)
+# legal_basis_violations: the numeric check of a protected feature's legal basis (spec.LEGAL_BASES), measured
+# only when the spec records one; fair_min_air: the lowest adverse impact ratio of any protected group.
+OPTIONAL_KEYS = ("scorecard_auc_shortfall", "legal_basis_violations", "fair_min_air")
 _EPS = 1e-12  # thresholds are compared with the displayed values, not float noise (0.85 - 0.83 > 0.02)
 
 
@@ -42,7 +44,28 @@ def evaluate_gates(gates: Gates, evidence: dict) -> list[GateResult]:
         GateResult("vs_scorecard", f"scorecard AUC - model AUC <= {gates.max_auc_shortfall_vs_scorecard}",
                    f"{shortfall:+.4f}", shortfall <= gates.max_auc_shortfall_vs_scorecard + _EPS),
     ]
+    if "legal_basis_violations" in evidence:
+        n = int(evidence["legal_basis_violations"])
+        out.append(GateResult("legal_basis", "a protected input's legal basis holds numerically (Reg B "
+                              "1002.6(b)(2): no applicant aged 62+ scored worse for their age)", str(n), n == 0))
+    if gates.min_air is not None:
+        air = evidence.get("fair_min_air")
+        out.append(GateResult("min_air", f"lowest adverse impact ratio of a protected group >= {gates.min_air}",
+                              "not measured" if air is None else f"{float(air):.4f}",
+                              air is not None and float(air) >= gates.min_air - _EPS))
     return out
+
+
+def separation_of_duties(trainer: str | None, approver: str, development: bool) -> GateResult:
+    """The maker-checker gate: who approves a version is not who trained it, unless the spec is a development
+    spec (then the approval passes as "self-approved (development)")."""
+    rule = "approver is not the trainer" + (" (waived: development spec)" if development else "")
+    if trainer is None:
+        return GateResult("separation_of_duties", rule, "trainer not recorded", development)
+    same = trainer.strip().casefold() == approver.strip().casefold()
+    value = "self-approved (development)" if same and development else (
+        f"trained by {trainer}, approved by {approver}")
+    return GateResult("separation_of_duties", rule, value, not same or development)
 
 
 def all_pass(results: list[GateResult]) -> bool:

@@ -11,9 +11,13 @@ from datetime import datetime, timezone
 
 from creditgov.errors import PromotionRefused, TrackingError
 from creditgov.governance import audit, registry
-from creditgov.governance.gates import EVIDENCE_KEYS, OPTIONAL_KEYS, GateResult, all_pass, evaluate_gates
+from creditgov.governance.gates import (EVIDENCE_KEYS, OPTIONAL_KEYS, GateResult, all_pass, evaluate_gates,
+                                        separation_of_duties)
 from creditgov.governance.registry import get_version, is_not_found
 from creditgov.spec import PipelineSpec
+
+
+APPROVAL_SELF = "self-approved (development)"  # the approval of a development spec's trainer, wherever it shows
 
 
 def resolve_version(client, name: str, version: str | None) -> str:
@@ -45,10 +49,14 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
                                    "(the training run was interrupted)")
         run = client.get_run(mv.run_id)
         evidence = {k: run.data.metrics[k] for k in EVIDENCE_KEYS + OPTIONAL_KEYS if k in run.data.metrics}
-        results = evaluate_gates(spec.gates, evidence)
+        trainer = mv.tags.get("trained_by") or run.data.tags.get("creditgov.trained_by")
+        duty = separation_of_duties(trainer, approver, spec.development)
+        results = evaluate_gates(spec.gates, evidence) + [duty]
+        self_approved = duty.passed and duty.value == "self-approved (development)"
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record = json.dumps({"gates": [r.to_dict() for r in results], "evidence": evidence,
-                             "spec_hash": spec.content_hash}, sort_keys=True)
+                             "spec_hash": spec.content_hash, "trained_by": trainer,
+                             "approval": APPROVAL_SELF if self_approved else "independent"}, sort_keys=True)
         for r in results:
             client.set_model_version_tag(name, version, f"gate.{r.name}", f"{'pass' if r.passed else 'fail'}: "
                                                                            f"{r.value} ({r.rule})")
@@ -67,6 +75,7 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
             previous = None
         client.set_model_version_tag(name, version, "approved_by", approver)
         client.set_model_version_tag(name, version, "approved_at", now)
+        client.set_model_version_tag(name, version, "approval", APPROVAL_SELF if self_approved else "independent")
         client.set_model_version_tag(name, version, "gate_evidence", record)
         if previous and previous != version:
             client.set_model_version_tag(name, version, "previous_champion", previous)

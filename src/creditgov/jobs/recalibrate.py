@@ -101,10 +101,13 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
             info = training.log_pyfunc_model(new, spec, training.input_example(fit, spec), tmpdir)
             version_new = training.register(info, spec, {
                 "parent_version": parent, "monitoring_run": monitoring_run or "none", "run_id": run.info.run_id,
-                "recalibration_data": label[:500], "spec_hash": spec.content_hash},
+                "recalibration_data": label[:500], "spec_hash": spec.content_hash,
+                "trained_by": training.current_user()},  # who refitted it: the maker promote checks against
                 f"Calibration of v{parent} refitted on {label}.")
             if card:
                 card["model"]["version"] = version_new
+                if "governance" in card:
+                    card["governance"]["trained_by"] = training.current_user()
                 svg = _parent_text(parent_run, "explain/shap_importance.svg") or ""
                 mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
                 mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")

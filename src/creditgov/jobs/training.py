@@ -5,6 +5,7 @@ together and writes what they return to disk and to MLflow.
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import subprocess
@@ -35,6 +36,11 @@ from creditgov.model.scorecard import ScorecardModel, fit_scorecard
 from creditgov.spec import PipelineSpec
 from creditgov.model.train import Splits
 from creditgov.data.validate import Validated
+from creditgov.data import privacy
+from creditgov.decision.decide import with_previous_pd
+from creditgov.decision.policy import apply_policy, on_book_applies
+from creditgov.model import fairness
+from creditgov.spec import LEGAL_BASES
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,9 @@ class Evaluation:
     p_test: np.ndarray  # model PDs of the test rows
     p_card: np.ndarray  # scorecard PDs of the test rows
     comparison: dict | None  # test metrics of the model without spec.evaluation.compare_without
+    fairness: dict | None = None  # fair_lending_evidence on the test rows ({} when the spec has no policy)
+    legal_basis: dict | None = None  # {feature: monotonic.elderly_check} for protected inputs with a legal basis
+    proxies: dict | None = None  # fairness.proxy_screen of the model inputs against the protected attributes
 
     @property
     def dev(self) -> pd.DataFrame:
@@ -124,7 +133,72 @@ class Evaluation:
         out["psi_train_test"] = float(self.psi_train_test)
         out["monotonicity_violations"] = int(sum(r["violations"] for r in self.monotonicity.values()))
         out["n_trees"] = int(self.model.info["n_trees"])
+        if self.proxies:
+            out["proxy_max_cramers_v"] = float(max(r["cramers_v"] for r in self.proxies["pairs"]))
+            out["proxies_flagged"] = len(self.proxies["flagged"])
+        if self.legal_basis:
+            out["legal_basis_violations"] = int(sum(r["violations"] for r in self.legal_basis.values()))
+        if self.fairness:
+            prot = set(self.fairness["protected"])
+            low, _ = fairness.lowest_air({o: {a: e for a, e in by.items() if a in prot}
+                                          for o, by in self.fairness["outcomes"].items()})
+            if low is not None:
+                out["fair_min_air"] = float(low)
+            for o, by_attr in self.fairness["outcomes"].items():
+                for a, ev in by_attr.items():
+                    for r in ev["groups"]:
+                        if r["air"] is not None:
+                            key = _metric_key(f"fair_{o}_{a}_{r['group']}")
+                            out[key + "_air"] = float(r["air"])
+                            out[key + "_smd"] = float(r["smd"])
         return out
+
+
+def _metric_key(text: str) -> str:
+    """An MLflow metric name from free text (group labels such as "<25" or "62+")."""
+    text = text.replace("<", "lt").replace("+", "plus")
+    return "".join(c if c.isalnum() or c in "_-./" else "_" for c in text)
+
+
+def fairness_outcomes(spec: PipelineSpec, frame: pd.DataFrame, p: np.ndarray) -> dict[str, np.ndarray]:
+    """The favourable outcome of each row under the spec's policy, per outcome compared across groups: approval
+    for applications; for accounts on book, not being suspended and not being cut (each adverse on-book action
+    on its own)."""
+    frame = with_previous_pd(frame, spec, None)  # no previous review at training: the risk-rise trigger is idle
+    actions = apply_policy(frame, p, spec.policy, rules_triggered=False)["action"].to_numpy()
+    if on_book_applies(frame, spec.policy):
+        return {"not_suspended": actions != "suspend", "not_cut": actions != "cut"}
+    return {"approval": actions == "approve"}
+
+
+def proxy_screen(spec: PipelineSpec, dev: pd.DataFrame) -> dict:
+    """Each model input against each protected attribute's group labels on the development rows
+    (fairness.proxy_screen); {} when the catalogue marks nothing protected."""
+    prot = [f for f in spec.protected_features if f.name in dev.columns]
+    if not prot:
+        return {}
+    labels = {f.name: privacy.group_labels(f, dev[f.name]) for f in prot}
+    return fairness.proxy_screen(dev, spec.model_inputs, labels, spec.evaluation.proxy_max_cramers_v)
+
+
+def fair_lending_evidence(spec: PipelineSpec, frame: pd.DataFrame, p: np.ndarray) -> dict:
+    """AIR and SMD with bootstrap CIs by protected group (and the policy's other fairness groups) on `frame`
+    (the test rows) with PDs `p`: {"outcomes": {outcome: {attribute: fairness.group_evidence}}, ...}."""
+    if spec.policy is None or not spec.fairness_groups:
+        return {}
+    groups = {}
+    for name in spec.fairness_groups:
+        if name in frame.columns:
+            f = spec.feature(name)
+            groups[name] = (privacy.group_labels(f, frame[name]) if f.protected
+                            else frame[name].astype(object).where(frame[name].notna(), privacy.MISSING_GROUP))
+    outcomes = fairness_outcomes(spec, frame, p)
+    n_boot = min(spec.evaluation.bootstrap, 500)
+    ev = fairness.evidence_by_attribute(groups, outcomes, p, spec.policy.fairness.min_group_size, n_boot,
+                                        spec.split.seed)
+    return {"outcomes": ev, "protected": [f.name for f in spec.protected_features],
+            "rows": int(len(frame)), "on": "test split", "score": "PD",
+            "min_group_size": spec.policy.fairness.min_group_size, "n_boot": n_boot}
 
 
 def evaluate_models(v: Validated, n_estimators: int | None = None,
@@ -162,13 +236,19 @@ def evaluate_models(v: Validated, n_estimators: int | None = None,
 
     sample = dev.sample(min(spec.evaluation.monotonicity_sample, len(dev)), random_state=seed)
     mono = monotonic.check_monotonicity(model, sample, spec.evaluation.monotonicity_grid)
+    legal = {f.name: monotonic.elderly_check(model, sample, f.name, LEGAL_BASES[f.legal_basis]["elderly_age"],
+                                             f.range)
+             for f in spec.protected_features if f.legal_basis is not None}
+    fair = fair_lending_evidence(spec, splits.test, p_test)
+    proxies = proxy_screen(spec, dev)
     return Evaluation(splits=splits, model=model, scorecard=card, metrics={"xgboost": m_xgb, "scorecard": m_card},
                       calibration=calib, psi_train_test=psi, cv=cv, monotonicity=mono,
-                      train_hash=data.content_hash(dev), p_test=p_test, p_card=p_card, comparison=comparison)
+                      train_hash=data.content_hash(dev), p_test=p_test, p_card=p_card, comparison=comparison,
+                      fairness=fair, legal_basis=legal, proxies=proxies)
 
 
 def _card(v: Validated, ev: Evaluation, importance: pd.DataFrame, gates: list, run_id: str, version: str,
-          spec_path: str) -> dict:
+          spec_path: str, trainer: str = "") -> dict:
     spec, summary = v.spec, v.outcome.summary()
     imp = dict(zip(importance["feature"], importance["mean_abs_shap"]))
     clean_y = v.outcome.clean[spec.target.column].isin(spec.target.bad_values)
@@ -200,13 +280,21 @@ def _card(v: Validated, ev: Evaluation, importance: pd.DataFrame, gates: list, r
         "calibration": ev.calibration.to_dict("records"),
         "monotonicity": ev.monotonicity,
         "features": [{"name": f.name, "description": f.description, "type": f.type, "monotone": f.monotone,
-                      "actionable": f.actionable, "personal": f.personal,
+                      "actionable": f.actionable, "personal": f.personal, "protected": f.protected,
+                      "legal_basis": f.legal_basis,
                       "importance": float(imp[f.name]) if f.name in imp else None,
                       "reason_en": f.reason.en, "reason_zh": f.reason.zh,
                       "label_en": f.label.en if f.label else None, "unit": f.unit,
                       "never_a_reason": f.never_a_reason, "bureau": f.bureau} for f in spec.features],
         "gates": [g.to_dict() for g in gates],
         "environment": _versions(),
+        "fairness": ev.fairness or {},
+        "legal_basis": ev.legal_basis or {},
+        "proxies": ev.proxies or {},
+        "governance": {"trained_by": trainer, "development": spec.development,
+                       "approval": ("development spec: the trainer may approve; such an approval is recorded as "
+                                    "\"self-approved (development)\"") if spec.development else
+                       "separation of duties: promotion refuses an approver who trained the model"},
     }
 
 
@@ -303,14 +391,26 @@ def finish_registration(spec: PipelineSpec, version: str) -> None:
 TRAINING_STEPS = ("validate", "fit", "scorecard", "evaluate", "cross-validation", "checks", "register")
 
 
+def current_user() -> str:
+    """Who runs this process (the default trainer and, at the command line, the default approver)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
 def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = None,
-                 n_estimators: int | None = None, log=print) -> TrainResult:
+                 n_estimators: int | None = None, log=print, trainer: str | None = None) -> TrainResult:
+    """`trainer`: who trains (default: the user running the process), recorded as the run's
+    `creditgov.trained_by` tag and the version's `trained_by` tag; promote refuses that person as approver
+    unless the spec is a development spec."""
     with progress.task("Training", steps=TRAINING_STEPS) as steps:
-        return _run_training(spec, spec_path, data_path, n_estimators, log, steps)
+        return _run_training(spec, spec_path, data_path, n_estimators, log, steps,
+                             (trainer or "").strip() or current_user())
 
 
 def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_estimators: int | None, log,
-                  steps: progress.Task) -> TrainResult:
+                  steps: progress.Task, trainer: str = "") -> TrainResult:
     import mlflow  # heavy: see registry.configure
 
     registry.check()  # fail fast, before minutes of training, when the backend is unreachable
@@ -345,7 +445,14 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
             })
             mlflow.log_metrics({**flat, "rows_in": s["rows_in"], "rows_clean": s["rows_clean"],
                                 "rows_quarantined": s["rows_quarantined"]})
-            mlflow.set_tags({"creditgov.stage": "train", "creditgov.spec": spec.name})
+            mlflow.set_tags({"creditgov.stage": "train", "creditgov.spec": spec.name,
+                             "creditgov.trained_by": trainer, "creditgov.development": str(spec.development).lower()})
+            if ev.fairness:
+                mlflow.log_dict(ev.fairness, "fairness/fair_lending.json")
+            if ev.legal_basis:
+                mlflow.log_dict(ev.legal_basis, "fairness/legal_basis.json")
+            if ev.proxies:
+                mlflow.log_dict(ev.proxies, "fairness/proxies.json")
             mlflow.log_text(validate.result_json(v.outcome), "validation/gx_validation_result.json")
             mlflow.log_dict(s, "validation/quarantine_summary.json")
             mlflow.log_dict(v.suite, "validation/expectation_suite.json")
@@ -361,12 +468,12 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
             info = log_pyfunc_model(ev.model, spec, input_example(ev.splits.train, spec), tmpdir)
             version = register(info, spec, {
                 "run_id": run_id, "spec_hash": spec.content_hash, "train_data_hash": ev.train_hash,
-                "input_data_hash": v.input_hash,
+                "input_data_hash": v.input_hash, "trained_by": trainer,
                 "gates_at_registration": "pass" if gates_mod.all_pass(gate_results) else
                 "fail: " + ", ".join(g.name for g in gate_results if not g.passed)},
                 f"{spec.description} Test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, "
                 f"{flat['test_auc_ci_high']:.4f}]; model card in run artifacts.")
-            card = _card(v, ev, importance, gate_results, run_id, version, spec_path)
+            card = _card(v, ev, importance, gate_results, run_id, version, spec_path, trainer)
             mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
             mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")
         finish_registration(spec, version)

@@ -44,3 +44,24 @@ def check_monotonicity(model: CreditModel, sample: pd.DataFrame, grid_points: in
 
 def is_monotone(report: dict) -> bool:
     return all(v["violations"] == 0 for v in report.values())
+
+
+def elderly_check(model: CreditModel, sample: pd.DataFrame, feature: str, elderly_age: float, age_range: tuple,
+                  tol: float = 1e-9) -> dict:
+    """Regulation B 1002.6(b)(2)(ii), measured: an applicant aged `elderly_age` or more must never be scored worse
+    for their age than at the most favoured younger age. For a sample of real rows, `feature` is swept over
+    every whole year of `age_range` with the other features fixed; a row violates when its highest log-odds at
+    an elderly age exceeds its lowest log-odds at any younger age. Returns rows, violations and the worst excess."""
+    lo, hi = int(np.ceil(age_range[0])), int(np.floor(age_range[1]))
+    grid = np.arange(lo, hi + 1, dtype=float)
+    young, old = grid < elderly_age, grid >= elderly_age
+    n = len(sample)
+    if not young.any() or not old.any() or not n:
+        return {"feature": feature, "elderly_age": elderly_age, "rows": n, "grid": len(grid), "violations": 0,
+                "worst": 0.0}
+    swept = sample.loc[sample.index.repeat(len(grid))].reset_index(drop=True)
+    swept[feature] = np.tile(grid, n)
+    score = model.log_odds(swept).reshape(n, len(grid))
+    excess = score[:, old].max(axis=1) - score[:, young].min(axis=1)
+    return {"feature": feature, "elderly_age": float(elderly_age), "rows": n, "grid": len(grid),
+            "violations": int((excess > tol).sum()), "worst": float(max(excess.max(), 0.0))}

@@ -24,7 +24,9 @@ from creditgov.atomic import replace_dir, temp_beside
 from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX, read_log
 from creditgov.decision.policy import ADVERSE_ACTIONS
 from creditgov.errors import DataError, SpecError
+from creditgov.data.privacy import GROUP_PREFIX, MISSING_GROUP
 from creditgov.governance import audit, registry
+from creditgov.model import fairness
 from creditgov.report import charts, wording
 from creditgov.spec import PipelineSpec
 
@@ -156,7 +158,8 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
     shown = [(f"{wording.label(spec.feature(n), 'en')} = "
               f"{wording.value(spec.feature(n), row.get(INPUT_PREFIX + n), 'en', cur)}", v) for n, v in shown]
     if rest:
-        shown.append((f"{len(rest)} features with smaller effects", float(sum(v for _, v in rest))))
+        what = "1 feature with a smaller effect" if len(rest) == 1 else f"{len(rest)} features with smaller effects"
+        shown.append((what, float(sum(v for _, v in rest))))
     on_book = spec.policy.on_book is not None and not wording.missing(row.get("previous_limit"))
     inputs = [{"name": f.name, "label": wording.label(f, "en"),
                "value": "[redacted: personal data]" if f.personal else
@@ -195,7 +198,8 @@ def adverse_impact(log: pd.DataFrame, column: str, min_group_size: int = 30,
     one approval in a group of one would otherwise set the bar for everyone.
     """
     decided = log[log["status"] == "decided"]
-    groups = decided[INPUT_PREFIX + column].fillna("(missing)").astype(str)
+    col = GROUP_PREFIX + column if GROUP_PREFIX + column in decided.columns else INPUT_PREFIX + column
+    groups = decided[col].fillna(MISSING_GROUP).astype(str)
     ok = decided["action"].isin(favourable)
     t = pd.DataFrame({"group": groups, "ok": ok}).groupby("group", sort=True)["ok"].agg(["size", "mean"])
     t = t.rename(columns={"size": "n", "mean": "approval_rate"}).reset_index()
@@ -203,6 +207,32 @@ def adverse_impact(log: pd.DataFrame, column: str, min_group_size: int = 30,
     best = t.loc[big, "approval_rate"].max() if big.any() else np.nan
     t["adverse_impact_ratio"] = np.where(big & (best > 0), t["approval_rate"] / best, np.nan)
     return t
+
+
+def _log_fairness(decided: pd.DataFrame, columns: list[str], outcomes: list, spec: PipelineSpec) -> dict:
+    """AIR and SMD of PDs with bootstrap CIs by group on this log's decided rows (fairness.group_evidence), per
+    outcome compared and group column: {outcome: {column: evidence}}."""
+    out = {}
+    n_boot = min(spec.evaluation.bootstrap, 300)
+    for label, adverse_action in outcomes:
+        fav = (decided["action"] == "approve") if adverse_action is None else (decided["action"] != adverse_action)
+        out[label] = {}
+        for c in columns:
+            col = GROUP_PREFIX + c if GROUP_PREFIX + c in decided.columns else INPUT_PREFIX + c
+            out[label][c] = fairness.group_evidence(decided[col].fillna(MISSING_GROUP).astype(str),
+                                                    fav.to_numpy(), decided["pd"].to_numpy(dtype="float64"),
+                                                    spec.policy.fairness.min_group_size, n_boot, spec.split.seed)
+    return out
+
+
+def _card_min_air(card: dict, spec: PipelineSpec) -> dict:
+    fair = card.get("fairness") or {}
+    if not fair:
+        return {"card_min_air": None, "card_min_air_where": ""}
+    prot = set(fair.get("protected", []))
+    low, where = fairness.lowest_air({o: {a: e for a, e in by.items() if a in prot}
+                                      for o, by in fair.get("outcomes", {}).items()})
+    return {"card_min_air": low, "card_min_air_where": where}
 
 
 def select_sample(log: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -221,7 +251,10 @@ def select_sample(log: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, card_html: str | None,
-          out_root: Path, sample: int = 20, group_columns: list[str] | None = None) -> ReportResult:
+          out_root: Path, sample: int = 20, group_columns: list[str] | None = None,
+          approval: str = "") -> ReportResult:
+    """`approval`: how the version was approved, as its registry tags say ("approved by X: self-approved
+    (development)"), shown on every page beside the model."""
     first = log.iloc[0]
     version = str(first["model_version"])
     run_name = f"{spec.name}-{str(first['decision_time'])[:10]}-v{version}-{str(first['input_hash'])[:8]}"
@@ -233,7 +266,7 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
              "model": f"{first['model_name']} version {version}", "policy": f"{first['policy_name']} "
              f"{first['policy_version']} (hash {str(first['policy_hash'])[:16]})",
              "data": f"{first['input_source']} (content hash {str(first['input_hash'])[:16]})",
-             "log": log_path.name, "decision_time": first["decision_time"]}
+             "log": log_path.name, "decision_time": first["decision_time"], "approval": approval}
 
     chosen = select_sample(log, sample)
     links = []
@@ -253,8 +286,18 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     by = by.loc[tier_order]
     adverse = decided[decided["action"].isin(ADVERSE_ACTIONS)]
     freq = pd.Series([c for codes in adverse["reason_codes"] for c in codes], dtype=object).value_counts()
-    groups = group_columns if group_columns is not None else spec.policy.fairness.group_columns
-    impact = {c: adverse_impact(log, c, spec.policy.fairness.min_group_size).to_dict("records") for c in groups if INPUT_PREFIX + c in log.columns}
+    groups = group_columns if group_columns is not None else spec.fairness_groups
+    present = [c for c in groups if INPUT_PREFIX + c in log.columns or GROUP_PREFIX + c in log.columns]
+    min_group = spec.policy.fairness.min_group_size
+    # per outcome compared: approval for applications; each adverse on-book action (suspend, cut) on its own
+    outcomes = ([("not suspended", "suspend"), ("not cut", "cut")] if (decided["action"].isin(["suspend", "cut"]).any()
+                or spec.policy.on_book is not None) else [("approval", None)])
+    impact = {}
+    for label, adverse_action in outcomes:
+        fav = (("approve",) if adverse_action is None else
+               tuple(a for a in decided["action"].unique().tolist() if a != adverse_action))
+        impact[label] = {c: adverse_impact(log, c, min_group, fav).to_dict("records") for c in present}
+    fair_log = _log_fairness(decided, present, outcomes, spec)
     quarantined = log[log["status"] == "quarantined"]
     portfolio_ctx = {
         "stamp": stamp, "card": card, "spec": spec,
@@ -265,7 +308,9 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
         "approval_rate": float((decided["action"] == "approve").mean()) if len(decided) else float("nan"),
         "reason_svg": charts.bars([(_reason_label(spec, c), float(v)) for c, v in freq.head(15).items()],
                                   "Reasons given for adverse decisions", "adverse decisions"),
-        "impact": impact, "min_air": spec.policy.fairness.min_adverse_impact_ratio,
+        "impact": impact, "min_air": spec.policy.fairness.min_adverse_impact_ratio, "fair_log": fair_log,
+        "protected": [f.name for f in spec.protected_features],
+        **_card_min_air(card, spec),
         "min_group": spec.policy.fairness.min_group_size,
         "pd_svg": charts.bars(_pd_histogram(decided["pd"].to_numpy()), "Decisions by PD band", "decisions"),
     }
@@ -331,7 +376,21 @@ def make_report(spec: PipelineSpec, log_path: str | Path, out_root: str | Path =
                         f"policy is {spec.policy.content_hash[:12] if spec.policy else 'absent'}: report with the "
                         "spec version that made the decisions, so the rules shown are the rules applied")
     card, card_html = model_card_of(str(first["model_name"]), str(first["model_version"]))
-    return build(spec, log, log_path, card, card_html, Path(out_root), sample, group_columns)
+    approval = approval_of(str(first["model_name"]), str(first["model_version"]))
+    return build(spec, log, log_path, card, card_html, Path(out_root), sample, group_columns, approval)
+
+
+def approval_of(model_name: str, version: str) -> str:
+    """How a version was approved, from its registry tags: "approved by X (self-approved (development))",
+    "approved by X (independent)", or "not approved"."""
+    registry.configure()
+    with registry.backend_errors(f"read the approval of {model_name} v{version}"):
+        tags = registry.client().get_model_version(model_name, version).tags
+    who = tags.get("approved_by")
+    if not who:
+        return "not approved"
+    how = tags.get("approval", "")
+    return f"approved by {who}" + (f": {how}" if how else "")
 
 
 def write_root_index(out_root: str | Path = "reports") -> Path:
