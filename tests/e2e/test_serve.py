@@ -158,6 +158,23 @@ def test_refusals_name_the_field_and_rule_and_the_log_has_no_personal_data(serve
     assert "127.0.0.1" not in log.split("listening on")[-1]  # no client addresses
 
 
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
+    """Property-based requests generated from the OpenAPI schema (itself generated from the catalogue):
+    valid and schema-breaking rows, every answer in the schema, none a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    for path, method, n in (("/v1/decisions", "POST", 60), ("/v1/decisions/{decision_id}", "GET", 15)):
+        @given(case=schema[path][method].as_strategy())
+        @settings(max_examples=n, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def run(case):
+            case.call_and_validate(base_url=server.url, headers={"X-API-Key": KEYS[0]})
+
+        run()
+
+
 async def _load(url: str, bodies: list[dict], clients: int) -> list[int]:
     sem = asyncio.Semaphore(clients)
     async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": KEYS[0]}, timeout=120,

@@ -412,33 +412,40 @@ def _critical_ok(frame: pd.DataFrame, e: dict) -> bool:
     return str(s.dtype) in e["_dtypes"]
 
 
-def _row_bad(frame: pd.DataFrame, e: dict) -> np.ndarray:
-    """Which rows break a row rule (a boolean array), as GX's pandas engine decides."""
+def _row_bad(frame: pd.DataFrame, e: dict, columns: dict) -> np.ndarray:
+    """Which rows break a row rule (a boolean array), as GX's pandas engine decides. `columns`: each column's
+    values and presence, computed once per request (numpy, not a Series per rule: a request is a few rows)."""
     kind, kw = e["type"], e["kwargs"]
     if kind == "expect_compound_columns_to_be_unique":
         return frame[kw["column_list"]].duplicated(keep=False).to_numpy()
-    s = frame[kw["column"]]
-    present = s.notna().to_numpy()
+    col = kw["column"]
+    if col not in columns:
+        arr = frame[col].to_numpy()
+        columns[col] = (arr, ~pd.isna(arr))
+    arr, present = columns[col]
     if kind == "expect_column_values_to_not_be_null":
         return ~present
-    bad = np.zeros(len(s), dtype=bool)
+    bad = np.zeros(len(arr), dtype=bool)
     if not present.any():
         return bad
-    v = s[present]
+    v = arr[present]
     if kind == "expect_column_values_to_be_in_set":
-        ok = v.isin(e["_values"]).to_numpy()
+        try:  # Series.isin's membership is hash and ==, as a set's (missing values are skipped above)
+            allowed = e.setdefault("_set", frozenset(e["_values"]))
+            ok = np.fromiter((x in allowed for x in v.tolist()), dtype=bool, count=len(v))
+        except TypeError:  # an unhashable value: pandas says
+            ok = pd.Series(v).isin(e["_values"]).to_numpy()
     elif kind == "expect_column_values_to_be_unique":
-        ok = ~v.duplicated(keep=False).to_numpy()
+        ok = ~pd.Series(v).duplicated(keep=False).to_numpy()
     elif kind == "expect_column_values_to_match_regex":
-        ok = v.astype(str).str.contains(kw["regex"]).to_numpy(dtype=bool)
+        ok = pd.Series(v).astype(str).str.contains(kw["regex"]).to_numpy(dtype=bool)
     else:  # between
         lo, hi = kw.get("min_value"), kw.get("max_value")
-        vals = v.to_numpy()
         ok = np.ones(len(v), dtype=bool)
         if lo is not None:
-            ok &= (vals > lo) if kw.get("strict_min") else (vals >= lo)
+            ok &= (v > lo) if kw.get("strict_min") else (v >= lo)
         if hi is not None:
-            ok &= (vals < hi) if kw.get("strict_max") else (vals <= hi)
+            ok &= (v < hi) if kw.get("strict_max") else (v <= hi)
     bad[present] = ~ok
     return bad
 
@@ -461,8 +468,9 @@ def validate_compiled(frame: pd.DataFrame, spec: PipelineSpec, compiled: Compile
             raise DataError(_critical_message(label, frame, {"expectation_config": e}))
     rules: dict[int, list[str]] = {}
     index = frame.index.to_numpy()
+    columns: dict = {}
     for e in compiled.row:
-        bad = _row_bad(frame, e)
+        bad = _row_bad(frame, e, columns)
         if bad.any():
             kw = e["kwargs"]
             name = f"{kw.get('column') or '+'.join(kw.get('column_list', []))}: {e['meta']['rule']}"
