@@ -162,6 +162,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
     """Property-based requests generated from the OpenAPI schema (itself generated from the catalogue):
     valid and schema-breaking rows, every answer in the schema, none a 5xx."""
     import schemathesis
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
     from hypothesis import HealthCheck, given, settings
 
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
@@ -170,7 +171,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
         @settings(max_examples=n, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def run(case):
-            case.call_and_validate(base_url=server.url, headers={"X-API-Key": KEYS[0]})
+            # schema-valid rows may still be refused by rules a schema cannot say (an identifier repeated across
+            # rows, a lone surrogate): a 422, documented; what must never happen is a 5xx or an off-schema answer
+            case.call_and_validate(base_url=server.url, headers={"X-API-Key": KEYS[0]},
+                                   excluded_checks=[positive_data_acceptance])
 
         run()
 

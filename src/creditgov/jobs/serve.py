@@ -112,13 +112,28 @@ class Decider:
                          False: validate.CompiledSuite(expectations.for_scoring(suite, spec, []))}
         self.model = model
         self.as_of = as_of  # None: the date of each request
+        # catalogue fields that may be missing: a request may leave them out (the schema does not require them)
+        self.known = ({f.name for f in spec.features} | {spec.target.column} | spec.policy_columns
+                      | ({spec.source.id_column, spec.source.date_column} - {None}))
+        self.optional = {f.name: ("float64" if f.type == "numeric" else "object") for f in spec.features
+                         if f.missing_allowed}
 
     def frame(self, rows, what: str) -> pd.DataFrame:
         if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
             raise Refused(422, f"{what}: a non-empty list of objects (one per row) is required")
         if len(rows) > MAX_ROWS:
             raise Refused(413, f"{what}: {len(rows)} rows; at most {MAX_ROWS} per request")
-        return pd.DataFrame.from_records(rows)
+        # keys the spec does not know are ignored, as the batch path ignores columns outside the catalogue
+        rows = [{k: v for k, v in r.items() if k in self.known} for r in rows]
+        try:  # text a decision record could not hold: a lone surrogate (orjson refuses to write one)
+            orjson.dumps(rows)
+        except TypeError as exc:
+            raise Refused(422, f"{what}: {str(exc).splitlines()[0][:120]}") from None
+        frame = pd.DataFrame.from_records(rows)
+        for name, dtype in self.optional.items():  # a key left out of JSON is a missing value (null)
+            if name not in frame.columns:
+                frame[name] = pd.Series(np.nan if dtype == "float64" else None, index=frame.index, dtype=dtype)
+        return frame
 
     def validated(self, rows, what: str) -> validate.Validated:
         frame = self.frame(rows, what)
@@ -327,7 +342,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
                      state["served"], writer.appended, writer.logs, state["refused"])
 
     app = FastAPI(title=f"creditgov serve: {spec.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
-    schema = openapi_schema(spec)
+    schema = openapi_schema(spec, secured=bool(keys))
     app.openapi = lambda: schema
 
     def _check_key(request: Request) -> None:
@@ -368,6 +383,9 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
                 if not r.body.get("rows"):
                     log.warning("request %s refused: %s", rid, _no_values(r.body["error"]))
             resp = _json(r.body, r.status)
+        except Exception as exc:  # a defect: said without its message, which may quote a request's values
+            log.error("request %s failed: internal error %s", rid, type(exc).__name__)
+            resp = _json({"error": f"internal error ({type(exc).__name__}); request {rid}"}, 500)
         log.info("POST /v1/decisions %d rows=%d %.1f ms", resp.status_code, n, (time.perf_counter() - t0) * 1000)
         return resp
 
@@ -459,7 +477,8 @@ def _row_schema(spec: PipelineSpec, with_policy_fields: bool) -> dict:
             required.append(f.name)
         props[f.name] = s
     if spec.source.id_column:
-        props[spec.source.id_column] = {"type": ["string", "integer"], "description": "Row identifier "
+        props[spec.source.id_column] = {"type": ["string", "integer"], "minimum": -(2**63), "maximum": 2**63 - 1,
+                                        "description": "Row identifier "
                                         "(pseudonymised in every record)"}
         required.append(spec.source.id_column)
     if spec.source.date_column:
@@ -479,12 +498,12 @@ def _row_schema(spec: PipelineSpec, with_policy_fields: bool) -> dict:
     return {"type": "object", "properties": props, "required": required}
 
 
-def openapi_schema(spec: PipelineSpec) -> dict:
+def openapi_schema(spec: PipelineSpec, secured: bool = True) -> dict:
     """The service's OpenAPI 3.1 document, its request rows generated from the feature catalogue."""
     row = _row_schema(spec, True)
     request = {"type": "object", "required": ["rows"], "properties": {
         "rows": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS, "items": {"$ref": "#/components/schemas/Row"}},
-        "as_of": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$", "description": "Decision date (default: "
+        "as_of": {"type": "string", "format": "date", "description": "Decision date (default: "
                   "the server's --as-of, else today)"}}}
     if spec.policy and spec.policy.on_book:
         request["properties"]["previous"] = {"type": "array", "minItems": 1, "maxItems": MAX_ROWS,
@@ -506,7 +525,7 @@ def openapi_schema(spec: PipelineSpec) -> dict:
         "rows": {"type": "array", "items": {"type": "object", "properties": {
             "row": {"type": "integer"}, "rules": {"type": "array", "items": {"type": "string"}}}}}}}
     err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    security = [{"ApiKey": []}, {"Bearer": []}]
+    security = [{"ApiKey": []}, {"Bearer": []}] if secured else []  # --insecure-dev: no key asked
     return {
         "openapi": "3.1.0",
         "info": {"title": f"creditgov serve: {spec.name}", "version": spec.policy.version if spec.policy else "0",
