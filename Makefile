@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-.PHONY: help install train simulate validate promote decide report limit-auc monitor ui test test-fast bench bench-quick bench-resume bench-audit clean
+.PHONY: help install train simulate validate promote decide report limit-auc monitor ui test test-fast bench bench-quick bench-resume bench-audit serve bench-serve clean
 
 help: ## Show the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,14 @@ monitor: $(STAMP) ## Monitor the behaviour model month by month on the simulated
 
 ui: $(STAMP) ## Start the MLflow UI on http://127.0.0.1:5000 against the same backend
 	$(BIN)/creditgov ui
+
+PORT ?= 8000
+serve: $(STAMP) ## Serve decisions over HTTP on 127.0.0.1:$(PORT) with the @champion (CREDITGOV_API_KEYS=key, or INSECURE=1)
+	$(BIN)/creditgov serve --spec $(SPEC) --port $(PORT) $(if $(INSECURE),--insecure-dev)
+
+bench-serve: $(STAMP) ## creditgov serve beside MLflow's scoring server on 127.0.0.1 (after make train); benchmarks/results/serve.json
+	$(BIN)/python benchmarks/bench_serve.py $(if $(REQUESTS),--requests $(REQUESTS))
+
 
 # one pytest worker per core (pytest-xdist), a whole test file per worker so module fixtures are made once
 TEST_WORKERS ?= 2

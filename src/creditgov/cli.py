@@ -33,6 +33,7 @@ except KeyboardInterrupt:  # Ctrl-C while the command line itself is still loadi
     sys.exit(INTERRUPTED_EXIT)
 
 DEFAULT_SPEC = "pipelines/application.yaml"
+API_KEYS_ENV = "CREDITGOV_API_KEYS"  # creditgov serve's API keys, comma separated
 
 app = typer.Typer(help="Governance toolkit for credit-decision models.", add_completion=False,
                   pretty_exceptions_enable=False, no_args_is_help=True)
@@ -211,6 +212,43 @@ def decide(spec: str = SpecOpt, data: Optional[str] = DataOpt,
         r = run_decide(_spec(spec), data, version, as_of, out, log=_say, previous=previous)
     counts = r.action_counts  # counted as the log was written: a streamed log is not read back
     _say("  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
+def serve(spec: str = SpecOpt,
+          host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless told otherwise)."),
+          port: int = typer.Option(8000, min=0, max=65535, help="Port (0: any free port, printed at start)."),
+          version: Optional[str] = typer.Option(None, help="Model version (default: the @champion, reloaded when "
+                                                "the alias moves)."),
+          as_of: Optional[str] = typer.Option(None, "--as-of", help="Decision date YYYY-MM-DD for every request "
+                                              "that names none (default: the day of each request)."),
+          out: str = typer.Option("decisions/served", help="Directory of the served decisions' logs."),
+          insecure_dev: bool = typer.Option(False, "--insecure-dev", help="Start without API keys (development "
+                                            "only; otherwise $CREDITGOV_API_KEYS must name at least one)."),
+          max_body_bytes: int = typer.Option(1 << 20, min=1024, help="Largest request body (413 above it)."),
+          reload_seconds: float = typer.Option(30.0, min=0, help="Poll @champion this often; 0: never reload."),
+          audit_window_ms: float = typer.Option(2.0, min=0, help="How long the audit writer waits for more "
+                                                "requests to append with one decision log.")):
+    """Serve decisions over HTTP (FastAPI on uvicorn): POST /v1/decisions, GET /v1/decisions/{id}, /healthz,
+    /readyz, /openapi.json. The same validation rules, decision path and audit trail as `creditgov decide`."""
+    keys = tuple(k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip())
+    if not keys and not insecure_dev:  # said before seconds of imports
+        raise UsageError(f"no API key configured: set {API_KEYS_ENV}=key1[,key2...] "
+                         "(or --insecure-dev on a development machine)")
+    from creditgov.jobs import serve as service
+
+    s = _spec(spec)
+    if as_of is not None:
+        from creditgov.decision.decide import check_as_of
+
+        check_as_of(s, as_of)
+    sock = service.bind(host, port)
+    model = service.prepare(s, version)
+    settings = service.Settings(spec=s, out_dir=Path(out), as_of=as_of, api_keys=keys, insecure_dev=insecure_dev,
+                                max_body_bytes=max_body_bytes,
+                                reload_seconds=0 if version is not None else reload_seconds,
+                                audit_window=audit_window_ms / 1000)
+    service.run(settings, model, sock, say=_say)
 
 
 @app.command()

@@ -22,7 +22,7 @@ import pandas as pd
 from creditgov.data import inputs
 from creditgov.data import expectations
 from creditgov.atomic import temp_beside
-from creditgov.errors import DataError, QuarantineError
+from creditgov.errors import DataError, QuarantineError, SpecError
 from creditgov.data.privacy import pseudonymise
 from creditgov.spec import PipelineSpec
 
@@ -324,3 +324,176 @@ def write_quarantine(outcome: ValidationOutcome, directory: str | Path, stem: st
 
 def result_json(outcome: ValidationOutcome) -> str:
     return json.dumps(outcome.gx_result, indent=1, default=str)
+
+
+# --------------------------------------------------------------------------- the suite compiled for one row
+
+
+class CompiledSuite:
+    """The same suite's rules as vectorised pandas checks, for a request of one or a few rows (the service):
+    GX's validation costs ~300 ms however small the batch. Each rule is compiled from the expectation as GX
+    1.x's pandas engine evaluates it (map rules skip missing values; in-set is Series.isin; between compares
+    numeric dtypes directly; the type rule reads the dtype, or each value's type in an object column), and
+    tests/data/test_fast_validation.py holds it to GX's verdicts on the hostile corpus and on generated
+    hostile rows. An expectation type it does not know is refused when compiled, never skipped."""
+
+    ROW_KINDS = ("expect_column_values_to_not_be_null", "expect_column_values_to_be_between",
+                 "expect_column_values_to_be_in_set", "expect_column_values_to_be_unique",
+                 "expect_compound_columns_to_be_unique", "expect_column_values_to_match_regex")
+    CRITICAL_KINDS = ("expect_table_row_count_to_be_between", "expect_column_to_exist",
+                      "expect_column_values_to_be_in_type_list")
+
+    def __init__(self, suite: dict):
+        self.name = suite.get("name", "")
+        self.expectations = []
+        for e in suite.get("expectations", []):
+            kind, kw = e["type"], e.get("kwargs", {})
+            if kind not in self.ROW_KINDS + self.CRITICAL_KINDS or set(kw) - _KNOWN_KWARGS.get(kind, set()):
+                raise SpecError(f"suite {self.name}: expectation {kind} {sorted(kw)} has no compiled check "
+                                "(the service validates with compiled rules only)")
+            cfg = {"type": kind, "kwargs": kw, "meta": e.get("meta", {})}
+            if kind == "expect_column_values_to_be_in_type_list":
+                cfg["_scalar_types"] = _numpy_scalar_types(kw["type_list"])
+                cfg["_dtypes"] = set(kw["type_list"])
+            if kind == "expect_column_values_to_be_in_set":
+                cfg["_values"] = list(kw["value_set"])
+            self.expectations.append(cfg)
+        # GX reports results grouped by domain (column, column list, table) in the order each domain first
+        # appears in the suite: a row's rules are listed in that order, so the rules text is GX's
+        first: dict = {}
+        for e in self.expectations:
+            first.setdefault(_domain(e), len(first))
+        self.expectations.sort(key=lambda e: first[_domain(e)])
+        self.critical = [e for e in self.expectations if e["meta"].get("severity") == "critical"]
+        self.row = [e for e in self.expectations if e["meta"].get("severity") == "row"]
+
+
+_KNOWN_KWARGS = {
+    "expect_table_row_count_to_be_between": {"min_value", "max_value"},
+    "expect_column_to_exist": {"column"},
+    "expect_column_values_to_be_in_type_list": {"column", "type_list"},
+    "expect_column_values_to_not_be_null": {"column"},
+    "expect_column_values_to_be_between": {"column", "min_value", "max_value", "strict_min", "strict_max"},
+    "expect_column_values_to_be_in_set": {"column", "value_set"},
+    "expect_column_values_to_be_unique": {"column"},
+    "expect_compound_columns_to_be_unique": {"column_list"},
+    "expect_column_values_to_match_regex": {"column", "regex"},
+}
+
+
+def _domain(e: dict):
+    kw = e["kwargs"]
+    return kw.get("column") or tuple(kw.get("column_list", ())) or "table"
+
+
+def _numpy_scalar_types(names) -> tuple:
+    """What GX's per-value type check (an object column) accepts for `names`: numpy's scalar types."""
+    out = []
+    for n in names:
+        try:
+            out.append(np.dtype(n).type)
+        except TypeError:  # pandas extension dtype names (Int64...): no value of an object column is one
+            pass
+    return tuple(out)
+
+
+def _critical_ok(frame: pd.DataFrame, e: dict) -> bool:
+    kind, kw = e["type"], e["kwargs"]
+    if kind == "expect_table_row_count_to_be_between":
+        n = len(frame)
+        return (kw.get("min_value") is None or n >= kw["min_value"]) and \
+            (kw.get("max_value") is None or n <= kw["max_value"])
+    if kind == "expect_column_to_exist":
+        return kw["column"] in frame.columns
+    s = frame[kw["column"]]
+    if s.dtype == object:  # GX checks each present value's type
+        present = s[s.notna()]
+        return bool(all(isinstance(v, e["_scalar_types"]) for v in present))
+    return str(s.dtype) in e["_dtypes"]
+
+
+def _row_bad(frame: pd.DataFrame, e: dict, columns: dict) -> np.ndarray:
+    """Which rows break a row rule (a boolean array), as GX's pandas engine decides. `columns`: each column's
+    values and presence, computed once per request (numpy, not a Series per rule: a request is a few rows)."""
+    kind, kw = e["type"], e["kwargs"]
+    if kind == "expect_compound_columns_to_be_unique":
+        return frame[kw["column_list"]].duplicated(keep=False).to_numpy()
+    col = kw["column"]
+    if col not in columns:
+        arr = frame[col].to_numpy()
+        columns[col] = (arr, ~pd.isna(arr))
+    arr, present = columns[col]
+    if kind == "expect_column_values_to_not_be_null":
+        return ~present
+    bad = np.zeros(len(arr), dtype=bool)
+    if not present.any():
+        return bad
+    v = arr[present]
+    if kind == "expect_column_values_to_be_in_set":
+        try:  # Series.isin's membership is hash and ==, as a set's (missing values are skipped above)
+            allowed = e.setdefault("_set", frozenset(e["_values"]))
+            ok = np.fromiter((x in allowed for x in v.tolist()), dtype=bool, count=len(v))
+        except TypeError:  # an unhashable value: pandas says
+            ok = pd.Series(v).isin(e["_values"]).to_numpy()
+    elif kind == "expect_column_values_to_be_unique":
+        ok = ~pd.Series(v).duplicated(keep=False).to_numpy()
+    elif kind == "expect_column_values_to_match_regex":
+        ok = pd.Series(v).astype(str).str.contains(kw["regex"]).to_numpy(dtype=bool)
+    else:  # between
+        lo, hi = kw.get("min_value"), kw.get("max_value")
+        ok = np.ones(len(v), dtype=bool)
+        if lo is not None:
+            ok &= (v > lo) if kw.get("strict_min") else (v >= lo)
+        if hi is not None:
+            ok &= (v < hi) if kw.get("strict_max") else (v <= hi)
+    bad[present] = ~ok
+    return bad
+
+
+def validate_compiled(frame: pd.DataFrame, spec: PipelineSpec, compiled: CompiledSuite, label: str) -> ValidationOutcome:
+    """validate() with the compiled suite instead of GX: the same preparation, the same critical errors
+    (DataError, the same message) and the same quarantine (rows, rules in the suite's order, pseudonyms)."""
+    if frame.shape[1] == 0:
+        raise DataError(f"{label}: no columns (rule: input must have a header)")
+    known = ({f.name for f in spec.features} | {spec.target.column} | {spec.source.id_column, spec.source.date_column}
+             | spec.policy_columns)
+    ignored = tuple(c for c in frame.columns if c not in known)
+    frame = frame.drop(columns=list(ignored))
+    if frame.columns.duplicated().any():
+        dup = frame.columns[frame.columns.duplicated()][0]
+        raise DataError(f"{label}: column '{dup}' appears twice (rule: unique column names)")
+    frame = _prepare(frame, spec, label)
+    for e in compiled.critical:
+        if not _critical_ok(frame, e):
+            raise DataError(_critical_message(label, frame, {"expectation_config": e}))
+    rules: dict[int, list[str]] = {}
+    index = frame.index.to_numpy()
+    columns: dict = {}
+    for e in compiled.row:
+        bad = _row_bad(frame, e, columns)
+        if bad.any():
+            kw = e["kwargs"]
+            name = f"{kw.get('column') or '+'.join(kw.get('column_list', []))}: {e['meta']['rule']}"
+            for idx in index[bad]:
+                rules.setdefault(int(idx), []).append(name)
+    for i, rule in _date_rules(frame, spec):
+        rules.setdefault(i, []).append(rule)
+    bad_idx = sorted(rules)
+    quarantine = frame.loc[bad_idx].copy()
+    quarantine.insert(0, "row_number", [i + 1 for i in bad_idx])
+    quarantine["rules"] = ["; ".join(rules[i]) for i in bad_idx]
+    clean = frame.drop(index=bad_idx) if bad_idx else frame
+    personal = {f.name for f in spec.features if f.personal} | ({spec.source.id_column} - {None})
+    for col in personal & set(quarantine.columns):
+        quarantine[col] = pseudonymise(quarantine[col])
+    return ValidationOutcome(clean=clean, quarantine=quarantine, rows_in=len(frame),
+                             gx_result={"success": not bad_idx, "compiled_suite": compiled.name},
+                             ignored_columns=ignored)
+
+
+def validate_rows(frame: pd.DataFrame, spec: PipelineSpec, compiled: CompiledSuite, label: str) -> Validated:
+    """A request's rows validated with the compiled suite (no quarantine file, no share limit: the caller
+    refuses any quarantined row), as the Validated that decide_rows takes."""
+    frame = frame.reset_index(drop=True)
+    outcome = validate_compiled(frame, spec, compiled, label)
+    return Validated(spec, outcome, label, inputs.content_hash(frame))

@@ -506,6 +506,24 @@ def _checked_row(decision_id: str, row, where: str):
     return table
 
 
+def recorded(decision_ids: list[str], url: str | None = None) -> set[str]:
+    """Which of these decisions the trail already holds (opens, and creates, the store: a service checks it
+    at start-up with no ids)."""
+    from sqlalchemy import bindparam, text  # heavy: see _engine
+
+    eng = _engine(url)
+    if not decision_ids:
+        return set()
+    keys = _ids16(decision_ids)
+    q = text("SELECT decision_id FROM audit_decisions WHERE decision_id IN :ids").bindparams(
+        bindparam("ids", expanding=True))
+    found: set[bytes] = set()
+    with eng.connect() as c:
+        for i in range(0, len(keys), 5000):
+            found.update(bytes(r[0]) for r in c.execute(q, {"ids": keys[i:i + 5000]}))
+    return {d for d, k in zip(decision_ids, keys) if k in found}
+
+
 def find_decision(decision_id: str, url: str | None = None) -> dict:
     """The decision's record, read from its log and checked against the trail's leaf hash."""
     with _engine(url).connect() as c:

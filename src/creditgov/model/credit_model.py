@@ -63,13 +63,18 @@ def encode(raw: pd.DataFrame, encodings: list[Encoding]) -> pd.DataFrame:
             raise ValueError(f"column '{e.name}' is missing from the input")
         s = raw[e.name]
         if e.kind == "numeric":
+            if s.dtype == np.float64:  # what to_numeric and astype would give: the values themselves
+                cols[e.name] = s.to_numpy()
+                continue
             try:
                 cols[e.name] = pd.to_numeric(s, errors="raise").astype("float64").to_numpy()
             except (TypeError, ValueError) as exc:  # a served row's column must be named, not just its value
                 raise ValueError(f"column '{e.name}' is not numeric: {exc}") from None
             continue
-        values = s.astype(object).where(s.notna(), None)
-        unknown = sorted({str(v) for v in values.dropna()} - set(e.categories))
+        values = s.to_numpy(dtype=object, copy=True)
+        missing = pd.isna(values)
+        values[missing] = None
+        unknown = sorted({str(v) for v in values[~missing].tolist()} - set(e.categories))
         if unknown:
             raise ValueError(f"column '{e.name}' has categories {unknown[:3]} not in the catalogue")
         cat = pd.Categorical(values, categories=list(e.categories))
@@ -158,6 +163,24 @@ class CreditModel:
             contrib = trees.shap_values(encode(raw, self.encodings))
         phi = contrib[:, :-1] * self.calib_a_  # the calibration is affine: attributions scale by its slope
         return phi, self.calibrate(contrib[:, -1])
+
+    def matrix(self, raw: pd.DataFrame) -> np.ndarray:
+        """The float32 matrix the trees read for `raw` (FastTreeShap.matrix of the encoded columns), with the
+        model's compiled trees (built once per booster); UnsupportedModel when fastshap cannot compile it."""
+        trees = self._trees()
+        if trees is None:
+            raise UnsupportedModel("fastshap does not support this model")
+        return trees.matrix(encode(raw, self.encodings))
+
+    def explain(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log_odds(raw), *contributions(raw)), the same numbers, with `raw` encoded once, not twice."""
+        trees = self._trees()
+        if trees is None:
+            return (self.log_odds(raw), *self.contributions(raw))
+        X = trees.matrix(encode(raw, self.encodings))
+        contrib = trees.shap_values(X)
+        return (self.calibrate(trees.margin(X)), contrib[:, :-1] * self.calib_a_,
+                self.calibrate(contrib[:, -1]))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -1,0 +1,282 @@
+"""`creditgov serve` beside MLflow's scoring server, on loopback, in one run (issue 16).
+
+    .venv/bin/python benchmarks/bench_serve.py [--requests N] [--rate R] [--seconds S]     (make bench-serve)
+
+Both serve the application @champion of the project this runs from (`make train`), one process each,
+started here and stopped here:
+  ours  `creditgov serve` (--insecure-dev on 127.0.0.1, its own audit store in a temporary directory): each
+        answer is the full decision (validation by the suite's rules, PD, policy, reasons en/zh,
+        counterfactual for adverse rows) and is sent only once the decision is in the audit trail;
+  peer  `mlflow models serve -m models:/<model>@champion --env-manager local` (uvicorn, one worker): a PD only.
+
+The load generator is a bounded asyncio client of our own (httpx) that only ever connects to 127.0.0.1;
+every phase is bounded in requests and in time and stops by itself. Phases, per server:
+  latency     single-row requests sent open-loop at --rate per second (default 100) for --seconds
+              (default 20): p50 / p90 / p99 / max, measured from each request's scheduled send time (so
+              queueing behind a slow answer counts), and errors;
+  throughput  closed loop, 8 clients, requests of 1 row and of 50 rows (decisions per second);
+  memory      RSS of the server process tree after 1,000 requests, then after --requests more single-row
+              requests (default 10,000; the issue's 100,000 takes ~30 minutes here: pass it to run it).
+Rows are credit_data's, each with a fresh identifier, so every decision is a new one (a repeated row is the
+same decision and its audit record is not appended twice). Writes benchmarks/results/serve.json.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+HOST = "127.0.0.1"
+
+
+def say(msg: str) -> None:
+    print(f"[bench-serve {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def rss_tree(pid: int) -> int:
+    """Resident bytes of a process and its descendants (MLflow's server runs uvicorn as a child)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) * 1024
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (OSError, AttributeError):
+            pass
+    return total
+
+
+class Rows:
+    """credit_data rows without the target as JSON objects, each call with fresh identifiers."""
+
+    def __init__(self, spec_path: Path):
+        sys.path.insert(0, str(REPO / "src"))
+        from creditgov.data import inputs
+        from creditgov.spec import load_spec
+
+        spec = load_spec(spec_path)
+        frame = inputs.load(spec).frame.drop(columns=[spec.target.column])
+        self.idc = spec.source.id_column
+        self.records = json.loads(frame.to_json(orient="records"))
+        self.n = 0
+
+    def take(self, k: int, with_id: bool = True) -> list[dict]:
+        out = []
+        for _ in range(k):
+            r = dict(self.records[self.n % len(self.records)])
+            if with_id:
+                r[self.idc] = 1_000_000 + self.n
+            self.n += 1
+            out.append(r)
+        return out
+
+
+class Target:
+    def __init__(self, name: str, url: str, path: str, body, pid: int, with_id: bool):
+        self.name, self.url, self.path, self.body, self.pid, self.with_id = name, url, path, body, pid, with_id
+
+
+async def open_loop(t: Target, rows: Rows, rate: float, seconds: float, cap: int = 64) -> dict:
+    """Single-row requests at `rate`/s for `seconds`; at most `cap` in flight (bounded)."""
+    n = int(rate * seconds)
+    lat, errors = [], 0
+    sem = asyncio.Semaphore(cap)
+    async with httpx.AsyncClient(base_url=t.url, timeout=30, limits=httpx.Limits(max_connections=cap)) as c:
+        t0 = time.perf_counter() + 0.05
+
+        async def one(i):
+            nonlocal errors
+            body = t.body(rows.take(1, t.with_id))
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+            async with sem:
+                try:
+                    r = await c.post(t.path, json=body)
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+            if ok:
+                lat.append(time.perf_counter() - (t0 + i / rate))
+            else:
+                errors += 1
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+        done, pending = await asyncio.wait(tasks, timeout=seconds * 3 + 30)  # bounded: then it stops
+        for p in pending:
+            p.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        wall = time.perf_counter() - t0
+    unfinished = len(pending)
+    errors += unfinished
+    a = np.array(lat) * 1000
+    pct = {f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 90, 99)} if len(a) else {}
+    return {"requests": n, "rate_per_s": rate, "ok": len(lat), "errors": errors,
+            "unfinished_at_time_limit": unfinished, "answered_per_s": round(len(lat) / wall, 1), **pct,
+            "max_ms": round(float(a.max()), 2) if len(a) else None}
+
+
+async def closed_loop(t: Target, rows: Rows, clients: int, batch: int, requests: int, limit_s: float) -> dict:
+    done, errors, decisions = 0, 0, 0
+    deadline = time.perf_counter() + limit_s
+    async with httpx.AsyncClient(base_url=t.url, timeout=60, limits=httpx.Limits(max_connections=clients)) as c:
+        async def worker():
+            nonlocal done, errors, decisions
+            while done + errors < requests and time.perf_counter() < deadline:
+                b = rows.take(batch, t.with_id)
+                try:
+                    r = await c.post(t.path, json=t.body(b))
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    done += 1
+                    decisions += batch
+                else:
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    return {"clients": clients, "rows_per_request": batch, "requests_ok": done, "errors": errors,
+            "seconds": round(wall, 2), "requests_per_s": round(done / wall, 1),
+            "decisions_per_s": round(decisions / wall, 1)}
+
+
+def wait_ready(url: str, path: str, proc: subprocess.Popen, limit: float = 240) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready in {limit} s")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def measure(t: Target, rows: Rows, args) -> dict:
+    out = {}
+    asyncio.run(closed_loop(t, rows, 4, 1, 50 if args.latency_only else 200, 120))  # warm-up
+    say(f"{t.name}: latency at {args.rate:g} req/s for {args.seconds:g} s")
+    out["latency_single_row"] = asyncio.run(open_loop(t, rows, args.rate, args.seconds))
+    say(f"{t.name}: {out['latency_single_row']}")
+    if args.latency_only:
+        return out
+    out["throughput"] = [asyncio.run(closed_loop(t, rows, 8, b, n, 60)) for b, n in ((1, 2000), (50, 200))]
+    say(f"{t.name}: {out['throughput']}")
+    asyncio.run(closed_loop(t, rows, 8, 1, 1000, 600))
+    rss_1k = rss_tree(t.pid)
+    asyncio.run(closed_loop(t, rows, 8, 1, args.requests, 3600))
+    rss_n = rss_tree(t.pid)
+    out["memory"] = {"rss_after_1k_requests_mb": round(rss_1k / 2**20, 1),
+                     f"rss_after_{args.requests}_more_requests_mb": round(rss_n / 2**20, 1),
+                     "growth_pct": round(100 * (rss_n - rss_1k) / rss_1k, 1)}
+    say(f"{t.name}: {out['memory']}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spec", default="pipelines/application.yaml")
+    ap.add_argument("--requests", type=int, default=10_000, help="requests after the first 1,000 (memory)")
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--only", choices=["creditgov", "mlflow"], default=None)
+    ap.add_argument("--out", default="benchmarks/results/serve.json")
+    ap.add_argument("--latency-only", action="store_true", help="only the warm-up and the latency phase")
+    args = ap.parse_args()
+    if not (REPO / "mlflow.db").exists():
+        sys.exit("bench-serve: no mlflow.db here: run make train first")
+    rows = Rows(REPO / args.spec)
+    model_name = re.search(r"model_name:\s*(\S+)", (REPO / args.spec).read_text()).group(1)
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), MLFLOW_TRACKING_URI=f"sqlite:///{REPO / 'mlflow.db'}",
+               CREDITGOV_AUDIT_URL=f"sqlite:///{work / 'audit.db'}", DO_NOT_TRACK="1",
+               MLFLOW_DISABLE_TELEMETRY="true", PATH=f"{Path(PY).parent}:{os.environ.get('PATH', '')}")
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+              "generator": "bounded asyncio httpx client, 127.0.0.1 only", "servers": {}}
+    try:
+        if args.only in (None, "creditgov"):
+            port = free_port()
+            say("starting creditgov serve")
+            proc = subprocess.Popen([PY, "-m", "creditgov", "serve", "--spec", args.spec, "--host", HOST, "--port",
+                                     str(port), "--insecure-dev", "--reload-seconds", "0", "--out",
+                                     str(work / "served")], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=open(work / "creditgov.log", "w"))
+            try:
+                wait_ready(f"http://{HOST}:{port}", "/readyz", proc)
+                t = Target("creditgov serve", f"http://{HOST}:{port}", "/v1/decisions", lambda b: {"rows": b},
+                           proc.pid, True)
+                result["servers"]["creditgov"] = {
+                    "answer": "full decision (validation, PD, policy, reasons en/zh, counterfactual) recorded in "
+                              "the audit trail before the answer", **measure(t, rows, args)}
+            finally:
+                result["servers"].setdefault("creditgov", {})["exit_code_after_sigterm"] = stop(proc)
+            v = subprocess.run([PY, "-m", "creditgov", "audit", "verify"], cwd=work, env=env, capture_output=True,
+                               text=True)
+            result["servers"]["creditgov"]["audit_verify_exit_code"] = v.returncode
+            result["servers"]["creditgov"]["audit_verify"] = (v.stdout.strip().splitlines() or [""])[-1][:300]
+        if args.only in (None, "mlflow"):
+            port = free_port()
+            say("starting mlflow models serve")
+            proc = subprocess.Popen([PY, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}@champion",
+                                     "-h", HOST, "-p", str(port), "--env-manager", "local"], cwd=REPO, env=env,
+                                    stdout=open(work / "mlflow.log", "w"), stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                wait_ready(f"http://{HOST}:{port}", "/ping", proc)
+                t = Target("mlflow models serve", f"http://{HOST}:{port}", "/invocations",
+                           lambda b: {"dataframe_records": b}, proc.pid, False)
+                result["servers"]["mlflow"] = {"answer": "PD only", **measure(t, rows, args)}
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        out = REPO / args.out
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        say(f"wrote {out}")
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,667 @@
+"""`creditgov serve`: the one decision path over HTTP (FastAPI on uvicorn, one process).
+
+A request's rows go through what a batch goes through, in the same functions: validated by the suite's own
+rules (validate.CompiledSuite: the GX suite compiled to vectorised checks, held to GX's verdicts by
+tests/data/test_fast_validation.py), decided by decide.decide_rows with the model loaded once from the
+registry (@champion), and recorded in the audit trail before the answer leaves. So a served decision is,
+field for field, the decision the batch path writes for the same row, model version, policy and as-of
+date (only input_source and input_hash say where the rows came from: "api", and the request's rows).
+
+The audit trail takes decision logs, one chain entry per log. Appending each request's decision as its own
+log would cost a chain entry, a file and a transaction per decision, so requests share a writer
+(`AuditWriter`): each request puts its decision records on a queue and waits; one writer task takes what is
+queued, waits `window` seconds (default 2 ms) for more, and writes everything taken as ONE decision log
+(one Parquet file in --out, per model version and as-of date) and appends it to the trail in a worker
+thread; requests that arrive during that append are the next batch. Only then are the requests answered:
+a 2xx is never sent for a decision the trail does not hold, and an append that fails answers 503 (the
+decision was not issued). A decision the trail already holds (the same row decided again: the same
+decision id) is answered but not appended twice. Shutdown (SIGTERM, SIGINT) stops accepting, lets
+in-flight requests finish (their appends included), then drains the queue and stops the writer.
+
+Operations: API keys from $CREDITGOV_API_KEYS (comma separated), compared with hmac.compare_digest against
+every configured key; none configured refuses to start unless --insecure-dev. Request bodies over
+--max-body-bytes get 413, more than MAX_ROWS rows 413. The log has method, path, status, rows, milliseconds
+and the rules a refused row broke: no client address, no values, no identifiers. The @champion alias is
+polled every --reload-seconds; a moved alias loads the new version beside the old one and swaps it in
+between requests (a request uses the one model it started with).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import signal
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow.parquet as pq
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from creditgov.data import expectations, validate
+from creditgov.decision import decide as engine
+from creditgov.errors import CreditGovError, SpecError, TrackingError, UsageError
+from creditgov.governance import audit, merkle, registry
+from creditgov.spec import PipelineSpec
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: ~2,000 rows of the application catalogue
+MAX_ROWS = 1000
+AUDIT_WINDOW_S = 0.002
+AUDIT_MAX_ROWS = 20_000
+LABEL = "api"
+
+log = logging.getLogger("creditgov.serve")
+
+
+class Refused(Exception):
+    """An answer other than 200, with its JSON body."""
+
+    def __init__(self, status: int, message: str, **extra):
+        super().__init__(message)
+        self.status, self.body = status, {"error": message, **extra}
+
+
+def _json(obj, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+                                 default=_default), status_code=status, media_type="application/json")
+
+
+def _default(v):
+    if isinstance(v, (np.ndarray, tuple, set)):
+        return list(v)
+    if v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    raise TypeError(type(v).__name__)
+
+
+def records(log_frame: pd.DataFrame) -> list[dict]:
+    """The decision records of a log frame as JSON-ready dicts (missing values as null)."""
+    out = log_frame.to_dict("records")
+    for r in out:
+        for k, v in r.items():
+            if isinstance(v, float) and v != v:
+                r[k] = None
+    return out
+
+
+# --------------------------------------------------------------------------- deciding a request
+
+
+class Decider:
+    """The spec, its suite compiled (with and without the target's rules), and the model: one request's
+    JSON rows -> decide_rows' Decisions, or Refused (422) naming each refused row's field and rule."""
+
+    def __init__(self, spec: PipelineSpec, model: engine.DecisionModel, as_of: str | None):
+        suite = expectations.checked_suite(spec)
+        self.spec = spec
+        self.compiled = {True: validate.CompiledSuite(suite),
+                         False: validate.CompiledSuite(expectations.for_scoring(suite, spec, []))}
+        self.model = model
+        self.as_of = as_of  # None: the date of each request
+        # catalogue fields that may be missing: a request may leave them out (the schema does not require them)
+        self.known = ({f.name for f in spec.features} | {spec.target.column} | spec.policy_columns
+                      | ({spec.source.id_column, spec.source.date_column} - {None}))
+        self.optional = {f.name: ("float64" if f.type == "numeric" else "object") for f in spec.features
+                         if f.missing_allowed}
+
+    def frame(self, rows, what: str) -> pd.DataFrame:
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+            raise Refused(422, f"{what}: a non-empty list of objects (one per row) is required")
+        if len(rows) > MAX_ROWS:
+            raise Refused(413, f"{what}: {len(rows)} rows; at most {MAX_ROWS} per request")
+        # keys the spec does not know are ignored, as the batch path ignores columns outside the catalogue
+        rows = [{k: v for k, v in r.items() if k in self.known} for r in rows]
+        try:  # text a decision record could not hold: a lone surrogate (orjson refuses to write one)
+            orjson.dumps(rows)
+        except TypeError as exc:
+            raise Refused(422, f"{what}: {str(exc).splitlines()[0][:120]}") from None
+        frame = pd.DataFrame.from_records(rows)
+        for name, dtype in self.optional.items():  # a key left out of JSON is a missing value (null)
+            if name not in frame.columns:
+                frame[name] = pd.Series(np.nan if dtype == "float64" else None, index=frame.index, dtype=dtype)
+        return frame
+
+    def validated(self, rows, what: str) -> validate.Validated:
+        frame = self.frame(rows, what)
+        suite = self.compiled[self.spec.target.column in frame.columns]
+        try:
+            v = validate.validate_rows(frame, self.spec, suite, what)
+        except CreditGovError as exc:
+            raise Refused(422, str(exc)) from None
+        if len(v.quarantine):
+            bad = [{"row": int(n), "rules": r.split("; ")} for n, r in zip(v.quarantine["row_number"],
+                                                                           v.quarantine["rules"])]
+            first = bad[0]
+            raise Refused(422, f"{what}: row {first['row']} breaks the suite's rule {first['rules'][0]!r}"
+                          + (f" and {len(bad) - 1} more rows are refused" if len(bad) > 1 else ""), rows=bad)
+        return v
+
+    def decide(self, body: dict) -> engine.Decisions:
+        model = self.model  # one model for the whole request, whatever a reload does meanwhile
+        spec = self.spec
+        as_of = body.get("as_of", self.as_of)
+        if as_of is not None and not isinstance(as_of, str):
+            raise Refused(422, "as_of: a date YYYY-MM-DD")
+        try:
+            as_of = engine.check_as_of(spec, as_of)
+        except CreditGovError as exc:
+            raise Refused(422, str(exc).replace("--as-of", "as_of")) from None
+        rows = self.validated(body.get("rows"), "rows")
+        prev = None
+        if body.get("previous") is not None:
+            if spec.policy.on_book is None:
+                raise Refused(422, f"previous: the {spec.name} policy has no on-book review")
+            p = self.validated(body["previous"], "previous")
+            e = engine.explain_batch(model.model, p.clean, spec)
+            ids = p.clean[spec.source.id_column].astype(str).to_numpy()
+            prev = engine.PreviousReview(pd.Series(e.pd, index=ids), pd.DataFrame(e.phi, index=ids,
+                                                                                  columns=e.features))
+        v = validate.Validated(spec, rows.outcome, LABEL, rows.input_hash)
+        return engine.decide_rows(v, model, spec, as_of, prev)
+
+
+# --------------------------------------------------------------------------- the audit writer
+
+
+class AuditWriter:
+    """Served decisions into the audit trail, many requests per decision log (see the module's docstring)."""
+
+    def __init__(self, spec: PipelineSpec, out_dir: Path, window: float = AUDIT_WINDOW_S,
+                 max_rows: int = AUDIT_MAX_ROWS):
+        self.spec, self.out_dir, self.window, self.max_rows = spec, Path(out_dir), window, max_rows
+        self.queue: asyncio.Queue | None = None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="audit")
+        self.task: asyncio.Task | None = None
+        self.appended = 0  # decision records this process appended
+        self.logs = 0  # decision logs it wrote
+
+    def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def record(self, frame: pd.DataFrame) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((frame, fut))
+        await fut
+
+    async def stop(self) -> None:
+        """Everything queued is written first (the sentinel is the queue's last item)."""
+        if self.task is not None:
+            await self.queue.put(None)
+            await self.task
+        self.pool.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = False
+        while not stop:
+            item = await self.queue.get()
+            if item is None:
+                break
+            items = [item]
+            if self.window:
+                await asyncio.sleep(self.window)
+            rows = len(item[0])
+            while rows < self.max_rows and not self.queue.empty():
+                nxt = self.queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                items.append(nxt)
+                rows += len(nxt[0])
+            try:
+                await loop.run_in_executor(self.pool, self._append, [f for f, _ in items])
+            except Exception as exc:  # the decisions were not recorded: none of them is issued
+                log.error("audit append failed for %d requests: %s", len(items), str(exc).splitlines()[0][:200])
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    def _append(self, frames: list[pd.DataFrame]) -> None:
+        ids = [d for f in frames for d in f["decision_id"].tolist()]
+        held = audit.recorded(ids)
+        seen: set[str] = set(held)
+        groups: dict[tuple, list[pd.DataFrame]] = {}
+        for f in frames:
+            keep = []
+            for d in f["decision_id"].tolist():
+                keep.append(d not in seen)
+                seen.add(d)
+            part = f[np.array(keep, dtype=bool)] if not all(keep) else f
+            if len(part):
+                key = (str(part["model_version"].iloc[0]), str(part["decision_time"].iloc[0])[:10])
+                groups.setdefault(key, []).append(part.reset_index(drop=True))
+        for (version, as_of), parts in groups.items():
+            digest = hashlib.sha256("".join(d for p in parts for d in p["decision_id"].tolist()).encode())
+            path = self.out_dir / f"{self.spec.name}-{as_of}-v{version}-served-{digest.hexdigest()[:16]}.parquet"
+            # a few small frames of one spec: one concat and one Parquet write (write_log_parts streams row
+            # groups for logs larger than memory, ~35 ms for a one-row log)
+            engine.write_log(pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0], path)
+            a = audit.record_log(path)
+            self.appended += a.inserted
+            self.logs += 1
+
+
+# --------------------------------------------------------------------------- the application
+
+
+@dataclass
+class Settings:
+    spec: PipelineSpec
+    out_dir: Path
+    as_of: str | None = None
+    api_keys: tuple[str, ...] = ()
+    insecure_dev: bool = False
+    max_body_bytes: int = MAX_BODY_BYTES
+    reload_seconds: float = 30.0
+    audit_window: float = AUDIT_WINDOW_S
+
+
+def _authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
+    given = request.headers.get("x-api-key")
+    if given is None:
+        auth = request.headers.get("authorization", "")
+        given = auth[7:] if auth[:7].lower() == "bearer " else None
+    if given is None:
+        return False
+    g = given.encode("utf-8", "surrogateescape")
+    ok = False
+    for k in keys:  # every key compared, in constant time each: no early exit
+        ok |= hmac.compare_digest(g, k)
+    return ok
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Refused(413, f"request body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
+    """The ASGI application: the model given, the audit writer started by its lifespan."""
+    spec = settings.spec
+    decider = Decider(spec, model, settings.as_of)
+    writer = AuditWriter(spec, settings.out_dir, settings.audit_window)
+    decide_pool = ThreadPoolExecutor(1, thread_name_prefix="decide")
+    keys = tuple(k.encode() for k in settings.api_keys)
+    state = {"ready": False, "served": 0, "refused": 0, "reloads": 0}
+
+    async def _reload_loop():
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(settings.reload_seconds)
+            try:
+                fresh = await loop.run_in_executor(None, _champion_if_moved, spec, decider.model.version)
+            except Exception as exc:  # the model in use stays; said once per failed poll
+                log.warning("champion reload failed: %s", str(exc).splitlines()[0][:200])
+                continue
+            if fresh is not None:
+                old = decider.model.version
+                decider.model = fresh
+                state["reloads"] += 1
+                log.info("champion moved: model %s v%s replaces v%s", spec.registry.model_name, fresh.version, old)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        writer.start()
+        reload_task = (asyncio.get_running_loop().create_task(_reload_loop())
+                       if settings.reload_seconds > 0 else None)
+        state["ready"] = True
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            if reload_task is not None:
+                reload_task.cancel()
+            await writer.stop()  # in-flight requests have finished: their records are written, the rest drained
+            decide_pool.shutdown(wait=True)
+            log.info("stopped: %d decisions served, %d records appended in %d decision logs, %d requests refused",
+                     state["served"], writer.appended, writer.logs, state["refused"])
+
+    app = FastAPI(title=f"creditgov serve: {spec.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    schema = openapi_schema(spec, secured=bool(keys))
+    app.openapi = lambda: schema
+
+    def _check_key(request: Request) -> None:
+        if keys and not _authorised(request, keys):
+            raise Refused(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)")
+
+    @app.post("/v1/decisions")
+    async def post_decisions(request: Request):
+        t0 = time.perf_counter()
+        rid = uuid.uuid4().hex[:12]
+        n = 0
+        try:
+            _check_key(request)
+            raw = await _body(request, settings.max_body_bytes)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise Refused(422, f"body: not JSON ({str(exc).splitlines()[0][:120]})") from None
+            if not isinstance(body, dict):
+                raise Refused(422, 'body: a JSON object {"rows": [...]} is required')
+            n = len(body.get("rows") or []) if isinstance(body.get("rows"), list) else 0
+            decisions = await asyncio.get_running_loop().run_in_executor(decide_pool, decider.decide, body)
+            try:
+                await writer.record(decisions.log)
+            except Exception:
+                raise Refused(503, "the decision could not be recorded in the audit trail; it is not issued") from None
+            state["served"] += len(decisions.log)
+            resp = _json({"decisions": records(decisions.log), "model_version": decisions.model_version,
+                          "as_of": decisions.as_of, "policy": {"name": spec.policy.name,
+                                                               "version": spec.policy.version,
+                                                               "hash": spec.policy.content_hash},
+                          "recorded": True})
+        except Refused as r:
+            state["refused"] += 1
+            if r.status == 422:
+                for row in r.body.get("rows", []):
+                    log.warning("request %s refused: row %d breaks %s", rid, row["row"], "; ".join(row["rules"]))
+                if not r.body.get("rows"):
+                    log.warning("request %s refused: %s", rid, _no_values(r.body["error"]))
+            resp = _json(r.body, r.status)
+        except Exception as exc:  # a defect: said without its message, which may quote a request's values
+            log.error("request %s failed: internal error %s", rid, type(exc).__name__)
+            resp = _json({"error": f"internal error ({type(exc).__name__}); request {rid}"}, 500)
+        log.info("POST /v1/decisions %d rows=%d %.1f ms", resp.status_code, n, (time.perf_counter() - t0) * 1000)
+        return resp
+
+    @app.get("/v1/decisions/{decision_id}")
+    async def get_decision(decision_id: str, request: Request):
+        try:
+            _check_key(request)
+            if len(decision_id) != 32 or any(c not in "0123456789abcdef" for c in decision_id):
+                raise Refused(404, "no such decision (a decision id is 32 hexadecimal digits)")
+            try:
+                rec = await asyncio.get_running_loop().run_in_executor(None, audit.find_decision, decision_id)
+            except audit.AuditError as exc:
+                raise Refused(404, str(exc)) from None
+            resp = _json({"decision": _plain(rec), "notice": notice(rec), "verified": True})
+        except Refused as r:
+            resp = _json(r.body, r.status)
+        log.info("GET /v1/decisions/{id} %d", resp.status_code)
+        return resp
+
+    @app.get("/healthz")
+    async def healthz():
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz():
+        if not state["ready"]:
+            return _json({"status": "not ready"}, 503)
+        return _json({"status": "ready", "model": spec.registry.model_name, "model_version": decider.model.version,
+                      "policy": spec.policy.name, "policy_version": spec.policy.version})
+
+    app.state.writer, app.state.decider, app.state.counters = writer, decider, state
+    return app
+
+
+def _no_values(message: str) -> str:
+    """A refusal message for the log: the critical-rule messages quote the offending text; drop it."""
+    return message.split(" has text ")[0] + (" (text in a numeric column)" if " has text " in message else "")
+
+
+def _plain(rec: dict) -> dict:
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()}
+
+
+def notice(rec: dict) -> dict:
+    """The customer-service desk's text of a decision, in both languages, from the decision's own reasons
+    (catalogue and policy text; never column names)."""
+    action = rec.get("action")
+    words = {"approve": ("approved", "已批准"), "decline": ("declined", "未获批准"), "review": ("referred to a person",
+             "转人工审核"), "quarantined": ("not decided: the application data was incomplete", "未决定：申请资料不完整")}
+    en_a, zh_a = words.get(action, (str(action), str(action)))
+    out = {}
+    for lang, a, sep, head in (("en", en_a, "; ", "The main reasons: "), ("zh", zh_a, "；", "主要原因：")):
+        reasons = [str(r) for r in (rec.get(f"reasons_{lang}") or [])]
+        text = (f"Your application was {a}." if lang == "en" else f"您的申请{a}。")
+        if rec.get("limit") is not None and action == "approve":
+            text += (f" Credit limit: {rec['limit']:g}." if lang == "en" else f"授信额度：{rec['limit']:g}。")
+        if reasons:
+            text += (" " if lang == "en" else "") + head + sep.join(reasons) + ("." if lang == "en" else "。")
+        out[lang] = text
+    return out
+
+
+def _champion_if_moved(spec: PipelineSpec, current: str):
+    c = registry.client()
+    mv = c.get_model_version_by_alias(spec.registry.model_name, "champion")
+    if str(mv.version) == str(current):
+        return None
+    return engine.load_model(spec)
+
+
+# --------------------------------------------------------------------------- the OpenAPI schema
+
+
+def _row_schema(spec: PipelineSpec, with_policy_fields: bool) -> dict:
+    props: dict[str, dict] = {}
+    required: list[str] = []
+    for f in spec.features:
+        if f.type == "numeric":
+            lo, hi = f.range
+            s = {"type": "number", "minimum": lo, "maximum": hi}
+        else:
+            s = {"type": "string", "enum": list(f.categories)}
+        s["description"] = f.description
+        if f.missing_allowed:
+            s = {**s, "type": [s["type"], "null"]}
+            if "enum" in s:
+                s["enum"] = s["enum"] + [None]
+        else:
+            required.append(f.name)
+        props[f.name] = s
+    if spec.source.id_column:
+        props[spec.source.id_column] = {"type": ["string", "integer"], "minimum": -(2**63), "maximum": 2**63 - 1,
+                                        "description": "Row identifier "
+                                        "(pseudonymised in every record)"}
+        required.append(spec.source.id_column)
+    if spec.source.date_column:
+        props[spec.source.date_column] = {"type": "string", "description": "Snapshot date YYYY-MM or YYYY-MM-DD, "
+                                          "not in the future"}
+        required.append(spec.source.date_column)
+    if with_policy_fields and spec.policy and spec.policy.on_book:
+        fs = spec.policy.on_book.fields
+        for col in (fs.current_limit, fs.days_past_due, fs.cumulative_overdue_days, fs.clean_months):
+            if col not in props:
+                props[col] = {"type": "number", "minimum": 0, "maximum": 1e12, "description": "Account field"}
+                required.append(col)
+        for col in (fs.fraud_signal, fs.suspended):
+            props[col] = {"type": ["boolean", "string", "integer"], "enum": expectations.BOOLEAN_VALUES,
+                          "description": "Account flag (yes/no)"}
+            required.append(col)
+    return {"type": "object", "properties": props, "required": required}
+
+
+def openapi_schema(spec: PipelineSpec, secured: bool = True) -> dict:
+    """The service's OpenAPI 3.1 document, its request rows generated from the feature catalogue."""
+    row = _row_schema(spec, True)
+    request = {"type": "object", "required": ["rows"], "properties": {
+        "rows": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS, "items": {"$ref": "#/components/schemas/Row"}},
+        "as_of": {"type": "string", "format": "date", "description": "Decision date (default: "
+                  "the server's --as-of, else today)"}}}
+    if spec.policy and spec.policy.on_book:
+        request["properties"]["previous"] = {"type": "array", "minItems": 1, "maxItems": MAX_ROWS,
+                                             "items": {"$ref": "#/components/schemas/Row"},
+                                             "description": "The accounts' rows at their previous review"}
+    decision = {"type": "object", "required": ["decision_id", "action", "status"], "properties": {
+        "decision_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "status": {"type": "string", "enum": ["decided", "quarantined"]},
+        "action": {"type": "string"}, "tier": {"type": ["string", "null"]},
+        "limit": {"type": ["number", "null"]}, "pd": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "reasons_en": {"type": "array", "items": {"type": "string"}},
+        "reasons_zh": {"type": "array", "items": {"type": "string"}},
+        "counterfactual": {"type": ["string", "null"], "description": "JSON: the smallest change of actionable "
+                           "inputs that changes an adverse outcome"},
+        "model_version": {"type": "string"}, "policy_version": {"type": "string"},
+        "decision_time": {"type": "string"}}}
+    error = {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "string"},
+        "rows": {"type": "array", "items": {"type": "object", "properties": {
+            "row": {"type": "integer"}, "rules": {"type": "array", "items": {"type": "string"}}}}}}}
+    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    security = [{"ApiKey": []}, {"Bearer": []}] if secured else []  # --insecure-dev: no key asked
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"creditgov serve: {spec.name}", "version": spec.policy.version if spec.policy else "0",
+                 "description": spec.description or ""},
+        "paths": {
+            "/v1/decisions": {"post": {
+                "summary": "Decide rows (one or a small batch) with the @champion and the policy; each decision is "
+                           "in the audit trail before the answer",
+                "security": security,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/DecisionRequest"}}}},
+                "responses": {
+                    "200": {"description": "decisions", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["decisions", "model_version", "as_of"], "properties": {
+                            "decisions": {"type": "array", "items": {"$ref": "#/components/schemas/Decision"}},
+                            "model_version": {"type": "string"}, "as_of": {"type": "string"},
+                            "policy": {"type": "object"}, "recorded": {"type": "boolean"}}}}}},
+                    "401": err, "413": err, "422": err, "503": err}}},
+            "/v1/decisions/{decision_id}": {"get": {
+                "summary": "A recorded decision, checked against the audit trail, with its notice text (en/zh)",
+                "security": security,
+                "parameters": [{"name": "decision_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the decision", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"decision": {"$ref": "#/components/schemas/Decision"},
+                                                     "notice": {"type": "object"}}}}}},
+                              "401": err, "404": err}}},
+            "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Model loaded and the audit writer running",
+                                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+        },
+        "components": {
+            "schemas": {"Row": row, "DecisionRequest": request, "Decision": decision, "Error": error},
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                "Bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+# --------------------------------------------------------------------------- running it
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, without raising the captured signal again after the graceful shutdown: the drain
+    finished, the command ends with 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family = infos[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
+    return sock
+
+
+def prepare(spec: PipelineSpec, version: str | None = None) -> engine.DecisionModel:
+    """What must work before the port opens: the suite compiles, the audit store opens, the model loads.
+    Each failure is one CreditGovError line."""
+    if spec.policy is None:
+        raise SpecError(f"spec '{spec.name}' has no 'policy' section: nothing to decide with")
+    validate.CompiledSuite(expectations.checked_suite(spec))
+    try:
+        audit.recorded([])
+    except CreditGovError:
+        raise
+    except Exception as exc:
+        raise audit.AuditError(f"audit store {audit.audit_url()}: {str(exc).splitlines()[0][:200]}") from None
+    uri = registry.tracking_uri()
+    if uri == registry.default_uri() and not Path(registry.DB_FILE).exists():  # do not create an empty store
+        raise TrackingError(f"MLflow tracking at {uri}: no store here; train and promote a model first (make train)")
+    registry.check()
+    return engine.load_model(spec, version)
+
+
+def warm_up_rows(spec: PipelineSpec) -> list[dict]:
+    """Two rows made from the catalogue alone (each feature at the bottom, then the top of its range; the first
+    category; account fields at zero): deciding them once compiles what the first request would otherwise
+    wait for (the numba kernels of TreeSHAP, the counterfactual search and the audit's record hashing)."""
+    out = []
+    for end in (0, 1):
+        row: dict = {}
+        for f in spec.features:
+            row[f.name] = f.range[end] if f.type == "numeric" else f.categories[0]
+        if spec.source.id_column:
+            row[spec.source.id_column] = f"warm-up-{end}"
+        if spec.source.date_column:
+            row[spec.source.date_column] = "2000-01"
+        if spec.policy and spec.policy.on_book:
+            fs = spec.policy.on_book.fields
+            for col in (fs.current_limit, fs.days_past_due, fs.cumulative_overdue_days, fs.clean_months):
+                row.setdefault(col, 0)
+            row[fs.fraud_signal] = row[fs.suspended] = "no"
+        out.append(row)
+    return out
+
+
+def warm_up(settings: Settings, model: engine.DecisionModel) -> None:
+    """Decide the warm-up rows and hash their records as the audit does; nothing is kept or recorded."""
+    d = Decider(settings.spec, model, settings.as_of)
+    decisions = d.decide({"rows": warm_up_rows(settings.spec)})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = engine.write_log_parts([decisions.log], Path(tmp) / "warm-up.parquet")
+        merkle.leaf_hashes(pq.read_table(path))
+    records(decisions.log)
+
+
+def run(settings: Settings, model: engine.DecisionModel, sock: socket.socket, say=print) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warm_up(settings, model)
+    app = build_app(settings, model)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=30, server_header=False, date_header=False)
+    server = _Server(config)
+    host, port = sock.getsockname()[:2]
+    mode = "no API key (--insecure-dev)" if not settings.api_keys else f"{len(settings.api_keys)} API key(s)"
+    say(f"creditgov serve: {settings.spec.registry.model_name} v{model.version}, policy {settings.spec.policy.name} "
+        f"{settings.spec.policy.version}, {mode}; listening on http://{host}:{port} (Ctrl-C or SIGTERM to stop)")
+    asyncio.run(server.serve(sockets=[sock]))
+    writer = app.state.writer
+    say(f"creditgov serve: stopped; {app.state.counters['served']} decisions served, {writer.appended} audit "
+        f"records appended in {writer.logs} decision logs")
