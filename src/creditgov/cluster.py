@@ -17,7 +17,10 @@ def client_for(scheduler: str | None = None, workers: int | None = None, process
     if scheduler:
         return Client(scheduler)
     n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None)
+    # no dashboard; the scheduler's HTTP endpoints (health, metrics) would still bind port 8787 on every
+    # interface: a random port of the loopback instead (no clash between two runs, nothing reachable outside)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
+                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
     return Client(cluster)
 
 
