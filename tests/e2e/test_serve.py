@@ -24,7 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import APPLICATION_FAST, cli_env, copy_project, copy_trained_project, creditgov_argv, in_project, quiet
+from creditgov.spec import load_spec
+from helpers import (APPLICATION_FAST, cli_env, copy_project, copy_trained_project, creditgov_argv, in_project,
+                     names_leaked, quiet)
 
 pytestmark = pytest.mark.e2e
 
@@ -127,7 +129,16 @@ def test_served_decisions_equal_the_batch_decisions_of_the_same_rows(server, row
         got = c.get(f"/v1/decisions/{served['decisions'][3]['decision_id']}").json()
         assert c.get("/v1/decisions/" + "f" * 32).status_code == 404
     assert got["verified"] and got["decision"] == served["decisions"][3]
-    assert got["notice"]["en"] and got["notice"]["zh"]
+    # the notice is the notice page's wording: the lender, the outcome, reasons by their labels, the rights
+    spec = load_spec(server.root / APPLICATION_FAST)
+    for lang in ("en", "zh"):
+        n = got["notice"][lang]
+        assert n["lender"] == getattr(spec.lender.name, lang) and n["contact"] and n["outcome"] and n["rights"]
+        assert n["reasons"] == got["decision"][f"reasons_{lang}"]
+        assert n["decision_date"] == got["decision"]["decision_time"][:10]
+        said = [n["outcome"], n["contact"], n["counterfactual"] or "", *n["reasons"], *n["remedy"],
+                *(text for _, text in n["rights"])]  # what the customer reads (rights keys are for machines)
+        assert not names_leaked(" ".join(said), spec, lang)
 
 
 def test_refusals_name_the_field_and_rule_and_the_log_has_no_personal_data(server, rows):

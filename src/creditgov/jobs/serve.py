@@ -54,6 +54,7 @@ from creditgov.data import expectations, validate
 from creditgov.decision import decide as engine
 from creditgov.errors import CreditGovError, SpecError, TrackingError, UsageError
 from creditgov.governance import audit, merkle, registry
+from creditgov.report import wording
 from creditgov.spec import PipelineSpec
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: ~2,000 rows of the application catalogue
@@ -401,7 +402,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
                 rec = await asyncio.get_running_loop().run_in_executor(None, audit.find_decision, decision_id)
             except audit.AuditError as exc:
                 raise Refused(404, str(exc)) from None
-            resp = _json({"decision": _plain(rec), "notice": notice(rec), "verified": True})
+            resp = _json({"decision": _plain(rec), "notice": notice(rec, spec), "verified": True})
         except Refused as r:
             resp = _json(r.body, r.status)
         log.info("GET /v1/decisions/{id} %d", resp.status_code)
@@ -431,23 +432,16 @@ def _plain(rec: dict) -> dict:
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()}
 
 
-def notice(rec: dict) -> dict:
-    """The customer-service desk's text of a decision, in both languages, from the decision's own reasons
-    (catalogue and policy text; never column names)."""
-    action = rec.get("action")
-    words = {"approve": ("approved", "已批准"), "decline": ("declined", "未获批准"), "review": ("referred to a person",
-             "转人工审核"), "quarantined": ("not decided: the application data was incomplete", "未决定：申请资料不完整")}
-    en_a, zh_a = words.get(action, (str(action), str(action)))
-    out = {}
-    for lang, a, sep, head in (("en", en_a, "; ", "The main reasons: "), ("zh", zh_a, "；", "主要原因：")):
-        reasons = [str(r) for r in (rec.get(f"reasons_{lang}") or [])]
-        text = (f"Your application was {a}." if lang == "en" else f"您的申请{a}。")
-        if rec.get("limit") is not None and action == "approve":
-            text += (f" Credit limit: {rec['limit']:g}." if lang == "en" else f"授信额度：{rec['limit']:g}。")
-        if reasons:
-            text += (" " if lang == "en" else "") + head + sep.join(reasons) + ("." if lang == "en" else "。")
-        out[lang] = text
-    return out
+def notice(rec: dict, spec: PipelineSpec) -> dict | None:
+    """The customer's notice of a decided record in both languages, as the notice page words it
+    (report.wording: catalogue labels and units, the lender and its channels, the rights), structured for the
+    desk; None for a quarantined record or a spec without a `lender:` section (no notice is sent then)."""
+    if spec.lender is None or rec.get("status") != "decided":
+        return None
+    row = pd.Series(rec, dtype=object)
+    cf = orjson.loads(rec["counterfactual"]) if isinstance(rec.get("counterfactual"), str) else None
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {lang: wording.notice(row, spec, lang, wording.changed_lines(row), cf, now) for lang in ("en", "zh")}
 
 
 def _champion_if_moved(spec: PipelineSpec, current: str):

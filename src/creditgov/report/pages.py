@@ -171,9 +171,7 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
                 "attribution": None if a is None or (isinstance(a, float) and np.isnan(a)) else float(a)}
                for c, e, z, a in zip(row["reason_codes"], row["reasons_en"], row["reasons_zh"],
                                      row["reason_attributions"])]
-    changed = [{"feature": f, "en": e, "zh": z, "delta": d} for f, e, z, d in
-               zip(*(row.get(k, []) if row.get(k) is not None else [] for k in
-                     ("changed_features", "changed_en", "changed_zh", "changed_attribution_deltas")))]
+    changed = wording.changed_lines(row)
     money = lambda v: "–" if wording.missing(v) else wording.money(v, cur)  # noqa: E731
     limit = {"decline": "none (declined)", "suspend": "none while suspended"}.get(str(row["action"]),
                                                                                money(row["limit"]))

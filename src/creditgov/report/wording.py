@@ -336,6 +336,13 @@ def customer_reasons(row: pd.Series, spec: PipelineSpec, lang: str) -> list[str]
     return out
 
 
+def changed_lines(row) -> list[dict]:
+    """What changed most since the previous review, as a decision record holds it: one dict per feature."""
+    return [{"feature": f, "en": e, "zh": z, "delta": d} for f, e, z, d in
+            zip(*(row.get(k, []) if row.get(k) is not None else [] for k in
+                  ("changed_features", "changed_en", "changed_zh", "changed_attribution_deltas")))]
+
+
 def notice(row: pd.Series, spec: PipelineSpec, lang: str, changed: list[dict], cf: dict | None,
            generated_at: str) -> dict:
     """Everything a notice says, in one language: the template lays it out."""
