@@ -331,9 +331,11 @@ def recalibrate(spec: str = SpecOpt,
     _check_version(s, version)
     if months:
         from creditgov.data.simulate import TARGET, load_months
+        from creditgov.spec import months_text
 
-        label = f"{sim_dir} months {months}"
-        frame = load_months(sim_dir, _sim_months(months, sim_dir, labelled=True),
+        chosen = _sim_months(months, sim_dir, labelled=True)
+        label = f"{sim_dir} {months_text(chosen)}"
+        frame = load_months(sim_dir, chosen,
                             labelled=True).rename(columns={TARGET: s.target.column})
     else:
         label, frame = data, data_mod.read_path(data, s).frame

