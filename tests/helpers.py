@@ -187,6 +187,7 @@ def serve_saved_models(mp: pytest.MonkeyPatch, dirs: dict[str, Path], version: s
 
     mp.setattr(registry, "load_registered", load_registered)
     mp.setattr(dask, "registered_model", registered_model)
+    mp.setattr(registry, "latest_verdict", lambda name, version: None)  # never monitored
 
 
 # --------------------------------------------------------------------------- the command line

@@ -3,7 +3,7 @@
 Exit codes (documented in the README):
   1 internal error, 2 usage, 3 spec, 4 input data (critical expectation failed),
   5 quarantine over the spec's share, 6 promotion refused, 7 tracking backend, 8 audit trail
-  verification failed or a decision is not in it.
+  verification failed or a decision is not in it, 9 model status refused (monitoring said rebuild).
 """
 from __future__ import annotations
 
@@ -40,3 +40,9 @@ class PromotionRefused(CreditGovError):
 
 class TrackingError(CreditGovError):
     exit_code = 7
+
+
+class ModelStatusRefused(CreditGovError):
+    """The model version's latest monitoring verdict is `rebuild` and the spec says monitoring.on_rebuild: refuse."""
+
+    exit_code = 9

@@ -260,6 +260,9 @@ DISCRETE_MAX = 20  # a numeric feature with at most this many distinct values ge
 KS_BOOTSTRAP_MAX = 200  # replicates of the observed-KS interval at most: each one is a sort of the batch
 
 
+HASH_WHEN_SET = (("monitoring", "on_rebuild", "flag"),)
+
+
 class Monitoring(StrictModel):
     """Typed thresholds of `creditgov monitor` (banking conventions by default)."""
 
@@ -285,6 +288,9 @@ class Monitoring(StrictModel):
     bootstrap: int = Field(default=500, ge=100)
     reference_sample: int = Field(default=5000, ge=100)
     evidently_sample: int = Field(default=5000, ge=100)
+    # deciding with a version whose latest monitoring verdict is `rebuild`: `flag` stamps each decision with
+    # the verdict (log column model_status, a warning on the decision page); `refuse` stops the run
+    on_rebuild: Literal["flag", "refuse"] = "flag"
 
     @model_validator(mode="after")
     def _check(self) -> "Monitoring":
@@ -563,6 +569,11 @@ class PipelineSpec(StrictModel):
         """Hash of the parsed spec, independent of YAML formatting and comments, and of where the spec
         file is: paths count as written in it (relative to its folder), not as resolved."""
         dumped = self.model_dump(mode="json")
+        # settings added after decision logs were stamped count only when set away from their default, so
+        # the spec hash of a spec that does not use them stays what it was
+        for section, key, default in HASH_WHEN_SET:
+            if dumped[section].get(key) == default:
+                del dumped[section][key]
         for where, (resolved, written) in self._written_paths.items():
             section, key = where.split(".")
             if dumped[section].get(key) == resolved:

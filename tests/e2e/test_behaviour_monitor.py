@@ -282,6 +282,11 @@ def test_monitoring_runs_and_the_model_version_carry_the_verdict(monitored, book
     assert tags["monitor.last_verdict"] == monitored.results[-1].verdict
     assert tags["monitor.last_batch"] == f"month-{MONITOR_MONTHS[-1]:02d}"
     assert tags["monitor.last_run"] == monitored.run_ids[-1]
+    # each batch's verdict is kept, in the order monitored (issue 13 point 7: the history, not only the last)
+    from creditgov.governance import registry
+    kept = registry.verdict_history(tags)[-len(MONITOR_MONTHS):]
+    assert [(v.verdict, v.batch, v.run_id) for v in kept] == [
+        (r.verdict, r.label, run_id) for r, run_id in zip(monitored.results, monitored.run_ids)]
     assert (monitored.report_dir / "index.html").is_file()
 
 

@@ -172,12 +172,12 @@ def _summary(st: dict) -> dict:
 
 
 def _stage_partition(st: dict, blob: dict, spec: PipelineSpec, integral: dict, version: str, as_of: str,
-                     input_hash: str, label: str) -> dict[str, pd.DataFrame]:
+                     input_hash: str, label: str, status: str = "") -> dict[str, pd.DataFrame]:
     """One partition through the decision path (decide.decide_rows), the pair search left to the client: its
     log rows (the counterfactual of rows still without one left empty) and those rows' inputs for the
     batch-wide pair search (`_pos`: their place in the log rows)."""
     rows = validate.Validated(spec, st["outcome"], label, input_hash, row_offset=st["offset"])
-    d = single.decide_rows(rows, single.DecisionModel(load_blob(blob), version), spec, as_of,
+    d = single.decide_rows(rows, single.DecisionModel(load_blob(blob), version, status=status), spec, as_of,
                            scope=single.BatchScope(integral=integral, defer_pairs=True))
     return {"log": d.log, "pending": d.pending}
 
@@ -237,6 +237,8 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
     input_hash = h.hexdigest()
 
     model, blob, version, run_id = registered_model(spec, version)
+    status = single.model_status(spec, str(version))  # refuses a `rebuild` when the spec says so
+    single.note_status(spec, version, status, log)
     path = single.log_path(spec, out_dir, as_of, version, input_hash)
     work = checkpoint.WorkDir(path, {
         "input_hash": input_hash, "layout": [[i["offset"], i["rows"]] for i in infos],
@@ -268,7 +270,7 @@ def _decide(client, spec, data_path, version, as_of, out_dir, log, partitions, m
         work.open()
         blob_f = client.scatter(blob, broadcast=True)
         futures = {client.submit(_stage_partition, states[k], blob_f, spec, integral, version, as_of, input_hash,
-                                 src.label, pure=False): k for k in todo}
+                                 src.label, status, pure=False): k for k in todo}
         with progress.task("Deciding", total=sum(infos[k]["rows"] for k in todo), unit="rows") as bar:
             for fut in as_completed(futures):
                 k = futures[fut]

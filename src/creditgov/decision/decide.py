@@ -52,7 +52,7 @@ from creditgov.data import privacy
 from creditgov.governance import registry
 from creditgov.data import validate
 from creditgov.atomic import clear_stale, temp_beside
-from creditgov.errors import DataError, SpecError, UsageError
+from creditgov.errors import DataError, ModelStatusRefused, SpecError, UsageError
 from creditgov.model.credit_model import CreditModel, sigmoid
 from creditgov.decision.policy import ADVERSE_ACTIONS, apply_policy, rule_features, rule_reasons
 from creditgov.explain.reasons import check_additivity, group_by_feature
@@ -107,6 +107,9 @@ class DecisionModel:
     model: CreditModel
     version: str
     run_id: str = ""
+    # the version's latest monitoring verdict ("" when never monitored): stamped on each decision
+    # (log column model_status) only when there is one, so logs of unmonitored versions stay as they were
+    status: str = ""
 
 
 @dataclass(frozen=True)
@@ -602,7 +605,7 @@ def _key_from_hash(hashes: pd.Series) -> np.ndarray:
 
 
 def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, version: str, as_of: str,
-               input_hash: str, input_label: str) -> pd.DataFrame:
+               input_hash: str, input_label: str, status: str = "") -> pd.DataFrame:
     """One frame in row order with the batch stamps and the decision ids."""
     policy = spec.policy
     full = pd.concat([rows, qrows], ignore_index=True) if len(qrows) else rows
@@ -614,6 +617,8 @@ def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, vers
              "policy_hash": policy.content_hash, "spec_hash": spec.content_hash, "input_hash": input_hash,
              "input_source": input_label,
              "pseudonym_key": privacy.key_source()}
+    if status:  # the model's latest monitoring verdict (DecisionModel.status); not part of the decision id
+        stamp["model_status"] = status
     # the stamps in one block (inserting ten columns one by one cost ~5 ms a request), each an object column
     full = pd.concat([full, pd.DataFrame({k: np.full(len(full), v, dtype=object) for k, v in stamp.items()},
                                          index=full.index)], axis=1)
@@ -629,12 +634,35 @@ def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, vers
 # --------------------------------------------------------------------------- the decision path
 
 
-def load_model(spec: PipelineSpec, version: str | None = None) -> DecisionModel:
-    """The registered model to decide with: `version`, or the @champion."""
+def load_model(spec: PipelineSpec, version: str | None = None, on_rebuild: str | None = None) -> DecisionModel:
+    """The registered model to decide with: `version`, or the @champion, with its latest monitoring verdict.
+    A `rebuild` verdict under `on_rebuild` (default: the spec's monitoring.on_rebuild) `refuse` stops here."""
     registry.configure()
     model, version, run_id = registry.load_registered(spec.registry.model_name, version)
     check_protected_inputs(model, spec, f"{spec.registry.model_name} version {version}")
-    return DecisionModel(model, str(version), run_id)
+    return DecisionModel(model, str(version), run_id, model_status(spec, str(version), on_rebuild))
+
+
+def model_status(spec: PipelineSpec, version: str, on_rebuild: str | None = None) -> str:
+    """The version's latest monitoring verdict ("" when never monitored). A `rebuild` verdict is refused
+    (ModelStatusRefused) when `on_rebuild` (default: the spec's monitoring.on_rebuild) says `refuse`."""
+    latest = registry.latest_verdict(spec.registry.model_name, version)
+    if latest is None:
+        return ""
+    if latest.verdict == "rebuild" and (on_rebuild or spec.monitoring.on_rebuild) == "refuse":
+        raise ModelStatusRefused(
+            f"{spec.registry.model_name} version {version}: latest monitoring verdict is rebuild (batch "
+            f"{latest.batch or '?'}, monitoring run {latest.run_id or '?'}); monitoring.on_rebuild: refuse "
+            "(rebuild and promote a new version, or set on_rebuild: flag)")
+    return latest.verdict
+
+
+def note_status(spec: PipelineSpec, version: str, status: str, log) -> None:
+    """Say once per run that the decisions are flagged: the version's latest monitoring verdict is not stable."""
+    if status and status != "stable":
+        log(f"warning: {spec.registry.model_name} version {version}: latest monitoring verdict is {status}; each "
+            f"decision carries it (model_status)" + ("" if status != "rebuild" else
+                                                     " (monitoring.on_rebuild: flag)"))
 
 
 def check_protected_inputs(model: CreditModel, spec: PipelineSpec, what: str) -> None:
@@ -668,7 +696,8 @@ def decide_rows(rows: Validated, model: DecisionModel, spec: PipelineSpec, as_of
     del part, cf, changed
     quarantined = (quarantine_rows(rows.quarantine, spec, row_offset=rows.row_offset) if len(rows.quarantine)
                    else pd.DataFrame())  # nothing quarantined: finish_log takes the decided rows as they are
-    log = finish_log(decided, quarantined, spec, model.version, as_of, rows.input_hash, rows.label)
+    log = finish_log(decided, quarantined, spec, model.version, as_of, rows.input_hash, rows.label,
+                     model.status)
     if len(log) != rows.rows_in:  # the invariant this whole module exists to keep
         raise RuntimeError(f"rows in {rows.rows_in} != rows logged {len(log)}")
     # pending rows by their place in the log (decided and quarantined rows interleave by row number)
@@ -771,6 +800,7 @@ def _decide(spec: PipelineSpec, data_path: str | None, version: str | None, as_o
         rows = validate.validate_batch(loaded.frame, spec, loaded.label)
         bar.note("loading the model")
         model = load_model(spec, version)
+        note_status(spec, model.version, model.status, log)
         prev = None
         if spec.policy.on_book is not None and previous:
             prev = previous_review(spec, model.model, previous, size)
@@ -930,6 +960,7 @@ def _decide_stream(spec: PipelineSpec, batch, version: str | None, as_of: str, o
             raise _Whole(str(exc)) from None
 
         model = load_model(spec, version)
+        note_status(spec, model.version, model.status, log)
         prev = None
         if spec.policy.on_book is not None and previous:
             prev = previous_review(spec, model.model, previous, size)

@@ -56,7 +56,8 @@ def contest(spec: PipelineSpec, decision_id: str, corrected: str, reason: str, l
         raise SpecError(f"{corrected}: a contest corrects one application or account; the file has "
                         f"{len(loaded.frame)} rows")
     rows = validate.validate_batch(loaded.frame, spec, loaded.label)
-    model = decide.load_model(spec, str(original["model_version"]))
+    # a contest is the customer's right: never refused for the model's monitoring status, only flagged
+    model = decide.load_model(spec, str(original["model_version"]), on_rebuild="flag")
     # decided in memory first: a refused contest leaves no decision log behind (verify would name it)
     decided = decide.decide_rows(rows, model, spec, datetime.now(timezone.utc).date().isoformat())
     new = decided.log.iloc[0]

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from creditgov.errors import TrackingError, UsageError
@@ -237,6 +238,66 @@ def get_version(c, model_name: str, version):
         if not is_not_found(exc):
             raise
         raise unknown_version(c, model_name, version) from None
+
+
+# monitoring verdicts on a model version: `monitor.last_*` (the latest batch) and one `monitor.verdict.NNNN`
+# tag per monitored batch, in the order monitored, each "verdict | batch | monitoring run id"
+LAST_VERDICT = "monitor.last_verdict"
+VERDICT_PREFIX = "monitor.verdict."
+
+
+@dataclass(frozen=True)
+class Verdict:
+    seq: int
+    verdict: str
+    batch: str
+    run_id: str
+
+
+def verdict_history(tags: dict) -> list[Verdict]:
+    """The monitoring verdicts recorded on a model version (its tags), oldest first."""
+    out = []
+    for key, value in tags.items():
+        seq = key[len(VERDICT_PREFIX):]
+        if key.startswith(VERDICT_PREFIX) and seq.isdigit():
+            verdict, _, rest = str(value).partition(" | ")
+            batch, _, run_id = rest.rpartition(" | ")
+            out.append(Verdict(int(seq), verdict, batch, run_id))
+    return sorted(out, key=lambda v: v.seq)
+
+
+def record_verdict(model_name: str, version: str, batch: str, verdict: str, run_id: str, reason: str) -> None:
+    """Keep a monitored batch's verdict on the model version: the next history tag and the `monitor.last_*`."""
+    c = client()
+    with backend_errors(f"record the monitoring verdict on {model_name} version {version}"):
+        history = verdict_history(c.get_model_version(model_name, str(version)).tags)
+        seq = history[-1].seq + 1 if history else 1
+        batch = " ".join(str(batch).replace("|", "/").split())
+        tags = {f"{VERDICT_PREFIX}{seq:04d}": f"{verdict} | {batch} | {run_id}"[:5000],
+                LAST_VERDICT: verdict, "monitor.last_batch": batch, "monitor.last_run": run_id,
+                "monitor.last_reason": reason[:500]}
+        for k, v in tags.items():
+            c.set_model_version_tag(model_name, str(version), k, v)
+
+
+def latest_verdict(model_name: str, version: str) -> Verdict | None:
+    """The latest monitoring verdict of a registered version (None when it was never monitored)."""
+    from mlflow.exceptions import MlflowException  # heavy: see configure
+
+    c = client()
+    with backend_errors(f"read the monitoring verdict of {model_name} version {version}"):
+        try:
+            tags = c.get_model_version(model_name, str(version)).tags
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise
+            return None
+    history = verdict_history(tags)
+    if history:
+        return history[-1]
+    if tags.get(LAST_VERDICT):  # monitored before the history was kept
+        return Verdict(0, tags[LAST_VERDICT], tags.get("monitor.last_batch", ""), tags.get("monitor.last_run", ""))
+    return None
 
 
 def load_registered(model_name: str, version: str | None = None, alias: str = "champion"):

@@ -1,9 +1,10 @@
 """`creditgov monitor`: run the monitor on batches (files, or simulator months), record and render it.
 
 Each monitored batch gets an MLflow run in `<experiment>-monitoring` (metrics, verdict, reasons,
-the result JSON and the HTML), and the model version gets `monitor.*` tags with the latest
-verdict. The HTML goes to reports/<run>/: one drift page per batch, the Evidently report,
-a trend page over the batches, and index.html linking them.
+the result JSON and the HTML), and the model version gets `monitor.*` tags: the latest verdict
+and one `monitor.verdict.NNNN` tag per batch, the history (registry.record_verdict). The HTML goes
+to reports/<run>/: one drift page per batch, the Evidently report, a trend page over the batches,
+and index.html linking them.
 """
 from __future__ import annotations
 
@@ -65,11 +66,8 @@ def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) 
         if r.evidently_html:
             mlflow.log_artifact(r.evidently_html, "monitor")
         run_id = run.info.run_id
-    c = registry.client()
-    name = spec.registry.model_name
-    for k, v in {"monitor.last_verdict": r.verdict, "monitor.last_batch": r.label, "monitor.last_run": run_id,
-                 "monitor.last_reason": (r.reasons[0] if r.reasons else "no threshold crossed")[:500]}.items():
-        c.set_model_version_tag(name, version, k, v)
+    registry.record_verdict(spec.registry.model_name, version, r.label, r.verdict, run_id,
+                            r.reasons[0] if r.reasons else "no threshold crossed")
     return run_id
 
 

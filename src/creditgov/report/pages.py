@@ -185,7 +185,13 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
             "remedy": wording.remedy(spec, row, "en", cur) if spec.policy else [],
             "waterfall": lambda: charts.waterfall(float(row["shap_base"]), shown, float(row["log_odds"]),
                                                   _thresholds(spec, on_book)),  # drawn only on the page
-            "adverse": row["action"] in ADVERSE_ACTIONS}
+            "adverse": row["action"] in ADVERSE_ACTIONS, "model_status": _model_status(row)}
+
+
+def _model_status(row: pd.Series) -> str:
+    """The model's latest monitoring verdict stamped on the decision ("" when the version was not monitored)."""
+    status = row.get("model_status")
+    return "" if wording.missing(status) else str(status)
 
 
 def adverse_impact(log: pd.DataFrame, column: str, min_group_size: int = 30,
