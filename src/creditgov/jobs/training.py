@@ -263,7 +263,7 @@ def _card(v: Validated, ev: Evaluation, importance: pd.DataFrame, gates: list, r
         "data": {"source": v.label, "rows_in": summary["rows_in"], "rows_clean": summary["rows_clean"],
                  "rows_quarantined": summary["rows_quarantined"], "bad_rate": float(clean_y.mean()),
                  "split_method": ev.splits.method, "split": ev.splits.sizes(), "split_seed": spec.split.seed,
-                 "target": f"{spec.target.column} = " + " or ".join(map(str, spec.target.bad_values)) + " (bad)",
+                 "target": f"{spec.target.column} = " + " or ".join(map(str, spec.target.bad_values)),
                  "ignored_columns": summary["ignored_columns"]},
         "lineage": {"train_data_hash": ev.train_hash, "input_data_hash": v.input_hash,
                     "spec_path": spec_path, "spec_hash": spec.content_hash,
