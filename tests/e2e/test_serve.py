@@ -179,6 +179,68 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
         run()
 
 
+def _oversight_entries(root: Path, decision_id: str) -> list[tuple[str, dict]]:
+    with closing(sqlite3.connect(root / "audit.db")) as c:
+        rows = c.execute("SELECT kind, payload FROM audit_entries WHERE kind IN ('review', 'contest') "
+                         "AND record_id = ? ORDER BY seq", (decision_id,)).fetchall()
+    return [(k, json.loads(p)) for k, p in rows]
+
+
+def test_reviews_and_contests_are_recorded_in_the_trail(server, rows):
+    """Human oversight over HTTP: the same functions as `creditgov review` / `creditgov contest`, their events in
+    the audit trail (the next test's `audit verify` runs after them)."""
+    frame, recs = rows
+    with _client(server) as c:
+        # rows no other test of the module sends (the load tests count the records their own requests add)
+        decided = c.post("/v1/decisions", json={"rows": recs[340:400]}).json()["decisions"]
+        declined = next(d for d in decided if d["action"] == "decline" and d["counterfactual"]
+                        and json.loads(d["counterfactual"]).get("found"))
+        first = decided[0]["decision_id"]
+        # refusals: no key, unknown decision, invalid bodies
+        assert _client(server, None).post("/v1/reviews", json={"decision_id": first}).status_code == 401
+        unknown = {"decision_id": "f" * 32, "reviewer": "desk-7", "reason": "r", "approve": True}
+        assert c.post("/v1/reviews", json=unknown).status_code == 404
+        assert c.post("/v1/contests", json={"decision_id": "nope", "row": recs[340]}).status_code == 404
+        both = c.post("/v1/reviews", json={"decision_id": first, "reviewer": "desk-7", "reason": "checked",
+                                           "approve": True, "override": "decline"})
+        assert both.status_code == 422 and "exactly one of" in both.json()["error"]
+        assert c.post("/v1/reviews", json={"decision_id": first, "reason": "checked",
+                                           "approve": True}).status_code == 422
+        assert c.post("/v1/reviews", json={"decision_id": first, "reviewer": "desk-7", "reason": "checked",
+                                           "override": "upgrade"}).status_code == 422
+        assert c.post("/v1/reviews", content=b"{not json").status_code == 422
+        r = c.post("/v1/contests", json={"decision_id": first, "row": dict(recs[340], Age=150)})
+        assert r.status_code == 422 and r.json()["rows"] == [{"row": 1, "rules": ["Age: within [18, 100]"]}]
+        r = c.post("/v1/contests", json={"decision_id": first, "row": recs[341]})  # another applicant's row
+        assert r.status_code == 422 and "another account" in r.json()["error"]
+        assert _oversight_entries(server.root, first) == []  # nothing refused reached the trail
+
+        r = c.post("/v1/reviews", json={"decision_id": first, "reviewer": "desk-7", "reason": "income verified",
+                                        "override": "decline"})
+        assert r.status_code == 200, r.text
+        review = r.json()["review"]
+        assert review["resolution"] == "overridden" and review["final_action"] == "decline"
+        assert review["original_action"] == decided[0]["action"]
+
+        corrected = dict(recs[340 + decided.index(declined)])
+        for change in json.loads(declined["counterfactual"])["changes"]:
+            corrected[change["feature"]] = change["to"]
+        r = c.post("/v1/contests", json={"decision_id": declined["decision_id"], "row": corrected,
+                                         "reason": "the requested amount was entered wrongly"})
+        assert r.status_code == 200, r.text
+        contest, new = r.json()["contest"], r.json()["decision"]
+        assert contest["new_decision_id"] == new["decision_id"] != declined["decision_id"]
+        assert contest["original_action"] == "decline" and new["action"] != "decline"
+        assert new["model_version"] == declined["model_version"] and new["account_key"] == declined["account_key"]
+        assert c.get(f"/v1/decisions/{new['decision_id']}").json()["decision"] == new
+        paths = c.get("/openapi.json").json()["paths"]
+    assert {"/v1/reviews", "/v1/contests"} <= set(paths)
+    assert [(k, e["reviewer"]) for k, e in _oversight_entries(server.root, first)] == [("review", "desk-7")]
+    assert [(k, e.get("role"), e["new_decision_id"]) for k, e in _oversight_entries(server.root, new["decision_id"])] \
+        == [("contest", "new", new["decision_id"])]
+    assert [k for k, _ in _oversight_entries(server.root, declined["decision_id"])] == ["contest"]
+
+
 async def _load(url: str, bodies: list[dict], clients: int) -> list[int]:
     sem = asyncio.Semaphore(clients)
     async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": KEYS[0]}, timeout=120,
