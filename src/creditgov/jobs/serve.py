@@ -742,6 +742,23 @@ def prepare(spec: PipelineSpec, version: str | None = None) -> engine.DecisionMo
     return engine.load_model(spec, version)
 
 
+def complete_interrupted(out_dir: Path) -> int:
+    """Decision logs of this service that a crash (kill -9, power loss) left out of the trail (written, or their
+    append begun, but not sealed), appended before the port opens: `audit verify` then passes again. Their
+    requests were never answered (an answer waits for its append), so this records decisions that were made but
+    not issued; every issued one was already sealed."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return 0
+    status = {str(Path(p).resolve()): s for p, s in audit.log_status().items()}
+    done = 0
+    for path in sorted(out.glob("*.parquet")):
+        if status.get(str(path.resolve())) in (None, "open"):
+            audit.record_log(path)
+            done += 1
+    return done
+
+
 def warm_up_rows(spec: PipelineSpec) -> list[dict]:
     """Two rows made from the catalogue alone (each feature at the bottom, then the top of its range; the first
     category; account fields at zero): deciding them once compiles what the first request would otherwise
@@ -776,6 +793,9 @@ def warm_up(settings: Settings, model: engine.DecisionModel) -> None:
 
 def run(settings: Settings, model: engine.DecisionModel, sock: socket.socket, say=print) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    completed = complete_interrupted(settings.out_dir)
+    if completed:
+        say(f"creditgov serve: completed {completed} interrupted audit append(s) of {settings.out_dir}")
     warm_up(settings, model)
     app = build_app(settings, model)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
