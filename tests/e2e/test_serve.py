@@ -6,8 +6,9 @@ while requests are in flight. What is checked: API keys; a served decision equal
 batch decision of the same rows (same model version, policy and as-of; only input_source and input_hash,
 which name where the rows came from, differ); refusals (422 naming field and rule, 413) and the server log
 without personal data; many concurrent clients, after which `creditgov audit verify` passes and the
-served records in the trail equal the 2xx decisions; a graceful shutdown that loses no audit record;
-start-up refusals in one line."""
+served records in the trail equal the 2xx decisions; human oversight (POST /v1/reviews, /v1/contests) recorded
+in the trail; a graceful shutdown that loses no audit record; kill -9 under load (on a second server) after
+which the trail verifies and holds every 2xx decision; start-up refusals in one line."""
 from __future__ import annotations
 
 import asyncio
@@ -301,6 +302,7 @@ def test_kill_9_under_load_loses_no_issued_decision(trained_application_fast, ro
     """SIGKILL while requests are in flight (no drain): `audit verify` passes on what is left, and every
     decision answered 2xx is in the trail (a decision is answered only after its append)."""
     from creditgov.governance import audit
+    from creditgov.jobs import serve
 
     frame, recs = rows
     root = copy_trained_project(trained_application_fast.root, tmp_path / "kill")
@@ -335,8 +337,6 @@ def test_kill_9_under_load_loses_no_issued_decision(trained_application_fast, ro
         proc.wait(timeout=30)
     issued = [d for code, ids in answers if 200 <= code < 300 for d in ids]
     assert issued and any(code == 0 for code, _ in answers), [c for c, _ in answers]
-    from creditgov.jobs import serve
-
     with in_project(root):  # what the next start does before its port opens: complete an interrupted append
         serve.complete_interrupted(Path("decisions/served"))
     v = subprocess.run(creditgov_argv("audit", "verify"), cwd=root, env=cli_env(), capture_output=True, text=True,

@@ -18,6 +18,12 @@ decision was not issued). A decision the trail already holds (the same row decid
 decision id) is answered but not appended twice. Shutdown (SIGTERM, SIGINT) stops accepting, lets
 in-flight requests finish (their appends included), then drains the queue and stops the writer.
 
+Human oversight: POST /v1/reviews (a person confirms or overrides a decision) and POST /v1/contests (a customer
+contests one with a corrected row) call decision.oversight's review / contest_rows, the functions behind
+`creditgov review` / `creditgov contest`, which record their events in the audit trail; a decision id the trail
+does not hold is 404, an invalid body 422. A crash (kill -9) can leave a served log written but not sealed in
+the trail (its requests unanswered): the next start completes those appends before the port opens.
+
 Operations: API keys from $CREDITGOV_API_KEYS (comma separated), compared with hmac.compare_digest against
 every configured key; none configured refuses to start unless --insecure-dev. Request bodies over
 --max-body-bytes get 413, more than MAX_ROWS rows 413. The log has method, path, status, rows, milliseconds
