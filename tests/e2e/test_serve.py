@@ -172,7 +172,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
     from hypothesis import HealthCheck, given, settings
 
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
-    for path, method, n in (("/v1/decisions", "POST", 60), ("/v1/decisions/{decision_id}", "GET", 15)):
+    for path, method, n in (("/v1/decisions", "POST", 60), ("/v1/decisions/{decision_id}", "GET", 15),
+                            ("/v1/reviews", "POST", 10), ("/v1/contests", "POST", 10)):
         @given(case=schema[path][method].as_strategy())
         @settings(max_examples=n, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
