@@ -6,8 +6,9 @@ while requests are in flight. What is checked: API keys; a served decision equal
 batch decision of the same rows (same model version, policy and as-of; only input_source and input_hash,
 which name where the rows came from, differ); refusals (422 naming field and rule, 413) and the server log
 without personal data; many concurrent clients, after which `creditgov audit verify` passes and the
-served records in the trail equal the 2xx decisions; a graceful shutdown that loses no audit record;
-start-up refusals in one line."""
+served records in the trail equal the 2xx decisions; human oversight (POST /v1/reviews, /v1/contests) recorded
+in the trail; a graceful shutdown that loses no audit record; kill -9 under load (on a second server) after
+which the trail verifies and holds every 2xx decision; start-up refusals in one line."""
 from __future__ import annotations
 
 import asyncio
@@ -37,10 +38,7 @@ CLIENTS = 12
 REQUESTS = 96
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, trained_application_fast):
-    root = copy_trained_project(trained_application_fast.root, tmp_path_factory.mktemp("serve"))
-    err = open(root / "server.log", "w")
+def _start(root: Path, err) -> tuple[subprocess.Popen, str]:
     env = cli_env(CREDITGOV_API_KEYS=",".join(KEYS))
     proc = subprocess.Popen(creditgov_argv("serve", "--spec", APPLICATION_FAST, "--port", "0", "--as-of", AS_OF,
                                            "--reload-seconds", "0"),
@@ -54,7 +52,15 @@ def server(tmp_path_factory, trained_application_fast):
     if not m:
         proc.kill()
         pytest.fail(f"server did not start: {line!r} {(root / 'server.log').read_text()[-2000:]}")
-    yield type("Server", (), {"url": m.group(1), "root": root, "proc": proc, "log": root / "server.log"})
+    return proc, m.group(1)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, trained_application_fast):
+    root = copy_trained_project(trained_application_fast.root, tmp_path_factory.mktemp("serve"))
+    err = open(root / "server.log", "w")
+    proc, url = _start(root, err)
+    yield type("Server", (), {"url": url, "root": root, "proc": proc, "log": root / "server.log"})
     if proc.poll() is None:
         proc.kill()
         proc.wait()
@@ -177,7 +183,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
     from hypothesis import HealthCheck, given, settings
 
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
-    for path, method, n in (("/v1/decisions", "POST", 60), ("/v1/decisions/{decision_id}", "GET", 15)):
+    for path, method, n in (("/v1/decisions", "POST", 60), ("/v1/decisions/{decision_id}", "GET", 15),
+                            ("/v1/reviews", "POST", 10), ("/v1/contests", "POST", 10)):
         @given(case=schema[path][method].as_strategy())
         @settings(max_examples=n, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
@@ -188,6 +195,68 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
                                    excluded_checks=[positive_data_acceptance])
 
         run()
+
+
+def _oversight_entries(root: Path, decision_id: str) -> list[tuple[str, dict]]:
+    with closing(sqlite3.connect(root / "audit.db")) as c:
+        rows = c.execute("SELECT kind, payload FROM audit_entries WHERE kind IN ('review', 'contest') "
+                         "AND record_id = ? ORDER BY seq", (decision_id,)).fetchall()
+    return [(k, json.loads(p)) for k, p in rows]
+
+
+def test_reviews_and_contests_are_recorded_in_the_trail(server, rows):
+    """Human oversight over HTTP: the same functions as `creditgov review` / `creditgov contest`, their events in
+    the audit trail (the next test's `audit verify` runs after them)."""
+    frame, recs = rows
+    with _client(server) as c:
+        # rows no other test of the module sends (the load tests count the records their own requests add)
+        decided = c.post("/v1/decisions", json={"rows": recs[340:400]}).json()["decisions"]
+        declined = next(d for d in decided if d["action"] == "decline" and d["counterfactual"]
+                        and json.loads(d["counterfactual"]).get("found"))
+        first = decided[0]["decision_id"]
+        # refusals: no key, unknown decision, invalid bodies
+        assert _client(server, None).post("/v1/reviews", json={"decision_id": first}).status_code == 401
+        unknown = {"decision_id": "f" * 32, "reviewer": "desk-7", "reason": "r", "approve": True}
+        assert c.post("/v1/reviews", json=unknown).status_code == 404
+        assert c.post("/v1/contests", json={"decision_id": "nope", "row": recs[340]}).status_code == 404
+        both = c.post("/v1/reviews", json={"decision_id": first, "reviewer": "desk-7", "reason": "checked",
+                                           "approve": True, "override": "decline"})
+        assert both.status_code == 422 and "exactly one of" in both.json()["error"]
+        assert c.post("/v1/reviews", json={"decision_id": first, "reason": "checked",
+                                           "approve": True}).status_code == 422
+        assert c.post("/v1/reviews", json={"decision_id": first, "reviewer": "desk-7", "reason": "checked",
+                                           "override": "upgrade"}).status_code == 422
+        assert c.post("/v1/reviews", content=b"{not json").status_code == 422
+        r = c.post("/v1/contests", json={"decision_id": first, "row": dict(recs[340], Age=150)})
+        assert r.status_code == 422 and r.json()["rows"] == [{"row": 1, "rules": ["Age: within [18, 100]"]}]
+        r = c.post("/v1/contests", json={"decision_id": first, "row": recs[341]})  # another applicant's row
+        assert r.status_code == 422 and "another account" in r.json()["error"]
+        assert _oversight_entries(server.root, first) == []  # nothing refused reached the trail
+
+        r = c.post("/v1/reviews", json={"decision_id": first, "reviewer": "desk-7", "reason": "income verified",
+                                        "override": "decline"})
+        assert r.status_code == 200, r.text
+        review = r.json()["review"]
+        assert review["resolution"] == "overridden" and review["final_action"] == "decline"
+        assert review["original_action"] == decided[0]["action"]
+
+        corrected = dict(recs[340 + decided.index(declined)])
+        for change in json.loads(declined["counterfactual"])["changes"]:
+            corrected[change["feature"]] = change["to"]
+        r = c.post("/v1/contests", json={"decision_id": declined["decision_id"], "row": corrected,
+                                         "reason": "the requested amount was entered wrongly"})
+        assert r.status_code == 200, r.text
+        contest, new = r.json()["contest"], r.json()["decision"]
+        assert contest["new_decision_id"] == new["decision_id"] != declined["decision_id"]
+        assert contest["original_action"] == "decline" and new["action"] != "decline"
+        assert new["model_version"] == declined["model_version"] and new["account_key"] == declined["account_key"]
+        assert c.get(f"/v1/decisions/{new['decision_id']}").json()["decision"] == new
+        paths = c.get("/openapi.json").json()["paths"]
+    assert {"/v1/reviews", "/v1/contests"} <= set(paths)
+    assert [(k, e["reviewer"]) for k, e in _oversight_entries(server.root, first)] == [("review", "desk-7")]
+    assert [(k, e.get("role"), e["new_decision_id"]) for k, e in _oversight_entries(server.root, new["decision_id"])] \
+        == [("contest", "new", new["decision_id"])]
+    assert [k for k, _ in _oversight_entries(server.root, declined["decision_id"])] == ["contest"]
 
 
 async def _load(url: str, bodies: list[dict], clients: int) -> list[int]:
@@ -239,6 +308,54 @@ def test_sigterm_drains_in_flight_requests_and_loses_no_record(server, rows):
     v = subprocess.run(creditgov_argv("audit", "verify"), cwd=server.root, env=cli_env(), capture_output=True,
                        text=True, timeout=300)
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_kill_9_under_load_loses_no_issued_decision(trained_application_fast, rows, tmp_path):
+    """SIGKILL while requests are in flight (no drain): `audit verify` passes on what is left, and every
+    decision answered 2xx is in the trail (a decision is answered only after its append)."""
+    from creditgov.governance import audit
+    from creditgov.jobs import serve
+
+    frame, recs = rows
+    root = copy_trained_project(trained_application_fast.root, tmp_path / "kill")
+    with open(root / "server-kill.log", "w") as err:
+        proc, url = _start(root, err)
+        bodies = [{"rows": [recs[i]]} for i in range(200)] + [{"rows": recs[i:i + 3]} for i in range(200, 398, 3)]
+        answered = []
+
+        async def go():
+            async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": KEYS[0]}, timeout=60,
+                                         limits=httpx.Limits(max_connections=8)) as c:
+                sem = asyncio.Semaphore(8)
+
+                async def one(b):
+                    async with sem:
+                        try:
+                            r = await c.post("/v1/decisions", json=b)
+                            answered.append(r.status_code)
+                            return r.status_code, [d["decision_id"] for d in r.json().get("decisions", [])]
+                        except (httpx.TransportError, ValueError):
+                            return 0, []
+
+                task = asyncio.gather(*(one(b) for b in bodies))
+                deadline = time.monotonic() + 120
+                while len(answered) < 30 and not task.done() and time.monotonic() < deadline:
+                    # some answered, the rest in flight or queued
+                    await asyncio.sleep(0.005)
+                proc.kill()
+                return await task
+
+        answers = asyncio.run(go())
+        proc.wait(timeout=30)
+    issued = [d for code, ids in answers if 200 <= code < 300 for d in ids]
+    assert issued and any(code == 0 for code, _ in answers), [c for c, _ in answers]
+    with in_project(root):  # what the next start does before its port opens: complete an interrupted append
+        serve.complete_interrupted(Path("decisions/served"))
+    v = subprocess.run(creditgov_argv("audit", "verify"), cwd=root, env=cli_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert v.returncode == 0, v.stdout + v.stderr
+    with in_project(root):
+        assert set(audit.recorded(issued)) == set(issued)
 
 
 def test_start_up_refusals_are_one_line(tmp_path):

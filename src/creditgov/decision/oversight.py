@@ -47,17 +47,38 @@ def review(decision_id: str, approve: bool, override: str | None, reviewer: str,
 def contest(spec: PipelineSpec, decision_id: str, corrected: str, reason: str, log=print) -> dict:
     """Re-decide one row through the decision path (decide.decide_rows) under the model version and policy of
     the decision contested; the new decision is written (decisions/contests/) and audited like any other."""
-    original = audit.find_decision(decision_id)
-    if spec.policy is None or original["policy_hash"] != spec.policy.content_hash:
-        raise SpecError(f"decision {decision_id} was made under policy {original['policy_hash'][:12]}; the spec's "
-                        "policy differs: contest with the spec version that made it")
+    original = _contestable(spec, decision_id)
     loaded = inputs.load(spec, corrected)
     if len(loaded.frame) != 1:
         raise SpecError(f"{corrected}: a contest corrects one application or account; the file has "
                         f"{len(loaded.frame)} rows")
     rows = validate.validate_batch(loaded.frame, spec, loaded.label)
-    # a contest is the customer's right: never refused for the model's monitoring status, only flagged
-    model = decide.load_model(spec, str(original["model_version"]), on_rebuild="flag")
+    return _contest(spec, original, decision_id, rows, corrected, reason, log, None)
+
+
+def contest_rows(spec: PipelineSpec, decision_id: str, rows: validate.Validated, reason: str, log=print,
+                 model: decide.DecisionModel | None = None) -> dict:
+    """`contest` with the corrected row already validated (one row: `creditgov serve`'s POST /v1/contests).
+    `model`: a model already loaded, used when it is the version that made the decision contested."""
+    original = _contestable(spec, decision_id)
+    if rows.rows_in != 1:
+        raise SpecError(f"{rows.label}: a contest corrects one application or account; {rows.rows_in} rows given")
+    return _contest(spec, original, decision_id, rows, rows.label, reason, log, model)
+
+
+def _contestable(spec: PipelineSpec, decision_id: str) -> dict:
+    original = audit.find_decision(decision_id)
+    if spec.policy is None or original["policy_hash"] != spec.policy.content_hash:
+        raise SpecError(f"decision {decision_id} was made under policy {original['policy_hash'][:12]}; the spec's "
+                        "policy differs: contest with the spec version that made it")
+    return original
+
+
+def _contest(spec: PipelineSpec, original: dict, decision_id: str, rows: validate.Validated, corrected: str,
+             reason: str, log, model: decide.DecisionModel | None) -> dict:
+    if model is None or str(model.version) != str(original["model_version"]):
+        # a contest is the customer's right: never refused for the model's monitoring status, only flagged
+        model = decide.load_model(spec, str(original["model_version"]), on_rebuild="flag")
     # decided in memory first: a refused contest leaves no decision log behind (verify would name it)
     decided = decide.decide_rows(rows, model, spec, datetime.now(timezone.utc).date().isoformat())
     new = decided.log.iloc[0]

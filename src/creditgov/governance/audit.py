@@ -506,6 +506,15 @@ def _checked_row(decision_id: str, row, where: str):
     return table
 
 
+def log_status(url: str | None = None) -> dict[str, str]:
+    """Each decision log the trail knows, by the path it was appended from: its batch's status ('open': the
+    append was interrupted and `record_log` on the same path completes it; 'sealed'; 'pruned')."""
+    from sqlalchemy import text  # heavy: see _engine
+
+    with _engine(url).connect() as c:
+        return {p: s for p, s in c.execute(text("SELECT log_path, status FROM audit_batches ORDER BY batch")).all()}
+
+
 def recorded(decision_ids: list[str], url: str | None = None) -> set[str]:
     """Which of these decisions the trail already holds (opens, and creates, the store: a service checks it
     at start-up with no ids)."""

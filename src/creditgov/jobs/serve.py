@@ -18,6 +18,12 @@ decision was not issued). A decision the trail already holds (the same row decid
 decision id) is answered but not appended twice. Shutdown (SIGTERM, SIGINT) stops accepting, lets
 in-flight requests finish (their appends included), then drains the queue and stops the writer.
 
+Human oversight: POST /v1/reviews (a person confirms or overrides a decision) and POST /v1/contests (a customer
+contests one with a corrected row) call decision.oversight's review / contest_rows, the functions behind
+`creditgov review` / `creditgov contest`, which record their events in the audit trail; a decision id the trail
+does not hold is 404, an invalid body 422. A crash (kill -9) can leave a served log written but not sealed in
+the trail (its requests unanswered): the next start completes those appends before the port opens.
+
 Operations: API keys from $CREDITGOV_API_KEYS (comma separated), compared with hmac.compare_digest against
 every configured key; none configured refuses to start unless --insecure-dev. Request bodies over
 --max-body-bytes get 413, more than MAX_ROWS rows 413. The log has method, path, status, rows, milliseconds
@@ -52,6 +58,7 @@ from fastapi.responses import Response
 
 from creditgov.data import expectations, validate
 from creditgov.decision import decide as engine
+from creditgov.decision import oversight
 from creditgov.errors import CreditGovError, SpecError, TrackingError, UsageError
 from creditgov.governance import audit, merkle, registry
 from creditgov.report import wording
@@ -408,6 +415,92 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
         log.info("GET /v1/decisions/{id} %d", resp.status_code)
         return resp
 
+    async def _json_body(request: Request) -> dict:
+        raw = await _body(request, settings.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Refused(422, f"body: not JSON ({str(exc).splitlines()[0][:120]})") from None
+        if not isinstance(body, dict):
+            raise Refused(422, "body: a JSON object is required")
+        return body
+
+    async def _oversight(request: Request, what: str, act) -> Response:
+        """The human-oversight endpoints: key, body, the decision known to the trail (else 404), then `act`
+        (an oversight function, which records its event in the audit trail as the CLI's review/contest do)."""
+        t0 = time.perf_counter()
+        try:
+            _check_key(request)
+            body = await _json_body(request)
+            did = body.get("decision_id")
+            if not isinstance(did, str) or len(did) != 32 or any(c not in "0123456789abcdef" for c in did):
+                raise Refused(404, "decision_id: no such decision (a decision id is 32 hexadecimal digits)")
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(None, audit.recorded, [did]):
+                raise Refused(404, f"decision_id: no decision {did} in the audit trail")
+            try:
+                out = await act(loop, body, did)
+            except audit.AuditError as exc:  # the decision's record does not check against the trail
+                raise Refused(409, str(exc).splitlines()[0][:300]) from None
+            except CreditGovError as exc:
+                raise Refused(422, str(exc).splitlines()[0][:300].replace("--", "")) from None
+            resp = _json(out)
+        except Refused as r:
+            state["refused"] += 1
+            if r.status == 422:
+                log.warning("%s refused: %s", what, _no_values(r.body["error"]))
+            resp = _json(r.body, r.status)
+        except Exception as exc:  # a defect: said without its message, which may quote a request's values
+            log.error("%s failed: internal error %s", what, type(exc).__name__)
+            resp = _json({"error": f"internal error ({type(exc).__name__})"}, 500)
+        log.info("POST %s %d %.1f ms", what, resp.status_code, (time.perf_counter() - t0) * 1000)
+        return resp
+
+    def _text(body: dict, name: str, required: bool = True) -> str | None:
+        v = body.get(name)
+        if v is None and not required:
+            return None
+        if not isinstance(v, str) or not v.strip():
+            raise Refused(422, f"{name}: a non-empty string is required")
+        if len(v) > 2000:
+            raise Refused(422, f"{name}: at most 2000 characters")
+        return v
+
+    @app.post("/v1/reviews")
+    async def post_reviews(request: Request):
+        async def act(loop, body, did):
+            approve = body.get("approve", False)
+            if not isinstance(approve, bool):
+                raise Refused(422, "approve: true or false")
+            override = _text(body, "override", required=False)
+            limit = body.get("limit")
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                                      or not 0 <= limit <= 1e12):
+                raise Refused(422, "limit: a number in [0, 1e12]")
+            reviewer, reason = _text(body, "reviewer"), _text(body, "reason")
+            event = await loop.run_in_executor(None, oversight.review, did, approve, override, reviewer, reason,
+                                               None if limit is None else float(limit))
+            return {"review": event, "recorded": True}
+
+        return await _oversight(request, "/v1/reviews", act)
+
+    @app.post("/v1/contests")
+    async def post_contests(request: Request):
+        async def act(loop, body, did):
+            reason = _text(body, "reason", required=False) or "customer contest with corrected data"
+            row = body.get("row")
+            if not isinstance(row, dict):
+                raise Refused(422, "row: the corrected row, one JSON object, is required")
+            v = decider.validated([row], "row")  # 422 naming the field and rule, as POST /v1/decisions
+            rows = validate.Validated(spec, v.outcome, LABEL, v.input_hash)
+            # the decide thread: the served model may be the one that decided (then it is not loaded again)
+            event = await loop.run_in_executor(decide_pool, lambda: oversight.contest_rows(
+                spec, did, rows, reason, log=lambda m: None, model=decider.model))
+            new = await loop.run_in_executor(None, audit.find_decision, event["new_decision_id"])
+            return {"contest": event, "decision": _plain(new), "recorded": True}
+
+        return await _oversight(request, "/v1/contests", act)
+
     @app.get("/healthz")
     async def healthz():
         return _json({"status": "ok"})
@@ -520,6 +613,20 @@ def openapi_schema(spec: PipelineSpec, secured: bool = True) -> dict:
         "error": {"type": "string"},
         "rows": {"type": "array", "items": {"type": "object", "properties": {
             "row": {"type": "integer"}, "rules": {"type": "array", "items": {"type": "string"}}}}}}}
+    decision_id = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "The decision's id"}
+    review = {"type": "object", "required": ["decision_id", "reviewer", "reason"], "properties": {
+        "decision_id": decision_id,
+        "reviewer": {"type": "string", "minLength": 1, "maxLength": 2000, "description": "Who reviewed"},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 2000, "description": "Why: recorded with the "
+                   "decision"},
+        "approve": {"type": "boolean", "description": "Confirm what the policy proposed (exactly one of approve: "
+                    "true and override)"},
+        "override": {"type": "string", "enum": list(oversight.ACTIONS), "description": "Replace the decision "
+                     "with this action"},
+        "limit": {"type": "number", "minimum": 0, "maximum": 1e12, "description": "The credit limit granted"}}}
+    contest = {"type": "object", "required": ["decision_id", "row"], "properties": {
+        "decision_id": decision_id, "row": {"$ref": "#/components/schemas/Row"},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 2000, "description": "Why"}}}
     err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     security = [{"ApiKey": []}, {"Bearer": []}] if secured else []  # --insecure-dev: no key asked
     return {
@@ -549,12 +656,35 @@ def openapi_schema(spec: PipelineSpec, secured: bool = True) -> dict:
                     "type": "object", "properties": {"decision": {"$ref": "#/components/schemas/Decision"},
                                                      "notice": {"type": "object"}}}}}},
                               "401": err, "404": err}}},
+            "/v1/reviews": {"post": {
+                "summary": "A person resolves a decision (human oversight): confirm what the policy proposed "
+                           "(approve: true) or override it with another action; recorded in the audit trail",
+                "security": security,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ReviewRequest"}}}},
+                "responses": {"200": {"description": "the review as recorded", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["review", "recorded"], "properties": {
+                        "review": {"type": "object"}, "recorded": {"type": "boolean"}}}}}},
+                              "401": err, "404": err, "409": err, "413": err, "422": err}}},
+            "/v1/contests": {"post": {
+                "summary": "A customer contests a decision with a corrected row: re-decided under the model "
+                           "version and policy that made it, the new decision linked to the old in the audit trail",
+                "security": security,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ContestRequest"}}}},
+                "responses": {"200": {"description": "the contest as recorded and the new decision", "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["contest", "decision"],
+                                                    "properties": {"contest": {"type": "object"},
+                                                                   "decision": {"$ref": "#/components/schemas/Decision"},
+                                                                   "recorded": {"type": "boolean"}}}}}},
+                              "401": err, "404": err, "409": err, "413": err, "422": err}}},
             "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Model loaded and the audit writer running",
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
         },
         "components": {
-            "schemas": {"Row": row, "DecisionRequest": request, "Decision": decision, "Error": error},
+            "schemas": {"Row": row, "DecisionRequest": request, "Decision": decision, "Error": error,
+                        "ReviewRequest": review, "ContestRequest": contest},
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                                 "Bearer": {"type": "http", "scheme": "bearer"}}},
     }
@@ -612,6 +742,23 @@ def prepare(spec: PipelineSpec, version: str | None = None) -> engine.DecisionMo
     return engine.load_model(spec, version)
 
 
+def complete_interrupted(out_dir: Path) -> int:
+    """Decision logs of this service that a crash (kill -9, power loss) left out of the trail (written, or their
+    append begun, but not sealed), appended before the port opens: `audit verify` then passes again. Their
+    requests were never answered (an answer waits for its append), so this records decisions that were made but
+    not issued; every issued one was already sealed."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return 0
+    status = {str(Path(p).resolve()): s for p, s in audit.log_status().items()}
+    done = 0
+    for path in sorted(out.glob("*.parquet")):
+        if status.get(str(path.resolve())) in (None, "open"):
+            audit.record_log(path)
+            done += 1
+    return done
+
+
 def warm_up_rows(spec: PipelineSpec) -> list[dict]:
     """Two rows made from the catalogue alone (each feature at the bottom, then the top of its range; the first
     category; account fields at zero): deciding them once compiles what the first request would otherwise
@@ -646,6 +793,9 @@ def warm_up(settings: Settings, model: engine.DecisionModel) -> None:
 
 def run(settings: Settings, model: engine.DecisionModel, sock: socket.socket, say=print) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    completed = complete_interrupted(settings.out_dir)
+    if completed:
+        say(f"creditgov serve: completed {completed} interrupted audit append(s) of {settings.out_dir}")
     warm_up(settings, model)
     app = build_app(settings, model)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
