@@ -578,3 +578,23 @@ def test_the_trend_plots_the_key_features_that_moved():
     assert monitoring.drivers([early, late], spec) == ["inquiries_6m", "utilisation"]
     quiet = dataclasses.replace(late, csi={"days_past_due": 0.01})
     assert monitoring.drivers([quiet], spec) == spec.monitoring.key_features[:3]
+
+
+def test_the_root_index_lists_each_run_with_its_model_policy_rows_and_verdict(built, log, spec, monitor_pages,
+                                                                              tmp_path):
+    """reports/index.html names, per run, what an examiner looks for first: model version, policy, rows, what
+    was decided (adverse counts) and the monitoring verdict; a run made before run.json is listed by kind."""
+    root = tmp_path / "reports"
+    shutil.copytree(built.directory, root / built.directory.name)
+    shutil.copytree(monitor_pages["index"].parent, root / "credit-behaviour-monitor-x")
+    (root / "old-run").mkdir()
+    (root / "old-run" / "index.html").write_text("<html></html>", encoding="utf-8")
+    text = _text(report.write_root_index(root).read_text(encoding="utf-8"))
+    decided = log[log["status"] == "decided"]
+    adverse = int(decided["action"].isin(["decline", "cut", "suspend"]).sum())
+    first = log.iloc[0]
+    assert f"{first['model_name']} v{first['model_version']}" in text
+    assert f"{spec.policy.name} {spec.policy.version}" in text
+    assert f"{len(decided)} decided, {adverse} adverse, {len(log) - len(decided)} quarantined" in text
+    assert f"{MODEL_VERSION}" in text and "2 batches (month-14 to month-15), worst verdict" in text
+    assert "old-run" in text and "decisions" in text

@@ -2,6 +2,8 @@
 its figures against independent computations from the snapshots and the ledger, its files and its page."""
 from __future__ import annotations
 
+import json
+
 import re
 from collections import Counter
 from pathlib import Path
@@ -110,7 +112,9 @@ def test_loss_rates_come_from_the_ledger(book, figs):
 
 def test_the_report_writes_csv_files_equal_to_the_figures_and_a_self_contained_page(written, figs):
     assert sorted(p.name for p in written.iterdir()) == sorted(
-        ["index.html", "bucket_distribution.csv", "roll_rates.csv", "roll_counts.csv", "vintages.csv", "losses.csv"])
+        ["index.html", "bucket_distribution.csv", "roll_rates.csv", "roll_counts.csv", "vintages.csv", "losses.csv",
+         "run.json"])  # run.json: the run's line in reports/index.html
+    assert json.loads((written / "run.json").read_text())["kind"] == "risk"
     buckets = pd.read_csv(written / "bucket_distribution.csv")
     assert np.allclose(buckets["share_30_plus"], figs.buckets["share_30_plus"], atol=1e-6)
     counts = pd.read_csv(written / "roll_counts.csv").set_index("from")

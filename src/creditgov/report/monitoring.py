@@ -9,7 +9,7 @@ from pathlib import Path
 
 from creditgov.monitor.drift import VERDICTS, MonitorResult
 from creditgov.report import charts
-from creditgov.report.pages import render
+from creditgov.report.pages import render, write_run_summary
 from creditgov.spec import PipelineSpec
 
 _COLOURS = {"stable": "#2e7d32", "watch": "#b7791f", "recalibrate": "#c05621", "rebuild": "#a3201b"}
@@ -58,4 +58,11 @@ def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], ver
     index.write_text(render(
         "monitor_index.html", results=results, stamp=_stamp(spec, version, ", ".join(labels)), colour=_COLOURS,
         psi_svg=psi, perf_svg=perf, verdict_svg=verdict_svg), encoding="utf-8")
+    worst = max((r.verdict for r in results), key=VERDICTS.index, default="stable")
+    write_run_summary(out, kind="monitoring", model=f"{spec.registry.model_name} v{version}",
+                      policy=f"{spec.policy.name} {spec.policy.version}" if spec.policy else None,
+                      rows=sum(r.rows for r in results),
+                      detail=f"{len(results)} batches ({labels[0]} to {labels[-1]}), worst verdict {worst}" if results
+                      else "no batch",
+                      verdict=f"{results[-1].verdict} ({results[-1].label})" if results else None)
     return index

@@ -324,6 +324,12 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     (tmp / "index.html").write_text(render(
         "index.html", stamp=stamp, links=links, has_card=bool(card_html), has_notices=spec.lender is not None, n_in=len(log), n_decided=len(decided),
         n_quarantined=len(quarantined)), encoding="utf-8")
+    status = sorted(set(decided["model_status"].dropna().astype(str))) if "model_status" in decided else []
+    write_run_summary(tmp, kind="decisions", model=f"{first['model_name']} v{version}",
+                      policy=f"{spec.policy.name} {spec.policy.version}", rows=len(log),
+                      detail=f"{len(decided)} decided, {int(decided['action'].isin(ADVERSE_ACTIONS).sum())} adverse, "
+                             f"{len(quarantined)} quarantined",
+                      verdict=", ".join(status) or None)
     replace_dir(tmp, out)
     write_root_index(out_root)
     return ReportResult(out, out / "index.html", [lk["id"] for lk in links])
@@ -397,14 +403,34 @@ def approval_of(model_name: str, version: str) -> str:
     return f"approved by {who}" + (f": {how}" if how else "")
 
 
+RUN_SUMMARY = "run.json"  # what reports/index.html lists of a run: written by each kind of report
+
+
+def write_run_summary(directory: Path, kind: str, model: str | None, policy: str | None, rows: int | None,
+                      detail: str, verdict: str | None) -> None:
+    """The line of a report run in reports/index.html: its kind, model version, policy, rows, what was decided
+    or found, and the monitoring verdict (the model's status where the decisions carry one)."""
+    summary = {"kind": kind, "model": model, "policy": policy, "rows": rows, "detail": detail, "verdict": verdict}
+    (Path(directory) / RUN_SUMMARY).write_text(json.dumps(summary, sort_keys=True), encoding="utf-8")
+
+
+def _run_row(d: Path) -> dict:
+    try:
+        summary = json.loads((d / RUN_SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # a run made before run.json existed: its name says its kind
+        summary = {"kind": "monitoring" if "-monitor-" in d.name else "risk" if d.name.startswith("risk-")
+                   else "decisions"}
+    return {"name": d.name, "made": datetime.fromtimestamp(d.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
+            **{k: summary.get(k) for k in ("kind", "model", "policy", "rows", "detail", "verdict")}}
+
+
 def write_root_index(out_root: str | Path = "reports") -> Path:
-    """reports/index.html: every report run under the root, newest first (decision and monitoring reports)."""
+    """reports/index.html: every report run under the root, newest first (decision, monitoring and risk
+    reports), each with its model version, policy, rows, adverse counts and monitoring verdict."""
     out_root = Path(out_root)
     runs = sorted((d for d in out_root.iterdir() if d.is_dir() and (d / "index.html").exists()
                    and not d.name.startswith(".")), key=lambda d: d.stat().st_mtime, reverse=True)
-    rows = [{"name": d.name, "kind": "monitoring" if "-monitor-" in d.name else "risk" if d.name.startswith("risk-") else "decisions",
-             "made": datetime.fromtimestamp(d.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")}
-            for d in runs]
+    rows = [_run_row(d) for d in runs]
     page = out_root / "index.html"
     page.write_text(render("root_index.html", rows=rows,
                            generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds")), encoding="utf-8")

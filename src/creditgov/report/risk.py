@@ -30,7 +30,8 @@ import pandas as pd
 from creditgov.atomic import replace_dir
 from creditgov.data import simulate
 from creditgov.errors import DataError
-from creditgov.report.pages import render, write_root_index
+from creditgov.report.pages import render, write_root_index, write_run_summary
+from creditgov.spec import months_text
 
 CHARGED_OFF = "charged_off"
 STATES = (*simulate.BUCKETS, CHARGED_OFF)
@@ -201,6 +202,8 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
                       losses=figs.losses.to_dict("records"),
                       vintage_table=_vintage_table(figs.vintages))
         (tmp / "index.html").write_text(html, encoding="utf-8")
+        write_run_summary(tmp, kind="risk", model=None, policy=None, rows=None,
+                          detail=f"book {name}, {months_text(months)}", verdict=None)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
