@@ -595,6 +595,6 @@ def test_the_root_index_lists_each_run_with_its_model_policy_rows_and_verdict(bu
     first = log.iloc[0]
     assert f"{first['model_name']} v{first['model_version']}" in text
     assert f"{spec.policy.name} {spec.policy.version}" in text
-    assert f"{len(decided)} decided, {adverse} adverse, {len(log) - len(decided)} quarantined" in text
+    assert f"{len(decided):,} decided, {adverse:,} adverse, {len(log) - len(decided):,} quarantined" in text
     assert f"{MODEL_VERSION}" in text and "2 batches (month-14 to month-15), worst verdict" in text
     assert "old-run" in text and "decisions" in text

@@ -327,8 +327,8 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     status = sorted(set(decided["model_status"].dropna().astype(str))) if "model_status" in decided else []
     write_run_summary(tmp, kind="decisions", model=f"{first['model_name']} v{version}",
                       policy=f"{spec.policy.name} {spec.policy.version}", rows=len(log),
-                      detail=f"{len(decided)} decided, {int(decided['action'].isin(ADVERSE_ACTIONS).sum())} adverse, "
-                             f"{len(quarantined)} quarantined",
+                      detail=f"{len(decided):,} decided, {int(decided['action'].isin(ADVERSE_ACTIONS).sum()):,} adverse, "
+                             f"{len(quarantined):,} quarantined",
                       verdict=", ".join(status) or None)
     replace_dir(tmp, out)
     write_root_index(out_root)
