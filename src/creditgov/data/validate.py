@@ -203,8 +203,9 @@ def _critical_message(label: str, frame: pd.DataFrame, exp: dict) -> str:
     return f"{label}: column '{col}': {kind} failed ({exc})"
 
 
-def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -> ValidationOutcome:
-    """Run the suite on `frame` (rows numbered 0..n-1); raise DataError on a critical failure."""
+def _known_columns(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The columns the spec knows, and the names of those it ignores; a frame without a header or with a
+    column twice is refused (DataError), whichever validator runs next."""
     if frame.shape[1] == 0:
         raise DataError(f"{label}: no columns (rule: input must have a header)")
     known = ({f.name for f in spec.features} | {spec.target.column} | {spec.source.id_column, spec.source.date_column}
@@ -214,7 +215,12 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -
     if frame.columns.duplicated().any():
         dup = frame.columns[frame.columns.duplicated()][0]
         raise DataError(f"{label}: column '{dup}' appears twice (rule: unique column names)")
+    return frame, ignored
 
+
+def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -> ValidationOutcome:
+    """Run the suite on `frame` (rows numbered 0..n-1); raise DataError on a critical failure."""
+    frame, ignored = _known_columns(frame, spec, label)
     frame = _prepare(frame, spec, label)
     result = _run_gx(frame, suite)
     by_sev = {"critical": [], "row": []}
@@ -453,15 +459,7 @@ def _row_bad(frame: pd.DataFrame, e: dict, columns: dict) -> np.ndarray:
 def validate_compiled(frame: pd.DataFrame, spec: PipelineSpec, compiled: CompiledSuite, label: str) -> ValidationOutcome:
     """validate() with the compiled suite instead of GX: the same preparation, the same critical errors
     (DataError, the same message) and the same quarantine (rows, rules in the suite's order, pseudonyms)."""
-    if frame.shape[1] == 0:
-        raise DataError(f"{label}: no columns (rule: input must have a header)")
-    known = ({f.name for f in spec.features} | {spec.target.column} | {spec.source.id_column, spec.source.date_column}
-             | spec.policy_columns)
-    ignored = tuple(c for c in frame.columns if c not in known)
-    frame = frame.drop(columns=list(ignored))
-    if frame.columns.duplicated().any():
-        dup = frame.columns[frame.columns.duplicated()][0]
-        raise DataError(f"{label}: column '{dup}' appears twice (rule: unique column names)")
+    frame, ignored = _known_columns(frame, spec, label)
     frame = _prepare(frame, spec, label)
     for e in compiled.critical:
         if not _critical_ok(frame, e):

@@ -366,13 +366,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
         n = 0
         try:
             _check_key(request)
-            raw = await _body(request, settings.max_body_bytes)
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise Refused(422, f"body: not JSON ({str(exc).splitlines()[0][:120]})") from None
-            if not isinstance(body, dict):
-                raise Refused(422, 'body: a JSON object {"rows": [...]} is required')
+            body = await _json_body(request, 'a JSON object {"rows": [...]}')
             n = len(body.get("rows") or []) if isinstance(body.get("rows"), list) else 0
             decisions = await asyncio.get_running_loop().run_in_executor(decide_pool, decider.decide, body)
             try:
@@ -415,14 +409,14 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
         log.info("GET /v1/decisions/{id} %d", resp.status_code)
         return resp
 
-    async def _json_body(request: Request) -> dict:
+    async def _json_body(request: Request, shape: str = "a JSON object") -> dict:
         raw = await _body(request, settings.max_body_bytes)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise Refused(422, f"body: not JSON ({str(exc).splitlines()[0][:120]})") from None
         if not isinstance(body, dict):
-            raise Refused(422, "body: a JSON object is required")
+            raise Refused(422, f"body: {shape} is required")
         return body
 
     async def _oversight(request: Request, what: str, act) -> Response:
