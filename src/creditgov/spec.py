@@ -385,6 +385,93 @@ class OnBookPolicy(StrictModel):
         return self
 
 
+class CollectionFields(StrictModel):
+    """Input columns the collections ladder reads; the names are the data's own."""
+
+    days_past_due: str
+    months_overdue_12m: str            # months with a missed payment in the last 12 (this episode included)
+    hardship_declared: str             # the customer told us of a capacity shock (lost income, illness)
+    hardship_plan_months_left: str     # months left of a hardship plan in force (0: none)
+    contacts_30d: str                  # collection contacts made in the last 30 days
+
+    def columns(self) -> list[str]:
+        return list(self.model_dump().values())
+
+
+class ContactLimits(StrictModel):
+    """Contact-frequency limits checked on every treatment (e.g. Regulation F, 12 CFR 1006.14(b)(2): more than 7
+    calls within 7 days is presumed harassment)."""
+
+    max_contacts_30_days: int = Field(ge=0)
+    max_calls_7_days: int = Field(ge=0)
+
+
+# who a collections treatment may contact: the customer only (FDCPA 15 USC 1692c(b); seed 003's scandal of debts
+# exposed to family and acquaintances). A spec naming anyone else is refused.
+CONTACT_WHOM = ("customer",)
+
+
+class CollectionStep(StrictModel):
+    min_days_past_due: int = Field(ge=1)
+    early_tiers: list[str] = []        # risk tiers that get this step from 1 day past due
+    contacts: int = Field(ge=0)        # contacts the treatment makes in its month
+    calls_7_days: int = Field(default=0, ge=0)
+    contacts_whom: list[str] = ["customer"]
+    requires_approval: bool = False    # a person approves it (oversight) before it is carried out
+    reason: Reason
+
+
+class HardshipPlanPolicy(StrictModel):
+    """An instalment plan offered instead of the ladder to a customer hit by a temporary capacity shock with a
+    clean history (seed 003: contact, then a 3-month instalment plan)."""
+
+    max_days_past_due: int = Field(ge=1)
+    max_prior_missed_months: int = Field(default=0, ge=0)  # missed months in 12 before this episode
+    plan_months: int = Field(ge=1, le=24)
+    contacts: int = Field(ge=0)
+    contacts_whom: list[str] = ["customer"]
+    reason: Reason
+
+
+COLLECTION_STEPS = ("reminder", "call", "agency", "legal")  # least to most intense
+COLLECTION_RULE_REASONS = ("on_hardship_plan", "contact_limit_reached", "pending_approval")
+
+
+class CollectionsPolicy(StrictModel):
+    """The collections ladder by delinquency bucket and risk (creditgov.decision.collections)."""
+
+    fields: CollectionFields
+    contact_limits: ContactLimits
+    reminder: CollectionStep
+    call: CollectionStep
+    agency: CollectionStep             # a third-party collection agency acting for the lender
+    legal: CollectionStep
+    hardship_plan: HardshipPlanPolicy
+    reasons: dict[str, Reason]         # on_hardship_plan, contact_limit_reached, pending_approval
+
+    @model_validator(mode="after")
+    def _check(self) -> "CollectionsPolicy":
+        days = [getattr(self, s).min_days_past_due for s in COLLECTION_STEPS]
+        if days != sorted(days) or len(set(days)) != len(days):
+            raise ValueError(f"policy.collections: min_days_past_due must rise from reminder to legal, got {days}")
+        for name in (*COLLECTION_STEPS, "hardship_plan"):
+            step = getattr(self, name)
+            others = sorted(set(step.contacts_whom) - set(CONTACT_WHOM))
+            if others:
+                raise ValueError(f"policy.collections.{name}.contacts_whom: {others} (rule: no contact with third "
+                                 "parties: only the customer is contacted about a debt)")
+            if getattr(step, "calls_7_days", 0) > self.contact_limits.max_calls_7_days:
+                raise ValueError(f"policy.collections.{name}.calls_7_days: above contact_limits.max_calls_7_days")
+        for name in ("agency", "legal"):
+            if not getattr(self, name).requires_approval:
+                raise ValueError(f"policy.collections.{name}.requires_approval: must be true (rule: a third-party or "
+                                 "legal step only with a recorded human approval)")
+        missing = sorted(set(COLLECTION_RULE_REASONS) - set(self.reasons))
+        if missing:
+            raise ValueError(f"policy.collections.reasons: no reason for {missing}")
+        return self
+
+
 class Fairness(StrictModel):
     group_columns: list[str] = []
     min_adverse_impact_ratio: float = Field(default=0.8, gt=0, le=1)
@@ -403,6 +490,7 @@ class Policy(StrictModel):
     limit: LimitPolicy
     rules: list[Rule] = []
     on_book: OnBookPolicy | None = None
+    collections: CollectionsPolicy | None = None  # the collections ladder of accounts on book
     fairness: Fairness = Fairness()
     max_reasons: int = Field(default=4, ge=1, le=10)
 
@@ -422,6 +510,13 @@ class Policy(StrictModel):
             raise ValueError("policy.limit: minimum > maximum")
         if self.on_book and self.on_book.cut_tier not in names:
             raise ValueError(f"policy.on_book.cut_tier: '{self.on_book.cut_tier}' is not a tier")
+        if self.collections:
+            if self.on_book is None:
+                raise ValueError("policy.collections: needs policy.on_book (collections are for accounts on book)")
+            for step in COLLECTION_STEPS:
+                bad = sorted(set(getattr(self.collections, step).early_tiers) - set(names))
+                if bad:
+                    raise ValueError(f"policy.collections.{step}.early_tiers: {bad} are not tiers")
         return self
 
     @property
@@ -538,9 +633,12 @@ class PipelineSpec(StrictModel):
     @property
     def policy_columns(self) -> set[str]:
         """Input columns the policy reads besides the catalogue (on-book account fields)."""
+        out = set()
         if self.policy and self.policy.on_book:
-            return set(self.policy.on_book.fields.columns())
-        return set()
+            out |= set(self.policy.on_book.fields.columns())
+        if self.policy and self.policy.collections:
+            out |= set(self.policy.collections.fields.columns())
+        return out
 
     @property
     def model_inputs(self) -> list[Feature]:

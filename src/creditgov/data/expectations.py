@@ -54,6 +54,12 @@ def _on_book_expectations(spec: PipelineSpec) -> list[dict]:
     numeric = [f.current_limit, f.days_past_due, f.cumulative_overdue_days, f.clean_months]
     if f.months_since_limit_change is not None:
         numeric.append(f.months_since_limit_change)
+    flags = [f.fraud_signal, f.suspended]
+    cf = spec.policy.collections.fields if spec.policy.collections else None
+    if cf is not None:  # the collections ladder's account fields
+        numeric += [c for c in (cf.days_past_due, cf.months_overdue_12m, cf.hardship_plan_months_left,
+                                cf.contacts_30d) if c not in numeric]
+        flags.append(cf.hardship_declared)
     for col in numeric:
         if col in {x.name for x in spec.features}:
             continue  # already expected as a catalogue feature
@@ -63,7 +69,7 @@ def _on_book_expectations(spec: PipelineSpec) -> list[dict]:
                 _exp("expect_column_values_to_be_between", "row", "within [0, 1e12]", column=col,
                      min_value=0, max_value=1e12),
                 _exp("expect_column_values_to_not_be_null", "row", "not missing", column=col)]
-    for col in (f.fraud_signal, f.suspended):
+    for col in flags:
         out += [_exp("expect_column_to_exist", "critical", "account flag present", column=col),
                 _exp("expect_column_values_to_be_in_set", "row", "a yes/no flag", column=col,
                      value_set=BOOLEAN_VALUES),

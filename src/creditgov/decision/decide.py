@@ -54,6 +54,7 @@ from creditgov.data import validate
 from creditgov.atomic import clear_stale, temp_beside
 from creditgov.errors import DataError, ModelStatusRefused, SpecError, UsageError
 from creditgov.model.credit_model import CreditModel, sigmoid
+from creditgov.decision import collections
 from creditgov.decision.policy import ADVERSE_ACTIONS, apply_policy, rule_features, rule_reasons
 from creditgov.explain.reasons import check_additivity, group_by_feature
 from creditgov.model.treeshap import UnsupportedModel
@@ -440,6 +441,8 @@ def with_previous_pd(clean: pd.DataFrame, spec: PipelineSpec, prev_pd: pd.Series
 def decide_part(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -> DecidedPart:
     e = explain_batch(model, clean, spec)
     decided = apply_policy(clean, e.pd, spec.policy)
+    if collections.collections_apply(clean, spec.policy):  # the collections treatment, beside the review's action
+        decided = pd.concat([decided, collections.treatments(clean, e.pd, spec.policy)], axis=1)
     adverse = decided["action"].isin(ADVERSE_ACTIONS).to_numpy()
     return DecidedPart(clean, e, decided, adverse)
 
@@ -559,6 +562,9 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
         "previous_pd": (clean[on_book.fields.previous_pd].to_numpy(dtype="float64") if on_book is not None
                         else np.full(n, np.nan)),
     })
+    if "treatment" in decided.columns:  # the collections treatment (decision.collections), its rules and reasons
+        for c in ("treatment", "treatment_status", "treatment_rules", "treatment_reasons_en", "treatment_reasons_zh"):
+            rows[c] = list(decided[c]) if c.startswith(("treatment_rules", "treatment_reasons")) else decided[c].to_numpy()
     shap = pd.DataFrame(e.phi, columns=[SHAP_PREFIX + f for f in e.features])
     inp = pd.DataFrame({INPUT_PREFIX + c: _as_mapped(canon[c][0]) for c in inputs}, dtype=object)
     tail = pd.DataFrame({"input_row_hash": _hashes_from_texts([canon[c][1] for c in hash_cols], n)})
@@ -589,6 +595,10 @@ def quarantine_rows(q: pd.DataFrame, spec: PipelineSpec, row_offset: int = 0) ->
         "changed_zh": [[] for _ in range(n)], "changed_attribution_deltas": [[] for _ in range(n)],
         "input_row_hash": row_hashes(q, [c for c in hash_cols if c in q.columns]),
     })
+    if spec.policy.collections is not None:  # no treatment for a row not decided
+        qrows["treatment"], qrows["treatment_status"] = "none", ""
+        for c in ("treatment_rules", "treatment_reasons_en", "treatment_reasons_zh"):
+            qrows[c] = [[] for _ in range(n)]
     if idc:
         # validate.py pseudonymised the identifier of each quarantined row already: that pseudonym is the row's
         # account key, the same key as the account's decided rows get (a pseudonym is never keyed again)

@@ -11,8 +11,16 @@ of months, as CSV files and one self-contained HTML page (inline CSS and SVG cha
 * charge-off and net loss rates by month, annualised (x 12): charged-off accounts over active accounts, and
   charged-off balances less recoveries over active balances (the ledger).
 
-Partial against issue 15's report: early-warning lift, collections treatment outcomes, limit and pricing
-changes and the model's monitoring verdicts are not in it yet.
+* collections treatment outcomes (`treatment_outcomes`): for each treatment the book's collections gave at a
+  month-end review (snapshot column `collection_treatment`, simulate's documentation), by the bucket the account
+  was in, the share cured (current, 0 days past due) one month later and within 3 months (current at any of the
+  next 3 month-ends), and the share charged off within 3 months; and each month's hardship plans with the
+  share cured within the plan, current at its end, and charged off. A treatment counts only where the months
+  after it are in the range. Treatments are not randomised: a bucket's cure rates compare treatments given to
+  different customers (a plan goes to customers who declared a shock), not the effect of a treatment.
+
+Partial against issue 15's report: early-warning lift, limit and pricing changes and the model's monitoring
+verdicts are not in it yet.
 """
 from __future__ import annotations
 
@@ -45,6 +53,8 @@ class RiskFigures:
     roll_rates: pd.DataFrame   # the same as shares of each row
     vintages: pd.DataFrame     # vintage, accounts, months_on_book, ever_30, ever_90
     losses: pd.DataFrame       # month_index, ..., charge_off_rate_accounts, charge_off_rate_balance, net_loss_rate
+    treatments: pd.DataFrame | None = None  # treatment, bucket, treated, cured_1m, cure_rate_1m, ... (OUTCOME_COLUMNS)
+    plans: pd.DataFrame | None = None       # hardship plans by month offered (PLAN_COLUMNS)
 
 
 def _snapshots(directory: Path, months: list[int]) -> dict[int, pd.DataFrame]:
@@ -118,7 +128,73 @@ def book_figures(directory: str | Path, months: list[int]) -> RiskFigures:
     led["charge_off_rate_accounts"] = led["charged_off_accounts"] / led["active_accounts"].replace(0, np.nan) * 12
     led["charge_off_rate_balance"] = led["charged_off_balance"] / bal * 12
     led["net_loss_rate"] = (led["charged_off_balance"] - led["recoveries"]) / bal * 12
-    return RiskFigures(list(months), buckets, counts, rates, vintages, led)
+    treatments, plans = treatment_outcomes(directory, months)
+    return RiskFigures(list(months), buckets, counts, rates, vintages, led, treatments, plans)
+
+
+# ------------------------------------------------------------------------------------------------ collections
+
+OUTCOME_WINDOW = 3  # months: "cured within 3 months", the hardship plan's length in the default scenario
+OUTCOME_COLUMNS = ["treatment", "bucket", "treated", "cured_1m", "cure_rate_1m", "treated_3m", "cured_3m",
+                   "cure_rate_3m", "charged_off_3m", "charge_off_rate_3m"]
+PLAN_COLUMNS = ["month_index", "plans", "cure_rate_1m", "cure_rate_3m", "current_at_end_3m", "charge_off_rate_3m"]
+
+
+def treatment_outcomes(directory: str | Path, months: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cure rates per collections treatment and bucket, with the bucket "all"; hardship plans by month
+    offered), from the snapshots' collection_treatment and days past due (module documentation)."""
+    directory = Path(directory)
+    dpd: dict[int, pd.Series] = {}
+    treated = []
+    for m in months:
+        path = simulate.partition_dir(directory, m - 1) / "snapshot.parquet"
+        if not path.exists():
+            raise DataError(f"{path}: no snapshot for month {m} (run creditgov simulate)")
+        f = pd.read_parquet(path)  # all columns: a book from an earlier simulator lacks the treatment
+        if "collection_treatment" not in f.columns:
+            raise DataError(f"{path}: no collection_treatment column (a book from an earlier simulator; run "
+                            "creditgov simulate)")
+        dpd[m] = f.set_index("account_id")["days_past_due"]
+        t = f.loc[f["collection_treatment"] != "none", ["account_id", "collection_treatment", "days_past_due"]]
+        treated.append(t.assign(month_index=m))
+    t = pd.concat(treated, ignore_index=True).rename(columns={"collection_treatment": "treatment"})
+    t["bucket"] = pd.cut(t["days_past_due"], [-1, 0, 29, 59, 89, 179], labels=list(simulate.BUCKETS)).astype(str)
+    later = np.full((len(t), OUTCOME_WINDOW), np.nan)  # days past due k months later; NaN: off the book
+    seen = np.zeros((len(t), OUTCOME_WINDOW), dtype=bool)  # month m + k is in the range
+    for m, idx in t.groupby("month_index").groups.items():
+        ids = t.loc[idx, "account_id"]
+        for k in range(OUTCOME_WINDOW):
+            if m + 1 + k in dpd:
+                seen[t.index.get_indexer(idx), k] = True
+                later[t.index.get_indexer(idx), k] = ids.map(dpd[m + 1 + k]).to_numpy(dtype="float64")
+    t["has_1m"], t["has_3m"] = seen[:, 0], seen.all(axis=1)
+    t["cured_1m"] = later[:, 0] == 0
+    t["cured_3m"] = (later == 0).any(axis=1)
+    t["current_at_end"] = later[:, -1] == 0
+    t["charged_off_3m"] = np.isnan(later).any(axis=1) & t["has_3m"]  # an account leaves the book by charge-off
+
+    rows = []
+    order = [x for x in simulate.TREATMENTS if x != "none"]
+    for name in order:
+        g = t[t["treatment"] == name]
+        for bucket in ("all", *simulate.BUCKETS[1:]):
+            b = g if bucket == "all" else g[g["bucket"] == bucket]
+            one, three = b[b["has_1m"]], b[b["has_3m"]]
+            if not len(one) and bucket != "all":
+                continue
+            rows.append({"treatment": name, "bucket": bucket, "treated": len(one), "cured_1m": int(one["cured_1m"].sum()),
+                         "cure_rate_1m": one["cured_1m"].mean() if len(one) else np.nan,
+                         "treated_3m": len(three), "cured_3m": int(three["cured_3m"].sum()),
+                         "cure_rate_3m": three["cured_3m"].mean() if len(three) else np.nan,
+                         "charged_off_3m": int(three["charged_off_3m"].sum()),
+                         "charge_off_rate_3m": three["charged_off_3m"].mean() if len(three) else np.nan})
+    outcomes = pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
+    p = t[(t["treatment"] == "hardship_plan") & t["has_3m"]]
+    plans = (p.groupby("month_index").agg(plans=("account_id", "size"), cure_rate_1m=("cured_1m", "mean"),
+                                          cure_rate_3m=("cured_3m", "mean"), current_at_end_3m=("current_at_end", "mean"),
+                                          charge_off_rate_3m=("charged_off_3m", "mean"))
+             .reset_index().reindex(columns=PLAN_COLUMNS))
+    return outcomes, plans
 
 
 # ------------------------------------------------------------------------------------------------ charts
@@ -192,6 +268,8 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
         figs.roll_counts.reset_index().to_csv(tmp / "roll_counts.csv", index=False)
         figs.vintages.to_csv(tmp / "vintages.csv", index=False, float_format="%.6f")
         figs.losses.to_csv(tmp / "losses.csv", index=False, float_format="%.6f")
+        figs.treatments.to_csv(tmp / "treatment_outcomes.csv", index=False, float_format="%.6f")
+        figs.plans.to_csv(tmp / "hardship_plans.csv", index=False, float_format="%.6f")
         shock = meta["scenario"].get("shock")
         html = render("risk_report.html", book=str(directory), scenario=name, months=months,
                       generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -200,7 +278,9 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
                       roll=[(b, [figs.roll_rates.loc[b, s] for s in STATES], int(figs.roll_counts.loc[b].sum()))
                             for b in simulate.BUCKETS], states=list(STATES),
                       losses=figs.losses.to_dict("records"),
-                      vintage_table=_vintage_table(figs.vintages))
+                      vintage_table=_vintage_table(figs.vintages),
+                      treatments=figs.treatments.to_dict("records"), plans=figs.plans.to_dict("records"),
+                      outcome_window=OUTCOME_WINDOW)
         (tmp / "index.html").write_text(html, encoding="utf-8")
         write_run_summary(tmp, kind="risk", model=None, policy=None, rows=None,
                           detail=f"book {name}, {months_text(months)}", verdict=None)
