@@ -421,6 +421,17 @@ def review(decision_id: str = typer.Argument(..., help="The decision to resolve.
     _say(f"decision {decision_id}: {e['resolution']} by {reviewer}: {e['original_action']} -> {e['final_action']}")
 
 
+@app.command(name="approve-treatment")
+def approve_treatment(decision_id: str = typer.Argument(..., help="The decision whose collections step waits for approval."),
+                      reviewer: str = typer.Option(..., help="Who approved."),
+                      reason: str = typer.Option(..., help="Why: recorded with the decision.")):
+    """Approve a collections agency or legal step (pending approval); recorded in the audit trail."""
+    from creditgov.decision.oversight import approve_treatment as do_approve
+
+    e = do_approve(decision_id, reviewer, reason)
+    _say(f"decision {decision_id}: {e['treatment']} step approved by {reviewer}")
+
+
 @app.command()
 def contest(decision_id: str = typer.Argument(..., help="The decision contested."),
             spec: str = SpecOpt,

@@ -260,7 +260,7 @@ DISCRETE_MAX = 20  # a numeric feature with at most this many distinct values ge
 KS_BOOTSTRAP_MAX = 200  # replicates of the observed-KS interval at most: each one is a sort of the batch
 
 
-HASH_WHEN_SET = (("monitoring", "on_rebuild", "flag"),)
+HASH_WHEN_SET = (("monitoring", "on_rebuild", "flag"), ("policy", "collections", None))
 
 
 class Monitoring(StrictModel):
@@ -479,6 +479,9 @@ class Fairness(StrictModel):
     min_group_size: int = Field(default=30, ge=1)
 
 
+POLICY_HASH_WHEN_SET = (("collections", None),)
+
+
 class Policy(StrictModel):
     """The versioned decision policy; its content hash is recorded with every decision."""
 
@@ -521,7 +524,11 @@ class Policy(StrictModel):
 
     @property
     def content_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        dumped = self.model_dump(mode="json")
+        for key, default in POLICY_HASH_WHEN_SET:  # added later: counted only when set, so older hashes stand
+            if dumped.get(key, default) == default:
+                dumped.pop(key, None)
+        canonical = json.dumps(dumped, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -670,7 +677,7 @@ class PipelineSpec(StrictModel):
         # settings added after decision logs were stamped count only when set away from their default, so
         # the spec hash of a spec that does not use them stays what it was
         for section, key, default in HASH_WHEN_SET:
-            if dumped[section].get(key) == default:
+            if isinstance(dumped[section], dict) and key in dumped[section] and dumped[section][key] == default:
                 del dumped[section][key]
         for where, (resolved, written) in self._written_paths.items():
             section, key = where.split(".")

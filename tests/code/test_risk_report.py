@@ -113,7 +113,7 @@ def test_loss_rates_come_from_the_ledger(book, figs):
 def test_the_report_writes_csv_files_equal_to_the_figures_and_a_self_contained_page(written, figs):
     assert sorted(p.name for p in written.iterdir()) == sorted(
         ["index.html", "bucket_distribution.csv", "roll_rates.csv", "roll_counts.csv", "vintages.csv", "losses.csv",
-         "run.json"])  # run.json: the run's line in reports/index.html
+         "treatment_outcomes.csv", "hardship_plans.csv", "run.json"])  # run.json: the run's line in reports/index.html
     assert json.loads((written / "run.json").read_text())["kind"] == "risk"
     buckets = pd.read_csv(written / "bucket_distribution.csv")
     assert np.allclose(buckets["share_30_plus"], figs.buckets["share_30_plus"], atol=1e-6)
@@ -124,6 +124,9 @@ def test_the_report_writes_csv_files_equal_to_the_figures_and_a_self_contained_p
     assert html.count("<svg") >= 3
     assert not re.search(r"""(src|href)\s*=\s*["']https?:""", html)
     assert "Roll-rate matrix" in html and "Vintage curves" in html and "Charge-offs and net losses" in html
+    assert "Collections treatments and their outcomes" in html and "Hardship instalment plans by month offered" in html
+    outcomes = pd.read_csv(written / "treatment_outcomes.csv")
+    assert np.allclose(outcomes["cure_rate_3m"], figs.treatments["cure_rate_3m"], atol=1e-6, equal_nan=True)
 
 
 def test_a_missing_book_or_one_without_a_ledger_is_a_one_line_error(tmp_path):
@@ -132,3 +135,54 @@ def test_a_missing_book_or_one_without_a_ledger_is_a_one_line_error(tmp_path):
     (tmp_path / "scenario.json").write_text("{}", encoding="utf-8")
     with pytest.raises(DataError, match="no ledger.parquet"):
         risk.book_figures(tmp_path, [1, 2])
+
+
+def test_treatment_cure_rates_match_an_account_by_account_count(book, figs):
+    """Each treatment given at a month-end review, followed account by account through the next 3 snapshots."""
+    snaps = {m: dict(zip(_snap(book, m)["account_id"], _snap(book, m)["days_past_due"])) for m in MONTHS}
+    tally: dict = {}
+    for m in MONTHS:
+        f = _snap(book, m)
+        for acc, t, dpd in zip(f["account_id"], f["collection_treatment"], f["days_past_due"]):
+            if t == "none":
+                continue
+            for key in ((t, "all"), (t, str(_bucket(np.array([dpd]))[0]))):
+                c = tally.setdefault(key, Counter())
+                if m + 1 in snaps:
+                    c["n1"] += 1
+                    c["cured1"] += snaps[m + 1].get(acc) == 0
+                if m + 3 in snaps:
+                    later = [snaps[m + k].get(acc) for k in (1, 2, 3)]
+                    c["n3"] += 1
+                    c["cured3"] += any(d == 0 for d in later)
+                    c["gone3"] += any(d is None for d in later)
+    got = figs.treatments.set_index(["treatment", "bucket"])
+    assert set(got.index) == set(tally)
+    for key, c in tally.items():
+        assert got.loc[key, "treated"] == c["n1"], key
+        assert got.loc[key, "cure_rate_1m"] == pytest.approx(c["cured1"] / c["n1"], abs=1e-12), key
+        assert got.loc[key, "treated_3m"] == c["n3"], key
+        if c["n3"]:
+            assert got.loc[key, "cure_rate_3m"] == pytest.approx(c["cured3"] / c["n3"], abs=1e-12), key
+            assert got.loc[key, "charge_off_rate_3m"] == pytest.approx(c["gone3"] / c["n3"], abs=1e-12), key
+    # the ladder shows: reminders in 1-29, the agency only from 90 days, plans at most 59 days past due
+    assert set(got.loc["reminder"].index) == {"all", "1-29"}
+    assert set(got.loc["agency"].index) == {"all", "90-179"}
+    assert set(got.loc["hardship_plan"].index) <= {"all", "1-29", "30-59"}
+    plans = figs.plans.set_index("month_index")
+    assert plans["plans"].sum() == got.loc[("hardship_plan", "all"), "treated_3m"]
+    assert plans["plans"].idxmax() == 16  # the shock month: customers hit by it declare it and are offered a plan
+
+
+def test_the_book_responds_to_the_hardship_plan(book, figs, tmp_path):
+    """The same book with the plan's effect set to 0: plans offered to the same customers cure less often."""
+    scn = simulate.load_scenario(REPO / "pipelines" / "scenarios" / "default.yaml", accounts=3000)
+    scn = scn.model_copy(update={"collections": scn.collections.model_copy(update={"hardship_effect": 0.0})})
+    simulate.simulate(scn, tmp_path / "book", log=quiet)
+    without, _ = risk.treatment_outcomes(tmp_path / "book", MONTHS)
+    with_plan = figs.treatments.set_index(["treatment", "bucket"]).loc[("hardship_plan", "all")]
+    no_effect = without.set_index(["treatment", "bucket"]).loc[("hardship_plan", "all")]
+    assert with_plan["treated_3m"] == pytest.approx(no_effect["treated_3m"], rel=0.1)  # the same offers, about
+    assert with_plan["cure_rate_3m"] > no_effect["cure_rate_3m"] + 0.05
+    print(f"hardship plans, cure within 3 months: {with_plan['cure_rate_3m']:.3f} with the plan's effect, "
+          f"{no_effect['cure_rate_3m']:.3f} without")

@@ -270,3 +270,42 @@ def test_golden_batches_cover_what_they_must(whole):
     cf = app["counterfactual"].dropna()
     assert cf.str.contains('"found": true').any() and cf.map(lambda t: t.count('"feature"') == 2).any()
     assert (beh["changed_features"].map(len) > 0).any()
+
+
+def test_collections_treatments_flow_through_the_decision_path_audit_and_oversight(golden_project, whole):
+    """Month 17's treatments (decision.collections) are in the log beside the review's action, as the ladder
+    gives them for the logged PDs, each with its checks; the audit trail holds them; an agency or legal step gets
+    its notice only once a person approves it (oversight.approve_treatment), and only a step pending approval."""
+    from creditgov.decision import collections, oversight
+    from creditgov.errors import UsageError
+    from creditgov.governance import audit
+    from creditgov.report import wording
+
+    spec = golden_project.specs["behaviour"]
+    log = pd.read_parquet(whole["behaviour"].path)
+    decided = log[log["status"] == "decided"].reset_index(drop=True)
+    batch = pd.read_parquet(golden_project.batches["behaviour"])
+    rows = batch.iloc[decided["row_number"].to_numpy() - 1].reset_index(drop=True)
+    again = collections.treatments(rows, decided["pd"].to_numpy(), spec.policy)
+    assert (again["treatment"].to_numpy() == decided["treatment"].to_numpy()).all()
+    assert (again["treatment_status"].to_numpy() == decided["treatment_status"].to_numpy()).all()
+    assert {"reminder", "call", "agency"} <= set(decided["treatment"])
+    treated = decided[decided["treatment"] != "none"]
+    assert treated["treatment_rules"].map(lambda r: list(r[-2:]) == list(collections.CHECKS)).all()
+    assert (log.loc[log["status"] == "quarantined", "treatment"] == "none").all()
+    # suspended and treated: the review's action and the collections treatment are one decision
+    assert ((decided["action"] == "suspend") & (decided["treatment"] == "call")).any()
+
+    pending = treated[treated["treatment_status"] == "pending_approval"].iloc[0]
+    did = str(pending["decision_id"])
+    assert audit.find_decision(did)["treatment"] == pending["treatment"]
+    assert wording.treatment_notice(pending, spec, "en", "2026-11-02T00:00:00Z") is None
+    assert oversight.treatment_approval(did) is None
+    event = oversight.approve_treatment(did, "A. Reviewer", "contacts exhausted, amount verified")
+    assert oversight.treatment_approval(did)["reviewer"] == "A. Reviewer" == event["reviewer"]
+    assert wording.treatment_notice(pending, spec, "zh", "2026-11-02T00:00:00Z", approved=True) is not None
+    with pytest.raises(UsageError, match="already approved"):
+        oversight.approve_treatment(did, "B. Reviewer", "again")
+    sent = treated[treated["treatment_status"] == "sent"].iloc[0]
+    with pytest.raises(UsageError, match="only a step pending approval can be approved"):
+        oversight.approve_treatment(str(sent["decision_id"]), "A. Reviewer", "not needed")

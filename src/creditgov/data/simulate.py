@@ -16,7 +16,7 @@ figures, asserted by tests/code/test_simulate*.py over several seeds, follow eac
   before the shock, asserted within 3-9%). Simulated calm months: 30+ DPD
   share 1.5-4.5% of the active book in every month (stated band; no trend: the mean of months
   19-24 is within 1 percentage point of the mean of months 1-6 without a shock; observed about
-  2.0-3.0%); 1+ DPD share 4-10%.
+  1.6-2.8% with the book's collections treatments below); 1+ DPD share 4-10%.
 * Charge-off. FFIEC's Uniform Retail Credit Classification and Account Management Policy (2000):
   open-end retail credit is charged off at 180 days past due. The Federal Reserve's charge-off
   rate on credit card loans was approximately 1.5-4.7% a year (annualised, 2012-2024; lowest in

@@ -44,6 +44,32 @@ def review(decision_id: str, approve: bool, override: str | None, reviewer: str,
     return event
 
 
+def approve_treatment(decision_id: str, reviewer: str, reason: str) -> dict:
+    """Record a person's approval of a collections step that needs one (the agency or legal step, status
+    pending_approval): only then is it carried out and its notice sent. A review entry in the audit trail."""
+    if not reviewer.strip() or not reason.strip():
+        raise UsageError("approve-treatment needs --reviewer and a --reason: the record must say who approved and why")
+    original = audit.find_decision(decision_id)
+    treatment, status = original.get("treatment"), original.get("treatment_status")
+    if status != "pending_approval":
+        raise UsageError(f"decision {decision_id}: its collections treatment is {treatment or 'none'} "
+                         f"({status or 'no status'}); only a step pending approval can be approved")
+    if treatment_approval(decision_id) is not None:
+        raise UsageError(f"decision {decision_id}: the {treatment} step is already approved")
+    event = {"decision_id": decision_id, "subject": "treatment", "treatment": treatment, "reviewer": reviewer,
+             "reason": reason, "resolution": "approved", "original_action": f"{treatment} (pending approval)",
+             "final_action": treatment, "was_in_review_queue": bool(original.get("review_queue")),
+             "reviewed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    audit.append([("review", decision_id, event)])
+    return event
+
+
+def treatment_approval(decision_id: str, events: list[dict] | None = None) -> dict | None:
+    """The recorded approval of the decision's collections step (approve_treatment), or None."""
+    events = audit.events_for(decision_id) if events is None else events
+    return next((e for e in events if e.get("kind") == "review" and e.get("subject") == "treatment"), None)
+
+
 def contest(spec: PipelineSpec, decision_id: str, corrected: str, reason: str, log=print) -> dict:
     """Re-decide one row through the decision path (decide.decide_rows) under the model version and policy of
     the decision contested; the new decision is written (decisions/contests/) and audited like any other."""

@@ -22,6 +22,7 @@ import pandas as pd
 
 from creditgov.atomic import replace_dir, temp_beside
 from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX, read_log
+from creditgov.decision.oversight import treatment_approval
 from creditgov.decision.policy import ADVERSE_ACTIONS
 from creditgov.errors import DataError, SpecError
 from creditgov.data.privacy import GROUP_PREFIX, MISSING_GROUP
@@ -178,14 +179,30 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
     events = audit.events_for(str(row["decision_id"])) if audit.exists() else []
     notices = ({lang: wording.notice(row, spec, lang, changed, cf, stamp["generated_at"]) for lang in ("en", "zh")}
                if spec.lender is not None else {})
+    approved = treatment_approval(str(row["decision_id"]), events) is not None
+    treatment_notices = {lang: n for lang in ("en", "zh")
+                         if (n := wording.treatment_notice(row, spec, lang, stamp["generated_at"], approved))}
     return {"row": row, "inputs": inputs, "reasons": reasons, "cf": cf, "cf_changes": cf_changes, "card": card,
             "stamp": stamp, "changed": changed, "events": events, "limit": limit,
             "previous_limit": money(row.get("previous_limit")), "pd": wording.pd_text(row["pd"]),
-            "rules": _rules_evaluated(row, spec), "notices": notices,
+            "rules": _rules_evaluated(row, spec), "notices": notices, "treatment_notices": treatment_notices,
+            "treatment": _treatment(row, approved),
             "remedy": wording.remedy(spec, row, "en", cur) if spec.policy else [],
             "waterfall": lambda: charts.waterfall(float(row["shap_base"]), shown, float(row["log_odds"]),
                                                   _thresholds(spec, on_book)),  # drawn only on the page
             "adverse": row["action"] in ADVERSE_ACTIONS, "model_status": _model_status(row)}
+
+
+def _treatment(row: pd.Series, approved: bool) -> dict | None:
+    """The decision's collections treatment as the decision page shows it (None without one)."""
+    t = row.get("treatment")
+    if wording.missing(t) or str(t) == "none" and not len(row.get("treatment_rules", [])):
+        return None
+    status = str(row.get("treatment_status") or "")
+    if status == "pending_approval" and approved:
+        status = "pending_approval, then approved by a person (see the oversight entries)"
+    return {"treatment": str(t), "status": status, "rules": [str(r) for r in row["treatment_rules"]],
+            "reasons": list(zip(row["treatment_reasons_en"], row["treatment_reasons_zh"]))}
 
 
 def _model_status(row: pd.Series) -> str:
@@ -251,7 +268,13 @@ def select_sample(log: pd.DataFrame, n: int) -> pd.DataFrame:
         each = max(per // len(makers), 1)
         parts += [rows[rows["decided_by"].astype(str) == m].head(each) for m in makers]
     parts.append(decided[decided["action"] == "review"].head(max(n // 5, 1)))
-    return pd.concat(parts) if parts else decided.head(0)
+    if "treatment" in decided.columns:  # one decision of each collections treatment, by status
+        t = decided[decided["treatment"].astype(str) != "none"]
+        parts += [g.head(1) for _, g in t.groupby(["treatment", "treatment_status"], sort=True)]
+    if not parts:
+        return decided.head(0)
+    chosen = pd.concat(parts)
+    return chosen[~chosen["decision_id"].duplicated()]
 
 
 def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, card_html: str | None,
@@ -281,6 +304,9 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
                                                        encoding="utf-8")
         for lang, n in ctx["notices"].items():
             (tmp / "notices" / f"{did}.{lang}.html").write_text(render("notice.html", n=n, **ctx), encoding="utf-8")
+        for lang, n in ctx["treatment_notices"].items():  # a collections treatment sent to the customer
+            (tmp / "notices" / f"{did}.treatment.{lang}.html").write_text(render("treatment_notice.html", n=n, **ctx),
+                                                                          encoding="utf-8")
         links.append({"id": did, "action": row["action"], "tier": row["tier"], "pd": row["pd"],
                       "reason": (row["reasons_en"][0] if len(row["reasons_en"]) else "")})
 

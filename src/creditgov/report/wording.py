@@ -362,3 +362,93 @@ def notice(row: pd.Series, spec: PipelineSpec, lang: str, changed: list[dict], c
         "rights": [(r.key, getattr(r, lang)) for r in rights(spec, codes, str(row["action"]) in ADVERSE_ACTIONS)],
         "decision_date": str(row["decision_time"])[:10], "generated_date": generated_at[:10],
     }
+
+
+# ------------------------------------------------------------------------------------------------ collections
+
+TREATMENT_TITLE = ("About your overdue repayment", "关于您的逾期还款")
+APPROVED_STATUS = "approved"  # a pending agency or legal step once a person approved it (oversight)
+
+
+def treatment_sent(row: pd.Series, approved: bool = False) -> bool:
+    """True when the decision's collections treatment reaches the customer: sent, or approved by a person."""
+    status = row.get("treatment_status")
+    if missing(row.get("treatment")) or str(row.get("treatment")) == "none":
+        return False
+    return status == "sent" or (status == "pending_approval" and approved)
+
+
+def _treatment_text(treatment: str, row: pd.Series, spec: PipelineSpec, lang: str) -> list[str]:
+    """The notice's paragraphs for a treatment: plain words, the lender named, no column names, and nothing of
+    why an account is watched beyond the overdue repayment (a notice never tips off)."""
+    lender = getattr(spec.lender.name, lang)
+    col = spec.policy.collections
+    dpd = row.get(INPUT_PREFIX + col.fields.days_past_due)
+    days = None if missing(dpd) else int(float(dpd))
+    months = col.hardship_plan.plan_months
+    overdue = {"en": (f"a repayment on your credit line is {days} days overdue" if days else
+                      "a repayment on your credit line is overdue"),
+               "zh": f"您的信用额度有一笔还款已逾期{days}天" if days else "您的信用额度有一笔还款已逾期"}[lang]
+    offer = {"en": "If a change in your circumstances (such as a loss of income or illness) stops you repaying, tell "
+                   "us: we can agree a plan to spread the repayment over several months.",
+             "zh": "如因收入减少、疾病等情况变化暂时无法还款，请告诉我们，我们可以与您商定分期还款方案。"}[lang]
+    en = {
+        "reminder": [f"This is a reminder from {lender}: {overdue}. Please repay as soon as you can, in our app or "
+                     "by your usual means of repayment.", offer],
+        "call": [f"{overdue[0].upper() + overdue[1:]}, and we have not been able to agree a repayment with you yet. "
+                 f"A member of {lender}'s staff will call you on the number you gave us, at a reasonable time of day, "
+                 "to agree how you can repay.", offer],
+        "hardship_plan": [f"{overdue[0].upper() + overdue[1:]}. {lender} offers you a hardship instalment plan: the "
+                          f"overdue amount can be repaid in {months} monthly instalments, with no further charge for paying it this way.",
+                          "To accept the plan, contact us through one of the channels below. While you keep to the "
+                          "plan, we will not contact you about this overdue amount other than to confirm the plan."],
+        "agency": [f"{overdue[0].upper() + overdue[1:]}. After a review by a member of our staff, {lender} has asked a "
+                   "collection agency to contact you on our behalf about repaying it. The agency acts on our "
+                   "instructions and follows the same rules as we do.", offer],
+        "legal": [f"{overdue[0].upper() + overdue[1:]}, despite our contacts. After a review by a member of our staff, "
+                  f"{lender} may start legal proceedings to recover the amount. You can still contact us to agree how "
+                  "to repay it.", offer],
+    }
+    zh = {
+        "reminder": [f"{lender}提醒您：{overdue}。请尽快通过我们的App或您常用的还款方式还款。", offer],
+        "call": [f"{overdue}，我们尚未与您商定还款安排。{lender}的工作人员将在合理时间拨打您留存的电话号码，与您商定还款方式。", offer],
+        "hardship_plan": [f"{overdue}。{lender}为您提供困难分期还款方案：逾期款项可分"
+                          f"{months}个月偿还，以此方式还款不另收费用。",
+                          "如接受此方案，请通过下方任一渠道联系我们。在您按方案还款期间，除确认方案外，我们不会就这笔逾期款项联系您。"],
+        "agency": [f"{overdue}。经我们的工作人员审核，{lender}已委托一家催收机构代表我们与您联系还款事宜。该机构按我们的指示行事，"
+                   "遵守与我们相同的规则。", offer],
+        "legal": [f"经多次联系，{overdue}。经我们的工作人员审核，{lender}可能通过法律程序追回欠款。您仍可联系我们商定还款方式。",
+                  offer],
+    }
+    return (zh if lang == "zh" else en)[treatment]
+
+
+PRIVACY_PROMISE = ("We discuss your account only with you: we never contact your family, friends, employer or anyone "
+                   "else about it.",
+                   "我们只与您本人沟通您的账户情况，绝不会就此联系您的家人、朋友、工作单位或其他任何人。")
+
+
+def treatment_notice(row: pd.Series, spec: PipelineSpec, lang: str, generated_at: str,
+                     approved: bool = False) -> dict | None:
+    """The customer notice of a collections treatment, in one language, laid out by notice.html; None when none
+    is sent (no treatment, held by the contact limit, or a step still waiting for a person's approval)."""
+    if spec.lender is None or spec.policy.collections is None or not treatment_sent(row, approved):
+        return None
+    lender = spec.lender
+    zh = lang == "zh"
+    treatment = str(row["treatment"])
+    paragraphs = _treatment_text(treatment, row, spec, lang)
+    complaints = channels(lender.complaints, lang)
+    reg = lender.regulator
+    right = (f"如您对我们的催收方式不满意，可以向我们投诉（{complaints}），或向{reg.name.zh}投诉（{channels(reg.contact, lang)}）。"
+             if zh else f"If you are not satisfied with how we collect this repayment, you may complain to us "
+                        f"({complaints}) or to the {reg.name.en} ({channels(reg.contact, lang)}).")
+    return {
+        "lang": lang, "kind": "collections_" + treatment, "title": TREATMENT_TITLE[1 if zh else 0],
+        "lender": getattr(lender.name, lang), "contact": channels(lender.contact, lang),
+        "treatment": treatment, "paragraphs": paragraphs,
+        "reasons": [str(r) for code, r in zip(row.get("treatment_rules", []), row.get("treatment_reasons_" + lang, []))
+                    if code not in ("pending_approval", "contact_limit_reached")],
+        "rights": [("privacy", PRIVACY_PROMISE[1 if zh else 0]), ("complaints", right)],
+        "decision_date": str(row["decision_time"])[:10], "generated_date": generated_at[:10],
+    }
