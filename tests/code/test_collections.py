@@ -87,8 +87,6 @@ def test_a_treatment_over_the_contact_limit_steps_down_the_ladder(spec):
 @pytest.mark.parametrize("where, key, value, message", [
     (["call"], "contacts_whom", ["customer", "family"], r"call\.contacts_whom: \['family'\] \(rule: no contact with third parties"),
     (["agency"], "requires_approval", False, r"agency\.requires_approval: must be true \(rule: a third-party or legal step"),
-    (["call"], "calls_7_days", 8, r"call\.calls_7_days: above contact_limits\.max_calls_7_days"),
-    (["legal"], "min_days_past_due", 60, r"min_days_past_due must rise from reminder to legal"),
     (["reminder"], "early_tiers", ["urgent"], r"reminder\.early_tiers: \['urgent'\] are not tiers"),
 ])
 def test_the_spec_refuses_third_party_contact_and_unapproved_steps(tmp_path, repo_root, where, key, value, message):

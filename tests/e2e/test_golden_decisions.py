@@ -296,7 +296,7 @@ def test_collections_treatments_flow_through_the_decision_path_audit_and_oversig
     # suspended and treated: the review's action and the collections treatment are one decision
     assert ((decided["action"] == "suspend") & (decided["treatment"] == "call")).any()
 
-    pending = treated[treated["treatment_status"] == "pending_approval"].iloc[0]
+    pending = treated[treated["treatment_status"] == "pending_approval"].sort_values("decision_id").iloc[0]
     did = str(pending["decision_id"])
     assert audit.find_decision(did)["treatment"] == pending["treatment"]
     assert wording.treatment_notice(pending, spec, "en", "2026-11-02T00:00:00Z") is None
@@ -309,3 +309,17 @@ def test_collections_treatments_flow_through_the_decision_path_audit_and_oversig
     sent = treated[treated["treatment_status"] == "sent"].iloc[0]
     with pytest.raises(UsageError, match="only a step pending approval can be approved"):
         oversight.approve_treatment(str(sent["decision_id"]), "A. Reviewer", "not needed")
+
+    # the report pages: one decision of each treatment and status, a treatment notice where one reaches the customer
+    from creditgov.report import pages
+
+    res = pages.build(spec, log, whole["behaviour"].path, {"lineage": {"train_data_hash": "0" * 64}}, None,
+                      Path("reports-collections"), sample=1)
+    notices = {p.name for p in (res.directory / "notices").glob("*.treatment.*.html")}
+    chosen = decided[decided["decision_id"].isin(res.decisions)]
+    for _, r in chosen[chosen["treatment"] != "none"].iterrows():
+        reaches = r["treatment_status"] == "sent" or r["decision_id"] == did  # did: approved above
+        assert (f"{r['decision_id']}.treatment.zh.html" in notices) == reaches, (r["treatment"], r["treatment_status"])
+    assert f"{did}.treatment.en.html" in notices
+    page = (res.directory / "decisions" / f"{did}.html").read_text(encoding="utf-8")
+    assert "Collections treatment" in page and "approved by a person" in page

@@ -578,6 +578,15 @@ def _row_schema(spec: PipelineSpec, with_policy_fields: bool) -> dict:
             props[col] = {"type": ["boolean", "string", "integer"], "enum": expectations.BOOLEAN_VALUES,
                           "description": "Account flag (yes/no)"}
             required.append(col)
+    if with_policy_fields and spec.policy and spec.policy.collections:  # the collections ladder's account fields
+        cf = spec.policy.collections.fields
+        for col in (cf.days_past_due, cf.months_overdue_12m, cf.hardship_plan_months_left, cf.contacts_30d):
+            if col not in props:
+                props[col] = {"type": "number", "minimum": 0, "maximum": 1e12, "description": "Account field"}
+                required.append(col)
+        props[cf.hardship_declared] = {"type": ["boolean", "string", "integer"], "enum": expectations.BOOLEAN_VALUES,
+                                       "description": "Account flag (yes/no)"}
+        required.append(cf.hardship_declared)
     return {"type": "object", "properties": props, "required": required}
 
 
@@ -771,6 +780,11 @@ def warm_up_rows(spec: PipelineSpec) -> list[dict]:
             for col in (fs.current_limit, fs.days_past_due, fs.cumulative_overdue_days, fs.clean_months):
                 row.setdefault(col, 0)
             row[fs.fraud_signal] = row[fs.suspended] = "no"
+        if spec.policy and spec.policy.collections:
+            cf = spec.policy.collections.fields
+            for col in (cf.days_past_due, cf.months_overdue_12m, cf.hardship_plan_months_left, cf.contacts_30d):
+                row.setdefault(col, 0)
+            row[cf.hardship_declared] = "no"
         out.append(row)
     return out
 
