@@ -293,7 +293,7 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
             observed: bool = typer.Option(False, help="With --months: use each month's own labels (retrospective)."),
             version: Optional[str] = typer.Option(None, help="Model version (default: the @champion)."),
             evidently: bool = typer.Option(False, help="Also write Evidently's DataDriftPreset page per batch "
-                                           "(opt-in: about 1.5 MB each, plus its 3.5 MB script once per run)."),
+                                           "(opt-in: about 1.3 MB each, plus its 3.5 MB script once per run)."),
             out: str = typer.Option("reports", help="Reports root."),
             engine: str = EngineOpt, scheduler: Optional[str] = SchedulerOpt,
             partitions: Optional[int] = PartitionsOpt):

@@ -581,7 +581,7 @@ def test_monitoring_index_links_every_batch_page(monitor_pages):
         assert (monitor_pages["index"].parent / h).is_file()
     text = _text(html)
     assert "0.8765" in text and "0.8123" in text  # estimated AUC of one batch, observed of the other
-    assert "ab12ab12ab12" in text and "month-02" in text  # the batch's content hash, the matured data's month
+    assert "ab12ab12ab" in text and "month-02" in text  # the batch's content hash, the matured data's month
     assert "Observed AUC for month-15 (matured labels)" in text
     assert f"CSI 0.300 of {IMG}" in text
     assert html.count("<svg") == 3

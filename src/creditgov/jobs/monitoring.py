@@ -5,7 +5,7 @@ the result JSON and the drift page), and the model version gets `monitor.*` tags
 and one `monitor.verdict.NNNN` tag per batch, the history (registry.record_verdict). The HTML goes
 to reports/<run>/: one drift page per batch, a trend page over the batches, and index.html linking them.
 Evidently's DataDriftPreset page per batch is opt-in (`evidently=True`, `creditgov monitor --evidently`):
-about 1.5 MB of data per page plus Evidently's 3.5 MB script, written once per run and shared by its pages
+about 1.3 MB of data per page plus Evidently's 3.5 MB script, written once per run and shared by its pages
 (report.monitoring.dress_evidently); it stays in the report folder and is not copied into MLflow.
 """
 from __future__ import annotations

@@ -64,7 +64,7 @@ def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], ver
     cfg = spec.monitoring
     psi = charts.lines(labels, {"score PSI": [r.score_psi for r in results],
                                 **{f"CSI {k}": [r.csi.get(k) for r in results] for k in drivers(results, spec)}},
-                       "Score PSI and key-feature CSI", (cfg.psi_watch, cfg.psi_act))
+                       "Score PSI and the CSI of the features behind the verdicts", (cfg.psi_watch, cfg.psi_act))
     trusted = [bool(r.estimated and r.estimated.trusted) for r in results]
     perf = charts.lines(labels, {
         "estimated AUC (CBPE)": [r.estimated.auc if r.estimated and t else None for r, t in zip(results, trusted)],
