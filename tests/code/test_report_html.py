@@ -663,3 +663,24 @@ def test_the_root_index_lists_each_run_with_its_model_policy_rows_and_verdict(bu
     assert f"{len(decided):,} decided, {adverse:,} adverse, {len(log) - len(decided):,} quarantined" in text
     assert f"{MODEL_VERSION}" in text and "2 batches (month-14 to month-15), worst verdict" in text
     assert "old-run" in text and "decisions" in text
+
+
+def test_the_regulator_pack_lists_the_run_in_reading_order(built, tmp_path, monkeypatch):
+    """What `creditgov report --pdf` prints, in order: index, portfolio, (model card), the sampled decisions as
+    the index lists them, then their notices in English and Chinese; a folder that is no report run, or no
+    Chromium to print with, is a one-line error."""
+    from creditgov.errors import CreditGovError
+    from creditgov.report import pdf
+
+    docs = pdf.pack_documents(built.directory)
+    ids = built.decisions
+    assert [d.title for d in docs] == (["Decision report: index", "Portfolio report"]
+                                       + [f"Decision {i}" for i in ids]
+                                       + [f"Notice {i} ({lang})" for i in ids for lang in ("English", "Chinese")])
+    assert all(d.path.is_file() and built.directory in d.path.parents for d in docs)
+    with pytest.raises(CreditGovError, match="no index.html"):
+        pdf.pack_documents(tmp_path)
+    monkeypatch.setenv(pdf.CHROMIUM_ENV, str(tmp_path / "no-such-browser"))
+    assert pdf.find_chromium() is None
+    with pytest.raises(pdf.ChromiumError, match="no Chromium to print the pack with"):
+        pdf.write_pack(built.directory)

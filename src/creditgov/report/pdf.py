@@ -94,18 +94,15 @@ class _Browser:
     def __init__(self, binary: str, profile: Path):
         to_child_r, self._w = os.pipe()
         self._r, from_child_w = os.pipe()
-
-        def fds() -> None:  # in the child: the pipe ends on fds 3 and 4, inheritable
-            a, b = os.dup(to_child_r), os.dup(from_child_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-extensions", "--mute-audio", f"--user-data-dir={profile}", "about:blank"]
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-extensions", "--mute-audio", f"--user-data-dir={profile}", "about:blank"]
+        # the pipe ends become the child's fds 3 and 4 by the shell's redirections (no preexec_fn: not safe
+        # in a process with threads)
+        cmd = ["/bin/sh", "-c", f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w}', binary, *args]
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, close_fds=False, preexec_fn=fds)
+                                          stderr=subprocess.DEVNULL, pass_fds=(to_child_r, from_child_w))
         except OSError as exc:
             raise ChromiumError(f"{binary}: cannot start Chromium ({exc.strerror or exc})") from None
         finally:
