@@ -92,8 +92,8 @@ def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], ver
 
 
 # Evidently's page: its script bundle (the same 3.5 MB in every page of one Evidently version) between these
-_BUNDLE = re.compile(r"(<script>var global = globalThis</script>\s*)<script>(.*?)</script>(\s*<script>\s*window\.drawDashboard)",
-                     re.S)
+_BUNDLE = re.compile(r"(<script>var global = globalThis</script>\s*)<script>(.*?)</script>"
+                     r"(\s*<script>\s*window\.drawDashboard)", re.S)
 # scripts only from the page itself and the run folder ('self'), no request anywhere (no connect, no frame)
 EVIDENTLY_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
                  "font-src data:; img-src data:; connect-src 'none'; frame-src 'none'; form-action 'none'; "

@@ -17,6 +17,7 @@ import re
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -87,6 +88,13 @@ def pack_documents(run_dir: str | Path) -> list[PackDocument]:
     return docs
 
 
+# in the child: copy the two pipe ends above any low fd, put them on 3 and 4 (inheritable), then run Chromium
+_SHIM = ("import fcntl, os, sys\n"
+         "a, b = (fcntl.fcntl(int(fd), fcntl.F_DUPFD, 10) for fd in sys.argv[1:3])\n"
+         "os.dup2(a, 3)\nos.dup2(b, 4)\nos.close(a)\nos.close(b)\n"
+         "os.execv(sys.argv[3], sys.argv[3:])\n")
+
+
 class _Browser:
     """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: it reads commands
     on fd 3 and writes replies on fd 4, NUL-terminated JSON), one page target reused for every document."""
@@ -97,9 +105,9 @@ class _Browser:
         args = ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-extensions", "--mute-audio", f"--user-data-dir={profile}", "about:blank"]
-        # the pipe ends become the child's fds 3 and 4 by the shell's redirections (no preexec_fn: not safe
-        # in a process with threads)
-        cmd = ["/bin/sh", "-c", f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w}', binary, *args]
+        # the pipe ends become the child's fds 3 and 4 by a small exec shim (no preexec_fn: not safe in a process
+        # with threads; and a shell's redirections take single-digit fds only)
+        cmd = [sys.executable, "-I", "-S", "-c", _SHIM, str(to_child_r), str(from_child_w), binary, *args]
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, pass_fds=(to_child_r, from_child_w))
@@ -110,9 +118,13 @@ class _Browser:
             os.close(from_child_w)
         self._buf = b""
         self._next = 0
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self._session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        self.call("Page.enable", session=True)
+        try:
+            target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+            self._session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            self.call("Page.enable", session=True)
+        except BaseException:
+            self.close()
+            raise
 
     def _read(self) -> dict:
         while b"\0" not in self._buf:
