@@ -46,20 +46,20 @@ decide: $(STAMP) ## Decide and explain the spec's data with the @champion (AS_OF
 	$(BIN)/creditgov decide --spec $(SPEC) $(if $(DATA),--data $(DATA)) $(if $(AS_OF),--as-of $(AS_OF))
 
 SIM := data/simulated/default
-report: $(STAMP) ## Decide and explain, then reports/<run>/index.html (application data, and a month of the simulated book)
+report: $(STAMP) ## Decide and explain, then reports/<run>/index.html (application data, and a month of the simulated book; PDF=1: also each run's regulator pack)
 	$(BIN)/creditgov decide --spec pipelines/application.yaml $(if $(AS_OF),--as-of $(AS_OF))
-	$(BIN)/creditgov report --spec pipelines/application.yaml
+	$(BIN)/creditgov report --spec pipelines/application.yaml $(if $(PDF),--pdf)
 	$(BIN)/creditgov decide --spec pipelines/behaviour.yaml --data $(SIM)/month=17/snapshot.parquet \
 		--previous $(SIM)/month=16/snapshot.parquet --as-of 2025-05-01
-	$(BIN)/creditgov report --spec pipelines/behaviour.yaml
+	$(BIN)/creditgov report --spec pipelines/behaviour.yaml $(if $(PDF),--pdf)
 	$(BIN)/creditgov risk-report --sim-dir $(SIM) --months 1-24
 	@echo "open reports/index.html"
 
 limit-auc: $(STAMP) ## Behaviour model test AUC without and with the policy-set credit limit as an input
 	PYTHONPATH=src $(BIN)/python benchmarks/behaviour_limit_feature.py
 
-monitor: $(STAMP) ## Monitor the behaviour model month by month on the simulated book (MONTHS=13-24)
-	$(BIN)/creditgov monitor --spec pipelines/behaviour.yaml --months $(or $(MONTHS),13-24) --sim-dir $(SIM)
+monitor: $(STAMP) ## Monitor the behaviour model month by month on the simulated book (MONTHS=13-24; EVIDENTLY=1: also Evidently's pages)
+	$(BIN)/creditgov monitor --spec pipelines/behaviour.yaml --months $(or $(MONTHS),13-24) --sim-dir $(SIM) $(if $(EVIDENTLY),--evidently)
 	@echo "open reports/index.html"
 
 ui: $(STAMP) ## Start the MLflow UI on http://127.0.0.1:5000 against the same backend

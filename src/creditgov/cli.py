@@ -256,8 +256,11 @@ def report(spec: str = SpecOpt,
            log_path: Optional[str] = typer.Option(None, "--log", help="Decision log (default: the newest for the spec)."),
            out: str = typer.Option("reports", help="Reports root; each run gets reports/<run>/."),
            sample: int = typer.Option(20, help="How many decisions get their own report and notices."),
-           group: Optional[list[str]] = typer.Option(None, "--group", help="Group column for adverse-impact ratios.")):
-    """Per-decision explanation reports, customer notices (zh/en) and the portfolio report, as HTML."""
+           group: Optional[list[str]] = typer.Option(None, "--group", help="Group column for adverse-impact ratios."),
+           pdf: bool = typer.Option(False, "--pdf", help="Also print the run to one PDF, the regulator pack "
+                                    "(<run>/regulator-pack.pdf), with headless Chromium.")):
+    """Per-decision explanation reports, customer notices (zh/en) and the portfolio report, as HTML; with --pdf
+    also the regulator pack: index, portfolio, model card, sampled decisions and notices in one PDF."""
     from creditgov.errors import DataError
     from creditgov.report.pages import latest_log, make_report
 
@@ -265,8 +268,19 @@ def report(spec: str = SpecOpt,
     path = log_path or latest_log(s)
     if path is None:
         raise DataError(f"no decision log for '{s.name}' in decisions/: run creditgov decide first")
+    if pdf:  # said before the report is made: printing needs a browser
+        from creditgov.report.pdf import ChromiumError, CHROMIUM_ENV, find_chromium
+
+        if find_chromium() is None:
+            raise ChromiumError(f"--pdf: no Chromium to print with (install Debian's chromium package, or set "
+                                f"{CHROMIUM_ENV} to a Chromium or Chrome binary)")
     r = make_report(s, path, out, sample, group or None)
     _say(f"report: {r.index} ({len(r.decisions)} decisions with their own page and notices)")
+    if pdf:
+        from creditgov.report.pdf import write_pack
+
+        pack = write_pack(r.directory)
+        _say(f"regulator pack: {pack.path} ({pack.pages} pages, {len(pack.contents)} documents)")
 
 
 @app.command()
@@ -278,13 +292,14 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
             sim_dir: str = typer.Option("data/simulated/default", help="Simulator output (with --months)."),
             observed: bool = typer.Option(False, help="With --months: use each month's own labels (retrospective)."),
             version: Optional[str] = typer.Option(None, help="Model version (default: the @champion)."),
-            evidently: bool = typer.Option(True, help="Also write the Evidently DataDriftPreset report."),
+            evidently: bool = typer.Option(False, help="Also write Evidently's DataDriftPreset page per batch "
+                                           "(opt-in: about 1.3 MB each, plus its 3.5 MB script once per run)."),
             out: str = typer.Option("reports", help="Reports root."),
             engine: str = EngineOpt, scheduler: Optional[str] = SchedulerOpt,
             partitions: Optional[int] = PartitionsOpt):
     """Stability (PSI/CSI), performance (observed or estimated) and a verdict against the champion's reference."""
     from creditgov.data import inputs as data_mod
-    from creditgov.jobs.monitoring import monitor as run_monitor, simulator_batches
+    from creditgov.jobs.monitoring import Batch, monitor as run_monitor, simulator_batches
 
     if bool(months) == bool(data):
         raise UsageError("monitor needs --data FILE or --months RANGE" + (", not both" if months else ""))
@@ -299,7 +314,8 @@ def monitor(spec: str = SpecOpt, data: Optional[list[str]] = typer.Option(None, 
         batches = simulator_batches(s, sim_dir, _sim_months(months, sim_dir, labelled=observed), observed)
     else:
         basis = data_mod.read_path(matured, s).frame if matured else None
-        batches = [(Path(d).stem, data_mod.read_path(d, s).frame, basis) for d in data]
+        batches = [Batch(Path(d).stem, data_mod.read_path(d, s).frame, basis, d,
+                         Path(matured).stem if matured else None, matured) for d in data]
     if dask:
         from creditgov.jobs.monitoring import monitor_on_dask as run_monitor_dask
 

@@ -594,3 +594,26 @@ def test_to_frame_lists_every_figure_and_only_figures():
     assert frame["observed auc"] == 0.90 and frame["observed n"] == 10_000
     # flags, tables and missing development figures are not measures
     assert not {"observed calibration_passed", "observed calibration", "observed dev_ks"} & set(frame.index)
+
+
+def test_a_segment_absent_from_the_reference_is_named_not_dropped(frames, spec, profiled, cfg):
+    """A batch with an employment type the development reference never saw (Job = freelance against a fixed-only
+    reference): no PSI is computable for it, and the result and verdict name it instead of an empty table."""
+    import dataclasses
+
+    _, cur = frames
+    prof, _ = profiled
+    cur = cur.copy()
+    cur["employment"] = cur["employment"].astype(object)
+    cur.loc[cur.index[: cfg.min_tier_rows + 5], "employment"] = "gig-work"
+    cur.loc[cur.index[cfg.min_tier_rows + 5: cfg.min_tier_rows + 7], "employment"] = "stray"
+    unseen = drift.unseen_segments(cur, prof)
+    assert unseen == {"employment": {"gig-work": cfg.min_tier_rows + 5, "stray": 2}}
+    assert drift.unseen_segments(frames[0], prof) == {}  # the reference's own values are all seen
+    r = dataclasses.replace(_result(), unseen_segments=unseen)
+    v, reasons = decide_verdict(r, cfg)
+    assert v == "watch"
+    assert len(reasons) == 1 and "employment=gig-work" in reasons[0] and "absent from the development reference" \
+        in reasons[0]  # the two stray rows are shown on the page, too few to move the verdict
+    assert MonitorResult.from_dict(dataclasses.replace(r, source="x.parquet", batch_hash="ab" * 32).to_dict()) \
+        == dataclasses.replace(r, source="x.parquet", batch_hash="ab" * 32)

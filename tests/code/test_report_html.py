@@ -5,6 +5,7 @@ written under tmp_path only. The last tests render pages in real headless Chromi
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -455,11 +456,15 @@ def _monitor_results():
                                      basis="calibration on the last matured data passes")
     basis = CalibrationBasis(passed=True, calibration=(), n=4321, dev_auc=0.9)
     early = MonitorResult("month-14", 6000, 0.0512, {"days_past_due": 0.02, IMG: 0.3}, {"employment": {SCRIPT: 0.4}},
-                          {"all": 0.05}, None, estimated, basis, verdict="watch", reasons=(f"CSI 0.300 of {IMG}",))
-    late = MonitorResult("month-15", 6100, 0.31, {"days_past_due": 0.41}, {"employment": {"freelance": 0.12}},
-                         {"all": 0.3}, observed, None, None, verdict="rebuild",
+                          {"all": 0.05}, None, estimated, basis, verdict="watch", reasons=(f"CSI 0.300 of {IMG}",),
+                          source="data/simulated/default/month=14/snapshot.parquet", batch_hash="ab12" * 16,
+                          basis_label="month-02", basis_source="data/simulated/default/month=02/snapshot.parquet",
+                          basis_hash="cd34" * 16)
+    late = MonitorResult("month-15", 6100, 0.31, {"days_past_due": 0.41}, {}, {"all": 0.3}, observed, None, None,
+                         verdict="rebuild",
                          reasons=("observed AUC 0.812 is more than 0.05 below development 0.900", SCRIPT),
-                         evidently_html="/somewhere/evidently-month-15.html")
+                         evidently_html="/somewhere/evidently-month-15.html",
+                         unseen_segments={"employment": {"freelance": 1234, IMG: 3}})
     return early, late
 
 
@@ -513,6 +518,61 @@ def test_drift_page_shows_the_typed_figures(monitor_pages):
     assert "+5.0%" in early
 
 
+def test_drift_page_names_the_batch_its_hash_the_matured_data_and_explains_psi(monitor_pages):
+    early = _text(monitor_pages["drift-month-14"].read_text(encoding="utf-8"))
+    assert "data/simulated/default/month=14/snapshot.parquet" in early and "ab12" * 4 in early
+    assert "not matured" in early  # this batch's own labels
+    assert "month-02" in early and "data/simulated/default/month=02/snapshot.parquet" in early
+    assert "cd34" * 4 in early and "4321 rows" in early  # the matured data the estimates rest on
+    assert "population stability index" in early and "characteristic stability index" in early
+    late = _text(monitor_pages["drift-month-15"].read_text(encoding="utf-8"))
+    assert "matured: its outcomes are known" in late
+    assert "none: no batch whose outcome window has closed" in late
+
+
+def test_drift_page_names_segments_absent_from_the_reference(monitor_pages):
+    """Job = freelance against a reference that has no freelance: not an empty table, a named reason."""
+    html = monitor_pages["drift-month-15"].read_text(encoding="utf-8")
+    text = _text(html)
+    assert "Score PSI by employment" in text
+    assert "absent from the development reference" in text
+    assert "employment = freelance (1,234 rows)" in text and f"employment = {IMG} (3 rows)" in text
+    assert "<img" not in html  # the segment value is shown as text
+
+
+def test_evidently_page_gets_the_creditgov_frame_and_shares_its_bundle(tmp_path):
+    """A page in Evidently's layout (head style, data script, `global` shim, bundle, drawDashboard call): the
+    frame adds the CSP, header, back links and the sentence on its scores; the bundle moves to one shared file."""
+    from creditgov.report import monitoring
+
+    spec = load_spec(REPO / "pipelines" / "behaviour.yaml")
+    _, late = _monitor_results()
+    bundle = "var bundle = '" + "x" * 5000 + "'; window.drawDashboard = function () {};"
+    raw = ('<!DOCTYPE html><html lang="en"><head><meta charset="UTF-8"><style>body{}</style>'
+           '<script>var metric_1 = {"name": "Report"};</script></head><body><div id="root_metric_1"></div>'
+           f'<script>var global = globalThis</script>\n<script>{bundle}</script>\n<script>\n'
+           'window.drawDashboard(metric_1, new Map(), "root_metric_1");</script></body></html>')
+    pages = []
+    for label in ("month-15", "month-16"):
+        page = tmp_path / f"evidently-{label}.html"
+        page.write_text(raw, encoding="utf-8")
+        pages.append(monitoring.dress_evidently(page, spec, dataclasses.replace(late, label=label), MODEL_VERSION))
+    shared = sorted(tmp_path.glob("evidently-*.js"))
+    assert len(shared) == 1 and shared[0].read_text(encoding="utf-8") == bundle  # one bundle for the run
+    html = pages[0].read_text(encoding="utf-8")
+    dom = _parse(html)
+    csp = [m.get("content", "") for m in dom.metas if (m.get("http-equiv") or "").lower() == "content-security-policy"]
+    assert len(csp) == 1 and "default-src 'none'" in csp[0] and "connect-src 'none'" in csp[0]
+    hrefs = [v for tag, k, v in dom.attrs if tag == "a" and k == "href"]
+    assert hrefs[:2] == ["drift-month-15.html", "index.html"]
+    srcs = [v for tag, k, v in dom.attrs if tag == "script" and k == "src"]
+    assert srcs == [shared[0].name] and bundle not in html
+    text = _text(html)
+    assert "creditgov" in text and f"version {MODEL_VERSION}" in text
+    assert "Why its scores differ from the drift page" in text and "Wasserstein" in text
+    assert len(html) < len(raw) + 3000
+
+
 def test_monitoring_index_links_every_batch_page(monitor_pages):
     html = monitor_pages["index"].read_text(encoding="utf-8")
     hrefs = [v for tag, k, v in _parse(html).attrs if tag == "a" and k == "href"]
@@ -521,6 +581,8 @@ def test_monitoring_index_links_every_batch_page(monitor_pages):
         assert (monitor_pages["index"].parent / h).is_file()
     text = _text(html)
     assert "0.8765" in text and "0.8123" in text  # estimated AUC of one batch, observed of the other
+    assert "ab12ab12ab" in text and "month-02" in text  # the batch's content hash, the matured data's month
+    assert "Observed AUC for month-15 (matured labels)" in text
     assert f"CSI 0.300 of {IMG}" in text
     assert html.count("<svg") == 3
     assert "estimated AUC (CBPE)" in html
@@ -567,7 +629,9 @@ def test_real_browser_renders_hostile_strings_inertly(built, log, which, tmp_pat
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
 
-def test_the_trend_plots_the_key_features_that_moved():
+def test_the_trend_plots_the_features_behind_the_verdicts():
+    """Every feature whose CSI reached watch in some batch (key features first, then by CSI), not only keys:
+    the non-key feature at CSI 0.3 made month-14's watch verdict."""
     import dataclasses
 
     from creditgov.report import monitoring
@@ -575,7 +639,8 @@ def test_the_trend_plots_the_key_features_that_moved():
     spec = load_spec(REPO / "pipelines" / "behaviour.yaml")
     early, late = _monitor_results()
     late = dataclasses.replace(late, csi={"inquiries_6m": 0.4, "utilisation": 0.12, "days_past_due": 0.01})
-    assert monitoring.drivers([early, late], spec) == ["inquiries_6m", "utilisation"]
+    assert IMG not in spec.monitoring.key_features
+    assert monitoring.drivers([early, late], spec) == ["inquiries_6m", "utilisation", IMG]
     quiet = dataclasses.replace(late, csi={"days_past_due": 0.01})
     assert monitoring.drivers([quiet], spec) == spec.monitoring.key_features[:3]
 
@@ -598,3 +663,24 @@ def test_the_root_index_lists_each_run_with_its_model_policy_rows_and_verdict(bu
     assert f"{len(decided):,} decided, {adverse:,} adverse, {len(log) - len(decided):,} quarantined" in text
     assert f"{MODEL_VERSION}" in text and "2 batches (month-14 to month-15), worst verdict" in text
     assert "old-run" in text and "decisions" in text
+
+
+def test_the_regulator_pack_lists_the_run_in_reading_order(built, tmp_path, monkeypatch):
+    """What `creditgov report --pdf` prints, in order: index, portfolio, (model card), the sampled decisions as
+    the index lists them, then their notices in English and Chinese; a folder that is no report run, or no
+    Chromium to print with, is a one-line error."""
+    from creditgov.errors import CreditGovError
+    from creditgov.report import pdf
+
+    docs = pdf.pack_documents(built.directory)
+    ids = built.decisions
+    assert [d.title for d in docs] == (["Decision report: index", "Portfolio report"]
+                                       + [f"Decision {i}" for i in ids]
+                                       + [f"Notice {i} ({lang})" for i in ids for lang in ("English", "Chinese")])
+    assert all(d.path.is_file() and built.directory in d.path.parents for d in docs)
+    with pytest.raises(CreditGovError, match="no index.html"):
+        pdf.pack_documents(tmp_path)
+    monkeypatch.setenv(pdf.CHROMIUM_ENV, str(tmp_path / "no-such-browser"))
+    assert pdf.find_chromium() is None
+    with pytest.raises(pdf.ChromiumError, match="no Chromium to print the pack with"):
+        pdf.write_pack(built.directory)

@@ -290,6 +290,27 @@ def test_monitoring_runs_and_the_model_version_carry_the_verdict(monitored, book
     assert (monitored.report_dir / "index.html").is_file()
 
 
+def test_the_monitor_folder_without_evidently_is_small_and_names_each_batch(monitored):
+    """Evidently's pages are opt-in (megabytes each): the monitoring run's own folder stays under 1 MB, and
+    each drift page names its batch's source, content hash and the matured month its estimates rest on."""
+    from creditgov.data import simulate
+    from creditgov.data.inputs import content_hash
+
+    files = [p for p in monitored.report_dir.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    print(f"monitor folder without Evidently: {size:,} bytes in {len(files)} files "
+          f"(largest {max(files, key=lambda p: p.stat().st_size).name})")
+    assert not [p.name for p in files if p.name.startswith("evidently-")]
+    assert size < 1_000_000, size
+    for r in monitored.results:
+        m = int(r.label.split("-")[1])
+        assert r.source == _snapshot(m)
+        assert r.batch_hash == content_hash(simulate.load_months(BOOK, [m], labelled=False))
+        assert r.basis_label == f"month-{m - 12:02d}" and r.basis_source == _snapshot(m - 12)
+        page = (monitored.report_dir / f"drift-{r.label}.html").read_text(encoding="utf-8")
+        assert r.source in page and r.batch_hash[:16] in page and r.basis_label in page
+
+
 def test_the_stored_monitoring_result_reloads_as_the_typed_result(monitored, client, tmp_path):
     import json
 

@@ -306,6 +306,62 @@ def test_real_notices_speak_the_customers_language(reported, project):
             assert ("决定日期" if lang == "zh" else "Date of the decision") in body
 
 
+def _pdf_pages(path: Path) -> list[str]:
+    """Each page's text as pdftotext (poppler-utils, installed by .ci/run) reads it (pages end with a form
+    feed), or pypdf where pdftotext is absent."""
+    import shutil
+
+    if shutil.which("pdftotext"):
+        out = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.decode("utf-8").split("\f")
+    from pypdf import PdfReader
+
+    return [p.extract_text() for p in PdfReader(path).pages]
+
+
+def _compact(text: str) -> str:
+    return "".join(text.split())  # an id broken over two lines (break-all) reads whole again
+
+
+def _no_chromium() -> bool:
+    from creditgov.report.pdf import find_chromium
+
+    return find_chromium() is None
+
+
+@pytest.mark.skipif(_no_chromium(), reason="no Chromium installed: the regulator pack is printed by headless Chromium")
+def test_regulator_pack_prints_the_run_to_one_pdf(reported, project):
+    """creditgov report --pdf: index, portfolio, model card, the sampled decisions, then their notices, behind a
+    contents page whose page numbers point at each document; the decision ids are in the PDF's text."""
+    from pypdf import PdfReader
+
+    from creditgov.report import pdf
+
+    pack = pdf.write_pack(reported.directory)
+    assert pack.path == reported.directory / "regulator-pack.pdf"
+    reader = PdfReader(pack.path)
+    assert len(reader.pages) == pack.pages
+    titles = [doc.title for doc, _ in pack.contents]
+    ids = reported.decisions
+    assert titles[:3] == ["Decision report: index", "Portfolio report", "Model card"]
+    assert titles[3:3 + len(ids)] == [f"Decision {d}" for d in ids]
+    assert titles[3 + len(ids):] == [f"Notice {d} ({lang})" for d in ids for lang in ("English", "Chinese")]
+    starts = [page for _, page in pack.contents]
+    assert starts == sorted(starts) and starts[0] >= 2 and starts[-1] <= pack.pages  # after the cover and contents
+    pages = [_compact(t) for t in _pdf_pages(pack.path)]
+    text = "".join(pages)
+    assert "Regulatorpack" in pages[0] and "Contents" in pages[0]
+    for did in ids:
+        assert did in text
+    for (doc, page) in pack.contents[3:3 + len(ids)]:  # the contents page points at each decision's page
+        assert doc.title.split()[-1] in pages[page - 1], doc.title
+    (doc, page), = [c for c in pack.contents if c[0].title == f"Notice {ids[0]} (Chinese)"]
+    assert _compact(project.spec.lender.name.zh) in pages[page - 1]
+    assert all("/Annots" not in p for p in reader.pages)  # no link to a file of the machine that printed it
+    assert f"version{project.version}" in pages[starts[2] - 1]  # the model card
+
+
 # --------------------------------------------------------------------------- the command line
 
 

@@ -1,19 +1,22 @@
 """`creditgov monitor`: run the monitor on batches (files, or simulator months), record and render it.
 
 Each monitored batch gets an MLflow run in `<experiment>-monitoring` (metrics, verdict, reasons,
-the result JSON and the HTML), and the model version gets `monitor.*` tags: the latest verdict
+the result JSON and the drift page), and the model version gets `monitor.*` tags: the latest verdict
 and one `monitor.verdict.NNNN` tag per batch, the history (registry.record_verdict). The HTML goes
-to reports/<run>/: one drift page per batch, the Evidently report, a trend page over the batches,
-and index.html linking them.
+to reports/<run>/: one drift page per batch, a trend page over the batches, and index.html linking them.
+Evidently's DataDriftPreset page per batch is opt-in (`evidently=True`, `creditgov monitor --evidently`):
+about 1.3 MB of data per page plus Evidently's 3.5 MB script, written once per run and shared by its pages
+(report.monitoring.dress_evidently); it stays in the report folder and is not copied into MLflow.
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -24,11 +27,25 @@ from creditgov.errors import UsageError
 from creditgov.governance import registry
 from creditgov.monitor import dask
 from creditgov.data import validate
+from creditgov.data.inputs import content_hash
 from creditgov.cluster import client_for, close_client
 from creditgov.monitor.drift import Binning, MonitorResult, bin_counts, load_reference, run_monitor
 from creditgov.report import monitoring
 from creditgov.report.pages import write_root_index
 from creditgov.spec import PipelineSpec
+
+
+class Batch(NamedTuple):
+    """One batch to monitor: its label, rows and the matured (labelled) rows its estimates rest on, with where
+    each came from (named on the drift page beside its content hash). A plain (label, frame, basis) tuple is
+    a Batch without sources."""
+
+    label: str
+    frame: pd.DataFrame
+    basis: pd.DataFrame | None = None
+    source: str | None = None
+    basis_label: str | None = None
+    basis_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +80,8 @@ def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) 
         mlflow.log_dict(r.to_dict(), "monitor/result.json")
         if html is not None:
             mlflow.log_artifact(str(html), "monitor")
-        if r.evidently_html:
-            mlflow.log_artifact(r.evidently_html, "monitor")
+        if r.evidently_html:  # the page stays in the report folder (megabytes each): the run names it
+            mlflow.set_tag("evidently_page", Path(r.evidently_html).name)
         run_id = run.info.run_id
     registry.record_verdict(spec.registry.model_name, version, r.label, r.verdict, run_id,
                             r.reasons[0] if r.reasons else "no threshold crossed")
@@ -72,10 +89,11 @@ def _log(spec: PipelineSpec, r: MonitorResult, version: str, html: Path | None) 
 
 
 def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFrame | None]],
-            version: str | None = None, out_root: str | Path = "reports", evidently: bool = True,
+            version: str | None = None, out_root: str | Path = "reports", evidently: bool = False,
             log=print, binning: Binning = bin_counts) -> MonitorJob:
-    """Monitor each (label, batch, matured-basis) in order; write and record everything. `binning` counts
-    each batch on the reference bins (creditgov.decision.dask passes one that runs on a Dask cluster)."""
+    """Monitor each Batch (or (label, batch, matured-basis) tuple) in order; write and record everything.
+    `evidently`: also Evidently's page per batch (opt-in: megabytes each). `binning` counts each batch on the
+    reference bins (creditgov.decision.dask passes one that runs on a Dask cluster)."""
     registry.configure()
     model, version, _ = registry.load_registered(spec.registry.model_name, version)
     profile, ref_sample, _ = load_reference(spec.registry.model_name, version)
@@ -84,13 +102,20 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
     out.mkdir(parents=True, exist_ok=True)
     results, run_ids = [], []
     with progress.task("Monitoring", total=len(batches), unit="batches") as bar:
-        for label, frame, basis in bar.track(batches):
+        for b in bar.track([Batch(*t) for t in batches]):
+            label = b.label
             bar.note(label)
-            clean = _validated(spec, frame, label)
-            basis_clean = _validated(spec, basis, f"{label} (matured basis)") if basis is not None else None
+            clean = _validated(spec, b.frame, label)
+            basis_clean = _validated(spec, b.basis, f"{label} (matured basis)") if b.basis is not None else None
             ev_path = out / f"evidently-{label}.html" if evidently else None
             r = run_monitor(spec, model, profile, clean, label, ref_sample=ref_sample, matured_frame=basis_clean,
                             evidently_path=ev_path, binning=binning)
+            r = replace(r, source=b.source, batch_hash=content_hash(b.frame),
+                        basis_label=(b.basis_label or "matured basis") if b.basis is not None else None,
+                        basis_source=b.basis_source if b.basis is not None else None,
+                        basis_hash=content_hash(b.basis) if b.basis is not None else None)
+            if r.evidently_html:
+                monitoring.dress_evidently(Path(r.evidently_html), spec, r, version)
             page = monitoring.write_batch_page(out, spec, r, version, stamp)
             run_ids.append(_log(spec, r, version, page))
             results.append(r)
@@ -110,7 +135,10 @@ def simulator_batches(spec: PipelineSpec, directory: str, months: list[int], obs
         if spec.target.column != TARGET:
             frame = frame.rename(columns={TARGET: spec.target.column})
             basis = basis.rename(columns={TARGET: spec.target.column}) if basis is not None else None
-        out.append((f"month-{m:02d}", frame, basis))
+        snapshot = f"{directory}/month={{:02d}}/snapshot.parquet".format
+        out.append(Batch(f"month-{m:02d}", frame, basis, snapshot(m),
+                         f"month-{m - HORIZON:02d}" if basis is not None else None,
+                         snapshot(m - HORIZON) if basis is not None else None))
     return out
 
 
@@ -143,7 +171,7 @@ def result_json(r: MonitorResult) -> str:
 
 
 def monitor_on_dask(spec: PipelineSpec, batches: list, version: str | None = None, out_root: str | Path = "reports",
-                    evidently: bool = True, log=print, scheduler: str | None = None, partitions: int | None = None,
+                    evidently: bool = False, log=print, scheduler: str | None = None, partitions: int | None = None,
                     client=None):
     """`monitor` with PSI / CSI binned on a Dask cluster (engine_monitor.bin_counts)."""
     own = client is None

@@ -152,6 +152,15 @@ class MonitorResult:
     verdict: str = "stable"
     reasons: tuple[str, ...] = ()
     evidently_html: str | None = None
+    # segment values in the batch that the development reference never saw: {column: {value: rows}}. No PSI can
+    # be computed for them (no reference shares), so they are named instead of silently left out
+    unseen_segments: dict[str, dict[str, int]] = field(default_factory=dict)
+    # what was monitored: the batch (its source and content hash) and the matured data the estimates rest on
+    source: str | None = None
+    batch_hash: str | None = None
+    basis_label: str | None = None
+    basis_source: str | None = None
+    basis_hash: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,7 +169,7 @@ class MonitorResult:
     def from_dict(cls, d: dict) -> MonitorResult:
         """The result back from `to_dict` (or its stored JSON, monitor/result.json)."""
         m, e, b = d["matured"], d["estimated"], d["calibration_basis"]
-        return cls(**{**d, "reasons": tuple(d["reasons"]),
+        return cls(**{**d, "reasons": tuple(d["reasons"]), "unseen_segments": d.get("unseen_segments") or {},
                       "matured": ObservedPerformance.from_dict(m) if m is not None else None,
                       "estimated": EstimatedPerformance.from_dict(e) if e is not None else None,
                       "calibration_basis": CalibrationBasis.from_dict(b) if b is not None else None})
@@ -244,6 +253,20 @@ def stability(frame: pd.DataFrame, p: np.ndarray, profile: dict, spec: PipelineS
         {col: {value: _psi(prof, counts.segments[col][value]) for value, prof in profs.items()
                if counts.segments[col][value].sum() >= min_rows}
          for col, profs in profile.get("segments", {}).items()})
+
+
+def unseen_segments(frame: pd.DataFrame, profile: dict) -> dict[str, dict[str, int]]:
+    """Per segment column of the reference: the batch's values the reference has no profile for, with their rows
+    (a category absent from development, such as a new employment type)."""
+    out = {}
+    for col, profs in profile.get("segments", {}).items():
+        if col not in frame.columns:
+            continue
+        counts = pd.Series(segment_keys(frame[col])).value_counts(sort=False)
+        new = {str(v): int(n) for v, n in sorted(counts.items()) if v not in profs}
+        if new:
+            out[col] = new
+    return out
 
 
 def level_shift(frame: pd.DataFrame, p: np.ndarray, profile: dict, spec: PipelineSpec) -> dict[str, float]:
@@ -331,6 +354,11 @@ def decide_verdict(r: MonitorResult, cfg: Monitoring) -> tuple[str, list[str]]:
                                    "this segment's risk has shifted"))
             elif v >= cfg.psi_watch:
                 reasons.append((1, f"score PSI {v:.3f} in segment {col}={value} >= {cfg.psi_watch}"))
+    for col, seg in r.unseen_segments.items():
+        for value, rows in seg.items():
+            if rows >= cfg.min_tier_rows:
+                reasons.append((1, f"segment {col}={value} ({rows:,} rows) is absent from the development reference: "
+                                   "no score PSI can be computed for it, and the model never saw it"))
     for key, v in sorted(r.level.items(), key=lambda kv: -abs(kv[1])):
         where = "the book" if key == "all" else f"segment {key}"
         # informative only: a mean PD is driven by its tail and moves with the book's ageing and survivorship
@@ -427,7 +455,8 @@ def run_monitor(spec: PipelineSpec, model, profile: dict, frame: pd.DataFrame, l
     if matured is None:
         estimated = estimated_performance(p, basis)
     result = MonitorResult(label, int(len(frame)), st.score_psi, st.csi, st.segment_psi,
-                           level_shift(frame, p, profile, spec), matured, estimated, basis)
+                           level_shift(frame, p, profile, spec), matured, estimated, basis,
+                           unseen_segments=unseen_segments(frame, profile))
     if evidently_path is not None and ref_sample is not None:
         cur = frame[[f.name for f in spec.model_inputs]].assign(pd=p)
         cur = cur.sample(min(cfg.evidently_sample, len(cur)), random_state=seed)
