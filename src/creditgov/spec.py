@@ -355,10 +355,45 @@ class OnBookFields(StrictModel):
     suspended: str
     # months since the limit last changed (raise or cut); needed when the policy sets limit_review_every_months
     months_since_limit_change: str | None = None
+    # the account's current annual rate (a fraction); without it the rate the pricing table gave the account's
+    # tier at its previous review stands for it (policy.pricing)
+    current_apr: str | None = None
 
     def columns(self) -> list[str]:
         """The columns named (an optional field left out is not one)."""
         return [c for c in self.model_dump().values() if c is not None]
+
+
+class WarningSignal(StrictModel):
+    """A pre-delinquency signal of the early warning: it holds when all its conditions hold."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    when: list[Condition] = Field(min_length=1)
+    reason: Reason
+
+
+class EarlyWarning(StrictModel):
+    """The watchlist of accounts still current (0 days past due) that show pre-delinquency signals: the signals
+    of the catalogue's features, and the PD rising by `pd_rise_factor` (below the suspension trigger). One signal
+    or more puts the account on the watchlist with a reminder; `freeze_min_signals` or more freeze new purchases
+    until the next review. The risk report measures the lift: the share of warned accounts `lift_days_past_due`+
+    days past due within `lift_horizon_months` against the base rate of the accounts it watches."""
+
+    signals: list[WarningSignal] = []
+    pd_rise_factor: float = Field(gt=1)
+    pd_rise_min_pd: float = Field(gt=0, le=1)
+    pd_rise_reason: Reason
+    freeze_min_signals: int = Field(ge=1)
+    lift_horizon_months: int = Field(default=3, ge=1, le=12)
+    lift_days_past_due: int = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EarlyWarning":
+        names = [s.name for s in self.signals] + ["pd_rise"]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"policy.on_book.early_warning.signals: duplicated names {dup} (pd_rise is built in)")
+        return self
 
 
 class OnBookPolicy(StrictModel):
@@ -377,12 +412,35 @@ class OnBookPolicy(StrictModel):
     # (months_since_limit_change a positive multiple of it), each change at most raise_factor up / cut_factor down
     limit_review_every_months: int | None = Field(default=None, gt=0)
     reasons: dict[str, Reason]
+    early_warning: EarlyWarning | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "OnBookPolicy":
         if self.limit_review_every_months is not None and self.fields.months_since_limit_change is None:
             raise ValueError("policy.on_book.limit_review_every_months needs fields.months_since_limit_change")
+        ew = self.early_warning
+        if ew is not None and ew.pd_rise_factor >= self.suspend_pd_rise_factor:
+            raise ValueError(f"policy.on_book.early_warning.pd_rise_factor {ew.pd_rise_factor:g} must be below the "
+                             f"suspension trigger suspend_pd_rise_factor {self.suspend_pd_rise_factor:g}")
         return self
+
+
+class PriceRow(StrictModel):
+    tier: str
+    apr: float = Field(gt=0, le=1)  # annual percentage rate as a fraction: 0.18 is 18%
+
+
+class Pricing(StrictModel):
+    """Risk-based pricing: the annual rate of each tier (the pricing table), never above the legal cap. On book,
+    the rate is repriced at a limit review (every limit_review_every_months) and a rise is an adverse action."""
+
+    legal_cap_apr: float = Field(gt=0, le=1)
+    legal_basis: str = Field(min_length=1)  # where the cap comes from, shown in reports
+    table: list[PriceRow] = Field(min_length=1)
+    rise_reason: Reason
+
+    def apr_of(self, tier: str) -> float:
+        return next(r.apr for r in self.table if r.tier == tier)
 
 
 class Fairness(StrictModel):
@@ -405,6 +463,7 @@ class Policy(StrictModel):
     on_book: OnBookPolicy | None = None
     fairness: Fairness = Fairness()
     max_reasons: int = Field(default=4, ge=1, le=10)
+    pricing: Pricing | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "Policy":
@@ -422,12 +481,30 @@ class Policy(StrictModel):
             raise ValueError("policy.limit: minimum > maximum")
         if self.on_book and self.on_book.cut_tier not in names:
             raise ValueError(f"policy.on_book.cut_tier: '{self.on_book.cut_tier}' is not a tier")
+        if self.pricing is not None:
+            _check_pricing(self.pricing, names)
         return self
 
     @property
     def content_hash(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_pricing(pricing: Pricing, tiers: list[str]) -> None:
+    priced = [r.tier for r in pricing.table]
+    for t in priced:
+        if t not in tiers:
+            raise ValueError(f"policy.pricing.table: '{t}' is not a tier")
+        if priced.count(t) > 1:
+            raise ValueError(f"policy.pricing.table: tier '{t}' is priced twice")
+    unpriced = [t for t in tiers if t not in priced]
+    if unpriced:
+        raise ValueError(f"policy.pricing.table: no rate for tiers {unpriced}")
+    for r in pricing.table:
+        if r.apr > pricing.legal_cap_apr:
+            raise ValueError(f"policy.pricing.table: tier '{r.tier}' rate {r.apr:g} is above the legal cap "
+                             f"legal_cap_apr {pricing.legal_cap_apr:g}")
 
 
 class Channel(StrictModel):
@@ -515,6 +592,15 @@ class PipelineSpec(StrictModel):
                 if rule.when.feature in barred:
                     raise ValueError(f"policy.rules.{rule.name}: feature '{rule.when.feature}' is protected (no legal "
                                      "basis): a decision rule may not read it")
+            ew = self.policy.on_book.early_warning if self.policy.on_book else None
+            for sig in (ew.signals if ew else []):
+                for cond in sig.when:
+                    if cond.feature not in known:
+                        raise ValueError(f"policy.on_book.early_warning.signals.{sig.name}: feature '{cond.feature}' "
+                                         "is not in the catalogue")
+                    if cond.feature in barred:
+                        raise ValueError(f"policy.on_book.early_warning.signals.{sig.name}: feature '{cond.feature}' "
+                                         "is protected (no legal basis): a decision rule may not read it")
             if self.policy.limit.capacity_feature in barred:
                 raise ValueError(f"policy.limit.capacity_feature: '{self.policy.limit.capacity_feature}' is protected")
             if self.policy.limit.capacity_feature not in known:
