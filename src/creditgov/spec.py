@@ -261,6 +261,20 @@ KS_BOOTSTRAP_MAX = 200  # replicates of the observed-KS interval at most: each o
 
 
 HASH_WHEN_SET = (("monitoring", "on_rebuild", "flag"),)
+# the same for the policy (its hash is on every decision): paths within the policy, and their default
+POLICY_HASH_WHEN_SET = ((("pricing",), None), (("on_book", "early_warning"), None),
+                        (("on_book", "fields", "current_apr"), None))
+
+
+def policy_for_hash(dumped: dict | None) -> dict | None:
+    """A dumped policy without the settings added later that it leaves at their default (in place)."""
+    for path, default in POLICY_HASH_WHEN_SET:
+        node = dumped
+        for step in path[:-1]:
+            node = node.get(step) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == default:
+            del node[path[-1]]
+    return dumped
 
 
 class Monitoring(StrictModel):
@@ -487,7 +501,7 @@ class Policy(StrictModel):
 
     @property
     def content_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        canonical = json.dumps(policy_for_hash(self.model_dump(mode="json")), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -660,6 +674,7 @@ class PipelineSpec(StrictModel):
         for section, key, default in HASH_WHEN_SET:
             if dumped[section].get(key) == default:
                 del dumped[section][key]
+        policy_for_hash(dumped.get("policy"))
         for where, (resolved, written) in self._written_paths.items():
             section, key = where.split(".")
             if dumped[section].get(key) == resolved:

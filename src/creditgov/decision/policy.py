@@ -253,6 +253,8 @@ def early_warning(frame: pd.DataFrame, p: np.ndarray, policy: Policy, eligible: 
         return out
     ew = policy.on_book.early_warning
     for j, sig in enumerate(ew.signals):
+        if any(c.feature not in frame.columns for c in sig.when):
+            continue  # a frame without the signal's columns (a policy-only caller; validated batches have them)
         m = eligible.copy()
         for cond in sig.when:
             m &= condition_mask(frame, cond)

@@ -197,8 +197,9 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
                                      row["reason_attributions"])]
     changed = wording.changed_lines(row)
     money = lambda v: "–" if wording.missing(v) else wording.money(v, cur)  # noqa: E731
-    limit = {"decline": "none (declined)", "suspend": "none while suspended"}.get(str(row["action"]),
-                                                                               money(row["limit"]))
+    limit = {"decline": "none (declined)", "suspend": "none while suspended",
+             "watch_freeze": f"{money(row['limit'])}, new purchases paused until the next review"}.get(
+        str(row["action"]), money(row["limit"]))
     events = audit.events_for(str(row["decision_id"])) if audit.exists() else []
     notices = ({lang: wording.notice(row, spec, lang, changed, cf, stamp["generated_at"]) for lang in ("en", "zh")}
                if spec.lender is not None else {})

@@ -11,8 +11,10 @@ of months, as CSV files and one self-contained HTML page (inline CSS and SVG cha
 * charge-off and net loss rates by month, annualised (x 12): charged-off accounts over active accounts, and
   charged-off balances less recoveries over active balances (the ledger).
 
-Partial against issue 15's report: early-warning lift, collections treatment outcomes, limit and pricing
-changes and the model's monitoring verdicts are not in it yet.
+* early-warning lift and pricing by tier, when a behaviour model is given (creditgov.report.early_warning).
+
+Partial against issue 15's report: collections treatment outcomes, limit changes and the model's monitoring
+verdicts are not in it yet.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import pandas as pd
 from creditgov.atomic import replace_dir
 from creditgov.data import simulate
 from creditgov.errors import DataError
+from creditgov.report import early_warning
 from creditgov.report.pages import render, write_root_index, write_run_summary
 from creditgov.spec import months_text
 
@@ -175,8 +178,10 @@ def _charts(fig_: RiskFigures) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ writing
 
 
-def write_report(directory: str | Path, months: list[int], out_root: str | Path = "reports") -> Path:
-    """CSV files and index.html in <out_root>/risk-<book>-<months>/; returns the directory."""
+def write_report(directory: str | Path, months: list[int], out_root: str | Path = "reports",
+                 warning: early_warning.EarlyWarningFigures | None = None, warning_note: str = "") -> Path:
+    """CSV files and index.html in <out_root>/risk-<book>-<months>/; returns the directory. `warning`: the early
+    warning's lift and the pricing by tier (early_warning.figures), or `warning_note` saying why there are none."""
     directory = Path(directory)
     figs = book_figures(directory, months)
     try:
@@ -192,6 +197,8 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
         figs.roll_counts.reset_index().to_csv(tmp / "roll_counts.csv", index=False)
         figs.vintages.to_csv(tmp / "vintages.csv", index=False, float_format="%.6f")
         figs.losses.to_csv(tmp / "losses.csv", index=False, float_format="%.6f")
+        if warning is not None:
+            early_warning.write_csv(warning, tmp)
         shock = meta["scenario"].get("shock")
         html = render("risk_report.html", book=str(directory), scenario=name, months=months,
                       generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -200,7 +207,8 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
                       roll=[(b, [figs.roll_rates.loc[b, s] for s in STATES], int(figs.roll_counts.loc[b].sum()))
                             for b in simulate.BUCKETS], states=list(STATES),
                       losses=figs.losses.to_dict("records"),
-                      vintage_table=_vintage_table(figs.vintages))
+                      vintage_table=_vintage_table(figs.vintages),
+                      **early_warning.context(warning, warning_note))
         (tmp / "index.html").write_text(html, encoding="utf-8")
         write_run_summary(tmp, kind="risk", model=None, policy=None, rows=None,
                           detail=f"book {name}, {months_text(months)}", verdict=None)
