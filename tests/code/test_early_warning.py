@@ -2,7 +2,7 @@
 actions, the one decision path (log, reasons, notices, audit trail) and the lift in the risk report, checked
 against a count made here from the snapshots.
 
-One small default-scenario book (3,000 accounts, 24 months) and one quick behaviour model (20 rounds on months
+One small default-scenario book (3,000 accounts, 24 months) and one quick behaviour model (12 rounds on months
 1-3) serve the module."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from creditgov.errors import SpecError
 from creditgov.model import train
 from creditgov.report import early_warning, pages, risk, wording
 from creditgov.spec import load_spec
-from helpers import in_project, names_leaked, notice_body, quiet
+from helpers import TINY_ROUNDS, in_project, names_leaked, notice_body, quiet
 
 MONTHS = list(range(2, 15))
 BASE = {"account_id": "A1", "snapshot_month": "2025-01", "customer_name": "x", "phone": "1", "age": 40,
@@ -42,7 +42,7 @@ def book(tmp_path_factory, repo_root):
 @pytest.fixture(scope="module")
 def model(book, behaviour_spec):
     s = train.split(simulate.load_months(book, [1, 2, 3]), behaviour_spec)
-    return train.fit_model(s.train, s.validation, behaviour_spec, n_estimators=20)
+    return train.fit_model(s.train, s.validation, behaviour_spec, n_estimators=TINY_ROUNDS)
 
 
 @pytest.fixture(scope="module")

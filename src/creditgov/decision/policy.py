@@ -4,7 +4,10 @@ Pure and vectorised: `apply_policy` takes the raw batch and the PDs and returns 
 frame, one row per input row. Application decisions (approve / decline / review with
 an initial limit) apply to every batch; when the batch carries the on-book account
 columns named in `policy.on_book.fields`, the account-review decisions apply instead
-(suspend / restore / cut / raise / keep / review). Rules that decide an action are
+(suspend / restore / cut / raise / keep / review), with, when the spec sets them, the early
+warning's watchlist (watch_reminder / watch_freeze, from pre-delinquency signals of accounts still
+current: `early_warning`) and risk-based pricing (the tier's annual rate under a legal cap, repriced at
+a limit review; a rise is the adverse action reprice: `reprice`). Rules that decide an action are
 listed first in `rules_triggered` and name themselves in `decided_by`.
 """
 from __future__ import annotations
