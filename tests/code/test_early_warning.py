@@ -215,3 +215,21 @@ def test_risk_report_shows_the_lift_and_pricing_and_writes_their_csv(book, figs,
     csv = pd.read_csv(out / "early_warning_by_month.csv")
     assert csv["warned"].sum() == figs.pooled["warned"]
     assert set(pd.read_csv(out / "pricing_by_tier.csv")["tier"]) == {"low", "medium", "high"}
+
+
+def test_an_application_policy_with_pricing_offers_its_tier_rate_with_each_line(spec, behaviour_spec):
+    from creditgov.spec import Policy
+
+    raw = spec.policy.model_dump()
+    raw["pricing"] = behaviour_spec.policy.pricing.model_dump()
+    raw["pricing"]["table"] = [{"tier": t.name, "apr": 0.1 + 0.05 * i} for i, t in enumerate(spec.policy.tiers)]
+    pol = Policy.model_validate(raw)
+    frame = pd.DataFrame({"Income": [500.0] * 3, **{r.when.feature: [np.nan if r.when.op != "missing" else 1.0] * 3
+                                                      for r in spec.policy.rules}})
+    p = np.array([0.01, 0.2, 0.9])
+    d = apply_policy(frame, p, pol)
+    approved = (d["action"] == "approve").to_numpy()
+    assert approved.any() and (d["action"] == "decline").any()
+    assert np.isnan(d.loc[d["action"] == "decline", "apr"]).all()
+    expect = {t.name: 0.1 + 0.05 * i for i, t in enumerate(spec.policy.tiers)}
+    assert [round(a, 10) for a in d.loc[approved, "apr"]] == [round(expect[t], 10) for t in d.loc[approved, "tier"]]
