@@ -477,11 +477,30 @@ def simulate(scenario: str = typer.Option("pipelines/scenarios/default.yaml", he
 @app.command(name="risk-report")
 def risk_report(sim_dir: str = typer.Option("data/simulated/default", help="Simulated book (creditgov simulate)."),
                 months: str = typer.Option("1-24", help="Months, e.g. 1-24."),
-                out: str = typer.Option("reports", help="Reports folder.")):
-    """The periodic risk report of a simulated book: buckets, roll rates, vintages, losses (HTML and CSV)."""
+                out: str = typer.Option("reports", help="Reports folder."),
+                spec: str = typer.Option("pipelines/behaviour.yaml", help="Behaviour spec: its on-book policy and "
+                                         "registered model measure the early warning and price the book."),
+                version: Optional[str] = typer.Option(None, help="Model version (default: @champion).")):
+    """The periodic risk report of a simulated book: buckets, roll rates, vintages, losses, early-warning lift and
+    pricing by tier (HTML and CSV)."""
+    from creditgov.errors import CreditGovError
+    from creditgov.governance import registry
+    from creditgov.report import early_warning
     from creditgov.report.risk import write_report
 
-    path = write_report(sim_dir, _sim_months(months, sim_dir, labelled=False), out)
+    ms = _sim_months(months, sim_dir, labelled=False)
+    s = _spec(spec)
+    warning, note = None, ""
+    try:
+        registry.configure()
+        model, got, _ = registry.load_registered(s.registry.model_name, version)
+    except CreditGovError as err:  # no model yet: the book's own figures still stand
+        note = f"no registered {s.registry.model_name} model ({err})"
+    else:
+        warning = early_warning.figures(sim_dir, ms, s, model)
+        _say(f"early warning measured with {s.registry.model_name} version {got}: lift "
+             f"{warning.pooled['lift']:.2f}, warned share {warning.pooled['warned_share']:.1%}")
+    path = write_report(sim_dir, ms, out, warning, note)
     _say(f"risk report: {path / 'index.html'}")
 
 

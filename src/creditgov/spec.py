@@ -260,7 +260,21 @@ DISCRETE_MAX = 20  # a numeric feature with at most this many distinct values ge
 KS_BOOTSTRAP_MAX = 200  # replicates of the observed-KS interval at most: each one is a sort of the batch
 
 
-HASH_WHEN_SET = (("monitoring", "on_rebuild", "flag"), ("policy", "collections", None))
+HASH_WHEN_SET = (("monitoring", "on_rebuild", "flag"),)
+# the same for the policy (its hash is on every decision): paths within the policy, and their default
+POLICY_HASH_WHEN_SET = ((("collections",), None), (("pricing",), None), (("on_book", "early_warning"), None),
+                        (("on_book", "fields", "current_apr"), None))
+
+
+def policy_for_hash(dumped: dict | None) -> dict | None:
+    """A dumped policy without the settings added later that it leaves at their default (in place)."""
+    for path, default in POLICY_HASH_WHEN_SET:
+        node = dumped
+        for step in path[:-1]:
+            node = node.get(step) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == default:
+            del node[path[-1]]
+    return dumped
 
 
 class Monitoring(StrictModel):
@@ -355,10 +369,45 @@ class OnBookFields(StrictModel):
     suspended: str
     # months since the limit last changed (raise or cut); needed when the policy sets limit_review_every_months
     months_since_limit_change: str | None = None
+    # the account's current annual rate (a fraction); without it the rate the pricing table gave the account's
+    # tier at its previous review stands for it (policy.pricing)
+    current_apr: str | None = None
 
     def columns(self) -> list[str]:
         """The columns named (an optional field left out is not one)."""
         return [c for c in self.model_dump().values() if c is not None]
+
+
+class WarningSignal(StrictModel):
+    """A pre-delinquency signal of the early warning: it holds when all its conditions hold."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    when: list[Condition] = Field(min_length=1)
+    reason: Reason
+
+
+class EarlyWarning(StrictModel):
+    """The watchlist of accounts still current (0 days past due) that show pre-delinquency signals: the signals
+    of the catalogue's features, and the PD rising by `pd_rise_factor` (below the suspension trigger). One signal
+    or more puts the account on the watchlist with a reminder; `freeze_min_signals` or more freeze new purchases
+    until the next review. The risk report measures the lift: the share of warned accounts `lift_days_past_due`+
+    days past due within `lift_horizon_months` against the base rate of the accounts it watches."""
+
+    signals: list[WarningSignal] = []
+    pd_rise_factor: float = Field(gt=1)
+    pd_rise_min_pd: float = Field(gt=0, le=1)
+    pd_rise_reason: Reason
+    freeze_min_signals: int = Field(ge=1)
+    lift_horizon_months: int = Field(default=3, ge=1, le=12)
+    lift_days_past_due: int = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EarlyWarning":
+        names = [s.name for s in self.signals] + ["pd_rise"]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"policy.on_book.early_warning.signals: duplicated names {dup} (pd_rise is built in)")
+        return self
 
 
 class OnBookPolicy(StrictModel):
@@ -377,11 +426,16 @@ class OnBookPolicy(StrictModel):
     # (months_since_limit_change a positive multiple of it), each change at most raise_factor up / cut_factor down
     limit_review_every_months: int | None = Field(default=None, gt=0)
     reasons: dict[str, Reason]
+    early_warning: EarlyWarning | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "OnBookPolicy":
         if self.limit_review_every_months is not None and self.fields.months_since_limit_change is None:
             raise ValueError("policy.on_book.limit_review_every_months needs fields.months_since_limit_change")
+        ew = self.early_warning
+        if ew is not None and ew.pd_rise_factor >= self.suspend_pd_rise_factor:
+            raise ValueError(f"policy.on_book.early_warning.pd_rise_factor {ew.pd_rise_factor:g} must be below the "
+                             f"suspension trigger suspend_pd_rise_factor {self.suspend_pd_rise_factor:g}")
         return self
 
 
@@ -472,14 +526,29 @@ class CollectionsPolicy(StrictModel):
         return self
 
 
+class PriceRow(StrictModel):
+    tier: str
+    apr: float = Field(gt=0, le=1)  # annual percentage rate as a fraction: 0.18 is 18%
+
+
+class Pricing(StrictModel):
+    """Risk-based pricing: the annual rate of each tier (the pricing table), never above the legal cap. On book,
+    the rate is repriced at a limit review (every limit_review_every_months) and a rise is an adverse action."""
+
+    legal_cap_apr: float = Field(gt=0, le=1)
+    legal_basis: str = Field(min_length=1)  # where the cap comes from, shown in reports
+    table: list[PriceRow] = Field(min_length=1)
+    rise_reason: Reason
+
+    def apr_of(self, tier: str) -> float:
+        return next(r.apr for r in self.table if r.tier == tier)
+
+
 class Fairness(StrictModel):
     group_columns: list[str] = []
     min_adverse_impact_ratio: float = Field(default=0.8, gt=0, le=1)
     # groups smaller than this are shown but neither serve as the reference nor get a ratio
     min_group_size: int = Field(default=30, ge=1)
-
-
-POLICY_HASH_WHEN_SET = (("collections", None),)
 
 
 class Policy(StrictModel):
@@ -496,6 +565,7 @@ class Policy(StrictModel):
     collections: CollectionsPolicy | None = None  # the collections ladder of accounts on book
     fairness: Fairness = Fairness()
     max_reasons: int = Field(default=4, ge=1, le=10)
+    pricing: Pricing | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "Policy":
@@ -520,16 +590,30 @@ class Policy(StrictModel):
                 bad = sorted(set(getattr(self.collections, step).early_tiers) - set(names))
                 if bad:
                     raise ValueError(f"policy.collections.{step}.early_tiers: {bad} are not tiers")
+        if self.pricing is not None:
+            _check_pricing(self.pricing, names)
         return self
 
     @property
     def content_hash(self) -> str:
-        dumped = self.model_dump(mode="json")
-        for key, default in POLICY_HASH_WHEN_SET:  # added later: counted only when set, so older hashes stand
-            if dumped.get(key, default) == default:
-                dumped.pop(key, None)
-        canonical = json.dumps(dumped, sort_keys=True, ensure_ascii=False)
+        canonical = json.dumps(policy_for_hash(self.model_dump(mode="json")), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_pricing(pricing: Pricing, tiers: list[str]) -> None:
+    priced = [r.tier for r in pricing.table]
+    for t in priced:
+        if t not in tiers:
+            raise ValueError(f"policy.pricing.table: '{t}' is not a tier")
+        if priced.count(t) > 1:
+            raise ValueError(f"policy.pricing.table: tier '{t}' is priced twice")
+    unpriced = [t for t in tiers if t not in priced]
+    if unpriced:
+        raise ValueError(f"policy.pricing.table: no rate for tiers {unpriced}")
+    for r in pricing.table:
+        if r.apr > pricing.legal_cap_apr:
+            raise ValueError(f"policy.pricing.table: tier '{r.tier}' rate {r.apr:g} is above the legal cap "
+                             f"legal_cap_apr {pricing.legal_cap_apr:g}")
 
 
 class Channel(StrictModel):
@@ -617,6 +701,15 @@ class PipelineSpec(StrictModel):
                 if rule.when.feature in barred:
                     raise ValueError(f"policy.rules.{rule.name}: feature '{rule.when.feature}' is protected (no legal "
                                      "basis): a decision rule may not read it")
+            ew = self.policy.on_book.early_warning if self.policy.on_book else None
+            for sig in (ew.signals if ew else []):
+                for cond in sig.when:
+                    if cond.feature not in known:
+                        raise ValueError(f"policy.on_book.early_warning.signals.{sig.name}: feature '{cond.feature}' "
+                                         "is not in the catalogue")
+                    if cond.feature in barred:
+                        raise ValueError(f"policy.on_book.early_warning.signals.{sig.name}: feature '{cond.feature}' "
+                                         "is protected (no legal basis): a decision rule may not read it")
             if self.policy.limit.capacity_feature in barred:
                 raise ValueError(f"policy.limit.capacity_feature: '{self.policy.limit.capacity_feature}' is protected")
             if self.policy.limit.capacity_feature not in known:
@@ -679,6 +772,7 @@ class PipelineSpec(StrictModel):
         for section, key, default in HASH_WHEN_SET:
             if isinstance(dumped[section], dict) and key in dumped[section] and dumped[section][key] == default:
                 del dumped[section][key]
+        policy_for_hash(dumped.get("policy"))
         for where, (resolved, written) in self._written_paths.items():
             section, key = where.split(".")
             if dumped[section].get(key) == resolved:

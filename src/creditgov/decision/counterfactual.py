@@ -45,7 +45,9 @@ import pandas as pd
 from creditgov.decision.policy import favourable_downward_closed, on_book_applies
 from creditgov.spec import Feature, PipelineSpec
 
-FAVOURABLE = {"decline": ("approve",), "cut": ("keep", "raise"), "suspend": ("keep", "raise", "restore")}
+FAVOURABLE = {"decline": ("approve",), "cut": ("keep", "raise", "watch_reminder"),
+              "suspend": ("keep", "raise", "restore", "watch_reminder"),
+              "watch_freeze": ("keep", "raise", "watch_reminder"), "reprice": ("keep", "raise", "watch_reminder")}
 GRID = 40  # one-feature candidates per feature and direction
 PAIR_GRID = 6  # two-feature candidates per feature of a pair and direction
 MAX_PAIR_ROWS = 2000  # rows of a batch (the first in batch order) that get the two-feature search
@@ -114,6 +116,9 @@ def monotone_for_search(f: Feature, spec: PipelineSpec, on_book: bool) -> bool:
             return f.sign < 0
         if f.name in (fl.previous_pd, fl.fraud_signal, fl.suspended):
             return False
+        ew = pol.on_book.early_warning
+        if ew is not None and any(c.feature == f.name for s in ew.signals for c in s.when):
+            return False  # a warning signal may read it either way (a band, a collapse)
     return True
 
 

@@ -55,7 +55,8 @@ from creditgov.atomic import clear_stale, temp_beside
 from creditgov.errors import DataError, ModelStatusRefused, SpecError, UsageError
 from creditgov.model.credit_model import CreditModel, sigmoid
 from creditgov.decision import collections
-from creditgov.decision.policy import ADVERSE_ACTIONS, apply_policy, rule_features, rule_reasons
+from creditgov.decision.policy import (ADVERSE_ACTIONS, WARN_PREFIX, WATCH_ACTIONS, apply_policy, rule_features,
+                                      rule_reasons)
 from creditgov.explain.reasons import check_additivity, group_by_feature
 from creditgov.model.treeshap import UnsupportedModel
 from creditgov.spec import PipelineSpec
@@ -259,6 +260,8 @@ def score_and_decide(model: CreditModel, frame: pd.DataFrame, spec: PipelineSpec
 def _policy_columns(spec: PipelineSpec) -> list[str]:
     pol = spec.policy
     cols = {pol.limit.capacity_feature} | {r.when.feature for r in pol.rules} | spec.policy_columns
+    ew = pol.on_book.early_warning if pol.on_book else None
+    cols |= {c.feature for s in (ew.signals if ew else []) for c in s.when}  # the early warning's signals
     return sorted(cols)
 
 
@@ -540,6 +543,8 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
     n = len(clean)
     idc = spec.source.id_column
     codes, en, zh, attr = _reason_lists(e.phi, e.features, decided["decided_by"].to_numpy(), spec)
+    if "warning_signals" in decided.columns:
+        _add_warning_reasons(codes, en, zh, attr, decided, spec)
     if changed is None:
         changed = ([[] for _ in range(n)],) * 4
     inputs = [f.name for f in spec.model_inputs]
@@ -565,6 +570,9 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
     if "treatment" in decided.columns:  # the collections treatment (decision.collections), its rules and reasons
         for c in ("treatment", "treatment_status", "treatment_rules", "treatment_reasons_en", "treatment_reasons_zh"):
             rows[c] = list(decided[c]) if c.startswith(("treatment_rules", "treatment_reasons")) else decided[c].to_numpy()
+    for col in ("watchlist", "warning_signals", "apr", "previous_apr"):  # early warning, pricing (when in the spec)
+        if col in decided.columns:
+            rows[col] = decided[col].to_numpy() if col != "warning_signals" else list(decided[col])
     shap = pd.DataFrame(e.phi, columns=[SHAP_PREFIX + f for f in e.features])
     inp = pd.DataFrame({INPUT_PREFIX + c: _as_mapped(canon[c][0]) for c in inputs}, dtype=object)
     tail = pd.DataFrame({"input_row_hash": _hashes_from_texts([canon[c][1] for c in hash_cols], n)})
@@ -575,6 +583,26 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
         if f.name in clean.columns:
             rows[privacy.GROUP_PREFIX + f.name] = privacy.group_labels(f, clean[f.name]).to_numpy(dtype=object)
     return rows
+
+
+def _add_warning_reasons(codes: list, en: list, zh: list, attr: list, decided: pd.DataFrame,
+                         spec: PipelineSpec) -> None:
+    """A watchlist decision's reasons are all its signals (the first, which decided, is already first), then the
+    features the model weighed most that no signal reads, up to max_reasons; in place, watchlist rows only."""
+    k = spec.policy.max_reasons
+    rr, behind = rule_reasons(spec.policy), rule_features(spec.policy)
+    actions = decided["action"].to_numpy()
+    for i in np.flatnonzero(np.isin(actions, WATCH_ACTIONS)).tolist():
+        signals = [WARN_PREFIX + s for s in decided["warning_signals"].iat[i]]
+        if len(signals) < 2:
+            continue
+        read = {f for s in signals for f in behind.get(s, ())}
+        rest = [j for j, c in enumerate(codes[i]) if not c.startswith("rule:") and c not in read]
+        take = rest[:max(k - len(signals), 0)]
+        codes[i] = ["rule:" + s for s in signals][:k] + [codes[i][j] for j in take]
+        en[i] = [rr[s]["en"] for s in signals][:k] + [en[i][j] for j in take]
+        zh[i] = [rr[s]["zh"] for s in signals][:k] + [zh[i][j] for j in take]
+        attr[i] = [None] * min(len(signals), k) + [attr[i][j] for j in take]
 
 
 def quarantine_rows(q: pd.DataFrame, spec: PipelineSpec, row_offset: int = 0) -> pd.DataFrame:
@@ -599,6 +627,9 @@ def quarantine_rows(q: pd.DataFrame, spec: PipelineSpec, row_offset: int = 0) ->
         qrows["treatment"], qrows["treatment_status"] = "none", ""
         for c in ("treatment_rules", "treatment_reasons_en", "treatment_reasons_zh"):
             qrows[c] = [[] for _ in range(n)]
+    if spec.policy.on_book is not None and spec.policy.on_book.early_warning is not None:
+        qrows["watchlist"] = False
+        qrows["warning_signals"] = [[] for _ in range(n)]
     if idc:
         # validate.py pseudonymised the identifier of each quarantined row already: that pseudonym is the row's
         # account key, the same key as the account's decided rows get (a pseudonym is never keyed again)

@@ -16,7 +16,8 @@ from creditgov.data import validate
 from creditgov.errors import SpecError, UsageError
 from creditgov.spec import PipelineSpec
 
-ACTIONS = ("approve", "decline", "review", "keep", "raise", "cut", "suspend", "restore")
+ACTIONS = ("approve", "decline", "review", "keep", "raise", "cut", "suspend", "restore", "watch_reminder", "watch_freeze",
+           "reprice")
 CONTEST_DIR = Path("decisions/contests")
 
 

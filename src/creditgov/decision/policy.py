@@ -4,7 +4,10 @@ Pure and vectorised: `apply_policy` takes the raw batch and the PDs and returns 
 frame, one row per input row. Application decisions (approve / decline / review with
 an initial limit) apply to every batch; when the batch carries the on-book account
 columns named in `policy.on_book.fields`, the account-review decisions apply instead
-(suspend / restore / cut / raise / keep / review). Rules that decide an action are
+(suspend / restore / cut / raise / keep / review), with, when the spec sets them, the early
+warning's watchlist (watch_reminder / watch_freeze, from pre-delinquency signals of accounts still
+current: `early_warning`) and risk-based pricing (the tier's annual rate under a legal cap, repriced at
+a limit review; a rise is the adverse action reprice: `reprice`). Rules that decide an action are
 listed first in `rules_triggered` and name themselves in `decided_by`.
 """
 from __future__ import annotations
@@ -14,7 +17,12 @@ import pandas as pd
 
 from creditgov.spec import Condition, Policy
 
-ADVERSE_ACTIONS = ("decline", "cut", "suspend")
+# watch_reminder: on the watchlist, a reminder is sent (not adverse); watch_freeze: on the watchlist, new purchases
+# are frozen until the next review (adverse); reprice: the annual rate rises with the risk tier (adverse)
+ADVERSE_ACTIONS = ("decline", "cut", "suspend", "watch_freeze", "reprice")
+WATCH_ACTIONS = ("watch_reminder", "watch_freeze")
+WARN_PREFIX = "warn_"
+REPRICE_RULE = "reprice_tier_rise"
 
 
 def tier_index(pd_values: np.ndarray, policy: Policy) -> np.ndarray:
@@ -113,11 +121,15 @@ def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool
     multiple = np.array([policy.limit.multiple[t.name] for t in policy.tiers])[tier_index(p, policy)]
     proposed = np.where(np.isnan(capacity), policy.limit.minimum, _round_limit(np.nan_to_num(capacity) * multiple, policy))
     limit = np.where(action == "decline", 0.0, proposed)
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "tier": tier, "action": action, "decided_by": decided_by, "limit": limit,
         "previous_limit": np.full(n, np.nan), "rules_triggered": triggered,
         "review_queue": action == "review",
     }, index=frame.index)
+    if policy.pricing is not None:  # the rate offered with the line; none for a decline
+        out["apr"] = np.where(action == "decline", np.nan, tier_apr(p, policy))
+        out["previous_apr"] = np.nan
+    return out
 
 
 def _truthy(col: pd.Series) -> np.ndarray:
@@ -159,6 +171,18 @@ def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = T
     raise_ = (~suspended & ~any_suspend & ~review & (tier != ob.cut_tier) & settled & (p <= ob.raise_max_pd)
               & (clean >= ob.raise_clean_months)
               & (_round_limit(np.nan_to_num(current) * ob.raise_factor, policy) > current))  # at the maximum: keep
+    # early warning and pricing (issue 15): accounts neither suspended, restored nor in review
+    open_ = ~suspended & ~any_suspend & ~review
+    warn = early_warning(frame, p, policy, open_ & (dpd == 0))
+    watched = warn.any(axis=1)
+    freeze = watched & ~cut & (warn.sum(axis=1) >= ob.early_warning.freeze_min_signals) if watched.any() else watched
+    remind = watched & ~cut & ~freeze
+    raise_ &= ~watched  # a warned account is not raised
+    apr, prev_apr = reprice(frame, p, policy, settled)
+    reprice_up = open_ & ~cut & ~freeze & (apr > prev_apr)
+    remind &= ~reprice_up
+    if policy.pricing is not None:  # a suspended line keeps its rate; otherwise the tier's rate at a review
+        apr = np.where(open_, apr, prev_apr)
 
     action = np.full(n, "keep", dtype=object)
     decided_by = np.full(n, "model", dtype=object)
@@ -172,16 +196,21 @@ def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = T
     action[review] = "review"
     action[cut] = "cut"
     action[raise_], decided_by[raise_] = "raise", "rule:raise_after_clean_repayment"
+    first_warn = np.array([f"rule:{WARN_PREFIX}{n}" for n in warning_names(policy)] + [""], dtype=object)[
+        np.argmax(warn, axis=1) if warn.shape[1] else np.zeros(n, dtype=np.int64)]
+    action[remind], decided_by[remind] = "watch_reminder", first_warn[remind]
+    action[freeze], decided_by[freeze] = "watch_freeze", first_warn[freeze]
+    action[reprice_up], decided_by[reprice_up] = "reprice", "rule:" + REPRICE_RULE
 
     # rules_triggered: the triggers that hold (in order), then the state rule; built once per pattern
-    names = list(triggers)
+    names = list(triggers) + [WARN_PREFIX + w for w in warning_names(policy)]
     bits = np.zeros(n, dtype=np.int64)
-    for t, m in enumerate(triggers.values()):
+    for t, m in enumerate([*triggers.values(), *warn.T]):
         bits |= np.asarray(m, dtype=np.int64) << t
     states = ("restore_after_clean_repayment", "remain_suspended", "pd_in_review_band", f"tier_{ob.cut_tier}",
-              "raise_after_clean_repayment")
+              "raise_after_clean_repayment", REPRICE_RULE)
     state = np.zeros(n, dtype=np.int64)
-    for s_i, m in enumerate((restore, stay, review, cut, raise_), start=1):  # mutually exclusive
+    for s_i, m in enumerate((restore, stay, review, cut, raise_, reprice_up), start=1):  # mutually exclusive
         state[m] = s_i
     key = bits * (len(states) + 1) + state
 
@@ -196,10 +225,85 @@ def _on_book(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = T
     limit[cut] = np.minimum(current[cut], _round_limit(current[cut] * ob.cut_factor, policy))  # a cut never raises
     limit[raise_] = np.maximum(current[raise_], _round_limit(current[raise_] * ob.raise_factor, policy))
     limit[action == "suspend"] = 0.0
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "tier": tier, "action": action, "decided_by": decided_by, "limit": limit, "previous_limit": current,
         "rules_triggered": triggered, "review_queue": action == "review",
     }, index=frame.index)
+    if ob.early_warning is not None:
+        out["watchlist"] = watched
+        out["warning_signals"] = _signal_lists(warn, policy) if rules else None
+    if policy.pricing is not None:
+        out["apr"], out["previous_apr"] = apr, prev_apr
+    return out
+
+
+# ------------------------------------------------------------------ early warning (issue 15, point 2)
+
+
+def warning_names(policy: Policy) -> list[str]:
+    """The early warning's signal names in order (the catalogue signals, then pd_rise); none without one."""
+    ew = policy.on_book.early_warning if policy.on_book else None
+    return [] if ew is None else [s.name for s in ew.signals] + ["pd_rise"]
+
+
+def early_warning(frame: pd.DataFrame, p: np.ndarray, policy: Policy, eligible: np.ndarray) -> np.ndarray:
+    """rows x signals (warning_names order): which pre-delinquency signals hold for each eligible row (an account
+    still current, neither suspended nor in review). The PD-rise signal: PD at least pd_rise_factor times the
+    previous review's PD and at least pd_rise_min_pd (the suspension trigger, higher, is checked before)."""
+    names = warning_names(policy)
+    out = np.zeros((len(p), len(names)), dtype=bool)
+    if not names:
+        return out
+    ew = policy.on_book.early_warning
+    for j, sig in enumerate(ew.signals):
+        if any(c.feature not in frame.columns for c in sig.when):
+            continue  # a frame without the signal's columns (a policy-only caller; validated batches have them)
+        m = eligible.copy()
+        for cond in sig.when:
+            m &= condition_mask(frame, cond)
+        out[:, j] = m
+    prev = pd.to_numeric(frame[policy.on_book.fields.previous_pd], errors="coerce").to_numpy(dtype="float64")
+    with np.errstate(invalid="ignore"):
+        out[:, -1] = eligible & (p >= prev * ew.pd_rise_factor) & (p >= ew.pd_rise_min_pd) & ~np.isnan(prev)
+    return out
+
+
+def _signal_lists(warn: np.ndarray, policy: Policy) -> list[list[str]]:
+    names = warning_names(policy)
+    key = np.zeros(len(warn), dtype=np.int64)
+    for j in range(warn.shape[1]):
+        key |= warn[:, j].astype(np.int64) << j
+    return _lists_by_key(key, lambda k: tuple(nm for j, nm in enumerate(names) if (k >> j) & 1))
+
+
+# ------------------------------------------------------------------ risk-based pricing (issue 15, point 4)
+
+
+def tier_apr(p: np.ndarray, policy: Policy) -> np.ndarray:
+    """The pricing table's annual rate of each row's tier, never above the legal cap; NaN without pricing."""
+    pr = policy.pricing
+    if pr is None:
+        return np.full(len(p), np.nan)
+    rates = np.array([min(pr.apr_of(t.name), pr.legal_cap_apr) for t in policy.tiers])
+    return rates[tier_index(p, policy)]
+
+
+def reprice(frame: pd.DataFrame, p: np.ndarray, policy: Policy, at_review: np.ndarray):
+    """(new rate, previous rate) of accounts on book. The previous rate is the account's own (fields.current_apr)
+    or else the table's rate of its tier at the previous review (previous PD); the rate changes to its tier's
+    at a limit review, or when there is no previous rate. NaN throughout without pricing."""
+    pr, n = policy.pricing, len(p)
+    if pr is None:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    f = policy.on_book.fields
+    if f.current_apr is not None and f.current_apr in frame.columns:
+        prev = pd.to_numeric(frame[f.current_apr], errors="coerce").to_numpy(dtype="float64")
+    else:
+        prev_pd = pd.to_numeric(frame[f.previous_pd], errors="coerce").to_numpy(dtype="float64")
+        prev = np.where(np.isnan(prev_pd), np.nan, tier_apr(np.nan_to_num(prev_pd), policy))
+    new = tier_apr(p, policy)
+    apr = np.where(at_review | np.isnan(prev), new, prev)
+    return np.minimum(apr, pr.legal_cap_apr), prev
 
 
 def rule_reasons(policy: Policy) -> dict[str, dict]:
@@ -207,6 +311,12 @@ def rule_reasons(policy: Policy) -> dict[str, dict]:
     out = {r.name: r.reason.model_dump() for r in policy.rules}
     if policy.on_book:
         out.update({k: v.model_dump() for k, v in policy.on_book.reasons.items()})
+        ew = policy.on_book.early_warning
+        if ew is not None:
+            out.update({WARN_PREFIX + s.name: s.reason.model_dump() for s in ew.signals})
+            out[WARN_PREFIX + "pd_rise"] = ew.pd_rise_reason.model_dump()
+    if policy.pricing is not None:
+        out[REPRICE_RULE] = policy.pricing.rise_reason.model_dump()
     return out
 
 
@@ -223,6 +333,10 @@ def rule_features(policy: Policy) -> dict[str, tuple[str, ...]]:
                     "remain_suspended": (f.suspended, f.clean_months),
                     "restore_after_clean_repayment": (f.suspended, f.clean_months),
                     "raise_after_clean_repayment": (f.clean_months,)})
+        if ob.early_warning is not None:
+            out.update({WARN_PREFIX + s.name: tuple(dict.fromkeys(c.feature for c in s.when))
+                        for s in ob.early_warning.signals})
+            out[WARN_PREFIX + "pd_rise"] = (f.previous_pd,)
     return out
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from creditgov.atomic import replace_dir, temp_beside
 from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX, read_log
 from creditgov.decision.oversight import treatment_approval
-from creditgov.decision.policy import ADVERSE_ACTIONS
+from creditgov.decision.policy import ADVERSE_ACTIONS, REPRICE_RULE, WARN_PREFIX
 from creditgov.errors import DataError, SpecError
 from creditgov.data.privacy import GROUP_PREFIX, MISSING_GROUP
 from creditgov.governance import audit, registry
@@ -139,9 +139,33 @@ def _rules_evaluated(row: pd.Series, spec: PipelineSpec) -> list[dict]:
                       f"PD ≤ {ob.raise_max_pd:.4f} and on-time months ≥ {ob.raise_clean_months}",
                       f"PD {p}, {val(fl.clean_months)} on time", trig),
         ]
+        out += _warning_and_price_rows(row, spec, trig, val, p)
     tiers = ", ".join(f"{t.name} ≤ {t.max_pd:.4f}" for t in pol.tiers)
     out.append({"name": "tier", "what": "Risk tier by PD", "threshold": tiers, "value": f"{row['tier']} (PD {p})",
                 "triggered": True})
+    return out
+
+
+def _warning_and_price_rows(row: pd.Series, spec: PipelineSpec, trig: set, val, p: str) -> list[dict]:
+    """The early warning's signals and the pricing rule with their thresholds and this account's values."""
+    pol, out = spec.policy, []
+    ew = pol.on_book.early_warning
+    if ew is not None:
+        for sig in ew.signals:
+            cond = "; ".join(wording.condition_text_of(spec, c, "en", article="") for c in sig.when)
+            vals = ", ".join(dict.fromkeys(val(c.feature) for c in sig.when))
+            out.append(_rule_row(WARN_PREFIX + sig.name, f"Early warning: {sig.reason.en}", cond, vals, trig))
+        prev = row.get("previous_pd")
+        prev_t = "no previous review" if wording.missing(prev) else f"previous PD {wording.pd_text(prev)}"
+        out.append(_rule_row(WARN_PREFIX + "pd_rise", "Early warning: PD rising below the suspension trigger",
+                             f"PD ≥ {ew.pd_rise_factor:g} × previous PD and PD ≥ {ew.pd_rise_min_pd:.4f}",
+                             f"PD {p}, {prev_t}", trig))
+    if pol.pricing is not None:
+        pct = lambda v: "–" if wording.missing(v) else f"{100 * float(v):.2f}%"  # noqa: E731
+        table = ", ".join(f"{r.tier} {pct(r.apr)}" for r in pol.pricing.table)
+        out.append(_rule_row(REPRICE_RULE, "Rate raised with the risk tier at a limit review",
+                             f"{table}; legal cap {pct(pol.pricing.legal_cap_apr)}",
+                             f"{pct(row.get('previous_apr'))} → {pct(row.get('apr'))}", trig))
     return out
 
 
@@ -174,8 +198,9 @@ def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dic
                                      row["reason_attributions"])]
     changed = wording.changed_lines(row)
     money = lambda v: "–" if wording.missing(v) else wording.money(v, cur)  # noqa: E731
-    limit = {"decline": "none (declined)", "suspend": "none while suspended"}.get(str(row["action"]),
-                                                                               money(row["limit"]))
+    limit = {"decline": "none (declined)", "suspend": "none while suspended",
+             "watch_freeze": f"{money(row['limit'])}, new purchases paused until the next review"}.get(
+        str(row["action"]), money(row["limit"]))
     events = audit.events_for(str(row["decision_id"])) if audit.exists() else []
     notices = ({lang: wording.notice(row, spec, lang, changed, cf, stamp["generated_at"]) for lang in ("en", "zh")}
                if spec.lender is not None else {})

@@ -19,7 +19,9 @@ of months, as CSV files and one self-contained HTML page (inline CSS and SVG cha
   after it are in the range. Treatments are not randomised: a bucket's cure rates compare treatments given to
   different customers (a plan goes to customers who declared a shock), not the effect of a treatment.
 
-Partial against issue 15's report: early-warning lift, limit and pricing changes and the model's monitoring
+* early-warning lift and pricing by tier, when a behaviour model is given (creditgov.report.early_warning).
+
+Partial against issue 15's report: limit changes and the model's monitoring
 verdicts are not in it yet.
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ import pandas as pd
 from creditgov.atomic import replace_dir
 from creditgov.data import simulate
 from creditgov.errors import DataError
+from creditgov.report import early_warning
 from creditgov.report.pages import render, write_root_index, write_run_summary
 from creditgov.spec import months_text
 
@@ -251,8 +254,10 @@ def _charts(fig_: RiskFigures) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ writing
 
 
-def write_report(directory: str | Path, months: list[int], out_root: str | Path = "reports") -> Path:
-    """CSV files and index.html in <out_root>/risk-<book>-<months>/; returns the directory."""
+def write_report(directory: str | Path, months: list[int], out_root: str | Path = "reports",
+                 warning: early_warning.EarlyWarningFigures | None = None, warning_note: str = "") -> Path:
+    """CSV files and index.html in <out_root>/risk-<book>-<months>/; returns the directory. `warning`: the early
+    warning's lift and the pricing by tier (early_warning.figures), or `warning_note` saying why there are none."""
     directory = Path(directory)
     figs = book_figures(directory, months)
     try:
@@ -270,6 +275,8 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
         figs.losses.to_csv(tmp / "losses.csv", index=False, float_format="%.6f")
         figs.treatments.to_csv(tmp / "treatment_outcomes.csv", index=False, float_format="%.6f")
         figs.plans.to_csv(tmp / "hardship_plans.csv", index=False, float_format="%.6f")
+        if warning is not None:
+            early_warning.write_csv(warning, tmp)
         shock = meta["scenario"].get("shock")
         html = render("risk_report.html", book=str(directory), scenario=name, months=months,
                       generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -280,7 +287,7 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
                       losses=figs.losses.to_dict("records"),
                       vintage_table=_vintage_table(figs.vintages),
                       treatments=figs.treatments.to_dict("records"), plans=figs.plans.to_dict("records"),
-                      outcome_window=OUTCOME_WINDOW)
+                      outcome_window=OUTCOME_WINDOW, **early_warning.context(warning, warning_note))
         (tmp / "index.html").write_text(html, encoding="utf-8")
         write_run_summary(tmp, kind="risk", model=None, policy=None, rows=None,
                           detail=f"book {name}, {months_text(months)}", verdict=None)

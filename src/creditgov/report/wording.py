@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from creditgov.decision.decide import INPUT_PREFIX
-from creditgov.decision.policy import ADVERSE_ACTIONS
+from creditgov.decision.policy import ADVERSE_ACTIONS, REPRICE_RULE, WARN_PREFIX
 from creditgov.spec import Feature, Lender, PipelineSpec
 
 LANGS = ("en", "zh")
@@ -117,10 +117,15 @@ _OP = {"en": {"missing": "is not stated", "eq": "is {v}", "ne": "is not {v}", "l
 def condition_text(spec: PipelineSpec, rule_name: str, lang: str, currency: str, article: str = "the ") -> str:
     """A spec rule's condition in words: 'the monthly income is not stated' (English: `article` first)."""
     rule = next(r for r in spec.policy.rules if r.name == rule_name)
-    f = spec.feature(rule.when.feature)
-    v = rule.when.value
+    return condition_text_of(spec, rule.when, lang, currency, article)
+
+
+def condition_text_of(spec: PipelineSpec, cond, lang: str, currency: str = "CNY", article: str = "the ") -> str:
+    """A policy condition in words, in the catalogue's labels and units."""
+    f = spec.feature(cond.feature)
+    v = cond.value
     shown = ", ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else value(f, v, lang, currency))
-    op = _OP[lang][rule.when.op].format(v=shown)
+    op = _OP[lang][cond.op].format(v=shown)
     return f"{label(f, lang)}{op}" if lang == "zh" else f"{article}{label(f, lang)} {op}"
 
 
@@ -161,6 +166,8 @@ def remedy(spec: PipelineSpec, row: pd.Series, lang: str, currency: str) -> list
     if ob is None:
         return []
     f = ob.fields
+    if name.startswith(WARN_PREFIX) or name == REPRICE_RULE:
+        return early_warning_remedy(spec, row, name, lang)
     if name == "suspend_fraud":  # nothing that tips off: verification, then the usual restoration
         return (["核实完成后，我们会通知您额度能否恢复使用。"] if lang == "zh" else
                 ["Once the verification is complete, we will tell you whether the credit line can be used again."])
@@ -306,6 +313,12 @@ def _outcome(kind: str, row: pd.Series, lang: str, currency: str) -> str:
         "restore": f"Your credit line has been restored, with a limit of {m(lim)}.",
         "suspend": f"Use of your credit line (limit {m(prev)}) has been suspended.",
         "remain_suspended": "Your credit line remains suspended: the conditions to restore it are not met yet.",
+        "watch_reminder": "This is a reminder about your credit line: we have noticed changes on your account that "
+                          "can come before repayment difficulties. Nothing changes on your account: your limit "
+                          f"stays {m(prev)}. Please check your next repayment date and amount.",
+        "watch_freeze": f"New purchases on your credit line (limit {m(prev)}) are paused until your next monthly "
+                        "review. Repayments and your existing instalments continue as before.",
+        "reprice": "The interest rate of your credit line is changing.",
     }
     zh = {
         "decline": "很遗憾，我们目前无法批准您的授信申请。",
@@ -318,6 +331,10 @@ def _outcome(kind: str, row: pd.Series, lang: str, currency: str) -> str:
         "restore": f"您的信用额度已恢复使用，额度为{m(lim)}。",
         "suspend": f"您的信用额度（{m(prev)}）已暂停使用。",
         "remain_suspended": "您的信用额度继续暂停使用：恢复条件尚未满足。",
+        "watch_reminder": f"温馨提示：我们注意到您的账户近期出现了一些可能预示还款困难的变化。您的账户不会因此发生任何变化，"
+                          f"信用额度仍为{m(prev)}。请留意下一期的还款日期和金额。",
+        "watch_freeze": f"在下一次月度评估之前，您的信用额度（{m(prev)}）暂停新增消费；还款和已有分期照常进行。",
+        "reprice": "您的信用额度的利率将发生调整。",
     }
     return (zh if lang == "zh" else en)[kind]
 
@@ -343,6 +360,34 @@ def changed_lines(row) -> list[dict]:
                   ("changed_features", "changed_en", "changed_zh", "changed_attribution_deltas")))]
 
 
+def rate_text(row: pd.Series, lang: str) -> str | None:
+    """The annual interest rate of the line, and its change, in plain words; None when the policy sets no rate."""
+    apr, prev = row.get("apr"), row.get("previous_apr")
+    if missing(apr):
+        return None
+    pct = lambda v: f"{number(round(100 * float(v), 2))}%"  # noqa: E731
+    if missing(prev) or float(prev) == float(apr):
+        return f"年利率为{pct(apr)}。" if lang == "zh" else f"The annual interest rate is {pct(apr)}."
+    if lang == "zh":
+        return f"年利率由{pct(prev)}调整为{pct(apr)}，自下一个账单周期起生效。"
+    return f"The annual interest rate changes from {pct(prev)} to {pct(apr)} from your next statement."
+
+
+def early_warning_remedy(spec: PipelineSpec, row: pd.Series, name: str, lang: str) -> list[str]:
+    """What a watchlist or a rate-rise notice tells the customer to do next, in the policy's terms."""
+    zh = lang == "zh"
+    if name == REPRICE_RULE:
+        return (["利率随每次额度评估时的风险等级调整；如按时还款、风险等级下降，下一次额度评估时将适用较低的利率。"] if zh else
+                ["The rate follows your risk tier at each limit review: if repayments stay on time and your tier "
+                 "falls, the lower rate applies from the next limit review."])
+    out = (["如果您预计还款有困难，请尽早联系我们：我们可以与您商量还款安排。"] if zh else
+           ["If you expect difficulty repaying, contact us early: we can discuss a repayment arrangement with you."])
+    if str(row.get("action")) == "watch_freeze":
+        out.append("如果下一次月度评估时上述情况已消失，新增消费将自动恢复。" if zh else
+                   "New purchases resume automatically at the next monthly review if these signs have gone.")
+    return out
+
+
 def notice(row: pd.Series, spec: PipelineSpec, lang: str, changed: list[dict], cf: dict | None,
            generated_at: str) -> dict:
     """Everything a notice says, in one language: the template lays it out."""
@@ -355,6 +400,7 @@ def notice(row: pd.Series, spec: PipelineSpec, lang: str, changed: list[dict], c
         "lang": lang, "kind": kind, "title": title[1 if lang == "zh" else 0],
         "lender": getattr(lender.name, lang), "contact": channels(lender.contact, lang),
         "outcome": _outcome(kind, row, lang, cur),
+        "rate": None if kind in ("decline", "suspend", "remain_suspended") else rate_text(row, lang),
         "reasons": customer_reasons(row, spec, lang),
         "changed": [c[lang] for c in changed],
         "counterfactual": counterfactual_sentence(cf, spec, lang, cur),
