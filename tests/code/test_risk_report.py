@@ -15,7 +15,7 @@ import pytest
 from creditgov.data import simulate
 from creditgov.errors import DataError
 from creditgov.report import risk
-from helpers import quiet
+from helpers import in_project, quiet
 
 REPO = Path(__file__).resolve().parents[2]
 MONTHS = list(range(1, 25))
@@ -113,7 +113,7 @@ def test_loss_rates_come_from_the_ledger(book, figs):
 def test_the_report_writes_csv_files_equal_to_the_figures_and_a_self_contained_page(written, figs):
     assert sorted(p.name for p in written.iterdir()) == sorted(
         ["index.html", "bucket_distribution.csv", "roll_rates.csv", "roll_counts.csv", "vintages.csv", "losses.csv",
-         "run.json"])  # run.json: the run's line in reports/index.html
+         "limit_changes.csv", "run.json"])  # run.json: the run's line in reports/index.html
     assert json.loads((written / "run.json").read_text())["kind"] == "risk"
     buckets = pd.read_csv(written / "bucket_distribution.csv")
     assert np.allclose(buckets["share_30_plus"], figs.buckets["share_30_plus"], atol=1e-6)
@@ -132,3 +132,54 @@ def test_a_missing_book_or_one_without_a_ledger_is_a_one_line_error(tmp_path):
     (tmp_path / "scenario.json").write_text("{}", encoding="utf-8")
     with pytest.raises(DataError, match="no ledger.parquet"):
         risk.book_figures(tmp_path, [1, 2])
+
+
+def test_limit_changes_match_an_account_by_account_comparison(book):
+    lim = risk.limit_changes(book, MONTHS).set_index("month_index")
+    assert list(lim.index) == MONTHS[1:]  # month 1 has no month before it in the book
+    for m in (2, 12, 20):
+        before = dict(zip(_snap(book, m - 1)["account_id"], _snap(book, m - 1)["credit_limit"]))
+        now = _snap(book, m)
+        up = down = both = 0
+        amount_up = 0.0
+        for acc, limit in zip(now["account_id"], now["credit_limit"]):
+            if acc in before:
+                both += 1
+                up += limit > before[acc]
+                down += limit < before[acc]
+                amount_up += max(limit - before[acc], 0.0)
+        row = lim.loc[m]
+        assert (row["accounts_both"], row["raised"], row["cut"]) == (both, up, down), m
+        assert row["raised_share"] == pytest.approx(up / both) and row["raised_amount"] == pytest.approx(amount_up)
+        assert row["mean_limit"] == pytest.approx(now["credit_limit"].mean())
+    # the book's own limit management raises limits and never cuts them (simulate.py)
+    assert lim["raised"].sum() > 0 and lim["cut"].sum() == 0
+    # a range starting later counts its first month against the month before it
+    assert risk.limit_changes(book, [12, 13]).set_index("month_index").loc[12, "raised"] == lim.loc[12, "raised"]
+
+
+def test_monitoring_verdicts_are_read_from_the_model_version_and_shown(book, tmp_path):
+    from creditgov.governance import registry
+
+    with in_project(tmp_path):
+        registry.configure()
+        c = registry.client()
+        c.create_registered_model("risk-test-pd")
+        mv = c.create_model_version("risk-test-pd", source=str(tmp_path))
+        c.set_registered_model_alias("risk-test-pd", "champion", mv.version)
+        assert risk.model_verdicts("risk-test-pd").verdicts == []
+        registry.record_verdict("risk-test-pd", mv.version, "month-13", "watch", "run-a", "CSI")
+        registry.record_verdict("risk-test-pd", mv.version, "month-17", "rebuild", "run-b", "AUC drop")
+        got = risk.model_verdicts("risk-test-pd")
+        assert risk.model_verdicts("no-such-model").version is None
+    assert got.version == str(mv.version)
+    assert [(v.seq, v.verdict, v.batch, v.run_id) for v in got.verdicts] == [
+        (1, "watch", "month-13", "run-a"), (2, "rebuild", "month-17", "run-b")]
+    out = risk.write_report(book, [1, 2, 3], tmp_path / "reports", verdicts=got)
+    csv = pd.read_csv(out / "monitoring_verdicts.csv")
+    assert csv["verdict"].tolist() == ["watch", "rebuild"] and csv["batch"].tolist() == ["month-13", "month-17"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["verdict"] == "rebuild" and run["model"] == f"risk-test-pd v{mv.version}"
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "monitoring verdicts" in html and "<td>rebuild</td><td>month-17</td>" in html
+    assert "Limit changes" in html
