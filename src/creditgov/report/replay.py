@@ -84,13 +84,13 @@ def write_replay(r: Replay, spec: PipelineSpec, candidate: PipelineSpec, attache
     chart = {
         "dpd": charts.lines(labels, {name_a: list(100 * a["share_30_plus"]), name_b: list(100 * b["share_30_plus"])},
                             "Accounts 30+ days past due, % of the active book", ylabel="%"),
-        "loss": charts.lines(labels, {name_a: list(a["net_loss"]), name_b: list(b["net_loss"])},
-                             "Net loss a month (charged-off balances less recoveries)", ylabel="amount"),
+        "loss": charts.lines(labels, {name_a: list(a["net_loss"] / 1e3), name_b: list(b["net_loss"] / 1e3)},
+                             "Net loss a month (charged-off balances less recoveries)", ylabel="thousands"),
         "suspended": charts.lines(labels, {name_a: list(a["suspended_after_review"]),
                                            name_b: list(b["suspended_after_review"])},
                                   "Accounts suspended after the month's review", ylabel="accounts"),
-        "credit": charts.lines(labels, {name_a: list(a["credit_open"]), name_b: list(b["credit_open"])},
-                               "Credit open to customers (limits of accounts not suspended)", ylabel="amount"),
+        "credit": charts.lines(labels, {name_a: list(a["credit_open"] / 1e6), name_b: list(b["credit_open"] / 1e6)},
+                               "Credit open to customers (limits of accounts not suspended)", ylabel="millions"),
     }
     summary = [{"metric": row["metric"], "current": _fmt(row["metric"], row["current"]),
                 "candidate": _fmt(row["metric"], row["candidate"]), "difference": _diff(row["metric"], row["difference"]),
