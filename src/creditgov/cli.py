@@ -460,7 +460,7 @@ def risk_report(sim_dir: str = typer.Option("data/simulated/default", help="Simu
     from creditgov.report.risk import model_verdicts, write_report
 
     verdicts = None
-    if spec:
+    if spec and (spec != "pipelines/behaviour.yaml" or Path(spec).exists()):  # the default only where it is
         s = _spec(spec)
         verdicts = model_verdicts(s.registry.model_name, version)
     path = write_report(sim_dir, _sim_months(months, sim_dir, labelled=False), out, verdicts=verdicts)

@@ -86,7 +86,9 @@ The model (all draws from one numpy Generator seeded by the scenario, in a fixed
   device; the observable `fraud_signal` fires on a spending spike near the limit or on a device
   shared with an account already 60+ days past due.
 * The lender's operations. Accounts are suspended at 30+ days past due or on a fraud signal
-  and restored after 3 clean months (the on-book policy decides on top of this state).
+  and restored after 3 clean months (the on-book policy decides on top of this state). A policy
+  replay (`creditgov replay`, simulate(review=...)) hands the suspensions and limits to a policy
+  from a given month instead: the book then responds to that policy's decisions.
 
 Target: 90+ days past due within the next 12 months, for snapshots not already 90+ days past
 due; unobserved (null) for the latest 12 months, as in a real book. Output: one Parquet

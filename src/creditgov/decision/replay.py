@@ -80,9 +80,9 @@ def load_candidate(path: str | Path, spec: PipelineSpec) -> PipelineSpec:
         out = PipelineSpec.model_validate({**spec.model_dump(mode="python"), "policy": raw})
     except ValidationError as err:
         e = err.errors()[0]
-        loc = ".".join(str(p) for p in e["loc"])
-        raise SpecError(f"{path}: policy.{loc}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}") \
-            from None
+        loc = ".".join(str(p) for p in e["loc"] if p != "policy")
+        what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        raise SpecError(f"{path}: policy.{loc}: {what}" if loc else f"{path}: {what}") from None
     if out.policy.on_book is None:
         raise SpecError(f"{path}: policy.on_book: a replay on the simulated book needs an on-book policy")
     if out.policy.content_hash == spec.policy.content_hash:
