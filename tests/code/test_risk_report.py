@@ -15,7 +15,7 @@ import pytest
 from creditgov.data import simulate
 from creditgov.errors import DataError
 from creditgov.report import risk
-from helpers import in_project, quiet
+from helpers import quiet
 
 REPO = Path(__file__).resolve().parents[2]
 MONTHS = list(range(1, 25))
@@ -157,29 +157,3 @@ def test_limit_changes_match_an_account_by_account_comparison(book):
     # a range starting later counts its first month against the month before it
     assert risk.limit_changes(book, [12, 13]).set_index("month_index").loc[12, "raised"] == lim.loc[12, "raised"]
 
-
-def test_monitoring_verdicts_are_read_from_the_model_version_and_shown(book, tmp_path):
-    from creditgov.governance import registry
-
-    with in_project(tmp_path):
-        registry.configure()
-        c = registry.client()
-        c.create_registered_model("risk-test-pd")
-        mv = c.create_model_version("risk-test-pd", source=str(tmp_path))
-        c.set_registered_model_alias("risk-test-pd", "champion", mv.version)
-        assert risk.model_verdicts("risk-test-pd").verdicts == []
-        registry.record_verdict("risk-test-pd", mv.version, "month-13", "watch", "run-a", "CSI")
-        registry.record_verdict("risk-test-pd", mv.version, "month-17", "rebuild", "run-b", "AUC drop")
-        got = risk.model_verdicts("risk-test-pd")
-        assert risk.model_verdicts("no-such-model").version is None
-    assert got.version == str(mv.version)
-    assert [(v.seq, v.verdict, v.batch, v.run_id) for v in got.verdicts] == [
-        (1, "watch", "month-13", "run-a"), (2, "rebuild", "month-17", "run-b")]
-    out = risk.write_report(book, [1, 2, 3], tmp_path / "reports", verdicts=got)
-    csv = pd.read_csv(out / "monitoring_verdicts.csv")
-    assert csv["verdict"].tolist() == ["watch", "rebuild"] and csv["batch"].tolist() == ["month-13", "month-17"]
-    run = json.loads((out / "run.json").read_text())
-    assert run["verdict"] == "rebuild" and run["model"] == f"risk-test-pd v{mv.version}"
-    html = (out / "index.html").read_text(encoding="utf-8")
-    assert "monitoring verdicts" in html and "<td>rebuild</td><td>month-17</td>" in html
-    assert "Limit changes" in html
