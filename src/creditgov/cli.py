@@ -475,6 +475,7 @@ def replay(spec: str = typer.Option("pipelines/behaviour.yaml", "--spec", "-s", 
            months: str = typer.Option("13-24", help="Simulated months to replay, e.g. 13-24."),
            version: Optional[str] = typer.Option(None, help="Model version (default: @champion)."),
            accounts: Optional[int] = typer.Option(None, min=50, help="Override the scenario's number of accounts."),
+           seed: Optional[int] = typer.Option(None, help="Override the scenario's seed (the same for both policies)."),
            out: str = typer.Option("reports", help="Reports folder."),
            attach_to: str = typer.Option("policy_replays", "--attach-to",
                                          help="Where comparisons are attached to policy versions.")):
@@ -492,7 +493,7 @@ def replay(spec: str = typer.Option("pipelines/behaviour.yaml", "--spec", "-s", 
     model = load_model(s, version)
     _say(f"replaying {cand.policy.name} {cand.policy.version} against {s.policy.version} on {len(ms)} months "
          f"with {s.registry.model_name} version {model.version}")
-    r = run(s, cand, model, ms, accounts=accounts)
+    r = run(s, cand, model, ms, accounts=accounts, seed=seed)
     attached = attach(r, s, attach_to)
     path = write_replay(r, s, cand, attached, out)
     for row in r.summary.itertuples():

@@ -137,6 +137,8 @@ def test_the_page_the_files_and_the_attached_comparison(result, spec, candidate,
     attached = replay.attach(result, spec, tmp_path / "policy_replays")
     c = candidate.policy
     assert attached.parent == tmp_path / "policy_replays" / c.name / f"{c.version}-{c.content_hash[:16]}"
+    assert attached.name == (f"replay-vs-{spec.policy.version}-{spec.policy.content_hash[:12]}-default-seed20240101-"
+                             f"{ACCOUNTS}-months-13-16.json")
     body = json.loads(attached.read_text(encoding="utf-8"))
     assert body["candidate"]["content_hash"] == c.content_hash
     assert body["current"]["content_hash"] == spec.policy.content_hash

@@ -228,9 +228,10 @@ def _summary(cur: PolicyRun, cand: PolicyRun) -> pd.DataFrame:
 
 
 def replay(spec: PipelineSpec, candidate: PipelineSpec, model: DecisionModel, months: list[int],
-           accounts: int | None = None, work: str | Path | None = None, keep: bool = False) -> Replay:
+           accounts: int | None = None, work: str | Path | None = None, keep: bool = False,
+           seed: int | None = None) -> Replay:
     """Replay the spec's current policy and the candidate's on `months` of the spec's simulated scenario
-    (resimulated from its seed with each policy deciding; `accounts` overrides the scenario's book size).
+    (resimulated from its seed with each policy deciding; `accounts` and `seed` override the scenario's).
     The two books are made in a temporary folder under `work` (default: the system's), removed after unless
     `keep` (then Replay.books names them)."""
     if spec.source.kind != "snapshots" or spec.source.scenario is None:
@@ -240,7 +241,7 @@ def replay(spec: PipelineSpec, candidate: PipelineSpec, model: DecisionModel, mo
     months = sorted(set(months))
     if months != list(range(months[0], months[-1] + 1)) or months[0] < 2:
         raise UsageError(f"--months {months[0]}-{months[-1]}: a replay needs consecutive months from month 2 on")
-    scn = simulate.load_scenario(spec.source.scenario, accounts=accounts)
+    scn = simulate.load_scenario(spec.source.scenario, accounts=accounts, seed=seed)
     if months[-1] > scn.months:
         raise UsageError(f"--months: the scenario {scn.name} has {scn.months} months, not {months[-1]}")
     scn = scn.model_copy(update={"months": max(months[-1], 2)})
@@ -270,11 +271,14 @@ def comparison_json(r: Replay, spec: PipelineSpec) -> dict:
 
 def attach(r: Replay, spec: PipelineSpec, root: str | Path = "policy_replays") -> Path:
     """The comparison attached to the candidate policy version: <root>/<policy name>/<version>-<hash 16>/
-    replay-vs-<current version>-<current hash 12>-months-<a>-<b>.json (one file per comparison)."""
+    replay-vs-<current version>-<current hash 12>-<scenario>-seed<seed>-<accounts>-months-<a>-<b>.json (one file
+    per comparison: against which policy, on which book and months)."""
     c, p = r.candidate.policy, r.current.policy
     d = Path(root) / c.name / f"{c.version}-{c.content_hash[:16]}"
     d.mkdir(parents=True, exist_ok=True)
-    path = d / f"replay-vs-{p.version}-{p.content_hash[:12]}-months-{r.months[0]:02d}-{r.months[-1]:02d}.json"
+    book = f"{r.scenario['name']}-seed{r.scenario['seed']}-{r.scenario['accounts']}"
+    path = d / (f"replay-vs-{p.version}-{p.content_hash[:12]}-{book}-months-{r.months[0]:02d}-{r.months[-1]:02d}"
+                ".json")
     path.write_text(json.dumps(comparison_json(r, spec), indent=2, sort_keys=True, ensure_ascii=False),
                     encoding="utf-8")
     return path
