@@ -96,7 +96,8 @@ def test_each_review_decides_the_next_months_suspensions_and_limits(result, cand
     e = explain_batch(model.model, prev, candidate)
     ids = prev["account_id"].astype(str).to_numpy()
     previous = PreviousReview(pd.Series(e.pd, index=ids), pd.DataFrame(e.phi, index=ids, columns=e.features))
-    log = decide_rows(validate.validate_rows(s13, candidate, compiled, "m13"), model, candidate, "2025-01-01", previous).log
+    rows = validate.validate_rows(s13, candidate, compiled, "m13")
+    log = decide_rows(rows, model, candidate, "2025-01-01", previous).log
     action = pd.Series(log["action"].to_numpy(), index=s13["account_id"].to_numpy()[log["row_number"] - 1])
     was = s13.set_index("account_id")["suspended"]
     expect_suspended = (action == "suspend") | (was & (action != "restore"))

@@ -93,7 +93,8 @@ def write_replay(r: Replay, spec: PipelineSpec, candidate: PipelineSpec, attache
                                "Credit open to customers (limits of accounts not suspended)", ylabel="millions"),
     }
     summary = [{"metric": row["metric"], "current": _fmt(row["metric"], row["current"]),
-                "candidate": _fmt(row["metric"], row["candidate"]), "difference": _diff(row["metric"], row["difference"]),
+                "candidate": _fmt(row["metric"], row["candidate"]),
+                "difference": _diff(row["metric"], row["difference"]),
                 "better": (None if row["metric"] not in LOSSES or row["difference"] == 0
                            else bool(row["difference"] < 0))}
                for row in r.summary.to_dict("records")]

@@ -21,7 +21,6 @@ not in it yet.
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import tempfile
