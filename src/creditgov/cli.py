@@ -484,7 +484,7 @@ def replay(spec: str = typer.Option("pipelines/behaviour.yaml", "--spec", "-s", 
     from creditgov.decision.decide import load_model
     from creditgov.decision.replay import attach, load_candidate, replay as run
     from creditgov.jobs.monitoring import parse_months
-    from creditgov.report.replay import write_replay
+    from creditgov.report.replay import fmt_metric, write_replay
 
     s = _spec(spec)
     cand = load_candidate(candidate, s)
@@ -499,7 +499,8 @@ def replay(spec: str = typer.Option("pipelines/behaviour.yaml", "--spec", "-s", 
     for row in r.summary.itertuples():
         if row.metric in ("newly suspended", "customers given an adverse action", "net loss",
                           "mean 30+ DPD share", "approval rate"):
-            _say(f"  {row.metric}: current {row.current:,.4g}, candidate {row.candidate:,.4g}")
+            _say(f"  {row.metric}: current {fmt_metric(row.metric, row.current)}, "
+                 f"candidate {fmt_metric(row.metric, row.candidate)}")
     _say(f"attached to policy version {cand.policy.version}: {attached}")
     _say(f"replay report: {path / 'index.html'}")
 

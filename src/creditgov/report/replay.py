@@ -47,7 +47,8 @@ def policy_differences(a: PipelineSpec, b: PipelineSpec) -> list[tuple[str, str,
             for k in keys if fa.get(k) != fb.get(k)]
 
 
-def _fmt(metric: str, v) -> str:
+def fmt_metric(metric: str, v) -> str:
+    """A summary figure as shown: shares in %, counts and amounts with thousands separators."""
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "–"
     if metric in SHARES:
@@ -92,8 +93,8 @@ def write_replay(r: Replay, spec: PipelineSpec, candidate: PipelineSpec, attache
         "credit": charts.lines(labels, {name_a: list(a["credit_open"] / 1e6), name_b: list(b["credit_open"] / 1e6)},
                                "Credit open to customers (limits of accounts not suspended)", ylabel="millions"),
     }
-    summary = [{"metric": row["metric"], "current": _fmt(row["metric"], row["current"]),
-                "candidate": _fmt(row["metric"], row["candidate"]),
+    summary = [{"metric": row["metric"], "current": fmt_metric(row["metric"], row["current"]),
+                "candidate": fmt_metric(row["metric"], row["candidate"]),
                 "difference": _diff(row["metric"], row["difference"]),
                 "better": (None if row["metric"] not in LOSSES or row["difference"] == 0
                            else bool(row["difference"] < 0))}
