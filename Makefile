@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-.PHONY: help install train simulate validate promote decide report limit-auc monitor ui test test-fast bench bench-quick bench-resume bench-audit serve bench-serve clean
+.PHONY: help install train simulate validate promote decide report limit-auc replay monitor ui test test-fast bench bench-quick bench-resume bench-audit serve bench-serve clean
 
 help: ## Show the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,10 @@ report: $(STAMP) ## Decide and explain, then reports/<run>/index.html (applicati
 	$(BIN)/creditgov report --spec pipelines/behaviour.yaml $(if $(PDF),--pdf)
 	$(BIN)/creditgov risk-report --sim-dir $(SIM) --months 1-24
 	@echo "open reports/index.html"
+
+replay: $(STAMP) ## Replay a candidate on-book policy against the current one on simulated months (CANDIDATE=file, MONTHS=13-24)
+	$(BIN)/creditgov replay --spec pipelines/behaviour.yaml --months $(or $(MONTHS),13-24) \
+		--candidate $(or $(CANDIDATE),pipelines/candidates/behaviour-strict-suspension.yaml)
 
 limit-auc: $(STAMP) ## Behaviour model test AUC without and with the policy-set credit limit as an input
 	PYTHONPATH=src $(BIN)/python benchmarks/behaviour_limit_feature.py

@@ -478,30 +478,73 @@ def simulate(scenario: str = typer.Option("pipelines/scenarios/default.yaml", he
 def risk_report(sim_dir: str = typer.Option("data/simulated/default", help="Simulated book (creditgov simulate)."),
                 months: str = typer.Option("1-24", help="Months, e.g. 1-24."),
                 out: str = typer.Option("reports", help="Reports folder."),
-                spec: str = typer.Option("pipelines/behaviour.yaml", help="Behaviour spec: its on-book policy and "
-                                         "registered model measure the early warning and price the book."),
+                spec: str = typer.Option("pipelines/behaviour.yaml", "--spec", "-s",
+                                         help="Behaviour spec: its on-book policy and registered model measure the "
+                                         "early warning, price the book and give the monitoring verdicts ('' for "
+                                         "none)."),
                 version: Optional[str] = typer.Option(None, help="Model version (default: @champion).")):
-    """The periodic risk report of a simulated book: buckets, roll rates, vintages, losses, early-warning lift and
-    pricing by tier (HTML and CSV)."""
+    """The periodic risk report of a simulated book: buckets, roll rates, vintages, losses, collections outcomes,
+    early-warning lift, pricing by tier, limit changes and the model's monitoring verdicts (HTML and CSV)."""
     from creditgov.errors import CreditGovError
     from creditgov.governance import registry
     from creditgov.report import early_warning
-    from creditgov.report.risk import write_report
+    from creditgov.report.risk import model_verdicts, write_report
 
     ms = _sim_months(months, sim_dir, labelled=False)
-    s = _spec(spec)
-    warning, note = None, ""
-    try:
-        registry.configure()
-        model, got, _ = registry.load_registered(s.registry.model_name, version)
-    except CreditGovError as err:  # no model yet: the book's own figures still stand
-        note = f"no registered {s.registry.model_name} model ({err})"
-    else:
-        warning = early_warning.figures(sim_dir, ms, s, model)
-        _say(f"early warning measured with {s.registry.model_name} version {got}: lift "
-             f"{warning.pooled['lift']:.2f}, warned share {warning.pooled['warned_share']:.1%}")
-    path = write_report(sim_dir, ms, out, warning, note)
+    warning, note, verdicts = None, "no spec given (creditgov risk-report --spec)", None
+    if spec and (spec != "pipelines/behaviour.yaml" or Path(spec).exists()):  # the default only where it is
+        s = _spec(spec)
+        note = ""
+        try:
+            registry.configure()
+            model, got, _ = registry.load_registered(s.registry.model_name, version)
+        except CreditGovError as err:  # no model yet: the book's own figures still stand
+            note = f"no registered {s.registry.model_name} model ({err})"
+        else:
+            warning = early_warning.figures(sim_dir, ms, s, model)
+            _say(f"early warning measured with {s.registry.model_name} version {got}: lift "
+                 f"{warning.pooled['lift']:.2f}, warned share {warning.pooled['warned_share']:.1%}")
+        verdicts = model_verdicts(s.registry.model_name, version)
+    path = write_report(sim_dir, ms, out, warning, note, verdicts=verdicts)
     _say(f"risk report: {path / 'index.html'}")
+
+
+@app.command()
+def replay(spec: str = typer.Option("pipelines/behaviour.yaml", "--spec", "-s", help="Pipeline spec (YAML) holding "
+                                    "the current policy."),
+           candidate: str = typer.Option(..., help="Candidate policy: a YAML file with a `policy:` mapping (a spec) "
+                                         "or the policy mapping itself."),
+           months: str = typer.Option("13-24", help="Simulated months to replay, e.g. 13-24."),
+           version: Optional[str] = typer.Option(None, help="Model version (default: @champion)."),
+           accounts: Optional[int] = typer.Option(None, min=50, help="Override the scenario's number of accounts."),
+           seed: Optional[int] = typer.Option(None, help="Override the scenario's seed (the same for both policies)."),
+           out: str = typer.Option("reports", help="Reports folder."),
+           attach_to: str = typer.Option("policy_replays", "--attach-to",
+                                         help="Where comparisons are attached to policy versions.")):
+    """Replay a candidate policy and the current one on the same simulated months (the book resimulated from the
+    same seed under each) and compare losses, approvals, suspensions, limits and customer impact side by side."""
+    from creditgov.decision.decide import load_model
+    from creditgov.decision.replay import attach, load_candidate, replay as run
+    from creditgov.jobs.monitoring import parse_months
+    from creditgov.report.replay import fmt_metric, write_replay
+
+    s = _spec(spec)
+    cand = load_candidate(candidate, s)
+    ms = parse_months(months)
+    _check_version(s, version)
+    model = load_model(s, version)
+    _say(f"replaying {cand.policy.name} {cand.policy.version} against {s.policy.version} on {len(ms)} months "
+         f"with {s.registry.model_name} version {model.version}")
+    r = run(s, cand, model, ms, accounts=accounts, seed=seed)
+    attached = attach(r, s, attach_to)
+    path = write_replay(r, s, cand, attached, out)
+    for row in r.summary.itertuples():
+        if row.metric in ("newly suspended", "customers given an adverse action", "net loss",
+                          "mean 30+ DPD share", "approval rate"):
+            _say(f"  {row.metric}: current {fmt_metric(row.metric, row.current)}, "
+                 f"candidate {fmt_metric(row.metric, row.candidate)}")
+    _say(f"attached to policy version {cand.policy.version}: {attached}")
+    _say(f"replay report: {path / 'index.html'}")
 
 
 @app.command()

@@ -113,7 +113,8 @@ def test_loss_rates_come_from_the_ledger(book, figs):
 def test_the_report_writes_csv_files_equal_to_the_figures_and_a_self_contained_page(written, figs):
     assert sorted(p.name for p in written.iterdir()) == sorted(
         ["index.html", "bucket_distribution.csv", "roll_rates.csv", "roll_counts.csv", "vintages.csv", "losses.csv",
-         "treatment_outcomes.csv", "hardship_plans.csv", "run.json"])  # run.json: the run's line in reports/index.html
+         "treatment_outcomes.csv", "hardship_plans.csv", "limit_changes.csv",
+         "run.json"])  # run.json: the run's line in reports/index.html
     assert json.loads((written / "run.json").read_text())["kind"] == "risk"
     buckets = pd.read_csv(written / "bucket_distribution.csv")
     assert np.allclose(buckets["share_30_plus"], figs.buckets["share_30_plus"], atol=1e-6)
@@ -186,3 +187,28 @@ def test_the_book_responds_to_the_hardship_plan(book, figs, tmp_path):
     assert with_plan["cure_rate_3m"] > no_effect["cure_rate_3m"] + 0.05
     print(f"hardship plans, cure within 3 months: {with_plan['cure_rate_3m']:.3f} with the plan's effect, "
           f"{no_effect['cure_rate_3m']:.3f} without")
+
+
+def test_limit_changes_match_an_account_by_account_comparison(book):
+    lim = risk.limit_changes(book, MONTHS).set_index("month_index")
+    assert list(lim.index) == MONTHS[1:]  # month 1 has no month before it in the book
+    for m in (2, 12, 20):
+        before = dict(zip(_snap(book, m - 1)["account_id"], _snap(book, m - 1)["credit_limit"]))
+        now = _snap(book, m)
+        up = down = both = 0
+        amount_up = 0.0
+        for acc, limit in zip(now["account_id"], now["credit_limit"]):
+            if acc in before:
+                both += 1
+                up += limit > before[acc]
+                down += limit < before[acc]
+                amount_up += max(limit - before[acc], 0.0)
+        row = lim.loc[m]
+        assert (row["accounts_both"], row["raised"], row["cut"]) == (both, up, down), m
+        assert row["raised_share"] == pytest.approx(up / both) and row["raised_amount"] == pytest.approx(amount_up)
+        assert row["mean_limit"] == pytest.approx(now["credit_limit"].mean())
+    # the book's own limit management raises limits and never cuts them (simulate.py)
+    assert lim["raised"].sum() > 0 and lim["cut"].sum() == 0
+    # a range starting later counts its first month against the month before it
+    assert risk.limit_changes(book, [12, 13]).set_index("month_index").loc[12, "raised"] == lim.loc[12, "raised"]
+

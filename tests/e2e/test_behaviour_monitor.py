@@ -8,6 +8,7 @@ calls monitor.run_monitor directly (no Great Expectations, no MLflow) for speed.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from types import SimpleNamespace
@@ -310,6 +311,25 @@ def test_the_monitor_folder_without_evidently_is_small_and_names_each_batch(moni
         page = (monitored.report_dir / f"drift-{r.label}.html").read_text(encoding="utf-8")
         assert r.source in page and r.batch_hash[:16] in page and r.basis_label in page
 
+
+def test_the_risk_report_shows_the_versions_monitoring_verdicts(monitored, book, tmp_path):
+    """creditgov.report.risk reads the verdict history off the @champion (issue 15 point 6) and shows it."""
+    from creditgov.report import risk
+
+    got = risk.model_verdicts(book.spec.registry.model_name)
+    assert got.version == book.version
+    assert [(v.verdict, v.batch, v.run_id) for v in got.verdicts[-len(MONITOR_MONTHS):]] == [
+        (r.verdict, r.label, run_id) for r, run_id in zip(monitored.results, monitored.run_ids)]
+    assert risk.model_verdicts("no-such-model").version is None
+    out = risk.write_report(BOOK, [1, 2, 3], tmp_path / "reports", verdicts=got)
+    csv = pd.read_csv(out / "monitoring_verdicts.csv")
+    assert csv["verdict"].tolist() == [v.verdict for v in got.verdicts]
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert run["verdict"] == monitored.results[-1].verdict
+    assert run["model"] == f"{book.spec.registry.model_name} v{book.version}"
+    html = (out / "index.html").read_text(encoding="utf-8")
+    last = monitored.results[-1]
+    assert f"<td>{last.verdict}</td><td>{last.label}</td>" in html
 
 def test_the_stored_monitoring_result_reloads_as_the_typed_result(monitored, client, tmp_path):
     import json

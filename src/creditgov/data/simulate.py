@@ -108,7 +108,9 @@ The model (all draws from one numpy Generator seeded by the scenario, in a fixed
   device; the observable `fraud_signal` fires on a spending spike near the limit or on a device
   shared with an account already 60+ days past due.
 * The lender's operations. Accounts are suspended at 30+ days past due or on a fraud signal
-  and restored after 3 clean months (the on-book policy decides on top of this state).
+  and restored after 3 clean months (the on-book policy decides on top of this state). A policy
+  replay (`creditgov replay`, simulate(review=...)) hands the suspensions and limits to a policy
+  from a given month instead: the book then responds to that policy's decisions.
 
 Target: 90+ days past due within the next 12 months, for snapshots not already 90+ days past
 due; unobserved (null) for the latest 12 months, as in a real book. Output: one Parquet
@@ -122,6 +124,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -325,13 +328,22 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def simulate(scn: Scenario, out: str | Path, log=print) -> SimResult:
-    """Generate all months; returns where they are and the development bad rate."""
+# A policy driving the book (`review`, creditgov.decision.replay): called with each month's snapshot (its rows
+# in the snapshot's order) and the 1-based month; returns None (the lender's own operations go on) or, per
+# snapshot row, (suspended after the review, the limit after the review). From the first month it answers, the
+# policy replaces the lender's own suspensions and limit raises; it consumes no random draw, so two policies
+# run from the same seed see the same customers, stresses and shocks (common random numbers).
+Review = Callable[[pd.DataFrame, int], "tuple[np.ndarray, np.ndarray] | None"]
+
+
+def simulate(scn: Scenario, out: str | Path, log=print, review: Review | None = None) -> SimResult:
+    """Generate all months; returns where they are and the development bad rate. `review`: a policy deciding
+    each month's suspensions and limits in place of the lender's own operations (see Review)."""
     with progress.task("Simulating", total=BURN_IN + scn.months, unit="months") as months:
-        return _simulate(scn, Path(out), log, months)
+        return _simulate(scn, Path(out), log, months, review)
 
 
-def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult:
+def _simulate(scn: Scenario, out: Path, log, months: progress.Task, review: Review | None = None) -> SimResult:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(scn.seed)
     macro, shock = _macro(scn, rng)  # drawn first: scenarios with the same seed share the macro path
@@ -366,6 +378,7 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
     ledger = []
     sens = SENSITIVITY[c["emp"]]
     rows = 0
+    policy_driven = False  # set from the first month a review answers
     # a burn-in before month 1 brings the existing book to its steady state and fills its histories
     for t in months.track(range(-BURN_IN, T)):
         active = charged_off > t
@@ -377,7 +390,7 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
         # the book's own limit management: a 20% raise for clean, low-risk current accounts
         lender_view = c["z"] + 0.5 * shocked + rng.normal(0, 0.5, n)
         eligible = is_open & (cycle == 0) & (clean >= 12) & (since_change >= 6) & (since_change % 6 == 0) & ~suspended & (lender_view < -0.3)
-        raised = eligible & (rng.random(n) < scn.limit_raise_rate)
+        raised = eligible & (rng.random(n) < scn.limit_raise_rate) & (not policy_driven)
         limit = np.where(raised, np.minimum(np.floor(limit * 1.2 / 100) * 100, 50_000), limit)
         since_change = np.where(raised, 0, since_change + is_open).astype(np.int16)
         # spending: impulsive (risky) customers make more, smaller purchases; more room, more spending
@@ -492,6 +505,16 @@ def _simulate(scn: Scenario, out: Path, log, months: progress.Task) -> SimResult
         })
         _write(frame, partition_dir(out, t) / "snapshot.parquet")
         rows += len(frame)
+        decided = review(frame, t + 1) if review is not None else None
+        if decided is not None:  # the policy's review replaces the lender's suspensions and raises from here
+            policy_driven = True
+            now_suspended, new_limit = decided
+            suspended = np.zeros(n, dtype=bool)
+            suspended[sel] = np.asarray(now_suspended, dtype=bool)
+            new_limit = np.asarray(new_limit, dtype="float64")
+            moved = new_limit != limit[sel]
+            limit[sel] = new_limit
+            since_change[sel[moved]] = 0
         if t >= HORIZON:
             _write_labels(out, scn, t - HORIZON, ids, c, dpd_hist, charged_off, matured=True)
     for t in range(max(T - HORIZON, 0), T):  # censored months: who is 90+ days past due is known, the outcome is not

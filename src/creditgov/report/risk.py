@@ -21,12 +21,13 @@ of months, as CSV files and one self-contained HTML page (inline CSS and SVG cha
 
 * early-warning lift and pricing by tier, when a behaviour model is given (creditgov.report.early_warning).
 
-Partial against issue 15's report: limit changes and the model's monitoring
-verdicts are not in it yet.
+* limit changes by month: accounts whose limit rose or fell since the month before (accounts on the book both
+  months), the amounts, and the mean limit of the active book (`limit_changes`);
+* the behaviour model's monitoring verdicts: the `monitor.verdict.NNNN` tags `creditgov monitor` keeps on the
+  model version in the registry, oldest first (`model_verdicts`), when a spec is given.
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import tempfile
@@ -41,6 +42,8 @@ from creditgov.atomic import replace_dir
 from creditgov.data import simulate
 from creditgov.errors import DataError
 from creditgov.report import early_warning
+from creditgov.governance import registry
+from creditgov.report import charts
 from creditgov.report.pages import render, write_root_index, write_run_summary
 from creditgov.spec import months_text
 
@@ -204,10 +207,9 @@ def treatment_outcomes(directory: str | Path, months: list[int]) -> tuple[pd.Dat
 
 
 def _svg(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    text = buf.getvalue()
-    return text[text.index("<svg"):]  # inline: drop the XML declaration and doctype
+    """Through the reports' one SVG writer (charts.to_svg: deterministic, inert under the page's CSP), titled by
+    the figure's axes titles."""
+    return charts.to_svg(fig, "; ".join(ax.get_title() for ax in fig.axes if ax.get_title()) or "chart")
 
 
 def _charts(fig_: RiskFigures) -> dict[str, str]:
@@ -254,12 +256,91 @@ def _charts(fig_: RiskFigures) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ writing
 
 
+# ------------------------------------------------------------------------------------------------ limit changes
+
+
+def limit_changes(directory: str | Path, months: list[int]) -> pd.DataFrame:
+    """Per month: accounts on the book at the end of the month before and of the month whose limit rose or fell,
+    their share of those accounts, the amounts raised and cut, and the mean limit of the active book. The first
+    month of the range has no month before within it: its changes are counted against the month before when
+    that snapshot exists, else left out."""
+    directory = Path(directory)
+    rows = []
+    prev = None
+    for m in ([months[0] - 1] if months[0] > 1 else []) + list(months):
+        path = simulate.partition_dir(directory, m - 1) / "snapshot.parquet"
+        if not path.exists():
+            if m in months:
+                raise DataError(f"{path}: no snapshot for month {m} (run creditgov simulate)")
+            continue
+        f = pd.read_parquet(path, columns=["account_id", "snapshot_month", "credit_limit"])
+        if prev is not None and m in months:
+            j = prev.merge(f, on="account_id", suffixes=("_before", ""), validate="one_to_one")
+            delta = j["credit_limit"] - j["credit_limit_before"]
+            up, down = delta > 0, delta < 0
+            rows.append({"month_index": m, "snapshot_month": f["snapshot_month"].iloc[0], "accounts_both": len(j),
+                         "raised": int(up.sum()), "cut": int(down.sum()),
+                         "raised_share": float(up.mean()) if len(j) else float("nan"),
+                         "cut_share": float(down.mean()) if len(j) else float("nan"),
+                         "raised_amount": float(delta[up].sum()), "cut_amount": float((-delta[down]).sum()),
+                         "mean_limit": float(f["credit_limit"].mean())})
+        prev = f[["account_id", "credit_limit"]]
+    return pd.DataFrame(rows, columns=["month_index", "snapshot_month", "accounts_both", "raised", "cut",
+                                       "raised_share", "cut_share", "raised_amount", "cut_amount", "mean_limit"])
+
+
+def _limit_chart(lim: pd.DataFrame) -> str:
+    return charts.lines([str(m) for m in lim["month_index"]],
+                        {"limits raised (% of accounts)": list(100 * lim["raised_share"]),
+                         "limits cut (% of accounts)": list(100 * lim["cut_share"])},
+                        "Limit changes by month", ylabel="% of accounts")
+
+
+# ------------------------------------------------------------------------------------------------ monitoring verdicts
+
+
+@dataclass(frozen=True)
+class ModelVerdicts:
+    model_name: str
+    version: str | None          # None: no such registered model (or no @champion)
+    verdicts: list               # registry.Verdict, oldest first
+
+
+def model_verdicts(model_name: str, version: str | None = None) -> ModelVerdicts:
+    """The monitoring verdicts kept on a registered model version (default: the @champion), oldest first."""
+    from mlflow.exceptions import MlflowException  # heavy: only when the registry is read
+
+    registry.configure()
+    c = registry.client()
+    with registry.backend_errors(f"read the monitoring verdicts of {model_name}"):
+        try:
+            mv = (c.get_model_version(model_name, str(version)) if version is not None
+                  else c.get_model_version_by_alias(model_name, "champion"))
+        except MlflowException as exc:
+            if not registry.is_not_found(exc):
+                raise
+            return ModelVerdicts(model_name, None, [])
+    return ModelVerdicts(model_name, str(mv.version), registry.verdict_history(mv.tags))
+
+
+def _verdict_frame(v: ModelVerdicts) -> pd.DataFrame:
+    return pd.DataFrame([{"model": v.model_name, "version": v.version, "seq": x.seq, "verdict": x.verdict,
+                          "batch": x.batch, "monitoring_run": x.run_id} for x in v.verdicts],
+                        columns=["model", "version", "seq", "verdict", "batch", "monitoring_run"])
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
 def write_report(directory: str | Path, months: list[int], out_root: str | Path = "reports",
-                 warning: early_warning.EarlyWarningFigures | None = None, warning_note: str = "") -> Path:
+                 warning: early_warning.EarlyWarningFigures | None = None, warning_note: str = "",
+                 verdicts: ModelVerdicts | None = None) -> Path:
     """CSV files and index.html in <out_root>/risk-<book>-<months>/; returns the directory. `warning`: the early
-    warning's lift and the pricing by tier (early_warning.figures), or `warning_note` saying why there are none."""
+    warning's lift and the pricing by tier (early_warning.figures), or `warning_note` saying why there are none;
+    `verdicts`: the model's monitoring verdicts to show (model_verdicts), when a spec names the model."""
     directory = Path(directory)
     figs = book_figures(directory, months)
+    limits = limit_changes(directory, months)
     try:
         meta = json.loads((directory / "scenario.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -277,6 +358,9 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
         figs.plans.to_csv(tmp / "hardship_plans.csv", index=False, float_format="%.6f")
         if warning is not None:
             early_warning.write_csv(warning, tmp)
+        limits.to_csv(tmp / "limit_changes.csv", index=False, float_format="%.6f")
+        if verdicts is not None:
+            _verdict_frame(verdicts).to_csv(tmp / "monitoring_verdicts.csv", index=False)
         shock = meta["scenario"].get("shock")
         html = render("risk_report.html", book=str(directory), scenario=name, months=months,
                       generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -287,10 +371,14 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
                       losses=figs.losses.to_dict("records"),
                       vintage_table=_vintage_table(figs.vintages),
                       treatments=figs.treatments.to_dict("records"), plans=figs.plans.to_dict("records"),
-                      outcome_window=OUTCOME_WINDOW, **early_warning.context(warning, warning_note))
+                      outcome_window=OUTCOME_WINDOW, **early_warning.context(warning, warning_note),
+                      limits=limits.to_dict("records"), limit_chart=_limit_chart(limits) if len(limits) else "",
+                      verdicts=verdicts)
         (tmp / "index.html").write_text(html, encoding="utf-8")
-        write_run_summary(tmp, kind="risk", model=None, policy=None, rows=None,
-                          detail=f"book {name}, {months_text(months)}", verdict=None)
+        last = verdicts.verdicts[-1].verdict if verdicts is not None and verdicts.verdicts else None
+        model = f"{verdicts.model_name} v{verdicts.version}" if verdicts is not None and verdicts.version else None
+        write_run_summary(tmp, kind="risk", model=model, policy=None, rows=None,
+                          detail=f"book {name}, {months_text(months)}", verdict=last)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
