@@ -64,7 +64,7 @@ def test_the_candidate_file_is_read_and_checked(spec, candidate, tmp_path):
     assert candidate.policy.version == "2026.12-1" and candidate.policy.content_hash != spec.policy.content_hash
     diffs = {k for k, _, _ in policy_differences(spec, candidate)}
     assert diffs == {"policy.version", "policy.on_book.suspend_days_past_due", "policy.on_book.suspend_pd_rise_factor",
-                     "policy.on_book.suspend_pd_rise_min_pd"}
+                     "policy.on_book.suspend_pd_rise_min_pd", "policy.on_book.early_warning.pd_rise_factor"}
     with pytest.raises(SpecError, match="candidate policy file not found"):
         replay.load_candidate(tmp_path / "none.yaml", spec)
     same = tmp_path / "same.yaml"
