@@ -549,6 +549,8 @@ def _row_schema(spec: PipelineSpec, with_policy_fields: bool) -> dict:
         if f.type == "numeric":
             lo, hi = f.range
             s = {"type": "number", "minimum": lo, "maximum": hi}
+        elif f.type == "text":  # free text (a name, a phone): validated for presence only, pseudonymised
+            s = {"type": "string"}
         else:
             s = {"type": "string", "enum": list(f.categories)}
         s["description"] = f.description
