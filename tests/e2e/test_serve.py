@@ -346,7 +346,9 @@ def test_champion_moved_under_load_is_swapped_between_requests(server, rows):
                 with in_project(server.root):
                     await asyncio.to_thread(registry.client().set_registered_model_alias, name, "champion", v2.version)
 
-            bodies = [{"rows": recs[i:i + 1 + i % 3]} for i in range(100, 400, 2)]
+            idc = spec.source.id_column  # fresh ids: decisions no earlier test put in the trail
+            bodies = [{"rows": [{**r, idc: 9_000_000 + i + j} for j, r in enumerate(recs[i:i + 1 + i % 3])]}
+                      for i in range(100, 400, 4)]
             mover = asyncio.ensure_future(moved())
             deadline = time.monotonic() + 120
             k = 0

@@ -7,16 +7,23 @@ registry (@champion), and recorded in the audit trail before the answer leaves. 
 field for field, the decision the batch path writes for the same row, model version, policy and as-of
 date (only input_source and input_hash say where the rows came from: "api", and the request's rows).
 
-The audit trail takes decision logs, one chain entry per log. Appending each request's decision as its own
-log would cost a chain entry, a file and a transaction per decision, so requests share a writer
-(`AuditWriter`): each request puts its decision records on a queue and waits; one writer task takes what is
-queued, waits `window` seconds (default 2 ms) for more, and writes everything taken as ONE decision log
-(one Parquet file in --out, per model version and as-of date) and appends it to the trail in a worker
-thread; requests that arrive during that append are the next batch. Only then are the requests answered:
-a 2xx is never sent for a decision the trail does not hold, and an append that fails answers 503 (the
-decision was not issued). A decision the trail already holds (the same row decided again: the same
-decision id) is answered but not appended twice. Shutdown (SIGTERM, SIGINT) stops accepting, lets
-in-flight requests finish (their appends included), then drains the queue and stops the writer.
+Micro-batches (DecideBatcher): each request puts its body on a queue and waits. One task takes whatever is
+queued (no waiting window: a request that arrives alone is decided alone, at once; requests that arrive while a
+micro-batch is being decided form the next one) and decides it in the decide thread with ONE model. Requests
+without `previous` and with the same as-of date are decided by one decide_rows call when that gives each
+request exactly the records it gets alone (Decider._merged says how that is ensured; the rest is decided
+alone), and tests/e2e/test_serve.py compares the two field for field.
+
+The audit trail takes decision logs, one chain entry per log. A micro-batch's decisions become ONE decision
+log (one Parquet file in --out per model version and as-of date, written under a temporary name, fsynced and
+renamed) put in the trail in ONE transaction (audit.record_log_bytes: batch opened, decisions indexed, chain
+entry sealed, one commit with SQLite's WAL synchronous=FULL). The audit writer runs in its own thread while
+the next micro-batch is decided; micro-batches queued meanwhile go into the next log (group commit). Only
+after that commit are the micro-batch's requests answered: a 2xx is never sent for a decision the trail does
+not hold, and an append that fails answers 503 (the decision was not issued). A decision the trail already
+holds (the same row decided again: the same decision id) is answered but not appended twice. Shutdown
+(SIGTERM, SIGINT) stops accepting, lets in-flight requests finish (their appends included), then drains the
+queues and stops the writer.
 
 Human oversight: POST /v1/reviews (a person confirms or overrides a decision) and POST /v1/contests (a customer
 contests one with a corrected row) call decision.oversight's review / contest_rows, the functions behind
@@ -28,8 +35,8 @@ Operations: API keys from $CREDITGOV_API_KEYS (comma separated), compared with h
 every configured key; none configured refuses to start unless --insecure-dev. Request bodies over
 --max-body-bytes get 413, more than MAX_ROWS rows 413. The log has method, path, status, rows, milliseconds
 and the rules a refused row broke: no client address, no values, no identifiers. The @champion alias is
-polled every --reload-seconds; a moved alias loads the new version beside the old one and swaps it in
-between requests (a request uses the one model it started with).
+polled every --reload-seconds; a moved alias loads the new version beside the old one, warms it up and swaps
+it in between micro-batches (a micro-batch, so each request, is decided by one model; every answer names it).
 """
 from __future__ import annotations
 
