@@ -151,6 +151,10 @@ class Decider:
         for name, dtype in self.optional.items():  # a key left out of JSON is a missing value (null)
             if name not in frame.columns:
                 frame[name] = pd.Series(np.nan if dtype == "float64" else None, index=frame.index, dtype=dtype)
+            elif dtype == "float64" and frame[name].dtype == object and frame[name].isna().all():
+                # only nulls in a numeric column: missing numbers, as a batch file reads them (and the same
+                # dtype as in a request where the column also has numbers: requests can be decided together)
+                frame[name] = frame[name].astype("float64")
         return frame
 
     def validated(self, rows, what: str) -> validate.Validated:
@@ -247,8 +251,10 @@ class Decider:
         min-only row counts); the counterfactual grid rounding flags, which the batch path takes over a
         request's own rows, are the same for every member (else the members are split by their flags). What
         depends on a row's place in its batch is then set per request, as finish_log sets it: row numbers
-        from 1, the input hash, the decision ids; and the pair stage of the counterfactual search (capped
-        and rounded over a batch's pending rows) runs per request, as decide_rows runs it."""
+        from 1, the input hash, the decision ids. The pair stage of the counterfactual search (capped and
+        rounded over a batch's pending rows; each row's search otherwise its own) runs once for the
+        requests whose pending rows hold whole numbers only (rounded alone as together) within the cap,
+        and per request for the others, as decide_rows runs it."""
         spec = self.spec
         if len(members) == 1:
             yield self._alone(members[0][0], members[0][1], as_of, model)
@@ -316,11 +322,17 @@ class Decider:
         pending = d.pending
         if len(pending):
             pos = pending["_pos"].to_numpy()
+            whole, alone = [], []
             for a, b in zip(starts, ends):
                 mine = pending[(pos >= a) & (pos < b)].reset_index(drop=True)
-                if len(mine):
-                    engine.fill_pairs(log_frame, mine, engine.pair_counterfactuals(model.model, [mine], spec)[0],
-                                      spec)
+                if len(mine):  # whole numbers only: the pair grids are rounded alone as together
+                    (whole if all(counterfactual.integral_flags(mine, spec).values()) else alone).append(mine)
+            if sum(len(m) for m in whole) > engine.MAX_PAIR_ROWS:  # the batch's cap would cut some short
+                whole, alone = [], whole + alone
+            groups = ([whole] if whole else []) + [[m] for m in alone]
+            for g in groups:
+                for mine, found in zip(g, engine.pair_counterfactuals(model.model, g, spec)):
+                    engine.fill_pairs(log_frame, mine, found, spec)
         recs = records(log_frame)
         for k, ((i, _), a, b) in enumerate(zip(members, starts, ends)):
             yield (i, Served(recs[a:b], d.model_version, as_of, int(b - a))), (log_frame if k == 0 else None)
