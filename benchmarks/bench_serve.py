@@ -247,7 +247,10 @@ def main() -> None:
                            proc.pid, True)
                 result["servers"]["creditgov"] = {
                     "answer": "full decision (validation, PD, policy, reasons en/zh, counterfactual) recorded in "
-                              "the audit trail before the answer", **measure(t, rows, args)}
+                              "the audit trail before the answer",
+                    "batching": "server-side micro-batches: concurrent requests decided together (one decide_rows "
+                                "call where each gets its own records), one decision log and one audit "
+                                "transaction per micro-batch", **measure(t, rows, args)}
             finally:
                 result["servers"].setdefault("creditgov", {})["exit_code_after_sigterm"] = stop(proc)
             v = subprocess.run([PY, "-m", "creditgov", "audit", "verify"], cwd=work, env=env, capture_output=True,

@@ -320,6 +320,7 @@ def test_champion_moved_under_load_is_swapped_between_requests(server, rows):
     answer's decisions all carry the version the answer names (never two in one request), both versions
     answer, the trail holds exactly the 2xx decisions and verifies."""
     from creditgov.governance import registry
+    from creditgov.governance.promote import promote
 
     frame, recs = rows
     spec = load_spec(server.root / APPLICATION_FAST)
@@ -343,8 +344,8 @@ def test_champion_moved_under_load_is_swapped_between_requests(server, rows):
             async def moved():
                 while len(answers) < 20:
                     await asyncio.sleep(0.01)
-                with in_project(server.root):
-                    await asyncio.to_thread(registry.client().set_registered_model_alias, name, "champion", v2.version)
+                with in_project(server.root):  # as `creditgov promote` moves it: gates, approver, audit entry
+                    await asyncio.to_thread(promote, spec, "reload test approver", str(v2.version))
 
             idc = spec.source.id_column  # fresh ids: decisions no earlier test put in the trail
             bodies = [{"rows": [{**r, idc: 9_000_000 + i + j} for j, r in enumerate(recs[i:i + 1 + i % 3])]}
