@@ -227,8 +227,9 @@ def serve(spec: str = SpecOpt,
                                             "only; otherwise $CREDITGOV_API_KEYS must name at least one)."),
           max_body_bytes: int = typer.Option(1 << 20, min=1024, help="Largest request body (413 above it)."),
           reload_seconds: float = typer.Option(30.0, min=0, help="Poll @champion this often; 0: never reload."),
-          audit_window_ms: float = typer.Option(2.0, min=0, help="How long the audit writer waits for more "
-                                                "requests to append with one decision log.")):
+          audit_window_ms: float = typer.Option(0.0, min=0, help="How long the audit writer waits for more "
+                                                "micro-batches to append with one decision log (0: none; those "
+                                                "queued during an append form the next one).")):
     """Serve decisions over HTTP (FastAPI on uvicorn): POST /v1/decisions, GET /v1/decisions/{id}, /healthz,
     /readyz, /openapi.json. The same validation rules, decision path and audit trail as `creditgov decide`."""
     keys = tuple(k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip())

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from creditgov.jobs.serve import records as records_of
 from creditgov.spec import load_spec
 from helpers import (APPLICATION_FAST, cli_env, copy_project, copy_trained_project, creditgov_argv, in_project,
                      names_leaked, quiet)
@@ -38,10 +39,10 @@ CLIENTS = 12
 REQUESTS = 96
 
 
-def _start(root: Path, err) -> tuple[subprocess.Popen, str]:
+def _start(root: Path, err, reload_seconds: float = 0) -> tuple[subprocess.Popen, str]:
     env = cli_env(CREDITGOV_API_KEYS=",".join(KEYS))
     proc = subprocess.Popen(creditgov_argv("serve", "--spec", APPLICATION_FAST, "--port", "0", "--as-of", AS_OF,
-                                           "--reload-seconds", "0"),
+                                           "--reload-seconds", str(reload_seconds)),
                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
     line, deadline = "", time.monotonic() + 180
     while time.monotonic() < deadline and "listening on" not in line:
@@ -59,7 +60,7 @@ def _start(root: Path, err) -> tuple[subprocess.Popen, str]:
 def server(tmp_path_factory, trained_application_fast):
     root = copy_trained_project(trained_application_fast.root, tmp_path_factory.mktemp("serve"))
     err = open(root / "server.log", "w")
-    proc, url = _start(root, err)
+    proc, url = _start(root, err, reload_seconds=0.5)  # the @champion polled (test_champion_moved_under_load)
     yield type("Server", (), {"url": url, "root": root, "proc": proc, "log": root / "server.log"})
     if proc.poll() is None:
         proc.kill()
@@ -282,6 +283,89 @@ def test_many_clients_then_audit_verify_and_records_equal_2xx(server, rows):
     assert codes.count(200) == len(bodies), sorted(set(codes))
     decided = sum(len(b["rows"]) for b, code in zip(bodies, codes) if code == 200)
     assert _served_records(server.root) - before == decided
+    v = subprocess.run(creditgov_argv("audit", "verify"), cwd=server.root, env=cli_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_micro_batch_gives_each_request_the_records_it_gets_alone(server, rows):
+    """Requests decided together in one micro-batch (one decide_rows call) get, field for field, what each
+    gets decided alone: row numbers, input hash, decision ids, counterfactuals (rounding, pair stage) included;
+    a request with a refused row (here a duplicate id) is refused alone and the others are still decided."""
+    from creditgov.jobs.serve import Decider, Refused
+    from creditgov.decision import decide
+
+    frame, recs = rows
+    with in_project(server.root):
+        spec = load_spec(APPLICATION_FAST)
+        d = Decider(spec, decide.load_model(spec), AS_OF)
+        bodies = [{"rows": [recs[i]]} for i in range(40, 70)] + [{"rows": recs[70 + 3 * i:73 + 3 * i]} for i in range(6)]
+        bodies.insert(5, {"rows": [recs[90], recs[90]]})  # refused: "id unique"
+        outs, frames = d.decide_many(bodies)
+        assert len(frames) < len(bodies) - 1  # merged: fewer decision logs than requests
+        for body, got in zip(bodies, outs):
+            try:
+                alone = d.decide(body)
+            except Refused as r:
+                assert isinstance(got, Refused) and got.body == r.body
+                continue
+            assert got.records == records_of(alone.log) and got.model_version == alone.model_version
+    assert sum(isinstance(o, Refused) for o in outs) == 1
+    adverse = [r for o in outs if not isinstance(o, Refused) for r in o.records if r["action"] != "approve"]
+    assert adverse and all(r["counterfactual"] for r in adverse)
+
+
+def test_champion_moved_under_load_is_swapped_between_requests(server, rows):
+    """The @champion alias moves to another version while many clients send requests: no request fails, each
+    answer's decisions all carry the version the answer names (never two in one request), both versions
+    answer, the trail holds exactly the 2xx decisions and verifies."""
+    from creditgov.governance import registry
+    from creditgov.governance.promote import promote
+
+    frame, recs = rows
+    spec = load_spec(server.root / APPLICATION_FAST)
+    name = spec.registry.model_name
+    with in_project(server.root):
+        c = registry.client()
+        v1 = c.get_model_version_by_alias(name, "champion")
+        v2 = c.create_model_version(name, v1.source, run_id=v1.run_id, tags={"creditgov.registration": "complete"})
+    before = _served_records(server.root)
+    answers: list[tuple[int, dict]] = []
+
+    async def go():
+        sem = asyncio.Semaphore(CLIENTS)
+        async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": KEYS[0]}, timeout=120,
+                                     limits=httpx.Limits(max_connections=CLIENTS)) as cl:
+            async def one(b):
+                async with sem:
+                    r = await cl.post("/v1/decisions", json=b)
+                    answers.append((r.status_code, r.json()))
+
+            async def moved():
+                while len(answers) < 20:
+                    await asyncio.sleep(0.01)
+                with in_project(server.root):  # as `creditgov promote` moves it: gates, approver, audit entry
+                    await asyncio.to_thread(promote, spec, "reload test approver", str(v2.version))
+
+            idc = spec.source.id_column  # fresh ids: decisions no earlier test put in the trail
+            bodies = [{"rows": [{**r, idc: 9_000_000 + i + j} for j, r in enumerate(recs[i:i + 1 + i % 3])]}
+                      for i in range(100, 400, 4)]
+            mover = asyncio.ensure_future(moved())
+            deadline = time.monotonic() + 120
+            k = 0
+            while time.monotonic() < deadline and not (mover.done() and any(
+                    a[1].get("model_version") == str(v2.version) for a in answers[-CLIENTS:])):
+                await asyncio.gather(*(one(bodies[(k + j) % len(bodies)]) for j in range(CLIENTS)))
+                k += CLIENTS
+            await mover
+
+    asyncio.run(go())
+    codes = [code for code, _ in answers]
+    assert codes.count(200) == len(answers), sorted(set(codes))
+    for _, body in answers:
+        assert {d["model_version"] for d in body["decisions"]} == {body["model_version"]}
+    assert {body["model_version"] for _, body in answers} == {str(v1.version), str(v2.version)}
+    assert _served_records(server.root) - before == len({d["decision_id"] for _, b in answers for d in b["decisions"]})
     v = subprocess.run(creditgov_argv("audit", "verify"), cwd=server.root, env=cli_env(), capture_output=True,
                        text=True, timeout=300)
     assert v.returncode == 0, v.stdout + v.stderr

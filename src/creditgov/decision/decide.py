@@ -663,13 +663,20 @@ def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, vers
     # the stamps in one block (inserting ten columns one by one cost ~5 ms a request), each an object column
     full = pd.concat([full, pd.DataFrame({k: np.full(len(full), v, dtype=object) for k, v in stamp.items()},
                                          index=full.index)], axis=1)
-    prefix = "|".join([spec.registry.model_name, version, policy.content_hash]) + "|"
+    full.insert(0, "decision_id", decision_ids(spec, version, as_of, full["input_row_hash"].tolist(),
+                                               full["row_number"].tolist()))
+    return full
+
+
+def decision_ids(spec: PipelineSpec, version: str, as_of: str, input_row_hashes: list[str],
+                 row_numbers: list[int]) -> list[str]:
+    """The decision id of each row: model name and version, policy hash, the row's input hash, the as-of date
+    and its row number in its batch."""
+    prefix = "|".join([spec.registry.model_name, version, spec.policy.content_hash]) + "|"
     suffix = "|" + as_of + "|"
     sha = hashlib.sha256
-    full.insert(0, "decision_id", [
-        sha((prefix + h + suffix + str(r)).encode()).hexdigest()[:32]
-        for h, r in zip(full["input_row_hash"].tolist(), full["row_number"].tolist())])
-    return full
+    return [sha((prefix + h + suffix + str(r)).encode()).hexdigest()[:32]
+            for h, r in zip(input_row_hashes, row_numbers)]
 
 
 # --------------------------------------------------------------------------- the decision path

@@ -446,6 +446,59 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
     return LogAppend(int(batch), sha, n, root, inserted, seq is None, seq)
 
 
+def record_log_bytes(path: str | Path, data: bytes, url: str | None = None) -> LogAppend | None:
+    """A small decision log put in the trail in ONE transaction (one commit): `data` is the Parquet file as
+    written at `path`; its batch is opened, indexed and sealed together, with the same index rows, leaf hashes,
+    Merkle root and chain entry as `record_log` makes from the file (record_log takes three transactions and a
+    chunk pipeline, for logs of any size). For a service's micro-batches, whose answers wait for this commit.
+    A crash before the commit leaves the log written and nothing of it in the trail (record_log on the path
+    then appends it). None when the trail already has an interrupted append of this log open: complete it
+    with record_log."""
+    from sqlalchemy import text  # heavy: see _engine
+
+    path = Path(path).resolve()
+    sha = hashlib.sha256(data).hexdigest()
+    table = pq.read_table(pa.BufferReader(data), use_threads=False)  # what verify reads back from the file
+    n = table.num_rows
+    eng = _engine(url)
+    dialect = eng.dialect.name
+    fmt = merkle.LEAF_FORMAT
+    leaves = merkle.hash_prepared_for(merkle.prepare_for(table, fmt))
+    root = merkle.root(leaves).hex()
+    ids = _ids16_array(table.column("decision_id"))
+    actions: dict[str, int] = {}
+    if "action" in table.column_names:
+        for kv in table.column("action").value_counts().to_pylist():
+            actions[str(kv["values"])] = int(kv["counts"])
+    first_row = table.slice(0, 1).to_pylist()[0] if n else None
+    stamp = {k: first_row.get(k) for k in ("model_name", "model_version", "policy_name", "policy_version",
+                                              "policy_hash", "spec_hash", "decision_time", "input_hash",
+                                              "input_source")} if first_row else {}
+    payload = {"log_name": path.name, "log_sha256": sha, "merkle_root": root, "tree_size": n,
+               "leaf_format": fmt, "actions": dict(sorted(actions.items())), **stamp}
+    if fmt == merkle.FORMAT_BIN:
+        payload["columns"] = sorted(table.schema.names)
+
+    def _all(c):
+        opened = c.execute(text("INSERT INTO audit_batches (log_sha256, log_name, log_path, tree_size, status, "
+                                "opened_at) VALUES (:s, :name, :path, :n, 'open', :at) ON CONFLICT DO NOTHING"),
+                           {"s": sha, "name": path.name, "path": str(path), "n": n, "at": _now()}).rowcount
+        batch, status, root_hex, entry_seq = c.execute(text(
+            "SELECT batch, status, merkle_root, entry_seq FROM audit_batches WHERE log_sha256 = :s"),
+            {"s": sha}).first()
+        if status == "sealed":
+            return LogAppend(int(batch), sha, n, root_hex, 0, True, entry_seq)
+        if opened != 1:  # an interrupted record_log of this log: record_log completes it in its own format
+            return None
+        inserted = _insert_index(c, dialect, int(batch), 0, ids, leaves)
+        seq = _chain(c, [("batch", sha, payload)])[0]
+        c.execute(text("UPDATE audit_batches SET status = 'sealed', merkle_root = :r, entry_seq = :q "
+                       "WHERE batch = :b"), {"r": root, "q": seq, "b": batch})
+        return LogAppend(int(batch), sha, n, root, inserted, False, seq)
+
+    return _retrying(url, _all)
+
+
 # --------------------------------------------------------------------------- reading
 
 

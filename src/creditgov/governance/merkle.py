@@ -847,6 +847,9 @@ def prepare_for(table, fmt: str):
     raise ValueError(f"unknown leaf format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
+SERIAL_ROWS = 256  # fewer rows than this are hashed in one thread (the same leaves)
+
+
 def hash_prepared_for(prepared, threads: int = 2) -> np.ndarray:
     """(n, 32) leaf hashes of `prepare_for`'s result; the kernels do not hold the GIL."""
     fmt, args = prepared
@@ -857,9 +860,10 @@ def hash_prepared_for(prepared, threads: int = 2) -> np.ndarray:
     out = np.empty((n, 32), dtype=np.uint8)
     if not n:
         return out
-    if kernel is not None:
+    if kernel is not None and n >= SERIAL_ROWS:
         kernel(*args, out)
         return out
+    # a few rows (a service's micro-batch): the records serially and hashlib, without waking numba's thread pool
     offs, buf = _bin_kernel("bin_rows")(*args)
     out[:] = np.frombuffer(_sha_spans(memoryview(buf), offs.tolist()), dtype=np.uint8).reshape(n, 32)
     return out

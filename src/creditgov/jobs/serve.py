@@ -7,16 +7,23 @@ registry (@champion), and recorded in the audit trail before the answer leaves. 
 field for field, the decision the batch path writes for the same row, model version, policy and as-of
 date (only input_source and input_hash say where the rows came from: "api", and the request's rows).
 
-The audit trail takes decision logs, one chain entry per log. Appending each request's decision as its own
-log would cost a chain entry, a file and a transaction per decision, so requests share a writer
-(`AuditWriter`): each request puts its decision records on a queue and waits; one writer task takes what is
-queued, waits `window` seconds (default 2 ms) for more, and writes everything taken as ONE decision log
-(one Parquet file in --out, per model version and as-of date) and appends it to the trail in a worker
-thread; requests that arrive during that append are the next batch. Only then are the requests answered:
-a 2xx is never sent for a decision the trail does not hold, and an append that fails answers 503 (the
-decision was not issued). A decision the trail already holds (the same row decided again: the same
-decision id) is answered but not appended twice. Shutdown (SIGTERM, SIGINT) stops accepting, lets
-in-flight requests finish (their appends included), then drains the queue and stops the writer.
+Micro-batches (DecideBatcher): each request puts its body on a queue and waits. One task takes whatever is
+queued (no waiting window: a request that arrives alone is decided alone, at once; requests that arrive while a
+micro-batch is being decided form the next one) and decides it in the decide thread with ONE model. Requests
+without `previous` and with the same as-of date are decided by one decide_rows call when that gives each
+request exactly the records it gets alone (Decider._merged says how that is ensured; the rest is decided
+alone), and tests/e2e/test_serve.py compares the two field for field.
+
+The audit trail takes decision logs, one chain entry per log. A micro-batch's decisions become ONE decision
+log (one Parquet file in --out per model version and as-of date, written under a temporary name, fsynced and
+renamed) put in the trail in ONE transaction (audit.record_log_bytes: batch opened, decisions indexed, chain
+entry sealed, one commit with SQLite's WAL synchronous=FULL). The audit writer runs in its own thread while
+the next micro-batch is decided; micro-batches queued meanwhile go into the next log (group commit). Only
+after that commit are the micro-batch's requests answered: a 2xx is never sent for a decision the trail does
+not hold, and an append that fails answers 503 (the decision was not issued). A decision the trail already
+holds (the same row decided again: the same decision id) is answered but not appended twice. Shutdown
+(SIGTERM, SIGINT) stops accepting, lets in-flight requests finish (their appends included), then drains the
+queues and stops the writer.
 
 Human oversight: POST /v1/reviews (a person confirms or overrides a decision) and POST /v1/contests (a customer
 contests one with a corrected row) call decision.oversight's review / contest_rows, the functions behind
@@ -28,8 +35,8 @@ Operations: API keys from $CREDITGOV_API_KEYS (comma separated), compared with h
 every configured key; none configured refuses to start unless --insecure-dev. Request bodies over
 --max-body-bytes get 413, more than MAX_ROWS rows 413. The log has method, path, status, rows, milliseconds
 and the rules a refused row broke: no client address, no values, no identifiers. The @champion alias is
-polled every --reload-seconds; a moved alias loads the new version beside the old one and swaps it in
-between requests (a request uses the one model it started with).
+polled every --reload-seconds; a moved alias loads the new version beside the old one, warms it up and swaps
+it in between micro-batches (a micro-batch, so each request, is decided by one model; every answer names it).
 """
 from __future__ import annotations
 
@@ -38,9 +45,9 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import signal
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -51,12 +58,14 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from creditgov.data import expectations, validate
+from creditgov.data import expectations, inputs, validate
+from creditgov.decision import counterfactual
 from creditgov.decision import decide as engine
 from creditgov.decision import oversight
 from creditgov.errors import CreditGovError, SpecError, TrackingError, UsageError
@@ -66,7 +75,8 @@ from creditgov.spec import PipelineSpec
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: ~2,000 rows of the application catalogue
 MAX_ROWS = 1000
-AUDIT_WINDOW_S = 0.002
+AUDIT_WINDOW_S = 0.0  # no waiting: requests that arrive during an append form the next one
+MERGE_MAX_ROWS = 1000  # rows decided together in one micro-batch
 AUDIT_MAX_ROWS = 20_000
 LABEL = "api"
 
@@ -141,10 +151,16 @@ class Decider:
         for name, dtype in self.optional.items():  # a key left out of JSON is a missing value (null)
             if name not in frame.columns:
                 frame[name] = pd.Series(np.nan if dtype == "float64" else None, index=frame.index, dtype=dtype)
+            elif dtype == "float64" and frame[name].dtype == object and frame[name].isna().all():
+                # only nulls in a numeric column: missing numbers, as a batch file reads them (and the same
+                # dtype as in a request where the column also has numbers: requests can be decided together)
+                frame[name] = frame[name].astype("float64")
         return frame
 
     def validated(self, rows, what: str) -> validate.Validated:
-        frame = self.frame(rows, what)
+        return self._validated_frame(self.frame(rows, what), what)
+
+    def _validated_frame(self, frame: pd.DataFrame, what: str) -> validate.Validated:
         suite = self.compiled[self.spec.target.column in frame.columns]
         try:
             v = validate.validate_rows(frame, self.spec, suite, what)
@@ -158,16 +174,19 @@ class Decider:
                           + (f" and {len(bad) - 1} more rows are refused" if len(bad) > 1 else ""), rows=bad)
         return v
 
-    def decide(self, body: dict) -> engine.Decisions:
-        model = self.model  # one model for the whole request, whatever a reload does meanwhile
-        spec = self.spec
+    def _as_of(self, body: dict) -> str:
         as_of = body.get("as_of", self.as_of)
         if as_of is not None and not isinstance(as_of, str):
             raise Refused(422, "as_of: a date YYYY-MM-DD")
         try:
-            as_of = engine.check_as_of(spec, as_of)
+            return engine.check_as_of(self.spec, as_of)
         except CreditGovError as exc:
             raise Refused(422, str(exc).replace("--as-of", "as_of")) from None
+
+    def decide(self, body: dict, model: engine.DecisionModel | None = None) -> engine.Decisions:
+        model = model or self.model  # one model for the whole request, whatever a reload does meanwhile
+        spec = self.spec
+        as_of = self._as_of(body)
         rows = self.validated(body.get("rows"), "rows")
         prev = None
         if body.get("previous") is not None:
@@ -180,6 +199,243 @@ class Decider:
                                                                                   columns=e.features))
         v = validate.Validated(spec, rows.outcome, LABEL, rows.input_hash)
         return engine.decide_rows(v, model, spec, as_of, prev)
+
+    # ----------------------------------------------------------------------- micro-batches
+
+    def decide_many(self, bodies: list[dict]) -> tuple[list, list[pd.DataFrame]]:
+        """Requests that arrived together, decided with ONE model (the one in use when the micro-batch
+        started): (per request, its Served answer or the exception that refuses it; the decision-log frames
+        holding every answered decision, for the audit writer).
+
+        Requests without `previous` and with the same as-of date are decided together by one decide_rows
+        call when that gives each request exactly the records it would get alone (`_merged`); any other
+        request, and a group where that cannot be shown, is decided alone, as `decide` does."""
+        model = self.model
+        out: list = [None] * len(bodies)
+        frames: list[pd.DataFrame] = []
+        groups: dict[str, list[tuple[int, pd.DataFrame]]] = {}
+        for i, body in enumerate(bodies):
+            try:
+                if len(bodies) == 1 or body.get("previous") is not None:
+                    d = self.decide(body, model)
+                    out[i] = Served(records(d.log), d.model_version, d.as_of, len(d.log))
+                    frames.append(d.log)
+                else:
+                    groups.setdefault(self._as_of(body), []).append((i, self.frame(body.get("rows"), "rows")))
+            except Exception as exc:  # Refused, or a defect the handler reports as 500
+                out[i] = exc
+        for as_of, members in groups.items():
+            for (i, answer), log_frame in self._merged(members, as_of, model):
+                out[i] = answer
+                if log_frame is not None:
+                    frames.append(log_frame)
+        return out, frames
+
+    def _alone(self, i: int, frame: pd.DataFrame, as_of: str, model) -> tuple[tuple, pd.DataFrame | None]:
+        try:
+            v = self._validated_frame(frame, "rows")
+            d = engine.decide_rows(validate.Validated(self.spec, v.outcome, LABEL, v.input_hash), model,
+                                   self.spec, as_of)
+        except Exception as exc:
+            return (i, exc), None
+        return (i, Served(records(d.log), d.model_version, d.as_of, len(d.log))), d.log
+
+    def _merged(self, members: list[tuple[int, pd.DataFrame]], as_of: str, model):
+        """Yield ((request index, answer), log frame or None) for the members of one as-of group.
+
+        One decide_rows call over the concatenated rows gives each request the records it would get alone
+        when (checked here, else each request goes alone): the requests have the same columns with the same
+        dtypes (so validation prepares and types each column as it would alone, and the content hash of a
+        request is its own rows' digests under the same header); the concatenation breaks no rule (a rule
+        of one row holds for that row alone; a unique column unique over all is unique in each part;
+        min-only row counts); the counterfactual grid rounding flags, which the batch path takes over a
+        request's own rows, are the same for every member (else the members are split by their flags). What
+        depends on a row's place in its batch is then set per request, as finish_log sets it: row numbers
+        from 1, the input hash, the decision ids. The pair stage of the counterfactual search (capped and
+        rounded over a batch's pending rows; each row's search otherwise its own) runs once for the
+        requests whose pending rows hold whole numbers only (rounded alone as together) within the cap,
+        and per request for the others, as decide_rows runs it."""
+        spec = self.spec
+        if len(members) == 1:
+            yield self._alone(members[0][0], members[0][1], as_of, model)
+            return
+        by: dict[tuple, list] = {}
+        for m in members:  # the same columns with the same dtypes
+            by.setdefault((tuple(m[1].columns), tuple(str(t) for t in m[1].dtypes)), []).append(m)
+        if len(by) > 1:
+            for sub in by.values():
+                yield from self._merged(sub, as_of, model)
+            return
+        counts = np.array([len(f) for _, f in members])
+        if counts.sum() > 2 * MERGE_MAX_ROWS:
+            half = len(members) // 2
+            yield from self._merged(members[:half], as_of, model)
+            yield from self._merged(members[half:], as_of, model)
+            return
+        first = members[0][1]
+        merged = pd.concat([f for _, f in members], ignore_index=True)
+        ends = np.cumsum(counts)
+        v = None
+        if merged.dtypes.equals(first.dtypes):
+            try:
+                v = validate.validate_rows(merged, spec, self.compiled[spec.target.column in merged.columns], "rows")
+            except CreditGovError:
+                v = None
+        if v is None:
+            for i, f in members:
+                yield self._alone(i, f, as_of, model)
+            return
+        if len(v.quarantine):  # the requests with a refused row go alone (each gets its own verdict), the rest
+            bad = set(np.searchsorted(ends, v.quarantine["row_number"].to_numpy() - 1, side="right").tolist())
+            rest = [m for k, m in enumerate(members) if k not in bad]
+            for k in sorted(bad):
+                yield self._alone(*members[k], as_of, model)
+            if rest:
+                yield from self._merged(rest, as_of, model)
+            return
+        starts = ends - counts
+        clean = v.clean
+        flags = [tuple(sorted(counterfactual.integral_flags(clean.iloc[a:b], spec).items()))
+                 for a, b in zip(starts, ends)]
+        if len(set(flags)) > 1:  # decided in groups of equal rounding flags (each group merged again)
+            by: dict[tuple, list] = {}
+            for m, fl in zip(members, flags):
+                by.setdefault(fl, []).append(m)
+            for sub in by.values():
+                yield from self._merged(sub, as_of, model)
+            return
+        d = engine.decide_rows(validate.Validated(spec, v.outcome, LABEL, v.input_hash), model, spec, as_of, None,
+                               engine.BatchScope(integral=dict(flags[0]), defer_pairs=True))
+        log_frame = d.log
+        header = inputs.dtype_header(merged.columns, merged.dtypes)
+        digests = inputs.row_digests(merged)
+        hashes = []
+        for a, b in zip(starts, ends):
+            h = inputs.ContentHash(header)
+            h.update(digests[8 * a:8 * b])
+            hashes.append(h.hexdigest())
+        row_numbers = np.concatenate([np.arange(1, n + 1, dtype=np.int64) for n in counts])
+        log_frame["row_number"] = row_numbers
+        log_frame["input_hash"] = np.repeat(np.array(hashes, dtype=object), counts)
+        log_frame["decision_id"] = engine.decision_ids(spec, model.version, as_of,
+                                                       log_frame["input_row_hash"].tolist(), row_numbers.tolist())
+        pending = d.pending
+        if len(pending):
+            pos = pending["_pos"].to_numpy()
+            whole, alone = [], []
+            for a, b in zip(starts, ends):
+                mine = pending[(pos >= a) & (pos < b)].reset_index(drop=True)
+                if len(mine):  # whole numbers only: the pair grids are rounded alone as together
+                    (whole if all(counterfactual.integral_flags(mine, spec).values()) else alone).append(mine)
+            if sum(len(m) for m in whole) > engine.MAX_PAIR_ROWS:  # the batch's cap would cut some short
+                whole, alone = [], whole + alone
+            groups = ([whole] if whole else []) + [[m] for m in alone]
+            for g in groups:
+                for mine, found in zip(g, engine.pair_counterfactuals(model.model, g, spec)):
+                    engine.fill_pairs(log_frame, mine, found, spec)
+        recs = records(log_frame)
+        for k, ((i, _), a, b) in enumerate(zip(members, starts, ends)):
+            yield (i, Served(recs[a:b], d.model_version, as_of, int(b - a))), (log_frame if k == 0 else None)
+
+
+@dataclass
+class Served:
+    """A request's answer before its audit append: its decision records (JSON-ready), model version, as-of."""
+    records: list
+    model_version: str
+    as_of: str
+    rows: int
+
+
+class NotRecorded(Exception):
+    """The audit append of a micro-batch failed: none of its decisions is issued."""
+
+
+class DecideBatcher:
+    """Concurrent POST /v1/decisions requests, decided in micro-batches and recorded before they are answered.
+
+    Each request puts its body on a queue and waits. One task takes whatever is queued (no waiting window: a
+    request that arrives alone is decided alone at once; requests that arrive while a micro-batch is decided
+    form the next one), decides them in the decide thread (Decider.decide_many: one model, one decide_rows
+    call where that gives each request its own records), then hands the decision-log frames to the audit
+    writer and goes on with the next micro-batch while this one is appended. A request's answer is released
+    only when the append holding its decisions has committed; an append that fails answers 503."""
+
+    def __init__(self, decider: Decider, writer: "AuditWriter", pool: ThreadPoolExecutor,
+                 max_rows: int = MERGE_MAX_ROWS):
+        self.decider, self.writer, self.pool, self.max_rows = decider, writer, pool, max_rows
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        self.sealing: set[asyncio.Task] = set()
+        self.batches = 0
+
+    def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def decide(self, body: dict) -> Served:
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((body, fut))
+        return await fut
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            await self.queue.put(None)
+            await self.task
+        while self.sealing:
+            await asyncio.gather(*list(self.sealing), return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                break
+            items = [item]
+            rows = _rows_of(item[0])
+            stop = False
+            while rows < self.max_rows and not self.queue.empty():
+                nxt = self.queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                items.append(nxt)
+                rows += _rows_of(nxt[0])
+            try:
+                outs, frames = await loop.run_in_executor(self.pool, self.decider.decide_many, [b for b, _ in items])
+            except Exception as exc:
+                outs, frames = [exc] * len(items), []
+            self.batches += 1
+            answered = []
+            for (_, fut), res in zip(items, outs):
+                if isinstance(res, BaseException):
+                    if not fut.done():
+                        fut.set_exception(res)
+                else:
+                    answered.append((fut, res))
+            if answered:
+                t = loop.create_task(self._seal(frames, answered))
+                self.sealing.add(t)
+                t.add_done_callback(self.sealing.discard)
+            if stop:
+                break
+
+    async def _seal(self, frames: list[pd.DataFrame], answered: list) -> None:
+        try:
+            await self.writer.record(frames)
+        except Exception:
+            for fut, _ in answered:
+                if not fut.done():
+                    fut.set_exception(NotRecorded())
+            return
+        for fut, res in answered:
+            if not fut.done():
+                fut.set_result(res)
+
+
+def _rows_of(body) -> int:
+    rows = body.get("rows") if isinstance(body, dict) else None
+    return len(rows) if isinstance(rows, list) else 1
 
 
 # --------------------------------------------------------------------------- the audit writer
@@ -201,9 +457,9 @@ class AuditWriter:
         self.queue = asyncio.Queue()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    async def record(self, frame: pd.DataFrame) -> None:
+    async def record(self, frames: list[pd.DataFrame]) -> None:
         fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((frame, fut))
+        await self.queue.put((frames, fut))
         await fut
 
     async def stop(self) -> None:
@@ -223,16 +479,16 @@ class AuditWriter:
             items = [item]
             if self.window:
                 await asyncio.sleep(self.window)
-            rows = len(item[0])
+            rows = sum(len(f) for f in item[0])
             while rows < self.max_rows and not self.queue.empty():
                 nxt = self.queue.get_nowait()
                 if nxt is None:
                     stop = True
                     break
                 items.append(nxt)
-                rows += len(nxt[0])
+                rows += sum(len(f) for f in nxt[0])
             try:
-                await loop.run_in_executor(self.pool, self._append, [f for f, _ in items])
+                await loop.run_in_executor(self.pool, self._append, [f for fs, _ in items for f in fs])
             except Exception as exc:  # the decisions were not recorded: none of them is issued
                 log.error("audit append failed for %d requests: %s", len(items), str(exc).splitlines()[0][:200])
                 for _, fut in items:
@@ -244,6 +500,9 @@ class AuditWriter:
                         fut.set_result(None)
 
     def _append(self, frames: list[pd.DataFrame]) -> None:
+        """One decision log per (model version, as-of date) of these frames, each written (fsynced, then
+        renamed into place) and put in the trail in one transaction (audit.record_log_bytes): one commit per
+        log. Decisions the trail already holds, or that came twice, are left out."""
         ids = [d for f in frames for d in f["decision_id"].tolist()]
         held = audit.recorded(ids)
         seen: set[str] = set(held)
@@ -260,12 +519,38 @@ class AuditWriter:
         for (version, as_of), parts in groups.items():
             digest = hashlib.sha256("".join(d for p in parts for d in p["decision_id"].tolist()).encode())
             path = self.out_dir / f"{self.spec.name}-{as_of}-v{version}-served-{digest.hexdigest()[:16]}.parquet"
-            # a few small frames of one spec: one concat and one Parquet write (write_log_parts streams row
-            # groups for logs larger than memory, ~35 ms for a one-row log)
-            engine.write_log(pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0], path)
-            a = audit.record_log(path)
+            frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+            data = _parquet_bytes(frame)
+            _write_durably(path, data)
+            a = audit.record_log_bytes(path, data)
+            if a is None:  # an interrupted append of the same log (a crash, then the same rows again)
+                a = audit.record_log(path)
             self.appended += a.inserted
             self.logs += 1
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """The decision log as the batch path writes it (decide.write_log: Arrow from pandas, zstd), in memory."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write under a temporary name, fsync, rename into place, fsync the directory: the log is on disk
+    before its append commits (the trail holds its SHA-256)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- the application
@@ -316,6 +601,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
     decider = Decider(spec, model, settings.as_of)
     writer = AuditWriter(spec, settings.out_dir, settings.audit_window)
     decide_pool = ThreadPoolExecutor(1, thread_name_prefix="decide")
+    batcher = DecideBatcher(decider, writer, decide_pool)
     keys = tuple(k.encode() for k in settings.api_keys)
     state = {"ready": False, "served": 0, "refused": 0, "reloads": 0}
 
@@ -325,6 +611,8 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
             await asyncio.sleep(settings.reload_seconds)
             try:
                 fresh = await loop.run_in_executor(None, _champion_if_moved, spec, decider.model.version)
+                if fresh is not None:  # warmed up before it takes requests (its first micro-batch is not slower)
+                    await loop.run_in_executor(None, lambda: decider.decide({"rows": warm_up_rows(spec)}, fresh))
             except Exception as exc:  # the model in use stays; said once per failed poll
                 log.warning("champion reload failed: %s", str(exc).splitlines()[0][:200])
                 continue
@@ -337,6 +625,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         writer.start()
+        batcher.start()
         reload_task = (asyncio.get_running_loop().create_task(_reload_loop())
                        if settings.reload_seconds > 0 else None)
         state["ready"] = True
@@ -346,6 +635,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
             state["ready"] = False
             if reload_task is not None:
                 reload_task.cancel()
+            await batcher.stop()  # in-flight requests have finished; a micro-batch still being sealed is awaited
             await writer.stop()  # in-flight requests have finished: their records are written, the rest drained
             decide_pool.shutdown(wait=True)
             log.info("stopped: %d decisions served, %d records appended in %d decision logs, %d requests refused",
@@ -368,14 +658,13 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
             _check_key(request)
             body = await _json_body(request, 'a JSON object {"rows": [...]}')
             n = len(body.get("rows") or []) if isinstance(body.get("rows"), list) else 0
-            decisions = await asyncio.get_running_loop().run_in_executor(decide_pool, decider.decide, body)
             try:
-                await writer.record(decisions.log)
-            except Exception:
+                served = await batcher.decide(body)
+            except NotRecorded:
                 raise Refused(503, "the decision could not be recorded in the audit trail; it is not issued") from None
-            state["served"] += len(decisions.log)
-            resp = _json({"decisions": records(decisions.log), "model_version": decisions.model_version,
-                          "as_of": decisions.as_of, "policy": {"name": spec.policy.name,
+            state["served"] += served.rows
+            resp = _json({"decisions": served.records, "model_version": served.model_version,
+                          "as_of": served.as_of, "policy": {"name": spec.policy.name,
                                                                "version": spec.policy.version,
                                                                "hash": spec.policy.content_hash},
                           "recorded": True})
@@ -506,7 +795,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
         return _json({"status": "ready", "model": spec.registry.model_name, "model_version": decider.model.version,
                       "policy": spec.policy.name, "policy_version": spec.policy.version})
 
-    app.state.writer, app.state.decider, app.state.counters = writer, decider, state
+    app.state.writer, app.state.decider, app.state.counters, app.state.batcher = writer, decider, state, batcher
     return app
 
 
@@ -792,12 +1081,14 @@ def warm_up_rows(spec: PipelineSpec) -> list[dict]:
 
 
 def warm_up(settings: Settings, model: engine.DecisionModel) -> None:
-    """Decide the warm-up rows and hash their records as the audit does; nothing is kept or recorded."""
+    """Decide the warm-up rows (alone, and as a micro-batch of two requests) and hash their records as the
+    audit does; nothing is kept or recorded."""
     d = Decider(settings.spec, model, settings.as_of)
-    decisions = d.decide({"rows": warm_up_rows(settings.spec)})
-    with tempfile.TemporaryDirectory() as tmp:
-        path = engine.write_log_parts([decisions.log], Path(tmp) / "warm-up.parquet")
-        merkle.leaf_hashes(pq.read_table(path))
+    rows = warm_up_rows(settings.spec)
+    d.decide_many([{"rows": [rows[0]]}, {"rows": [rows[1]]}])
+    decisions = d.decide({"rows": rows})
+    table = pq.read_table(pa.BufferReader(_parquet_bytes(decisions.log)))
+    merkle.hash_prepared_for(merkle.prepare_for(table, merkle.LEAF_FORMAT))
     records(decisions.log)
 
 
