@@ -80,10 +80,13 @@ def tags(item: dict) -> dict[str, str]:
 
 
 def set_inventory_tags(client, name: str, version: str, item: dict) -> None:
-    """The entry on the version and on the registered model (the registered model's is the latest written)."""
+    """The entry on the version and on the registered model (tags, and the registered model's description the
+    MLflow UI shows): the registered model's is the latest written."""
     for k, v in tags(item).items():
         client.set_model_version_tag(name, version, k, v)
         client.set_registered_model_tag(name, k, v)
+    if item:
+        client.update_registered_model(name, description=inventory_markdown(name, item))
 
 
 def on_approval(client, spec: PipelineSpec, name: str, version: str, day: date) -> dict:
@@ -99,6 +102,25 @@ def gates_summary(results: list[GateResult]) -> str:
     """One readable line: "min_auc: pass (0.8460; test AUC >= 0.8); calibration: FAIL (...)"."""
     text = "; ".join(f"{r.name}: {'pass' if r.passed else 'FAIL'} ({r.value}; {r.rule})" for r in results)
     return text[:_TAG_MAX]
+
+
+PROMOTION_HEADING = "### Gates at the last promotion attempt"
+
+
+def gates_markdown(heading: str, results: list[GateResult]) -> str:
+    """The gates as a Markdown table (the version description the MLflow UI renders)."""
+    lines = [heading, "", "| gate | result | value | rule |", "|---|---|---|---|"]
+    lines += [f"| {_md(r.name)} | {'pass' if r.passed else '**FAIL**'} | {_md(r.value)} | {_md(r.rule)} |"
+              for r in results]
+    return "\n".join(lines) + "\n"
+
+
+def describe_promotion(client, name: str, version: str, results: list[GateResult], outcome: str, at: str) -> None:
+    """The version description's promotion section, replaced at each attempt (promoted or refused)."""
+    mv = client.get_model_version(name, version)
+    before = (mv.description or "").split("\n" + PROMOTION_HEADING)[0].rstrip()
+    section = gates_markdown(f"{PROMOTION_HEADING} ({outcome}, {at})", results)
+    client.update_model_version(name, version, description=(before + "\n\n" + section).strip())
 
 
 # -------------------------------------------------------------------------------------------------- change log
@@ -264,10 +286,10 @@ def previous_of(client, name: str, version: str) -> dict | None:
 
 
 def record_registration(spec: PipelineSpec, version: str, metrics: dict, data_hash: str,
-                        day: date | None = None) -> tuple[dict, dict]:
+                        gates: list[GateResult] | None = None, day: date | None = None) -> tuple[dict, dict]:
     """At registration, inside the version's run: the inventory entry (tags on the registered model and the
-    version) and the change log against the previous version (tags, run artifacts, version description).
-    Returns (inventory entry, change log) for the model card."""
+    version) and the change log against the previous version (tags, run artifacts, version description, with
+    the registration `gates` when given). Returns (inventory entry, change log) for the model card."""
     import mlflow  # heavy: see registry.configure
 
     c, name = registry.client(), spec.registry.model_name
@@ -284,9 +306,9 @@ def record_registration(spec: PipelineSpec, version: str, metrics: dict, data_ha
         mlflow.log_dict(log, "changelog/changelog.json")
         mlflow.log_text(md, "changelog/changelog.md")
         mv = c.get_model_version(name, version)
+        if gates:
+            md += "\n" + gates_markdown("### Gates at registration", gates)
         c.update_model_version(name, version, description=((mv.description or "").rstrip() + "\n\n" + md).strip())
-        if item:
-            c.update_registered_model(name, description=inventory_markdown(name, item))
     return item, log
 
 

@@ -61,6 +61,8 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
             client.set_model_version_tag(name, version, f"gate.{r.name}", f"{'pass' if r.passed else 'fail'}: "
                                                                            f"{r.value} ({r.rule})")
         client.set_model_version_tag(name, version, inventory.SUMMARY_TAG, inventory.gates_summary(results))
+        inventory.describe_promotion(client, name, version, results,
+                                     "promoted" if all_pass(results) else "refused", now)
         if not all_pass(results):
             client.set_model_version_tag(name, version, "promotion.refused_at", now)
             client.set_model_version_tag(name, version, "promotion.refused_for", approver)

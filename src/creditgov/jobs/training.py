@@ -474,7 +474,7 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
                 inventory.SUMMARY_TAG: inventory.gates_summary(gate_results)},
                 f"{spec.description} Test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, "
                 f"{flat['test_auc_ci_high']:.4f}]; model card in run artifacts.")
-            entry, changes = inventory.record_registration(spec, version, flat, ev.train_hash)
+            entry, changes = inventory.record_registration(spec, version, flat, ev.train_hash, gate_results)
             card = _card(v, ev, importance, gate_results, run_id, version, spec_path, trainer)
             card.update(inventory=entry, changes=changes)
             mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
