@@ -481,5 +481,5 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
             mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")
         finish_registration(spec, version)
     name = spec.registry.model_name
-    log(f"registered {name} version {version} (alias challenger), run {run_id}")
+    log(f"registered {name} version {version} (alias challenger), run {run_id}; {changes['summary']}")
     return TrainResult(run_id, name, version, flat, gate_results, v.quarantine_path, card)
