@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -321,6 +322,34 @@ class AuditSpec(StrictModel):
 class ModelCard(StrictModel):
     intended_use: str
     limitations: list[str]
+
+
+RISK_TIERS = ("high", "medium", "low")  # model-risk tiers of the inventory (SR 11-7 style materiality)
+
+
+class Inventory(StrictModel):
+    """The model-inventory entry of the models a spec trains: who owns and who validates them, their risk tier,
+    intended use, the conditions of their approval and when they are next reviewed. Recorded as MLflow tags
+    (`inventory.*`) on the registered model and each version, and on the model card; not part of the spec hash
+    (it changes no decision: a new review date must not make the same model's decisions look re-specified)."""
+
+    owner: str = Field(min_length=1)  # the accountable business owner (a role or a person)
+    validator: str = Field(min_length=1)  # the independent model validation function
+    risk_tier: Literal[RISK_TIERS]
+    # one line for the inventory; the model card's `intended_use` is the full text (used when this is absent)
+    intended_use: str | None = Field(default=None, min_length=1)
+    approval_conditions: list[str] = []
+    # the next review: a date, or every N months from registration (then from each approval)
+    next_review: date | None = None
+    review_every_months: int | None = Field(default=None, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Inventory":
+        if (self.next_review is None) == (self.review_every_months is None):
+            raise ValueError("inventory: give either next_review (a date) or review_every_months, one of them")
+        if any(not c.strip() for c in self.approval_conditions):
+            raise ValueError("inventory.approval_conditions: an empty condition")
+        return self
 
 
 class Condition(StrictModel):
@@ -665,6 +694,7 @@ class PipelineSpec(StrictModel):
     registry: Registry
     gates: Gates
     model_card: ModelCard
+    inventory: Inventory | None = None  # the model-inventory entry (owner, validator, risk tier, review)
     policy: Policy | None = None
     monitoring: Monitoring = Monitoring()
     audit: AuditSpec = AuditSpec()
@@ -717,6 +747,11 @@ class PipelineSpec(StrictModel):
             for col in self.policy.fairness.group_columns:
                 if col not in known:
                     raise ValueError(f"policy.fairness.group_columns: '{col}' is not in the catalogue")
+        inv = self.inventory
+        if inv is not None and not self.development and \
+                " ".join(inv.owner.split()).casefold() == " ".join(inv.validator.split()).casefold():
+            raise ValueError("inventory.validator: the validator must not be the owner (independent validation); "
+                             "only a development spec may name one person for both")
         bureau = [f.name for f in self.features if f.bureau]
         if bureau and self.lender is not None and self.lender.bureau is None:
             raise ValueError(f"lender.bureau: features {bureau} are marked bureau, so the notices must name the bureau")
@@ -769,6 +804,7 @@ class PipelineSpec(StrictModel):
         dumped = self.model_dump(mode="json")
         # settings added after decision logs were stamped count only when set away from their default, so
         # the spec hash of a spec that does not use them stays what it was
+        dumped.pop("inventory", None)  # governance metadata, no input of a decision (see Inventory)
         for section, key, default in HASH_WHEN_SET:
             if isinstance(dumped[section], dict) and key in dumped[section] and dumped[section][key] == default:
                 del dumped[section][key]

@@ -478,8 +478,20 @@ def monitor_pages(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(monitoring, "datetime", _FixedDatetime)
         pages = [monitoring.write_batch_page(out, spec, r, MODEL_VERSION, "stamp") for r in results]
-        index = monitoring.write_index(out, spec, list(results), MODEL_VERSION, "stamp")
+        index = monitoring.write_index(out, spec, list(results), MODEL_VERSION, "stamp", history=VERDICTS_KEPT,
+                                       run_ids=["run-14", "run-15"])
     return {"index": index, **{p.stem: p for p in pages}}
+
+
+def _verdicts_kept():
+    from creditgov.governance.registry import Verdict
+
+    # an earlier run's verdict, then this run's two (registry.verdict_history of the version's tags)
+    return [Verdict(1, "stable", "month-13", "run-13"), Verdict(2, "watch", "month-14", "run-14"),
+            Verdict(3, "rebuild", "month-15", "run-15")]
+
+
+VERDICTS_KEPT = _verdicts_kept()
 
 
 def test_monitoring_pages_are_self_contained_stamped_and_inert(monitor_pages):
@@ -497,6 +509,21 @@ def test_monitoring_pages_are_self_contained_stamped_and_inert(monitor_pages):
         assert not {"script", "img", "iframe", "object", "embed"} & set(dom.tags), name
         text = _text(html)
         assert GENERATED_AT in text and f"version {MODEL_VERSION}" in text, name
+
+
+def test_monitoring_index_shows_the_version_verdict_history_earlier_runs_too(monitor_pages):
+    import re
+
+    spec = load_spec(REPO / "pipelines" / "behaviour.yaml")
+    page = monitor_pages["index"].read_text(encoding="utf-8")
+    history = page[page.index("Verdict history of"):page.index("<h2>Trend")]
+    text = " ".join(_text(history).split())
+    assert f"{spec.registry.model_name} version {MODEL_VERSION}" in text
+    assert "Model status now: rebuild (month-15)" in text and "made and flagged" in text
+    rows = [" ".join(" ".join(_text(c).split()) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S))
+            for r in re.findall(r"<tr>(.*?)</tr>", history, re.S)[1:]]
+    assert rows == ["1 month-13 stable run-13", "2 month-14 (this run) watch run-14",
+                    "3 month-15 (this run) rebuild run-15"]  # every verdict kept; only this run's marked
 
 
 def test_drift_page_shows_the_typed_figures(monitor_pages):

@@ -321,3 +321,31 @@ def test_months_are_written_as_a_person_writes_them():
     assert months_text([3, 1, 2]) == "months 1-3"
     assert months_text([13]) == "month 13"
     assert months_text([1, 2, 5]) == "months 1, 2 and 5"
+
+
+# --------------------------------------------------------------------------- model inventory (issue 13, point 6)
+
+
+@pytest.mark.parametrize("update, message", [
+    ({"next_review": "2027-06-30"}, "inventory: give either next_review (a date) or review_every_months"),
+    ({"review_every_months": None}, "inventory: give either next_review (a date) or review_every_months"),
+    ({"risk_tier": "extreme"}, "inventory.risk_tier: Input should be 'high', 'medium' or 'low'"),
+    ({"validator": "Head of Consumer Credit Risk, BNPL credit line"}, "inventory.validator: the validator must "
+     "not be the owner"),
+    ({"approval_conditions": ["  "]}, "inventory.approval_conditions: an empty condition"),
+    ({"next_review": "not a date", "review_every_months": None}, "inventory.next_review: Input should be a valid date"),
+])
+def test_inventory_rules_are_one_line_spec_errors(tmp_path, raw_spec, update, message):
+    raw = _set(raw_spec, [], "development", False)
+    raw["inventory"] = {**raw["inventory"], **update}
+    err = str(_spec_error(_write(tmp_path / "s.yaml", raw)))
+    assert message in err and "\n" not in err and err.startswith(str(tmp_path / "s.yaml"))
+
+
+def test_inventory_is_recorded_but_not_part_of_the_spec_hash(tmp_path, raw_spec, spec):
+    assert spec.inventory.risk_tier == "high" and spec.inventory.review_every_months == 12
+    raw = _set(raw_spec, ["inventory"], "owner", "Chief Risk Officer")
+    moved = load_spec(_write(tmp_path / "owner.yaml", raw))
+    assert moved.inventory.owner == "Chief Risk Officer" and moved.content_hash == spec.content_hash
+    gone = {k: v for k, v in raw_spec.items() if k != "inventory"}
+    assert load_spec(_write(tmp_path / "none.yaml", gone)).inventory is None

@@ -288,7 +288,9 @@ def test_monitoring_runs_and_the_model_version_carry_the_verdict(monitored, book
     kept = registry.verdict_history(tags)[-len(MONITOR_MONTHS):]
     assert [(v.verdict, v.batch, v.run_id) for v in kept] == [
         (r.verdict, r.label, run_id) for r, run_id in zip(monitored.results, monitored.run_ids)]
-    assert (monitored.report_dir / "index.html").is_file()
+    page = (monitored.report_dir / "index.html").read_text(encoding="utf-8")
+    history = page[page.index("Verdict history of"):]  # the version's whole history on the monitoring index
+    assert all(history.count(run_id) == 1 for run_id in monitored.run_ids)
 
 
 def test_the_monitor_folder_without_evidently_is_small_and_names_each_batch(monitored):
@@ -453,6 +455,10 @@ def test_recalibrated_version_is_a_challenger_with_its_lineage(recalibrated, boo
     assert recalibrated.tags["parent_version"] == book.version
     # the monitoring run that asked for it: the version's monitor.last_run tag by default
     assert recalibrated.tags["monitoring_run"] == monitored.run_ids[-1]
+    # its change log: against the refused recalibration before it (the previous version), on other data
+    assert recalibrated.tags["changelog.previous_version"] == recalibrated.wide.version
+    assert recalibrated.tags["changelog.data"].startswith("changed") and recalibrated.tags["changelog.spec"] == "unchanged"
+    assert recalibrated.tags["inventory.risk_tier"] == book.spec.inventory.risk_tier
     run = recalibrated.client.get_run(res.run_id)
     assert run.data.tags["parent_version"] == book.version
     assert run.data.tags["monitoring_run"] == monitored.run_ids[-1]

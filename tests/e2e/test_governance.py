@@ -114,3 +114,62 @@ def test_audit_verify_names_an_alias_moved_or_a_gate_tag_edited_outside_creditgo
     c.set_model_version_tag(name, v, "gate_evidence", json.dumps(evidence, sort_keys=True))
     (found,) = integrity.verify_registry()
     assert "tag 'gate_evidence'" in found
+
+
+def test_inventory_change_log_gate_summary_and_verdicts_are_in_the_registry_and_on_the_card(proj):
+    """Point 6 and 7 in the registry: the inventory as tags (re-dated at approval), the readable gate summary
+    (checked by audit verify), the change log of the first version and of a next one (a real run and version,
+    registered in process), and the model card of a report with the verdict history."""
+    from datetime import date
+
+    import mlflow
+
+    from creditgov.governance import integrity, inventory, registry
+    from creditgov.report.pages import model_card_of
+
+    c, name, v = proj.client, proj.name, proj.version
+    tags = c.get_model_version(name, v).tags
+    approved = date.fromisoformat(tags["approved_at"][:10])
+    assert tags["inventory.owner"] == proj.spec.inventory.owner and tags["inventory.risk_tier"] == "high"
+    assert tags["inventory.next_review"] == inventory.add_months(approved, 12).isoformat()
+    assert tags["inventory.review"] == f"every 12 months from {approved.isoformat()}"
+    assert c.get_registered_model(name).tags["inventory.validator"] == proj.spec.inventory.validator
+    gates = [k[len("gate."):] for k in tags if k.startswith("gate.")]
+    assert len(gates) >= 5 and tags["gates.summary"].count(": pass (") == len(gates)  # one line, every gate
+    assert all(f"{g}: pass (" in tags["gates.summary"] for g in gates)
+    assert tags["changelog.summary"] == f"first version of {name}" and proj.trained.card_json["changes"][
+        "previous_version"] is None
+
+    assert not [f for f in integrity.verify_registry() if "gates.summary" in f]
+    c.set_model_version_tag(name, v, "gates.summary", tags["gates.summary"].replace("pass", "FAIL", 1))
+    assert [f for f in integrity.verify_registry() if "tag 'gates.summary' is" in f and "edited outside" in f]
+    c.set_model_version_tag(name, v, "gates.summary", tags["gates.summary"])
+
+    # a next version: the spec and metrics changed, the data too
+    run = c.get_run(proj.trained.run_id)
+    metrics = {**run.data.metrics, "test_auc": run.data.metrics["test_auc"] + 0.01}
+    spec2 = proj.spec.model_copy(update={
+        "model": proj.spec.model.model_copy(update={"max_depth": proj.spec.model.max_depth + 1}),
+        "inventory": proj.spec.inventory.model_copy(update={"owner": "Chief Risk Officer"})})
+    with mlflow.start_run(experiment_id=run.info.experiment_id, run_name="inventory-test"):
+        mv = c.create_model_version(name, c.get_model_version(name, v).source,
+                                    run_id=mlflow.active_run().info.run_id)
+        entry, log = inventory.record_registration(spec2, str(mv.version), metrics, "f" * 64)
+    assert entry["owner"] == "Chief Risk Officer" and log["previous_version"] == str(v)
+    assert log["data"]["changed"] and [(d["key"], d["old"], d["new"]) for d in log["spec"]] == [
+        ("inventory.owner", proj.spec.inventory.owner, "Chief Risk Officer"),
+        ("model.max_depth", str(proj.spec.model.max_depth), str(proj.spec.model.max_depth + 1))]
+    auc = next(m for m in log["metrics"] if m["metric"] == "test_auc")
+    assert auc["delta"] == pytest.approx(0.01)
+    new = c.get_model_version(name, mv.version)
+    assert new.tags["changelog.previous_version"] == str(v) and "model.max_depth: " in new.tags["changelog.spec"]
+    assert f"### Change log: {name} version {mv.version}" in new.description
+    assert "| owner | Chief Risk Officer |" in c.get_registered_model(name).description
+
+    registry.record_verdict(name, v, "month-13", "watch", "run-13", "score PSI 0.12 > 0.10")
+    registry.record_verdict(name, v, "month-14", "rebuild", "run-14", "AUC fell by 0.08")
+    _, html = model_card_of(name, v)
+    for text in ("<h2>Model inventory</h2>", "<h2>Change log</h2>", f"First version of {name}",
+                 "Status in the registry", "Monitoring verdicts (2, oldest first", "The latest verdict is <b>rebuild"):
+        assert text in html, text
+    assert html.index("month-13") < html.index("month-14")

@@ -9,16 +9,19 @@ difference, so `creditgov audit verify` fails (exit 8) when the registry was cha
   a champion with no recorded promotion, or a recorded champion whose alias was removed, is named;
 - (when the trail records any promotion: a store kept for decisions only is not compared)
 - the champion version's gate tags (`gate.<name>`), `gate_evidence`, `approved_by` and `approval` equal what
-  the last promotion entry of that version recorded.
+  the last promotion entry of that version recorded, and so does the readable `gates.summary` where present.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from creditgov.governance import audit, registry
+from creditgov.governance import audit, inventory, registry
+from creditgov.governance.gates import GateResult
 
 # keys of a promotion entry's payload around the gate record (promote._record); the rest is the record itself
+# tags a promotion made before they existed lacks: compared when present (the gate tags themselves always are)
+OPTIONAL_TAGS = (inventory.SUMMARY_TAG,)
 _ENVELOPE = ("model_name", "model_version", "outcome", "approver", "at", "previous_champion", "seq", "recorded_at")
 
 
@@ -27,6 +30,8 @@ def expected_tags(last: dict, promoted: dict) -> dict[str, str]:
     refused too, rewrites them), the evidence record and who approved and how from its `promoted` entry."""
     tags = {f"gate.{g['name']}": f"{'pass' if g['passed'] else 'fail'}: {g['value']} ({g['rule']})"
             for g in last.get("gates", [])}
+    tags[inventory.SUMMARY_TAG] = inventory.gates_summary(
+        [GateResult(g["name"], g["rule"], g["value"], g["passed"]) for g in last.get("gates", [])])
     record = {k: v for k, v in promoted.items() if k not in _ENVELOPE}
     tags["gate_evidence"] = json.dumps(record, sort_keys=True)
     tags["approved_by"] = promoted["approver"]
@@ -66,6 +71,8 @@ def registry_findings(entries: list[dict], champions: dict[str, str | None], tag
         tags = tags_of(name, recorded)
         for key, want in sorted(expected_tags(entry, rec).items()):
             have = tags.get(key)
+            if have is None and key in OPTIONAL_TAGS:
+                continue
             if have != want:
                 what = "removed" if have is None else "edited"
                 problems.append(f"registry: {name} version {recorded} tag '{key}' is {have!r}, the audit trail "

@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timezone
 
 from creditgov.errors import PromotionRefused, TrackingError
-from creditgov.governance import audit, registry
+from creditgov.governance import audit, inventory, registry
 from creditgov.governance.gates import (EVIDENCE_KEYS, OPTIONAL_KEYS, GateResult, all_pass, evaluate_gates,
                                         separation_of_duties)
 from creditgov.governance.registry import get_version, is_not_found
@@ -60,6 +60,9 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
         for r in results:
             client.set_model_version_tag(name, version, f"gate.{r.name}", f"{'pass' if r.passed else 'fail'}: "
                                                                            f"{r.value} ({r.rule})")
+        client.set_model_version_tag(name, version, inventory.SUMMARY_TAG, inventory.gates_summary(results))
+        inventory.describe_promotion(client, name, version, results,
+                                     "promoted" if all_pass(results) else "refused", now)
         if not all_pass(results):
             client.set_model_version_tag(name, version, "promotion.refused_at", now)
             client.set_model_version_tag(name, version, "promotion.refused_for", approver)
@@ -77,6 +80,7 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
         client.set_model_version_tag(name, version, "approved_at", now)
         client.set_model_version_tag(name, version, "approval", APPROVAL_SELF if self_approved else "independent")
         client.set_model_version_tag(name, version, "gate_evidence", record)
+        inventory.on_approval(client, spec, name, version, datetime.fromisoformat(now).date())
         if previous and previous != version:
             client.set_model_version_tag(name, version, "previous_champion", previous)
             client.set_model_version_tag(name, previous, "superseded_by", version)

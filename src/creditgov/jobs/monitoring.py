@@ -3,7 +3,8 @@
 Each monitored batch gets an MLflow run in `<experiment>-monitoring` (metrics, verdict, reasons,
 the result JSON and the drift page), and the model version gets `monitor.*` tags: the latest verdict
 and one `monitor.verdict.NNNN` tag per batch, the history (registry.record_verdict). The HTML goes
-to reports/<run>/: one drift page per batch, a trend page over the batches, and index.html linking them.
+to reports/<run>/: one drift page per batch, a trend page over the batches, and index.html linking them, with the
+version's whole verdict history (earlier runs' too).
 Evidently's DataDriftPreset page per batch is opt-in (`evidently=True`, `creditgov monitor --evidently`):
 about 1.3 MB of data per page plus Evidently's 3.5 MB script, written once per run and shared by its pages
 (report.monitoring.dress_evidently); it stays in the report folder and is not copied into MLflow.
@@ -120,9 +121,17 @@ def monitor(spec: PipelineSpec, batches: list[tuple[str, pd.DataFrame, pd.DataFr
             run_ids.append(_log(spec, r, version, page))
             results.append(r)
             log(f"{label}: {r.verdict}" + (f" - {r.reasons[0]}" if r.reasons else ""))
-    monitoring.write_index(out, spec, results, version, stamp)
+    monitoring.write_index(out, spec, results, version, stamp, history=verdict_history(spec, version),
+                           run_ids=run_ids)
     write_root_index(out_root)
     return MonitorJob(results, run_ids, out, version)
+
+
+def verdict_history(spec: PipelineSpec, version: str) -> list[registry.Verdict]:
+    """Every monitoring verdict kept on the model version (this run's and earlier runs'), oldest first."""
+    name = spec.registry.model_name
+    with registry.backend_errors(f"read the verdict history of {name} version {version}"):
+        return registry.verdict_history(registry.client().get_model_version(name, str(version)).tags)
 
 
 def simulator_batches(spec: PipelineSpec, directory: str, months: list[int], observed: bool) -> list:

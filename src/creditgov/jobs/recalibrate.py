@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 
 from creditgov.data import inputs
 from creditgov.model import metrics
-from creditgov.governance import modelcard
+from creditgov.governance import inventory, modelcard
 from creditgov.model import monotonic
 from creditgov.jobs import training
 from creditgov.governance import registry
@@ -101,10 +101,14 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
             info = training.log_pyfunc_model(new, spec, training.input_example(fit, spec), tmpdir)
             version_new = training.register(info, spec, {
                 "parent_version": parent, "monitoring_run": monitoring_run or "none", "run_id": run.info.run_id,
-                "recalibration_data": label[:500], "spec_hash": spec.content_hash,
+                "recalibration_data": label[:500], "recalibration_data_hash": inputs.content_hash(matured),
+                "spec_hash": spec.content_hash,
                 "trained_by": training.current_user()},  # who refitted it: the maker promote checks against
                 f"Calibration of v{parent} refitted on {label}.")
+            mlflow.log_text(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False), "spec/spec.json")
+            entry, changes = inventory.record_registration(spec, version_new, flat, inputs.content_hash(matured))
             if card:
+                card.update(inventory=entry, changes=changes)
                 card["model"]["version"] = version_new
                 if "governance" in card:
                     card["governance"]["trained_by"] = training.current_user()

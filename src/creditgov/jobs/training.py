@@ -23,7 +23,7 @@ from creditgov import __version__, progress
 from creditgov.data import inputs as data
 from creditgov.explain import importance as explain
 from creditgov.model import metrics
-from creditgov.governance import modelcard
+from creditgov.governance import inventory, modelcard
 from creditgov.model import monotonic
 from creditgov.governance import registry
 from creditgov.model import train
@@ -470,13 +470,16 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
                 "run_id": run_id, "spec_hash": spec.content_hash, "train_data_hash": ev.train_hash,
                 "input_data_hash": v.input_hash, "trained_by": trainer,
                 "gates_at_registration": "pass" if gates_mod.all_pass(gate_results) else
-                "fail: " + ", ".join(g.name for g in gate_results if not g.passed)},
+                "fail: " + ", ".join(g.name for g in gate_results if not g.passed),
+                inventory.SUMMARY_TAG: inventory.gates_summary(gate_results)},
                 f"{spec.description} Test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, "
                 f"{flat['test_auc_ci_high']:.4f}]; model card in run artifacts.")
+            entry, changes = inventory.record_registration(spec, version, flat, ev.train_hash, gate_results)
             card = _card(v, ev, importance, gate_results, run_id, version, spec_path, trainer)
+            card.update(inventory=entry, changes=changes)
             mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
             mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")
         finish_registration(spec, version)
     name = spec.registry.model_name
-    log(f"registered {name} version {version} (alias challenger), run {run_id}")
+    log(f"registered {name} version {version} (alias challenger), run {run_id}; {changes['summary']}")
     return TrainResult(run_id, name, version, flat, gate_results, v.quarantine_path, card)

@@ -59,7 +59,10 @@ def labels_note(results: list[MonitorResult]) -> str:
     return " ".join(parts)
 
 
-def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], version: str, run_stamp: str) -> Path:
+def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], version: str, run_stamp: str,
+                history: list | None = None, run_ids: list[str] | None = None) -> Path:
+    """The run's index.html: this run's batches and trend, and `history` (registry.Verdict, oldest first): every
+    verdict kept on the model version, earlier runs' too (`run_ids`: this run's monitoring runs, marked)."""
     labels = [r.label for r in results]
     cfg = spec.monitoring
     psi = charts.lines(labels, {"score PSI": [r.score_psi for r in results],
@@ -79,8 +82,9 @@ def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], ver
     index = out / "index.html"
     index.write_text(render(
         "monitor_index.html", results=results, stamp=_stamp(spec, version, ", ".join(labels)), colour=_COLOURS,
-        psi_svg=psi, perf_svg=perf, verdict_svg=verdict_svg, cfg=cfg, labels_note=labels_note(results)),
-        encoding="utf-8")
+        psi_svg=psi, perf_svg=perf, verdict_svg=verdict_svg, cfg=cfg, labels_note=labels_note(results),
+        history=history or [], this_run=set(run_ids or ()), model_name=spec.registry.model_name, version=version,
+        on_rebuild=spec.monitoring.on_rebuild), encoding="utf-8")
     worst = max((r.verdict for r in results), key=VERDICTS.index, default="stable")
     write_run_summary(out, kind="monitoring", model=f"{spec.registry.model_name} v{version}",
                       policy=f"{spec.policy.name} {spec.policy.version}" if spec.policy else None,

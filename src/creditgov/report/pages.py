@@ -26,7 +26,7 @@ from creditgov.decision.oversight import treatment_approval
 from creditgov.decision.policy import ADVERSE_ACTIONS, REPRICE_RULE, WARN_PREFIX
 from creditgov.errors import DataError, SpecError
 from creditgov.data.privacy import GROUP_PREFIX, MISSING_GROUP
-from creditgov.governance import audit, registry
+from creditgov.governance import audit, inventory, registry
 from creditgov.model import fairness
 from creditgov.report import charts, wording
 from creditgov.spec import PipelineSpec
@@ -408,7 +408,8 @@ def latest_log(spec: PipelineSpec, directory: str | Path = "decisions") -> Path 
 
 
 def model_card_of(model_name: str, version: str) -> tuple[dict, str | None]:
-    """The model card (JSON and HTML) stored with a registered version's training run."""
+    """The model card (JSON and HTML) stored with a registered version's training run; the HTML with the
+    version's status in the registry now (approval, gates, inventory, monitoring verdicts) added."""
     import mlflow  # heavy: see registry.configure
 
     registry.configure()
@@ -422,6 +423,8 @@ def model_card_of(model_name: str, version: str) -> tuple[dict, str | None]:
         card = json.loads((local / "model_card.json").read_text(encoding="utf-8"))
         html_path = local / "model_card.html"
         html = html_path.read_text(encoding="utf-8") if html_path.exists() else None
+    if html is not None:
+        html = inventory.with_status(html, inventory.registry_status(model_name, version))
     return card, html
 
 
