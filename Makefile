@@ -30,7 +30,7 @@ help: ## Show the targets
 install: $(STAMP) ## Create .venv and install creditgov (done by every target on first use)
 
 train: $(STAMP) ## Validate, train, evaluate and register both PD models (application, behaviour); promote each if its gates pass
-	$(BIN)/creditgov train --spec pipelines/application.yaml --promote --approver "$(APPROVER)"
+	$(BIN)/creditgov train --spec pipelines/application.yaml --search --promote --approver "$(APPROVER)"
 	$(BIN)/creditgov train --spec pipelines/behaviour.yaml --promote --approver "$(APPROVER)"
 
 simulate: $(STAMP) ## Simulate the default credit-line portfolio into data/simulated/default (SCENARIO=file)

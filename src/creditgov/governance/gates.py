@@ -68,5 +68,25 @@ def separation_of_duties(trainer: str | None, approver: str, development: bool) 
     return GateResult("separation_of_duties", rule, value, not same or development)
 
 
+def less_discriminatory(alternatives: list[str] | None, justification: str | None,
+                        auc_tolerance: float | None = None, air_margin: float | None = None) -> GateResult | None:
+    """The search gate (spec `search`, `creditgov train --search`): refused while a candidate measured on the same
+    folds is within `auc_tolerance` of the version's CV AUC and has a lowest AIR higher by `air_margin` or more
+    (`alternatives`: their names, as recorded at training), unless the approver records a business-necessity
+    justification. None when the version was not searched."""
+    if alternatives is None:
+        return None
+    rule = (f"no candidate within {auc_tolerance:g} CV AUC with a lowest AIR higher by {air_margin:g} or more"
+            if auc_tolerance is not None and air_margin is not None else "no less discriminatory alternative") + \
+        ", or a business-necessity justification recorded"
+    text = (justification or "").strip()
+    if not alternatives:
+        return GateResult("less_discriminatory_alternative", rule, "none found", True)
+    value = f"{len(alternatives)} found ({', '.join(alternatives)})"
+    if text:
+        return GateResult("less_discriminatory_alternative", rule, f"{value}; business necessity: {text}", True)
+    return GateResult("less_discriminatory_alternative", rule, f"{value}; no business-necessity justification", False)
+
+
 def all_pass(results: list[GateResult]) -> bool:
     return all(r.passed for r in results)

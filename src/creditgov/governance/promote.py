@@ -10,9 +10,9 @@ import json
 from datetime import datetime, timezone
 
 from creditgov.errors import PromotionRefused, TrackingError
-from creditgov.governance import audit, inventory, registry
+from creditgov.governance import audit, inventory, modelcard, registry
 from creditgov.governance.gates import (EVIDENCE_KEYS, OPTIONAL_KEYS, GateResult, all_pass, evaluate_gates,
-                                        separation_of_duties)
+                                        less_discriminatory, separation_of_duties)
 from creditgov.governance.registry import get_version, is_not_found
 from creditgov.spec import PipelineSpec
 
@@ -35,7 +35,23 @@ def resolve_version(client, name: str, version: str | None) -> str:
         raise TrackingError(f"registered model '{name}' has no version with the alias 'challenger'") from None
 
 
-def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tuple[str, list[GateResult]]:
+SEARCH_TAG = "creditgov.search.alternatives"  # training run tag: JSON list of the less discriminatory alternatives
+
+
+def search_gate(run_tags: dict, justification: str | None) -> GateResult | None:
+    """The less_discriminatory_alternative gate of a version from its training run's tags (None: not searched)."""
+    if SEARCH_TAG not in run_tags:
+        return None
+    alts = json.loads(run_tags[SEARCH_TAG])
+    tol, margin = run_tags.get("creditgov.search.auc_tolerance"), run_tags.get("creditgov.search.air_margin")
+    return less_discriminatory(alts, justification, float(tol) if tol else None, float(margin) if margin else None)
+
+
+def promote(spec: PipelineSpec, approver: str, version: str | None = None,
+            justification: str | None = None) -> tuple[str, list[GateResult]]:
+    """`justification`: a business-necessity justification by the approver, needed while the version's search
+    found a less discriminatory alternative; recorded on the version, in the audit trail and on the model card."""
+    justification = (justification or "").strip() or None
     if not approver.strip():
         raise PromotionRefused("promotion needs --approver: the person accountable for it")
     registry.configure()
@@ -51,12 +67,14 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
         evidence = {k: run.data.metrics[k] for k in EVIDENCE_KEYS + OPTIONAL_KEYS if k in run.data.metrics}
         trainer = mv.tags.get("trained_by") or run.data.tags.get("creditgov.trained_by")
         duty = separation_of_duties(trainer, approver, spec.development)
-        results = evaluate_gates(spec.gates, evidence) + [duty]
+        lda = search_gate(run.data.tags, justification)
+        results = evaluate_gates(spec.gates, evidence) + ([lda] if lda is not None else []) + [duty]
         self_approved = duty.passed and duty.value == "self-approved (development)"
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record = json.dumps({"gates": [r.to_dict() for r in results], "evidence": evidence,
                              "spec_hash": spec.content_hash, "trained_by": trainer,
-                             "approval": APPROVAL_SELF if self_approved else "independent"}, sort_keys=True)
+                             "approval": APPROVAL_SELF if self_approved else "independent",
+                             **({"business_necessity": justification} if justification else {})}, sort_keys=True)
         for r in results:
             client.set_model_version_tag(name, version, f"gate.{r.name}", f"{'pass' if r.passed else 'fail'}: "
                                                                            f"{r.value} ({r.rule})")
@@ -81,6 +99,9 @@ def promote(spec: PipelineSpec, approver: str, version: str | None = None) -> tu
         client.set_model_version_tag(name, version, "approval", APPROVAL_SELF if self_approved else "independent")
         client.set_model_version_tag(name, version, "gate_evidence", record)
         inventory.on_approval(client, spec, name, version, datetime.fromisoformat(now).date())
+        if justification:
+            client.set_model_version_tag(name, version, "business_necessity", justification)
+            modelcard.record_justification(mv.run_id, justification, approver, now)
         if previous and previous != version:
             client.set_model_version_tag(name, version, "previous_champion", previous)
             client.set_model_version_tag(name, previous, "superseded_by", version)

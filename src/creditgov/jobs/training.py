@@ -40,7 +40,11 @@ from creditgov.data import privacy
 from creditgov.decision.decide import with_previous_pd
 from creditgov.decision.policy import apply_policy, on_book_applies
 from creditgov.model import fairness
+from creditgov.model import search
+from creditgov.jobs import search as search_job
 from creditgov.spec import LEGAL_BASES
+from creditgov.errors import SpecError
+from creditgov.governance.promote import SEARCH_TAG
 
 
 @dataclass(frozen=True)
@@ -201,15 +205,34 @@ def fair_lending_evidence(spec: PipelineSpec, frame: pd.DataFrame, p: np.ndarray
             "min_group_size": spec.policy.fairness.min_group_size, "n_boot": n_boot}
 
 
+SEARCH_BOOT = 100  # bootstrap replicates of each candidate's AIR / SMD in the search (the frontier shows points)
+
+
+def protected_evidence(spec: PipelineSpec, frame: pd.DataFrame, p: np.ndarray) -> dict:
+    """{outcome: {protected attribute: fairness.group_evidence}} of the policy applied to PDs `p` on `frame`:
+    each search candidate's fair-lending figures (jobs/search.py); {} without a policy or protected features."""
+    prot = [f for f in spec.protected_features if f.name in frame.columns]
+    if spec.policy is None or not prot:
+        return {}
+    groups = {f.name: privacy.group_labels(f, frame[f.name]) for f in prot}
+    return fairness.evidence_by_attribute(groups, fairness_outcomes(spec, frame, p), p,
+                                          spec.policy.fairness.min_group_size, SEARCH_BOOT, spec.split.seed)
+
+
 def evaluate_models(v: Validated, n_estimators: int | None = None,
-                    steps: progress.Task = progress.OFF) -> Evaluation:
+                    steps: progress.Task = progress.OFF, searched: search_job.SearchResult | None = None) -> Evaluation:
     """Fit both models on the same split and measure them on the same test rows. `steps`: the training
-    job's progress (TRAINING_STEPS)."""
+    job's progress (TRAINING_STEPS). `searched`: the search's result; the model fitted is then its chosen
+    candidate, and the cross-validation AUCs are the search's (the same folds)."""
     spec = v.spec
     steps.step("fit")
     splits = train.split(v.outcome.clean, spec)
     dev = pd.concat([splits.train, splits.validation])
-    model = train.fit_model(splits.train, splits.validation, spec, n_estimators)
+    if searched is None:
+        model = train.fit_model(splits.train, splits.validation, spec, n_estimators)
+    else:
+        model = search.fit_candidate(splits.train, splits.validation, spec, searched.chosen.candidate,
+                                     searched.groups, n_estimators)
     steps.step("scorecard")
     card = fit_scorecard(dev, train.target_vector(dev, spec), spec)
 
@@ -223,7 +246,12 @@ def evaluate_models(v: Validated, n_estimators: int | None = None,
     calib = metrics.calibration_table(y_test, p_test, spec.evaluation.calibration_bins)
     psi = metrics.psi(model.predict_pd(splits.train), p_test)
     steps.step("cross-validation")
-    cv = train.cross_validate(dev, spec, n_estimators)
+    if searched is not None and searched.scorecard is not None:
+        cv = {"xgb": list(searched.chosen.fold_auc), "scorecard": list(searched.scorecard.fold_auc)}
+    else:
+        cv = train.cross_validate(dev, spec, n_estimators)
+        if searched is not None:
+            cv["xgb"] = list(searched.chosen.fold_auc)
 
     steps.step("checks")
     comparison = None
@@ -389,6 +417,7 @@ def finish_registration(spec: PipelineSpec, version: str) -> None:
 
 # what the progress bar of a training shows (checks: the comparison model, monotonicity, importance, gates)
 TRAINING_STEPS = ("validate", "fit", "scorecard", "evaluate", "cross-validation", "checks", "register")
+SEARCH_STEPS = ("validate", "search") + TRAINING_STEPS[1:]  # train --search
 
 
 def current_user() -> str:
@@ -400,17 +429,22 @@ def current_user() -> str:
 
 
 def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = None,
-                 n_estimators: int | None = None, log=print, trainer: str | None = None) -> TrainResult:
+                 n_estimators: int | None = None, log=print, trainer: str | None = None,
+                 search: bool = False) -> TrainResult:
     """`trainer`: who trains (default: the user running the process), recorded as the run's
     `creditgov.trained_by` tag and the version's `trained_by` tag; promote refuses that person as approver
-    unless the spec is a development spec."""
-    with progress.task("Training", steps=TRAINING_STEPS) as steps:
+    unless the spec is a development spec. `search`: first search for less discriminatory alternatives (spec
+    `search`, jobs/search.py) and register the candidate it chooses."""
+    if search and spec.search is None:
+        raise SpecError(f"{spec_path}: --search needs a `search:` section in the spec (n_trials, auc_tolerance, "
+                        "air_margin)")
+    with progress.task("Training", steps=SEARCH_STEPS if search else TRAINING_STEPS) as steps:
         return _run_training(spec, spec_path, data_path, n_estimators, log, steps,
-                             (trainer or "").strip() or current_user())
+                             (trainer or "").strip() or current_user(), search)
 
 
 def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_estimators: int | None, log,
-                  steps: progress.Task, trainer: str = "") -> TrainResult:
+                  steps: progress.Task, trainer: str = "", search: bool = False) -> TrainResult:
     import mlflow  # heavy: see registry.configure
 
     registry.check()  # fail fast, before minutes of training, when the backend is unreachable
@@ -419,14 +453,34 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
     s = v.outcome.summary()
     log(f"validated {v.label}: {s['rows_in']} rows in, {s['rows_clean']} clean, "
         f"{s['rows_quarantined']} quarantined -> {v.quarantine_path}")
-    ev = evaluate_models(v, n_estimators, steps)
+    searched = None
+    if search:
+        steps.step("search")
+        splits = train.split(v.outcome.clean, spec)
+        dev = pd.concat([splits.train, splits.validation])
+        flagged = [r["feature"] for r in proxy_screen(spec, dev).get("flagged", [])]
+        log(f"searching for less discriminatory alternatives on {len(dev)} development rows, "
+            f"{spec.evaluation.cv_folds} folds")
+        searched = search_job.run_search(spec, dev, flagged, lambda f, p: protected_evidence(spec, f, p),
+                                         n_estimators, log)
+        log(f"chosen: {searched.chosen.candidate.name} ({'; '.join(searched.why)})")
+    ev = evaluate_models(v, n_estimators, steps, searched)
     flat = ev.flat_metrics()
+    if searched is not None:
+        flat.update({"search_chosen_cv_auc": searched.chosen.auc, "search_chosen_cv_ks": searched.chosen.ks,
+                     "search_candidates": len(searched.measured), "search_alternatives": len(searched.remaining)})
+        if searched.chosen.min_air is not None:
+            flat["search_chosen_min_air"] = float(searched.chosen.min_air)
     log(f"XGBoost test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, {flat['test_auc_ci_high']:.4f}], "
         f"scorecard {flat['scorecard_test_auc']:.4f}; {spec.evaluation.cv_folds}-fold CV AUC "
         f"{flat['cv_auc_mean']:.4f} vs scorecard {flat['scorecard_cv_auc_mean']:.4f}")
     gate_results = gates_mod.evaluate_gates(spec.gates, flat)
+    if searched is not None:
+        gate_results.append(gates_mod.less_discriminatory([m.candidate.name for m in searched.remaining], None,
+                                                          spec.search.auc_tolerance, spec.search.air_margin))
     importance = explain.global_importance(ev.model, ev.splits.test)
     svg = importance_chart(importance, spec)
+    frontier_svg = search_job.frontier_chart(searched, spec) if searched is not None else ""
 
     steps.step("register")
     registry.configure()
@@ -447,6 +501,18 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
                                 "rows_quarantined": s["rows_quarantined"]})
             mlflow.set_tags({"creditgov.stage": "train", "creditgov.spec": spec.name,
                              "creditgov.trained_by": trainer, "creditgov.development": str(spec.development).lower()})
+            if searched is not None:
+                c = searched.chosen.candidate
+                mlflow.set_tags({SEARCH_TAG: json.dumps([m.candidate.name for m in searched.remaining]),
+                                 "creditgov.search.auc_tolerance": str(spec.search.auc_tolerance),
+                                 "creditgov.search.air_margin": str(spec.search.air_margin),
+                                 "creditgov.search.chosen": c.name})
+                mlflow.log_params({"search_chosen": c.name, "search_chosen_method": c.method,
+                                   "search_chosen_drop": ",".join(c.drop) or "-",
+                                   **{f"search_chosen_xgb_{k}": val for k, val in c.params.items()}})
+                mlflow.log_dict(searched.summary(spec), "search/candidates.json")
+                mlflow.log_text(frontier_svg, "search/frontier.svg")
+                search_job.log_child_runs(searched, spec)
             if ev.fairness:
                 mlflow.log_dict(ev.fairness, "fairness/fair_lending.json")
             if ev.legal_basis:
@@ -477,8 +543,12 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
             entry, changes = inventory.record_registration(spec, version, flat, ev.train_hash, gate_results)
             card = _card(v, ev, importance, gate_results, run_id, version, spec_path, trainer)
             card.update(inventory=entry, changes=changes)
+            if searched is not None:
+                card["search"] = searched.summary(spec)
+                card["model"]["type"] += f"; search candidate {searched.chosen.candidate.name} " \
+                                        f"({searched.chosen.candidate.describe()})"
             mlflow.log_text(modelcard.to_json(card), "model_card/model_card.json")
-            mlflow.log_text(modelcard.render_html(card, svg), "model_card/model_card.html")
+            mlflow.log_text(modelcard.render_html(card, svg, frontier_svg), "model_card/model_card.html")
         finish_registration(spec, version)
     name = spec.registry.model_name
     log(f"registered {name} version {version} (alias challenger), run {run_id}; {changes['summary']}")

@@ -84,14 +84,16 @@ def fit_platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def fit_model(train: pd.DataFrame, valid: pd.DataFrame, spec: PipelineSpec,
-              n_estimators: int | None = None) -> CreditModel:
-    """XGBoost with the catalogue's monotone constraints, early stopping and Platt calibration on `valid`."""
+              n_estimators: int | None = None, weight: np.ndarray | None = None) -> CreditModel:
+    """XGBoost with the catalogue's monotone constraints, early stopping and Platt calibration on `valid`.
+    `weight`: a weight per training row (the reweighting candidate of model/search.py), None: equal weights."""
     import xgboost as xgb  # heavy: only when a model is fitted
 
     p = spec.model
     encs = encodings_from_spec(spec)
     params = _xgb_params(p, [e.monotone for e in encs])
-    dtrain = xgb.DMatrix(encode(train, encs), label=target_vector(train, spec), enable_categorical=True, nthread=p.nthread)
+    dtrain = xgb.DMatrix(encode(train, encs), label=target_vector(train, spec), weight=weight,
+                         enable_categorical=True, nthread=p.nthread)
     dvalid = xgb.DMatrix(encode(valid, encs), label=target_vector(valid, spec), enable_categorical=True, nthread=p.nthread)
     rounds = n_estimators or p.n_estimators
     booster = xgb.train(params, dtrain, num_boost_round=rounds, evals=[(dvalid, "validation")],

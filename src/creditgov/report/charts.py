@@ -145,3 +145,43 @@ def lines(labels: list[str], series: dict[str, list[float | None]], title: str,
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     return to_svg(fig, title)
+
+
+def frontier(points: list[tuple[str, float, float, str, bool]], title: str,
+             region: tuple[float, float] | None = None) -> str:
+    """Candidates as points: x the lowest adverse impact ratio, y the CV AUC; `points` are (name, air, auc, kind,
+    chosen), the chosen one ringed and named, as is every point but the hyperparameter variants (a cluster: the
+    table beside the chart names them); `region` (air from, auc from): the shaded corner up and to the right
+    where a candidate is a less discriminatory alternative to the chosen one."""
+    fig = _figure(8.0, 5.2, left=0.1, right=0.72, bottom=0.6, top=0.35)
+    ax = fig.add_subplot()
+    kinds = list(dict.fromkeys(p[3] for p in points))
+    xs = [p[1] for p in points]
+    ys = [p[2] for p in points]
+    if region is not None:
+        x0, y0 = region
+        xs_all, ys_all = xs + [x0], ys + [y0]
+        x_hi = max(xs_all) + 0.03
+        y_hi = max(ys_all) + 0.003
+        ax.fill_between([x0, x_hi], y0, y_hi, color=AMBER, alpha=0.12, linewidth=0,
+                        label="an alternative here stops the promotion")
+        ax.axvline(x0, color=AMBER, linestyle="--", linewidth=0.8)
+        ax.axhline(y0, color=AMBER, linestyle="--", linewidth=0.8)
+    for k, kind in enumerate(kinds):
+        sel = [p for p in points if p[3] == kind]
+        ax.scatter([p[1] for p in sel], [p[2] for p in sel], s=28, color=LINES[k % len(LINES)], label=_t(kind),
+                   zorder=3)
+    for name, x, y, kind, chosen in points:
+        if chosen:
+            ax.scatter([x], [y], s=160, facecolors="none", edgecolors="#222222", linewidths=1.6, zorder=4,
+                       label="chosen")
+        if chosen or kind != "hyperparameters":
+            ax.annotate(_t(name), (x, y), textcoords="offset points", xytext=(6, -10 if chosen else 3),
+                        fontsize=7, color="#111111" if chosen else "#333333",
+                        fontweight="bold" if chosen else "normal")
+    ax.set_xlabel("lowest adverse impact ratio of a protected group (approval, out-of-fold PDs)")
+    ax.set_ylabel("cross-validated AUC")
+    ax.set_title(_t(title), fontsize=9, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    return to_svg(fig, title)
