@@ -27,9 +27,8 @@ from pathlib import Path
 from pypdf import PdfReader, PdfWriter
 
 from creditgov.errors import CreditGovError
-from creditgov.report.pages import RUN_SUMMARY, render
+from creditgov.report.pages import PACK_NAME, RUN_SUMMARY, link_pack, render
 
-PACK_NAME = "regulator-pack.pdf"
 CHROMIUM_ENV = "CREDITGOV_CHROMIUM"  # a Chromium (or Chrome) binary other than the one on PATH
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 A4 = (8.27, 11.69)  # inches
@@ -201,7 +200,8 @@ def _cover(run_dir: Path, contents: list[tuple[PackDocument, int]], generated_at
 
 def write_pack(run_dir: str | Path, out: str | Path | None = None, chromium: str | None = None,
                log=lambda _msg: None) -> Pack:
-    """Print a decision report run to one PDF (default <run>/regulator-pack.pdf)."""
+    """Print a decision report run to one PDF (default <run>/regulator-pack.pdf, then linked from the run's
+    index.html and reports/index.html)."""
     run_dir = Path(run_dir)
     docs = pack_documents(run_dir)
     binary = chromium or find_chromium()
@@ -256,4 +256,6 @@ def write_pack(run_dir: str | Path, out: str | Path | None = None, chromium: str
     with open(tmp_out, "wb") as fh:
         writer.write(fh)
     os.replace(tmp_out, out)
+    if out.resolve() == (run_dir / PACK_NAME).resolve():  # the run's own pack: its index pages link it
+        link_pack(run_dir, len(writer.pages))
     return Pack(out, len(writer.pages), contents)
