@@ -313,7 +313,7 @@ def test_collections_treatments_flow_through_the_decision_path_audit_and_oversig
         oversight.approve_treatment(str(sent["decision_id"]), "A. Reviewer", "not needed")
 
     # the report pages: one decision of each treatment and status, a treatment notice where one reaches the customer
-    from creditgov.report import pages
+    from creditgov.report import pages, pdf
 
     res = pages.build(spec, log, whole["behaviour"].path, {"lineage": {"train_data_hash": "0" * 64}}, None,
                       Path("reports-collections"), sample=1)
@@ -328,5 +328,8 @@ def test_collections_treatments_flow_through_the_decision_path_audit_and_oversig
         text = unescape(notice_body((res.directory / "notices" / name).read_text(encoding="utf-8")))
         assert names_leaked(text, spec, lang) == [], (name, names_leaked(text, spec, lang))
         assert getattr(spec.lender.name, lang) in text and spec.lender.contact[0].text(lang) in text, name
+    titles = [doc.title for doc in pdf.pack_documents(res.directory)]
+    # the regulator pack prints them after the decision's own notices
+    assert f"Collections notice {did} (English)" in titles and f"Collections notice {did} (Chinese)" in titles
     page = (res.directory / "decisions" / f"{did}.html").read_text(encoding="utf-8")
     assert "Collections treatment" in page and "approved by a person" in page

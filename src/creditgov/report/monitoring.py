@@ -71,7 +71,7 @@ def drivers(results: list[MonitorResult], spec: PipelineSpec, most: int = 6) -> 
     return moved[:most] if moved else cfg.key_features[:3]
 
 
-def _short(text: str, n: int = 40) -> str:
+def _short(text: str, n: int = 56) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -108,8 +108,8 @@ def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], ver
         "development AUC": [(r.matured.dev_auc if r.matured else None)
                             or (r.calibration_basis.dev_auc if r.calibration_basis else None) for r in results]},
         "Performance: estimated (CBPE) and observed AUC", greyed={"estimated AUC, not trusted"})
-    verdict_svg = charts.lines(labels, {"verdict level": [VERDICTS.index(r.verdict) for r in results]},
-                               "Verdict (0 stable, 1 watch, 2 recalibrate, 3 rebuild)")
+    verdict_svg = charts.lines(labels, {"verdict": [VERDICTS.index(r.verdict) for r in results]},
+                               "Verdict of each batch", levels=list(VERDICTS))
     index = out / "index.html"
     index.write_text(render(
         "monitor_index.html", results=results, stamp=_stamp(spec, version, ", ".join(labels)), colour=_COLOURS,

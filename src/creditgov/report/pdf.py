@@ -2,7 +2,7 @@
 
 `creditgov report --pdf` prints the run's pages in the order an examiner reads them (the run's index, the
 portfolio report, the model card, each sampled decision's page, then each decision's notices in English and
-Chinese), each as Chromium prints it (Page.printToPDF over the DevTools protocol on a pipe: one browser for
+Chinese, its collections treatment's notices after them), each as Chromium prints it (Page.printToPDF over the DevTools protocol on a pipe: one browser for
 the whole pack, no port opened, no network), and merges them with pypdf behind a cover and contents page that
 gives each document's first page in the pack. Every document is a bookmark; links to local files are dropped
 (a PDF handed to a regulator carries no path of the machine that made it).
@@ -77,10 +77,11 @@ def pack_documents(run_dir: str | Path) -> list[PackDocument]:
         docs.append(PackDocument("Model card", "Model card", d / "model_card.html"))
     docs += [PackDocument("Decision", f"Decision {i}", d / "decisions" / f"{i}.html") for i in ids]
     for i in ids:
-        for lang, name in (("en", "English"), ("zh", "Chinese")):
-            p = d / "notices" / f"{i}.{lang}.html"
-            if p.is_file():
-                docs.append(PackDocument("Notice", f"Notice {i} ({name})", p))
+        for kind, what in (("", "Notice"), (".treatment", "Collections notice")):  # decision, then treatment
+            for lang, name in (("en", "English"), ("zh", "Chinese")):
+                p = d / "notices" / f"{i}{kind}.{lang}.html"
+                if p.is_file():
+                    docs.append(PackDocument("Notice", f"{what} {i} ({name})", p))
     missing = [doc.path for doc in docs if not doc.path.is_file()]
     if missing:
         raise CreditGovError(f"{missing[0]}: linked from {index} but missing: the run is incomplete")
