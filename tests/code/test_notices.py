@@ -344,6 +344,8 @@ def test_every_rule_row_of_a_decision_page_shows_threshold_and_value(cases):
             if name == "behaviour":  # the collections ladder's rules too, each with its days-past-due trigger
                 assert names["collect_call"]["threshold"].startswith("days past due ≥ 30")
                 assert names["collect_legal"]["value"].endswith(f"tier {row['tier']}")
+                # an input only the ladder reads is not in the log: the page says so rather than "not stated"
+                assert names["contact_limit_reached"]["value"].endswith("not kept in the decision log")
 
 
 # one delinquent account per collections treatment (the real ladder chooses it): days past due and what it declared

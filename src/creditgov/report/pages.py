@@ -179,9 +179,13 @@ def _collections_rows(row: pd.Series, spec: PipelineSpec, val) -> list[dict]:
     rules = row.get("treatment_rules")
     trig = set() if rules is None or (isinstance(rules, float) and np.isnan(rules)) else {str(r) for r in rules}
     f, hp = col.fields, col.hardship_plan
-    dpd = val(f.days_past_due)
+
+    def cval(name: str) -> str:  # an input only the ladder reads is not kept in the log: say so, not "not stated"
+        return val(name) if INPUT_PREFIX + name in row.index else "not kept in the decision log"
+
+    dpd = cval(f.days_past_due)
     out = [_rule_row("on_hardship_plan", "A hardship plan is in force: no other collection contact",
-                     "plan months left > 0", val(f.hardship_plan_months_left), trig)]
+                     "plan months left > 0", cval(f.hardship_plan_months_left), trig)]
     for name in ("reminder", "call", "agency", "legal"):
         step = getattr(col, name)
         cond = f"days past due ≥ {step.min_days_past_due}"
@@ -195,10 +199,10 @@ def _collections_rows(row: pd.Series, spec: PipelineSpec, val) -> list[dict]:
         "collect_hardship_plan", f"Collections: hardship instalment plan over {hp.plan_months} months",
         f"hardship declared, overdue and days past due ≤ {hp.max_days_past_due}, missed months before this episode "
         f"≤ {hp.max_prior_missed_months}",
-        f"declared: {val(f.hardship_declared)}; {dpd}; missed months in 12: {val(f.months_overdue_12m)}", trig))
+        f"declared: {cval(f.hardship_declared)}; {dpd}; missed months in 12: {cval(f.months_overdue_12m)}", trig))
     out.append(_rule_row("contact_limit_reached", "Contact limit: the treatment steps down the ladder",
                          f"contacts in 30 days + the treatment's contacts > {col.contact_limits.max_contacts_30_days}",
-                         f"contacts in the last 30 days: {val(f.contacts_30d)}", trig))
+                         f"contacts in the last 30 days: {cval(f.contacts_30d)}", trig))
     return out
 
 
