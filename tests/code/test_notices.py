@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov.decision import decide
+from creditgov.decision import collections, decide
 from creditgov.decision.decide import INPUT_PREFIX, SHAP_PREFIX
 from creditgov.decision.policy import apply_policy
 from creditgov.report import pages, wording
 from creditgov.spec import Channel, Party, Reason
-from helpers import names_leaked
+from helpers import names_leaked, notice_body
 
 STAMP = {"decision_time": "2026-11-01T00:00:00Z", "model_version": "3", "policy_version": "2026.11-1",
          "spec_hash": "5" * 64, "input_hash": "9" * 64, "input_source": "batch.parquet",
@@ -44,6 +45,9 @@ BEHAVIOUR_CASES = [
     ({"previous_pd": 0.2}, 0.3),                                           # review
     ({"previous_pd": 0.004, "clean_months": 30}, 0.004),                   # raise
     ({}, 0.05),                                                            # keep
+    ({"inquiries_6m": 8}, 0.05),                                           # watch_reminder (one early warning)
+    ({"inquiries_6m": 8, "payment_ratio": 1.05}, 0.05),                    # watch_freeze (two)
+    ({"previous_pd": 0.02}, 0.06),                                         # reprice (low tier to medium)
 ]
 APPLICATION_BASE = {"Seniority": 3, "Home": "rent", "Time": 48, "Age": 33, "Marital": "married", "Records": "yes",
                     "Job": "fixed", "Expenses": 60, "Income": 500.0, "Assets": 0.0, "Debt": 0.0, "Amount": 1400,
@@ -90,6 +94,9 @@ def _log(spec, base: dict, cases: list) -> pd.DataFrame:
         "changed_attribution_deltas": [[] for _ in p],
         "previous_pd": frame["previous_pd"] if "previous_pd" in frame else np.nan,
     })
+    for c in ("watchlist", "warning_signals", "apr", "previous_apr"):  # early warning and pricing, when set
+        if c in decided:
+            log[c] = list(decided[c]) if c == "warning_signals" else decided[c].to_numpy()
     for j, f in enumerate(feats):
         log[SHAP_PREFIX + f] = phi[:, j]
         log[INPUT_PREFIX + f] = frame[f].astype(object)
@@ -167,7 +174,7 @@ def cases(spec, behaviour_spec):
 def test_every_kind_of_notice_is_reached(cases):
     kinds = {k for (_, j), (_, _, n) in cases.items() if j == "CN" for _, k in n}
     assert kinds == {"decline", "review_application", "approve", "suspend", "remain_suspended", "restore", "cut",
-                     "review_account", "raise", "keep"}
+                     "review_account", "raise", "keep", "watch_reminder", "watch_freeze", "reprice"}
 
 
 def test_no_column_name_or_identifier_reaches_a_notice(cases):
@@ -327,6 +334,58 @@ def test_every_rule_row_of_a_decision_page_shows_threshold_and_value(cases):
                 assert "credit limitnone (declined)" in page
             if row["action"] == "suspend":
                 assert "credit limitnone while suspended (was ¥10,000)" in page
+            names = {r["name"]: r for r in rules}
+            if row["action"] == "watch_freeze":  # the early warnings that froze it, each with its trigger
+                assert names["warn_inquiries_spike"]["triggered"] and names["warn_payment_ratio_drop"]["triggered"]
+                assert "in the last 6 months is 7 or more" in names["warn_inquiries_spike"]["threshold"]
+                assert names["warn_inquiries_spike"]["value"] == "8"
+            if row["action"] == "reprice":
+                assert names["reprice_tier_rise"]["value"] == "12.00% → 18.00%"
+            if name == "behaviour":  # the collections ladder's rules too, each with its days-past-due trigger
+                assert names["collect_call"]["threshold"].startswith("days past due ≥ 30")
+                assert names["collect_legal"]["value"].endswith(f"tier {row['tier']}")
+                # an input only the ladder reads is not in the log: the page says so rather than "not stated"
+                assert names["contact_limit_reached"]["value"].endswith("not kept in the decision log")
+
+
+# one delinquent account per collections treatment (the real ladder chooses it): days past due and what it declared
+TREATMENT_CASES = {"reminder": {"days_past_due": 10}, "call": {"days_past_due": 40},
+                   "hardship_plan": {"days_past_due": 10, "hardship_declared": 1, "months_overdue_12m": 1},
+                   "agency": {"days_past_due": 100, "months_overdue_12m": 4},
+                   "legal": {"days_past_due": 160, "months_overdue_12m": 6}}
+
+
+def test_treatment_notices_name_the_lender_and_contact_and_no_column_in_either_language(cases):
+    """The collections notices (templates/treatment_notice.html) as rendered, held to the same bar as the others:
+    no column name or identifier, the lender and every contact and complaint channel named, both dates, and
+    rights that match across languages; agency and legal once a person approved them."""
+    stamp = {"generated_at": "2026-11-30T08:00:00+00:00"}
+    for juris in ("CN", "US"):
+        spec, log, _ = cases[("behaviour", juris)]
+        f = spec.policy.collections.fields
+        base = {**BEHAVIOUR_BASE, f.hardship_declared: 0, f.hardship_plan_months_left: 0, f.contacts_30d: 0}
+        frame = pd.DataFrame([{**base, **c} for c in TREATMENT_CASES.values()])
+        chosen = collections.treatments(frame, np.full(len(frame), 0.1), spec.policy)
+        assert list(chosen["treatment"]) == list(TREATMENT_CASES)
+        row0 = log.iloc[0]
+        for k, t in enumerate(TREATMENT_CASES):
+            row = pd.concat([row0, chosen.iloc[k]])
+            row[INPUT_PREFIX + f.days_past_due] = float(frame[f.days_past_due].iloc[k])
+            by_lang = {}
+            for lang in ("en", "zh"):
+                n = wording.treatment_notice(row, spec, lang, stamp["generated_at"], approved=True)
+                html = pages.render("treatment_notice.html", n=n, row=row, stamp=stamp)
+                text = unescape(notice_body(html))
+                assert names_leaked(text, spec, lang) == [], (juris, t, lang, names_leaked(text, spec, lang))
+                assert getattr(spec.lender.name, lang) in text, (t, lang)
+                for ch in spec.lender.contact + spec.lender.complaints:
+                    assert ch.text(lang) in text, (t, lang, ch)
+                assert "2026-11-01" in text and "2026-11-30" in text
+                by_lang[lang] = _read(html).rights
+            assert [k for k, _ in by_lang["en"]] == [k for k, _ in by_lang["zh"]] == ["privacy", "complaints"]
+            for (_, e), (_, z) in zip(by_lang["en"], by_lang["zh"]):
+                assert _facts(e) == _facts(z), (t, _facts(e), _facts(z))
+                assert (spec.lender.regulator.name.en in e) == (spec.lender.regulator.name.zh in z)
 
 
 @pytest.mark.parametrize("unit,value,en,zh", [

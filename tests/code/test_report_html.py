@@ -561,7 +561,7 @@ def test_drift_page_names_segments_absent_from_the_reference(monitor_pages):
     """Job = freelance against a reference that has no freelance: not an empty table, a named reason."""
     html = monitor_pages["drift-month-15"].read_text(encoding="utf-8")
     text = _text(html)
-    assert "Score PSI by employment" in text
+    assert "Score PSI by type of employment" in text  # the catalogue's label, the column name beside it
     assert "absent from the development reference" in text
     assert "employment = freelance (1,234 rows)" in text and f"employment = {IMG} (3 rows)" in text
     assert "<img" not in html  # the segment value is shown as text
@@ -612,7 +612,24 @@ def test_monitoring_index_links_every_batch_page(monitor_pages):
     assert "Observed AUC for month-15 (matured labels)" in text
     assert f"CSI 0.300 of {IMG}" in text
     assert html.count("<svg") == 3
+    # the trend chart's series and the drivers named by the catalogue's label, not by column name
+    assert "CSI time your repayment has been overdue" in html and "CSI days_past_due" not in html
     assert "estimated AUC (CBPE)" in html
+
+
+def test_monitoring_pages_name_features_by_their_catalogue_label(monitor_pages):
+    from creditgov.report import monitoring
+
+    spec = load_spec(REPO / "pipelines" / "behaviour.yaml")
+    assert (monitoring.readable_reason(spec, "CSI 0.412 of key feature days_past_due >= 0.25")
+            == "CSI 0.412 of key feature time your repayment has been overdue (days_past_due) >= 0.25")
+    assert (monitoring.readable_reason(spec, "score PSI 0.300 in segment employment=freelance >= 0.25")
+            == "score PSI 0.300 in segment type of employment (employment) = freelance >= 0.25")
+    assert monitoring.readable_reason(spec, f"CSI 0.300 of {IMG} >= 0.1") == f"CSI 0.300 of {IMG} >= 0.1"
+    late = _text(monitor_pages["drift-month-15"].read_text(encoding="utf-8"))
+    rows = [ln for ln in late.splitlines() if "0.4100" in ln]
+    assert rows and "time your repayment has been overdue" in rows[0]  # the CSI table's feature column
+    assert "key features time your repayment has been overdue," in late.replace("\n", " ")
 
 
 def test_render_is_strict_and_inlines_the_stylesheet():

@@ -360,6 +360,11 @@ def test_regulator_pack_prints_the_run_to_one_pdf(reported, project):
     assert _compact(project.spec.lender.name.zh) in pages[page - 1]
     assert all("/Annots" not in p for p in reader.pages)  # no link to a file of the machine that printed it
     assert f"version{project.version}" in pages[starts[2] - 1]  # the model card
+    # linked where a reader looks for it: the run's index, reports/index.html, and named in run.json
+    assert 'href="regulator-pack.pdf"' in (reported.directory / "index.html").read_text(encoding="utf-8")
+    root = (reported.directory.parent / "index.html").read_text(encoding="utf-8")
+    assert f'href="{reported.directory.name}/regulator-pack.pdf"' in root
+    assert json.loads((reported.directory / "run.json").read_text(encoding="utf-8"))["pack"]["pages"] == pack.pages
 
 
 # --------------------------------------------------------------------------- the command line

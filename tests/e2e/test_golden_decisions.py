@@ -25,6 +25,7 @@ import gzip
 import hashlib
 import json
 import os
+from html import unescape
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,7 +33,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import QUICK_ROUNDS, fit_saved_model, in_project, quiet, serve_saved_models
+from helpers import (QUICK_ROUNDS, fit_saved_model, in_project, names_leaked, notice_body, quiet,
+                     serve_saved_models)
 
 pytestmark = pytest.mark.e2e
 
@@ -311,7 +313,7 @@ def test_collections_treatments_flow_through_the_decision_path_audit_and_oversig
         oversight.approve_treatment(str(sent["decision_id"]), "A. Reviewer", "not needed")
 
     # the report pages: one decision of each treatment and status, a treatment notice where one reaches the customer
-    from creditgov.report import pages
+    from creditgov.report import pages, pdf
 
     res = pages.build(spec, log, whole["behaviour"].path, {"lineage": {"train_data_hash": "0" * 64}}, None,
                       Path("reports-collections"), sample=1)
@@ -321,5 +323,13 @@ def test_collections_treatments_flow_through_the_decision_path_audit_and_oversig
         reaches = r["treatment_status"] == "sent" or r["decision_id"] == did  # did: approved above
         assert (f"{r['decision_id']}.treatment.zh.html" in notices) == reaches, (r["treatment"], r["treatment_status"])
     assert f"{did}.treatment.en.html" in notices
+    for name in notices:  # real treatment notices: the lender and its contact, no column name, either language
+        lang = name.split(".")[-2]
+        text = unescape(notice_body((res.directory / "notices" / name).read_text(encoding="utf-8")))
+        assert names_leaked(text, spec, lang) == [], (name, names_leaked(text, spec, lang))
+        assert getattr(spec.lender.name, lang) in text and spec.lender.contact[0].text(lang) in text, name
+    titles = [doc.title for doc in pdf.pack_documents(res.directory)]
+    # the regulator pack prints them after the decision's own notices
+    assert f"Collections notice {did} (English)" in titles and f"Collections notice {did} (Chinese)" in titles
     page = (res.directory / "decisions" / f"{did}.html").read_text(encoding="utf-8")
     assert "Collections treatment" in page and "approved by a person" in page

@@ -12,7 +12,7 @@ import math
 import re
 
 BLUE, RED, GREEN, GREY, AMBER = "#3b6ea5", "#c0392b", "#2e7d32", "#8a94a6", "#b7791f"
-LINES = [BLUE, RED, GREEN, "#8e44ad", AMBER, "#16a085"]
+LINES = [BLUE, RED, GREEN, "#8e44ad", AMBER, "#16a085", "#d35400", "#1f3a5f", "#c71585"]  # no two series alike
 
 
 def _figure(width: float, height: float, left: float = 0.1, right: float = 0.97, bottom: float = 0.6,
@@ -123,9 +123,11 @@ def bars(items: list[tuple[str, float]], title: str, xlabel: str = "count", fmt:
 
 
 def lines(labels: list[str], series: dict[str, list[float | None]], title: str,
-          bands: tuple[float, float] | None = None, greyed: set[str] = frozenset(), ylabel: str = "") -> str:
+          bands: tuple[float, float] | None = None, greyed: set[str] = frozenset(), ylabel: str = "",
+          levels: list[str] | None = None) -> str:
     """Lines over batches (None leaves a gap); `bands` the watch and act thresholds; series named in `greyed`
-    drawn grey and dotted (values shown but not trusted)."""
+    drawn grey and dotted (values shown but not trusted); `levels` names the y values 0, 1, ... (an ordinal
+    series such as the verdict)."""
     fig = _figure(9.0, 3.0, left=0.08, right=0.72, bottom=0.9, top=0.35)
     ax = fig.add_subplot()
     x = list(range(len(labels)))
@@ -142,6 +144,9 @@ def lines(labels: list[str], series: dict[str, list[float | None]], title: str,
     ax.set_title(_t(title), fontsize=9, loc="left")
     if ylabel:
         ax.set_ylabel(_t(ylabel))
+    if levels:
+        ax.set_yticks(range(len(levels)), [_t(v) for v in levels])
+        ax.set_ylim(-0.3, len(levels) - 0.7)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     return to_svg(fig, title)

@@ -13,11 +13,36 @@ from pathlib import Path
 
 from creditgov.errors import DataError
 from creditgov.monitor.drift import VERDICTS, MonitorResult
-from creditgov.report import charts
+from creditgov.report import charts, wording
 from creditgov.report.pages import render, write_run_summary
 from creditgov.spec import PipelineSpec
 
 _COLOURS = {"stable": "#2e7d32", "watch": "#b7791f", "recalibrate": "#c05621", "rebuild": "#a3201b"}
+
+
+def feature_label(spec: PipelineSpec, name: str) -> str:
+    """A feature as a person reads it on the monitoring pages: its catalogue label, else its column name."""
+    try:
+        return wording.label(spec.feature(name), "en")
+    except KeyError:
+        return name
+
+
+_CSI_REASON = re.compile(r"^(CSI \S+ of (?:key feature )?)(.+?)( >= \S+)$")
+_SEGMENT = re.compile(r"(segment )([^\s=]+)=")
+
+
+def readable_reason(spec: PipelineSpec, text: str) -> str:
+    """A verdict reason (monitor.drift.decide_verdict's words, kept as they are in the registry) with each feature
+    and segment column named by its catalogue label, the column name after it for traceability."""
+    def named(name: str) -> str:
+        lab = feature_label(spec, name)
+        return name if lab == name else f"{lab} ({name})"
+
+    m = _CSI_REASON.match(text)
+    if m:
+        return m.group(1) + named(m.group(2)) + m.group(3)
+    return _SEGMENT.sub(lambda s: s.group(1) + named(s.group(2)) + " = ", text)
 
 
 def _stamp(spec: PipelineSpec, version: str, label: str) -> dict:
@@ -29,6 +54,7 @@ def write_batch_page(out: Path, spec: PipelineSpec, r: MonitorResult, version: s
     page = out / f"drift-{r.label}.html"
     page.write_text(render(
         "drift.html", r=r, cfg=spec.monitoring, stamp=_stamp(spec, version, r.label), colour=_COLOURS,
+        flabel=lambda name: feature_label(spec, name), reasons=[readable_reason(spec, x) for x in r.reasons],
         evidently=Path(r.evidently_html).name if r.evidently_html else None), encoding="utf-8")
     return page
 
@@ -43,6 +69,10 @@ def drivers(results: list[MonitorResult], spec: PipelineSpec, most: int = 6) -> 
     moved = sorted((k for k, v in worst.items() if v >= cfg.csi_watch),
                    key=lambda k: (k not in cfg.key_features, -worst[k]))
     return moved[:most] if moved else cfg.key_features[:3]
+
+
+def _short(text: str, n: int = 56) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def labels_note(results: list[MonitorResult]) -> str:
@@ -66,7 +96,8 @@ def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], ver
     labels = [r.label for r in results]
     cfg = spec.monitoring
     psi = charts.lines(labels, {"score PSI": [r.score_psi for r in results],
-                                **{f"CSI {k}": [r.csi.get(k) for r in results] for k in drivers(results, spec)}},
+                                **{f"CSI {_short(feature_label(spec, k))}": [r.csi.get(k) for r in results]
+                                   for k in drivers(results, spec)}},
                        "Score PSI and the CSI of the features behind the verdicts", (cfg.psi_watch, cfg.psi_act))
     trusted = [bool(r.estimated and r.estimated.trusted) for r in results]
     perf = charts.lines(labels, {
@@ -77,12 +108,14 @@ def write_index(out: Path, spec: PipelineSpec, results: list[MonitorResult], ver
         "development AUC": [(r.matured.dev_auc if r.matured else None)
                             or (r.calibration_basis.dev_auc if r.calibration_basis else None) for r in results]},
         "Performance: estimated (CBPE) and observed AUC", greyed={"estimated AUC, not trusted"})
-    verdict_svg = charts.lines(labels, {"verdict level": [VERDICTS.index(r.verdict) for r in results]},
-                               "Verdict (0 stable, 1 watch, 2 recalibrate, 3 rebuild)")
+    verdict_svg = charts.lines(labels, {"verdict": [VERDICTS.index(r.verdict) for r in results]},
+                               "Verdict of each batch", levels=list(VERDICTS))
     index = out / "index.html"
     index.write_text(render(
         "monitor_index.html", results=results, stamp=_stamp(spec, version, ", ".join(labels)), colour=_COLOURS,
         psi_svg=psi, perf_svg=perf, verdict_svg=verdict_svg, cfg=cfg, labels_note=labels_note(results),
+        first_reasons=[readable_reason(spec, r.reasons[0]) if r.reasons else "" for r in results],
+        drivers=[feature_label(spec, k) for k in drivers(results, spec)],
         history=history or [], this_run=set(run_ids or ()), model_name=spec.registry.model_name, version=version,
         on_rebuild=spec.monitoring.on_rebuild), encoding="utf-8")
     worst = max((r.verdict for r in results), key=VERDICTS.index, default="stable")

@@ -140,6 +140,7 @@ def _rules_evaluated(row: pd.Series, spec: PipelineSpec) -> list[dict]:
                       f"PD {p}, {val(fl.clean_months)} on time", trig),
         ]
         out += _warning_and_price_rows(row, spec, trig, val, p)
+        out += _collections_rows(row, spec, val)
     tiers = ", ".join(f"{t.name} ≤ {t.max_pd:.4f}" for t in pol.tiers)
     out.append({"name": "tier", "what": "Risk tier by PD", "threshold": tiers, "value": f"{row['tier']} (PD {p})",
                 "triggered": True})
@@ -166,6 +167,42 @@ def _warning_and_price_rows(row: pd.Series, spec: PipelineSpec, trig: set, val, 
         out.append(_rule_row(REPRICE_RULE, "Rate raised with the risk tier at a limit review",
                              f"{table}; legal cap {pct(pol.pricing.legal_cap_apr)}",
                              f"{pct(row.get('previous_apr'))} → {pct(row.get('apr'))}", trig))
+    return out
+
+
+def _collections_rows(row: pd.Series, spec: PipelineSpec, val) -> list[dict]:
+    """The collections ladder's rules with their thresholds and this account's values; a row is marked
+    triggered when the decision's treatment_rules name it."""
+    col = spec.policy.collections
+    if col is None:
+        return []
+    rules = row.get("treatment_rules")
+    trig = set() if rules is None or (isinstance(rules, float) and np.isnan(rules)) else {str(r) for r in rules}
+    f, hp = col.fields, col.hardship_plan
+
+    def cval(name: str) -> str:  # an input only the ladder reads is not kept in the log: say so, not "not stated"
+        return val(name) if INPUT_PREFIX + name in row.index else "not kept in the decision log"
+
+    dpd = cval(f.days_past_due)
+    out = [_rule_row("on_hardship_plan", "A hardship plan is in force: no other collection contact",
+                     "plan months left > 0", cval(f.hardship_plan_months_left), trig)]
+    for name in ("reminder", "call", "agency", "legal"):
+        step = getattr(col, name)
+        cond = f"days past due ≥ {step.min_days_past_due}"
+        if step.early_tiers:
+            cond += f", or overdue at all in tier {', '.join(step.early_tiers)}"
+        if step.requires_approval:
+            cond += "; a person approves it before it is carried out"
+        out.append(_rule_row("collect_" + name, f"Collections: {name.replace('_', ' ')}", cond,
+                             f"{dpd}, tier {row['tier']}", trig))
+    out.append(_rule_row(
+        "collect_hardship_plan", f"Collections: hardship instalment plan over {hp.plan_months} months",
+        f"hardship declared, overdue and days past due ≤ {hp.max_days_past_due}, missed months before this episode "
+        f"≤ {hp.max_prior_missed_months}",
+        f"declared: {cval(f.hardship_declared)}; {dpd}; missed months in 12: {cval(f.months_overdue_12m)}", trig))
+    out.append(_rule_row("contact_limit_reached", "Contact limit: the treatment steps down the ladder",
+                         f"contacts in 30 days + the treatment's contacts > {col.contact_limits.max_contacts_30_days}",
+                         f"contacts in the last 30 days: {cval(f.contacts_30d)}", trig))
     return out
 
 
@@ -341,6 +378,8 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     by = by.loc[tier_order]
     adverse = decided[decided["action"].isin(ADVERSE_ACTIONS)]
     freq = pd.Series([c for codes in adverse["reason_codes"] for c in codes], dtype=object).value_counts()
+    rule_text = {c: str(e) for codes, ens in zip(adverse["reason_codes"], adverse["reasons_en"])
+                 for c, e in zip(codes, ens) if str(c).startswith("rule:")}  # a rule as the log words it
     groups = group_columns if group_columns is not None else spec.fairness_groups
     present = [c for c in groups if INPUT_PREFIX + c in log.columns or GROUP_PREFIX + c in log.columns]
     min_group = spec.policy.fairness.min_group_size
@@ -361,10 +400,10 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
         "by_tier": {"columns": list(by.columns), "rows": [(t, [int(v) for v in by.loc[t]]) for t in by.index]},
         "actions": decided["action"].value_counts().sort_index().to_dict(),
         "approval_rate": float((decided["action"] == "approve").mean()) if len(decided) else float("nan"),
-        "reason_svg": charts.bars([(_reason_label(spec, c), float(v)) for c, v in freq.head(15).items()],
+        "reason_svg": charts.bars([(_reason_label(spec, c, rule_text), float(v)) for c, v in freq.head(15).items()],
                                   "Reasons given for adverse decisions", "adverse decisions"),
         "impact": impact, "min_air": spec.policy.fairness.min_adverse_impact_ratio, "fair_log": fair_log,
-        "protected": [f.name for f in spec.protected_features],
+        "protected": [f.name for f in spec.protected_features], "flabel": lambda n: _feature_label(spec, n),
         **_card_min_air(card, spec),
         "min_group": spec.policy.fairness.min_group_size,
         "pd_svg": charts.bars(_pd_histogram(decided["pd"].to_numpy()), "Decisions by PD band", "decisions"),
@@ -386,14 +425,20 @@ def build(spec: PipelineSpec, log: pd.DataFrame, log_path: Path, card: dict, car
     return ReportResult(out, out / "index.html", [lk["id"] for lk in links])
 
 
-def _reason_label(spec: PipelineSpec, code: str) -> str:
-    """A reason code as the portfolio page names it: the rule, or the feature's label."""
-    if code.startswith("rule:"):
-        return f"rule {code[5:]}"
+def _feature_label(spec: PipelineSpec, name: str) -> str:
+    """A catalogue column as a person reads it: its label, else its name."""
     try:
-        return wording.label(spec.feature(code), "en")
+        return wording.label(spec.feature(name), "en")
     except KeyError:
-        return code
+        return name
+
+
+def _reason_label(spec: PipelineSpec, code: str, rule_text: dict[str, str] | None = None) -> str:
+    """A reason code as the portfolio page names it: the rule's reason as the log words it, or the feature's
+    label."""
+    if code.startswith("rule:"):
+        return (rule_text or {}).get(code) or f"rule {code[5:]}"
+    return _feature_label(spec, code)
 
 
 def _pd_histogram(p: np.ndarray) -> list[tuple[str, float]]:
@@ -458,6 +503,8 @@ def approval_of(model_name: str, version: str) -> str:
 
 
 RUN_SUMMARY = "run.json"  # what reports/index.html lists of a run: written by each kind of report
+PACK_NAME = "regulator-pack.pdf"  # the run printed to one PDF (creditgov report --pdf, report.pdf)
+PACK_MARK = "<!--regulator-pack-->"  # where the run's index.html gets its link to the pack
 
 
 def write_run_summary(directory: Path, kind: str, model: str | None, policy: str | None, rows: int | None,
@@ -468,6 +515,27 @@ def write_run_summary(directory: Path, kind: str, model: str | None, policy: str
     (Path(directory) / RUN_SUMMARY).write_text(json.dumps(summary, sort_keys=True), encoding="utf-8")
 
 
+def link_pack(run_dir: Path, pages: int) -> None:
+    """Link the regulator pack printed into `run_dir` from the run's index.html and from reports/index.html,
+    and name it in run.json (a run is printed after its pages are written, so its index is linked afterwards)."""
+    run_dir = Path(run_dir)
+    index = run_dir / "index.html"
+    html = index.read_text(encoding="utf-8")
+    link = (f'<li><a href="{PACK_NAME}" type="application/pdf">Regulator pack (PDF)</a>: this run printed to one '
+            f'document ({pages:,} pages): index, portfolio, model card, the sampled decisions and their notices</li>')
+    if PACK_MARK in html and f'href="{PACK_NAME}"' not in html:
+        index.write_text(html.replace(PACK_MARK, link + PACK_MARK, 1), encoding="utf-8")
+    summary_path = run_dir / RUN_SUMMARY
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    summary["pack"] = {"file": PACK_NAME, "pages": pages}
+    summary_path.write_text(json.dumps(summary, sort_keys=True), encoding="utf-8")
+    if (run_dir.parent / "index.html").is_file():
+        write_root_index(run_dir.parent)
+
+
 def _run_row(d: Path) -> dict:
     try:
         summary = json.loads((d / RUN_SUMMARY).read_text(encoding="utf-8"))
@@ -475,6 +543,7 @@ def _run_row(d: Path) -> dict:
         summary = {"kind": "monitoring" if "-monitor-" in d.name else "risk" if d.name.startswith("risk-")
                    else "decisions"}
     return {"name": d.name, "made": datetime.fromtimestamp(d.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
+            "pack": PACK_NAME if (d / PACK_NAME).is_file() else None,
             **{k: summary.get(k) for k in ("kind", "model", "policy", "rows", "detail", "verdict")}}
 
 

@@ -2,7 +2,7 @@
 
 `creditgov report --pdf` prints the run's pages in the order an examiner reads them (the run's index, the
 portfolio report, the model card, each sampled decision's page, then each decision's notices in English and
-Chinese), each as Chromium prints it (Page.printToPDF over the DevTools protocol on a pipe: one browser for
+Chinese, its collections treatment's notices after them), each as Chromium prints it (Page.printToPDF over the DevTools protocol on a pipe: one browser for
 the whole pack, no port opened, no network), and merges them with pypdf behind a cover and contents page that
 gives each document's first page in the pack. Every document is a bookmark; links to local files are dropped
 (a PDF handed to a regulator carries no path of the machine that made it).
@@ -27,9 +27,8 @@ from pathlib import Path
 from pypdf import PdfReader, PdfWriter
 
 from creditgov.errors import CreditGovError
-from creditgov.report.pages import RUN_SUMMARY, render
+from creditgov.report.pages import PACK_NAME, RUN_SUMMARY, link_pack, render
 
-PACK_NAME = "regulator-pack.pdf"
 CHROMIUM_ENV = "CREDITGOV_CHROMIUM"  # a Chromium (or Chrome) binary other than the one on PATH
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 A4 = (8.27, 11.69)  # inches
@@ -78,10 +77,11 @@ def pack_documents(run_dir: str | Path) -> list[PackDocument]:
         docs.append(PackDocument("Model card", "Model card", d / "model_card.html"))
     docs += [PackDocument("Decision", f"Decision {i}", d / "decisions" / f"{i}.html") for i in ids]
     for i in ids:
-        for lang, name in (("en", "English"), ("zh", "Chinese")):
-            p = d / "notices" / f"{i}.{lang}.html"
-            if p.is_file():
-                docs.append(PackDocument("Notice", f"Notice {i} ({name})", p))
+        for kind, what in (("", "Notice"), (".treatment", "Collections notice")):  # decision, then treatment
+            for lang, name in (("en", "English"), ("zh", "Chinese")):
+                p = d / "notices" / f"{i}{kind}.{lang}.html"
+                if p.is_file():
+                    docs.append(PackDocument("Notice", f"{what} {i} ({name})", p))
     missing = [doc.path for doc in docs if not doc.path.is_file()]
     if missing:
         raise CreditGovError(f"{missing[0]}: linked from {index} but missing: the run is incomplete")
@@ -201,7 +201,8 @@ def _cover(run_dir: Path, contents: list[tuple[PackDocument, int]], generated_at
 
 def write_pack(run_dir: str | Path, out: str | Path | None = None, chromium: str | None = None,
                log=lambda _msg: None) -> Pack:
-    """Print a decision report run to one PDF (default <run>/regulator-pack.pdf)."""
+    """Print a decision report run to one PDF (default <run>/regulator-pack.pdf, then linked from the run's
+    index.html and reports/index.html)."""
     run_dir = Path(run_dir)
     docs = pack_documents(run_dir)
     binary = chromium or find_chromium()
@@ -256,4 +257,6 @@ def write_pack(run_dir: str | Path, out: str | Path | None = None, chromium: str
     with open(tmp_out, "wb") as fh:
         writer.write(fh)
     os.replace(tmp_out, out)
+    if out.resolve() == (run_dir / PACK_NAME).resolve():  # the run's own pack: its index pages link it
+        link_pack(run_dir, len(writer.pages))
     return Pack(out, len(writer.pages), contents)
