@@ -333,3 +333,7 @@ def test_collections_treatments_flow_through_the_decision_path_audit_and_oversig
     assert f"Collections notice {did} (English)" in titles and f"Collections notice {did} (Chinese)" in titles
     page = (res.directory / "decisions" / f"{did}.html").read_text(encoding="utf-8")
     assert "Collections treatment" in page and "approved by a person" in page
+    # every ladder rule shows the account's value: the ladder-only fields are in the log (decide.log_rows)
+    for p in (res.directory / "decisions").glob("*.html"):
+        assert "not kept in the decision log" not in p.read_text(encoding="utf-8"), p.name
+    assert "contacts in the last 30 days: " in page and "declared: " in page

@@ -549,7 +549,11 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
         changed = ([[] for _ in range(n)],) * 4
     inputs = [f.name for f in spec.model_inputs]
     hash_cols = [c for c in ([idc] if idc else []) + inputs if c in clean.columns]
-    canon = {c: _canonical_column(clean[c]) for c in dict.fromkeys(hash_cols + inputs)}
+    # the columns only the collections ladder reads are logged too, so a reviewer sees each ladder rule's value
+    # (they are not model inputs, so not in the row hash)
+    ladder = ([c for c in spec.policy.collections.fields.columns() if c in clean.columns and c not in inputs]
+              if spec.policy.collections is not None else [])
+    canon = {c: _canonical_column(clean[c]) for c in dict.fromkeys(hash_cols + inputs + ladder)}
     on_book = spec.policy.on_book
     rows = pd.DataFrame({
         "row_number": clean.index.to_numpy() + 1 + row_offset,
@@ -574,7 +578,7 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
         if col in decided.columns:
             rows[col] = decided[col].to_numpy() if col != "warning_signals" else list(decided[col])
     shap = pd.DataFrame(e.phi, columns=[SHAP_PREFIX + f for f in e.features])
-    inp = pd.DataFrame({INPUT_PREFIX + c: _as_mapped(canon[c][0]) for c in inputs}, dtype=object)
+    inp = pd.DataFrame({INPUT_PREFIX + c: _as_mapped(canon[c][0]) for c in inputs + ladder}, dtype=object)
     tail = pd.DataFrame({"input_row_hash": _hashes_from_texts([canon[c][1] for c in hash_cols], n)})
     rows = pd.concat([rows, shap, inp, tail], axis=1)
     rows["account_key"] = (privacy.pseudonymise(clean[idc]).to_numpy() if idc

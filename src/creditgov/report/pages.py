@@ -180,8 +180,20 @@ def _collections_rows(row: pd.Series, spec: PipelineSpec, val) -> list[dict]:
     trig = set() if rules is None or (isinstance(rules, float) and np.isnan(rules)) else {str(r) for r in rules}
     f, hp = col.fields, col.hardship_plan
 
-    def cval(name: str) -> str:  # an input only the ladder reads is not kept in the log: say so, not "not stated"
-        return val(name) if INPUT_PREFIX + name in row.index else "not kept in the decision log"
+    def cval(name: str) -> str:  # a catalogue feature in its unit; a ladder-only field as a count or yes / no
+        if INPUT_PREFIX + name not in row.index:  # a log written before the ladder's fields were logged
+            return "not kept in the decision log"
+        if any(x.name == name for x in spec.features):
+            return val(name)
+        v = row.get(INPUT_PREFIX + name)
+        if wording.missing(v):
+            return "not stated"
+        if isinstance(v, (bool, np.bool_)) or str(v).lower() in ("true", "false", "yes", "no"):
+            return "yes" if str(v).lower() in ("true", "yes") else "no"
+        try:
+            return f"{float(v):,.0f}" if float(v).is_integer() else f"{float(v):,.2f}"
+        except (TypeError, ValueError):
+            return str(v)
 
     dpd = cval(f.days_past_due)
     out = [_rule_row("on_hardship_plan", "A hardship plan is in force: no other collection contact",
