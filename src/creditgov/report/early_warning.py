@@ -111,6 +111,8 @@ def figures(directory: str | Path, months: list[int], spec: PipelineSpec, model:
     signals["share_of_watched"] = signals["warned"] / max(pooled["watched"], 1)
     signals["hit_rate"] = [rate(b, n) for b, n in zip(signals["warned_bad"], signals["warned"])]
     signals["lift"] = signals["hit_rate"] / base if base else float("nan")
+    said = {**{x.name: x.reason.en for x in ew.signals}, "pd_rise": ew.pd_rise_reason.en}
+    signals["label"] = [said.get(x, x) for x in signals["signal"]]  # what a reader sees: the signal's own reason
     pricing, pricing_pooled = _pricing(decided, spec)
     return EarlyWarningFigures(h, dpd_bad, by_month, signals, pooled, pricing, pricing_pooled,
                                pol.pricing.legal_cap_apr if pol.pricing else None)
