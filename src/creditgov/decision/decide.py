@@ -279,7 +279,8 @@ def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSp
         Xc = X[row_idx]
         for c, v in changes.items():
             Xc[:, col[c]] = v  # float64 -> float32, as the encoded column is converted for the trees
-        p = sigmoid(model.calibrate(model.margin_matrix(Xc)))  # the model's own margin and calibration
+        # the model's own margin and calibration (each group of candidates that reach the same leaves, once)
+        p = sigmoid(model.calibrate(model.margin_changed(Xc, row_idx, [col[c] for c in changes])))
         frame = pol_frame.iloc[row_idx].reset_index(drop=True)
         for c, v in changes.items():
             if c in frame.columns:
