@@ -88,8 +88,8 @@ def run_child(work: Path, batch: Path, chunk: int, env: dict) -> dict:
     proc = subprocess.run([PY, "-c", code], cwd=work, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak, before = after.ru_maxrss, before.ru_maxrss
     cpu = after.ru_utime + after.ru_stime - (before.ru_utime + before.ru_stime)
+    peak, before = after.ru_maxrss, before.ru_maxrss
     if proc.returncode != 0:
         raise RuntimeError(f"decide failed ({proc.returncode}): {proc.stderr[-3000:]}")
     if peak <= before:  # ru_maxrss of children is the largest child so far: run each in a fresh bench process
