@@ -119,7 +119,7 @@ def test_margin_changed_scores_each_leaf_group_once_with_the_same_sums(model, sp
             grid[3], grid[4] = points[len(points) // 2], np.nan  # exactly on a threshold; missing
             Xc[:, j] = np.tile(grid[::-1] if j == cols[1] else grid, len(X))
         scored.clear()
-        got = model.margin_changed(Xc, base, changed)
+        got = model.margin_changed(X, base, {j: Xc[:, j].astype(np.float64) for j in changed})
         np.testing.assert_array_equal(got, real(Xc))
         assert 0 < scored[0] < len(Xc)
 

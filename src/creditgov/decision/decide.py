@@ -276,11 +276,10 @@ def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSp
     pol_frame = rows[pol_cols]
 
     def evaluate(row_idx: np.ndarray, changes: dict) -> tuple[np.ndarray, np.ndarray]:
-        Xc = X[row_idx]
-        for c, v in changes.items():
-            Xc[:, col[c]] = v  # float64 -> float32, as the encoded column is converted for the trees
-        # the model's own margin and calibration (each group of candidates that reach the same leaves, once)
-        p = sigmoid(model.calibrate(model.margin_changed(Xc, row_idx, [col[c] for c in changes])))
+        # the rows of X with the changed columns (float64 -> float32, as the encoded columns are converted for the
+        # trees), scored by the model's own margin and calibration: each group of candidates reaching the same
+        # leaves once
+        p = sigmoid(model.calibrate(model.margin_changed(X, row_idx, {col[c]: v for c, v in changes.items()})))
         # the policy decides a row from its own values and its PD: the candidates of a row with the same PD and
         # the same values in the changed columns the policy reads are decided once
         read = {c: np.broadcast_to(np.asarray(v, dtype=np.float64), p.shape) for c, v in changes.items()
