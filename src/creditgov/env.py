@@ -20,6 +20,10 @@ _DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "GIT_PYTHON_REFRESH": "quiet",
+    # numba's parallel kernels (TreeSHAP, the audit's hashing) run on OpenMP, whose idle threads otherwise spin
+    # after every parallel region: on a shared 2-core machine that burnt 10x the CPU of the Merkle root itself
+    # (1.8 against 0.17 CPU-s per million decisions) and took it from the other processes
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 

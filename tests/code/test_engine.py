@@ -300,3 +300,15 @@ def test_candidate_evaluator_scores_like_the_model(spec):
     ref_actions, ref_p = decide.score_and_decide(model, trial, spec)
     np.testing.assert_array_equal(p, ref_p)
     np.testing.assert_array_equal(actions, ref_actions)
+    # a search's grid: many candidates of one row alike (equal leaves, equal PD and policy inputs: each group is
+    # scored and decided once), a missing value among them
+    idx = np.repeat(np.arange(50), 40)
+    changes = {"Time": np.tile(np.repeat([6.0, 24.0, 36.0, 60.0], 10), 50),
+               "Amount": np.tile(np.r_[np.linspace(100, 5000, 38).round(), np.nan, 100.0], 50)}
+    actions, p = evaluate(idx, changes)
+    trial = frame.iloc[idx].reset_index(drop=True)
+    for c, v in changes.items():
+        trial[c] = v
+    ref_actions, ref_p = decide.score_and_decide(model, trial, spec)
+    np.testing.assert_array_equal(p, ref_p)
+    np.testing.assert_array_equal(actions, ref_actions)

@@ -99,6 +99,31 @@ def test_margin_matrix_scores_an_encoded_matrix_like_margin(model, splits):
     np.testing.assert_array_equal(model.margin_matrix(X), model.margin(splits.test))
 
 
+def test_margin_changed_scores_each_leaf_group_once_with_the_same_sums(model, splits, monkeypatch):
+    """The counterfactual grid: candidates of a base row differing in one or two columns (fine grids, NaN,
+    values on a threshold) get margin_matrix's numbers bit for bit, from fewer rows scored."""
+    from creditgov.model.treeshap import FastTreeShap
+
+    trees = FastTreeShap(model.booster_)
+    X = trees.matrix(encode(splits.test.iloc[:40], model.encodings))
+    cols = [j for j in range(X.shape[1]) if trees.split_points(j) is not None and len(trees.split_points(j))][:2]
+    base = np.repeat(np.arange(len(X)), 30)
+    real = model.margin_matrix
+    scored = []
+    monkeypatch.setattr(model, "margin_matrix", lambda M: scored.append(len(M)) or real(M))
+    for changed in ([cols[0]], cols):
+        Xc = X[base]
+        for j in changed:
+            points = trees.split_points(j)
+            grid = np.linspace(points[0] - 1, points[-1] + 1, 30, dtype=np.float32)
+            grid[3], grid[4] = points[len(points) // 2], np.nan  # exactly on a threshold; missing
+            Xc[:, j] = np.tile(grid[::-1] if j == cols[1] else grid, len(X))
+        scored.clear()
+        got = model.margin_changed(X, base, {j: Xc[:, j].astype(np.float64) for j in changed})
+        np.testing.assert_array_equal(got, real(Xc))
+        assert 0 < scored[0] < len(Xc)
+
+
 def test_a_model_fastshap_cannot_compile_falls_back_to_xgboost_with_a_warning(seed):
     """Trees deeper than fastshap's limit: margin and attributions both come from xgboost (float32 bound)."""
     import xgboost as xgb

@@ -227,6 +227,27 @@ def test_a_deleted_decision_is_named_missing(proj, tmp_path):
         audit.find_decision(did, _url(db))
 
 
+def test_an_altered_or_reordered_index_row_is_named(proj, tmp_path):
+    """The log is intact but the index is not: a leaf hash changed, two rows' positions swapped (verify reads
+    the index in position order as two blobs; neither difference may pass as intact)."""
+    from creditgov.governance import audit
+
+    ids = proj.log["decision_id"]
+    db = _copy_db(proj.db, tmp_path / "index")
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("UPDATE audit_decisions SET leaf = zeroblob(32) WHERE decision_id = ?", (bytes.fromhex(ids[7]),))
+        for old, new in ((100, -1), (101, 100), (-1, 101)):
+            c.execute("UPDATE audit_decisions SET position = ? WHERE batch = ? AND position = ?",
+                      (new, proj.appended.batch, old))
+        c.commit()
+    problems = audit.verify(_url(db), scan=[]).problems
+    name = proj.res.path.name
+    assert f"decision {ids[7]}: row 8 of {name} does not match its record in the trail (altered)" in problems
+    assert f"decision {ids[100]}: row 101 of {name} is recorded as decision {ids[101]} in the trail " \
+           "(inserted or replaced)" in problems
+    assert len(problems) == 3  # those three rows (the log itself still hashes to the sealed root)
+
+
 def test_an_inserted_decision_is_named(proj, tmp_path):
     db = _copy_db(proj.db, tmp_path / "insert")
     forged = "ab" * 16

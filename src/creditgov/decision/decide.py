@@ -280,17 +280,35 @@ def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSp
     pol_frame = rows[pol_cols]
 
     def evaluate(row_idx: np.ndarray, changes: dict) -> tuple[np.ndarray, np.ndarray]:
-        Xc = X[row_idx]
-        for c, v in changes.items():
-            Xc[:, col[c]] = v  # float64 -> float32, as the encoded column is converted for the trees
-        p = sigmoid(model.calibrate(model.margin_matrix(Xc)))  # the model's own margin and calibration
-        frame = pol_frame.iloc[row_idx].reset_index(drop=True)
-        for c, v in changes.items():
-            if c in frame.columns:
-                frame[c] = v
-        return apply_policy(frame, p, spec.policy, rules_triggered=False)["action"].to_numpy(), p
+        # the rows of X with the changed columns (float64 -> float32, as the encoded columns are converted for the
+        # trees), scored by the model's own margin and calibration: each group of candidates reaching the same
+        # leaves once
+        p = sigmoid(model.calibrate(model.margin_changed(X, row_idx, {col[c]: v for c, v in changes.items()})))
+        # the policy decides a row from its own values and its PD: the candidates of a row with the same PD and
+        # the same values in the changed columns the policy reads are decided once
+        read = {c: np.broadcast_to(np.asarray(v, dtype=np.float64), p.shape) for c, v in changes.items()
+                if c in pol_frame.columns}
+        first, inverse = _distinct([np.asarray(row_idx, dtype=np.int64), p] + list(read.values()))
+        frame = pol_frame.iloc[row_idx[first]].reset_index(drop=True)
+        for c, v in read.items():
+            frame[c] = v[first]
+        actions = apply_policy(frame, p[first], spec.policy, rules_triggered=False)["action"].to_numpy()
+        return actions[inverse], p
 
     return evaluate
+
+
+def _distinct(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(first, inverse) of the distinct rows of these same-length columns (compared bit for bit): row i is
+    row first[inverse[i]]."""
+    keys = np.stack([np.ascontiguousarray(c).view(np.int64) for c in columns])
+    order = np.lexsort(keys[::-1])
+    ordered = keys[:, order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (ordered[:, 1:] != ordered[:, :-1]).any(axis=0)
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
 
 
 def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, spec: PipelineSpec):

@@ -565,7 +565,7 @@ _FIXED, _SPAN, _ENC = 0, 1, 2  # how a column's values sit in the data buffer (s
 def _bin_block_py(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid, data, rel):
     """Rows lo..hi-1 laid out as 0x00 || record in one buffer, column by column (each column's values are
     read in order; the writes stay in a cache-sized block); rel gets each row's offsets in it. The
-    loops are specialised by column kind, and by nulls, with no call per value: this is the hot loop."""
+    loops run column by column, a value written by _value (inlined by the compiler): this is the hot loop."""
     k = kinds.shape[0]
     m = hi - lo
     fixed = 1  # bytes every row takes whatever its values: the 0x00 and the null-free fixed columns
@@ -599,46 +599,17 @@ def _bin_block_py(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid
     dst = out.ctypes.data
     src = data.ctypes.data
     for c in range(k):
-        v = vslots[c]
-        tag = tags[c]
-        kind = kinds[c]
-        if kind == _FIXED and slots[c] < 0:
-            w = widths[c]
-            a = bases[c] + lo * w
-            for i in range(m):
-                p = cur[i]
-                if v >= 0 and not valid[v, lo + i]:
-                    out[p] = 0
-                    cur[i] = p + 1
-                else:
-                    out[p] = tag
-                    for j in range(w):
-                        out[p + 1 + j] = data[a + j]
-                    cur[i] = p + 1 + w
-                a += w
-            continue
-        sl = slots[c]
+        v, sl, w, kind, tag = vslots[c], slots[c], widths[c], kinds[c], tags[c]
         for i in range(m):
             p = cur[i]
             if v >= 0 and not valid[v, lo + i]:
                 out[p] = 0
                 cur[i] = p + 1
-                continue
-            a = offs[sl, lo + i]
-            size = offs[sl, lo + i + 1] - a
-            if kind == _SPAN:
-                out[p] = tag
-                out[p + 1] = size & 255
-                out[p + 2] = (size >> 8) & 255
-                out[p + 3] = (size >> 16) & 255
-                out[p + 4] = (size >> 24) & 255
-                p += 5
-            if size <= 16:
-                for j in range(size):
-                    out[p + j] = data[a + j]
+            elif sl < 0:
+                cur[i] = _value(out, p, kind, tag, bases[c] + (lo + i) * w, w, data, dst, src)
             else:
-                _memcpy(dst + p, src + a, size)
-            cur[i] = p + size
+                a = offs[sl, lo + i]
+                cur[i] = _value(out, p, kind, tag, a, offs[sl, lo + i + 1] - a, data, dst, src)
     return out
 
 
@@ -693,44 +664,46 @@ def _bin_lists_py(list_offs, list_valid, kinds, tags, widths, bases, slots, vslo
         if not list_valid[i]:
             out[p] = 0
             continue
-        count = list_offs[i + 1] - list_offs[i]
-        out[p] = _LIST
-        out[p + 1] = count & 255
-        out[p + 2] = (count >> 8) & 255
-        out[p + 3] = (count >> 16) & 255
-        out[p + 4] = (count >> 24) & 255
-        p += 5
+        p = _head(out, p, _LIST, list_offs[i + 1] - list_offs[i])
         for e in range(list_offs[i], list_offs[i + 1]):
             if v >= 0 and not valid[v, e]:
                 out[p] = 0
                 p += 1
-                continue
-            if sl < 0:
-                a = bases[0] + e * w
-                size = w
+            elif sl < 0:
+                p = _value(out, p, kind, tag, bases[0] + e * w, w, data, dst, src)
             else:
-                a = offs[sl, e]
-                size = offs[sl, e + 1] - a
-            if kind == _FIXED:
-                out[p] = tag
-                p += 1
-            elif kind == _SPAN:
-                out[p] = tag
-                out[p + 1] = size & 255
-                out[p + 2] = (size >> 8) & 255
-                out[p + 3] = (size >> 16) & 255
-                out[p + 4] = (size >> 24) & 255
-                p += 5
-            if size <= 16:
-                for j in range(size):
-                    out[p + j] = data[a + j]
-            else:
-                _memcpy(dst + p, src + a, size)
-            p += size
+                p = _value(out, p, kind, tag, offs[sl, e], offs[sl, e + 1] - offs[sl, e], data, dst, src)
     return out_offs, out
 
 
-_bin_block = _memcpy = None  # compiled and bound by _bin_kernel()
+def _head_py(out, p, tag, count):
+    """A tag byte and a uint32 little-endian count (a text's bytes, a list's elements) at out[p:]; the next p."""
+    out[p] = tag
+    out[p + 1] = count & 255
+    out[p + 2] = (count >> 8) & 255
+    out[p + 3] = (count >> 16) & 255
+    out[p + 4] = (count >> 24) & 255
+    return p + 5
+
+
+def _value_py(out, p, kind, tag, a, size, data, dst, src):
+    """One non-null value at out[p:] from data[a:a + size]: a _FIXED value after its tag, a _SPAN value after
+    its tag and length, an _ENC value as it is (encoded whole already); the next p. dst, src: the
+    addresses of out and data (a long span is one memcpy, a short one a byte loop)."""
+    if kind == _FIXED:
+        out[p] = tag
+        p += 1
+    elif kind == _SPAN:
+        p = _head(out, p, tag, size)
+    if size <= 16:
+        for j in range(size):
+            out[p + j] = data[a + j]
+    else:
+        _memcpy(dst + p, src + a, size)
+    return p + size
+
+
+_bin_block = _memcpy = _head = _value = None  # compiled and bound by _bin_kernel()
 
 
 def _bin_kernel(name):
@@ -741,6 +714,8 @@ def _bin_kernel(name):
 
         llvm.load_library_permanently(ctypes.util.find_library("c"))
         globals()["_memcpy"] = types.ExternalFunction("memcpy", types.uintp(types.uintp, types.uintp, types.uintp))
+        globals()["_head"] = _njit(_head_py)
+        globals()["_value"] = _njit(_value_py)
         globals()["_bin_block"] = _njit(_bin_block_py)
         _kernels["bin_rows"] = _njit(_bin_rows_py)
         _kernels["bin_lists"] = _njit(_bin_lists_py)

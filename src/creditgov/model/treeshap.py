@@ -1054,6 +1054,16 @@ class FastTreeShap:
         the leaf values each row reaches. Same input handling as shap_values."""
         return _run_margin(self._c, self.matrix(X), n_threads)
 
+    def split_points(self, j: int) -> np.ndarray | None:
+        """The sorted distinct float32 thresholds of the splits on feature column j, or None when a split on it
+        is categorical. Two values with as many thresholds <= them (np.searchsorted(..., side="right")), both
+        not NaN, go the same way at every split on j (a split sends x left when x < threshold)."""
+        a = self._c.arrays
+        on_j = (a["n_leaf"] < 0) & (a["n_feat"] == j)
+        if (a["n_cat"][on_j] >= 0).any():
+            return None
+        return np.unique(a["m_thr"][on_j].astype(np.float32))
+
 
 def contributions(booster, X, warn: bool = True) -> np.ndarray:
     """pred_contribs, computed by FastTreeShap when the model allows it (float64).
