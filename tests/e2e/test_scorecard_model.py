@@ -47,7 +47,7 @@ def card(tmp_path_factory, trained_application_fast):
         verified = audit.verify()
         tags = registry.client().get_model_version(spec.registry.model_name, version).tags
         first = audit.find_decision(published.log["decision_id"].iloc[0])
-        yield SimpleNamespace(spec=spec, result=result, model=model, version=version, rows=rows,
+        yield SimpleNamespace(root=root, spec=spec, result=result, model=model, version=version, rows=rows,
                               log=published.log, published=published, verified=verified, tags=tags, first=first)
 
 
@@ -106,3 +106,16 @@ def test_the_log_is_sealed_and_verifies(card):
     assert card.verified.ok, card.verified.problems
     assert set(card.log["model_version"]) == {card.version}
     assert card.first["action"] == card.log["action"].iloc[0]
+
+
+def test_the_mlflow_pyfunc_gives_the_scorecards_pds(card):
+    import mlflow
+
+    with in_project(card.root, drop=DROP_ENV):
+        from creditgov.governance import registry
+
+        registry.configure()
+        served = mlflow.pyfunc.load_model(f"models:/{card.spec.registry.model_name}/{card.version}")
+        clean = card.rows.clean.head(50)
+        out = served.predict(clean[card.model.feature_names])
+    np.testing.assert_allclose(out["pd"].to_numpy(), card.model.predict_pd(clean), rtol=0, atol=1e-12)
