@@ -45,7 +45,7 @@ from creditgov.model import fairness
 from creditgov.model import search
 from creditgov.jobs import search as search_job
 from creditgov.spec import LEGAL_BASES
-from creditgov.errors import SpecError
+from creditgov.errors import SpecError, UsageError
 from creditgov.governance.promote import SEARCH_TAG
 
 
@@ -463,7 +463,7 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
     "scorecard" (register the WOE scorecard, with its points-below-maximum reasons; with `search`, the search's
     choice decides instead)."""
     if model_kind not in MODEL_KINDS:
-        raise SpecError(f"--model '{model_kind}': not a model kind; choose one of {', '.join(MODEL_KINDS)}")
+        raise UsageError(f"--model '{model_kind}': not a model kind; choose one of {', '.join(MODEL_KINDS)}")
     if search and spec.search is None:
         raise SpecError(f"{spec_path}: --search needs a `search:` section in the spec (n_trials, auc_tolerance, "
                         "air_margin)")
