@@ -127,13 +127,16 @@ def train(spec: str = SpecOpt, data: Optional[str] = DataOpt,
                                       "(the spec's `search` section) and register the candidate it chooses."),
           justification: Optional[str] = typer.Option(None, help="With --promote: a business-necessity "
                                                       "justification, needed while a less discriminatory "
-                                                      "alternative exists; shown on the model card.")):
+                                                      "alternative exists; shown on the model card."),
+          model: str = typer.Option("xgboost", "--model", help="The model registered: xgboost, or scorecard "
+                                    "(the WOE scorecard, reasons by points below each characteristic's maximum); "
+                                    "with --search the search chooses.")):
     """Validate, train the XGBoost PD model and the scorecard challenger, evaluate, register in MLflow."""
     from creditgov.jobs.training import run_training
 
     s = _spec(spec)
     _or_tools_leaves_sigint_alone()
-    result = run_training(s, spec, data, rounds, log=_say, trainer=trainer, search=search)
+    result = run_training(s, spec, data, rounds, log=_say, trainer=trainer, search=search, model_kind=model)
     for g in result.gates:
         _say(f"  gate {g.name:13s} {'pass' if g.passed else 'FAIL'}  {g.value}  ({g.rule})")
     if promote:

@@ -164,7 +164,7 @@ LAZY_IN_PACKAGE = {
     ("model", "model.credit_model"),
     # MLflow's "model from code" file: creditgov is on sys.path only once MLflow has put the logged
     # code_paths there, just before load_context runs
-    ("model.mlflow_entry", "model.credit_model"),
+    ("model.mlflow_entry", "model.stored"),  # which loads either kind of stored model (CreditModel, ScorecardPD)
 }
 
 

@@ -69,11 +69,19 @@ def test_choose_moves_to_a_registrable_less_discriminatory_candidate():
     best = _measured("best", 0.850, 0.70)
     near = _measured("near", 0.847, 0.75)  # within 0.005, AIR higher by 0.05: preferred
     far = _measured("far", 0.830, 0.95)  # too far below in AUC
-    card = _measured("card", 0.846, 0.80, method="scorecard")  # measured only: cannot be chosen
-    chosen, why = search.choose([best, near, far, card], 0.005, 0.02)
+    mix = _measured("mix", 0.846, 0.80, method="expgrad")  # measured only: cannot be chosen
+    chosen, why = search.choose([best, near, far, mix], 0.005, 0.02)
     assert chosen is near and len(why) == 2 and "near" in why[1]
-    left = search.alternatives([best, near, far, card], chosen, 0.005, 0.02)
-    assert left == [card]
+    left = search.alternatives([best, near, far, mix], chosen, 0.005, 0.02)
+    assert left == [mix]
+
+
+def test_choose_may_register_the_scorecard():
+    best = _measured("best", 0.850, 0.70)
+    card = _measured("card", 0.846, 0.80, method="scorecard")  # registrable: a ScorecardPD with its own reasons
+    chosen, why = search.choose([best, card], 0.005, 0.02)
+    assert chosen is card and "card" in why[1]
+    assert search.alternatives([best, card], chosen, 0.005, 0.02) == []
 
 
 def test_gate_refuses_an_alternative_unless_justified():

@@ -52,6 +52,7 @@ from creditgov import progress
 from creditgov.cluster import client_for, close_client, row_ranges
 from creditgov.errors import DataError
 from creditgov.model.credit_model import CreditModel
+from creditgov.model.stored import load_model
 from creditgov.spec import PipelineSpec
 
 _MODEL_FILES = ("booster.json", "model.json")
@@ -65,18 +66,18 @@ LOG_FORMAT = 2  # what a checkpointed partition holds: its finished log rows and
 def model_blob(model_dir: str | Path) -> dict[str, bytes]:
     """The saved model's JSON files, as bytes: what travels to the workers."""
     d = Path(model_dir)
-    return {name: (d / name).read_bytes() for name in _MODEL_FILES}
+    return {name: (d / name).read_bytes() for name in _MODEL_FILES if (d / name).exists()}  # a scorecard: model.json
 
 
 def load_blob(blob: dict[str, bytes]) -> CreditModel:
     """The CreditModel of a blob, loaded once per worker process (keyed by content)."""
-    key = hashlib.sha256(b"".join(blob[n] for n in _MODEL_FILES)).hexdigest()
+    key = hashlib.sha256(b"".join(blob[n] for n in _MODEL_FILES if n in blob)).hexdigest()
     model = _models.get(key)
     if model is None:
         with tempfile.TemporaryDirectory() as tmp:
             for name, content in blob.items():
                 (Path(tmp) / name).write_bytes(content)
-            model = CreditModel.load(tmp)
+            model = load_model(tmp)
         _models[key] = model
     return model
 
@@ -320,7 +321,7 @@ def explain(client, model, frame: pd.DataFrame, spec: PipelineSpec, partitions: 
     """decide.explain_batch of valid rows, computed per partition on the cluster."""
     if model_dir is None:
         tmp = tempfile.mkdtemp(prefix="creditgov-model-")
-        model_dir = CreditModel.save(model, tmp)
+        model_dir = model.save(tmp)
     blob_f = client.scatter(model_blob(model_dir), broadcast=True)
     k = partitions or max(1, sum(client.nthreads().values()))
     futs = [client.submit(_stage_explain, client.scatter(frame.iloc[a:b]), blob_f, spec, pure=False)

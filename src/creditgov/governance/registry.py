@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from creditgov.errors import TrackingError, UsageError
-from creditgov.model.credit_model import CreditModel
+from creditgov.model.stored import load_model
 
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -301,7 +301,8 @@ def latest_verdict(model_name: str, version: str) -> Verdict | None:
 
 
 def load_registered(model_name: str, version: str | None = None, alias: str = "champion"):
-    """(CreditModel, version, run_id) of a registered version, or of the version behind `alias`."""
+    """(model, version, run_id) of a registered version, or of the version behind `alias`: the model a CreditModel
+    (XGBoost) or a ScorecardPD (the WOE scorecard), as its stored model.json says (model/stored.py)."""
     import mlflow  # heavy: see configure
     from mlflow.exceptions import MlflowException  # heavy: see configure
 
@@ -323,5 +324,5 @@ def load_registered(model_name: str, version: str | None = None, alias: str = "c
 
         with tempfile.TemporaryDirectory() as tmp:  # the model is read into memory; no copy is left behind
             local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{mv.version}", dst_path=tmp)
-            model = CreditModel.load(Path(local) / "artifacts" / "model")
+            model = load_model(Path(local) / "artifacts" / "model")
     return model, str(mv.version), mv.run_id

@@ -27,6 +27,7 @@ from creditgov.model import train
 from creditgov.model.credit_model import CreditModel
 from creditgov.report.pages import render
 from creditgov.spec import PipelineSpec
+from creditgov.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ def recalibrate(spec: PipelineSpec, matured: pd.DataFrame, label: str, version: 
 
     registry.configure()
     model, parent, parent_run = registry.load_registered(spec.registry.model_name, version)
+    if not isinstance(model, CreditModel):  # a registered scorecard: its logistic regression is its calibration
+        raise UsageError(f"{spec.registry.model_name} version {parent} is a scorecard: recalibration refits the "
+                         "Platt layer of an XGBoost model; train a new scorecard version instead")
     client = registry.client()
     name = spec.registry.model_name
     if monitoring_run is None:

@@ -33,6 +33,8 @@ from creditgov.model.credit_model import CreditModel
 from creditgov.monitor.reference import build_profile
 from creditgov.report import charts
 from creditgov.model.scorecard import ScorecardModel, fit_scorecard
+from creditgov.model.scorecard_pd import ScorecardPD, compile_scorecard
+from creditgov.model.stored import model_kind as kind_of
 from creditgov.spec import PipelineSpec
 from creditgov.model.train import Splits
 from creditgov.data.validate import Validated
@@ -43,7 +45,7 @@ from creditgov.model import fairness
 from creditgov.model import search
 from creditgov.jobs import search as search_job
 from creditgov.spec import LEGAL_BASES
-from creditgov.errors import SpecError
+from creditgov.errors import SpecError, UsageError
 from creditgov.governance.promote import SEARCH_TAG
 
 
@@ -100,7 +102,7 @@ class Evaluation:
     """Both models fitted on one split and measured on the same test rows (evaluate_models)."""
 
     splits: Splits
-    model: CreditModel
+    model: CreditModel | ScorecardPD  # the model registered: XGBoost, or the scorecard compiled (model_kind)
     scorecard: ScorecardModel
     metrics: dict  # {"xgboost": metrics.evaluate(...), "scorecard": metrics.evaluate(...)} on the test rows
     calibration: pd.DataFrame  # the model's calibration table on the test rows
@@ -136,7 +138,8 @@ class Evaluation:
             out[f"{prefix}_sd"] = float(np.std(aucs, ddof=1))
         out["psi_train_test"] = float(self.psi_train_test)
         out["monotonicity_violations"] = int(sum(r["violations"] for r in self.monotonicity.values()))
-        out["n_trees"] = int(self.model.info["n_trees"])
+        if "n_trees" in self.model.info:  # a registered scorecard has characteristics, not trees
+            out["n_trees"] = int(self.model.info["n_trees"])
         if self.proxies:
             out["proxy_max_cramers_v"] = float(max(r["cramers_v"] for r in self.proxies["pairs"]))
             out["proxies_flagged"] = len(self.proxies["flagged"])
@@ -220,21 +223,30 @@ def protected_evidence(spec: PipelineSpec, frame: pd.DataFrame, p: np.ndarray) -
 
 
 def evaluate_models(v: Validated, n_estimators: int | None = None,
-                    steps: progress.Task = progress.OFF, searched: search_job.SearchResult | None = None) -> Evaluation:
+                    steps: progress.Task = progress.OFF, searched: search_job.SearchResult | None = None,
+                    model_kind: str = "xgboost") -> Evaluation:
     """Fit both models on the same split and measure them on the same test rows. `steps`: the training
     job's progress (TRAINING_STEPS). `searched`: the search's result; the model fitted is then its chosen
-    candidate, and the cross-validation AUCs are the search's (the same folds)."""
+    candidate, and the cross-validation AUCs are the search's (the same folds). `model_kind` "scorecard" (or a
+    search that chose the scorecard): the model registered is the scorecard, fitted on the development rows and
+    compiled (model/scorecard_pd.py); its CV AUCs are the scorecard's."""
     spec = v.spec
     steps.step("fit")
     splits = train.split(v.outcome.clean, spec)
     dev = pd.concat([splits.train, splits.validation])
-    if searched is None:
-        model = train.fit_model(splits.train, splits.validation, spec, n_estimators)
-    else:
-        model = search.fit_candidate(splits.train, splits.validation, spec, searched.chosen.candidate,
-                                     searched.groups, n_estimators)
+    if searched is not None and searched.chosen.candidate.method == "scorecard":
+        model_kind = "scorecard"
+    model = None
+    if model_kind != "scorecard":
+        if searched is None:
+            model = train.fit_model(splits.train, splits.validation, spec, n_estimators)
+        else:
+            model = search.fit_candidate(splits.train, splits.validation, spec, searched.chosen.candidate,
+                                         searched.groups, n_estimators)
     steps.step("scorecard")
     card = fit_scorecard(dev, train.target_vector(dev, spec), spec)
+    if model is None:
+        model = compile_scorecard(card, spec, dev)  # the same fit: its PDs are the challenger's own
 
     steps.step("evaluate")
     seed, n_boot = spec.split.seed, spec.evaluation.bootstrap
@@ -249,9 +261,11 @@ def evaluate_models(v: Validated, n_estimators: int | None = None,
     if searched is not None and searched.scorecard is not None:
         cv = {"xgb": list(searched.chosen.fold_auc), "scorecard": list(searched.scorecard.fold_auc)}
     else:
-        cv = train.cross_validate(dev, spec, n_estimators)
+        cv = train.cross_validate(dev, spec, n_estimators, xgboost=model_kind != "scorecard")
         if searched is not None:
             cv["xgb"] = list(searched.chosen.fold_auc)
+        elif model_kind == "scorecard":
+            cv["xgb"] = list(cv["scorecard"])  # "xgb": the registered model's folds
 
     steps.step("checks")
     comparison = None
@@ -283,9 +297,7 @@ def _card(v: Validated, ev: Evaluation, importance: pd.DataFrame, gates: list, r
     return {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": spec.registry.model_name, "version": version, "run_id": run_id,
-                  "type": "XGBoost gradient-boosted trees, monotone constraints, Platt calibration",
-                  "n_trees": ev.model.info["n_trees"],
-                  "calibration": {"a": ev.model.calib_a_, "b": ev.model.calib_b_}},
+                  **_model_description(ev.model)},
         "intended_use": spec.model_card.intended_use,
         "limitations": list(spec.model_card.limitations),
         "data": {"source": v.label, "rows_in": summary["rows_in"], "rows_clean": summary["rows_clean"],
@@ -415,6 +427,19 @@ def finish_registration(spec: PipelineSpec, version: str) -> None:
         c.set_registered_model_alias(name, "challenger", version)  # last: aliases only ever name complete versions
 
 
+MODEL_KINDS = ("xgboost", "scorecard")  # what `creditgov train --model` registers
+
+
+def _model_description(model) -> dict:
+    """The model card's model type and learned state, for either kind of registered model."""
+    if kind_of(model) == "scorecard":
+        return {"kind": "scorecard", "type": "WOE scorecard (optbinning bins, logistic regression), points by "
+                "pdo/odds; reasons: points below the maximum per characteristic",
+                "characteristics": model.info["n_characteristics"], "scaling": dict(model.scaling)}
+    return {"kind": "xgboost", "type": "XGBoost gradient-boosted trees, monotone constraints, Platt calibration",
+            "n_trees": model.info["n_trees"], "calibration": {"a": model.calib_a_, "b": model.calib_b_}}
+
+
 # what the progress bar of a training shows (checks: the comparison model, monotonicity, importance, gates)
 TRAINING_STEPS = ("validate", "fit", "scorecard", "evaluate", "cross-validation", "checks", "register")
 SEARCH_STEPS = ("validate", "search") + TRAINING_STEPS[1:]  # train --search
@@ -430,21 +455,26 @@ def current_user() -> str:
 
 def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = None,
                  n_estimators: int | None = None, log=print, trainer: str | None = None,
-                 search: bool = False) -> TrainResult:
+                 search: bool = False, model_kind: str = "xgboost") -> TrainResult:
     """`trainer`: who trains (default: the user running the process), recorded as the run's
     `creditgov.trained_by` tag and the version's `trained_by` tag; promote refuses that person as approver
     unless the spec is a development spec. `search`: first search for less discriminatory alternatives (spec
-    `search`, jobs/search.py) and register the candidate it chooses."""
+    `search`, jobs/search.py) and register the candidate it chooses. `model_kind`: "xgboost" (default) or
+    "scorecard" (register the WOE scorecard, with its points-below-maximum reasons; with `search`, the search's
+    choice decides instead)."""
+    if model_kind not in MODEL_KINDS:
+        raise UsageError(f"--model '{model_kind}': not a model kind; choose one of {', '.join(MODEL_KINDS)}")
     if search and spec.search is None:
         raise SpecError(f"{spec_path}: --search needs a `search:` section in the spec (n_trials, auc_tolerance, "
                         "air_margin)")
     with progress.task("Training", steps=SEARCH_STEPS if search else TRAINING_STEPS) as steps:
         return _run_training(spec, spec_path, data_path, n_estimators, log, steps,
-                             (trainer or "").strip() or current_user(), search)
+                             (trainer or "").strip() or current_user(), search, model_kind)
 
 
 def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_estimators: int | None, log,
-                  steps: progress.Task, trainer: str = "", search: bool = False) -> TrainResult:
+                  steps: progress.Task, trainer: str = "", search: bool = False,
+                  model_kind: str = "xgboost") -> TrainResult:
     import mlflow  # heavy: see registry.configure
 
     registry.check()  # fail fast, before minutes of training, when the backend is unreachable
@@ -464,14 +494,15 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
         searched = search_job.run_search(spec, dev, flagged, lambda f, p: protected_evidence(spec, f, p),
                                          n_estimators, log)
         log(f"chosen: {searched.chosen.candidate.name} ({'; '.join(searched.why)})")
-    ev = evaluate_models(v, n_estimators, steps, searched)
+    ev = evaluate_models(v, n_estimators, steps, searched, model_kind)
+    kind = kind_of(ev.model)
     flat = ev.flat_metrics()
     if searched is not None:
         flat.update({"search_chosen_cv_auc": searched.chosen.auc, "search_chosen_cv_ks": searched.chosen.ks,
                      "search_candidates": len(searched.measured), "search_alternatives": len(searched.remaining)})
         if searched.chosen.min_air is not None:
             flat["search_chosen_min_air"] = float(searched.chosen.min_air)
-    log(f"XGBoost test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, {flat['test_auc_ci_high']:.4f}], "
+    log(f"{'XGBoost' if kind == 'xgboost' else 'Registered scorecard'} test AUC {flat['test_auc']:.4f} [{flat['test_auc_ci_low']:.4f}, {flat['test_auc_ci_high']:.4f}], "
         f"scorecard {flat['scorecard_test_auc']:.4f}; {spec.evaluation.cv_folds}-fold CV AUC "
         f"{flat['cv_auc_mean']:.4f} vs scorecard {flat['scorecard_cv_auc_mean']:.4f}")
     gate_results = gates_mod.evaluate_gates(spec.gates, flat)
@@ -495,11 +526,12 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
                 "split_method": ev.splits.method, "split_seed": spec.split.seed,
                 **{f"xgb_{k}": val for k, val in spec.model.model_dump().items()},
                 "xgb_n_estimators_used": n_estimators or spec.model.n_estimators,
-                "calibration": "platt-on-margin",
+                "calibration": "platt-on-margin" if kind == "xgboost" else "logistic on WOE (scorecard)",
+                "model_kind": kind,
             })
             mlflow.log_metrics({**flat, "rows_in": s["rows_in"], "rows_clean": s["rows_clean"],
                                 "rows_quarantined": s["rows_quarantined"]})
-            mlflow.set_tags({"creditgov.stage": "train", "creditgov.spec": spec.name,
+            mlflow.set_tags({"creditgov.stage": "train", "creditgov.spec": spec.name, "creditgov.model_kind": kind,
                              "creditgov.trained_by": trainer, "creditgov.development": str(spec.development).lower()})
             if searched is not None:
                 c = searched.chosen.candidate
@@ -528,13 +560,15 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
             mlflow.log_dict(ev.monotonicity, "evaluation/monotonicity.json")
             mlflow.log_dict({k: [float(x) for x in a] for k, a in ev.cv.items()}, "evaluation/cv_auc.json")
             mlflow.log_text(ev.scorecard.table().to_csv(index=False), "scorecard/scorecard_table.csv")
+            if kind == "scorecard":  # the registered model's points table: reasons are points below each maximum
+                mlflow.log_text(ev.model.table().to_csv(index=False), "scorecard/registered_points.csv")
             mlflow.log_text(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False), "spec/spec.json")
             _log_reference(ev, spec, flat, tmpdir)
 
             info = log_pyfunc_model(ev.model, spec, input_example(ev.splits.train, spec), tmpdir)
             version = register(info, spec, {
                 "run_id": run_id, "spec_hash": spec.content_hash, "train_data_hash": ev.train_hash,
-                "input_data_hash": v.input_hash, "trained_by": trainer,
+                "input_data_hash": v.input_hash, "trained_by": trainer, "model_kind": kind,
                 "gates_at_registration": "pass" if gates_mod.all_pass(gate_results) else
                 "fail: " + ", ".join(g.name for g in gate_results if not g.passed),
                 inventory.SUMMARY_TAG: inventory.gates_summary(gate_results)},

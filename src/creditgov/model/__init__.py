@@ -1,8 +1,9 @@
 """Model room: probability-of-default models and their measures.
 
 credit_model (the calibrated XGBoost PD model, stored as JSON), treeshap (exact per-decision
-attributions of its log-odds), scorecard (the binned logistic challenger), monotonic (monotone
-constraints from the catalogue), metrics (AUC, KS, Gini, PSI, calibration), train (fitting both),
+attributions of its log-odds), scorecard (the binned logistic challenger), scorecard_pd (the scorecard
+compiled into a registrable PD model with exact points-below-maximum attributions), stored (loads either kind),
+monotonic (monotone constraints from the catalogue), metrics (AUC, KS, Gini, PSI, calibration), train (fitting both),
 mlflow_entry (the MLflow "model from code" file that loads a registered model).
 """
 

@@ -1,4 +1,5 @@
-"""MLflow "model from code" entry point: loads the JSON-stored CreditModel, no pickle.
+"""MLflow "model from code" entry point: loads the JSON-stored model (CreditModel or
+ScorecardPD, model/stored.py), no pickle.
 
 MLflow runs this file when the model is loaded; `set_model` names the model object.
 """
@@ -10,9 +11,9 @@ from mlflow.pyfunc import PythonModel
 class CreditPDModel(PythonModel):
     def load_context(self, context):
         # creditgov is importable only once MLflow has put the logged code_paths on sys.path
-        from creditgov.model.credit_model import CreditModel
+        from creditgov.model.stored import load_model
 
-        self.model = CreditModel.load(context.artifacts["model"])
+        self.model = load_model(context.artifacts["model"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return pd.DataFrame({"pd": self.model.predict_pd(model_input)}, index=model_input.index)

@@ -1,32 +1,48 @@
-"""The transparent challenger: a WOE-binned logistic scorecard (optbinning), scaled to points."""
+"""The transparent challenger: a WOE-binned logistic scorecard (optbinning), scaled to points.
+
+The catalogue's risk directions hold for it as for the XGBoost model: a numeric feature marked `monotone` is
+binned with optbinning's monotonic event-rate trend in that direction, and an ordered categorical marked so is
+binned as its position in the catalogue's order (0, 1, ...) with the same trend; other categoricals are binned as
+categories. So the scorecard can pass the monotonicity gate and be registered (model/scorecard_pd.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from creditgov.spec import PipelineSpec
 
+TREND = {"increasing": "ascending", "decreasing": "descending"}  # risk direction -> optbinning event-rate trend
+
 
 @dataclass
 class ScorecardModel:
     scorecard_: object  # optbinning.scorecard.Scorecard
     features: list[str]
+    ordinal: dict[str, list[str]] = field(default_factory=dict)  # monotone ordered categoricals: binned as positions
+
+    def prepare(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """The frame optbinning reads: the features, a monotone ordered categorical as its position."""
+        return _frame(raw, self.features, self.ordinal)
 
     def predict_pd(self, raw: pd.DataFrame) -> np.ndarray:
-        return self.scorecard_.predict_proba(_frame(raw, self.features))[:, 1]
+        return self.scorecard_.predict_proba(self.prepare(raw))[:, 1]
 
     def points(self, raw: pd.DataFrame) -> np.ndarray:
-        return self.scorecard_.score(_frame(raw, self.features))
+        return self.scorecard_.score(self.prepare(raw))
 
     def table(self) -> pd.DataFrame:
         """The regulator-readable table: variable, bin, WOE, points."""
         return self.scorecard_.table(style="detailed")
 
 
-def _frame(raw: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    return raw[features].copy()
+def _frame(raw: pd.DataFrame, features: list[str], ordinal: dict[str, list[str]]) -> pd.DataFrame:
+    out = raw[features].copy()
+    for name, cats in ordinal.items():
+        pos = pd.Categorical(out[name].astype(object).where(out[name].notna(), None), categories=cats).codes
+        out[name] = np.where(pos < 0, np.nan, pos.astype("float64"))
+    return out
 
 
 def fit_scorecard(train: pd.DataFrame, y: np.ndarray, spec: PipelineSpec) -> ScorecardModel:
@@ -36,13 +52,17 @@ def fit_scorecard(train: pd.DataFrame, y: np.ndarray, spec: PipelineSpec) -> Sco
     from sklearn.linear_model import LogisticRegression  # heavy: as above
 
     feats = [f.name for f in spec.model_inputs]
-    cats = [f.name for f in spec.model_inputs if f.type == "categorical"]
+    ordinal = {f.name: list(f.categories) for f in spec.model_inputs
+               if f.type == "categorical" and f.ordered and f.monotone in TREND}
+    cats = [f.name for f in spec.model_inputs if f.type == "categorical" and f.name not in ordinal]
+    trends = {f.name: {"monotonic_trend": TREND[f.monotone]} for f in spec.model_inputs
+              if f.monotone in TREND and f.name not in cats}
     s = spec.scorecard
     card = Scorecard(
-        binning_process=BinningProcess(feats, categorical_variables=cats),
+        binning_process=BinningProcess(feats, categorical_variables=cats, binning_fit_params=trends),
         estimator=LogisticRegression(max_iter=1000),
         scaling_method="pdo_odds",
         scaling_method_params={"pdo": s.pdo, "odds": s.odds, "scorecard_points": s.base_points},
     )
-    card.fit(_frame(train, feats), y)
-    return ScorecardModel(card, feats)
+    card.fit(_frame(train, feats, ordinal), y)
+    return ScorecardModel(card, feats, ordinal)

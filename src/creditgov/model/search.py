@@ -15,7 +15,7 @@ Candidates (spec `search`):
   that the protected groups and the target are independent in the weighted training rows) and fairlearn's
   ExponentiatedGradient under a demographic-parity constraint on the protected groups (a randomised mixture of
   models: measured, not registrable);
-- the WOE scorecard (measured; registering a scorecard is not built yet).
+- the WOE scorecard (registrable: compiled into a ScorecardPD, model/scorecard_pd.py, with its own exact reasons).
 
 Protected attributes are never model inputs here either: they only define the groups of the reweighting and of
 the ExponentiatedGradient constraint, at fitting time.
@@ -31,6 +31,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from creditgov.model.credit_model import encode, encodings_from_spec
 from creditgov.model.metrics import auc, ks
 from creditgov.model.scorecard import fit_scorecard
+from creditgov.model.scorecard_pd import fit_scorecard_pd
 from creditgov.model.train import fit_model, fit_platt, target_vector
 from creditgov.spec import PipelineSpec
 
@@ -53,9 +54,9 @@ class Candidate:
 
     @property
     def registrable(self) -> bool:
-        """creditgov can register it as the PD model (a CreditModel); the reduction's randomised mixture and the
-        scorecard are measured only."""
-        return self.method in ("xgboost", "reweighting")
+        """creditgov can register it as the PD model (a CreditModel, or a ScorecardPD for the scorecard); the
+        reduction's randomised mixture is measured only."""
+        return self.method in ("xgboost", "reweighting", "scorecard")
 
     def describe(self) -> str:
         parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(self.params.items())]
@@ -120,9 +121,13 @@ def reweighting(groups: np.ndarray, y: np.ndarray) -> np.ndarray:
 def fit_candidate(train: pd.DataFrame, valid: pd.DataFrame, spec: PipelineSpec, cand: Candidate,
                   groups: pd.Series | None = None, n_estimators: int | None = None):
     """The candidate's registrable model (a CreditModel) fitted on `train`, early stopping and calibration on
-    `valid`; `groups`: the protected group label of each row of `train` (reweighting)."""
+    `valid`; `groups`: the protected group label of each row of `train` (reweighting). The scorecard (a
+    ScorecardPD) is fitted on `train` and `valid` together, as on each fold's whole training part in `measure`."""
     if not cand.registrable:
         raise ValueError(f"candidate {cand.name} ({cand.method}) is not a registrable model")
+    if cand.method == "scorecard":
+        rows = pd.concat([train, valid])
+        return fit_scorecard_pd(rows, target_vector(rows, spec), spec)
     weight = None
     if cand.method == "reweighting":
         weight = reweighting(groups.loc[train.index].to_numpy(), target_vector(train, spec))

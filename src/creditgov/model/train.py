@@ -107,11 +107,12 @@ def fit_model(train: pd.DataFrame, valid: pd.DataFrame, spec: PipelineSpec,
     return CreditModel(booster, encs, a, b, info)
 
 
-def cross_validate(dev: pd.DataFrame, spec: PipelineSpec, n_estimators: int | None = None) -> dict:
+def cross_validate(dev: pd.DataFrame, spec: PipelineSpec, n_estimators: int | None = None,
+                   xgboost: bool = True) -> dict:
     """k-fold AUC of the XGBoost model and of the scorecard on the same folds of the development data.
 
     Inside each fold the training part is split again for early stopping and calibration,
-    exactly as in the main fit.
+    exactly as in the main fit. `xgboost` False: the scorecard's only (a registered scorecard: "xgb" is then []).
     """
     y = target_vector(dev, spec)
     folds = StratifiedKFold(spec.evaluation.cv_folds, shuffle=True, random_state=spec.split.seed)
@@ -119,10 +120,11 @@ def cross_validate(dev: pd.DataFrame, spec: PipelineSpec, n_estimators: int | No
     val_share = spec.split.validation / (spec.split.train + spec.split.validation)
     for tr, te in folds.split(dev, y):
         fold_train, fold_test = dev.iloc[tr], dev.iloc[te]
-        inner_tr, inner_va = train_test_split(fold_train, test_size=val_share, stratify=y[tr],
-                                              random_state=spec.split.seed)
-        model = fit_model(inner_tr, inner_va, spec, n_estimators)
-        xgb_auc.append(auc(y[te], model.predict_pd(fold_test)))
+        if xgboost:
+            inner_tr, inner_va = train_test_split(fold_train, test_size=val_share, stratify=y[tr],
+                                                  random_state=spec.split.seed)
+            model = fit_model(inner_tr, inner_va, spec, n_estimators)
+            xgb_auc.append(auc(y[te], model.predict_pd(fold_test)))
         card = fit_scorecard(fold_train, y[tr], spec)
         sc_auc.append(auc(y[te], card.predict_pd(fold_test)))
     return {"xgb": xgb_auc, "scorecard": sc_auc}
