@@ -401,8 +401,14 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
     with ThreadPoolExecutor(1) as hasher, ThreadPoolExecutor(1) as writer, \
             progress.task("Audit trail", total=n, unit="decisions") as bar:
         pending = []
+        scratches = []  # (hash of a chunk, the Scratch its arguments sit in): reused once that hash is done
         for pos, table in _log_chunks(path, chunk_rows):
-            prepared = merkle.prepare_for(table, fmt)
+            if len(scratches) >= IN_FLIGHT:
+                done_hash, scratch = scratches.pop(0)
+                done_hash.result()
+            else:
+                scratch = merkle.Scratch()
+            prepared = merkle.prepare_for(table, fmt, scratch)
             ids = _ids16_array(table.column("decision_id"))
             if first_row is None and table.num_rows:
                 first_row = table.slice(0, 1).to_pylist()[0]
@@ -411,6 +417,8 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
                     actions[str(kv["values"])] = actions.get(str(kv["values"]), 0) + int(kv["counts"])
             del table
             hashed = hasher.submit(_hash, prepared)
+            del prepared
+            scratches.append((hashed, scratch))
             leaves.append(hashed)
             pending.append(writer.submit(_index, hashed, ids, pos))
             while len(pending) >= IN_FLIGHT:
