@@ -45,6 +45,8 @@ URL_ENV = "CREDITGOV_AUDIT_URL"
 GENESIS = "0" * 64
 CHUNK_ROWS = 65_536  # decisions hashed and indexed per transaction: bounded memory, steady progress
 IN_FLIGHT = 3  # chunks read but not yet indexed (the append's memory is about this many chunks)
+INDEX_ROWS = 524_288  # decisions indexed per transaction: each commit rewrites (WAL) every page of the
+# unique index its random keys touch, so fewer, larger commits write the index a few times, not once per chunk
 MAX_NAMED = 20  # problems named one by one before they are counted
 
 
@@ -364,6 +366,8 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
     from sqlalchemy import text  # heavy: see _engine
 
     chunk_rows = chunk_rows or int(os.environ.get("CREDITGOV_AUDIT_CHUNK_ROWS") or CHUNK_ROWS)
+    index_rows = INDEX_ROWS if chunk_rows == CHUNK_ROWS else chunk_rows  # a chunk size set by hand (tests,
+    # small machines) is also the transaction size
 
     path = Path(path).resolve()
     sha = file_sha256(path)
@@ -392,15 +396,16 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
         lv = merkle.hash_prepared_for(prepared)
         return lv, merkle.root(lv)
 
-    def _index(hashed, ids, pos):  # the database releases the GIL while it inserts
-        lv = hashed.result()[0]
-        return _retrying(url, lambda c: _insert_index(c, dialect, int(batch), pos, ids, lv))
+    def _index(group):  # consecutive chunks in one transaction; the database releases the GIL while it inserts
+        lv = np.concatenate([hashed.result()[0] for hashed, _, _ in group])
+        ids = np.concatenate([i for _, i, _ in group])
+        return _retrying(url, lambda c: _insert_index(c, dialect, int(batch), group[0][2], ids, lv))
 
     # three stages at once: the main thread reads and encodes chunk k + 2 while a worker hashes chunk
     # k + 1 (numba, without the GIL) and another indexes chunk k; at most IN_FLIGHT chunks in memory
     with ThreadPoolExecutor(1) as hasher, ThreadPoolExecutor(1) as writer, \
             progress.task("Audit trail", total=n, unit="decisions") as bar:
-        pending = []
+        pending, group = [], []  # index transactions submitted; chunks hashed for the next one
         scratches = []  # (hash of a chunk, the Scratch its arguments sit in): reused once that hash is done
         for pos, table in _log_chunks(path, chunk_rows):
             if len(scratches) >= IN_FLIGHT:
@@ -420,12 +425,17 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
             del prepared
             scratches.append((hashed, scratch))
             leaves.append(hashed)
-            pending.append(writer.submit(_index, hashed, ids, pos))
+            group.append((hashed, ids, pos))
+            if pos + len(ids) - group[0][2] >= index_rows:
+                pending.append(writer.submit(_index, group))
+                group = []
             while len(pending) >= IN_FLIGHT:
                 inserted += pending.pop(0).result()
             bar.advance(len(ids))
             if log is not None:
                 log(f"  audit: {pos + len(ids):,} of {n:,} decisions indexed")
+        if group:
+            pending.append(writer.submit(_index, group))
         for w in pending:
             inserted += w.result()
     done = [h.result() for h in leaves]
