@@ -402,18 +402,13 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
         return _retrying(url, lambda c: _insert_index(c, dialect, int(batch), group[0][2], ids, lv))
 
     # three stages at once: the main thread reads and encodes chunk k + 2 while a worker hashes chunk
-    # k + 1 (numba, without the GIL) and another indexes chunk k; at most IN_FLIGHT chunks in memory
+    # k + 1 (numba, without the GIL) and another indexes the hashed chunks before it, INDEX_ROWS per
+    # transaction; at most IN_FLIGHT encoded chunks in memory
     with ThreadPoolExecutor(1) as hasher, ThreadPoolExecutor(1) as writer, \
             progress.task("Audit trail", total=n, unit="decisions") as bar:
         pending, group = [], []  # index transactions submitted; chunks hashed for the next one
-        scratches = []  # (hash of a chunk, the Scratch its arguments sit in): reused once that hash is done
         for pos, table in _log_chunks(path, chunk_rows):
-            if len(scratches) >= IN_FLIGHT:
-                done_hash, scratch = scratches.pop(0)
-                done_hash.result()
-            else:
-                scratch = merkle.Scratch()
-            prepared = merkle.prepare_for(table, fmt, scratch)
+            prepared = merkle.prepare_for(table, fmt)
             ids = _ids16_array(table.column("decision_id"))
             if first_row is None and table.num_rows:
                 first_row = table.slice(0, 1).to_pylist()[0]
@@ -422,13 +417,13 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
                     actions[str(kv["values"])] = actions.get(str(kv["values"]), 0) + int(kv["counts"])
             del table
             hashed = hasher.submit(_hash, prepared)
-            del prepared
-            scratches.append((hashed, scratch))
             leaves.append(hashed)
             group.append((hashed, ids, pos))
             if pos + len(ids) - group[0][2] >= index_rows:
                 pending.append(writer.submit(_index, group))
                 group = []
+            if len(leaves) > IN_FLIGHT:  # at most IN_FLIGHT encoded chunks waiting for the hasher
+                leaves[-IN_FLIGHT - 1].result()
             while len(pending) >= IN_FLIGHT:
                 inserted += pending.pop(0).result()
             bar.advance(len(ids))

@@ -765,33 +765,12 @@ def _column(arr: pa.Array):
     return _SPAN, _OTHER, 0, data, offs, valid
 
 
-def _fresh(key: str, shape: tuple, dtype) -> np.ndarray:
-    return np.empty(shape, dtype)
-
-
-class Scratch:
-    """Buffers one chunk's kernel arguments are built in, reused by the next chunk: a fresh array of tens
-    of megabytes costs the kernel a page fault per 4 KiB page on first touch, which made building the
-    arguments cost more than hashing them. Use one Scratch per chunk in flight (not shared at once)."""
-
-    def __init__(self):
-        self._bufs: dict[str, np.ndarray] = {}
-
-    def take(self, key: str, shape: tuple, dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        size = int(np.prod(shape)) * dtype.itemsize
-        buf = self._bufs.get(key)
-        if buf is None or buf.nbytes < size:  # room to spare: the next chunks are about as large
-            buf = self._bufs[key] = np.empty(size + size // 4 + 64, np.uint8)
-        return buf[:size].view(dtype).reshape(shape)
-
-
 class _Columns:
     """Same-length arrays, in the given order, as the format-2 kernels take them: per column its kind,
     tag, width, base in one data buffer, row in the offsets matrix (var-width columns only) and row in
     the validity matrix (columns with nulls only)."""
 
-    def __init__(self, arrays, scratch: Scratch | None = None):
+    def __init__(self, arrays):
         self.n = n = len(arrays[0]) if arrays else 0
         k = len(arrays)
         self.kinds = np.empty(k, np.int64)
@@ -802,9 +781,8 @@ class _Columns:
         self.vslots = np.full(k, -1, np.int64)
         cols = [_column(a) for a in arrays]
         nv = sum(c[4] is not None for c in cols)
-        take = scratch.take if scratch is not None else _fresh
-        self.offs = take("offs", (max(nv, 1), n + 1), np.int64)
-        self.valid = take("valid", (max(sum(c[5] is not None for c in cols), 1), n), np.uint8)
+        self.offs = np.empty((max(nv, 1), n + 1), np.int64)
+        self.valid = np.empty((max(sum(c[5] is not None for c in cols), 1), n), np.uint8)
         base = s = v = 0
         datas = []
         for i, (kind, tag, width, data, offs, valid) in enumerate(cols):
@@ -817,30 +795,28 @@ class _Columns:
                 self.vslots[i], v = v, v + 1
             datas.append(data)
             base += len(data)
-        self.data = np.concatenate(datas, out=take("data", (base,), np.uint8)) if datas else np.zeros(0, np.uint8)
+        self.data = np.concatenate(datas) if datas else np.zeros(0, np.uint8)
 
     def args(self):
         return (self.kinds, self.tags, self.widths, self.bases, self.slots, self.vslots, self.offs, self.valid,
                 self.data)
 
 
-def prepare_bin(table: pa.Table | pa.RecordBatch, scratch: Scratch | None = None):
-    """The format-2 kernels' arguments for a table, its columns in sorted name order (built in `scratch`'s
-    buffers when given: valid until that Scratch builds another chunk's)."""
+def prepare_bin(table: pa.Table | pa.RecordBatch):
+    """The format-2 kernels' arguments for a table, its columns in sorted name order."""
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     arrays = []
     for name in sorted(table.column_names):
         col = table.column(name)
         arrays.append(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
-    return (table.num_rows, *_Columns(arrays, scratch).args())
+    return (table.num_rows, *_Columns(arrays).args())
 
 
-def prepare_for(table, fmt: str, scratch: Scratch | None = None):
-    """The hashing kernels' arguments for a table in a leaf format (built with the GIL held; in `scratch`'s
-    buffers when given, format 2 only)."""
+def prepare_for(table, fmt: str):
+    """The hashing kernels' arguments for a table in a leaf format (built with the GIL held)."""
     if fmt == FORMAT_BIN:
-        return (FORMAT_BIN, prepare_bin(table, scratch))
+        return (FORMAT_BIN, prepare_bin(table))
     if fmt == FORMAT_JSON:
         return (FORMAT_JSON, prepare(table))
     raise ValueError(f"unknown leaf format {fmt!r} (known: {', '.join(FORMATS)})")
