@@ -98,3 +98,22 @@ def test_a_json_batch_interrupted_before_its_seal_is_completed_in_json(tmp_path,
     r = audit.verify(url)
     assert r.ok and r.decisions == 150, r.problems
     assert audit.prove(ids[149], url)["leaf_format"] == merkle.FORMAT_JSON
+
+
+def test_chunks_indexed_several_per_transaction_give_the_same_trail(tmp_path, monkeypatch):
+    """The default append indexes INDEX_ROWS decisions per transaction (several chunks, the last group
+    partial): the same root, index rows and positions as one transaction per chunk."""
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "decisions" / "grouped.parquet"
+    ids = _log(log, 5000, 230)
+    one = audit.record_log(log, f"sqlite:///{tmp_path / 'one.db'}", chunk_rows=64)
+    monkeypatch.setattr(audit, "CHUNK_ROWS", 32)
+    monkeypatch.setattr(audit, "INDEX_ROWS", 96)  # 3 chunks per transaction: 96, 96, then 38 rows
+    url = f"sqlite:///{tmp_path / 'grouped.db'}"
+    grouped = audit.record_log(log, url)
+    assert grouped.inserted == 230 and grouped.merkle_root == one.merkle_root
+    r = audit.verify(url, scan=[])
+    assert r.ok and r.decisions == 230, r.problems
+    with closing(sqlite3.connect(tmp_path / "grouped.db")) as c:
+        rows = c.execute("SELECT position, decision_id FROM audit_decisions ORDER BY position").fetchall()
+    assert [p for p, _ in rows] == list(range(230)) and [bytes(d).hex() for _, d in rows] == ids
