@@ -597,14 +597,14 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
             rows[col] = decided[col].to_numpy() if col != "warning_signals" else list(decided[col])
     shap = pd.DataFrame(e.phi, columns=[SHAP_PREFIX + f for f in e.features])
     inp = pd.DataFrame({INPUT_PREFIX + c: _as_mapped(canon[c][0]) for c in inputs + ladder}, dtype=object)
-    tail = pd.DataFrame({"input_row_hash": _hashes_from_texts([canon[c][1] for c in hash_cols], n)})
-    rows = pd.concat([rows, shap, inp, tail], axis=1)
-    rows["account_key"] = (privacy.pseudonymise(clean[idc]).to_numpy() if idc
-                           else _key_from_hash(rows["input_row_hash"]))
+    hashes = _hashes_from_texts([canon[c][1] for c in hash_cols], n)
+    tail = {"input_row_hash": hashes,
+            "account_key": (privacy.pseudonymise(clean[idc]).to_numpy() if idc else _key_from_hash(pd.Series(hashes)))}
     for f in spec.protected_features:  # the fairness groups: labels only, never the values (privacy.group_labels)
         if f.name in clean.columns:
-            rows[privacy.GROUP_PREFIX + f.name] = privacy.group_labels(f, clean[f.name]).to_numpy(dtype=object)
-    return rows
+            tail[privacy.GROUP_PREFIX + f.name] = privacy.group_labels(f, clean[f.name]).to_numpy(dtype=object)
+    # one frame for the columns after the inputs (setting them one by one on the wide frame cost ~1 ms a call)
+    return pd.concat([rows, shap, inp, pd.DataFrame(tail)], axis=1)
 
 
 def _add_warning_reasons(codes: list, en: list, zh: list, attr: list, decided: pd.DataFrame,
