@@ -201,8 +201,48 @@ def _canonical_uniques(uniques) -> tuple[list, list[str]]:
     return canon, texts
 
 
+def _canonical_small(s: pd.Series) -> tuple[list, list[str]] | None:
+    """_canonical_column of a few rows value by value (factorizing costs more than it saves for a served row):
+    numbers, and text columns with no missing value; None for anything else."""
+    t = s.dtype
+    if not isinstance(t, np.dtype):
+        return None
+    if t.kind in "iu":
+        canon = s.to_numpy().tolist()
+        return canon, list(map(str, canon))
+    values = s.to_numpy().tolist()
+    if t.kind == "f":
+        canon, texts = [], []
+        for v in values:
+            if v != v:
+                canon.append(None)
+                texts.append("null")
+            elif v in (_INF, -_INF):
+                canon.append(v)
+                texts.append(json.dumps(v))
+            elif v.is_integer() and abs(v) < 2**53:
+                canon.append(int(v))
+                texts.append(str(int(v)))
+            else:
+                canon.append(v)
+                texts.append(float.__repr__(v))
+        return canon, texts
+    if t.kind == "O" and all(type(v) is str for v in values):
+        return values, [encode_basestring(v) for v in values]
+    return None
+
+
+_INF = float("inf")
+SMALL_ROWS = 16  # up to this many rows, _canonical_column goes value by value
+
+
 def _canonical_column(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     """(canonical value, its JSON text) of each value of `s`: computed once per distinct value."""
+    small = _canonical_small(s) if len(s) <= SMALL_ROWS else None
+    if small is not None:
+        out = np.empty(len(small[0]), dtype=object)
+        out[:] = small[0]
+        return out, small[1]
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     canon, texts = _canonical_uniques(uniques)
     values = np.empty(len(canon) + 1, dtype=object)
