@@ -728,7 +728,9 @@ def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, vers
     full = pd.concat([rows, qrows], ignore_index=True) if len(qrows) else rows
     if not full["row_number"].is_monotonic_increasing:
         full = full.sort_values("row_number", kind="stable")
-    full = full.reset_index(drop=True)
+    ix = full.index
+    if not (isinstance(ix, pd.RangeIndex) and ix.start == 0 and ix.step == 1 and ix.name is None):
+        full = full.reset_index(drop=True)  # (already 0..n-1: the concat below makes the new frame)
     spec_hash, policy_hash = _content_hashes(spec)
     stamp = {"decision_time": f"{as_of}T00:00:00Z", "model_name": spec.registry.model_name,
              "model_version": version, "policy_name": policy.name, "policy_version": policy.version,
