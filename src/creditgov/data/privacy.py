@@ -73,5 +73,11 @@ def group_labels(feature, values: pd.Series) -> pd.Series:
         out = labels[np.searchsorted(np.asarray(edges, dtype="float64"), num, side="right")]
         out[np.isnan(num)] = MISSING_GROUP
         return pd.Series(out, index=values.index, dtype=object, name=values.name)
+    raw = values.to_numpy(dtype=object)
+    texts = raw.tolist()
+    missing = pd.isna(raw).tolist()
+    if all(m or type(v) is str for v, m in zip(texts, missing)):  # text categories (the usual case): no Series ops
+        out = np.array([MISSING_GROUP if m else v for v, m in zip(texts, missing)] + [None], dtype=object)[:-1]
+        return pd.Series(out, index=values.index, dtype=object, name=values.name)
     out = values.astype(object).where(values.notna(), MISSING_GROUP).astype(str).astype(object)
     return out.rename(values.name)

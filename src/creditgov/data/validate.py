@@ -145,9 +145,10 @@ def _prepare(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> pd.DataFram
                 pd.api.types.is_numeric_dtype(s.dtype):
             out[col] = s.astype("float64")
         elif s.dtype == object:
-            bad = s.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray)))
-            if bad.any():
-                row = int(bad.to_numpy().argmax()) + 1
+            # the first non-scalar value, looked at value by value (no Series per column: a request is a few rows)
+            row = next((k + 1 for k, v in enumerate(s.to_numpy().tolist())
+                        if isinstance(v, (list, tuple, dict, set, np.ndarray))), 0)
+            if row:
                 raise DataError(f"{label}: column '{col}' holds a list or mapping in row {row} "
                                 "(rule: one value per cell)")
     return out
@@ -211,7 +212,8 @@ def _known_columns(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> tuple
     known = ({f.name for f in spec.features} | {spec.target.column} | {spec.source.id_column, spec.source.date_column}
              | spec.policy_columns)
     ignored = tuple(c for c in frame.columns if c not in known)
-    frame = frame.drop(columns=list(ignored))
+    if ignored:  # (nothing to drop: the frame itself; _prepare copies it before changing anything)
+        frame = frame.drop(columns=list(ignored))
     if frame.columns.duplicated().any():
         dup = frame.columns[frame.columns.duplicated()][0]
         raise DataError(f"{label}: column '{dup}' appears twice (rule: unique column names)")

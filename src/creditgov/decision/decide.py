@@ -201,8 +201,48 @@ def _canonical_uniques(uniques) -> tuple[list, list[str]]:
     return canon, texts
 
 
+def _canonical_small(s: pd.Series) -> tuple[list, list[str]] | None:
+    """_canonical_column of a few rows value by value (factorizing costs more than it saves for a served row):
+    numbers, and text columns with no missing value; None for anything else."""
+    t = s.dtype
+    if not isinstance(t, np.dtype):
+        return None
+    if t.kind in "iu":
+        canon = s.to_numpy().tolist()
+        return canon, list(map(str, canon))
+    values = s.to_numpy().tolist()
+    if t.kind == "f":
+        canon, texts = [], []
+        for v in values:
+            if v != v:
+                canon.append(None)
+                texts.append("null")
+            elif v in (_INF, -_INF):
+                canon.append(v)
+                texts.append(json.dumps(v))
+            elif v.is_integer() and abs(v) < 2**53:
+                canon.append(int(v))
+                texts.append(str(int(v)))
+            else:
+                canon.append(v)
+                texts.append(float.__repr__(v))
+        return canon, texts
+    if t.kind == "O" and all(type(v) is str for v in values):
+        return values, [encode_basestring(v) for v in values]
+    return None
+
+
+_INF = float("inf")
+SMALL_ROWS = 16  # up to this many rows, _canonical_column goes value by value
+
+
 def _canonical_column(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     """(canonical value, its JSON text) of each value of `s`: computed once per distinct value."""
+    small = _canonical_small(s) if len(s) <= SMALL_ROWS else None
+    if small is not None:
+        out = np.empty(len(small[0]), dtype=object)
+        out[:] = small[0]
+        return out, small[1]
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     canon, texts = _canonical_uniques(uniques)
     values = np.empty(len(canon) + 1, dtype=object)
@@ -597,14 +637,14 @@ def log_rows(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, row_
             rows[col] = decided[col].to_numpy() if col != "warning_signals" else list(decided[col])
     shap = pd.DataFrame(e.phi, columns=[SHAP_PREFIX + f for f in e.features])
     inp = pd.DataFrame({INPUT_PREFIX + c: _as_mapped(canon[c][0]) for c in inputs + ladder}, dtype=object)
-    tail = pd.DataFrame({"input_row_hash": _hashes_from_texts([canon[c][1] for c in hash_cols], n)})
-    rows = pd.concat([rows, shap, inp, tail], axis=1)
-    rows["account_key"] = (privacy.pseudonymise(clean[idc]).to_numpy() if idc
-                           else _key_from_hash(rows["input_row_hash"]))
+    hashes = _hashes_from_texts([canon[c][1] for c in hash_cols], n)
+    tail = {"input_row_hash": hashes,
+            "account_key": (privacy.pseudonymise(clean[idc]).to_numpy() if idc else _key_from_hash(pd.Series(hashes)))}
     for f in spec.protected_features:  # the fairness groups: labels only, never the values (privacy.group_labels)
         if f.name in clean.columns:
-            rows[privacy.GROUP_PREFIX + f.name] = privacy.group_labels(f, clean[f.name]).to_numpy(dtype=object)
-    return rows
+            tail[privacy.GROUP_PREFIX + f.name] = privacy.group_labels(f, clean[f.name]).to_numpy(dtype=object)
+    # one frame for the columns after the inputs (setting them one by one on the wide frame cost ~1 ms a call)
+    return pd.concat([rows, shap, inp, pd.DataFrame(tail)], axis=1)
 
 
 def _add_warning_reasons(codes: list, en: list, zh: list, attr: list, decided: pd.DataFrame,
@@ -667,6 +707,20 @@ def _key_from_hash(hashes: pd.Series) -> np.ndarray:
     return np.array([h[:24] for h in hashes.tolist()] + [None], dtype=object)[:-1]
 
 
+_HASHES: dict[int, tuple] = {}
+
+
+def _content_hashes(spec: PipelineSpec) -> tuple[str, str]:
+    """(spec hash, policy hash) of this spec object, computed once per object (~0.5 ms a call otherwise: both
+    dump the whole model). Specs are frozen; an entry holds its spec, so its id is not reused while cached."""
+    got = _HASHES.get(id(spec))
+    if got is None or got[0] is not spec:
+        if len(_HASHES) >= 32:
+            _HASHES.clear()
+        got = _HASHES[id(spec)] = (spec, spec.content_hash, spec.policy.content_hash)
+    return got[1], got[2]
+
+
 def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, version: str, as_of: str,
                input_hash: str, input_label: str, status: str = "") -> pd.DataFrame:
     """One frame in row order with the batch stamps and the decision ids."""
@@ -674,10 +728,13 @@ def finish_log(rows: pd.DataFrame, qrows: pd.DataFrame, spec: PipelineSpec, vers
     full = pd.concat([rows, qrows], ignore_index=True) if len(qrows) else rows
     if not full["row_number"].is_monotonic_increasing:
         full = full.sort_values("row_number", kind="stable")
-    full = full.reset_index(drop=True)
+    ix = full.index
+    if not (isinstance(ix, pd.RangeIndex) and ix.start == 0 and ix.step == 1 and ix.name is None):
+        full = full.reset_index(drop=True)  # (already 0..n-1: the concat below makes the new frame)
+    spec_hash, policy_hash = _content_hashes(spec)
     stamp = {"decision_time": f"{as_of}T00:00:00Z", "model_name": spec.registry.model_name,
              "model_version": version, "policy_name": policy.name, "policy_version": policy.version,
-             "policy_hash": policy.content_hash, "spec_hash": spec.content_hash, "input_hash": input_hash,
+             "policy_hash": policy_hash, "spec_hash": spec_hash, "input_hash": input_hash,
              "input_source": input_label,
              "pseudonym_key": privacy.key_source()}
     if status:  # the model's latest monitoring verdict (DecisionModel.status); not part of the decision id
@@ -694,7 +751,7 @@ def decision_ids(spec: PipelineSpec, version: str, as_of: str, input_row_hashes:
                  row_numbers: list[int]) -> list[str]:
     """The decision id of each row: model name and version, policy hash, the row's input hash, the as-of date
     and its row number in its batch."""
-    prefix = "|".join([spec.registry.model_name, version, spec.policy.content_hash]) + "|"
+    prefix = "|".join([spec.registry.model_name, version, _content_hashes(spec)[1]]) + "|"
     suffix = "|" + as_of + "|"
     sha = hashlib.sha256
     return [sha((prefix + h + suffix + str(r)).encode()).hexdigest()[:32]

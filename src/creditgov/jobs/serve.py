@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pandas as pd
+from pandas.core.dtypes.cast import maybe_box_native
 import pyarrow as pa
 import pyarrow.parquet as pq
 import uvicorn
@@ -107,13 +108,26 @@ def _default(v):
 
 
 def records(log_frame: pd.DataFrame) -> list[dict]:
-    """The decision records of a log frame as JSON-ready dicts (missing values as null)."""
-    out = log_frame.to_dict("records")
-    for r in out:
-        for k, v in r.items():
-            if isinstance(v, float) and v != v:
-                r[k] = None
-    return out
+    """The decision records of a log frame as JSON-ready dicts (missing values as null): what
+    `to_dict("records")` gives (Python scalars, numpy scalars in object columns boxed), without its
+    column-by-column Series slicing (~3 ms for one 60-column row); other dtypes go through to_dict."""
+    cols = log_frame.columns.tolist()
+    if not log_frame.columns.is_unique or not all(isinstance(t, np.dtype) and t.kind in "fiubO"
+                                                  for t in log_frame.dtypes):
+        out = log_frame.to_dict("records")
+        for r in out:
+            for k, v in r.items():
+                if isinstance(v, float) and v != v:
+                    r[k] = None
+        return out
+    # numeric columns become Python scalars (as Series iteration gives them); object columns keep their values
+    return [{k: _json_value(v) for k, v in zip(cols, row)} for row in log_frame.to_numpy(dtype=object).tolist()]
+
+
+def _json_value(v):
+    if isinstance(v, np.generic):
+        v = maybe_box_native(v)
+    return None if isinstance(v, float) and v != v else v
 
 
 # --------------------------------------------------------------------------- deciding a request

@@ -1016,8 +1016,7 @@ class FastTreeShap:
         if X.shape[1] != c.n_features:
             raise ValueError(f"X has {X.shape[1]} columns, the model {c.n_features}")
         M = np.empty((len(X), c.n_features), dtype=np.float32)
-        for f in range(c.n_features):
-            s = X.iloc[:, f]
+        for f, (_, s) in enumerate(X.items()):  # column f (items: no iloc indexing per column)
             if isinstance(s.dtype, pd.CategoricalDtype):
                 codes = s.cat.codes.to_numpy().astype(np.int64)
                 stored = c.categories[f]
