@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,20 @@ def temp_beside(path: Path) -> Path:
     """A fresh temporary name in the target's folder (same file system, so rename is atomic)."""
     path = Path(path)
     return path.with_name(f".{path.name}{MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def build_dir(final: Path, fill) -> None:
+    """`fill(tmp)` writes a directory's content into a fresh temporary directory beside `final`, which then
+    replaces `final` whole (replace_dir); a failed fill leaves `final` as it was and no temporary behind."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, final)
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -8,15 +8,13 @@ the same comparison as attached to the candidate policy version (decision.replay
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from creditgov.atomic import replace_dir
+from creditgov.atomic import build_dir
 from creditgov.decision.replay import Replay, comparison_json
 from creditgov.report import charts
 from creditgov.report.pages import render, write_root_index, write_run_summary
@@ -120,13 +118,6 @@ def write_replay(r: Replay, spec: PipelineSpec, candidate: PipelineSpec, attache
                           rows=int(a["accounts_reviewed"].sum() + b["accounts_reviewed"].sum()),
                           detail=f"policy replay, {r.scenario['name']} {months_text(r.months)}", verdict=None)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
-        fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, out)
+    build_dir(out, fill)
     write_root_index(out_root)
     return out

@@ -29,8 +29,6 @@ of months, as CSV files and one self-contained HTML page (inline CSS and SVG cha
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creditgov.atomic import replace_dir
+from creditgov.atomic import build_dir
 from creditgov.data import simulate
 from creditgov.errors import DataError
 from creditgov.report import early_warning
@@ -380,14 +378,7 @@ def write_report(directory: str | Path, months: list[int], out_root: str | Path 
         write_run_summary(tmp, kind="risk", model=model, policy=None, rows=None,
                           detail=f"book {name}, {months_text(months)}", verdict=last)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
-        fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, out)
+    build_dir(out, fill)
     write_root_index(out_root)
     return out
 
