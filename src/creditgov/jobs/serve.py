@@ -405,16 +405,7 @@ class DecideBatcher:
             item = await self.queue.get()
             if item is None:
                 break
-            items = [item]
-            rows = _rows_of(item[0])
-            stop = False
-            while rows < self.max_rows and not self.queue.empty():
-                nxt = self.queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                items.append(nxt)
-                rows += _rows_of(nxt[0])
+            items, stop = _take_queued(self.queue, item, self.max_rows, lambda it: _rows_of(it[0]))
             try:
                 outs, frames = await loop.run_in_executor(self.pool, self.decider.decide_many, [b for b, _ in items])
             except Exception as exc:
@@ -445,6 +436,19 @@ class DecideBatcher:
         for fut, res in answered:
             if not fut.done():
                 fut.set_result(res)
+
+
+def _take_queued(queue: asyncio.Queue, first, max_rows: int, rows_of) -> tuple[list, bool]:
+    """`first` and the items already queued behind it, up to `max_rows` rows (rows_of(item) each); the flag says
+    a None (shut down) was taken, after which the caller stops once these items are done."""
+    items, rows = [first], rows_of(first)
+    while rows < max_rows and not queue.empty():
+        nxt = queue.get_nowait()
+        if nxt is None:
+            return items, True
+        items.append(nxt)
+        rows += rows_of(nxt)
+    return items, False
 
 
 def _rows_of(body) -> int:
@@ -490,17 +494,9 @@ class AuditWriter:
             item = await self.queue.get()
             if item is None:
                 break
-            items = [item]
             if self.window:
                 await asyncio.sleep(self.window)
-            rows = sum(len(f) for f in item[0])
-            while rows < self.max_rows and not self.queue.empty():
-                nxt = self.queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                items.append(nxt)
-                rows += sum(len(f) for f in nxt[0])
+            items, stop = _take_queued(self.queue, item, self.max_rows, lambda it: sum(len(f) for f in it[0]))
             try:
                 await loop.run_in_executor(self.pool, self._append, [f for fs, _ in items for f in fs])
             except Exception as exc:  # the decisions were not recorded: none of them is issued
