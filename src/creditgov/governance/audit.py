@@ -471,7 +471,9 @@ def record_log_bytes(path: str | Path, data: bytes, url: str | None = None) -> L
 
     path = Path(path).resolve()
     sha = hashlib.sha256(data).hexdigest()
-    table = pq.read_table(pa.BufferReader(data), use_threads=False)  # what verify reads back from the file
+    # what verify reads back from the file (ParquetFile.read: the same table as read_table without the dataset
+    # layer, ~2 ms less for a one-row log)
+    table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     n = table.num_rows
     eng = _engine(url)
     dialect = eng.dialect.name
