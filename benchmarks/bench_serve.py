@@ -194,11 +194,12 @@ async def closed_loop(t: Target, rows: Rows, clients: int, batch: int, requests:
             "decisions_per_s": round(decisions / wall, 1)}
 
 
-def wait_ready(url: str, path: str, proc: subprocess.Popen, limit: float = 240) -> None:
+def wait_ready(url: str, path: str, proc: subprocess.Popen, log: Path, limit: float = 240) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+        if proc.poll() is not None:  # say why: the last lines of the server's log (its start-up error)
+            tail = log.read_text(errors="replace").strip().splitlines()[-8:] if log.exists() else []
+            raise RuntimeError(f"server exited with {proc.returncode}" + "".join(f"\n  {line}" for line in tail))
         try:
             if httpx.get(url + path, timeout=2).status_code == 200:
                 return
@@ -275,7 +276,7 @@ def main() -> None:
                                      str(work / "served")], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                     stderr=open(work / "creditgov.log", "w"))
             try:
-                wait_ready(f"http://{HOST}:{port}", "/readyz", proc)
+                wait_ready(f"http://{HOST}:{port}", "/readyz", proc, work / "creditgov.log")
                 t = Target("creditgov serve", f"http://{HOST}:{port}", "/v1/decisions", lambda b: {"rows": b},
                            proc.pid, True)
                 result["servers"]["creditgov"] = {
@@ -298,7 +299,7 @@ def main() -> None:
                                     stdout=open(work / "mlflow.log", "w"), stderr=subprocess.STDOUT,
                                     start_new_session=True)
             try:
-                wait_ready(f"http://{HOST}:{port}", "/ping", proc)
+                wait_ready(f"http://{HOST}:{port}", "/ping", proc, work / "mlflow.log")
                 t = Target("mlflow models serve", f"http://{HOST}:{port}", "/invocations",
                            lambda b: {"dataframe_records": b}, proc.pid, False)
                 result["servers"]["mlflow"] = {"answer": "PD only", **measure(t, rows, args)}
