@@ -162,10 +162,11 @@ class Decider:
         except TypeError as exc:
             raise Refused(422, f"{what}: {str(exc).splitlines()[0][:120]}") from None
         frame = pd.DataFrame.from_records(rows)
+        have = dict(zip(frame.columns.tolist(), frame.dtypes.tolist()))  # (no Series per optional column)
         for name, dtype in self.optional.items():  # a key left out of JSON is a missing value (null)
-            if name not in frame.columns:
+            if name not in have:
                 frame[name] = pd.Series(np.nan if dtype == "float64" else None, index=frame.index, dtype=dtype)
-            elif dtype == "float64" and frame[name].dtype == object and frame[name].isna().all():
+            elif dtype == "float64" and have[name] == object and frame[name].isna().all():
                 # only nulls in a numeric column: missing numbers, as a batch file reads them (and the same
                 # dtype as in a request where the column also has numbers: requests can be decided together)
                 frame[name] = frame[name].astype("float64")
