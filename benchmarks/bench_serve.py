@@ -132,7 +132,7 @@ class Target:
 async def open_loop(t: Target, rows: Rows, rate: float, seconds: float, cap: int = 64) -> dict:
     """Single-row requests at `rate`/s for `seconds`; at most `cap` in flight (bounded)."""
     n = int(rate * seconds)
-    lat, errors = [], 0
+    lat, errors, samples = [], 0, []
     sem = asyncio.Semaphore(cap)
     async with httpx.AsyncClient(base_url=t.url, timeout=30, limits=httpx.Limits(max_connections=cap)) as c:
         t0 = time.perf_counter() + 0.05
@@ -145,12 +145,15 @@ async def open_loop(t: Target, rows: Rows, rate: float, seconds: float, cap: int
                 try:
                     r = await c.post(t.path, json=body)
                     ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    what = f"{r.status_code} {r.text[:200]}"
+                except httpx.HTTPError as exc:
+                    ok, what = False, f"{type(exc).__name__} {str(exc)[:200]}"
             if ok:
                 lat.append(time.perf_counter() - (t0 + i / rate))
             else:
                 errors += 1
+                if len(samples) < 5:  # what the errors were (status and body, or the client's exception)
+                    samples.append(what)
 
         tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
         done, pending = await asyncio.wait(tasks, timeout=seconds * 3 + 30)  # bounded: then it stops
@@ -164,7 +167,7 @@ async def open_loop(t: Target, rows: Rows, rate: float, seconds: float, cap: int
     pct = {f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 90, 99)} if len(a) else {}
     return {"requests": n, "rate_per_s": rate, "ok": len(lat), "errors": errors,
             "unfinished_at_time_limit": unfinished, "answered_per_s": round(len(lat) / wall, 1), **pct,
-            "max_ms": round(float(a.max()), 2) if len(a) else None}
+            "max_ms": round(float(a.max()), 2) if len(a) else None, **({"error_samples": samples} if samples else {})}
 
 
 async def closed_loop(t: Target, rows: Rows, clients: int, batch: int, requests: int, limit_s: float) -> dict:
