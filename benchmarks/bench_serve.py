@@ -132,7 +132,7 @@ class Target:
 async def open_loop(t: Target, rows: Rows, rate: float, seconds: float, cap: int = 64) -> dict:
     """Single-row requests at `rate`/s for `seconds`; at most `cap` in flight (bounded)."""
     n = int(rate * seconds)
-    lat, errors = [], 0
+    lat, errors, samples = [], 0, []
     sem = asyncio.Semaphore(cap)
     async with httpx.AsyncClient(base_url=t.url, timeout=30, limits=httpx.Limits(max_connections=cap)) as c:
         t0 = time.perf_counter() + 0.05
@@ -145,12 +145,15 @@ async def open_loop(t: Target, rows: Rows, rate: float, seconds: float, cap: int
                 try:
                     r = await c.post(t.path, json=body)
                     ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    what = f"{r.status_code} {r.text[:200]}"
+                except httpx.HTTPError as exc:
+                    ok, what = False, f"{type(exc).__name__} {str(exc)[:200]}"
             if ok:
                 lat.append(time.perf_counter() - (t0 + i / rate))
             else:
                 errors += 1
+                if len(samples) < 5:  # what the errors were (status and body, or the client's exception)
+                    samples.append(what)
 
         tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
         done, pending = await asyncio.wait(tasks, timeout=seconds * 3 + 30)  # bounded: then it stops
@@ -164,7 +167,7 @@ async def open_loop(t: Target, rows: Rows, rate: float, seconds: float, cap: int
     pct = {f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 90, 99)} if len(a) else {}
     return {"requests": n, "rate_per_s": rate, "ok": len(lat), "errors": errors,
             "unfinished_at_time_limit": unfinished, "answered_per_s": round(len(lat) / wall, 1), **pct,
-            "max_ms": round(float(a.max()), 2) if len(a) else None}
+            "max_ms": round(float(a.max()), 2) if len(a) else None, **({"error_samples": samples} if samples else {})}
 
 
 async def closed_loop(t: Target, rows: Rows, clients: int, batch: int, requests: int, limit_s: float) -> dict:
@@ -194,11 +197,12 @@ async def closed_loop(t: Target, rows: Rows, clients: int, batch: int, requests:
             "decisions_per_s": round(decisions / wall, 1)}
 
 
-def wait_ready(url: str, path: str, proc: subprocess.Popen, limit: float = 240) -> None:
+def wait_ready(url: str, path: str, proc: subprocess.Popen, log: Path, limit: float = 240) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+        if proc.poll() is not None:  # say why: the last lines of the server's log (its start-up error)
+            tail = log.read_text(errors="replace").strip().splitlines()[-8:] if log.exists() else []
+            raise RuntimeError(f"server exited with {proc.returncode}" + "".join(f"\n  {line}" for line in tail))
         try:
             if httpx.get(url + path, timeout=2).status_code == 200:
                 return
@@ -275,7 +279,7 @@ def main() -> None:
                                      str(work / "served")], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                     stderr=open(work / "creditgov.log", "w"))
             try:
-                wait_ready(f"http://{HOST}:{port}", "/readyz", proc)
+                wait_ready(f"http://{HOST}:{port}", "/readyz", proc, work / "creditgov.log")
                 t = Target("creditgov serve", f"http://{HOST}:{port}", "/v1/decisions", lambda b: {"rows": b},
                            proc.pid, True)
                 result["servers"]["creditgov"] = {
@@ -298,7 +302,7 @@ def main() -> None:
                                     stdout=open(work / "mlflow.log", "w"), stderr=subprocess.STDOUT,
                                     start_new_session=True)
             try:
-                wait_ready(f"http://{HOST}:{port}", "/ping", proc)
+                wait_ready(f"http://{HOST}:{port}", "/ping", proc, work / "mlflow.log")
                 t = Target("mlflow models serve", f"http://{HOST}:{port}", "/invocations",
                            lambda b: {"dataframe_records": b}, proc.pid, False)
                 result["servers"]["mlflow"] = {"answer": "PD only", **measure(t, rows, args)}

@@ -139,14 +139,16 @@ def _prepare(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> pd.DataFram
     non-scalar values (lists, dicts, arrays) in any catalogue, id or target column are refused."""
     out = frame.copy()
     numeric = {f.name for f in spec.features if f.type == "numeric"}
-    for col in out.columns:
-        s = out[col]
-        if col in numeric and isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and \
-                pd.api.types.is_numeric_dtype(s.dtype):
-            out[col] = s.astype("float64")
-        elif s.dtype == object:
-            # the first non-scalar value, looked at value by value (no Series per column: a request is a few rows)
-            row = next((k + 1 for k, v in enumerate(s.to_numpy().tolist())
+    dtypes = out.dtypes.tolist()
+    # each object column's values without a Series per column (a request is a few rows)
+    values = inputs.column_arrays(out) if any(t == object for t in dtypes) else []
+    for j, (col, dtype) in enumerate(zip(out.columns.tolist(), dtypes)):
+        if col in numeric and isinstance(dtype, pd.api.extensions.ExtensionDtype) and \
+                pd.api.types.is_numeric_dtype(dtype):
+            out[col] = out[col].astype("float64")
+        elif dtype == object:
+            # the first non-scalar value, looked at value by value
+            row = next((k + 1 for k, v in enumerate(values[j].tolist())
                         if isinstance(v, (list, tuple, dict, set, np.ndarray))), 0)
             if row:
                 raise DataError(f"{label}: column '{col}' holds a list or mapping in row {row} "
@@ -405,7 +407,7 @@ def _numpy_scalar_types(names) -> tuple:
     return tuple(out)
 
 
-def _critical_ok(frame: pd.DataFrame, e: dict) -> bool:
+def _critical_ok(frame: pd.DataFrame, e: dict, columns: dict | None = None) -> bool:
     kind, kw = e["type"], e["kwargs"]
     if kind == "expect_table_row_count_to_be_between":
         n = len(frame)
@@ -413,11 +415,25 @@ def _critical_ok(frame: pd.DataFrame, e: dict) -> bool:
             (kw.get("max_value") is None or n <= kw["max_value"])
     if kind == "expect_column_to_exist":
         return kw["column"] in frame.columns
+    if columns is not None and kw["column"] in columns:  # (a numpy column's values and presence: _column_values)
+        arr, present, dtype = columns[kw["column"]]
+        if dtype == object:  # GX checks each present value's type
+            return bool(all(isinstance(v, e["_scalar_types"]) for v in arr[present].tolist()))
+        return str(dtype) in e["_dtypes"]
     s = frame[kw["column"]]
     if s.dtype == object:  # GX checks each present value's type
         present = s[s.notna()]
         return bool(all(isinstance(v, e["_scalar_types"]) for v in present))
     return str(s.dtype) in e["_dtypes"]
+
+
+def _column_values(frame: pd.DataFrame) -> dict:
+    """Each numpy-dtype column's values, presence (not missing) and dtype, read once per request (no Series per
+    rule); other columns are read by the rule that needs them."""
+    names, dtypes = frame.columns.tolist(), frame.dtypes.tolist()
+    if not all(isinstance(t, np.dtype) for t in dtypes):
+        return {}
+    return {c: (a, ~pd.isna(a), t) for c, a, t in zip(names, inputs.column_arrays(frame), dtypes)}
 
 
 def _row_bad(frame: pd.DataFrame, e: dict, columns: dict) -> np.ndarray:
@@ -429,8 +445,8 @@ def _row_bad(frame: pd.DataFrame, e: dict, columns: dict) -> np.ndarray:
     col = kw["column"]
     if col not in columns:
         arr = frame[col].to_numpy()
-        columns[col] = (arr, ~pd.isna(arr))
-    arr, present = columns[col]
+        columns[col] = (arr, ~pd.isna(arr), arr.dtype)
+    arr, present = columns[col][:2]
     if kind == "expect_column_values_to_not_be_null":
         return ~present
     bad = np.zeros(len(arr), dtype=bool)
@@ -463,12 +479,12 @@ def validate_compiled(frame: pd.DataFrame, spec: PipelineSpec, compiled: Compile
     (DataError, the same message) and the same quarantine (rows, rules in the suite's order, pseudonyms)."""
     frame, ignored = _known_columns(frame, spec, label)
     frame = _prepare(frame, spec, label)
+    columns = _column_values(frame)
     for e in compiled.critical:
-        if not _critical_ok(frame, e):
+        if not _critical_ok(frame, e, columns):
             raise DataError(_critical_message(label, frame, {"expectation_config": e}))
     rules: dict[int, list[str]] = {}
     index = frame.index.to_numpy()
-    columns: dict = {}
     for e in compiled.row:
         bad = _row_bad(frame, e, columns)
         if bad.any():
