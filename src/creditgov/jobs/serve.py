@@ -1159,7 +1159,9 @@ def run(settings: Settings, model: engine.DecisionModel, sock: socket.socket, sa
         say(f"creditgov serve: completed {completed} interrupted audit append(s) of {settings.out_dir}")
     warm_up(settings, model)
     app = build_app(settings, model)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+    # keep-alive longer than clients keep idle pooled connections (httpx: 5 s, uvicorn's default also 5 s): with
+    # equal timeouts the server may close a connection just as a client sends on it, a request lost in transit
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=65,
                             timeout_graceful_shutdown=30, server_header=False, date_header=False)
     server = _Server(config)
     host, port = sock.getsockname()[:2]
