@@ -264,13 +264,36 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+DICT_BYTES_PER_VALUE = 2.0  # a text column stored in fewer bytes a value than this is a small dictionary
+
+
+def _dictionary_columns(pf: pq.ParquetFile) -> list[str]:
+    """The text columns (list elements included) stored as small dictionaries in every row group of a log:
+    a model's name, a policy hash, a catalogue reason. They are read as Arrow dictionaries, so that their
+    texts are not copied out once per row; the leaves are the same (merkle encodes values, not layouts)."""
+    md = pf.metadata
+    out = []
+    for j in range(md.num_columns):
+        col = pf.schema.column(j)
+        if col.physical_type != "BYTE_ARRAY" or str(col.logical_type) != "String":
+            continue
+        chunks = [md.row_group(g).column(j) for g in range(md.num_row_groups)]
+        if chunks and all(c.has_dictionary_page and c.total_uncompressed_size <= DICT_BYTES_PER_VALUE * max(c.num_values, 1)
+                          for c in chunks):
+            out.append(col.path)
+    return out
+
+
 def _log_chunks(path: Path, chunk_rows: int = CHUNK_ROWS):
-    """(first position, table) of a decision log, a bounded number of rows at a time."""
+    """(first position, table) of a decision log, a bounded number of rows at a time, never across two row
+    groups (a list of dictionaries cannot be read across them: each has its own dictionary)."""
     pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, read_dictionary=_dictionary_columns(pf))
     pos = 0
-    for batch in pf.iter_batches(batch_size=chunk_rows, use_threads=False):  # less CPU than Arrow's pool
-        yield pos, pa.Table.from_batches([batch])
-        pos += batch.num_rows
+    for group in range(pf.metadata.num_row_groups):
+        for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[group], use_threads=False):  # less CPU
+            yield pos, pa.Table.from_batches([batch])  # than Arrow's pool
+            pos += batch.num_rows
 
 
 def _ids16(ids) -> list[bytes]:
