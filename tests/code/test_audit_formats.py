@@ -16,7 +16,7 @@ import pytest
 from creditgov.governance import audit, merkle
 
 
-def _log(path, start: int, n: int):
+def _log(path, start: int, n: int, row_group_size: int = 50):
     ids = [hashlib.sha256(f"d{start + i}".encode()).hexdigest()[:32] for i in range(n)]
     t = pa.table({
         "decision_id": ids, "status": ["decided"] * n, "policy_hash": ["p" * 64] * n,
@@ -25,7 +25,7 @@ def _log(path, start: int, n: int):
         "reasons_en": [["Few assets", "Price"][: i % 3] for i in range(n)],
     })
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(t, path, row_group_size=50)
+    pq.write_table(t, path, row_group_size=row_group_size)
     return ids
 
 
@@ -117,3 +117,18 @@ def test_chunks_indexed_several_per_transaction_give_the_same_trail(tmp_path, mo
     with closing(sqlite3.connect(tmp_path / "grouped.db")) as c:
         rows = c.execute("SELECT position, decision_id FROM audit_decisions ORDER BY position").fetchall()
     assert [p for p, _ in rows] == list(range(230)) and [bytes(d).hex() for _, d in rows] == ids
+
+
+def test_small_dictionary_text_columns_are_read_as_dictionaries_with_the_same_leaves(tmp_path, monkeypatch):
+    """Text columns stored as small dictionaries (a policy hash, catalogue reasons) are read as Arrow
+    dictionaries and encoded from them; the ids are not. The root is the one of the plainly read log,
+    across row groups (each its own dictionary)."""
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "decisions" / "dict.parquet"
+    _log(log, 7000, 3000, row_group_size=1000)
+    picked = audit._dictionary_columns(pq.ParquetFile(log))
+    assert {"status", "policy_hash", "action", "reasons_en.list.element"} <= set(picked)
+    assert "decision_id" not in picked
+    a = audit.record_log(log, f"sqlite:///{tmp_path / 'audit.db'}", chunk_rows=768)
+    plain = pq.read_table(log)
+    assert a.merkle_root == merkle.root(merkle.leaf_hashes_for(plain, merkle.FORMAT_BIN)).hex()
