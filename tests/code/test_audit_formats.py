@@ -132,3 +132,29 @@ def test_small_dictionary_text_columns_are_read_as_dictionaries_with_the_same_le
     a = audit.record_log(log, f"sqlite:///{tmp_path / 'audit.db'}", chunk_rows=768)
     plain = pq.read_table(log)
     assert a.merkle_root == merkle.root(merkle.leaf_hashes_for(plain, merkle.FORMAT_BIN)).hex()
+
+
+def test_an_append_failing_mid_log_stops_its_index_writer_and_a_rerun_completes_it(tmp_path, monkeypatch):
+    """The reader fails after some chunks were handed to the index writer: the error comes out (no hang),
+    the committed chunks stay, the batch is open (verify says incomplete) and the same append completes it."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    log = tmp_path / "decisions" / "fail.parquet"
+    _log(log, 9000, 400)
+    real, calls = merkle.prepare_for, []
+
+    def failing(table, fmt):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError("disk read error")
+        return real(table, fmt)
+
+    with monkeypatch.context() as m:
+        m.setattr(merkle, "prepare_for", failing)
+        with pytest.raises(OSError, match="disk read error"):
+            audit.record_log(log, url, chunk_rows=64)
+    assert "incomplete" in "\n".join(audit.verify(url, scan=[]).problems)
+    done = audit.record_log(log, url, chunk_rows=64)
+    assert not done.already_sealed and 0 < done.inserted < 400
+    r = audit.verify(url, scan=[])
+    assert r.ok and r.decisions == 400, r.problems
