@@ -16,7 +16,7 @@ import pytest
 from creditgov.governance import audit, merkle
 
 
-def _log(path, start: int, n: int):
+def _log(path, start: int, n: int, row_group_size: int = 50):
     ids = [hashlib.sha256(f"d{start + i}".encode()).hexdigest()[:32] for i in range(n)]
     t = pa.table({
         "decision_id": ids, "status": ["decided"] * n, "policy_hash": ["p" * 64] * n,
@@ -25,7 +25,7 @@ def _log(path, start: int, n: int):
         "reasons_en": [["Few assets", "Price"][: i % 3] for i in range(n)],
     })
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(t, path, row_group_size=50)
+    pq.write_table(t, path, row_group_size=row_group_size)
     return ids
 
 
@@ -117,3 +117,44 @@ def test_chunks_indexed_several_per_transaction_give_the_same_trail(tmp_path, mo
     with closing(sqlite3.connect(tmp_path / "grouped.db")) as c:
         rows = c.execute("SELECT position, decision_id FROM audit_decisions ORDER BY position").fetchall()
     assert [p for p, _ in rows] == list(range(230)) and [bytes(d).hex() for _, d in rows] == ids
+
+
+def test_small_dictionary_text_columns_are_read_as_dictionaries_with_the_same_leaves(tmp_path, monkeypatch):
+    """Text columns stored as small dictionaries (a policy hash, catalogue reasons) are read as Arrow
+    dictionaries and encoded from them; the ids are not. The root is the one of the plainly read log,
+    across row groups (each its own dictionary)."""
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "decisions" / "dict.parquet"
+    _log(log, 7000, 3000, row_group_size=1000)
+    picked = audit._dictionary_columns(pq.ParquetFile(log))
+    assert {"status", "policy_hash", "action", "reasons_en.list.element"} <= set(picked)
+    assert "decision_id" not in picked
+    a = audit.record_log(log, f"sqlite:///{tmp_path / 'audit.db'}", chunk_rows=768)
+    plain = pq.read_table(log)
+    assert a.merkle_root == merkle.root(merkle.leaf_hashes_for(plain, merkle.FORMAT_BIN)).hex()
+
+
+def test_an_append_failing_mid_log_stops_its_index_writer_and_a_rerun_completes_it(tmp_path, monkeypatch):
+    """The reader fails after some chunks were handed to the index writer: the error comes out (no hang),
+    the committed chunks stay, the batch is open (verify says incomplete) and the same append completes it."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    log = tmp_path / "decisions" / "fail.parquet"
+    _log(log, 9000, 400)
+    real, calls = merkle.prepare_for, []
+
+    def failing(table, fmt):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError("disk read error")
+        return real(table, fmt)
+
+    with monkeypatch.context() as m:
+        m.setattr(merkle, "prepare_for", failing)
+        with pytest.raises(OSError, match="disk read error"):
+            audit.record_log(log, url, chunk_rows=64)
+    assert "incomplete" in "\n".join(audit.verify(url, scan=[]).problems)
+    done = audit.record_log(log, url, chunk_rows=64)
+    assert not done.already_sealed and 0 < done.inserted < 400
+    r = audit.verify(url, scan=[])
+    assert r.ok and r.decisions == 400, r.problems

@@ -222,6 +222,10 @@ def test_binary_records_of_every_column_type_match_the_definition():
         "lf": pa.array([[None if j % 3 == 0 else float(j) for j in range(k)] for k in rng.integers(0, 4, n)]),
         "ll": pa.array([[[1, 2], [], None] if k % 2 else [] for k in range(n)]),
         "d": pa.array([words[j % 6] for j in range(n)]).dictionary_encode(),
+        "dn": pa.array([words[j % 6] if j % 7 else None for j in range(n)]).dictionary_encode(),
+        "ld": pa.ListArray.from_arrays(np.arange(0, 2 * n + 1, 2, dtype=np.int32),
+                                       pa.array([words[j % 5] if j % 9 else None for j in range(2 * n)])
+                                       .dictionary_encode(), mask=pa.array(np.arange(n) % 10 == 0)),
         "day": pa.array([dt.date(2026, 1, 1 + j % 28) for j in range(n)]),
         "nil": pa.array([None] * n, pa.null()),
     })

@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import queue
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,8 @@ from creditgov.governance import merkle
 URL_ENV = "CREDITGOV_AUDIT_URL"
 GENESIS = "0" * 64
 CHUNK_ROWS = 65_536  # decisions hashed and indexed per transaction: bounded memory, steady progress
-IN_FLIGHT = 3  # chunks read but not yet indexed (the append's memory is about this many chunks)
+IN_FLIGHT = 3  # chunks read and encoded but not yet hashed (the append's memory is about this many chunks)
+HASHED_WAITING = 16  # hashed chunks (their ids and leaves, 48 bytes a decision) waiting for the index writer
 INDEX_ROWS = 524_288  # decisions indexed per transaction: each commit rewrites (WAL) every page of the
 # unique index its random keys touch, so fewer, larger commits write the index a few times, not once per chunk
 MAX_NAMED = 20  # problems named one by one before they are counted
@@ -187,13 +189,19 @@ def payload_sha256(payload: str) -> str:
 # --------------------------------------------------------------------------- chain entries
 
 
-def _retrying(url: str | None, fn):
-    """Run a write transaction, again when a concurrent writer took the same seq or held the lock."""
+def _retryable(url: str | None) -> tuple:
+    """The errors a write transaction is tried again after (a concurrent writer took the seq or the lock)."""
     from sqlalchemy.exc import IntegrityError, OperationalError  # heavy: see _engine
 
     retry = (IntegrityError, OperationalError, sqlite3.OperationalError, sqlite3.IntegrityError)
     if _engine(url).dialect.name == "postgresql":  # raw-cursor statements raise the driver's own errors
         retry += (psycopg2.OperationalError, psycopg2.IntegrityError)
+    return retry
+
+
+def _retrying(url: str | None, fn):
+    """Run a write transaction, again when a concurrent writer took the same seq or held the lock."""
+    retry = _retryable(url)
     eng = _engine(url)
     for attempt in range(40):
         try:
@@ -264,13 +272,36 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+DICT_BYTES_PER_VALUE = 2.0  # a text column stored in fewer bytes a value than this is a small dictionary
+
+
+def _dictionary_columns(pf: pq.ParquetFile) -> list[str]:
+    """The text columns (list elements included) stored as small dictionaries in every row group of a log:
+    a model's name, a policy hash, a catalogue reason. They are read as Arrow dictionaries, so that their
+    texts are not copied out once per row; the leaves are the same (merkle encodes values, not layouts)."""
+    md = pf.metadata
+    out = []
+    for j in range(md.num_columns):
+        col = pf.schema.column(j)
+        if col.physical_type != "BYTE_ARRAY" or str(col.logical_type) != "String":
+            continue
+        chunks = [md.row_group(g).column(j) for g in range(md.num_row_groups)]
+        if chunks and all(c.has_dictionary_page and c.total_uncompressed_size <= DICT_BYTES_PER_VALUE * max(c.num_values, 1)
+                          for c in chunks):
+            out.append(col.path)
+    return out
+
+
 def _log_chunks(path: Path, chunk_rows: int = CHUNK_ROWS):
-    """(first position, table) of a decision log, a bounded number of rows at a time."""
+    """(first position, table) of a decision log, a bounded number of rows at a time, never across two row
+    groups (a list of dictionaries cannot be read across them: each has its own dictionary)."""
     pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, read_dictionary=_dictionary_columns(pf))
     pos = 0
-    for batch in pf.iter_batches(batch_size=chunk_rows, use_threads=False):  # less CPU than Arrow's pool
-        yield pos, pa.Table.from_batches([batch])
-        pos += batch.num_rows
+    for group in range(pf.metadata.num_row_groups):
+        for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[group], use_threads=False):  # less CPU
+            yield pos, pa.Table.from_batches([batch])  # than Arrow's pool
+            pos += batch.num_rows
 
 
 def _ids16(ids) -> list[bytes]:
@@ -343,6 +374,83 @@ def _insert_index(c, dialect: str, batch: int, first: int, ids: np.ndarray, leav
     return cur.rowcount
 
 
+_END, _ABORT = object(), object()  # what the append's reader sends its index writer last
+
+
+def _feed(feed: queue.Queue, item, written) -> None:
+    """Hand the index writer an item, waiting while it is HASHED_WAITING chunks behind; its error if it failed."""
+    while True:
+        try:
+            feed.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if written.done():
+                written.result()
+                return
+
+
+def _write_index(url: str | None, dialect: str, batch: int, feed: queue.Queue, index_rows: int) -> int:
+    """The append's index writer (a thread of its own): each hashed chunk from `feed` is inserted when it
+    comes, into an open transaction committed every index_rows decisions (each commit rewrites the pages of
+    the unique index its random keys touched) and at _END; the database releases the GIL while it inserts.
+    A conflict with a concurrent writer rolls the transaction back and inserts its chunks again; _ABORT (the
+    reader failed or was interrupted) rolls back. Returns the index rows inserted."""
+    retry = _retryable(url)
+    conn = _engine(url).connect()
+    held: list = []  # (first position, ids, leaves) of the chunks in the open transaction
+    trans, counted, inserted, rows = None, 0, 0, 0
+
+    def step(commit: bool) -> None:
+        nonlocal trans, counted, inserted
+        for attempt in range(40):
+            try:
+                if trans is None:  # a new transaction, or the same one again from its first chunk
+                    trans, counted = conn.begin(), 0
+                    for first, ids, lv in (held if commit else held[:-1]):
+                        counted += _insert_index(conn, dialect, batch, first, ids, lv)
+                if commit:
+                    trans.commit()
+                    trans, inserted = None, inserted + counted
+                else:
+                    counted += _insert_index(conn, dialect, batch, *held[-1])
+                return
+            except retry as exc:
+                if attempt == 39:
+                    raise AuditError(f"audit store {url or audit_url()}: append failed: "
+                                     f"{str(exc).splitlines()[0][:200]}") from None
+                if trans is not None:
+                    try:
+                        trans.rollback()
+                    except Exception:  # the connection's own error: the next begin() shows it
+                        pass
+                trans = None
+                time.sleep(0.02 * (attempt + 1))
+
+    try:
+        while True:
+            item = feed.get()
+            if item is _ABORT:
+                return inserted
+            if item is not _END:
+                hashed, ids, first = item
+                held.append((first, ids, hashed.result()[0]))
+                rows += len(ids)
+                step(False)
+            if held and (item is _END or rows >= index_rows):
+                step(True)
+                held.clear()
+                rows = 0
+            if item is _END:
+                return inserted
+    finally:
+        if trans is not None:
+            try:
+                trans.rollback()
+            except Exception:  # closing the connection discards the transaction anyway
+                pass
+        conn.close()
+
+
 def _resumed_format(batch: int, path: Path, url: str | None) -> str:
     """The leaf format of a batch being completed: the one its first indexed leaf was hashed in (a batch
     opened by an earlier version in the JSON format is completed in it), else the current one."""
@@ -396,43 +504,36 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
         lv = merkle.hash_prepared_for(prepared)
         return lv, merkle.root(lv)
 
-    def _index(group):  # consecutive chunks in one transaction; the database releases the GIL while it inserts
-        lv = np.concatenate([hashed.result()[0] for hashed, _, _ in group])
-        ids = np.concatenate([i for _, i, _ in group])
-        return _retrying(url, lambda c: _insert_index(c, dialect, int(batch), group[0][2], ids, lv))
-
     # three stages at once: the main thread reads and encodes chunk k + 2 while a worker hashes chunk
-    # k + 1 (numba, without the GIL) and another indexes the hashed chunks before it, INDEX_ROWS per
-    # transaction; at most IN_FLIGHT encoded chunks in memory
+    # k + 1 (numba, without the GIL) and another inserts the index rows of the chunks hashed before it as
+    # they come, INDEX_ROWS per transaction; at most IN_FLIGHT encoded chunks in memory
+    feed: queue.Queue = queue.Queue(HASHED_WAITING)
     with ThreadPoolExecutor(1) as hasher, ThreadPoolExecutor(1) as writer, \
             progress.task("Audit trail", total=n, unit="decisions") as bar:
-        pending, group = [], []  # index transactions submitted; chunks hashed for the next one
-        for pos, table in _log_chunks(path, chunk_rows):
-            prepared = merkle.prepare_for(table, fmt)
-            ids = _ids16_array(table.column("decision_id"))
-            if first_row is None and table.num_rows:
-                first_row = table.slice(0, 1).to_pylist()[0]
-            if "action" in table.column_names:
-                for kv in table.column("action").value_counts().to_pylist():
-                    actions[str(kv["values"])] = actions.get(str(kv["values"]), 0) + int(kv["counts"])
-            del table
-            hashed = hasher.submit(_hash, prepared)
-            leaves.append(hashed)
-            group.append((hashed, ids, pos))
-            if pos + len(ids) - group[0][2] >= index_rows:
-                pending.append(writer.submit(_index, group))
-                group = []
-            if len(leaves) > IN_FLIGHT:  # at most IN_FLIGHT encoded chunks waiting for the hasher
-                leaves[-IN_FLIGHT - 1].result()
-            while len(pending) >= IN_FLIGHT:
-                inserted += pending.pop(0).result()
-            bar.advance(len(ids))
-            if log is not None:
-                log(f"  audit: {pos + len(ids):,} of {n:,} decisions indexed")
-        if group:
-            pending.append(writer.submit(_index, group))
-        for w in pending:
-            inserted += w.result()
+        written = writer.submit(_write_index, url, dialect, int(batch), feed, index_rows)
+        end = _ABORT
+        try:
+            for pos, table in _log_chunks(path, chunk_rows):
+                prepared = merkle.prepare_for(table, fmt)
+                ids = _ids16_array(table.column("decision_id"))
+                if first_row is None and table.num_rows:
+                    first_row = table.slice(0, 1).to_pylist()[0]
+                if "action" in table.column_names:
+                    for kv in table.column("action").value_counts().to_pylist():
+                        actions[str(kv["values"])] = actions.get(str(kv["values"]), 0) + int(kv["counts"])
+                del table
+                hashed = hasher.submit(_hash, prepared)
+                leaves.append(hashed)
+                _feed(feed, (hashed, ids, pos), written)
+                if len(leaves) > IN_FLIGHT:  # at most IN_FLIGHT encoded chunks waiting for the hasher
+                    leaves[-IN_FLIGHT - 1].result()
+                bar.advance(len(ids))
+                if log is not None:
+                    log(f"  audit: {pos + len(ids):,} of {n:,} decisions indexed")
+            end = _END
+        finally:
+            _feed(feed, end, written)
+        inserted = written.result()
     done = [h.result() for h in leaves]
     root = merkle.root_of_chunks([(len(lv), r) for lv, r in done])
     if root is None:  # chunks not aligned on a power of two (a CREDITGOV_AUDIT_CHUNK_ROWS, row groups)
@@ -446,8 +547,11 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
     if fmt == merkle.FORMAT_BIN:  # the record holds values only: their names, once, in the chain entry
         payload["columns"] = sorted(pq.read_schema(path).names)
 
-    def _seal(c):
-        row = c.execute(text("SELECT status, entry_seq FROM audit_batches WHERE batch = :b"), {"b": batch}).first()
+    def _seal(c):  # PostgreSQL: the batch row locked first, or two sealing processes both read 'open' (its
+        # READ COMMITTED lets a second reader through; SQLite's writer lock does not)
+        lock = " FOR UPDATE" if dialect == "postgresql" else ""
+        row = c.execute(text(f"SELECT status, entry_seq FROM audit_batches WHERE batch = :b{lock}"),
+                        {"b": batch}).first()
         if row[0] == "sealed":  # another process sealed it while we indexed
             return None
         seq = _chain(c, [("batch", sha, payload)])[0]

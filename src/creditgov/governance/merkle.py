@@ -316,9 +316,11 @@ def _categorical(codes: np.ndarray, texts: list[bytes]):
     return lut_offs[codes], lut_offs[codes + 1], lut
 
 
-def _arrow_offsets(arr: pa.Array) -> np.ndarray:
+def _arrow_offsets(arr: pa.Array, copy: bool = True) -> np.ndarray:
+    """The n + 1 offsets of a string or list array (int64; copy=False: Arrow's own, int32 or int64)."""
     width = np.int64 if pa.types.is_large_string(arr.type) or pa.types.is_large_list(arr.type) else np.int32
-    return np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
+    offs = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset: arr.offset + len(arr) + 1]
+    return offs.astype(np.int64) if copy else offs
 
 
 def _valid(arr: pa.Array) -> np.ndarray:
@@ -562,7 +564,7 @@ _NULL, _BOOL, _INT, _FLOAT, _TEXT, _LIST, _OTHER = range(7)
 _FIXED, _SPAN, _ENC = 0, 1, 2  # how a column's values sit in the data buffer (see _Columns)
 
 
-def _bin_block_py(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid, data, rel):
+def _bin_block_py(lo, hi, kinds, tags, widths, bases, slots, vslots, starts, ends, valid, rel):
     """Rows lo..hi-1 laid out as 0x00 || record in one buffer, column by column (each column's values are
     read in order; the writes stay in a cache-sized block); rel gets each row's offsets in it. The
     loops run column by column, a value written by _value (inlined by the compiler): this is the hot loop."""
@@ -588,7 +590,7 @@ def _bin_block_py(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid
             elif sl < 0:
                 rel[i + 1] += head + w
             else:
-                rel[i + 1] += head + offs[sl, lo + i + 1] - offs[sl, lo + i]
+                rel[i + 1] += head + ends[sl, lo + i] - starts[sl, lo + i]
     for i in range(m):
         rel[i + 1] += rel[i]
     out = np.empty(rel[m], dtype=np.uint8)
@@ -597,42 +599,41 @@ def _bin_block_py(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid
         out[rel[i]] = 0
         cur[i] = rel[i] + 1
     dst = out.ctypes.data
-    src = data.ctypes.data
     for c in range(k):
-        v, sl, w, kind, tag = vslots[c], slots[c], widths[c], kinds[c], tags[c]
+        v, sl, w, kind, tag, src = vslots[c], slots[c], widths[c], kinds[c], tags[c], bases[c]
         for i in range(m):
             p = cur[i]
             if v >= 0 and not valid[v, lo + i]:
                 out[p] = 0
                 cur[i] = p + 1
             elif sl < 0:
-                cur[i] = _value(out, p, kind, tag, bases[c] + (lo + i) * w, w, data, dst, src)
+                cur[i] = _value(out, p, kind, tag, src + (lo + i) * w, w, dst)
             else:
-                a = offs[sl, lo + i]
-                cur[i] = _value(out, p, kind, tag, a, offs[sl, lo + i + 1] - a, data, dst, src)
+                a = starts[sl, lo + i]
+                cur[i] = _value(out, p, kind, tag, src + a, ends[sl, lo + i] - a, dst)
     return out
 
 
-def _bin_leaves_py(n, kinds, tags, widths, bases, slots, vslots, offs, valid, data, out):
+def _bin_leaves_py(n, kinds, tags, widths, bases, slots, vslots, starts, ends, valid, out):
     base = out.ctypes.data
     for b in prange((n + _BLOCK - 1) // _BLOCK):
         lo = b * _BLOCK
         hi = min(n, lo + _BLOCK)
         rel = np.empty(hi - lo + 1, dtype=np.int64)
-        buf = _bin_block(lo, hi, kinds, tags, widths, bases, slots, vslots, offs, valid, data, rel)
+        buf = _bin_block(lo, hi, kinds, tags, widths, bases, slots, vslots, starts, ends, valid, rel)
         ctx = np.empty(256, dtype=np.uint8)
         for i in range(hi - lo):
             _sha256(ctx.ctypes.data, buf.ctypes.data + rel[i], rel[i + 1] - rel[i], base + 32 * (lo + i))
 
 
-def _bin_rows_py(n, kinds, tags, widths, bases, slots, vslots, offs, valid, data):
+def _bin_rows_py(n, kinds, tags, widths, bases, slots, vslots, starts, ends, valid):
     """Every row's 0x00 || record in one buffer: (offsets, bytes)."""
     rel = np.empty(n + 1, dtype=np.int64)
-    buf = _bin_block(0, n, kinds, tags, widths, bases, slots, vslots, offs, valid, data, rel)
+    buf = _bin_block(0, n, kinds, tags, widths, bases, slots, vslots, starts, ends, valid, rel)
     return rel, buf
 
 
-def _bin_lists_py(list_offs, list_valid, kinds, tags, widths, bases, slots, vslots, offs, valid, data):
+def _bin_lists_py(list_offs, list_valid, kinds, tags, widths, bases, slots, vslots, starts, ends, valid):
     """Each list as tag 5, uint32 LE count, its elements (the one column described); a null list is 0.
     Inline like _bin_block: no call per element."""
     n = list_offs.shape[0] - 1
@@ -654,11 +655,11 @@ def _bin_lists_py(list_offs, list_valid, kinds, tags, widths, bases, slots, vslo
                 elif sl < 0:
                     size += head + w
                 else:
-                    size += head + offs[sl, e + 1] - offs[sl, e]
+                    size += head + ends[sl, e] - starts[sl, e]
         out_offs[i + 1] = out_offs[i] + size
     out = np.empty(out_offs[n], dtype=np.uint8)
     dst = out.ctypes.data
-    src = data.ctypes.data
+    src = bases[0]
     for i in range(n):
         p = out_offs[i]
         if not list_valid[i]:
@@ -670,10 +671,18 @@ def _bin_lists_py(list_offs, list_valid, kinds, tags, widths, bases, slots, vslo
                 out[p] = 0
                 p += 1
             elif sl < 0:
-                p = _value(out, p, kind, tag, bases[0] + e * w, w, data, dst, src)
+                p = _value(out, p, kind, tag, src + e * w, w, dst)
             else:
-                p = _value(out, p, kind, tag, offs[sl, e], offs[sl, e + 1] - offs[sl, e], data, dst, src)
+                p = _value(out, p, kind, tag, src + starts[sl, e], ends[sl, e] - starts[sl, e], dst)
     return out_offs, out
+
+
+def _dict_spans_py(doffs, codes, starts, ends):
+    """starts[i], ends[i] = the span of dictionary entry codes[i] (doffs: the dictionary's offsets)."""
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        starts[i] = doffs[c]
+        ends[i] = doffs[c + 1]
 
 
 def _head_py(out, p, tag, count):
@@ -686,10 +695,10 @@ def _head_py(out, p, tag, count):
     return p + 5
 
 
-def _value_py(out, p, kind, tag, a, size, data, dst, src):
-    """One non-null value at out[p:] from data[a:a + size]: a _FIXED value after its tag, a _SPAN value after
-    its tag and length, an _ENC value as it is (encoded whole already); the next p. dst, src: the
-    addresses of out and data (a long span is one memcpy, a short one a byte loop)."""
+def _value_py(out, p, kind, tag, a, size, dst):
+    """One non-null value at out[p:] from the size bytes at address a (in its column's buffer): a _FIXED
+    value after its tag, a _SPAN value after its tag and length, an _ENC value as it is (encoded whole
+    already); the next p. dst: the address of out (a long span is one memcpy, a short one a byte loop)."""
     if kind == _FIXED:
         out[p] = tag
         p += 1
@@ -697,13 +706,30 @@ def _value_py(out, p, kind, tag, a, size, data, dst, src):
         p = _head(out, p, tag, size)
     if size <= 16:
         for j in range(size):
-            out[p + j] = data[a + j]
+            out[p + j] = _load(a + j)
     else:
-        _memcpy(dst + p, src + a, size)
+        _memcpy(dst + p, a, size)
     return p + size
 
 
-_bin_block = _memcpy = _head = _value = None  # compiled and bound by _bin_kernel()
+_bin_block = _memcpy = _head = _value = _load = None  # compiled and bound by _bin_kernel()
+
+
+def _byte_loader():
+    """A numba intrinsic: the byte at an address (the columns' buffers are read where Arrow and numpy hold
+    them, by address, instead of being copied into one buffer per chunk)."""
+    from llvmlite import ir  # heavy: only when the kernels are compiled
+    from numba.core import types  # heavy: only when the kernels are compiled
+    from numba.extending import intrinsic  # heavy: only when the kernels are compiled
+
+    @intrinsic
+    def load(typingctx, addr):
+        def codegen(context, builder, signature, args):
+            return builder.load(builder.inttoptr(args[0], ir.IntType(8).as_pointer()))
+
+        return types.uint8(types.intp), codegen
+
+    return load
 
 
 def _bin_kernel(name):
@@ -714,22 +740,38 @@ def _bin_kernel(name):
 
         llvm.load_library_permanently(ctypes.util.find_library("c"))
         globals()["_memcpy"] = types.ExternalFunction("memcpy", types.uintp(types.uintp, types.uintp, types.uintp))
+        globals()["_load"] = _byte_loader()
         globals()["_head"] = _njit(_head_py)
         globals()["_value"] = _njit(_value_py)
         globals()["_bin_block"] = _njit(_bin_block_py)
         _kernels["bin_rows"] = _njit(_bin_rows_py)
         _kernels["bin_lists"] = _njit(_bin_lists_py)
+        _kernels["dict_spans"] = _njit(_dict_spans_py)
         _kernels["bin_leaves"] = _njit(_bin_leaves_py, parallel=True) if _kernels["leaves"] is not None else None
     return _kernels[name]
 
 
+def _spans(offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return offs[:-1], offs[1:]
+
+
 def _column(arr: pa.Array):
-    """(kind, tag, width, data, offsets or None, valid or None) of a column for the format-2 kernels:
+    """(kind, tag, width, data, (starts, ends) or None, valid or None) of a column for the format-2 kernels:
     a _FIXED column's value i is data[i*width:(i+1)*width]; a _SPAN or _ENC column's is
-    data[offsets[i]:offsets[i+1]]; valid is None when no value is null."""
+    data[starts[i]:ends[i]]; valid is None when no value is null. A dictionary of texts (a log column
+    read as one, `audit`) is read where it is: value i is its dictionary's text codes[i], not decoded."""
     t = arr.type
     n = len(arr)
     if pa.types.is_dictionary(t):
+        d = arr.dictionary
+        if (pa.types.is_string(d.type) or pa.types.is_large_string(d.type)) and len(d) and d.null_count == 0:
+            valid = _valid(arr) if arr.null_count else None
+            codes = arr.indices.fill_null(0) if arr.null_count else arr.indices
+            codes = codes.to_numpy(zero_copy_only=False)
+            doffs = _arrow_offsets(d, copy=False)
+            buf = d.buffers()[2]
+            data = np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.zeros(0, np.uint8)
+            return _SPAN, _TEXT, 0, data, (None, doffs, codes), valid  # spans filled by _Columns
         return _column(arr.dictionary_decode())
     if pa.types.is_null(t):
         return _FIXED, _NULL, 0, np.zeros(0, np.uint8), None, None
@@ -752,23 +794,24 @@ def _column(arr: pa.Array):
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         buf = arr.buffers()[2]
         data = np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.zeros(0, np.uint8)
-        return _SPAN, _TEXT, 0, data, _arrow_offsets(arr), valid
+        return _SPAN, _TEXT, 0, data, _spans(_arrow_offsets(arr, copy=False)), valid
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         child = _Columns([arr.values])
         list_valid = valid if valid is not None else np.ones(n, np.uint8)
         offs, data = _bin_kernel("bin_lists")(_arrow_offsets(arr), list_valid, *child.args())
-        return _ENC, _LIST, 0, data, offs, None  # a null list is encoded as one zero byte already
+        return _ENC, _LIST, 0, data, _spans(offs), None  # a null list is encoded as one zero byte already
     # anything else (dates, decimals, structs, binary): its JSON text, value by value (slow, exact)
     texts = [json.dumps(v, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str).encode()
              for v in arr.to_pylist()]
     offs, data = _from_texts(texts)
-    return _SPAN, _OTHER, 0, data, offs, valid
+    return _SPAN, _OTHER, 0, data, _spans(offs), valid
 
 
 class _Columns:
     """Same-length arrays, in the given order, as the format-2 kernels take them: per column its kind,
-    tag, width, base in one data buffer, row in the offsets matrix (var-width columns only) and row in
-    the validity matrix (columns with nulls only)."""
+    tag, width, the address of its data buffer (read in place: `datas` keeps the buffers alive while
+    the object lives), row in the offsets matrix (var-width columns only) and row in the validity
+    matrix (columns with nulls only)."""
 
     def __init__(self, arrays):
         self.n = n = len(arrays[0]) if arrays else 0
@@ -781,36 +824,41 @@ class _Columns:
         self.vslots = np.full(k, -1, np.int64)
         cols = [_column(a) for a in arrays]
         nv = sum(c[4] is not None for c in cols)
-        self.offs = np.empty((max(nv, 1), n + 1), np.int64)
+        self.starts = np.empty((max(nv, 1), n), np.int64)
+        self.ends = np.empty((max(nv, 1), n), np.int64)
         self.valid = np.empty((max(sum(c[5] is not None for c in cols), 1), n), np.uint8)
-        base = s = v = 0
-        datas = []
+        s = v = 0
+        self.datas = []
         for i, (kind, tag, width, data, offs, valid) in enumerate(cols):
-            self.kinds[i], self.tags[i], self.widths[i], self.bases[i] = kind, tag, width, base
+            data = np.ascontiguousarray(data, dtype=np.uint8)
+            self.kinds[i], self.tags[i], self.widths[i], self.bases[i] = kind, tag, width, data.ctypes.data
             if offs is not None:
-                np.add(offs, base, out=self.offs[s])
+                if offs[0] is None:  # a dictionary's (offsets, codes): each row's span, gathered without the GIL
+                    _bin_kernel("dict_spans")(offs[1], offs[2], self.starts[s], self.ends[s])
+                else:
+                    self.starts[s], self.ends[s] = offs
                 self.slots[i], s = s, s + 1
             if valid is not None:
                 self.valid[v] = valid
                 self.vslots[i], v = v, v + 1
-            datas.append(data)
-            base += len(data)
-        self.data = np.concatenate(datas) if datas else np.zeros(0, np.uint8)
+            self.datas.append(data)
 
     def args(self):
-        return (self.kinds, self.tags, self.widths, self.bases, self.slots, self.vslots, self.offs, self.valid,
-                self.data)
+        return (self.kinds, self.tags, self.widths, self.bases, self.slots, self.vslots, self.starts, self.ends,
+                self.valid)
 
 
-def prepare_bin(table: pa.Table | pa.RecordBatch):
-    """The format-2 kernels' arguments for a table, its columns in sorted name order."""
+def prepare_bin(table: pa.Table | pa.RecordBatch) -> _Columns:
+    """The format-2 kernels' arguments for a table, its columns in sorted name order (`.n`, `.args()`)."""
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     arrays = []
     for name in sorted(table.column_names):
         col = table.column(name)
         arrays.append(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
-    return (table.num_rows, *_Columns(arrays).args())
+    cols = _Columns(arrays)
+    cols.n = table.num_rows
+    return cols
 
 
 def prepare_for(table, fmt: str):
@@ -827,19 +875,19 @@ SERIAL_ROWS = 256  # fewer rows than this are hashed in one thread (the same lea
 
 def hash_prepared_for(prepared, threads: int = 2) -> np.ndarray:
     """(n, 32) leaf hashes of `prepare_for`'s result; the kernels do not hold the GIL."""
-    fmt, args = prepared
+    fmt, cols = prepared
     if fmt == FORMAT_JSON:
-        return hash_prepared(args, threads)
-    n = args[0]
+        return hash_prepared(cols, threads)
+    n = cols.n
     kernel = _bin_kernel("bin_leaves")
     out = np.empty((n, 32), dtype=np.uint8)
     if not n:
         return out
     if kernel is not None and n >= SERIAL_ROWS:
-        kernel(*args, out)
+        kernel(n, *cols.args(), out)
         return out
     # a few rows (a service's micro-batch): the records serially and hashlib, without waking numba's thread pool
-    offs, buf = _bin_kernel("bin_rows")(*args)
+    offs, buf = _bin_kernel("bin_rows")(n, *cols.args())
     out[:] = np.frombuffer(_sha_spans(memoryview(buf), offs.tolist()), dtype=np.uint8).reshape(n, 32)
     return out
 
@@ -852,7 +900,8 @@ def record_bytes(table, fmt: str) -> list[bytes]:
     """Each row's record in a leaf format (its leaf hashes 0x00 + these bytes): JSON text or binary."""
     if fmt == FORMAT_JSON:
         return [r.encode("utf-8") for r in records(table)]
-    offs, buf = _bin_kernel("bin_rows")(*prepare_bin(table))
+    cols = prepare_bin(table)
+    offs, buf = _bin_kernel("bin_rows")(cols.n, *cols.args())
     return [bytes(buf[a + 1:b]) for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())]
 
 
