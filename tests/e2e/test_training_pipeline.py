@@ -96,9 +96,9 @@ def _files(root: Path) -> list[Path]:
 
 def _feature_rows(spec, frame: pd.DataFrame) -> pd.DataFrame:
     """Rows typed as the registered signature declares: catalogue numerics as double."""
-    rows = frame[[f.name for f in spec.model_inputs]].copy()
+    rows = frame[spec.model_columns].copy()
     for f in spec.model_inputs:
-        if f.type == "numeric":
+        if f.type == "numeric" and f.derived is None:
             rows[f.name] = rows[f.name].astype("float64")
     return rows
 
@@ -219,12 +219,12 @@ def test_the_run_logged_a_registered_model_with_signature_and_input_example(firs
 
     mlmodel = yaml.safe_load((logged_model_dir / "MLmodel").read_text(encoding="utf-8"))
     inputs = json.loads(mlmodel["signature"]["inputs"])
-    assert [c["name"] for c in inputs] == [f.name for f in app_spec.model_inputs]
+    assert [c["name"] for c in inputs] == app_spec.model_columns  # derived features: computed by the model
     assert {c["name"]: c["type"] for c in inputs}["Records"] == "string"
     assert json.loads(mlmodel["signature"]["outputs"])[0]["name"] == "pd"
     assert mlmodel["saved_input_example_info"]["artifact_path"] == "input_example.json"
     example = json.loads((logged_model_dir / "input_example.json").read_text(encoding="utf-8"))
-    assert example["columns"] == [f.name for f in app_spec.model_inputs]
+    assert example["columns"] == app_spec.model_columns
     assert len(example["data"]) >= 1
     assert (logged_model_dir / "artifacts/model/booster.json").is_file()
     assert (logged_model_dir / "artifacts/model/model.json").is_file()

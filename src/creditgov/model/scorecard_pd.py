@@ -165,7 +165,8 @@ class ScorecardPD:
         meta = json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT:
             raise ValueError(f"{directory}: not a stored scorecard (format {meta.get('format')!r})")
-        encs = [Encoding(e["name"], e["kind"], tuple(e["categories"]), e["monotone"]) for e in meta["encodings"]]
+        encs = [Encoding(e["name"], e["kind"], tuple(e["categories"]), e["monotone"], e.get("expression"))
+                for e in meta["encodings"]]
         return cls(encs, meta["characteristics"], meta["intercept"], meta["scaling"], meta.get("info"))
 
 
