@@ -196,3 +196,17 @@ def test_a_derived_feature_is_no_request_field_and_a_row_carrying_it_is_not_read
     rows = credit_splits.test.iloc[:20].copy()
     tampered = rows.assign(loan_to_price=999.0)
     np.testing.assert_array_equal(tiny_model.predict_pd(tampered), tiny_model.predict_pd(rows))
+
+
+def test_the_reference_profile_and_the_monitor_bin_derived_features(tiny_model, credit_splits, spec):
+    from creditgov.monitor.drift import stability
+    from creditgov.monitor.reference import build_profile
+
+    dev, test = credit_splits.train, credit_splits.test
+    profile = build_profile(dev, tiny_model.predict_pd(dev), spec, {}, [])
+    assert profile["features"]["loan_to_price"]["kind"] == "numeric" and profile["features"]["loan_to_price"]["edges"]
+    same = stability(dev, tiny_model.predict_pd(dev), profile, spec)
+    assert same.csi["loan_to_price"] == pytest.approx(0.0, abs=1e-12)
+    # a batch whose loan amounts doubled: the ratio drifts
+    shifted = test.assign(Amount=test["Amount"] * 2)
+    assert stability(shifted, tiny_model.predict_pd(shifted), profile, spec).csi["loan_to_price"] > 0.25

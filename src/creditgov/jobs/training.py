@@ -81,7 +81,7 @@ def importance_chart(importance: pd.DataFrame, spec: PipelineSpec) -> str:
     names = {f.name: f"{f.label.en} ({f.name})" if f.label else f.name for f in spec.features}
     items = [(names.get(str(r.feature), str(r.feature)), float(r.mean_abs_shap)) for r in importance.itertuples()]
     return charts.bars(items, "Global SHAP importance (mean |attribution|, log-odds)", "mean |SHAP| (log-odds)",
-                       fmt="{:.3f}")
+                       fmt="{:.3f}", label_chars=72)  # a derived feature's label and column in full
 
 
 def _versions() -> dict:

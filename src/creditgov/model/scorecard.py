@@ -66,12 +66,27 @@ def fit_scorecard(train: pd.DataFrame, y: np.ndarray, spec: PipelineSpec) -> Sco
     trends = {f.name: {"monotonic_trend": TREND[f.monotone]} for f in spec.model_inputs
               if f.monotone in TREND and f.name not in cats}
     derived = {f.name: f.derived for f in derived_order(spec.model_inputs)}
+    related = set(derived) | {op for f in spec.model_inputs for op in f.operands}
+    frame = _frame(train, feats, ordinal, derived)
     s = spec.scorecard
-    card = Scorecard(
-        binning_process=BinningProcess(feats, categorical_variables=cats, binning_fit_params=trends),
-        estimator=LogisticRegression(max_iter=1000),
-        scaling_method="pdo_odds",
-        scaling_method_params={"pdo": s.pdo, "odds": s.odds, "scorecard_points": s.base_points},
-    )
-    card.fit(_frame(train, feats, ordinal, derived), y)
+    while True:
+        card = Scorecard(
+            binning_process=BinningProcess(feats, categorical_variables=cats, binning_fit_params=trends),
+            estimator=LogisticRegression(max_iter=1000),
+            scaling_method="pdo_odds",
+            scaling_method_params={"pdo": s.pdo, "odds": s.odds, "scorecard_points": s.base_points},
+        )
+        card.fit(frame[feats], y)
+        # a derived feature, or a feature one is computed from, binned with a risk direction whose coefficient came
+        # out reversed (> 0: more risk where its bins say less; assets beside assets less debts do this) would turn
+        # its points the wrong way: the classic remedy, it leaves the scorecard (the largest first) and the rest
+        # is fitted again. (Other characteristics are left as they were before derived features existed.)
+        coef = dict(zip(card.binning_process_.variable_names, np.ravel(card.estimator_.coef_)))
+        reversed_ = [f for f in feats if f in trends and f in related and coef.get(f, 0.0) > 0]
+        if not reversed_ or len(feats) == 1:
+            break
+        worst = max(reversed_, key=lambda f: coef[f])
+        feats = [f for f in feats if f != worst]
+        trends.pop(worst)
+        ordinal.pop(worst, None)
     return ScorecardModel(card, feats, ordinal, derived)

@@ -181,7 +181,7 @@ def compile_scorecard(card: ScorecardModel, spec: PipelineSpec, sample: pd.DataF
     sc = card.scorecard_
     bp = sc.binning_process_
     coef = dict(zip(bp.variable_names, np.ravel(sc.estimator_.coef_)))
-    encs = encodings_from_spec(spec)
+    encs = [e for e in encodings_from_spec(spec) if e.name in card.features]  # its characteristics
     by_name = {f.name: f for f in spec.model_inputs}
     base_row = card.prepare(sample.iloc[[0]])
     chars = []

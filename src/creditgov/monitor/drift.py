@@ -245,7 +245,10 @@ def _psi(prof: dict, counts: np.ndarray) -> float:
 def stability(frame: pd.DataFrame, p: np.ndarray, profile: dict, spec: PipelineSpec,
               binning: Binning = bin_counts) -> Stability:
     """Score PSI, CSI and segment score PSI on the reference bins; a segment with fewer than
-    `min_tier_rows` rows in the batch is left out (too few rows for a stable PSI)."""
+    `min_tier_rows` rows in the batch is left out (too few rows for a stable PSI). A frame without the spec's
+    derived columns gets them as the model's encoding computes them (run_monitor adds them once)."""
+    if any(f.derived is not None and f.name not in frame.columns for f in spec.features):
+        frame = with_derived(frame, spec)
     counts = binning(frame, p, profile)
     min_rows = spec.monitoring.min_tier_rows
     return Stability(
