@@ -6,6 +6,7 @@ labels all derive from it. Unknown keys anywhere are errors.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -53,6 +54,40 @@ def months_text(months) -> str:
     return "months " + ", ".join(map(str, ms[:-1])) + f" and {ms[-1]}"
 
 
+# A derived feature's expression: arithmetic over other numeric catalogue features (+ - * /, unary minus,
+# parentheses, numeric constants, feature names), parsed with `ast` and never evaluated as Python
+# (creditgov.model.derived evaluates the checked tree with numpy).
+_EXPR_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div)
+
+
+def parse_expression(text: str) -> tuple[ast.expr, tuple[str, ...]]:
+    """(the checked expression tree, the feature names it reads, in order of first use); ValueError naming
+    what is not allowed."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise ValueError(f"'{text}' is not an arithmetic expression ({exc.msg})") from None
+    names: list[str] = []
+
+    def check(node):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, _EXPR_OPS):
+            check(node.left)
+            check(node.right)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            check(node.operand)
+        elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            pass
+        elif isinstance(node, ast.Name):
+            if node.id not in names:
+                names.append(node.id)
+        else:
+            what = type(node.op).__name__ if isinstance(node, (ast.BinOp, ast.UnaryOp)) else type(node).__name__
+            raise ValueError(f"'{text}' uses {what}: only + - * /, parentheses, numbers and feature names are allowed")
+
+    check(tree)
+    return tree, tuple(names)
+
+
 class Feature(StrictModel):
     name: str = Field(min_length=1)
     # text: free text such as names, validated for presence only and never a model input
@@ -84,9 +119,23 @@ class Feature(StrictModel):
     never_a_reason: bool = False
     # the value comes from a credit bureau's report (a US notice then carries the FCRA disclosure)
     bureau: bool = False
+    # a derived feature: arithmetic over other numeric catalogue features ("Amount / Price"), computed by the
+    # model's encoding (creditgov.model.derived), never an input column of the data; a zero divisor or a missing
+    # operand gives a missing value
+    derived: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "Feature":
+        if self.derived is not None:
+            if self.type != "numeric":
+                raise ValueError(f"feature {self.name}: a derived feature is numeric")
+            if self.personal or self.protected or self.actionable:
+                raise ValueError(f"feature {self.name}: a derived feature is not personal, protected or actionable "
+                                 "(its inputs carry those roles)")
+            try:
+                parse_expression(self.derived)
+            except ValueError as exc:
+                raise ValueError(f"feature {self.name}: derived {exc}") from None
         if self.unit is not None and self.type != "numeric":
             raise ValueError(f"feature {self.name}: 'unit' applies to numeric features only")
         if self.type == "text":
@@ -95,9 +144,9 @@ class Feature(StrictModel):
         elif self.type == "numeric":
             if self.categories is not None:
                 raise ValueError(f"feature {self.name}: numeric features take 'range', not 'categories'")
-            if self.range is None:
+            if self.range is None and self.derived is None:
                 raise ValueError(f"feature {self.name}: numeric features need 'range: [min, max]'")
-            if self.range[0] > self.range[1]:
+            if self.range is not None and self.range[0] > self.range[1]:
                 raise ValueError(f"feature {self.name}: range min {self.range[0]} > max {self.range[1]}")
             if self.ordered:
                 raise ValueError(f"feature {self.name}: 'ordered' applies to categorical features only")
@@ -140,6 +189,11 @@ class Feature(StrictModel):
     def sign(self) -> int:
         """xgboost monotone constraint for the risk score: +1, -1 or 0."""
         return {"increasing": 1, "decreasing": -1, "none": 0}[self.monotone]
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        """The features a derived feature's expression reads (none for an input column)."""
+        return parse_expression(self.derived)[1] if self.derived is not None else ()
 
     @property
     def is_model_input(self) -> bool:
@@ -729,6 +783,7 @@ class PipelineSpec(StrictModel):
         clash = sorted(reserved & set(names))
         if clash:
             raise ValueError(f"features: {clash} is also the target, id or date column")
+        _check_derived(self.features)
         if not self.model_inputs:
             raise ValueError("features: no feature is a model input (all are personal data or protected)")
         for key in ("key_features", "segment_by"):
@@ -739,7 +794,7 @@ class PipelineSpec(StrictModel):
         if unknown:
             raise ValueError(f"evaluation.compare_without: {unknown} not in the catalogue")
         if self.policy:
-            known = set(names)
+            known = {f.name for f in self.input_features}  # a rule reads the row's own columns, not a derived value
             barred = {f.name for f in self.features if f.protected and not f.is_model_input}
             for rule in self.policy.rules:
                 if rule.when.feature not in known:
@@ -793,7 +848,33 @@ class PipelineSpec(StrictModel):
 
     @property
     def model_inputs(self) -> list[Feature]:
+        """The model's features, derived ones included (in catalogue order)."""
         return [f for f in self.features if f.is_model_input]
+
+    @property
+    def input_features(self) -> list[Feature]:
+        """The catalogue's columns of the data: every feature but the derived ones (which no row carries)."""
+        return [f for f in self.features if f.derived is None]
+
+    @property
+    def model_columns(self) -> list[str]:
+        """The data columns the model reads: its input features, and through them its derived features."""
+        return [f.name for f in self.model_inputs if f.derived is None]
+
+    def dependents(self, names) -> set[str]:
+        """The derived features that read any of `names`, directly or through another derived feature."""
+        gone, out = set(names), set()
+        while True:
+            more = {f.name for f in self.features if f.derived is not None and gone & set(f.operands)} - gone
+            if not more:
+                return out
+            gone |= more
+            out |= more
+
+    def without_features(self, drop) -> "PipelineSpec":
+        """This spec without the features `drop` and the derived features that read them (directly or not)."""
+        gone = set(drop) | self.dependents(drop)
+        return self.model_copy(update={"features": [f for f in self.features if f.name not in gone]})
 
     @property
     def fairness_groups(self) -> list[str]:
@@ -821,6 +902,9 @@ class PipelineSpec(StrictModel):
         # settings added after decision logs were stamped count only when set away from their default, so
         # the spec hash of a spec that does not use them stays what it was
         dumped.pop("inventory", None)  # governance metadata, no input of a decision (see Inventory)
+        for f in dumped["features"]:  # added after decision logs were stamped: counts only when set
+            if f.get("derived") is None:
+                f.pop("derived", None)
         if dumped.get("search") is None:  # added after decision logs were stamped: counts only when present
             dumped.pop("search", None)
         for section, key, default in HASH_WHEN_SET:
@@ -833,6 +917,64 @@ class PipelineSpec(StrictModel):
                 dumped[section][key] = written
         canonical = json.dumps(dumped, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_derived(features: list[Feature]) -> None:
+    """Each derived feature reads known numeric features that may reach a model (never personal data, nor a
+    protected feature without a legal basis), and no derived feature reads itself through others."""
+    by_name = {f.name: f for f in features}
+    for f in features:
+        for name in f.operands:
+            src = by_name.get(name)
+            if src is None:
+                raise ValueError(f"feature {f.name}: derived '{f.derived}' reads '{name}', not in the catalogue")
+            if src.personal:
+                raise ValueError(f"feature {f.name}: derived '{f.derived}' reads '{name}', personal data (never a "
+                                 "model input)")
+            if src.protected and src.legal_basis is None:
+                raise ValueError(f"feature {f.name}: derived '{f.derived}' reads '{name}', protected without a legal "
+                                 "basis (rule: protected features never reach a model)")
+            if src.type != "numeric":
+                raise ValueError(f"feature {f.name}: derived '{f.derived}' reads '{name}', a {src.type} feature "
+                                 "(only numeric features)")
+            if src.bureau and not f.bureau:
+                raise ValueError(f"feature {f.name}: derived '{f.derived}' reads bureau feature '{name}': mark it "
+                                 "'bureau: true' (a notice giving it as a reason carries the bureau disclosure)")
+    state: dict[str, int] = {}  # 1: being visited, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = path[path.index(name):] + [name]
+            raise ValueError(f"feature {cycle[0]}: derived features read each other in a cycle: {' -> '.join(cycle)}")
+        state[name] = 1
+        for op in by_name[name].operands:
+            visit(op, path + [name])
+        state[name] = 2
+
+    for f in features:
+        visit(f.name, [])
+
+
+def derived_order(features: list[Feature]) -> list[Feature]:
+    """The derived features of `features`, each after the derived features it reads."""
+    by_name = {f.name: f for f in features}
+    out: list[Feature] = []
+    seen: set[str] = set()
+
+    def add(f: Feature) -> None:
+        if f.name in seen or f.derived is None:
+            return
+        seen.add(f.name)
+        for op in f.operands:
+            if op in by_name:
+                add(by_name[op])
+        out.append(f)
+
+    for f in features:
+        add(f)
+    return out
 
 
 def _format_pydantic(path: Path, err: ValidationError) -> str:

@@ -21,7 +21,7 @@ def catalogue_suite(spec) -> dict:
 
 
 def test_one_between_expectation_per_numeric_feature_with_the_catalogue_range(spec, catalogue_suite):
-    numeric = [f for f in spec.features if f.type == "numeric"]
+    numeric = [f for f in spec.input_features if f.type == "numeric"]
     between = _by(catalogue_suite, "expect_column_values_to_be_between")
     assert sorted(e["kwargs"]["column"] for e in between) == sorted(f.name for f in numeric)
     for f in numeric:
@@ -48,7 +48,7 @@ def test_one_in_set_expectation_per_categorical_feature_with_its_categories(spec
 
 def test_not_null_exactly_for_features_without_missing_allowed(spec, catalogue_suite):
     not_null = {e["kwargs"]["column"] for e in _by(catalogue_suite, "expect_column_values_to_not_be_null")}
-    required = {f.name for f in spec.features if not f.missing_allowed}
+    required = {f.name for f in spec.input_features if not f.missing_allowed}
     assert not_null == required | {spec.target.column, spec.source.id_column}
     assert "Income" not in not_null  # 381 real applicants did not state it
     assert {"Seniority", "Records", "Amount"} <= not_null
@@ -62,7 +62,7 @@ def test_structural_expectations_are_critical_and_the_rest_are_row_level(spec, c
         assert e["meta"]["severity"] == want, e
         assert e["meta"]["rule"]
     exist = {e["kwargs"]["column"] for e in _by(catalogue_suite, "expect_column_to_exist")}
-    assert exist == {f.name for f in spec.features} | {spec.target.column, spec.source.id_column}
+    assert exist == {f.name for f in spec.input_features} | {spec.target.column, spec.source.id_column}
     (rows,) = _by(catalogue_suite, "expect_table_row_count_to_be_between")
     assert rows["kwargs"] == {"min_value": 1}
     (unique,) = _by(catalogue_suite, "expect_column_values_to_be_unique")

@@ -99,7 +99,8 @@ def _log(spec, base: dict, cases: list) -> pd.DataFrame:
             log[c] = list(decided[c]) if c == "warning_signals" else decided[c].to_numpy()
     for j, f in enumerate(feats):
         log[SHAP_PREFIX + f] = phi[:, j]
-        log[INPUT_PREFIX + f] = frame[f].astype(object)
+        if f in frame:  # a derived feature is not logged: computed from the logged inputs
+            log[INPUT_PREFIX + f] = frame[f].astype(object)
     log["input_row_hash"] = "0" * 64
     log["account_key"] = "k" * 24
     for k, v in {**STAMP, "model_name": spec.registry.model_name, "policy_name": spec.policy.name,

@@ -65,7 +65,7 @@ def _row(spec, i: int, action: str, *, home="owner", job="fixed", codes=(), en=(
         row[SHAP_PREFIX + f] = float(v)
     inputs = {"Seniority": 3, "Home": home, "Time": 48, "Age": 33, "Marital": "married", "Records": "no",
               "Job": job, "Expenses": 60, "Income": income, "Assets": 0.0, "Debt": 0.0, "Amount": 1000, "Price": 1300}
-    for f in feats:
+    for f in spec.model_columns:  # the log keeps the row's own values, not derived ones
         row[INPUT_PREFIX + f] = inputs[f]
     row.update({"group__Age": "25-39" if i % 3 else "<25", "group__Marital": "married"})  # protected: labels only
     row.update({"input_row_hash": f"{i:064x}", "account_key": f"acct{i:020d}"})
@@ -374,11 +374,16 @@ def test_waterfall_in_decision_page_adds_up(built, log, spec):
         texts = _svg_texts(page[page.index("<svg"): page.index("</svg>") + 6])
         start, end = _pct(texts)
         assert end == pytest.approx(100 * row["pd"], abs=0.05)
-        # the ten largest features and the rest together (11 model inputs: Age and Marital are protected)
+        # the ten largest features and the rest together (17 model inputs: 11 columns, Age and Marital protected,
+        # and 6 derived features)
         assert len(_pts(texts)) == 11
-        assert "1 feature with a smaller effect" in texts
+        assert f"{len(spec.model_inputs) - 10} features with smaller effects" in texts
         assert not any(f.name + " =" in t for t in texts for f in spec.features)  # labels, not column names
-        assert "loan amount = ¥1,000" in texts
+        # labelled values, a derived feature's computed from the logged inputs (1000 / 1300); each shown in the
+        # waterfall when among the ten largest, in the inputs table always
+        for shown in ("loan amount = ¥1,000", "loan amount compared with the purchase price = 76.9%"):
+            label, value = shown.split(" = ")
+            assert shown in texts or (label in page and value in page), shown
 
 
 def test_charts_are_deterministic():

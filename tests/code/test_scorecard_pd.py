@@ -8,6 +8,7 @@ import pytest
 from creditgov.data import validate
 from creditgov.decision import decide
 from creditgov.model import train
+from creditgov.model.derived import with_derived
 from creditgov.model.scorecard import fit_scorecard
 from creditgov.model.scorecard_pd import ScorecardPD, compile_scorecard
 from creditgov.model.stored import load_model
@@ -26,7 +27,7 @@ def test_pds_and_points_are_optbinnings(fitted, credit_splits, spec):
     np.testing.assert_allclose(model.predict_pd(test), card.predict_pd(test), rtol=0, atol=1e-12)
     # optbinning's score takes a missing value's points from its bin's empirical WOE, its PD from WOE 0: the
     # points agree where no input is missing
-    full = test[[f.name for f in spec.model_inputs]].notna().all(axis=1).to_numpy()
+    full = with_derived(test, spec)[[f.name for f in spec.model_inputs]].notna().all(axis=1).to_numpy()
     assert full.sum() > 500
     np.testing.assert_allclose(model.score(test)[full], card.points(test)[full], rtol=0, atol=1e-8)
 

@@ -13,7 +13,8 @@ def test_every_bundled_spec_gives_a_request_schema_with_each_catalogue_field(rep
     schema = serve.openapi_schema(spec)
     props = {}
     _properties(schema, props)
-    for f in spec.features:
+    assert not {f.name for f in spec.features if f.derived} & set(props)  # computed by the model, never sent
+    for f in spec.input_features:
         assert f.name in props, f.name
         kinds = props[f.name]["type"] if isinstance(props[f.name]["type"], list) else [props[f.name]["type"]]
         if f.type == "text":  # free text (names, phones in the behaviour catalogue): a plain string, no enum

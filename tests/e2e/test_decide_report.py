@@ -95,7 +95,7 @@ def test_every_decision_is_additive(decided):
     assert len(d) > 0
     assert (d["additivity_error"] <= 1e-4).all()
     phi = d[[c for c in d.columns if c.startswith(SHAP)]].to_numpy()
-    assert phi.shape[1] == 11  # 13 catalogue features, Age and Marital protected
+    assert phi.shape[1] == 17  # 13 catalogue columns, Age and Marital protected, and 6 derived features
     gap = np.abs(d["shap_base"].to_numpy() + phi.sum(axis=1) - d["log_odds"].to_numpy())
     assert gap.max() <= 1e-4
     np.testing.assert_allclose(d["pd"], 1 / (1 + np.exp(-d["log_odds"])), rtol=1e-12)

@@ -46,7 +46,7 @@ def test_protected_attributes_never_reach_the_model_and_are_in_the_fairness_evid
     assessed = [g for g in age["groups"] if g["air"] is not None]
     assert assessed and all(g["air_ci"][0] <= g["air"] <= g["air_ci"][1] for g in assessed)
     proxies = card["proxies"]
-    assert proxies["threshold"] == 0.25 and len(proxies["pairs"]) == 11 * 2  # model inputs x protected
+    assert proxies["threshold"] == 0.25 and len(proxies["pairs"]) == 17 * 2  # model inputs (derived too) x protected
     assert all(p["flagged"] == (p["cramers_v"] >= 0.25) for p in proxies["pairs"])
     assert {"feature": "Seniority", "protected": "Age"} in [{k: p[k] for k in ("feature", "protected")}
                                                            for p in proxies["flagged"]]  # years at work vs age

@@ -54,7 +54,8 @@ def test_full_model_uses_early_stopping_within_the_round_budget(spec, model):
 
 def test_trained_model_has_no_monotonicity_violation(spec, model, sweep_sample):
     report = monotonic.check_monotonicity(model, sweep_sample, spec.evaluation.monotonicity_grid)
-    assert set(report) == _monotone_features(spec) == {"Seniority", "Records", "Income", "Assets", "Debt", "Amount"}
+    assert set(report) == _monotone_features(spec) == {"Seniority", "Records", "Income", "Assets", "Debt", "Amount",
+                                                       *(f.name for f in spec.features if f.derived)}
     for name, r in report.items():
         assert r["violations"] == 0, (name, r)
         assert r["worst"] == 0.0

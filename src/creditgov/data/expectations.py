@@ -61,7 +61,7 @@ def _on_book_expectations(spec: PipelineSpec) -> list[dict]:
                                 cf.contacts_30d) if c not in numeric]
         flags.append(cf.hardship_declared)
     for col in numeric:
-        if col in {x.name for x in spec.features}:
+        if col in {x.name for x in spec.input_features}:
             continue  # already expected as a catalogue feature
         out += [_exp("expect_column_to_exist", "critical", "account field present", column=col),
                 _exp("expect_column_values_to_be_in_type_list", "critical", "numeric type", column=col,
@@ -98,7 +98,7 @@ def suite_from_catalogue(spec: PipelineSpec) -> dict:
         dc = spec.source.date_column
         exps.append(_exp("expect_column_to_exist", "critical", "date column present", column=dc))
         exps.append(_exp("expect_column_values_to_not_be_null", "row", "date not missing", column=dc))
-    for f in spec.features:
+    for f in spec.input_features:  # a derived feature is no column of the data: computed by the model's encoding
         exps.extend(_feature_expectations(f))
     exps.extend(_on_book_expectations(spec))
     return {

@@ -138,7 +138,7 @@ def _prepare(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> pd.DataFram
     """What GX cannot judge itself: nullable numeric dtypes (matched by name, not by kind) become float64;
     non-scalar values (lists, dicts, arrays) in any catalogue, id or target column are refused."""
     out = frame.copy()
-    numeric = {f.name for f in spec.features if f.type == "numeric"}
+    numeric = {f.name for f in spec.input_features if f.type == "numeric"}
     dtypes = out.dtypes.tolist()
     # each object column's values without a Series per column (a request is a few rows)
     values = inputs.column_arrays(out) if any(t == object for t in dtypes) else []
@@ -211,7 +211,7 @@ def _known_columns(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> tuple
     column twice is refused (DataError), whichever validator runs next."""
     if frame.shape[1] == 0:
         raise DataError(f"{label}: no columns (rule: input must have a header)")
-    known = ({f.name for f in spec.features} | {spec.target.column} | {spec.source.id_column, spec.source.date_column}
+    known = ({f.name for f in spec.input_features} | {spec.target.column} | {spec.source.id_column, spec.source.date_column}
              | spec.policy_columns)
     ignored = tuple(c for c in frame.columns if c not in known)
     if ignored:  # (nothing to drop: the frame itself; _prepare copies it before changing anything)

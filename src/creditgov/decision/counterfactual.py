@@ -14,7 +14,10 @@ How the grid is searched (the answer is the same as scanning every grid point):
 
 * A feature is *monotone* for the search when it has a monotone risk direction (so the
   model, trained with that monotone constraint, can only lower the PD as it moves that
-  way), the policy reads it only in that sense (no application rule names it; of the
+  way), every derived feature that reads it moves, over the catalogue ranges, in a direction
+  whose own monotone constraint agrees (Amount up -> Amount / Price up, constrained
+  increasing; a divisor that may cross zero or an unconstrained derived feature: not
+  monotone), the policy reads it only in that sense (no application rule names it; of the
   on-book fields only days past due and cumulative overdue days, falling, or clean months,
   rising), and the policy's favourable outcomes are downward-closed in PD
   (`policy.favourable_downward_closed`). Along such a feature the outcome, once
@@ -36,6 +39,7 @@ feature's grid is rounded to integers depends on all the batch's values of that 
 """
 from __future__ import annotations
 
+import ast
 import itertools
 from typing import Callable
 
@@ -43,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from creditgov.decision.policy import favourable_downward_closed, on_book_applies
-from creditgov.spec import Feature, PipelineSpec
+from creditgov.spec import Feature, PipelineSpec, parse_expression
 
 FAVOURABLE = {"decline": ("approve",), "cut": ("keep", "raise", "watch_reminder"),
               "suspend": ("keep", "raise", "restore", "watch_reminder"),
@@ -97,9 +101,92 @@ def actionable(spec: PipelineSpec) -> list[Feature]:
     return [f for f in spec.model_inputs if f.actionable and f.type == "numeric"]
 
 
+def _interval(node, spec: PipelineSpec) -> tuple[float, float]:
+    """Bounds of an expression's values over the catalogue ranges (a missing value aside)."""
+    if isinstance(node, ast.Constant):
+        return float(node.value), float(node.value)
+    if isinstance(node, ast.Name):
+        f = spec.feature(node.id)
+        if f.derived is not None:
+            return _interval(parse_expression(f.derived)[0], spec)
+        return (float(f.range[0]), float(f.range[1])) if f.range else (-np.inf, np.inf)
+    if isinstance(node, ast.UnaryOp):
+        lo, hi = _interval(node.operand, spec)
+        return (-hi, -lo) if isinstance(node.op, ast.USub) else (lo, hi)
+    (a, b), (c, d) = _interval(node.left, spec), _interval(node.right, spec)
+    with np.errstate(all="ignore"):
+        if isinstance(node.op, ast.Add):
+            return a + c, b + d
+        if isinstance(node.op, ast.Sub):
+            return a - d, b - c
+        if isinstance(node.op, ast.Div):
+            if c <= 0 <= d:
+                return -np.inf, np.inf
+            c, d = 1.0 / d, 1.0 / c
+        prods = [x * y for x in (a, b) for y in (c, d)]
+        prods = [0.0 if np.isnan(p) else p for p in prods]  # 0 * inf: a zero bound
+        return min(prods), max(prods)
+
+
+def _direction(node, x: str, spec: PipelineSpec) -> int | None:
+    """How an expression moves as feature `x` grows, the others fixed: +1 (never falls), -1 (never rises), 0 (does
+    not depend on x), None (either way, or through a divisor that may cross zero)."""
+    if isinstance(node, ast.Constant):
+        return 0
+    if isinstance(node, ast.Name):
+        if node.id == x:
+            return 1
+        f = spec.feature(node.id)
+        return _direction(parse_expression(f.derived)[0], x, spec) if f.derived is not None else 0
+    if isinstance(node, ast.UnaryOp):
+        d = _direction(node.operand, x, spec)
+        return None if d is None else (-d if isinstance(node.op, ast.USub) else d)
+    dl, dr = _direction(node.left, x, spec), _direction(node.right, x, spec)
+    if dl is None or dr is None:
+        return None
+    if isinstance(node.op, (ast.Add, ast.Sub)):
+        dr = -dr if isinstance(node.op, ast.Sub) else dr
+        return dl if dr == 0 else dr if dl == 0 else dl if dl == dr else None
+
+    def sign(n) -> int | None:  # the sign of a factor that does not depend on x
+        lo, hi = _interval(n, spec)
+        return 1 if lo >= 0 else -1 if hi <= 0 else None
+
+    if dl == 0 and dr == 0:
+        return 0
+    if isinstance(node.op, ast.Mult):
+        if dl != 0 and dr != 0:
+            return None
+        moving, other = (dl, node.right) if dl != 0 else (dr, node.left)
+        s = sign(other)
+        return None if s is None else moving * s
+    if dr == 0:  # x in the numerator: a divisor of fixed sign (a zero divisor: missing, whatever x is)
+        s = sign(node.right)
+        return None if s is None else dl * s
+    if dl != 0:
+        return None
+    lo, hi = _interval(node.right, spec)  # x in the divisor only: it must stay on one side of zero
+    s = sign(node.left)
+    return None if s is None or not (lo > 0 or hi < 0) else -dr * s
+
+
+def _derived_agree(f: Feature, spec: PipelineSpec) -> bool:
+    """Does every derived model input that reads `f` move the model's risk the way `f`'s own direction says?
+    (each constrained by its monotone direction in the model)"""
+    for d in spec.model_inputs:
+        if d.derived is None:
+            continue
+        way = _direction(parse_expression(d.derived)[0], f.name, spec)
+        if way == 0:
+            continue
+        if way is None or d.sign == 0 or way * d.sign != f.sign:
+            return False
+    return True
+
+
 def monotone_for_search(f: Feature, spec: PipelineSpec, on_book: bool) -> bool:
     """Can the outcome only improve as `f` moves in its risk-lowering direction? (see the module docstring)"""
-    if f.sign == 0:
+    if f.sign == 0 or not _derived_agree(f, spec):
         return False
     pol = spec.policy
     if pol is None:

@@ -59,7 +59,7 @@ from creditgov.decision.policy import (ADVERSE_ACTIONS, WARN_PREFIX, WATCH_ACTIO
                                       rule_reasons)
 from creditgov.explain.reasons import check_additivity, group_by_feature
 from creditgov.model.treeshap import UnsupportedModel
-from creditgov.spec import PipelineSpec
+from creditgov.spec import PipelineSpec, parse_expression
 from creditgov.data.validate import Validated, ValidationOutcome
 
 try:  # pandas' own dtype inference for an object array: private API, so _as_mapped has a slow fallback
@@ -318,12 +318,14 @@ def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSp
     col = {name: j for j, name in enumerate(model.feature_names)}
     pol_cols = [c for c in _policy_columns(spec) if c in rows.columns]
     pol_frame = rows[pol_cols]
+    derived = model.derived_updater(rows)
 
     def evaluate(row_idx: np.ndarray, changes: dict) -> tuple[np.ndarray, np.ndarray]:
         # the rows of X with the changed columns (float64 -> float32, as the encoded columns are converted for the
-        # trees), scored by the model's own margin and calibration: each group of candidates reaching the same
-        # leaves once
-        p = sigmoid(model.calibrate(model.margin_changed(X, row_idx, {col[c]: v for c, v in changes.items()})))
+        # trees) and the derived columns that read them, scored by the model's own margin and calibration: each
+        # group of candidates reaching the same leaves once
+        moved = {**changes, **derived(row_idx, changes)}
+        p = sigmoid(model.calibrate(model.margin_changed(X, row_idx, {col[c]: v for c, v in moved.items()})))
         # the policy decides a row from its own values and its PD: the candidates of a row with the same PD and
         # the same values in the changed columns the policy reads are decided once
         read = {c: np.broadcast_to(np.asarray(v, dtype=np.float64), p.shape) for c, v in changes.items()
@@ -366,7 +368,8 @@ def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, 
     col = {f: j for j, f in enumerate(features)}
     phi = phi.copy()
     phi[:, [col[f.name] for f in spec.features if f.never_a_reason and f.name in col]] = -np.inf
-    behind = rule_features(spec.policy)
+    # a rule's features, and the derived features computed from them (income not stated: no income ratio either)
+    behind = {k: tuple(v) + tuple(sorted(spec.dependents(v))) for k, v in rule_features(spec.policy).items()}
     for c, by in enumerate(by_values):
         name = by[5:] if isinstance(by, str) and by.startswith("rule:") else None
         cols = [col[f] for f in behind.get(name, ()) if f in col]
@@ -510,7 +513,7 @@ def decide_part(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -> 
 
 def adverse_rows(part: DecidedPart, spec: PipelineSpec) -> pd.DataFrame:
     """The adverse rows, only the columns the model and the policy read (what the search needs)."""
-    cols = [f.name for f in spec.model_inputs] + _policy_columns(spec)
+    cols = spec.model_columns + _policy_columns(spec)
     cols = [c for c in dict.fromkeys(cols) if c in part.clean.columns]
     return part.clean.loc[part.adverse, cols].reset_index(drop=True)
 
@@ -611,7 +614,7 @@ def _log_columns(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, 
         _add_warning_reasons(codes, en, zh, attr, decided, spec)
     if changed is None:
         changed = ([[] for _ in range(n)],) * 4
-    inputs = [f.name for f in spec.model_inputs]
+    inputs = spec.model_columns  # the row's own values (a derived feature is computed from them, not logged)
     hash_cols = [c for c in ([idc] if idc else []) + inputs if c in clean.columns]
     # the columns only the collections ladder reads are logged too, so a reviewer sees each ladder rule's value
     # (they are not model inputs, so not in the row hash)
@@ -678,7 +681,7 @@ def quarantine_rows(q: pd.DataFrame, spec: PipelineSpec, row_offset: int = 0) ->
     """The decision-log rows of the quarantined rows: validate's quarantine frame (row number, rules; personal
     values and the identifier already pseudonymised) -> status, rules, input hash, account key."""
     idc = spec.source.id_column
-    inputs = [f.name for f in spec.model_inputs]
+    inputs = spec.model_columns
     hash_cols = ([idc] if idc else []) + inputs
     n = len(q)
     qrows = pd.DataFrame({
@@ -821,7 +824,9 @@ def check_protected_inputs(model: CreditModel, spec: PipelineSpec, what: str) ->
     """Refuse a model that reads a feature the spec marks protected without a legal basis (a version trained
     before the catalogue said so): its decisions and reasons would rest on a prohibited basis."""
     barred = {f.name for f in spec.protected_features if not f.is_model_input}
-    used = sorted(barred & {e.name for e in model.encodings})
+    reads = {e.name for e in model.encodings} | {n for e in model.encodings if getattr(e, "expression", None)
+                                                   for n in parse_expression(e.expression)[1]}
+    used = sorted(barred & reads)
     if used:
         raise SpecError(f"{what} uses {used}, protected in the spec's catalogue without a legal basis "
                         "(rule: protected features never reach a model or a reason); train a new version")

@@ -145,9 +145,9 @@ class Decider:
         self.model = model
         self.as_of = as_of  # None: the date of each request
         # catalogue fields that may be missing: a request may leave them out (the schema does not require them)
-        self.known = ({f.name for f in spec.features} | {spec.target.column} | spec.policy_columns
+        self.known = ({f.name for f in spec.input_features} | {spec.target.column} | spec.policy_columns
                       | ({spec.source.id_column, spec.source.date_column} - {None}))
-        self.optional = {f.name: ("float64" if f.type == "numeric" else "object") for f in spec.features
+        self.optional = {f.name: ("float64" if f.type == "numeric" else "object") for f in spec.input_features
                          if f.missing_allowed}
 
     def frame(self, rows, what: str) -> pd.DataFrame:
@@ -894,7 +894,7 @@ def _champion_if_moved(spec: PipelineSpec, current: str):
 def _row_schema(spec: PipelineSpec, with_policy_fields: bool) -> dict:
     props: dict[str, dict] = {}
     required: list[str] = []
-    for f in spec.features:
+    for f in spec.input_features:  # a derived feature is computed by the model, never a request field
         if f.type == "numeric":
             lo, hi = f.range
             s = {"type": "number", "minimum": lo, "maximum": hi}
@@ -1120,7 +1120,7 @@ def warm_up_rows(spec: PipelineSpec) -> list[dict]:
     out = []
     for end in (0, 1):
         row: dict = {}
-        for f in spec.features:
+        for f in spec.input_features:
             row[f.name] = f.range[end] if f.type == "numeric" else f.categories[0]
         if spec.source.id_column:
             row[spec.source.id_column] = f"warm-up-{end}"

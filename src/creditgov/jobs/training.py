@@ -30,6 +30,7 @@ from creditgov.model import train
 from creditgov.data import validate
 from creditgov.governance import gates as gates_mod
 from creditgov.model.credit_model import CreditModel
+from creditgov.model.derived import with_derived
 from creditgov.monitor.reference import build_profile
 from creditgov.report import charts
 from creditgov.model.scorecard import ScorecardModel, fit_scorecard
@@ -80,7 +81,7 @@ def importance_chart(importance: pd.DataFrame, spec: PipelineSpec) -> str:
     names = {f.name: f"{f.label.en} ({f.name})" if f.label else f.name for f in spec.features}
     items = [(names.get(str(r.feature), str(r.feature)), float(r.mean_abs_shap)) for r in importance.itertuples()]
     return charts.bars(items, "Global SHAP importance (mean |attribution|, log-odds)", "mean |SHAP| (log-odds)",
-                       fmt="{:.3f}")
+                       fmt="{:.3f}", label_chars=72)  # a derived feature's label and column in full
 
 
 def _versions() -> dict:
@@ -185,7 +186,8 @@ def proxy_screen(spec: PipelineSpec, dev: pd.DataFrame) -> dict:
     if not prot:
         return {}
     labels = {f.name: privacy.group_labels(f, dev[f.name]) for f in prot}
-    return fairness.proxy_screen(dev, spec.model_inputs, labels, spec.evaluation.proxy_max_cramers_v)
+    return fairness.proxy_screen(with_derived(dev, spec), spec.model_inputs, labels,
+                                 spec.evaluation.proxy_max_cramers_v)
 
 
 def fair_lending_evidence(spec: PipelineSpec, frame: pd.DataFrame, p: np.ndarray) -> dict:
@@ -272,7 +274,7 @@ def evaluate_models(v: Validated, n_estimators: int | None = None,
     if spec.evaluation.compare_without:
         # same split, same parameters, fewer features: what do the left-out features add?
         drop = set(spec.evaluation.compare_without)
-        reduced = spec.model_copy(update={"features": [f for f in spec.features if f.name not in drop]})
+        reduced = spec.without_features(drop)  # with the derived features that read a left-out feature
         small = train.fit_model(splits.train, splits.validation, reduced, n_estimators)
         comparison = metrics.evaluate(y_test, small.predict_pd(splits.test), n_boot=n_boot, seed=seed)
 
@@ -325,7 +327,8 @@ def _card(v: Validated, ev: Evaluation, importance: pd.DataFrame, gates: list, r
                       "importance": float(imp[f.name]) if f.name in imp else None,
                       "reason_en": f.reason.en, "reason_zh": f.reason.zh,
                       "label_en": f.label.en if f.label else None, "unit": f.unit,
-                      "never_a_reason": f.never_a_reason, "bureau": f.bureau} for f in spec.features],
+                      "never_a_reason": f.never_a_reason, "bureau": f.bureau, "derived": f.derived}
+                     for f in spec.features],
         "gates": [g.to_dict() for g in gates],
         "environment": _versions(),
         "fairness": ev.fairness or {},
@@ -352,7 +355,7 @@ def log_reference(dev: pd.DataFrame, pd_dev: np.ndarray, spec: PipelineSpec, dev
     profile = build_profile(dev, pd_dev, spec, dev_metrics, spec.monitoring.segment_by)
     mlflow.log_text(json.dumps(profile, indent=1, sort_keys=True), "reference/profile.json")
     feats = [f.name for f in spec.model_inputs]  # model inputs only: no personal data leaves the run
-    sample = dev[feats].assign(pd=pd_dev).sample(min(spec.monitoring.reference_sample, len(dev)),
+    sample = with_derived(dev, spec)[feats].assign(pd=pd_dev).sample(min(spec.monitoring.reference_sample, len(dev)),
                                                 random_state=spec.split.seed)
     path = workdir / "reference_sample.parquet"
     sample.to_parquet(path, index=False)
@@ -362,8 +365,7 @@ def log_reference(dev: pd.DataFrame, pd_dev: np.ndarray, spec: PipelineSpec, dev
 def input_example(frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     """Five rows for the registry, typed as loaded, including one with a missing value when the catalogue
     allows any."""
-    feats = [f.name for f in spec.model_inputs]
-    rows = frame[feats]
+    rows = frame[spec.model_columns]  # the raw columns a caller sends (derived features are computed from them)
     with_missing = rows[rows.isna().any(axis=1)].head(1)
     return pd.concat([rows.head(5 - len(with_missing)), with_missing])
 
@@ -381,7 +383,8 @@ def pyfunc_signature(spec: PipelineSpec):
     from mlflow.types import ColSpec, Schema  # heavy: see registry.configure
     from mlflow.types.schema import AnyType  # heavy: see registry.configure
 
-    inputs = Schema([ColSpec(AnyType() if f.type == "numeric" else "string", f.name) for f in spec.model_inputs])
+    inputs = Schema([ColSpec(AnyType() if f.type == "numeric" else "string", f.name) for f in spec.model_inputs
+                     if f.derived is None])
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "pd")]))
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from creditgov.model.derived import evaluate as evaluate_expression, numeric_column
 from creditgov.model.treeshap import FastShapFallbackWarning, FastTreeShap, UnsupportedModel
-from creditgov.spec import PipelineSpec
+from creditgov.spec import PipelineSpec, parse_expression
 
 BOOSTER_FILE = "booster.json"
 META_FILE = "model.json"
@@ -35,18 +36,24 @@ class Encoding:
     """How one catalogue feature becomes one model column."""
 
     name: str
-    kind: str  # numeric | ordinal | categorical
+    kind: str  # numeric | ordinal | categorical | derived
     categories: tuple[str, ...] = ()
     monotone: int = 0
+    expression: str | None = None  # derived: the catalogue's arithmetic over other features (model.derived)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "categories": list(self.categories), "monotone": self.monotone}
+        out = {"name": self.name, "kind": self.kind, "categories": list(self.categories), "monotone": self.monotone}
+        if self.expression is not None:
+            out["expression"] = self.expression
+        return out
 
 
 def encodings_from_spec(spec: PipelineSpec) -> list[Encoding]:
     out = []
     for f in spec.model_inputs:
-        if f.type == "numeric":
+        if f.derived is not None:
+            out.append(Encoding(f.name, "derived", (), f.sign, f.derived))
+        elif f.type == "numeric":
             out.append(Encoding(f.name, "numeric", (), f.sign))
         elif f.ordered:
             out.append(Encoding(f.name, "ordinal", tuple(f.categories), f.sign))
@@ -67,10 +74,41 @@ def _category_lookup(categories: tuple) -> tuple[dict, pd.CategoricalDtype]:
     return got
 
 
+def raw_columns(encodings: list[Encoding]) -> list[str]:
+    """The raw columns `encode` reads: each encoded input column, and each derived feature's operands."""
+    derived = {e.name for e in encodings if e.kind == "derived"}
+    out = [e.name for e in encodings if e.kind != "derived"]
+    for e in encodings:
+        if e.kind == "derived":
+            out += [n for n in parse_expression(e.expression)[1] if n not in derived]
+    return list(dict.fromkeys(out))
+
+
+def _derived_columns(raw: pd.DataFrame, encodings: list[Encoding], cols: dict) -> None:
+    """The derived columns into `cols`, each evaluated once, after the derived columns it reads."""
+    exprs = {e.name: e.expression for e in encodings if e.kind == "derived"}
+    done: dict[str, np.ndarray] = {}
+
+    def value(name: str) -> np.ndarray:
+        if name in done:
+            return done[name]
+        if name in exprs:
+            done[name] = evaluate_expression(exprs[name], value, len(raw))
+            return done[name]
+        if name in cols and isinstance(cols[name], np.ndarray) and cols[name].dtype == np.float64:
+            return cols[name]
+        return numeric_column(raw, name)
+
+    for name in exprs:
+        cols[name] = value(name)
+
+
 def encode(raw: pd.DataFrame, encodings: list[Encoding]) -> pd.DataFrame:
-    """Model columns from raw catalogue columns; never mutates `raw`."""
+    """Model columns from raw catalogue columns (derived features computed from them); never mutates `raw`."""
     cols = {}
     for e in encodings:
+        if e.kind == "derived":
+            continue
         if e.name not in raw.columns:
             raise ValueError(f"column '{e.name}' is missing from the input")
         s = raw[e.name]
@@ -103,6 +141,9 @@ def encode(raw: pd.DataFrame, encodings: list[Encoding]) -> pd.DataFrame:
             cols[e.name] = codes
         else:
             cols[e.name] = cat
+    if any(e.kind == "derived" for e in encodings):
+        _derived_columns(raw, encodings, cols)
+        cols = {e.name: cols[e.name] for e in encodings}  # the model's column order
     return pd.DataFrame(cols, index=raw.index)
 
 
@@ -153,7 +194,8 @@ class CreditModel:
 
     def margin_changed(self, X: np.ndarray, base: np.ndarray, changes: dict[int, np.ndarray]) -> np.ndarray:
         """margin_matrix() of the candidate rows X[base] with columns changed (`changes`: column -> one value per
-        candidate, converted to float32 as the matrix holds them). Candidates of the same base row whose changed
+        candidate, converted to float32 as the matrix holds them; a changed raw column's derived columns must be
+        among the changes, see `derived_updater`, so the grouping below sees every column that moved). Candidates of the same base row whose changed
         values lie between the same split thresholds of every tree reach the same leaves, so each such group is
         built and scored once: the same float64 sums, bit for bit, for a fraction of the copies and tree walks
         (the counterfactual search's grids put many candidates between two thresholds)."""
@@ -184,6 +226,47 @@ class CreditModel:
         if len(uniq) > 0.8 * n:
             return self.margin_matrix(build(slice(None)))
         return self.margin_matrix(build(first))[inverse.ravel()]
+
+    def derived_updater(self, raw: pd.DataFrame):
+        """update(row_idx, changes) -> {derived feature: its values} for the candidate rows raw[row_idx] with raw
+        columns changed (`changes`: column -> one float64 value per candidate): the derived features that read a
+        changed column (directly or through another derived feature), evaluated as `encode` evaluates them, so a
+        candidate matrix with these columns set is the matrix of the changed rows, bit for bit. {} when no derived
+        feature reads a changed column."""
+        exprs = {e.name: e.expression for e in self.encodings if e.kind == "derived"}
+        reads = {name: set(parse_expression(x)[1]) for name, x in exprs.items()}
+
+        def closure(name: str) -> set[str]:
+            out = set()
+            for op in reads.get(name, ()):
+                out |= {op} | closure(op)
+            return out
+
+        reads = {name: closure(name) for name in exprs}
+        base: dict[str, np.ndarray] = {}
+
+        def update(row_idx: np.ndarray, changes: dict) -> dict[str, np.ndarray]:
+            hit = [name for name in exprs if reads[name] & set(changes)]
+            if not hit:
+                return {}
+            n = len(row_idx)
+            done: dict[str, np.ndarray] = {}
+
+            def value(name: str) -> np.ndarray:
+                if name in changes:
+                    return np.broadcast_to(np.asarray(changes[name], dtype=np.float64), (n,))
+                if name in done:
+                    return done[name]
+                if name in exprs:
+                    done[name] = evaluate_expression(exprs[name], value, n)
+                    return done[name]
+                if name not in base:
+                    base[name] = numeric_column(raw, name)
+                return base[name][row_idx]
+
+            return {name: value(name) for name in hit}
+
+        return update
 
     def margin(self, raw: pd.DataFrame) -> np.ndarray:
         """Uncalibrated log-odds: the base margin plus the float64 sum of the leaf values each row reaches."""
@@ -256,6 +339,7 @@ class CreditModel:
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         booster = xgb.Booster()
         booster.load_model(str(directory / BOOSTER_FILE))
-        encs = [Encoding(e["name"], e["kind"], tuple(e["categories"]), e["monotone"]) for e in meta["encodings"]]
+        encs = [Encoding(e["name"], e["kind"], tuple(e["categories"]), e["monotone"], e.get("expression"))
+                for e in meta["encodings"]]
         cal = meta["calibration"]
         return cls(booster, encs, cal["a"], cal["b"], meta.get("info"))

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from creditgov.spec import PipelineSpec
+from creditgov.model.derived import derived_values
+from creditgov.spec import PipelineSpec, derived_order
 
 TREND = {"increasing": "ascending", "decreasing": "descending"}  # risk direction -> optbinning event-rate trend
 
@@ -21,10 +22,12 @@ class ScorecardModel:
     scorecard_: object  # optbinning.scorecard.Scorecard
     features: list[str]
     ordinal: dict[str, list[str]] = field(default_factory=dict)  # monotone ordered categoricals: binned as positions
+    derived: dict[str, str] = field(default_factory=dict)  # derived features: their expressions (model.derived)
 
     def prepare(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """The frame optbinning reads: the features, a monotone ordered categorical as its position."""
-        return _frame(raw, self.features, self.ordinal)
+        """The frame optbinning reads: the features (derived ones computed), a monotone ordered categorical as its
+        position."""
+        return _frame(raw, self.features, self.ordinal, self.derived)
 
     def predict_pd(self, raw: pd.DataFrame) -> np.ndarray:
         return self.scorecard_.predict_proba(self.prepare(raw))[:, 1]
@@ -37,7 +40,12 @@ class ScorecardModel:
         return self.scorecard_.table(style="detailed")
 
 
-def _frame(raw: pd.DataFrame, features: list[str], ordinal: dict[str, list[str]]) -> pd.DataFrame:
+def _frame(raw: pd.DataFrame, features: list[str], ordinal: dict[str, list[str]],
+           derived: dict[str, str] | None = None) -> pd.DataFrame:
+    if derived:
+        values = derived_values(raw, derived)
+        raw = raw.drop(columns=[c for c in derived if c in raw.columns]).assign(
+            **{k: pd.Series(v, index=raw.index) for k, v in values.items()})
     out = raw[features].copy()
     for name, cats in ordinal.items():
         pos = pd.Categorical(out[name].astype(object).where(out[name].notna(), None), categories=cats).codes
@@ -57,12 +65,28 @@ def fit_scorecard(train: pd.DataFrame, y: np.ndarray, spec: PipelineSpec) -> Sco
     cats = [f.name for f in spec.model_inputs if f.type == "categorical" and f.name not in ordinal]
     trends = {f.name: {"monotonic_trend": TREND[f.monotone]} for f in spec.model_inputs
               if f.monotone in TREND and f.name not in cats}
+    derived = {f.name: f.derived for f in derived_order(spec.model_inputs)}
+    related = set(derived) | {op for f in spec.model_inputs for op in f.operands}
+    frame = _frame(train, feats, ordinal, derived)
     s = spec.scorecard
-    card = Scorecard(
-        binning_process=BinningProcess(feats, categorical_variables=cats, binning_fit_params=trends),
-        estimator=LogisticRegression(max_iter=1000),
-        scaling_method="pdo_odds",
-        scaling_method_params={"pdo": s.pdo, "odds": s.odds, "scorecard_points": s.base_points},
-    )
-    card.fit(_frame(train, feats, ordinal), y)
-    return ScorecardModel(card, feats, ordinal)
+    while True:
+        card = Scorecard(
+            binning_process=BinningProcess(feats, categorical_variables=cats, binning_fit_params=trends),
+            estimator=LogisticRegression(max_iter=1000),
+            scaling_method="pdo_odds",
+            scaling_method_params={"pdo": s.pdo, "odds": s.odds, "scorecard_points": s.base_points},
+        )
+        card.fit(frame[feats], y)
+        # a derived feature, or a feature one is computed from, binned with a risk direction whose coefficient came
+        # out reversed (> 0: more risk where its bins say less; assets beside assets less debts do this) would turn
+        # its points the wrong way: the classic remedy, it leaves the scorecard (the largest first) and the rest
+        # is fitted again. (Other characteristics are left as they were before derived features existed.)
+        coef = dict(zip(card.binning_process_.variable_names, np.ravel(card.estimator_.coef_)))
+        reversed_ = [f for f in feats if f in trends and f in related and coef.get(f, 0.0) > 0]
+        if not reversed_ or len(feats) == 1:
+            break
+        worst = max(reversed_, key=lambda f: coef[f])
+        feats = [f for f in feats if f != worst]
+        trends.pop(worst)
+        ordinal.pop(worst, None)
+    return ScorecardModel(card, feats, ordinal, derived)

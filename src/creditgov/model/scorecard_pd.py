@@ -165,7 +165,8 @@ class ScorecardPD:
         meta = json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT:
             raise ValueError(f"{directory}: not a stored scorecard (format {meta.get('format')!r})")
-        encs = [Encoding(e["name"], e["kind"], tuple(e["categories"]), e["monotone"]) for e in meta["encodings"]]
+        encs = [Encoding(e["name"], e["kind"], tuple(e["categories"]), e["monotone"], e.get("expression"))
+                for e in meta["encodings"]]
         return cls(encs, meta["characteristics"], meta["intercept"], meta["scaling"], meta.get("info"))
 
 
@@ -180,7 +181,7 @@ def compile_scorecard(card: ScorecardModel, spec: PipelineSpec, sample: pd.DataF
     sc = card.scorecard_
     bp = sc.binning_process_
     coef = dict(zip(bp.variable_names, np.ravel(sc.estimator_.coef_)))
-    encs = encodings_from_spec(spec)
+    encs = [e for e in encodings_from_spec(spec) if e.name in card.features]  # its characteristics
     by_name = {f.name: f for f in spec.model_inputs}
     base_row = card.prepare(sample.iloc[[0]])
     chars = []

@@ -100,8 +100,8 @@ def fit_spec(spec: PipelineSpec, cand: Candidate) -> PipelineSpec:
     update = {}
     if cand.params:
         update["model"] = spec.model.model_copy(update=cand.params)
-    if cand.drop:
-        update["features"] = [f for f in spec.features if f.name not in cand.drop]
+    if cand.drop:  # the derived features that read a dropped feature go with it
+        update["features"] = spec.without_features(cand.drop).features
     return spec.model_copy(update=update) if update else spec
 
 

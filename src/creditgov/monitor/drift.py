@@ -32,6 +32,7 @@ from scipy.stats import beta
 from creditgov.decision.policy import tier_of
 from creditgov.governance import registry
 from creditgov.model.metrics import auc, bootstrap_auc_ci, ks, psi_from_shares, weighted_ks
+from creditgov.model.derived import with_derived
 from creditgov.model.train import target_vector
 from creditgov.monitor.reference import categorical_bins, n_bins, numeric_bins, segment_keys
 from creditgov.spec import KS_BOOTSTRAP_MAX, Monitoring, PipelineSpec
@@ -244,7 +245,10 @@ def _psi(prof: dict, counts: np.ndarray) -> float:
 def stability(frame: pd.DataFrame, p: np.ndarray, profile: dict, spec: PipelineSpec,
               binning: Binning = bin_counts) -> Stability:
     """Score PSI, CSI and segment score PSI on the reference bins; a segment with fewer than
-    `min_tier_rows` rows in the batch is left out (too few rows for a stable PSI)."""
+    `min_tier_rows` rows in the batch is left out (too few rows for a stable PSI). A frame without the spec's
+    derived columns gets them as the model's encoding computes them (run_monitor adds them once)."""
+    if any(f.derived is not None and f.name not in frame.columns for f in spec.features):
+        frame = with_derived(frame, spec)
     counts = binning(frame, p, profile)
     min_rows = spec.monitoring.min_tier_rows
     return Stability(
@@ -436,6 +440,7 @@ def run_monitor(spec: PipelineSpec, model, profile: dict, frame: pd.DataFrame, l
     """Monitor one batch (validated rows). `frame` may carry the target (matured labels) or not.
     `binning` counts the batch on the reference bins (see `Binning`)."""
     cfg = spec.monitoring
+    frame = with_derived(frame, spec)  # derived model inputs drift too: computed as the model's encoding does
     p = model.predict_pd(frame)
     st = stability(frame, p, profile, spec, binning)
     matured = estimated = basis = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from creditgov.model.derived import with_derived
 from creditgov.model.metrics import decile_edges
 from creditgov.spec import DISCRETE_MAX, QUANTILE_BINS, PipelineSpec
 
@@ -70,7 +71,10 @@ def reference_edges(values: np.ndarray) -> np.ndarray:
 
 
 def feature_profile(frame: pd.DataFrame, spec: PipelineSpec) -> dict:
+    """Reference bins and shares of each model input; a derived feature's from its values as the model's encoding
+    computes them (model.derived)."""
     out = {}
+    frame = with_derived(frame, spec)
     for f in spec.model_inputs:
         if f.type == "numeric":
             v = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype="float64")

@@ -107,15 +107,16 @@ def waterfall(base: float, contributions: list[tuple[str, float]], final: float,
     return to_svg(fig, "Attribution waterfall on the PD scale")
 
 
-def bars(items: list[tuple[str, float]], title: str, xlabel: str = "count", fmt: str = "{:,.0f}") -> str:
-    """Horizontal bars, largest label first as given."""
+def bars(items: list[tuple[str, float]], title: str, xlabel: str = "count", fmt: str = "{:,.0f}",
+         label_chars: int = 48) -> str:
+    """Horizontal bars, largest label first as given; a label longer than `label_chars` is shortened."""
     fig = _figure(5.5, 0.26 * max(len(items), 1) + 1.1, left=0.05, right=0.95, bottom=0.55, top=0.4)
     ax = fig.add_subplot()
     n = len(items)
     ax.barh(range(n), [v for _, v in reversed(items)], color=BLUE, height=0.6)
     for i, (_, v) in enumerate(reversed(items)):
         ax.text(v, i, " " + fmt.format(v), va="center", fontsize=8)
-    ax.set_yticks(range(n), [_t(_short(name, 48)) for name, _ in reversed(items)])
+    ax.set_yticks(range(n), [_t(_short(name, label_chars)) for name, _ in reversed(items)])
     ax.set_xlabel(_t(xlabel))
     ax.set_title(_t(title), fontsize=9, loc="left")
     ax.spines[["top", "right"]].set_visible(False)

@@ -28,8 +28,9 @@ from creditgov.errors import DataError, SpecError
 from creditgov.data.privacy import GROUP_PREFIX, MISSING_GROUP
 from creditgov.governance import audit, inventory, registry
 from creditgov.model import fairness
+from creditgov.model.derived import derived_values
 from creditgov.report import charts, wording
-from creditgov.spec import PipelineSpec
+from creditgov.spec import PipelineSpec, derived_order
 
 
 @dataclass(frozen=True)
@@ -224,8 +225,21 @@ def _tier_floor(pol, name: str) -> float:
     return pol.tiers[i - 1].max_pd if i else 0.0
 
 
+def _with_derived_inputs(row: pd.Series, spec: PipelineSpec) -> pd.Series:
+    """The logged row with each derived feature's value as an input column, computed from the logged inputs as the
+    model's encoding computes it (model.derived); the log keeps the row's own values only."""
+    order = derived_order(spec.features)
+    if not order:
+        return row
+    raw = pd.DataFrame({f.name: [pd.to_numeric(row.get(INPUT_PREFIX + f.name), errors="coerce")]
+                        for f in spec.input_features if f.type == "numeric"}, dtype="float64")
+    values = derived_values(raw, {f.name: f.derived for f in order})
+    return pd.concat([row, pd.Series({INPUT_PREFIX + k: float(v[0]) for k, v in values.items()}, dtype=object)])
+
+
 def _decision_context(row: pd.Series, spec: PipelineSpec, card: dict, stamp: dict) -> dict:
     cur = spec.lender.currency if spec.lender else "CNY"
+    row = _with_derived_inputs(row, spec)
     shap = {f.name: float(row[SHAP_PREFIX + f.name]) for f in spec.model_inputs if SHAP_PREFIX + f.name in row}
     contrib = sorted(shap.items(), key=lambda kv: -abs(kv[1]))
     shown, rest = contrib[:10], contrib[10:]

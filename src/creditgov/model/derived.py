@@ -1,0 +1,77 @@
+"""Derived features: the values of a catalogue feature's `derived` expression ("Amount / Price").
+
+One evaluator for every consumer: the model's encoding (credit_model.encode, so batch decide, serve, the
+counterfactual search, replay and the scorecard see the same numbers), the reference profile and the
+monitor (`with_derived`), and the decision page. The expression is the tree `spec.parse_expression`
+checked (arithmetic over feature names and numbers only), walked here with float64 numpy: no Python `eval`.
+A zero divisor or a missing operand gives NaN (xgboost's missing branch); so does an overflow to +-inf.
+"""
+from __future__ import annotations
+
+import ast
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from creditgov.spec import PipelineSpec, derived_order, parse_expression
+
+
+def numeric_column(raw: pd.DataFrame, name: str) -> np.ndarray:
+    """A raw numeric catalogue column as float64 (the conversion the model's encoding makes)."""
+    if name not in raw.columns:
+        raise ValueError(f"column '{name}' is missing from the input")
+    s = raw[name]
+    if s.dtype == np.float64:
+        return s.to_numpy()
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":
+        return s.to_numpy().astype("float64")
+    try:
+        return pd.to_numeric(s, errors="raise").astype("float64").to_numpy()
+    except (TypeError, ValueError) as exc:  # a served row's column must be named, not just its value
+        raise ValueError(f"column '{name}' is not numeric: {exc}") from None
+
+
+def evaluate(expression: str, value: Callable[[str], np.ndarray], n: int) -> np.ndarray:
+    """float64 values of `expression` for n rows; `value(name)` gives an operand's float64 column."""
+    tree, _ = parse_expression(expression)
+
+    def walk(node) -> np.ndarray:
+        if isinstance(node, ast.Constant):
+            return np.full(n, float(node.value))
+        if isinstance(node, ast.Name):
+            return np.asarray(value(node.id), dtype="float64")
+        if isinstance(node, ast.UnaryOp):
+            v = walk(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        a, b = walk(node.left), walk(node.right)
+        with np.errstate(all="ignore"):
+            if isinstance(node.op, ast.Add):
+                return a + b
+            if isinstance(node.op, ast.Sub):
+                return a - b
+            if isinstance(node.op, ast.Mult):
+                return a * b
+            return np.where(b == 0, np.nan, a / np.where(b == 0, 1.0, b))
+
+    out = np.array(walk(tree), dtype="float64", copy=True)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def derived_values(raw: pd.DataFrame, expressions: dict[str, str]) -> dict[str, np.ndarray]:
+    """{name: values} of derived features (`expressions`, each after the derived features it reads) over raw
+    catalogue columns."""
+    done: dict[str, np.ndarray] = {}
+    for name, expr in expressions.items():
+        done[name] = evaluate(expr, lambda op: done[op] if op in done else numeric_column(raw, op), len(raw))
+    return done
+
+
+def with_derived(frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
+    """`frame` with the spec's derived features as columns (a copy; `frame` itself when it has none)."""
+    order = derived_order(spec.features)
+    if not order:
+        return frame
+    values = derived_values(frame, {f.name: f.derived for f in order})
+    return frame.assign(**{k: pd.Series(v, index=frame.index) for k, v in values.items()})
