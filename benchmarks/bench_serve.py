@@ -301,8 +301,11 @@ def main() -> None:
                                 "transaction per micro-batch", **measure(t, rows, args)}
             finally:
                 result["servers"].setdefault("creditgov", {})["exit_code_after_sigterm"] = stop(proc)
+            say("creditgov audit verify")
+            t0 = time.perf_counter()
             v = subprocess.run([PY, "-m", "creditgov", "audit", "verify"], cwd=work, env=env, capture_output=True,
                                text=True)
+            result["servers"]["creditgov"]["audit_verify_seconds"] = round(time.perf_counter() - t0, 1)
             result["servers"]["creditgov"]["audit_verify_exit_code"] = v.returncode
             result["servers"]["creditgov"]["audit_verify"] = (v.stdout.strip().splitlines() or [""])[-1][:300]
         if args.only in (None, "mlflow"):

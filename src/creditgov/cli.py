@@ -130,13 +130,20 @@ def train(spec: str = SpecOpt, data: Optional[str] = DataOpt,
                                                       "alternative exists; shown on the model card."),
           model: str = typer.Option("xgboost", "--model", help="The model registered: xgboost, or scorecard "
                                     "(the WOE scorecard, reasons by points below each characteristic's maximum); "
-                                    "with --search the search chooses.")):
+                                    "with --search the search chooses."),
+          candidate: Optional[str] = typer.Option(None, "--candidate", help="With --search: register this "
+                                                  "candidate instead of the search's choice (e.g. optuna-2); while "
+                                                  "a less discriminatory alternative to it exists, promotion needs "
+                                                  "--justification.")):
     """Validate, train the XGBoost PD model and the scorecard challenger, evaluate, register in MLflow."""
     from creditgov.jobs.training import run_training
 
+    if candidate is not None and not search:
+        raise UsageError("--candidate names a candidate of the search: use it with --search")
     s = _spec(spec)
     _or_tools_leaves_sigint_alone()
-    result = run_training(s, spec, data, rounds, log=_say, trainer=trainer, search=search, model_kind=model)
+    result = run_training(s, spec, data, rounds, log=_say, trainer=trainer, search=search, model_kind=model,
+                          candidate=candidate)
     for g in result.gates:
         _say(f"  gate {g.name:13s} {'pass' if g.passed else 'FAIL'}  {g.value}  ({g.rule})")
     if promote:

@@ -77,6 +77,7 @@ USAGE_BUG = ("BUG: cli.py main() catches click.ClickException / click.exceptions
     (["no-such-command"], "No such command"),
     (["promote"], "approver"),          # required option missing
     (["validate", "--rounds", "3"], "No such option"),
+    (["train", "--candidate", "optuna-2"], "use it with --search"),  # before any work
 ])
 def test_usage_error_exits_2_without_internal_error(monkeypatch, capsys, args, says):
     code, out, err = run_main(monkeypatch, capsys, *args)

@@ -76,6 +76,36 @@ def test_choose_moves_to_a_registrable_less_discriminatory_candidate():
     assert left == [mix]
 
 
+def test_the_trainer_may_name_another_candidate_whose_alternatives_then_stand():
+    best = _measured("best", 0.850, 0.70)
+    near = _measured("near", 0.847, 0.75)
+    mix = _measured("mix", 0.846, 0.80, method="expgrad")
+    chosen, why = search.choose([best, near, mix], 0.005, 0.02)
+    picked, why2 = search.named([best, near, mix], chosen, why, "best")
+    assert picked is best and len(why2) == len(why) + 1 and "best" in why2[-1]
+    # the search's own choice is now an alternative: the promotion gate refuses without a justification
+    assert near in search.alternatives([best, near, mix], picked, 0.005, 0.02)
+    assert search.named([best, near, mix], chosen, why, "near") == (chosen, why)
+    with pytest.raises(KeyError, match="best, near"):
+        search.named([best, near, mix], chosen, why, "mix")  # measured only
+
+
+def test_reweighting_is_also_tried_with_the_best_trials_parameters(small):
+    s, _ = small
+    base = _measured("baseline", 0.840, 0.70)
+    t1 = search.Measured(search.Candidate("optuna-1", "hyperparameters", {"max_depth": 5}), [0.845], [0.3],
+                         np.zeros(2))
+    t2 = search.Measured(search.Candidate("optuna-2", "hyperparameters", {"max_depth": 2}), [0.842], [0.3],
+                         np.zeros(2))
+    c = search.tuned_reweighting([base, t1, t2], s)
+    assert c.name == "reweighting-optuna-1" and c.method == "reweighting" and c.params == {"max_depth": 5}
+    worse = search.Measured(search.Candidate("optuna-1", "hyperparameters", {"max_depth": 5}), [0.83], [0.3],
+                            np.zeros(2))
+    assert search.tuned_reweighting([base, worse], s) is None  # no trial beats the spec's parameters
+    off = s.model_copy(update={"search": s.search.model_copy(update={"fairness_aware": False})})
+    assert search.tuned_reweighting([base, t1], off) is None
+
+
 def test_choose_may_register_the_scorecard():
     best = _measured("best", 0.850, 0.70)
     card = _measured("card", 0.846, 0.80, method="scorecard")  # registrable: a ScorecardPD with its own reasons

@@ -992,8 +992,10 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings, fo
 
 
 def _logs_on_disk(dirs: list[Path]) -> list[Path]:
+    """Decision-log files under these folders, each folder walked once (the batches' folders repeat: a service
+    writes thousands of logs into one)."""
     out = []
-    for d in dirs:
+    for d in dict.fromkeys(d.resolve() for d in dirs):
         if d.is_dir():
             out += [p for p in d.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(d).parts)]
     return sorted(set(p.resolve() for p in out))

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from creditgov.data import privacy
+from creditgov.errors import UsageError
 from creditgov.model import fairness
 from creditgov.model import search
 from creditgov.report import charts
@@ -79,10 +80,12 @@ def fairness_summary(ev: dict, protected: list[str]) -> dict:
 
 def run_search(spec: PipelineSpec, dev: pd.DataFrame, flagged: list[str],
                evidence: Callable[[pd.DataFrame, np.ndarray], dict], n_estimators: int | None = None,
-               log=print) -> SearchResult:
+               log=print, pick: str | None = None) -> SearchResult:
     """Measure every candidate on the folds of `dev`, give each its fairness figures and choose. `flagged`: the
     inputs proxy screening flagged; `evidence(frame, pd)`: {outcome: {attribute: fairness.group_evidence}} of
-    the policy applied to `pd` on `frame`."""
+    the policy applied to `pd` on `frame`. `pick`: a registrable candidate the trainer names instead of the
+    search's choice; its less discriminatory alternatives then stand in the promotion gate (a business-necessity
+    justification is needed to promote it)."""
     s = spec.search
     if s is None:
         raise ValueError("the spec has no `search` section")
@@ -96,10 +99,20 @@ def run_search(spec: PipelineSpec, dev: pd.DataFrame, flagged: list[str],
     t0 = time.perf_counter()
     measured[1:1] = search.optuna_candidates(dev, spec, s.n_trials, n_estimators)
     log(f"  measured {s.n_trials} Optuna trials ({time.perf_counter() - t0:.1f} s)")
+    tuned = search.tuned_reweighting(measured, spec)
+    if tuned is not None:  # the fairness-aware variant of the best hyperparameters, on the same folds
+        t0 = time.perf_counter()
+        measured.append(search.measure(dev, spec, tuned, groups, n_estimators))
+        log(f"  measured {tuned.name}: CV AUC {measured[-1].auc:.4f} ({time.perf_counter() - t0:.1f} s)")
     protected = [f.name for f in spec.protected_features]
     for m in measured:
         m.fairness = fairness_summary(evidence(dev, m.oof_pd), protected)
     chosen, why = search.choose(measured, s.auc_tolerance, s.air_margin)
+    if pick is not None:
+        try:
+            chosen, why = search.named(measured, chosen, why, pick)
+        except KeyError as e:
+            raise UsageError(f"--candidate {pick}: {e.args[0]}") from None
     remaining = search.alternatives(measured, chosen, s.auc_tolerance, s.air_margin)
     result = SearchResult(measured, chosen, why, remaining, groups, time.perf_counter() - started)
     for m in measured:

@@ -458,11 +458,11 @@ def current_user() -> str:
 
 def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = None,
                  n_estimators: int | None = None, log=print, trainer: str | None = None,
-                 search: bool = False, model_kind: str = "xgboost") -> TrainResult:
+                 search: bool = False, model_kind: str = "xgboost", candidate: str | None = None) -> TrainResult:
     """`trainer`: who trains (default: the user running the process), recorded as the run's
     `creditgov.trained_by` tag and the version's `trained_by` tag; promote refuses that person as approver
     unless the spec is a development spec. `search`: first search for less discriminatory alternatives (spec
-    `search`, jobs/search.py) and register the candidate it chooses. `model_kind`: "xgboost" (default) or
+    `search`, jobs/search.py) and register the candidate it chooses, or the one `candidate` names. `model_kind`: "xgboost" (default) or
     "scorecard" (register the WOE scorecard, with its points-below-maximum reasons; with `search`, the search's
     choice decides instead)."""
     if model_kind not in MODEL_KINDS:
@@ -472,12 +472,12 @@ def run_training(spec: PipelineSpec, spec_path: str, data_path: str | None = Non
                         "air_margin)")
     with progress.task("Training", steps=SEARCH_STEPS if search else TRAINING_STEPS) as steps:
         return _run_training(spec, spec_path, data_path, n_estimators, log, steps,
-                             (trainer or "").strip() or current_user(), search, model_kind)
+                             (trainer or "").strip() or current_user(), search, model_kind, candidate)
 
 
 def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_estimators: int | None, log,
                   steps: progress.Task, trainer: str = "", search: bool = False,
-                  model_kind: str = "xgboost") -> TrainResult:
+                  model_kind: str = "xgboost", candidate: str | None = None) -> TrainResult:
     import mlflow  # heavy: see registry.configure
 
     registry.check()  # fail fast, before minutes of training, when the backend is unreachable
@@ -495,7 +495,7 @@ def _run_training(spec: PipelineSpec, spec_path: str, data_path: str | None, n_e
         log(f"searching for less discriminatory alternatives on {len(dev)} development rows, "
             f"{spec.evaluation.cv_folds} folds")
         searched = search_job.run_search(spec, dev, flagged, lambda f, p: protected_evidence(spec, f, p),
-                                         n_estimators, log)
+                                         n_estimators, log, pick=candidate)
         log(f"chosen: {searched.chosen.candidate.name} ({'; '.join(searched.why)})")
     ev = evaluate_models(v, n_estimators, steps, searched, model_kind)
     kind = kind_of(ev.model)

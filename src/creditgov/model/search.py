@@ -233,6 +233,35 @@ def candidates_list(spec: PipelineSpec, flagged: list[str]) -> list[Candidate]:
     return out
 
 
+def tuned_reweighting(measured: list[Measured], spec: PipelineSpec) -> Candidate | None:
+    """Reweighting with the hyperparameters of the best Optuna trial, when a trial beats the baseline: the
+    reweighting candidate of candidates_list keeps the spec's parameters, so without this the search could only
+    trade the tuned model's AUC for the reweighted one's AIR, never have both."""
+    if not (spec.search.fairness_aware and spec.protected_features):
+        return None
+    tuned = [m for m in measured if m.candidate.kind == "hyperparameters"]
+    base = next((m for m in measured if m.candidate.kind == "baseline"), None)
+    if not tuned or base is None:
+        return None
+    best = max(tuned, key=lambda m: (m.auc, -tuned.index(m)))
+    if best.auc <= base.auc:
+        return None
+    return Candidate(f"reweighting-{best.candidate.name}", "fairness-aware", params=dict(best.candidate.params),
+                     method="reweighting")
+
+
+def named(measured: list[Measured], chosen: Measured, why: list[str], name: str) -> tuple[Measured, list[str]]:
+    """The registrable candidate `name`, which the trainer registers instead of the search's choice; `why`
+    says so. KeyError (naming the registrable candidates) for any other name."""
+    pool = {m.candidate.name: m for m in measured if m.candidate.registrable}
+    if name not in pool:
+        raise KeyError(f"not a registrable candidate of this search; candidates: {', '.join(pool)}")
+    if pool[name] is chosen:
+        return chosen, why
+    return pool[name], [*why, f"the trainer named {name} instead (CV AUC {pool[name].auc:.4f}): its less "
+                              "discriminatory alternatives stand in the promotion gate"]
+
+
 def alternatives(measured: list[Measured], ref: Measured, auc_tolerance: float, air_margin: float,
                  registrable_only: bool = False) -> list[Measured]:
     """The less discriminatory alternatives to `ref`: candidates whose CV AUC is at least ref's minus
