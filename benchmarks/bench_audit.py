@@ -139,6 +139,16 @@ print(json.dumps({{"seconds": s, "n": a.tree_size, "inserted": a.inserted, "cpu"
                   "rss_mb": u.ru_maxrss / 1024}}))
 """
     _, app = _child(code, store, env)
+    # the same append in a process that has loaded its hashing kernels first (numba's cached machine code and
+    # OpenSSL, ~0.5 s once per process), as a running service or a decide run has: the steady rate
+    warm_store = work / "ours-warm"
+    shutil.rmtree(warm_store, ignore_errors=True)
+    warm_store.mkdir()
+    warm = code.replace("c = resource.getrusage", "import pyarrow.parquet as pq\nfrom creditgov.governance import "
+                        "merkle\nmerkle.leaf_hashes_for(pq.ParquetFile(" + repr(str(log)) + ").read_row_group(0)"
+                        ".slice(0, 100), merkle.FORMAT_BIN)\nc = resource.getrusage", 1)
+    _, app_warm = _child(warm, warm_store, env)
+    shutil.rmtree(warm_store, ignore_errors=True)
     code = f"""
 import json, time, resource
 from creditgov import env; env.apply()
@@ -156,6 +166,8 @@ print(json.dumps({{"seconds": s, "ok": r.ok, "decisions": r.decisions, "problems
     size = sum(p.stat().st_size for p in store.glob("audit.db*"))
     assert ver["ok"] and ver["decisions"] == app["n"] == app["inserted"], ver
     return {"rows": app["n"], "append_per_s": app["n"] / app["seconds"], "append_seconds": app["seconds"],
+            "append_warm_per_s": app_warm["n"] / app_warm["seconds"], "append_warm_seconds": app_warm["seconds"],
+            "append_warm_cpu_seconds": app_warm["cpu"],
             "append_cpu_seconds": app["cpu"], "append_rss_mb": app["rss_mb"],
             "verify_per_s": ver["decisions"] / ver["seconds"], "verify_seconds": ver["seconds"],
             "verify_cpu_seconds": ver["cpu"], "verify_rss_mb": ver["rss_mb"], "bytes_per_decision": size / app["n"]}
@@ -175,7 +187,7 @@ def main() -> None:
         log = Path(args.log) if args.log else make_log(args.rows, work)
         say(f"log {log.name}: {log.stat().st_size / 1e6:,.0f} MB")
         o = ours(log, work)
-        say(f"ours: append {o['append_per_s']:,.0f}/s, verify {o['verify_per_s']:,.0f}/s, "
+        say(f"ours: append {o['append_per_s']:,.0f}/s (kernels loaded first: {o['append_warm_per_s']:,.0f}/s), verify {o['verify_per_s']:,.0f}/s, "
             f"{o['bytes_per_decision']:.0f} B/decision")
         p = peer(log, work, PEER_CAP)
         say(f"peer: append {p['append_per_s']:,.0f}/s, verify {p['verify_per_s']:,.0f}/s, "
@@ -189,6 +201,7 @@ def main() -> None:
                                                   "peer": round(p["append_cpu_seconds_per_million"], 2)},
                "targets": {"bytes_per_decision <= 200": o["bytes_per_decision"] <= 200,
                            "append >= 200k/s": o["append_per_s"] >= 200_000,
+                           "append >= 200k/s, kernels loaded first": o["append_warm_per_s"] >= 200_000,
                            "verify >= 200k/s": o["verify_per_s"] >= 200_000}}
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(res, indent=2))
