@@ -231,3 +231,22 @@ def test_real_search_is_deterministic(declined, spec):
     _, rows, res, outcome = declined
     again = counterfactual.search(rows, np.array(["decline"] * len(rows)), spec, outcome)
     assert json.dumps(again, sort_keys=True) == json.dumps(res, sort_keys=True)
+
+
+def test_equal_costs_go_to_the_earlier_catalogue_feature_whatever_the_search_order(spec):
+    # the bisected features are searched before the scanned ones; a tie keeps the catalogue's order (Time first)
+    rows = _rows(Time=[60.0], Amount=[900.0])
+    s = counterfactual._Search(rows, np.array(["decline"]), spec, lambda idx, ch: (np.array(["approve"]),
+                                                                                   np.array([0.1])))
+    third = np.array([1 / 3])
+    yes = np.array([True])
+
+    def offer(feature, rank, to):
+        s.rank = rank
+        s.keep(np.array([0]), third, np.array(["approve"]), np.array([0.1]), {feature: np.array([to])}, yes)
+        return s.best[0]["changes"][0]["feature"]
+
+    assert offer("Amount", 4, 600.0) == "Amount"  # found first (bisection)
+    assert offer("Time", 0, 40.0) == "Time"  # as cheap, earlier in the catalogue: wins the tie
+    assert offer("Amount", 4, 600.0) == "Time"  # as cheap, later: does not
+    assert s.better(np.array([0]), np.array([[0.3, 1 / 3, 0.4]])).tolist() == [[True, False, False]]

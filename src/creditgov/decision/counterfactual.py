@@ -243,6 +243,10 @@ class _Search:
         on_book = spec.policy is not None and on_book_applies(rows, spec.policy)
         self.mono = {f.name: monotone_for_search(f, spec, on_book) for f in self.feats}
         self.best_cost = np.full(self.n, np.inf)
+        # the rank of each row's best (catalogue position x 2 + direction): of two changes that cost the same, the
+        # one of the earlier feature (direction) wins, whatever order the features are searched in
+        self.best_rank = np.full(self.n, np.iinfo(np.int64).max, dtype=np.int64)
+        self.rank = 0
         self.best: list[dict | None] = [None] * self.n
         self.evaluations = 0
 
@@ -260,12 +264,22 @@ class _Search:
         actions, pds = self.evaluate(row_idx, changes)
         return self.favourable(row_idx, actions), actions, pds
 
+    def better(self, row_idx, cost) -> np.ndarray:
+        """Candidates of the current rank that would beat each row's best: cheaper, or as cheap and ranked
+        earlier. `cost` is one value per row_idx, or a (rows, grid) matrix."""
+        best = self.best_cost[row_idx]
+        early = self.rank < self.best_rank[row_idx]
+        if np.ndim(cost) == 2:
+            best, early = best[:, None], early[:, None]
+        return (cost < best) | ((cost == best) & early)
+
     def keep(self, row_idx, cost, actions, pds, changes, good) -> None:
         """Keep each row's cheapest success among these candidates (a row's candidates in grid order)."""
-        for k in np.flatnonzero(good & (cost < self.best_cost[row_idx])):
+        for k in np.flatnonzero(good & self.better(row_idx, cost)):
             i = row_idx[k]
-            if cost[k] < self.best_cost[i]:
+            if cost[k] < self.best_cost[i] or (cost[k] == self.best_cost[i] and self.rank < self.best_rank[i]):
                 self.best_cost[i] = cost[k]
+                self.best_rank[i] = self.rank
                 self.best[i] = {"found": True, "cost": float(cost[k]), "action_after": str(actions[k]),
                                 "pd_after": float(pds[k]),
                                 "changes": [{"feature": col, "from": float(self.cur[col][i]), "to": float(v[k])}
@@ -294,10 +308,16 @@ class _Search:
     # ------------------------------------------------------------------ one feature
 
     def singles(self, grid: int, integral: dict[str, bool], skip: np.ndarray) -> None:
-        for f in self.feats:
+        # the bisected (monotone) features first: the cheap changes they find prune the grid scans of the
+        # others (a scan scores every grid point cheaper than the best so far); ranks keep the catalogue's
+        # tie-breaking, so the result is the one of a search in catalogue order
+        order = sorted(range(len(self.feats)), key=lambda j: (not self.mono[self.feats[j].name], j))
+        for j in order:
+            f = self.feats[j]
             cur = self.cur[f.name]
             valid = np.flatnonzero(~np.isnan(cur) & ~skip)
-            for d in _directions(f):
+            for k, d in enumerate(_directions(f)):
+                self.rank = 2 * j + k
                 if self.mono[f.name]:
                     self._bisect(f, d, valid, grid, integral[f.name])
                 else:
@@ -307,7 +327,7 @@ class _Search:
         c = self.cur[f.name][valid]
         vals = _grid(f, c, d, grid, integral)
         cost = _cost(vals, c[:, None])
-        keep = cost < self.best_cost[valid][:, None]  # dearer candidates can never win
+        keep = self.better(valid, cost)  # dearer candidates can never win
         rows = np.repeat(valid, grid).reshape(len(valid), grid)[keep]
         if len(rows) == 0:
             return
@@ -320,7 +340,7 @@ class _Search:
         c = c_all[valid]
         # the costs rise along the grid: the last grid point cheaper than the best so far bounds the search
         cost = _cost(_grid(f, c, d, grid, integral), c[:, None])
-        hi = (cost < self.best_cost[valid][:, None]).sum(axis=1) - 1
+        hi = self.better(valid, cost).sum(axis=1) - 1
         live = hi >= 0
         rows, hi = valid[live], hi[live]
         if len(rows) == 0:
