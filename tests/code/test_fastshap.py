@@ -215,7 +215,7 @@ def test_real_credit_data(spec):
     raw = raw[raw[spec.target.column].notna()].reset_index(drop=True)
     encs = encodings_from_spec(spec)
     for e in encs:  # catalogue categories as text, missing as None, exactly as the loader does
-        if e.kind != "numeric":
+        if e.kind not in ("numeric", "derived"):
             raw[e.name] = raw[e.name].astype(object).where(raw[e.name].notna(), None)
     X = encode(raw, encs)
     y = raw[spec.target.column].isin(spec.target.bad_values).astype(int).to_numpy()

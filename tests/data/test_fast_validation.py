@@ -62,8 +62,8 @@ def _hostile_application_rows(base: pd.DataFrame, spec, rng: np.random.Generator
     missing, unknown or differently spelt categories, numbers in a categorical column."""
     rows = base.sample(600, replace=True, random_state=7).reset_index(drop=True)
     rows["rownames"] = np.arange(len(rows)) + 10_000
-    numeric = [f for f in spec.features if f.type == "numeric"]
-    categorical = [f for f in spec.features if f.type == "categorical"]
+    numeric = [f for f in spec.input_features if f.type == "numeric"]
+    categorical = [f for f in spec.input_features if f.type == "categorical"]
     cat_bad = ["", " ", "OWNER", "owner ", "yes ", "无", "=cmd|' /C calc'!A0", 1, 0.0, True, "nan", "None"]
     for c in [f.name for f in categorical]:
         rows[c] = rows[c].astype(object)

@@ -61,8 +61,8 @@ def corrupted_batch(draw, spec, credit):
     n = draw(st.integers(1, 40))
     rows = draw(st.lists(st.integers(0, N_CREDIT - 1), min_size=n, max_size=n))
     frame = credit.iloc[rows].reset_index(drop=True).astype(object)
-    numeric = [f for f in spec.features if f.type == "numeric"]
-    categorical = [f for f in spec.features if f.type == "categorical"]
+    numeric = [f for f in spec.input_features if f.type == "numeric"]
+    categorical = [f for f in spec.input_features if f.type == "categorical"]
     target, idc = spec.target.column, spec.source.id_column
     kinds = ["missing", "out_of_range", "inf", "unknown_category", "case", "spaces", "duplicate_id",
              "na_spelling", "target", "text_in_numeric", "drop_column"]
@@ -70,7 +70,7 @@ def corrupted_batch(draw, spec, credit):
         kind = draw(st.sampled_from(kinds))
         i = draw(st.integers(0, n - 1))
         if kind == "missing":
-            col = draw(st.sampled_from([idc, target] + [f.name for f in spec.features]))
+            col = draw(st.sampled_from([idc, target] + [f.name for f in spec.input_features]))
             frame.at[i, col] = None
         elif kind == "out_of_range":
             f = draw(st.sampled_from(numeric))
@@ -87,14 +87,14 @@ def corrupted_batch(draw, spec, credit):
         elif kind == "duplicate_id":
             frame.at[i, idc] = frame.at[draw(st.integers(0, n - 1)), idc]
         elif kind == "na_spelling":
-            col = draw(st.sampled_from([f.name for f in spec.features]))
+            col = draw(st.sampled_from([f.name for f in spec.input_features]))
             frame.at[i, col] = draw(st.sampled_from(NA_SPELLINGS))
         elif kind == "target":
             frame.at[i, target] = draw(st.one_of(st.sampled_from(["Bad", "GOOD", "unknown", " bad", "1"]), _text()))
         elif kind == "text_in_numeric":
             frame.at[i, draw(st.sampled_from(numeric)).name] = draw(st.sampled_from(NOT_NUMBERS))
         elif kind == "drop_column" and draw(st.booleans()):  # rarer: half of these draws do nothing
-            col = draw(st.sampled_from([target, idc] + [f.name for f in spec.features]))
+            col = draw(st.sampled_from([target, idc] + [f.name for f in spec.input_features]))
             if col in frame.columns:
                 frame = frame.drop(columns=[col])
     return frame
@@ -130,7 +130,7 @@ def _oracle(frame: pd.DataFrame, suite: dict) -> dict[int, set[str]]:
 def _text_cells(frame: pd.DataFrame, spec) -> dict[str, tuple[int, str]]:
     """Numeric catalogue columns read as text: column -> (1-based row, value) of the first bad cell."""
     out = {}
-    for f in spec.features:
+    for f in spec.input_features:
         if f.type == "numeric" and f.name in frame.columns and not pd.api.types.is_numeric_dtype(frame[f.name]):
             parsed = pd.to_numeric(frame[f.name], errors="coerce")
             bad = np.flatnonzero((frame[f.name].notna() & parsed.isna()).to_numpy())
@@ -161,7 +161,7 @@ def _check_validate(frame, loaded, spec, suite):
     except DataError as err:
         msg = str(err)
         assert msg.startswith(f"{loaded.label}: ") and "\n" not in msg and err.exit_code == 4, msg
-        dropped = [c for c in [spec.target.column, spec.source.id_column, *(f.name for f in spec.features)]
+        dropped = [c for c in [spec.target.column, spec.source.id_column, *(f.name for f in spec.input_features)]
                    if c not in loaded.frame.columns]
         texts = _text_cells(loaded.frame, spec)
         explained = [f"column '{c}' is missing" for c in dropped]
@@ -170,7 +170,7 @@ def _check_validate(frame, loaded, spec, suite):
         assert any(e in msg for e in explained), f"{msg!r} explains none of {explained}"
         event("batch refused (DataError)")
         return None
-    assert not [c for c in spec.features if c.name not in loaded.frame.columns], "a missing column passed"
+    assert not [c for c in spec.input_features if c.name not in loaded.frame.columns], "a missing column passed"
     assert not _text_cells(loaded.frame, spec), "text in a numeric column passed"
     assert outcome.rows_in == n == len(outcome.clean) + len(outcome.quarantine)
     q_rows = outcome.quarantine["row_number"].astype(int).tolist()
