@@ -158,3 +158,19 @@ def test_an_append_failing_mid_log_stops_its_index_writer_and_a_rerun_completes_
     assert not done.already_sealed and 0 < done.inserted < 400
     r = audit.verify(url, scan=[])
     assert r.ok and r.decisions == 400, r.problems
+
+
+def test_a_service_sets_a_smaller_sqlite_page_cache_for_connections_opened_after(tmp_path):
+    # serve's memory grew with the store under the bulk append's 256 MiB page cache (+10.7% over 100k requests)
+    from sqlalchemy import text
+
+    from creditgov.governance import audit
+    from creditgov.jobs import serve
+
+    before = audit._cache_kib
+    try:
+        audit.set_cache_kib(serve.SERVE_SQLITE_CACHE_KIB)
+        with audit._engine(f"sqlite:///{tmp_path / 'audit.db'}").connect() as c:
+            assert c.execute(text("PRAGMA cache_size")).scalar() == -serve.SERVE_SQLITE_CACHE_KIB
+    finally:
+        audit.set_cache_kib(before)

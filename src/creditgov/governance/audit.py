@@ -98,6 +98,15 @@ _INDEXES = [
     "CREATE UNIQUE INDEX IF NOT EXISTS audit_decisions_id ON audit_decisions (decision_id)",
 ]
 _engines: dict = {}
+# SQLite's page cache per connection, KiB: 256 MiB for a bulk append (the unique index takes random inserts);
+# a service appending a few decisions at a time sets less (set_cache_kib), or its memory grows with the store
+_cache_kib = 262144
+
+
+def set_cache_kib(kib: int) -> None:
+    """The SQLite page cache of the store's connections opened from now on (KiB)."""
+    global _cache_kib
+    _cache_kib = int(kib)
 
 
 def _engine(url: str | None = None):
@@ -122,7 +131,7 @@ def _engine(url: str | None = None):
             conn.execute("PRAGMA page_size=32768")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: the unique index takes random inserts
+            conn.execute(f"PRAGMA cache_size=-{_cache_kib}")
 
     for attempt in range(10):
         try:

@@ -1077,12 +1077,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+SERVE_SQLITE_CACHE_KIB = 8192
+
+
 def prepare(spec: PipelineSpec, version: str | None = None) -> engine.DecisionModel:
     """What must work before the port opens: the suite compiles, the audit store opens, the model loads.
     Each failure is one CreditGovError line."""
     if spec.policy is None:
         raise SpecError(f"spec '{spec.name}' has no 'policy' section: nothing to decide with")
     validate.CompiledSuite(expectations.checked_suite(spec))
+    # a micro-batch's append touches a few index pages: a bulk append's 256 MiB page cache would fill as the
+    # store grows and the service's memory with it (+10.7% over 100,000 requests)
+    audit.set_cache_kib(SERVE_SQLITE_CACHE_KIB)
     try:
         audit.recorded([])
     except CreditGovError:
