@@ -236,3 +236,20 @@ def notice_body(html: str) -> str:
     body = re.sub(r"<style>.*?</style>", "", html, flags=re.S)
     body = re.sub(r'<p class="meta">.*?</p>', "", body, flags=re.S)
     return re.sub(r"<[^>]+>", " ", body)
+
+
+def assert_evaluator_matches_batch(evaluate, model, rows, idx, changes, spec):
+    """The candidate evaluator's actions and PDs for rows[idx] with `changes` set equal, bit for bit, those of
+    decide.score_and_decide on the changed rows built as a frame; returns the evaluator's (actions, pds)."""
+    import numpy as np
+
+    from creditgov.decision import decide
+
+    actions, p = evaluate(idx, changes)
+    trial = rows.iloc[idx].reset_index(drop=True)
+    for c, v in changes.items():
+        trial[c] = v
+    ref_actions, ref_p = decide.score_and_decide(model, trial, spec)
+    np.testing.assert_array_equal(p, ref_p)
+    np.testing.assert_array_equal(actions, ref_actions)
+    return actions, p

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import assert_evaluator_matches_batch
+
 from creditgov.decision import counterfactual
 from creditgov.decision import decide
 from creditgov.data import privacy
@@ -305,10 +307,4 @@ def test_candidate_evaluator_scores_like_the_model(spec):
     idx = np.repeat(np.arange(50), 40)
     changes = {"Time": np.tile(np.repeat([6.0, 24.0, 36.0, 60.0], 10), 50),
                "Amount": np.tile(np.r_[np.linspace(100, 5000, 38).round(), np.nan, 100.0], 50)}
-    actions, p = evaluate(idx, changes)
-    trial = frame.iloc[idx].reset_index(drop=True)
-    for c, v in changes.items():
-        trial[c] = v
-    ref_actions, ref_p = decide.score_and_decide(model, trial, spec)
-    np.testing.assert_array_equal(p, ref_p)
-    np.testing.assert_array_equal(actions, ref_actions)
+    assert_evaluator_matches_batch(evaluate, model, frame, idx, changes, spec)
