@@ -167,7 +167,7 @@ def test_counterfactual_matrix_evaluator_moves_the_derived_columns_bit_for_bit(t
     X = tiny_model.matrix(rows)
     col = {n: j for j, n in enumerate(tiny_model.feature_names)}
     stale = tiny_model.margin_changed(X, idx, {col[c]: v for c, v in changes.items()})
-    assert not np.array_equal(tiny_model.calibrate(stale), np.log(p / (1 - p))  # p is the batch PD, bit for bit)
+    assert not np.array_equal(tiny_model.calibrate(stale), np.log(p / (1 - p)))  # p: the batch PD, bit for bit
 
 
 def test_a_feature_is_monotone_for_the_search_only_when_its_derived_features_agree(tmp_path, raw_spec, spec):
