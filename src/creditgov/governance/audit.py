@@ -480,13 +480,37 @@ def _resumed_format(batch: int, path: Path, url: str | None) -> str:
 def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None = None, log=None) -> LogAppend:
     """Put a decision log in the trail: index its decisions chunk by chunk, then seal the batch with one
     chain entry (log SHA-256, Merkle root). Idempotent and safe to run concurrently on the same log."""
-    from sqlalchemy import text  # heavy: see _engine
-
     chunk_rows = chunk_rows or int(os.environ.get("CREDITGOV_AUDIT_CHUNK_ROWS") or CHUNK_ROWS)
-    index_rows = INDEX_ROWS if chunk_rows == CHUNK_ROWS else chunk_rows  # a chunk size set by hand (tests,
-    # small machines) is also the transaction size
+    # (a chunk size set by hand, for tests or small machines, is also the index transaction size)
 
     path = Path(path).resolve()
+    # the hashing kernels load (numba's cache, ~0.5 s once per process) in the hasher thread while this one
+    # hashes the file and opens the store: much of both waits outside the GIL (LLVM, OpenSSL, SQLite, disk)
+    hasher = ThreadPoolExecutor(1)
+    hasher.submit(_load_kernels, path)
+    try:
+        return _record_log(path, url, chunk_rows, log, hasher)
+    finally:  # (a log already sealed returns at once: its head start is not waited for)
+        hasher.shutdown(wait=False, cancel_futures=True)
+
+
+def _load_kernels(path: Path) -> None:
+    """Hash the log's first rows as the append will (their dictionary columns, a parallel batch and a root):
+    the kernels that takes are loaded before the append needs them. Only a head start: the leaves are
+    discarded, and so is an error (the append reads these rows itself and reports a log it cannot read)."""
+    pf = pq.ParquetFile(path)
+    rows = merkle.SERIAL_ROWS
+    if pf.metadata.num_rows < rows:
+        return  # a small log is hashed serially, with kernels that load in a moment
+    pf = pq.ParquetFile(path, read_dictionary=_dictionary_columns(pf))
+    batch = next(pf.iter_batches(batch_size=rows, row_groups=[0], use_threads=False))
+    merkle.root(merkle.leaf_hashes_for(pa.Table.from_batches([batch]), merkle.FORMAT_BIN))
+
+
+def _record_log(path: Path, url: str | None, chunk_rows: int, log, hasher: ThreadPoolExecutor) -> LogAppend:
+    from sqlalchemy import text  # heavy: see _engine
+
+    index_rows = INDEX_ROWS if chunk_rows == CHUNK_ROWS else chunk_rows
     sha = file_sha256(path)
     meta = pq.ParquetFile(path).metadata
     n = meta.num_rows
@@ -517,8 +541,7 @@ def record_log(path: str | Path, url: str | None = None, chunk_rows: int | None 
     # k + 1 (numba, without the GIL) and another inserts the index rows of the chunks hashed before it as
     # they come, INDEX_ROWS per transaction; at most IN_FLIGHT encoded chunks in memory
     feed: queue.Queue = queue.Queue(HASHED_WAITING)
-    with ThreadPoolExecutor(1) as hasher, ThreadPoolExecutor(1) as writer, \
-            progress.task("Audit trail", total=n, unit="decisions") as bar:
+    with ThreadPoolExecutor(1) as writer, progress.task("Audit trail", total=n, unit="decisions") as bar:
         written = writer.submit(_write_index, url, dialect, int(batch), feed, index_rows)
         end = _ABORT
         try:
