@@ -52,17 +52,17 @@ def test_every_leaf_has_a_proof_and_a_wrong_leaf_or_index_fails(n):
 
 
 @pytest.mark.parametrize("sizes", [[], [1], [4], [3], [4, 4], [4, 1], [4, 4, 3], [8, 8, 8, 8, 5], [4, 3, 4], [3, 3],
-                                   [6, 6, 2]])
-def test_root_of_chunks_is_the_root_of_all_their_leaves_or_refuses(sizes):
+                                   [6, 6, 2], [5, 0, 11, 16, 1, 7], [1] * 19, [13, 64, 64, 3, 29]])
+def test_frontier_root_is_the_root_of_all_leaves_however_they_are_chunked(sizes):
+    """The append's root, from chunks of any sizes (row groups, a chunk size set by hand): always the RFC 9162
+    root of all the leaves, however the chunks fall."""
     lv = _leaves(sum(sizes))
-    chunks, at = [], 0
+    f, at = merkle.Frontier(), 0
     for k in sizes:
-        chunks.append((k, merkle.root(lv[at:at + k])))
+        f.add(lv[at:at + k])
         at += k
-    got = merkle.root_of_chunks(chunks)
-    aligned = not sizes or (sizes[0] & (sizes[0] - 1) == 0 and all(k == sizes[0] for k in sizes[:-1])
-                            and sizes[-1] <= sizes[0])
-    assert got == (merkle.root(lv) if aligned else None)
+    assert f.size == len(lv) and f.root() == _mth([bytes(x) for x in lv])
+    assert len(f.stack) == bin(len(lv)).count("1")  # O(log n): one subtree per 1-bit of the count
 
 
 TABLE = pa.table({

@@ -19,6 +19,7 @@ Design (the README's "Audit trail" section says it for a regulator's technician)
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
@@ -442,7 +443,7 @@ def _write_index(url: str | None, dialect: str, batch: int, feed: queue.Queue, i
                 return inserted
             if item is not _END:
                 hashed, ids, first = item
-                held.append((first, ids, hashed.result()[0]))
+                held.append((first, ids, hashed.result()))
                 rows += len(ids)
                 step(False)
             if held and (item is _END or rows >= index_rows):
@@ -529,13 +530,16 @@ def _record_log(path: Path, url: str | None, chunk_rows: int, log, hasher: Threa
         return LogAppend(int(batch), sha, n, root_hex, 0, True, entry_seq)
     fmt = _resumed_format(batch, path, url)
 
-    leaves, inserted = [], 0
+    inserted = 0
     first_row = None
     actions: dict[str, int] = {}
+    frontier = merkle.Frontier()  # the root in O(log n) memory: a chunk's leaves are dropped once indexed
+    in_flight: collections.deque = collections.deque()
 
-    def _hash(prepared):  # numba, without the GIL: the leaves and the root of this chunk's subtree
+    def _hash(prepared):  # numba, without the GIL; one hasher thread, so the chunks reach the frontier in order
         lv = merkle.hash_prepared_for(prepared)
-        return lv, merkle.root(lv)
+        frontier.add(lv)
+        return lv
 
     # three stages at once: the main thread reads and encodes chunk k + 2 while a worker hashes chunk
     # k + 1 (numba, without the GIL) and another inserts the index rows of the chunks hashed before it as
@@ -555,10 +559,10 @@ def _record_log(path: Path, url: str | None, chunk_rows: int, log, hasher: Threa
                         actions[str(kv["values"])] = actions.get(str(kv["values"]), 0) + int(kv["counts"])
                 del table
                 hashed = hasher.submit(_hash, prepared)
-                leaves.append(hashed)
+                in_flight.append(hashed)
                 _feed(feed, (hashed, ids, pos), written)
-                if len(leaves) > IN_FLIGHT:  # at most IN_FLIGHT encoded chunks waiting for the hasher
-                    leaves[-IN_FLIGHT - 1].result()
+                if len(in_flight) > IN_FLIGHT:  # at most IN_FLIGHT encoded chunks waiting for the hasher
+                    in_flight.popleft().result()
                 bar.advance(len(ids))
                 if log is not None:
                     log(f"  audit: {pos + len(ids):,} of {n:,} decisions indexed")
@@ -566,11 +570,9 @@ def _record_log(path: Path, url: str | None, chunk_rows: int, log, hasher: Threa
         finally:
             _feed(feed, end, written)
         inserted = written.result()
-    done = [h.result() for h in leaves]
-    root = merkle.root_of_chunks([(len(lv), r) for lv, r in done])
-    if root is None:  # chunks not aligned on a power of two (a CREDITGOV_AUDIT_CHUNK_ROWS, row groups)
-        root = merkle.root(np.concatenate([lv for lv, _ in done]) if done else np.zeros((0, 32), np.uint8))
-    root = root.hex()
+    for h in in_flight:
+        h.result()
+    root = frontier.root().hex()
     stamp = {k: first_row.get(k) for k in ("model_name", "model_version", "policy_name", "policy_version",
                                               "policy_hash", "spec_hash", "decision_time", "input_hash",
                                               "input_source")} if first_row else {}

@@ -508,17 +508,43 @@ def root(leaves: np.ndarray) -> bytes:
     return bytes(nodes[0])
 
 
-def root_of_chunks(chunks: list[tuple[int, bytes]]) -> bytes | None:
-    """The root over consecutive chunks of leaves from their (size, root) alone, when every chunk but the
-    last holds the same power-of-two number of leaves: then each chunk's root is a node of the whole tree
-    (RFC 9162 splits at powers of two), so the append hashes each chunk's subtree as it goes. None when
-    the chunks are not so aligned (the caller then hashes the whole tree)."""
-    if not chunks:
-        return root(np.zeros((0, 32), np.uint8))
-    width = chunks[0][0]
-    if width & (width - 1) or any(size != width for size, _ in chunks[:-1]) or not 0 < chunks[-1][0] <= width:
-        return None
-    return root(np.frombuffer(b"".join(r for _, r in chunks), dtype=np.uint8).reshape(len(chunks), 32))
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+class Frontier:
+    """The root of a tree whose leaves arrive in order, chunk by chunk, in O(log n) memory: the roots of the
+    perfect subtrees the leaves so far fill (one per 1-bit of the count, largest first: a Certificate
+    Transparency log's compact range). RFC 9162 splits a tree at the largest power of two below its size,
+    so the tree of n leaves is these subtrees, joined from the right; root() is that fold."""
+
+    def __init__(self):
+        self.size = 0
+        self.stack: list[tuple[int, bytes]] = []  # (leaves, subtree root), sizes strictly decreasing
+
+    def add(self, leaves: np.ndarray) -> None:
+        """Leaves `size`.. of the tree, hashed into the largest subtrees that start where each one does."""
+        m, i = len(leaves), 0
+        while i < m:
+            low = self.size & -self.size or 1 << 62  # a subtree starting here holds at most this many leaves
+            k = 1 << (min(low, m - i).bit_length() - 1)
+            self._push(k, root(leaves[i:i + k]))
+            i += k
+
+    def _push(self, k: int, node: bytes) -> None:
+        self.stack.append((k, node))
+        self.size += k
+        while len(self.stack) > 1 and self.stack[-1][0] == self.stack[-2][0]:
+            (k2, right), (k1, left) = self.stack.pop(), self.stack.pop()
+            self.stack.append((k1 + k2, _node(left, right)))
+
+    def root(self) -> bytes:
+        if not self.stack:
+            return hashlib.sha256(b"").digest()
+        node = self.stack[-1][1]
+        for _, left in reversed(self.stack[:-1]):
+            node = _node(left, node)
+        return node
 
 
 def inclusion_path(tree: list[np.ndarray], index: int) -> list[bytes]:
