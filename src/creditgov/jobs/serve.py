@@ -394,7 +394,8 @@ class DecideBatcher:
     form the next one), decides them in the decide thread (Decider.decide_many: one model, one decide_rows
     call where that gives each request its own records), then hands the decision-log frames to the audit
     writer and goes on with the next micro-batch while this one is appended. A request's answer is released
-    only when the append holding its decisions has committed; an append that fails answers 503."""
+    only when the append holding its decisions has committed (merge delay 0) or its rows are fdatasynced in the
+    decision journal (the answer then carries the journal's promise); an append that fails answers 503."""
 
     def __init__(self, decider: Decider, writer: "AuditWriter", pool: ThreadPoolExecutor,
                  max_rows: int = MERGE_MAX_ROWS):
@@ -1368,7 +1369,8 @@ def run(settings: Settings, model: engine.DecisionModel, sock: socket.socket, sa
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     completed = complete_interrupted(settings.out_dir)
     if completed:
-        say(f"creditgov serve: completed {completed} interrupted audit append(s) of {settings.out_dir}")
+        say(f"creditgov serve: completed {completed} interrupted audit append(s) and journal segment(s) of "
+            f"{settings.out_dir}")
     warm_up(settings, model)
     app = build_app(settings, model)
     # keep-alive longer than clients keep idle pooled connections (httpx: 5 s, uvicorn's default also 5 s): with
