@@ -390,7 +390,9 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 def audit_verify(scan: Optional[list[str]] = typer.Option(None, "--scan", help="Also check the decision logs "
                                                           "in this folder (decisions/ is always checked).")):
-    """Check the chain, every recorded batch against its decision log, and the logs on disk (exit 8 if any problem)."""
+    """Check the chain, every recorded batch against its decision log, and the logs on disk (exit 8 if any problem),
+    with `creditgov serve`'s journal segments: unsealed decisions of a server that is gone are a problem, those of a
+    running server are printed as pending."""
     from creditgov.governance import audit, integrity
     from creditgov.governance.audit import AuditError
 

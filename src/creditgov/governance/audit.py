@@ -1063,7 +1063,8 @@ def _has_unique_key(c, dialect: str) -> bool:
 
 
 def verify(url: str | None = None, scan: list[str | Path] | None = None) -> VerifyResult:
-    """Check the chain, every sealed batch against its log and the index, and the decision logs on disk."""
+    """Check the chain, every sealed batch against its log and the index, the decision logs on disk and the
+    service's journal segments (`_journal_segments`: abandoned ones are problems, live ones `pending`)."""
     from sqlalchemy import bindparam, text  # heavy: see _engine
 
     eng = _engine(url)

@@ -175,13 +175,16 @@ class Segment:
 
 
 class Journal:
-    """The current segment of a service, appended to by one thread; `rotate` swaps in a fresh segment (made
-    outside the lock, so an append waits only for the swap) and returns the old one for sealing."""
+    """The segments a service holds: the current one, appended to by one thread, and those rotated out and not
+    yet sealed. `rotate` swaps in a fresh segment (made outside the lock, so an append waits only for the swap);
+    `sealed` deletes a rotated segment once its decisions are in the trail. A decision is in one of these
+    segments from its append until its seal, without a gap (what `holds` answers)."""
 
     def __init__(self, folder: Path | str, label: str):
         self.folder, self.label = Path(folder), label
         self.lock = threading.Lock()
         self.current: Segment | None = None
+        self.rotated: list[Segment] = []
 
     def append(self, frames: list[bytes], rows: int, ids: list[str]) -> tuple[Path, int]:
         with self.lock:
@@ -190,15 +193,39 @@ class Journal:
             seg = self.current
             return seg.path, seg.append(frames, rows, ids)
 
-    def rotate(self, fresh: bool = True) -> Segment | None:
-        """The current segment if it holds frames (a fresh one takes its place when `fresh`), else None."""
+    def rotate(self, fresh: bool = True) -> None:
+        """The current segment, if it holds frames, joins the rotated ones (a fresh one takes its place when
+        `fresh`)."""
         with self.lock:
             if self.current is None or not self.current.frames:
-                return None
+                return
         new = Segment.create(self.folder, self.label) if fresh else None
         with self.lock:
-            old, self.current = self.current, new
-        return old
+            self.rotated.append(self.current)
+            self.current = new
+
+    def to_seal(self) -> list[Segment]:
+        with self.lock:
+            return list(self.rotated)
+
+    def sealed(self, seg: Segment) -> None:
+        seg.delete()
+        with self.lock:
+            self.rotated.remove(seg)
+
+    def holds(self, decision_id: str) -> bool:
+        with self.lock:
+            segs = self.rotated + ([self.current] if self.current is not None else [])
+        return any(decision_id in s.decision_ids for s in segs)
+
+    def unsealed_rows(self) -> int:
+        with self.lock:
+            return sum(s.rows for s in self.rotated) + (self.current.rows if self.current is not None else 0)
+
+    def pending_rows(self) -> int:
+        """Rows in the current segment."""
+        with self.lock:
+            return self.current.rows if self.current is not None else 0
 
     def close(self) -> None:
         """An empty current segment (nothing to seal) is deleted."""
@@ -206,7 +233,3 @@ class Journal:
             if self.current is not None and not self.current.frames:
                 self.current.delete()
                 self.current = None
-
-    def pending_rows(self) -> int:
-        with self.lock:
-            return self.current.rows if self.current is not None else 0

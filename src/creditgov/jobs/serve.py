@@ -507,7 +507,6 @@ class AuditWriter:
         self.logs = 0  # decision logs it wrote
         self.journal = journal.Journal(self.out_dir, spec.name) if merge_delay > 0 else None
         self.seal_pool = ThreadPoolExecutor(1, thread_name_prefix="seal") if self.journal else None
-        self.sealing: dict[Path, journal.Segment] = {}  # rotated segments not yet sealed
         self.sealer: asyncio.Task | None = None
         self.seal_lock: asyncio.Lock | None = None
         self.full: asyncio.Event | None = None
@@ -545,28 +544,20 @@ class AuditWriter:
 
     def is_pending(self, decision_id: str) -> bool:
         """Journaled (answered) by this process and not yet sealed in the trail."""
-        if self.journal is None:
-            return False
-        segs = list(self.sealing.values()) + ([self.journal.current] if self.journal.current is not None else [])
-        return any(decision_id in s.decision_ids for s in segs)
+        return self.journal is not None and self.journal.holds(decision_id)
 
     def unsealed(self) -> int:
         """Rows journaled and not yet sealed (0 without the journal)."""
-        if self.journal is None:
-            return 0
-        return self.journal.pending_rows() + sum(s.rows for s in list(self.sealing.values()))
+        return self.journal.unsealed_rows() if self.journal is not None else 0
 
     async def seal_now(self, fresh: bool = True) -> None:
         """Rotate the current segment (a fresh one takes its place when `fresh`) and seal every segment rotated
         and not yet sealed, oldest first, in the seal thread."""
         async with self.seal_lock:
             loop = asyncio.get_running_loop()
-            old = await loop.run_in_executor(self.seal_pool, self.journal.rotate, fresh)
-            if old is not None:
-                self.sealing[old.path] = old
-            for path, seg in sorted(self.sealing.items()):
+            await loop.run_in_executor(self.seal_pool, self.journal.rotate, fresh)
+            for seg in self.journal.to_seal():
                 await loop.run_in_executor(self.seal_pool, self._seal_segment, seg)
-                del self.sealing[path]
 
     async def _sealer(self) -> None:
         """Within the merge delay (or at once when the segment holds max_rows rows): rotate and seal."""
@@ -638,7 +629,7 @@ class AuditWriter:
         appended, logs = seal_frames(self.spec.name, self.out_dir, journal.read_segment(seg.path).tables)
         self.appended += appended
         self.logs += logs
-        seg.delete()
+        self.journal.sealed(seg)
 
     def _append(self, frames: list[pd.DataFrame]) -> None:
         appended, logs = append_logs(self.spec.name, self.out_dir, frames)
