@@ -66,6 +66,8 @@ def read_segment(path: Path | str) -> Contents:
         magic, n, crc = _HEAD.unpack_from(data, pos)
         payload = data[pos + _HEAD.size:pos + _HEAD.size + n]
         if magic != MAGIC or len(payload) != n or zlib.crc32(payload) != crc:
+            # a torn final write (kill -9 or power loss during it): it was never fdatasynced, so none of its
+            # requests was answered (an answer waits for the fdatasync); reading stops here, its rows are not sealed
             break
         try:
             tables.append(pa.ipc.open_stream(payload).read_all())

@@ -699,7 +699,7 @@ def _frame_of(run: list[pa.Table]) -> pd.DataFrame:
     """Tables of the same Arrow types as one frame, with the dtypes pd.concat of their own frames would have: a
     column of Python numbers in an object column (the log's input__ columns) comes back from Arrow as
     int64/float64; a table's pandas metadata says object, and so does the concatenation: made object again."""
-    table = pa.concat_tables(run) if len(run) > 1 else run[0]  # (the first table's metadata, set right below)
+    table = pa.concat_tables(run) if len(run) > 1 else run[0]  # (the first table's pandas metadata)
     frame = table.to_pandas()
     seen, objects = set(), set()
     for t in run:  # (the metadata of one schema is read once: a segment repeats a few schemas many times)
