@@ -6,7 +6,9 @@ Both serve the application @champion of the project this runs from (`make train`
 started here and stopped here:
   ours  `creditgov serve` (--insecure-dev on 127.0.0.1, its own audit store in a temporary directory): each
         answer is the full decision (validation by the suite's rules, PD, policy, reasons en/zh,
-        counterfactual for adverse rows) and is sent only once the decision is in the audit trail;
+        counterfactual for adverse rows) and is sent only once the decision is durably recorded: in the
+        decision journal (--merge-delay, default 1 s: sealed into the audit trail within that delay) or, with
+        --merge-delay 0, in the audit trail;
   peer  `mlflow models serve -m models:/<model>@champion --env-manager local` (uvicorn, one worker): a PD only.
 
 The load generator is a bounded asyncio client of our own (httpx) that only ever connects to 127.0.0.1;
@@ -268,6 +270,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/serve.json")
     ap.add_argument("--latency-only", action="store_true", help="only the warm-up and the latency phase")
     ap.add_argument("--memory-only", action="store_true", help="only the warm-up and the memory phase")
+    ap.add_argument("--merge-delay", type=float, default=1.0, help="creditgov serve --merge-delay (0: each answer "
+                    "waits for its audit seal; > 0: for its decision-journal fdatasync)")
     args = ap.parse_args()
     if not (REPO / "mlflow.db").exists():
         sys.exit("bench-serve: no mlflow.db here: run make train first")
@@ -287,13 +291,14 @@ def main() -> None:
             say("starting creditgov serve")
             proc = subprocess.Popen([PY, "-m", "creditgov", "serve", "--spec", args.spec, "--host", HOST, "--port",
                                      str(port), "--insecure-dev", "--reload-seconds", "0", "--out",
-                                     str(work / "served")], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     str(work / "served"), "--merge-delay", str(args.merge_delay)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                     stderr=open(work / "creditgov.log", "w"))
             try:
                 wait_ready(f"http://{HOST}:{port}", "/readyz", proc, work / "creditgov.log")
                 t = Target("creditgov serve", f"http://{HOST}:{port}", "/v1/decisions", lambda b: {"rows": b},
                            proc.pid, True)
                 result["servers"]["creditgov"] = {
+                    "merge_delay_s": args.merge_delay,
                     "answer": "full decision (validation, PD, policy, reasons en/zh, counterfactual) recorded in "
                               "the audit trail before the answer",
                     "batching": "server-side micro-batches: concurrent requests decided together (one decide_rows "

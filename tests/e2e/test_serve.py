@@ -23,6 +23,7 @@ from contextlib import closing
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from creditgov.jobs.serve import records as records_of
@@ -39,10 +40,11 @@ CLIENTS = 12
 REQUESTS = 96
 
 
-def _start(root: Path, err, reload_seconds: float = 0) -> tuple[subprocess.Popen, str]:
+def _start(root: Path, err, reload_seconds: float = 0, merge_delay: float | None = None) -> tuple[subprocess.Popen, str]:
     env = cli_env(CREDITGOV_API_KEYS=",".join(KEYS))
+    more = ("--merge-delay", str(merge_delay)) if merge_delay is not None else ()
     proc = subprocess.Popen(creditgov_argv("serve", "--spec", APPLICATION_FAST, "--port", "0", "--as-of", AS_OF,
-                                           "--reload-seconds", str(reload_seconds)),
+                                           "--reload-seconds", str(reload_seconds), *more),
                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
     line, deadline = "", time.monotonic() + 180
     while time.monotonic() < deadline and "listening on" not in line:
@@ -83,6 +85,15 @@ def _served_records(root: Path) -> int:
     with closing(sqlite3.connect(root / "audit.db")) as c:
         return c.execute("SELECT COUNT(*) FROM audit_decisions d JOIN audit_batches b ON b.batch = d.batch "
                          "WHERE b.log_path LIKE ?", (f"%{os.sep}served{os.sep}%",)).fetchone()[0]
+
+
+def _all_sealed(server, seconds: float = 60) -> None:
+    """Wait (bounded) until the server has sealed every journaled decision into the trail (/readyz `unsealed`:
+    the server's default merge delay is 1 s)."""
+    deadline = time.monotonic() + seconds
+    with _client(server) as c:
+        while c.get("/readyz").json()["unsealed"] and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def test_api_keys(server, rows):
@@ -282,24 +293,112 @@ def test_many_clients_then_audit_verify_and_records_equal_2xx(server, rows):
     codes = asyncio.run(_load(server.url, bodies, CLIENTS))
     assert codes.count(200) == len(bodies), sorted(set(codes))
     decided = sum(len(b["rows"]) for b, code in zip(bodies, codes) if code == 200)
+    _all_sealed(server)  # answered from the journal: in the trail within the merge delay
     assert _served_records(server.root) - before == decided
     v = subprocess.run(creditgov_argv("audit", "verify"), cwd=server.root, env=cli_env(), capture_output=True,
                        text=True, timeout=300)
     assert v.returncode == 0, v.stdout + v.stderr
 
 
-def test_micro_batch_gives_each_request_the_records_it_gets_alone(server, rows):
+@pytest.fixture(scope="module")
+def local_decider(server):
+    """The served spec and model in this process (the server's project, its registered @champion)."""
+    from creditgov.decision import decide
+    from creditgov.jobs.serve import Decider
+
+    with in_project(server.root):
+        spec = load_spec(APPLICATION_FAST)
+        return Decider(spec, decide.load_model(spec), AS_OF)
+
+
+def test_journal_answers_once_durable_and_merge_delay_0_after_the_seal(local_decider, rows, tmp_path):
+    """In process, the service's own batcher and audit writer on a store of their own. --merge-delay 0: each
+    answer comes after its seal (the trail holds it when the answer is given; no journal). With the journal
+    (a merge delay longer than the test): answers carry the promise while the trail holds none of them, the
+    segment is locked and `audit verify` lists it as pending, not as a problem; the shutdown seals it, and
+    the record hashes promised are the leaves the index holds. A segment's frames read back make the same
+    decision log, byte for byte, as the frames they were made from."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from creditgov.governance import audit, journal
+    from creditgov.jobs import serve
+
+    frame, recs = rows
+    d = local_decider
+    out = tmp_path / "decisions" / "served"
+
+    async def serving(merge_delay, bodies, during):
+        writer = serve.AuditWriter(d.spec, out, merge_delay=merge_delay)
+        pool = ThreadPoolExecutor(1)
+        batcher = serve.DecideBatcher(d, writer, pool)
+        writer.start()
+        batcher.start()
+        try:
+            answers = await asyncio.gather(*(batcher.decide(b) for b in bodies))
+            await asyncio.to_thread(during, answers, writer)
+        finally:
+            await batcher.stop()
+            await writer.stop()
+            pool.shutdown()
+        return answers
+
+    def ids_of(answers):
+        return [r["decision_id"] for a in answers for r in a.records]
+
+    def sealed_at_answer(answers, writer):
+        assert all(a.journal is None for a in answers) and not journal.segments(out)
+        assert audit.recorded(ids_of(answers)) == set(ids_of(answers))
+
+    def promised(answers, writer):
+        ids = ids_of(answers)
+        assert not audit.recorded(ids)  # answered from the journal alone
+        (seg,) = journal.segments(out)
+        assert journal.is_live(seg) and all(writer.is_pending(i) for i in ids)
+        for a in answers:
+            assert a.journal["segment"] == seg.name and len(a.journal["record_hashes"]) == len(a.records)
+            assert all(re.fullmatch("[0-9a-f]{64}", h) for h in a.journal["record_hashes"])
+        r = audit.verify()
+        assert r.ok, r.problems
+        assert r.pending == [f"journal segment {seg.resolve()}: {len(set(ids))} decisions answered and not yet "
+                             "sealed: its server is running and seals them within its merge delay"]
+
+    with in_project(tmp_path, CREDITGOV_AUDIT_URL=f"sqlite:///{tmp_path / 'audit.db'}"):
+        asyncio.run(serving(0, [{"rows": [recs[i]]} for i in range(0, 5)] + [{"rows": recs[5:8]}], sealed_at_answer))
+        answers = asyncio.run(serving(600, [{"rows": [recs[i]]} for i in range(8, 14)] + [{"rows": recs[14:17]}],
+                                      promised))
+        assert not journal.segments(out)  # sealed at the shutdown, then deleted
+        ids = ids_of(answers)
+        assert audit.recorded(ids) == set(ids)
+        with closing(sqlite3.connect(tmp_path / "audit.db")) as c:
+            leaves = {bytes(k).hex(): bytes(leaf).hex()  # (a 32-hex-digit id is kept as its 16 bytes)
+                      for k, leaf in c.execute("SELECT decision_id, leaf FROM audit_decisions")}
+        assert [leaves[i] for i in ids] == [h for a in answers for h in a.journal["record_hashes"]]
+        r = audit.verify()
+        assert r.ok and not r.pending, r.problems
+
+        # one-row micro-batches (their Arrow types differ: a null column where another has text) and merged ones
+        frames = [f for i in range(20, 32) for f in d.decide_many([{"rows": [recs[i]]}])[1]]
+        frames += d.decide_many([{"rows": recs[32:35]}, {"rows": [recs[35]]}])[1]
+        tables = [serve._arrow_table(f) for f in frames]
+        assert len({tuple(t.schema.types) for t in tables}) > 1
+        seg = journal.Segment.create(tmp_path, "roundtrip")
+        seg.append([journal.frame_bytes(t) for t in tables], 0, [])
+        back = serve.journal_frames(journal.read_segment(seg.path).tables)
+        assert serve._log_bytes(pd.concat(back, ignore_index=True))[0] == \
+            serve._log_bytes(pd.concat(frames, ignore_index=True))[0]
+        seg.delete()
+
+
+def test_micro_batch_gives_each_request_the_records_it_gets_alone(server, rows, local_decider):
     """Requests decided together in one micro-batch (one decide_rows call) get, field for field, what each
     gets decided alone: row numbers, input hash, decision ids, counterfactuals (rounding, pair stage) included;
     a request with a refused row (here a duplicate id) is refused alone and the others are still decided."""
-    from creditgov.jobs.serve import Decider, Refused
-    from creditgov.decision import decide
+    from creditgov.jobs.serve import Refused
     from creditgov.decision.policy import ADVERSE_ACTIONS
 
     frame, recs = rows
     with in_project(server.root):
-        spec = load_spec(APPLICATION_FAST)
-        d = Decider(spec, decide.load_model(spec), AS_OF)
+        d = local_decider
         bodies = [{"rows": [recs[i]]} for i in range(40, 70)] + [{"rows": recs[70 + 3 * i:73 + 3 * i]} for i in range(6)]
         bodies.insert(5, {"rows": [recs[90], recs[90]]})  # refused: "id unique"
         outs, frames = d.decide_many(bodies)
@@ -367,6 +466,7 @@ def test_champion_moved_under_load_is_swapped_between_requests(server, rows):
     for _, body in answers:
         assert {d["model_version"] for d in body["decisions"]} == {body["model_version"]}
     assert {body["model_version"] for _, body in answers} == {str(v1.version), str(v2.version)}
+    _all_sealed(server)
     assert _served_records(server.root) - before == len({d["decision_id"] for _, b in answers for d in b["decisions"]})
     v = subprocess.run(creditgov_argv("audit", "verify"), cwd=server.root, env=cli_env(), capture_output=True,
                        text=True, timeout=300)
@@ -397,15 +497,20 @@ def test_sigterm_drains_in_flight_requests_and_loses_no_record(server, rows):
 
 
 def test_kill_9_under_load_loses_no_issued_decision(trained_application_fast, rows, tmp_path):
-    """SIGKILL while requests are in flight (no drain): `audit verify` passes on what is left, and every
-    decision answered 2xx is in the trail (a decision is answered only after its append)."""
-    from creditgov.governance import audit
+    """SIGKILL while requests are in flight (no drain), the server journaling with a merge delay longer than the
+    test (nothing sealed before the kill): `audit verify` names the abandoned journal segment (exit 8, the file,
+    the decisions, the fix); a torn final write (a kill during a write) is not sealed and does not stop the rest;
+    after what the next start does before its port opens, verify passes and every decision answered 2xx (only
+    after its rows were fdatasynced in the journal) is in the trail."""
+    import pyarrow as pa
+
+    from creditgov.governance import audit, journal
     from creditgov.jobs import serve
 
     frame, recs = rows
     root = copy_trained_project(trained_application_fast.root, tmp_path / "kill")
     with open(root / "server-kill.log", "w") as err:
-        proc, url = _start(root, err)
+        proc, url = _start(root, err, merge_delay=600)
         bodies = [{"rows": [recs[i]]} for i in range(200)] + [{"rows": recs[i:i + 3]} for i in range(200, 398, 3)]
         answered = []
 
@@ -435,13 +540,35 @@ def test_kill_9_under_load_loses_no_issued_decision(trained_application_fast, ro
         proc.wait(timeout=30)
     issued = [d for code, ids in answers if 200 <= code < 300 for d in ids]
     assert issued and any(code == 0 for code, _ in answers), [c for c, _ in answers]
-    with in_project(root):  # what the next start does before its port opens: complete an interrupted append
+    served = root / "decisions" / "served"
+    segments = journal.segments(served)
+    assert segments and not any(journal.is_live(p) for p in segments)  # its server is gone
+    # a torn final write of decisions no request was answered with: half a frame at the end of the last segment
+    last = journal.read_segment(segments[-1]).tables[-1]
+    torn_ids = [f"{i:032x}" for i in range(1, last.num_rows + 1)]
+    torn = last.set_column(last.schema.get_field_index("decision_id"), "decision_id", pa.array(torn_ids))
+    blob = journal.frame_bytes(torn)
+    with open(segments[-1], "ab") as f:
+        f.write(blob[:len(blob) // 2])
+    v = subprocess.run(creditgov_argv("audit", "verify"), cwd=root, env=cli_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert v.returncode == 8, v.stdout + v.stderr
+    unsealed = 0
+    for p in segments:  # each segment named with its decisions (none sealed yet), the fix said
+        n = len(set(journal.read_segment(p).decision_ids))
+        unsealed += n
+        assert f"journal segment {p.resolve()}: {n} answered decisions are not sealed" in v.stderr, v.stderr
+    assert "torn final write" in v.stderr and "start `creditgov serve` again" in v.stderr
+    assert unsealed >= len(set(issued))
+    with in_project(root):  # what the next start does before its port opens: complete and seal what is left
         serve.complete_interrupted(Path("decisions/served"))
+    assert not journal.segments(served)
     v = subprocess.run(creditgov_argv("audit", "verify"), cwd=root, env=cli_env(), capture_output=True, text=True,
                        timeout=300)
     assert v.returncode == 0, v.stdout + v.stderr
     with in_project(root):
         assert set(audit.recorded(issued)) == set(issued)
+        assert not audit.recorded(torn_ids)  # the torn write's rows were never answered: not sealed
 
 
 def test_start_up_refusals_are_one_line(tmp_path):

@@ -41,7 +41,7 @@ from psycopg2 import Binary
 
 from creditgov import progress
 from creditgov.errors import CreditGovError
-from creditgov.governance import merkle
+from creditgov.governance import journal, merkle
 
 URL_ENV = "CREDITGOV_AUDIT_URL"
 GENESIS = "0" * 64
@@ -832,6 +832,7 @@ class VerifyResult:
     head_seq: int
     head_hash: str
     problems: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # live journal segments: promised, sealed within the delay
 
     @property
     def records(self) -> int:  # chain entries (the name the first version used)
@@ -1025,14 +1026,47 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings, fo
     return n
 
 
-def _logs_on_disk(dirs: list[Path]) -> list[Path]:
-    """Decision-log files under these folders, each folder walked once (the batches' folders repeat: a service
-    writes thousands of logs into one)."""
+def _logs_on_disk(dirs: list[Path], pattern: str = "*.parquet") -> list[Path]:
+    """Decision-log files (or other files matching `pattern`) under these folders, each folder walked once (the
+    batches' folders repeat: a service writes thousands of logs into one)."""
     out = []
     for d in dict.fromkeys(d.resolve() for d in dirs):
         if d.is_dir():
-            out += [p for p in d.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(d).parts)]
+            out += [p for p in d.rglob(pattern) if not any(part.startswith(".") for part in p.relative_to(d).parts)]
     return sorted(set(p.resolve() for p in out))
+
+
+def _journal_segments(c, dirs: list[Path], f: _Findings) -> list[str]:
+    """`creditgov serve`'s journal segments under these folders (governance.journal) whose decisions the trail
+    does not hold: answered with the journal's promise and not yet sealed. A segment its server still holds
+    (locked) is pending: it is sealed within the server's merge delay, and is no finding. A segment nobody
+    holds was left by a server that is gone: a finding naming the file, the number of decisions and the fix.
+    Returns the pending lines."""
+    from sqlalchemy import bindparam, text  # heavy: see _engine
+
+    qi = text("SELECT COUNT(*) FROM audit_decisions WHERE decision_id IN :ids").bindparams(
+        bindparam("ids", expanding=True))
+    pending = []
+    for p in _logs_on_disk(dirs, f"journal-*{journal.SUFFIX}"):
+        try:
+            contents = journal.read_segment(p)
+        except FileNotFoundError:  # sealed and deleted meanwhile
+            continue
+        ids = _ids16(list(dict.fromkeys(contents.decision_ids)))
+        missing = 0
+        for i in range(0, len(ids), 5000):
+            part = ids[i:i + 5000]
+            missing += len(part) - int(c.execute(qi, {"ids": part}).scalar())
+        torn = (f" ({contents.torn_bytes} bytes after them are a torn final write: never answered, never sealed)"
+                if contents.torn_bytes else "")
+        if journal.is_live(p):
+            if missing:
+                pending.append(f"journal segment {p}: {missing} decisions answered and not yet sealed: its server "
+                               f"is running and seals them within its merge delay{torn}")
+        elif missing and p.exists():  # (a segment sealed and deleted while it was read is gone now)
+            f.add("journal", f"journal segment {p}: {missing} answered decisions are not sealed in the audit trail "
+                  f"(its server is gone){torn}; start `creditgov serve` again, which seals it before its port opens")
+    return pending
 
 
 def _is_decision_log(path: Path) -> bool:
@@ -1054,7 +1088,8 @@ def _has_unique_key(c, dialect: str) -> bool:
 
 
 def verify(url: str | None = None, scan: list[str | Path] | None = None) -> VerifyResult:
-    """Check the chain, every sealed batch against its log and the index, and the decision logs on disk."""
+    """Check the chain, every sealed batch against its log and the index, the decision logs on disk and the
+    service's journal segments (`_journal_segments`: abandoned ones are problems, live ones `pending`)."""
     from sqlalchemy import bindparam, text  # heavy: see _engine
 
     eng = _engine(url)
@@ -1149,9 +1184,10 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
                     missing += len(part) - int(c.execute(qi, {"ids": part}).scalar())
             if missing:
                 f.add("logs", f"decision log {p}: {missing} of {total} decisions are not in the audit trail")
+        pending = _journal_segments(c, dirs, f)
     problems = f.result()
     return VerifyResult(not problems, len(rows), len(batches), decisions, int(head[0]) if head else 0,
-                        head[1] if head else GENESIS, problems)
+                        head[1] if head else GENESIS, problems, pending)
 
 
 # --------------------------------------------------------------------------- retention

@@ -3,7 +3,8 @@
 A request's rows go through what a batch goes through, in the same functions: validated by the suite's own
 rules (validate.CompiledSuite: the GX suite compiled to vectorised checks, held to GX's verdicts by
 tests/data/test_fast_validation.py), decided by decide.decide_rows with the model loaded once from the
-registry (@champion), and recorded in the audit trail before the answer leaves. So a served decision is,
+registry (@champion), and recorded durably before the answer leaves (in the audit trail, or in the decision
+journal that is sealed into the trail within --merge-delay seconds: see below). So a served decision is,
 field for field, the decision the batch path writes for the same row, model version, policy and as-of
 date (only input_source and input_hash say where the rows came from: "api", and the request's rows).
 
@@ -18,18 +19,35 @@ The audit trail takes decision logs, one chain entry per log. A micro-batch's de
 log (one Parquet file in --out per model version and as-of date, written under a temporary name, fsynced and
 renamed) put in the trail in ONE transaction (audit.record_log_bytes: batch opened, decisions indexed, chain
 entry sealed, one commit with SQLite's WAL synchronous=FULL). The audit writer runs in its own thread while
-the next micro-batch is decided; micro-batches queued meanwhile go into the next log (group commit). Only
-after that commit are the micro-batch's requests answered: a 2xx is never sent for a decision the trail does
-not hold, and an append that fails answers 503 (the decision was not issued). A decision the trail already
-holds (the same row decided again: the same decision id) is answered but not appended twice. Shutdown
+the next micro-batch is decided; micro-batches queued meanwhile go into the next log (group commit).
+
+The decision journal (--merge-delay S > 0, the default 1 s), Certificate Transparency's construction (RFC 6962 /
+9162: a signed certificate timestamp at once, inclusion in the Merkle tree within a maximum merge delay): the
+audit writer appends a micro-batch's decision-log rows to the current journal segment in --out
+(governance.journal: Arrow IPC record batches, the log frame as `_arrow_table` converts it; whatever is queued
+goes in one write and one fdatasync) and the requests are answered once that fdatasync returns, each answer
+carrying the promise: `journal` = the segment, the frame's sequence number in it and each decision's record
+hash (the Merkle leaf the audit index will hold for it). A sealer, in its own thread, rotates the segment at
+most every S seconds (or once it holds AUDIT_MAX_ROWS rows) and seals the old one: its frames read back, made
+into decision logs exactly as the micro-batches' logs (append_logs: same grouping, names, bytes, one
+transaction each) and the segment deleted. The server holds an exclusive flock on each segment until it is
+sealed, so `creditgov audit verify` tells a live segment (pending, not a finding) from one a dead server left
+(a finding: start `creditgov serve` again, which seals it before its port opens: complete_interrupted). GET
+/v1/decisions/{id}, reviews and contests of a decision still only in the journal seal it on demand first.
+--merge-delay 0: no journal; the answer waits for the seal, as described above.
+
+Either way a 2xx is never sent for a decision that is not durably recorded (in the trail, or in the journal
+with its promise), and an append that fails answers 503 (the decision was not issued). A decision the trail
+already holds (the same row decided again: the same decision id) is answered but not appended twice. Shutdown
 (SIGTERM, SIGINT) stops accepting, lets in-flight requests finish (their appends included), then drains the
-queues and stops the writer.
+queues, seals every journal segment and stops the writer.
 
 Human oversight: POST /v1/reviews (a person confirms or overrides a decision) and POST /v1/contests (a customer
 contests one with a corrected row) call decision.oversight's review / contest_rows, the functions behind
 `creditgov review` / `creditgov contest`, which record their events in the audit trail; a decision id the trail
 does not hold is 404, an invalid body 422. A crash (kill -9) can leave a served log written but not sealed in
-the trail (its requests unanswered): the next start completes those appends before the port opens.
+the trail (its requests unanswered), or journal segments not yet sealed (their requests answered with the
+promise): the next start completes those appends and seals those segments before the port opens.
 
 Operations: API keys from $CREDITGOV_API_KEYS (comma separated), compared with hmac.compare_digest against
 every configured key; none configured refuses to start unless --insecure-dev. Request bodies over
@@ -70,7 +88,7 @@ from creditgov.decision import counterfactual
 from creditgov.decision import decide as engine
 from creditgov.decision import oversight
 from creditgov.errors import CreditGovError, SpecError, TrackingError, UsageError
-from creditgov.governance import audit, merkle, registry
+from creditgov.governance import audit, journal, merkle, registry
 from creditgov.report import wording
 from creditgov.spec import PipelineSpec
 
@@ -78,7 +96,8 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB: ~2,000 rows of the application catalogue
 MAX_ROWS = 1000
 AUDIT_WINDOW_S = 0.0  # no waiting: requests that arrive during an append form the next one
 MERGE_MAX_ROWS = 1000  # rows decided together in one micro-batch
-AUDIT_MAX_ROWS = 20_000
+AUDIT_MAX_ROWS = 20_000  # rows per audit append; also the rows at which a journal segment is sealed at once
+MERGE_DELAY_S = 1.0  # a journaled decision is sealed in the trail within about this many seconds
 LABEL = "api"
 
 log = logging.getLogger("creditgov.serve")
@@ -360,6 +379,7 @@ class Served:
     model_version: str
     as_of: str
     rows: int
+    journal: dict | None = None  # the journal's promise (segment, sequence, record hashes); None once sealed
 
 
 class NotRecorded(Exception):
@@ -374,7 +394,8 @@ class DecideBatcher:
     form the next one), decides them in the decide thread (Decider.decide_many: one model, one decide_rows
     call where that gives each request its own records), then hands the decision-log frames to the audit
     writer and goes on with the next micro-batch while this one is appended. A request's answer is released
-    only when the append holding its decisions has committed; an append that fails answers 503."""
+    only when the append holding its decisions has committed (merge delay 0) or its rows are fdatasynced in the
+    decision journal (the answer then carries the journal's promise); an append that fails answers 503."""
 
     def __init__(self, decider: Decider, writer: "AuditWriter", pool: ThreadPoolExecutor,
                  max_rows: int = MERGE_MAX_ROWS):
@@ -428,13 +449,19 @@ class DecideBatcher:
 
     async def _seal(self, frames: list[pd.DataFrame], answered: list) -> None:
         try:
-            await self.writer.record(frames)
+            promise = await self.writer.record(frames)
         except Exception:
             for fut, _ in answered:
                 if not fut.done():
                     fut.set_exception(NotRecorded())
             return
         for fut, res in answered:
+            if promise is not None:  # journaled, not yet sealed: the answer carries the promise
+                got = [promise["record_hashes"].get(r.get("decision_id")) for r in res.records]
+                res.journal = {"segment": promise["segment"],
+                               "sequence": min((g[0] for g in got if g), default=None),
+                               "record_hashes": [g[1] if g else None for g in got],
+                               "merge_delay_s": self.writer.merge_delay}
             if not fut.done():
                 fut.set_result(res)
 
@@ -461,32 +488,89 @@ def _rows_of(body) -> int:
 
 
 class AuditWriter:
-    """Served decisions into the audit trail, many requests per decision log (see the module's docstring)."""
+    """Served decisions into the audit trail, many requests per decision log (see the module's docstring).
+
+    merge_delay 0: a micro-batch's `record` returns once its decision log is sealed in the trail. merge_delay > 0
+    (the journal): `record` returns once its rows are durably in the current journal segment (one write and one
+    fdatasync for whatever is queued), with the promise (segment, frame sequence, record hashes); the sealer
+    rotates the segment at most every merge_delay seconds (or once it holds max_rows rows) and seals the old one
+    into decision logs in the trail, in its own thread so that journal appends do not wait behind a seal."""
 
     def __init__(self, spec: PipelineSpec, out_dir: Path, window: float = AUDIT_WINDOW_S,
-                 max_rows: int = AUDIT_MAX_ROWS):
+                 max_rows: int = AUDIT_MAX_ROWS, merge_delay: float = 0.0):
         self.spec, self.out_dir, self.window, self.max_rows = spec, Path(out_dir), window, max_rows
+        self.merge_delay = merge_delay
         self.queue: asyncio.Queue | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="audit")
         self.task: asyncio.Task | None = None
         self.appended = 0  # decision records this process appended
         self.logs = 0  # decision logs it wrote
+        self.journal = journal.Journal(self.out_dir, spec.name) if merge_delay > 0 else None
+        self.seal_pool = ThreadPoolExecutor(1, thread_name_prefix="seal") if self.journal else None
+        self.sealer: asyncio.Task | None = None
+        self.seal_lock: asyncio.Lock | None = None
+        self.full: asyncio.Event | None = None
+        self.stopping = False
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
         self.task = asyncio.get_running_loop().create_task(self._run())
+        if self.journal is not None:
+            self.seal_lock, self.full = asyncio.Lock(), asyncio.Event()
+            self.sealer = asyncio.get_running_loop().create_task(self._sealer())
 
-    async def record(self, frames: list[pd.DataFrame]) -> None:
+    async def record(self, frames: list[pd.DataFrame]) -> dict | None:
+        """None once sealed in the trail (merge_delay 0); with the journal, the promise once journaled:
+        {"segment", "sequence", "record_hashes": {decision id: (frame sequence, leaf hash hex)}}."""
         fut = asyncio.get_running_loop().create_future()
         await self.queue.put((frames, fut))
-        await fut
+        return await fut
 
     async def stop(self) -> None:
-        """Everything queued is written first (the sentinel is the queue's last item)."""
+        """Everything queued is written first (the sentinel is the queue's last item); with the journal, every
+        segment is then sealed (a graceful shutdown leaves no promise open)."""
         if self.task is not None:
             await self.queue.put(None)
             await self.task
+        if self.journal is not None:
+            self.stopping = True
+            if self.sealer is not None:
+                self.full.set()
+                await self.sealer
+            await self.seal_now(fresh=False)
+            self.journal.close()
+            self.seal_pool.shutdown(wait=True)
         self.pool.shutdown(wait=True)
+
+    def is_pending(self, decision_id: str) -> bool:
+        """Journaled (answered) by this process and not yet sealed in the trail."""
+        return self.journal is not None and self.journal.holds(decision_id)
+
+    def unsealed(self) -> int:
+        """Rows journaled and not yet sealed (0 without the journal)."""
+        return self.journal.unsealed_rows() if self.journal is not None else 0
+
+    async def seal_now(self, fresh: bool = True) -> None:
+        """Rotate the current segment (a fresh one takes its place when `fresh`) and seal every segment rotated
+        and not yet sealed, oldest first, in the seal thread."""
+        async with self.seal_lock:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.seal_pool, self.journal.rotate, fresh)
+            for seg in self.journal.to_seal():
+                await loop.run_in_executor(self.seal_pool, self._seal_segment, seg)
+
+    async def _sealer(self) -> None:
+        """Within the merge delay (or at once when the segment holds max_rows rows): rotate and seal."""
+        while not self.stopping:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.full.wait(), self.merge_delay)
+            self.full.clear()
+            if self.stopping:
+                break
+            try:
+                await self.seal_now()
+            except Exception as exc:  # the segments stay (and stay locked): sealed at the next tick, or at stop
+                log.error("sealing the decision journal failed: %s", str(exc).splitlines()[0][:200])
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -499,45 +583,140 @@ class AuditWriter:
                 await asyncio.sleep(self.window)
             items, stop = _take_queued(self.queue, item, self.max_rows, lambda it: sum(len(f) for f in it[0]))
             try:
-                await loop.run_in_executor(self.pool, self._append, [f for fs, _ in items for f in fs])
+                if self.journal is None:
+                    await loop.run_in_executor(self.pool, self._append, [f for fs, _ in items for f in fs])
+                    promises = [None] * len(items)
+                else:
+                    promises = await loop.run_in_executor(self.pool, self._journal_append, [fs for fs, _ in items])
             except Exception as exc:  # the decisions were not recorded: none of them is issued
                 log.error("audit append failed for %d requests: %s", len(items), str(exc).splitlines()[0][:200])
                 for _, fut in items:
                     if not fut.done():
                         fut.set_exception(exc)
             else:
-                for _, fut in items:
+                for (_, fut), promise in zip(items, promises):
                     if not fut.done():
-                        fut.set_result(None)
+                        fut.set_result(promise)
+                if self.journal is not None and self.journal.pending_rows() >= self.max_rows:
+                    self.full.set()
+
+    def _journal_append(self, groups: list[list[pd.DataFrame]]) -> list[dict]:
+        """The frames of these micro-batches appended to the current segment: one write, one fdatasync. Each
+        frame is the log frame as an Arrow table (_arrow_table: what _log_bytes writes to Parquet); its record
+        hashes are the leaves the audit index will hold (merkle, over the same table, as record_log_bytes
+        hashes it)."""
+        blobs, ids, rows, out = [], [], 0, []
+        for frames in groups:
+            hashes: dict[str, tuple[int, str]] = {}
+            for f in frames:
+                table = _arrow_table(f)
+                leaves = merkle.hash_prepared_for(merkle.prepare_for(table, merkle.LEAF_FORMAT))
+                fid = f["decision_id"].tolist()
+                seq = len(blobs)
+                hashes.update((d, (seq, leaf.tobytes().hex())) for d, leaf in zip(fid, leaves))
+                blobs.append(journal.frame_bytes(table))
+                ids += fid
+                rows += len(f)
+            out.append(hashes)
+        if not blobs:
+            return [None] * len(groups)
+        path, first = self.journal.append(blobs, rows, ids)
+        return [{"segment": path.name, "record_hashes": {d: (first + k, h) for d, (k, h) in hashes.items()}}
+                for hashes in out]
+
+    def _seal_segment(self, seg: journal.Segment) -> None:
+        """A rotated segment into the trail (its whole frames; see journal.read_segment), then deleted."""
+        appended, logs = seal_frames(self.spec.name, self.out_dir, journal.read_segment(seg.path).tables)
+        self.appended += appended
+        self.logs += logs
+        self.journal.sealed(seg)
 
     def _append(self, frames: list[pd.DataFrame]) -> None:
-        """One decision log per (model version, as-of date) of these frames, each written (fsynced, then
-        renamed into place) and put in the trail in one transaction (audit.record_log_bytes): one commit per
-        log. Decisions the trail already holds, or that came twice, are left out."""
-        ids = [d for f in frames for d in f["decision_id"].tolist()]
-        held = audit.recorded(ids)
-        seen: set[str] = set(held)
-        groups: dict[tuple, list[pd.DataFrame]] = {}
-        for f in frames:
-            keep = []
-            for d in f["decision_id"].tolist():
-                keep.append(d not in seen)
-                seen.add(d)
-            part = f[np.array(keep, dtype=bool)] if not all(keep) else f
-            if len(part):
-                key = (str(part["model_version"].iloc[0]), str(part["decision_time"].iloc[0])[:10])
-                groups.setdefault(key, []).append(part.reset_index(drop=True))
-        for (version, as_of), parts in groups.items():
-            digest = hashlib.sha256("".join(d for p in parts for d in p["decision_id"].tolist()).encode())
-            path = self.out_dir / f"{self.spec.name}-{as_of}-v{version}-served-{digest.hexdigest()[:16]}.parquet"
-            frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-            data, table = _log_bytes(frame)
-            _write_durably(path, data)
-            a = audit.record_log_bytes(path, data, table=table)
-            if a is None:  # an interrupted append of the same log (a crash, then the same rows again)
-                a = audit.record_log(path)
-            self.appended += a.inserted
-            self.logs += 1
+        appended, logs = append_logs(self.spec.name, self.out_dir, frames)
+        self.appended += appended
+        self.logs += logs
+
+
+def append_logs(name: str, out_dir: Path, frames: list[pd.DataFrame]) -> tuple[int, int]:
+    """One decision log per (model version, as-of date) of these frames, each written (fsynced, then renamed
+    into place) and put in the trail in one transaction (audit.record_log_bytes): one commit per log. Decisions
+    the trail already holds, or that came twice, are left out. (records appended, logs written)"""
+    ids = [d for f in frames for d in f["decision_id"].tolist()]
+    held = audit.recorded(ids)
+    seen: set[str] = set(held)
+    groups: dict[tuple, list[pd.DataFrame]] = {}
+    for f in frames:
+        keep = []
+        for d in f["decision_id"].tolist():
+            keep.append(d not in seen)
+            seen.add(d)
+        part = f[np.array(keep, dtype=bool)] if not all(keep) else f
+        if len(part):
+            key = (str(part["model_version"].iloc[0]), str(part["decision_time"].iloc[0])[:10])
+            groups.setdefault(key, []).append(part.reset_index(drop=True))
+    appended = logs = 0
+    for (version, as_of), parts in groups.items():
+        digest = hashlib.sha256("".join(d for p in parts for d in p["decision_id"].tolist()).encode())
+        path = Path(out_dir) / f"{name}-{as_of}-v{version}-served-{digest.hexdigest()[:16]}.parquet"
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        data, table = _log_bytes(frame)
+        _write_durably(path, data)
+        a = audit.record_log_bytes(path, data, table=table)
+        if a is None:  # an interrupted append of the same log (a crash, then the same rows again)
+            a = audit.record_log(path)
+        appended += a.inserted
+        logs += 1
+    return appended, logs
+
+
+def journal_frames(tables: list[pa.Table]) -> list[pd.DataFrame]:
+    """A segment's tables as log frames, in journal order: the frame `pd.concat` of the frames they were made from
+    gives (held to it, byte for byte in the Parquet log, by tests/e2e/test_serve.py), split into runs of one
+    model version and as-of date (append_logs' unit). Tables of the same Arrow types are converted together
+    (to_pandas once per type signature, not once per micro-batch: ~0.8 ms each), then the rows put back in
+    journal order."""
+    if not tables:
+        return []
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tables):
+        groups.setdefault((tuple(t.schema.names), tuple(t.schema.types)), []).append(i)
+    starts = np.cumsum([0] + [t.num_rows for t in tables])
+    parts, rows = [], []
+    for idx in groups.values():
+        parts.append(_frame_of([tables[i] for i in idx]))
+        rows += [np.arange(starts[i], starts[i + 1]) for i in idx]
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if len(parts) > 1:
+        frame = frame.take(np.argsort(np.concatenate(rows), kind="stable")).reset_index(drop=True)
+    key = frame["model_version"].astype(str) + "|" + frame["decision_time"].astype(str).str[:10]
+    cuts = np.flatnonzero(key.to_numpy()[1:] != key.to_numpy()[:-1]) + 1
+    if not len(cuts):
+        return [frame]
+    return [frame.iloc[a:b].reset_index(drop=True) for a, b in zip([0, *cuts], [*cuts, len(frame)])]
+
+
+def _frame_of(run: list[pa.Table]) -> pd.DataFrame:
+    """Tables of the same Arrow types as one frame, with the dtypes pd.concat of their own frames would have: a
+    column of Python numbers in an object column (the log's input__ columns) comes back from Arrow as
+    int64/float64; a table's pandas metadata says object, and so does the concatenation: made object again."""
+    table = pa.concat_tables(run) if len(run) > 1 else run[0]  # (the first table's pandas metadata)
+    frame = table.to_pandas()
+    seen, objects = set(), set()
+    for t in run:  # (the metadata of one schema is read once: a segment repeats a few schemas many times)
+        meta = (t.schema.metadata or {}).get(b"pandas")
+        if meta is not None and meta not in seen:
+            seen.add(meta)
+            objects.update(c.get("name") for c in orjson.loads(meta).get("columns", [])
+                           if c.get("numpy_type") == "object")
+    for name, dtype in zip(frame.columns.tolist(), frame.dtypes.tolist()):
+        if name in objects and dtype != object:
+            frame[name] = frame[name].astype(object)
+    return frame
+
+
+def seal_frames(name: str, out_dir: Path, tables: list[pa.Table]) -> tuple[int, int]:
+    """A journal segment's tables into the trail as decision logs (append_logs); (records appended, logs)."""
+    return append_logs(name, out_dir, journal_frames(tables)) if tables else (0, 0)
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -626,6 +805,7 @@ class Settings:
     max_body_bytes: int = MAX_BODY_BYTES
     reload_seconds: float = 30.0
     audit_window: float = AUDIT_WINDOW_S
+    merge_delay: float = MERGE_DELAY_S
 
 
 def _authorised(request: Request, keys: tuple[bytes, ...]) -> bool:
@@ -659,7 +839,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
     """The ASGI application: the model given, the audit writer started by its lifespan."""
     spec = settings.spec
     decider = Decider(spec, model, settings.as_of)
-    writer = AuditWriter(spec, settings.out_dir, settings.audit_window)
+    writer = AuditWriter(spec, settings.out_dir, settings.audit_window, merge_delay=settings.merge_delay)
     decide_pool = ThreadPoolExecutor(1, thread_name_prefix="decide")
     batcher = DecideBatcher(decider, writer, decide_pool)
     keys = tuple(k.encode() for k in settings.api_keys)
@@ -723,11 +903,13 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
             except NotRecorded:
                 raise Refused(503, "the decision could not be recorded in the audit trail; it is not issued") from None
             state["served"] += served.rows
-            resp = _json({"decisions": served.records, "model_version": served.model_version,
-                          "as_of": served.as_of, "policy": {"name": spec.policy.name,
-                                                               "version": spec.policy.version,
-                                                               "hash": spec.policy.content_hash},
-                          "recorded": True})
+            answer = {"decisions": served.records, "model_version": served.model_version,
+                      "as_of": served.as_of, "policy": {"name": spec.policy.name, "version": spec.policy.version,
+                                                        "hash": spec.policy.content_hash},
+                      "recorded": True}
+            if served.journal is not None:
+                answer["journal"] = served.journal
+            resp = _json(answer)
         except Refused as r:
             state["refused"] += 1
             if r.status == 422:
@@ -748,6 +930,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
             _check_key(request)
             if len(decision_id) != 32 or any(c not in "0123456789abcdef" for c in decision_id):
                 raise Refused(404, "no such decision (a decision id is 32 hexadecimal digits)")
+            await _sealed(decision_id)
             try:
                 rec = await asyncio.get_running_loop().run_in_executor(None, audit.find_decision, decision_id)
             except audit.AuditError as exc:
@@ -757,6 +940,12 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
             resp = _json(r.body, r.status)
         log.info("GET /v1/decisions/{id} %d", resp.status_code)
         return resp
+
+    async def _sealed(decision_id: str) -> None:
+        """A decision answered but still only in the journal is sealed now (seal on demand), so that the desk,
+        a review or a contest finds it in the trail."""
+        if writer.is_pending(decision_id):
+            await writer.seal_now()
 
     async def _json_body(request: Request, shape: str = "a JSON object") -> dict:
         raw = await _body(request, settings.max_body_bytes)
@@ -779,6 +968,7 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
             if not isinstance(did, str) or len(did) != 32 or any(c not in "0123456789abcdef" for c in did):
                 raise Refused(404, "decision_id: no such decision (a decision id is 32 hexadecimal digits)")
             loop = asyncio.get_running_loop()
+            await _sealed(did)
             if not await loop.run_in_executor(None, audit.recorded, [did]):
                 raise Refused(404, f"decision_id: no decision {did} in the audit trail")
             try:
@@ -853,7 +1043,8 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
         if not state["ready"]:
             return _json({"status": "not ready"}, 503)
         return _json({"status": "ready", "model": spec.registry.model_name, "model_version": decider.model.version,
-                      "policy": spec.policy.name, "policy_version": spec.policy.version})
+                      "policy": spec.policy.name, "policy_version": spec.policy.version,
+                      "unsealed": writer.unsealed()})
 
     app.state.writer, app.state.decider, app.state.counters, app.state.batcher = writer, decider, state, batcher
     return app
@@ -981,6 +1172,14 @@ def openapi_schema(spec: PipelineSpec, secured: bool = True) -> dict:
     contest = {"type": "object", "required": ["decision_id", "row"], "properties": {
         "decision_id": decision_id, "row": {"$ref": "#/components/schemas/Row"},
         "reason": {"type": "string", "minLength": 1, "maxLength": 2000, "description": "Why"}}}
+    promise = {"type": "object", "required": ["segment", "sequence", "record_hashes"], "description":
+               "With --merge-delay > 0: the decisions are durably in this decision-journal segment (fdatasynced) "
+               "and are sealed into the audit trail within about merge_delay_s seconds; record_hashes are the "
+               "Merkle leaves the audit index will hold for them, in the order of `decisions`",
+               "properties": {"segment": {"type": "string"}, "sequence": {"type": ["integer", "null"], "minimum": 0},
+                              "record_hashes": {"type": "array", "items": {
+                                  "type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"}},
+                              "merge_delay_s": {"type": "number", "minimum": 0}}}
     err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     security = [{"ApiKey": []}, {"Bearer": []}] if secured else []  # --insecure-dev: no key asked
     return {
@@ -990,7 +1189,8 @@ def openapi_schema(spec: PipelineSpec, secured: bool = True) -> dict:
         "paths": {
             "/v1/decisions": {"post": {
                 "summary": "Decide rows (one or a small batch) with the @champion and the policy; each decision is "
-                           "in the audit trail before the answer",
+                           "durably recorded before the answer: in the audit trail, or in the decision journal "
+                           "(then `journal` says where) that is sealed into the trail within the merge delay",
                 "security": security,
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/DecisionRequest"}}}},
@@ -999,7 +1199,8 @@ def openapi_schema(spec: PipelineSpec, secured: bool = True) -> dict:
                         "type": "object", "required": ["decisions", "model_version", "as_of"], "properties": {
                             "decisions": {"type": "array", "items": {"$ref": "#/components/schemas/Decision"}},
                             "model_version": {"type": "string"}, "as_of": {"type": "string"},
-                            "policy": {"type": "object"}, "recorded": {"type": "boolean"}}}}}},
+                            "policy": {"type": "object"}, "recorded": {"type": "boolean"},
+                            "journal": {"$ref": "#/components/schemas/JournalPromise"}}}}}},
                     "401": err, "413": err, "422": err, "503": err}}},
             "/v1/decisions/{decision_id}": {"get": {
                 "summary": "A recorded decision, checked against the audit trail, with its notice text (en/zh)",
@@ -1038,6 +1239,7 @@ def openapi_schema(spec: PipelineSpec, secured: bool = True) -> dict:
         },
         "components": {
             "schemas": {"Row": row, "DecisionRequest": request, "Decision": decision, "Error": error,
+                        "JournalPromise": promise,
                         "ReviewRequest": review, "ContestRequest": contest},
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                                 "Bearer": {"type": "http", "scheme": "bearer"}}},
@@ -1104,9 +1306,11 @@ def prepare(spec: PipelineSpec, version: str | None = None) -> engine.DecisionMo
 
 def complete_interrupted(out_dir: Path) -> int:
     """Decision logs of this service that a crash (kill -9, power loss) left out of the trail (written, or their
-    append begun, but not sealed), appended before the port opens: `audit verify` then passes again. Their
-    requests were never answered (an answer waits for its append), so this records decisions that were made but
-    not issued; every issued one was already sealed."""
+    append begun, but not sealed), appended before the port opens, and every journal segment no live server
+    holds, sealed (its whole frames: a torn final write was never answered) and deleted: `audit verify` then
+    passes again. The logs' requests were never answered (an answer waits for its append), so this records
+    decisions that were made but not issued; a segment's were answered with the journal's promise, which this
+    keeps. Returns the logs and segments completed."""
     out = Path(out_dir)
     if not out.is_dir():
         return 0
@@ -1116,6 +1320,16 @@ def complete_interrupted(out_dir: Path) -> int:
         if status.get(str(path.resolve())) in (None, "open"):
             audit.record_log(path)
             done += 1
+    for path in journal.segments(out):
+        fd = journal.claim(path)
+        if fd is None:  # a live server's segment: it seals it itself
+            continue
+        try:
+            seal_frames(journal.label_of(path), out, journal.read_segment(path).tables)
+            journal.discard(path)
+        finally:
+            journal.release(fd)
+        done += 1
     return done
 
 
@@ -1162,7 +1376,8 @@ def run(settings: Settings, model: engine.DecisionModel, sock: socket.socket, sa
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     completed = complete_interrupted(settings.out_dir)
     if completed:
-        say(f"creditgov serve: completed {completed} interrupted audit append(s) of {settings.out_dir}")
+        say(f"creditgov serve: completed {completed} interrupted audit append(s) and journal segment(s) of "
+            f"{settings.out_dir}")
     warm_up(settings, model)
     app = build_app(settings, model)
     # keep-alive longer than clients keep idle pooled connections (httpx: 5 s, uvicorn's default also 5 s): with
