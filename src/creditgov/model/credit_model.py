@@ -105,6 +105,12 @@ def _derived_columns(raw: pd.DataFrame, encodings: list[Encoding], cols: dict) -
 
 def encode(raw: pd.DataFrame, encodings: list[Encoding]) -> pd.DataFrame:
     """Model columns from raw catalogue columns (derived features computed from them); never mutates `raw`."""
+    return pd.DataFrame(encoded_columns(raw, encodings), index=raw.index)
+
+
+def encoded_columns(raw: pd.DataFrame, encodings: list[Encoding]) -> dict:
+    """encode's columns (name -> float64 array or pandas Categorical, in the model's order), before the frame
+    is built (the trees read them directly: FastTreeShap.matrix_of)."""
     cols = {}
     for e in encodings:
         if e.kind == "derived":
@@ -144,7 +150,7 @@ def encode(raw: pd.DataFrame, encodings: list[Encoding]) -> pd.DataFrame:
     if any(e.kind == "derived" for e in encodings):
         _derived_columns(raw, encodings, cols)
         cols = {e.name: cols[e.name] for e in encodings}  # the model's column order
-    return pd.DataFrame(cols, index=raw.index)
+    return cols
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -273,7 +279,7 @@ class CreditModel:
         trees = self._trees()
         if trees is None:
             return self.booster_.predict(self.dmatrix(raw), output_margin=True).astype("float64")
-        return trees.margin(encode(raw, self.encodings))
+        return trees.margin(trees.matrix_of(encoded_columns(raw, self.encodings)))
 
     def calibrate(self, margin: np.ndarray) -> np.ndarray:
         """Calibrated log-odds of booster margins: the one place the calibration is applied (scoring and the
@@ -296,7 +302,7 @@ class CreditModel:
         if trees is None:
             contrib = self.booster_.predict(self.dmatrix(raw), pred_contribs=True).astype("float64")
         else:
-            contrib = trees.shap_values(encode(raw, self.encodings))
+            contrib = trees.shap_values(trees.matrix_of(encoded_columns(raw, self.encodings)))
         phi = contrib[:, :-1] * self.calib_a_  # the calibration is affine: attributions scale by its slope
         return phi, self.calibrate(contrib[:, -1])
 
@@ -306,14 +312,14 @@ class CreditModel:
         trees = self._trees()
         if trees is None:
             raise UnsupportedModel("fastshap does not support this model")
-        return trees.matrix(encode(raw, self.encodings))
+        return trees.matrix_of(encoded_columns(raw, self.encodings))
 
     def explain(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log_odds(raw), *contributions(raw)), the same numbers, with `raw` encoded once, not twice."""
         trees = self._trees()
         if trees is None:
             return (self.log_odds(raw), *self.contributions(raw))
-        X = trees.matrix(encode(raw, self.encodings))
+        X = trees.matrix_of(encoded_columns(raw, self.encodings))
         contrib = trees.shap_values(X)
         return (self.calibrate(trees.margin(X)), contrib[:, :-1] * self.calib_a_,
                 self.calibrate(contrib[:, -1]))
