@@ -55,8 +55,8 @@ from creditgov.atomic import clear_stale, temp_beside
 from creditgov.errors import DataError, ModelStatusRefused, SpecError, UsageError
 from creditgov.model.credit_model import CreditModel, sigmoid
 from creditgov.decision import collections
-from creditgov.decision.policy import (ADVERSE_ACTIONS, WARN_PREFIX, WATCH_ACTIONS, apply_policy, rule_features,
-                                      rule_reasons)
+from creditgov.decision.policy import (ADVERSE_ACTIONS, WARN_PREFIX, WATCH_ACTIONS, apply_policy, policy_actions,
+                                      rule_features, rule_reasons)
 from creditgov.explain.reasons import check_additivity, group_by_feature
 from creditgov.model.treeshap import UnsupportedModel
 from creditgov.spec import PipelineSpec, parse_expression
@@ -294,7 +294,7 @@ def explain_batch(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -
 def score_and_decide(model: CreditModel, frame: pd.DataFrame, spec: PipelineSpec):
     """The (action, PD) the policy gives each row under this model; used by the counterfactual search."""
     p = model.predict_pd(frame)
-    return apply_policy(frame, p, spec.policy)["action"].to_numpy(), p
+    return policy_actions(frame, p, spec.policy), p
 
 
 def _policy_columns(spec: PipelineSpec) -> list[str]:
@@ -334,7 +334,7 @@ def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSp
         frame = pol_frame.iloc[row_idx[first]].reset_index(drop=True)
         for c, v in read.items():
             frame[c] = v[first]
-        actions = apply_policy(frame, p[first], spec.policy, rules_triggered=False)["action"].to_numpy()
+        actions = policy_actions(frame, p[first], spec.policy)
         return actions[inverse], p
 
     return evaluate

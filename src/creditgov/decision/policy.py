@@ -75,10 +75,20 @@ def apply_policy(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy, *,
     pd_values = np.asarray(pd_values, dtype="float64")
     if on_book_applies(frame, policy):
         return _on_book(frame, pd_values, policy, rules_triggered)
-    return _application(frame, pd_values, policy, rules_triggered)
+    return pd.DataFrame(_application(frame, pd_values, policy, rules_triggered), index=frame.index)
 
 
-def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = True) -> pd.DataFrame:
+def policy_actions(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy) -> np.ndarray:
+    """apply_policy(frame, pd_values, policy, rules_triggered=False)["action"].to_numpy(): the same computation,
+    without the frame of the other columns (the counterfactual search asks for actions only, many times a row)."""
+    pd_values = np.asarray(pd_values, dtype="float64")
+    if on_book_applies(frame, policy):
+        return _on_book(frame, pd_values, policy, False)["action"].to_numpy()
+    return _application(frame, pd_values, policy, False)["action"]
+
+
+def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = True) -> dict:
+    """The application decisions' columns (apply_policy's frame, column by column)."""
     n = len(p)
     tier = tier_of(p, policy)
     lo, hi = policy.review_band
@@ -121,14 +131,14 @@ def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool
     multiple = np.array([policy.limit.multiple[t.name] for t in policy.tiers])[tier_index(p, policy)]
     proposed = np.where(np.isnan(capacity), policy.limit.minimum, _round_limit(np.nan_to_num(capacity) * multiple, policy))
     limit = np.where(action == "decline", 0.0, proposed)
-    out = pd.DataFrame({
+    out = {
         "tier": tier, "action": action, "decided_by": decided_by, "limit": limit,
         "previous_limit": np.full(n, np.nan), "rules_triggered": triggered,
         "review_queue": action == "review",
-    }, index=frame.index)
+    }
     if policy.pricing is not None:  # the rate offered with the line; none for a decline
         out["apr"] = np.where(action == "decline", np.nan, tier_apr(p, policy))
-        out["previous_apr"] = np.nan
+        out["previous_apr"] = np.full(n, np.nan)
     return out
 
 
