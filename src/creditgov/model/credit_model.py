@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from creditgov.data.inputs import column_arrays
 from creditgov.model.derived import evaluate as evaluate_expression, numeric_column
 from creditgov.model.treeshap import FastShapFallbackWarning, FastTreeShap, UnsupportedModel
 from creditgov.spec import PipelineSpec, parse_expression
@@ -103,6 +104,15 @@ def _derived_columns(raw: pd.DataFrame, encodings: list[Encoding], cols: dict) -
         cols[name] = value(name)
 
 
+def _plain_columns(raw: pd.DataFrame) -> dict[str, np.ndarray]:
+    """{name: values} of the columns a Series would hold as a plain numpy array (bool, numbers, object), read
+    without building a Series per column (most of encode's cost for a served row); {} when the names repeat."""
+    if not raw.columns.is_unique:
+        return {}
+    return {c: a for c, a, t in zip(raw.columns.tolist(), column_arrays(raw), raw.dtypes.tolist())
+            if isinstance(t, np.dtype) and t.kind in "biufO" and isinstance(a, np.ndarray) and a.dtype == t}
+
+
 def encode(raw: pd.DataFrame, encodings: list[Encoding]) -> pd.DataFrame:
     """Model columns from raw catalogue columns (derived features computed from them); never mutates `raw`."""
     return pd.DataFrame(encoded_columns(raw, encodings), index=raw.index)
@@ -112,25 +122,30 @@ def encoded_columns(raw: pd.DataFrame, encodings: list[Encoding]) -> dict:
     """encode's columns (name -> float64 array or pandas Categorical, in the model's order), before the frame
     is built (the trees read them directly: FastTreeShap.matrix_of)."""
     cols = {}
+    plain = _plain_columns(raw)
     for e in encodings:
         if e.kind == "derived":
             continue
         if e.name not in raw.columns:
             raise ValueError(f"column '{e.name}' is missing from the input")
-        s = raw[e.name]
+        a = plain.get(e.name)  # the column's numpy values, or None: then its Series
+        s = raw[e.name] if a is None else None
         if e.kind == "numeric":
-            if s.dtype == np.float64:  # what to_numeric and astype would give: the values themselves
-                cols[e.name] = s.to_numpy()
+            dtype = a.dtype if a is not None else s.dtype
+            if dtype == np.float64:  # what to_numeric and astype would give: the values themselves
+                cols[e.name] = a if a is not None else s.to_numpy()
                 continue
-            if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":  # to_numeric keeps these: numpy's cast
-                cols[e.name] = s.to_numpy().astype("float64")
+            if isinstance(dtype, np.dtype) and dtype.kind in "iuf":  # to_numeric keeps these: numpy's cast
+                cols[e.name] = (a if a is not None else s.to_numpy()).astype("float64")
                 continue
             try:
+                s = raw[e.name] if s is None else s
                 cols[e.name] = pd.to_numeric(s, errors="raise").astype("float64").to_numpy()
             except (TypeError, ValueError) as exc:  # a served row's column must be named, not just its value
                 raise ValueError(f"column '{e.name}' is not numeric: {exc}") from None
             continue
-        values = s.to_numpy(dtype=object, copy=True)
+        # (a numpy column's to_numpy(dtype=object, copy=True) is numpy's own conversion)
+        values = np.array(a, dtype=object, copy=True) if a is not None else s.to_numpy(dtype=object, copy=True)
         missing = pd.isna(values)
         values[missing] = None
         unknown = sorted({str(v) for v in values[~missing].tolist()} - set(e.categories))
