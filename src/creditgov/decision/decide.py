@@ -357,8 +357,7 @@ def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, 
     """Per row: reason codes, statements (en, zh) and attributions; a deciding rule first, then the
     features whose attribution raised risk (> 0), largest first, up to max_reasons in all."""
     k = spec.policy.max_reasons
-    rr = rule_reasons(spec.policy)
-    feat_reason = {f.name: f.reason for f in spec.features}
+    rr, feat_reason, never, behind = _reason_tables(spec)
     n = phi.shape[0]
     if n == 0:
         return [], [], [], []
@@ -367,9 +366,7 @@ def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, 
     # features that rule reads (the rule is the one line of that cause)
     col = {f: j for j, f in enumerate(features)}
     phi = phi.copy()
-    phi[:, [col[f.name] for f in spec.features if f.never_a_reason and f.name in col]] = -np.inf
-    # a rule's features, and the derived features computed from them (income not stated: no income ratio either)
-    behind = {k: tuple(v) + tuple(sorted(spec.dependents(v))) for k, v in rule_features(spec.policy).items()}
+    phi[:, [col[f] for f in never if f in col]] = -np.inf
     for c, by in enumerate(by_values):
         name = by[5:] if isinstance(by, str) and by.startswith("rule:") else None
         cols = [col[f] for f in behind.get(name, ()) if f in col]
@@ -403,6 +400,24 @@ def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, 
     attr = [([None] + v[:m]) if r else (v if m == k else v[:m])
             for v, m, r in zip(top.tolist(), count.tolist(), rule_rows)]
     return codes, en, zh, attr
+
+
+_REASON_TABLES: dict[int, tuple] = {}
+
+
+def _reason_tables(spec: PipelineSpec) -> tuple[dict, dict, list[str], dict]:
+    """What _reason_lists reads from the spec, once per spec object (specs are frozen; an entry holds its spec,
+    so its id is not reused while cached): the rules' reason statements, each feature's reason, the features
+    never given as a reason, and the features behind each rule with the derived features computed from them
+    (income not stated: no income ratio either)."""
+    got = _REASON_TABLES.get(id(spec))
+    if got is None or got[0] is not spec:
+        if len(_REASON_TABLES) >= 32:
+            _REASON_TABLES.clear()
+        behind = {k: tuple(v) + tuple(sorted(spec.dependents(v))) for k, v in rule_features(spec.policy).items()}
+        got = _REASON_TABLES[id(spec)] = (spec, rule_reasons(spec.policy), {f.name: f.reason for f in spec.features},
+                                          [f.name for f in spec.features if f.never_a_reason], behind)
+    return got[1], got[2], got[3], got[4]
 
 
 def _what_changed(phi_now: np.ndarray, features: list[str], prev_phi: pd.DataFrame, ids: np.ndarray,
@@ -479,6 +494,9 @@ def _previous_review_chunked(spec: PipelineSpec, model: CreditModel, batch) -> P
 # --------------------------------------------------------------------------- the stages of decide_rows
 
 
+_ADVERSE = frozenset(ADVERSE_ACTIONS)
+
+
 @dataclass
 class DecidedPart:
     """A batch's (or part's) valid rows, scored, explained and decided; counterfactuals to come."""
@@ -507,7 +525,8 @@ def decide_part(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -> 
     decided = apply_policy(clean, e.pd, spec.policy)
     if collections.collections_apply(clean, spec.policy):  # the collections treatment, beside the review's action
         decided = pd.concat([decided, collections.treatments(clean, e.pd, spec.policy)], axis=1)
-    adverse = decided["action"].isin(ADVERSE_ACTIONS).to_numpy()
+    # (set membership, as Series.isin decides it for these strings, without a Series)
+    adverse = np.fromiter((a in _ADVERSE for a in decided["action"].tolist()), dtype=bool, count=len(decided))
     return DecidedPart(clean, e, decided, adverse)
 
 
