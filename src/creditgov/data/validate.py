@@ -282,7 +282,8 @@ def quarantine_frame(frame: pd.DataFrame, rules: dict[int, list[str]], spec: Pip
     if got is None:
         if len(_EMPTY_QUARANTINE) >= 64:
             _EMPTY_QUARANTINE.clear()
-        got = _EMPTY_QUARANTINE[key] = _quarantine_rows(frame.iloc[:0], rules, spec)
+        # (copied once more here: a copy's blocks are consolidated, so each copy below is a cheap one)
+        got = _EMPTY_QUARANTINE[key] = _quarantine_rows(frame.iloc[:0], rules, spec).copy()
     return got.copy()
 
 
