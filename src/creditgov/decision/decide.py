@@ -599,6 +599,8 @@ def pair_counterfactuals(model: CreditModel, pending: list[pd.DataFrame], spec: 
 
 def pair_json(found: list, n: int, spec: PipelineSpec) -> list[str]:
     """The counterfactual JSON of n pending rows given their pair-stage results (see pair_counterfactuals)."""
+    if not n:
+        return []
     notes = {c: json.dumps(counterfactual.not_found_note(spec, c), sort_keys=True) for c in (False, True)}
     return [(json.dumps(found[t], sort_keys=True) if found[t] else notes[False]) if t < len(found) else notes[True]
             for t in range(n)]
@@ -862,7 +864,9 @@ def decide_rows(rows: Validated, model: DecisionModel, spec: PipelineSpec, as_of
     on_book = spec.policy.on_book is not None
     clean = with_previous_pd(rows.clean, spec, previous.pds if previous is not None and on_book else None)
     part = decide_part(model.model, clean, spec)
-    integral = scope.integral if scope.integral is not None else counterfactual.integral_flags(part.clean, spec)
+    # the grid rounding flags are read only by the search of adverse rows: none, no flags to compute
+    integral = (scope.integral if scope.integral is not None else
+                counterfactual.integral_flags(part.clean, spec) if part.adverse.any() else {})
     cf, pending = first_counterfactuals(model.model, part, spec, integral)
     changed = None
     if previous is not None and on_book:
