@@ -45,16 +45,19 @@ def _lists_by_key(key: np.ndarray, pattern) -> list[list[str]]:
 
 def condition_mask(frame: pd.DataFrame, cond: Condition) -> np.ndarray:
     col = frame[cond.feature]
+    # (Series.isna is pd.isna of the Series' array: taken from the array, without a Series of the answer)
     if cond.op == "missing":
-        return col.isna().to_numpy()
+        return np.asarray(pd.isna(col.array), dtype=bool)
     if cond.op == "in":
         return col.isin(cond.value).to_numpy()
-    ops = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
-           "ge": np.greater_equal}
     values = col.to_numpy()
     with np.errstate(invalid="ignore"):
-        out = ops[cond.op](values, cond.value)
-    return np.asarray(out, dtype=bool) & col.notna().to_numpy()
+        out = _OPS[cond.op](values, cond.value)
+    return np.asarray(out, dtype=bool) & ~np.asarray(pd.isna(col.array), dtype=bool)
+
+
+_OPS = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+        "ge": np.greater_equal}
 
 
 def _round_limit(raw: np.ndarray, policy: Policy) -> np.ndarray:
