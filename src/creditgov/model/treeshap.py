@@ -977,6 +977,7 @@ class FastTreeShap:
     def __init__(self, booster, *, verify: bool = True, table_budget: int = DEFAULT_TABLE_BUDGET,
                  unit_height: int = DEFAULT_UNIT_HEIGHT):
         self._c = _compile(booster, verify, table_budget, unit_height)
+        self._split_points: dict[int, np.ndarray | None] = {}  # split_points per column, once (read-only)
 
     @property
     def n_features(self) -> int:
@@ -1079,11 +1080,16 @@ class FastTreeShap:
         """The sorted distinct float32 thresholds of the splits on feature column j, or None when a split on it
         is categorical. Two values with as many thresholds <= them (np.searchsorted(..., side="right")), both
         not NaN, go the same way at every split on j (a split sends x left when x < threshold)."""
+        if j in self._split_points:
+            return self._split_points[j]
         a = self._c.arrays
         on_j = (a["n_leaf"] < 0) & (a["n_feat"] == j)
-        if (a["n_cat"][on_j] >= 0).any():
-            return None
-        return np.unique(a["m_thr"][on_j].astype(np.float32))
+        points = None
+        if not (a["n_cat"][on_j] >= 0).any():
+            points = np.unique(a["m_thr"][on_j].astype(np.float32))
+            points.flags.writeable = False
+        self._split_points[j] = points
+        return points
 
 
 def contributions(booster, X, warn: bool = True) -> np.ndarray:
