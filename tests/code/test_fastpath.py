@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from creditgov.data import validate
+from creditgov.data import inputs, validate
 from creditgov.decision.policy import apply_policy, policy_actions
 from creditgov.model import credit_model
 from creditgov.model.treeshap import FastTreeShap
@@ -39,7 +39,7 @@ def test_trees_read_encoded_columns_bit_for_bit_as_the_encoded_frame(tiny_model,
 
 def test_plain_columns_are_the_values_a_series_gives(raw):
     odd = raw.assign(flag=[True, False] * 30, when=pd.Timestamp("2026-01-01"), n=pd.array(range(60), "Int64"))
-    plain = credit_model._plain_columns(odd)
+    plain = inputs.plain_columns(odd)
     assert {"Income", "Home", "Seniority", "flag"} <= set(plain) and not {"when", "n"} & set(plain)
     for c, a in plain.items():
         s = odd[c]
@@ -48,7 +48,7 @@ def test_plain_columns_are_the_values_a_series_gives(raw):
         mine, theirs = np.array(a, dtype=object, copy=True).tolist(), s.to_numpy(dtype=object, copy=True).tolist()
         assert [type(v) for v in mine] == [type(v) for v in theirs]
         assert [v if v == v else "NaN" for v in mine] == [v if v == v else "NaN" for v in theirs]
-    assert credit_model._plain_columns(pd.concat([odd[["Income"]], odd[["Income"]]], axis=1)) == {}
+    assert inputs.plain_columns(pd.concat([odd[["Income"]], odd[["Income"]]], axis=1)) == {}
 
 
 def test_policy_actions_are_apply_policys_actions(spec, raw):

@@ -218,6 +218,15 @@ def column_arrays(frame: pd.DataFrame) -> list:
     return [np.asarray(a) for a in it()]
 
 
+def plain_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """{name: values} of the columns a Series would hold as a plain numpy array (bool, numbers, object: what
+    `frame[c].to_numpy()` gives), read without building a Series per column; {} when the names repeat."""
+    if not frame.columns.is_unique:
+        return {}
+    return {c: a for c, a, t in zip(frame.columns.tolist(), column_arrays(frame), frame.dtypes.tolist())
+            if isinstance(t, np.dtype) and t.kind in "biufO" and isinstance(a, np.ndarray) and a.dtype == t}
+
+
 SMALL_HASH_ROWS = 64
 _U8MAX = np.uint64(np.iinfo(np.uint64).max)
 

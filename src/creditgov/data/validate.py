@@ -537,6 +537,8 @@ def validate_compiled(frame: pd.DataFrame, spec: PipelineSpec, compiled: Compile
 def validate_rows(frame: pd.DataFrame, spec: PipelineSpec, compiled: CompiledSuite, label: str) -> Validated:
     """A request's rows validated with the compiled suite (no quarantine file, no share limit: the caller
     refuses any quarantined row), as the Validated that decide_rows takes."""
-    frame = frame.reset_index(drop=True)
+    ix = frame.index
+    if not (isinstance(ix, pd.RangeIndex) and ix.start == 0 and ix.step == 1 and ix.name is None):
+        frame = frame.reset_index(drop=True)  # (already 0..n-1: validate_compiled's preparation copies it)
     outcome = validate_compiled(frame, spec, compiled, label)
     return Validated(spec, outcome, label, inputs.content_hash(frame))

@@ -201,16 +201,15 @@ def _canonical_uniques(uniques) -> tuple[list, list[str]]:
     return canon, texts
 
 
-def _canonical_small(s: pd.Series) -> tuple[list, list[str]] | None:
-    """_canonical_column of a few rows value by value (factorizing costs more than it saves for a served row):
-    numbers, and text columns with no missing value; None for anything else."""
-    t = s.dtype
+def _canonical_small(t, values: list) -> tuple[list, list[str]] | None:
+    """_canonical_column of a few rows value by value (factorizing costs more than it saves for a served row),
+    given the column's dtype `t` and its values (`to_numpy().tolist()`): numbers, and text columns with no
+    missing value; None for anything else."""
     if not isinstance(t, np.dtype):
         return None
     if t.kind in "iu":
-        canon = s.to_numpy().tolist()
+        canon = values
         return canon, list(map(str, canon))
-    values = s.to_numpy().tolist()
     if t.kind == "f":
         canon, texts = [], []
         for v in values:
@@ -238,11 +237,10 @@ SMALL_ROWS = 16  # up to this many rows, _canonical_column goes value by value
 
 def _canonical_column(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     """(canonical value, its JSON text) of each value of `s`: computed once per distinct value."""
-    small = _canonical_small(s) if len(s) <= SMALL_ROWS else None
+    small = (_canonical_small(s.dtype, s.to_numpy().tolist()) if len(s) <= SMALL_ROWS and isinstance(s.dtype, np.dtype)
+             else None)
     if small is not None:
-        out = np.empty(len(small[0]), dtype=object)
-        out[:] = small[0]
-        return out, small[1]
+        return _small_column(small)
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     canon, texts = _canonical_uniques(uniques)
     values = np.empty(len(canon) + 1, dtype=object)
@@ -256,6 +254,24 @@ def _canonical_column(s: pd.Series) -> tuple[np.ndarray, list[str]]:
         out[na] = np.array(c + [None], dtype=object)[:-1]
         txt[na] = np.array([json.dumps(x, ensure_ascii=False) for x in c] + [""], dtype=object)[:-1]
     return out, txt.tolist()
+
+
+def _small_column(small: tuple[list, list[str]]) -> tuple[np.ndarray, list[str]]:
+    out = np.empty(len(small[0]), dtype=object)
+    out[:] = small[0]
+    return out, small[1]
+
+
+def _canonical_columns(frame: pd.DataFrame, columns) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """{column: _canonical_column(frame[column])}; a frame of a few rows read from its plain numpy columns
+    (the values `frame[c].to_numpy()` gives) without a Series per column."""
+    plain = data.plain_columns(frame) if len(frame) <= SMALL_ROWS else {}
+    out = {}
+    for c in columns:
+        a = plain.get(c)
+        small = _canonical_small(a.dtype, a.tolist()) if a is not None else None
+        out[c] = _small_column(small) if small is not None else _canonical_column(frame[c])
+    return out
 
 
 def _as_mapped(values: np.ndarray) -> np.ndarray:
@@ -641,7 +657,7 @@ def _log_columns(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, 
     # (they are not model inputs, so not in the row hash)
     ladder = ([c for c in spec.policy.collections.fields.columns() if c in clean.columns and c not in inputs]
               if spec.policy.collections is not None else [])
-    canon = {c: _canonical_column(clean[c]) for c in dict.fromkeys(hash_cols + inputs + ladder)}
+    canon = _canonical_columns(clean, dict.fromkeys(hash_cols + inputs + ladder))
     on_book = spec.policy.on_book
     rows = {
         "row_number": clean.index.to_numpy() + 1 + row_offset,

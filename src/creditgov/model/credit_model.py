@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creditgov.data.inputs import column_arrays
+from creditgov.data.inputs import plain_columns
 from creditgov.model.derived import evaluate as evaluate_expression, numeric_column
 from creditgov.model.treeshap import FastShapFallbackWarning, FastTreeShap, UnsupportedModel
 from creditgov.spec import PipelineSpec, parse_expression
@@ -104,15 +104,6 @@ def _derived_columns(raw: pd.DataFrame, encodings: list[Encoding], cols: dict) -
         cols[name] = value(name)
 
 
-def _plain_columns(raw: pd.DataFrame) -> dict[str, np.ndarray]:
-    """{name: values} of the columns a Series would hold as a plain numpy array (bool, numbers, object), read
-    without building a Series per column (most of encode's cost for a served row); {} when the names repeat."""
-    if not raw.columns.is_unique:
-        return {}
-    return {c: a for c, a, t in zip(raw.columns.tolist(), column_arrays(raw), raw.dtypes.tolist())
-            if isinstance(t, np.dtype) and t.kind in "biufO" and isinstance(a, np.ndarray) and a.dtype == t}
-
-
 def encode(raw: pd.DataFrame, encodings: list[Encoding]) -> pd.DataFrame:
     """Model columns from raw catalogue columns (derived features computed from them); never mutates `raw`."""
     return pd.DataFrame(encoded_columns(raw, encodings), index=raw.index)
@@ -122,7 +113,7 @@ def encoded_columns(raw: pd.DataFrame, encodings: list[Encoding]) -> dict:
     """encode's columns (name -> float64 array or pandas Categorical, in the model's order), before the frame
     is built (the trees read them directly: FastTreeShap.matrix_of)."""
     cols = {}
-    plain = _plain_columns(raw)
+    plain = plain_columns(raw)
     for e in encodings:
         if e.kind == "derived":
             continue
