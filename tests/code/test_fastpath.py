@@ -81,3 +81,25 @@ def test_an_empty_quarantine_from_the_cache_is_the_one_the_steps_build(spec, raw
     first = frame.index[0]
     some = validate.quarantine_frame(frame, {first: ["Income: a rule"]}, spec)
     assert some["rules"].tolist() == ["Income: a rule"] and some["row_number"].tolist() == [first + 1]
+
+
+def test_reason_lists_of_a_few_rows_are_those_of_the_batch_route(spec):
+    """decide._reason_lists groups a served request's rows by dicts, a batch's by pd.factorize and np.unique:
+    the same codes, statements and attributions for every row (ties, rules, all-negative rows included)."""
+    from creditgov.decision import decide
+
+    features = [f.name for f in spec.model_inputs]
+    rng = np.random.default_rng(7)
+    phi = rng.normal(size=(40, len(features)))
+    phi[3] = -np.abs(phi[3])  # nothing raised the risk
+    phi[4, :3] = 0.25  # ties
+    phi[5] = phi[4]
+    rules = ["rule:" + r.name for r in spec.policy.rules]
+    assert rules, "the application policy has rules"
+    decided_by = np.array([rules[i % len(rules)] if i % 3 == 0 else "model" for i in range(40)], dtype=object)
+    for rows in (slice(0, 1), slice(0, 6), slice(0, 40)):
+        small = decide._reason_lists(phi[rows], features, decided_by[rows], spec, small=True)
+        batch = decide._reason_lists(phi[rows], features, decided_by[rows], spec, small=False)
+        assert small == batch
+    assert small[0][3] == [decided_by[3]]  # a rule decided; no feature raised the risk
+    assert small[0][1] and not small[0][1][0].startswith("rule:")

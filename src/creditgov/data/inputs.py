@@ -221,10 +221,11 @@ def column_arrays(frame: pd.DataFrame) -> list:
 def plain_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """{name: values} of the columns a Series would hold as a plain numpy array (bool, numbers, object: what
     `frame[c].to_numpy()` gives), read without building a Series per column; {} when the names repeat."""
-    if not frame.columns.is_unique:
+    it = getattr(frame, "_iter_column_arrays", None)  # each column's array as its Series holds it (see above)
+    if it is None or not frame.columns.is_unique:  # pragma: no cover - another pandas: the Series route
         return {}
-    return {c: a for c, a, t in zip(frame.columns.tolist(), column_arrays(frame), frame.dtypes.tolist())
-            if isinstance(t, np.dtype) and t.kind in "biufO" and isinstance(a, np.ndarray) and a.dtype == t}
+    # a numpy-backed column's array is an ndarray of the column's dtype; an extension column's is not an ndarray
+    return {c: a for c, a in zip(frame.columns.tolist(), it()) if isinstance(a, np.ndarray) and a.dtype.kind in "biufO"}
 
 
 SMALL_HASH_ROWS = 64

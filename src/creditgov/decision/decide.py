@@ -369,15 +369,29 @@ def _distinct(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return order[new], inverse
 
 
-def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, spec: PipelineSpec):
+def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, spec: PipelineSpec,
+                  small: bool | None = None):
     """Per row: reason codes, statements (en, zh) and attributions; a deciding rule first, then the
-    features whose attribution raised risk (> 0), largest first, up to max_reasons in all."""
+    features whose attribution raised risk (> 0), largest first, up to max_reasons in all.
+
+    `small` (default: up to SMALL_ROWS rows whose deciders are all text): the deciders and the reason patterns
+    are grouped by dicts in order of first appearance instead of pd.factorize and np.unique (whose fixed costs
+    dominate a served row); each row's lists depend on its own pattern only, so both routes give the same lists
+    (tests/code/test_fastpath.py runs both)."""
     k = spec.policy.max_reasons
     rr, feat_reason, never, behind = _reason_tables(spec)
     n = phi.shape[0]
     if n == 0:
         return [], [], [], []
-    by_codes, by_values = pd.factorize(pd.Series(decided_by, dtype=object))
+    deciders = decided_by.tolist() if isinstance(decided_by, np.ndarray) else list(decided_by)
+    if small is None:
+        small = n <= SMALL_ROWS and all(type(v) is str for v in deciders)
+    if small:  # pd.factorize's codes and uniques for text (first appearance order, no missing value)
+        seen: dict = {}
+        by_codes = np.array([seen.setdefault(v, len(seen)) for v in deciders], dtype=np.intp)
+        by_values = list(seen)
+    else:
+        by_codes, by_values = pd.factorize(pd.Series(decided_by, dtype=object))
     # never a reason: features the catalogue marks so (policy-set values), and, where a rule decided, the
     # features that rule reads (the rule is the one line of that cause)
     col = {f: j for j, f in enumerate(features)}
@@ -401,16 +415,26 @@ def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, 
     # codes and statements depend only on (deciding rule, the top features, how many): one list per pattern
     cols = np.arange(order.shape[1])[None, :]
     pattern = np.column_stack([by_codes, count, np.where(cols < count[:, None], order, -1)])
-    _, first, inv = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
+    if small:
+        index: dict = {}
+        first, inv = [], []
+        for r, key in enumerate(map(tuple, pattern.tolist())):
+            j = index.get(key)
+            if j is None:
+                j = index[key] = len(first)
+                first.append(r)
+            inv.append(j)
+    else:
+        _, first_at, inv_at = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
+        first, inv = first_at.tolist(), inv_at.ravel().tolist()
     empty = ([], [], [], [])
     luts = ([], [], [])
-    for r in first.tolist():
+    for r in first:
         pre = prefix[by_codes[r]] if by_codes[r] >= 0 and prefix[by_codes[r]] is not None else empty
         idx = order[r, : count[r]].tolist()
         luts[0].append(tuple(pre[0] + [features[i] for i in idx]))
         luts[1].append(tuple(pre[1] + [feat_reason[features[i]].en for i in idx]))
         luts[2].append(tuple(pre[2] + [feat_reason[features[i]].zh for i in idx]))
-    inv = inv.ravel().tolist()
     codes, en, zh = ([list(lut[i]) for i in inv] for lut in luts)
     rule_rows = is_rule.tolist()
     attr = [([None] + v[:m]) if r else (v if m == k else v[:m])
