@@ -577,13 +577,16 @@ def adverse_rows(part: DecidedPart, spec: PipelineSpec) -> pd.DataFrame:
     return part.clean.loc[part.adverse, cols].reset_index(drop=True)
 
 
+_EMPTY_PENDING = pd.DataFrame({"_pos": np.array([], dtype=np.int64), "_action": np.array([], dtype=object)})
+
+
 def first_counterfactuals(model: CreditModel, part: DecidedPart, spec: PipelineSpec, integral: dict[str, bool]):
     """The first stage of the counterfactual search: (JSON of each adverse row's one-feature change, None
     elsewhere and where none was found; the adverse rows still without one, as `adverse_rows` frames with
     `_pos`, their place in the part, and `_action`). `integral`: grid rounding flags of the whole batch."""
     adverse = np.flatnonzero(part.adverse)
     cf = [None] * len(part.clean)
-    pending = pd.DataFrame({"_pos": np.array([], dtype=np.int64), "_action": np.array([], dtype=object)})
+    pending = _EMPTY_PENDING.copy()
     if not len(adverse):
         return cf, pending
     if not counterfactual.actionable(spec):
@@ -931,9 +934,10 @@ def decide_rows(rows: Validated, model: DecisionModel, spec: PipelineSpec, as_of
     if len(log) != rows.rows_in:  # the invariant this whole module exists to keep
         raise RuntimeError(f"rows in {rows.rows_in} != rows logged {len(log)}")
     # pending rows by their place in the log (decided and quarantined rows interleave by row number)
-    pending["_pos"] = np.searchsorted(log["row_number"].to_numpy(),
-                                      decided_numbers[pending["_pos"].to_numpy()]).astype(np.int64)
-    if not scope.defer_pairs:
+    if len(pending):
+        pending["_pos"] = np.searchsorted(log["row_number"].to_numpy(),
+                                          decided_numbers[pending["_pos"].to_numpy()]).astype(np.int64)
+    if not scope.defer_pairs and len(pending):
         fill_pairs(log, pending, pair_counterfactuals(model.model, [pending], spec)[0], spec)
         pending = pending.iloc[:0]
     return Decisions(log, rows.rows_in, n_decided, n_quarantined, model.version, as_of, rows.input_hash,
