@@ -39,7 +39,8 @@ def pseudonymise(values: pd.Series) -> pd.Series:
     One prepared HMAC state is copied per value: millions of identifiers per batch."""
     base = hmac.new(_key(), digestmod=hashlib.sha256)
     out = []
-    for v, missing in zip(values.to_numpy(dtype=object).tolist(), pd.isna(values).to_numpy().tolist()):
+    raw = values.to_numpy(dtype=object)  # (missing as the Series says it: pd.isna of these same values)
+    for v, missing in zip(raw.tolist(), pd.isna(raw).tolist()):
         if missing:
             out.append(None)
         else:

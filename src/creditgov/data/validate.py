@@ -439,6 +439,17 @@ def _numpy_scalar_types(names) -> tuple:
     return tuple(out)
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype) -> str:
+    """str(dtype), once per numpy dtype (numpy builds the name on every call)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 def _critical_ok(frame: pd.DataFrame, e: dict, columns: dict | None = None) -> bool:
     kind, kw = e["type"], e["kwargs"]
     if kind == "expect_table_row_count_to_be_between":
@@ -451,7 +462,7 @@ def _critical_ok(frame: pd.DataFrame, e: dict, columns: dict | None = None) -> b
         arr, present, dtype = columns[kw["column"]]
         if dtype == object:  # GX checks each present value's type
             return bool(all(isinstance(v, e["_scalar_types"]) for v in arr[present].tolist()))
-        return str(dtype) in e["_dtypes"]
+        return _dtype_name(dtype) in e["_dtypes"]
     s = frame[kw["column"]]
     if s.dtype == object:  # GX checks each present value's type
         present = s[s.notna()]
@@ -462,10 +473,10 @@ def _critical_ok(frame: pd.DataFrame, e: dict, columns: dict | None = None) -> b
 def _column_values(frame: pd.DataFrame) -> dict:
     """Each numpy-dtype column's values, presence (not missing) and dtype, read once per request (no Series per
     rule); other columns are read by the rule that needs them."""
-    names, dtypes = frame.columns.tolist(), frame.dtypes.tolist()
-    if not all(isinstance(t, np.dtype) for t in dtypes):
+    plain = inputs.plain_columns(frame)  # (numpy-backed columns: their arrays carry their dtypes)
+    if len(plain) != frame.shape[1]:  # another dtype somewhere: each rule reads its column (the same answers)
         return {}
-    return {c: (a, ~pd.isna(a), t) for c, a, t in zip(names, inputs.column_arrays(frame), dtypes)}
+    return {c: (a, ~pd.isna(a), a.dtype) for c, a in plain.items()}
 
 
 def _row_bad(frame: pd.DataFrame, e: dict, columns: dict) -> np.ndarray:
@@ -491,8 +502,8 @@ def _row_bad(frame: pd.DataFrame, e: dict, columns: dict) -> np.ndarray:
             ok = np.fromiter((x in allowed for x in v.tolist()), dtype=bool, count=len(v))
         except TypeError:  # an unhashable value: pandas says
             ok = pd.Series(v).isin(e["_values"]).to_numpy()
-    elif kind == "expect_column_values_to_be_unique":
-        ok = ~pd.Series(v).duplicated(keep=False).to_numpy()
+    elif kind == "expect_column_values_to_be_unique":  # (one value: nothing it could repeat)
+        ok = np.ones(1, dtype=bool) if len(v) == 1 else ~pd.Series(v).duplicated(keep=False).to_numpy()
     elif kind == "expect_column_values_to_match_regex":
         ok = pd.Series(v).astype(str).str.contains(kw["regex"]).to_numpy(dtype=bool)
     else:  # between
