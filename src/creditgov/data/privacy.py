@@ -70,7 +70,10 @@ def group_labels(feature, values: pd.Series) -> pd.Series:
     if feature.type == "numeric":
         edges = list(feature.group_bands)
         labels = np.array(band_labels(edges), dtype=object)
-        num = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf":  # to_numeric returns these as they are
+            num = values.to_numpy(dtype="float64")
+        else:
+            num = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
         out = labels[np.searchsorted(np.asarray(edges, dtype="float64"), num, side="right")]
         out[np.isnan(num)] = MISSING_GROUP
         return pd.Series(out, index=values.index, dtype=object, name=values.name)

@@ -347,7 +347,9 @@ def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSp
         read = {c: np.broadcast_to(np.asarray(v, dtype=np.float64), p.shape) for c, v in changes.items()
                 if c in pol_frame.columns}
         first, inverse = _distinct([np.asarray(row_idx, dtype=np.int64), p] + list(read.values()))
-        frame = pol_frame.iloc[row_idx[first]].reset_index(drop=True)
+        # (take: the rows as iloc gives them, without marking the frame a copy; the policy reads columns by
+        # position only, so the repeated index labels are kept rather than reset)
+        frame = pol_frame.take(row_idx[first])
         for c, v in read.items():
             frame[c] = v[first]
         actions = policy_actions(frame, p[first], spec.policy)
