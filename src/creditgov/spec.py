@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -62,7 +63,13 @@ _EXPR_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div)
 
 def parse_expression(text: str) -> tuple[ast.expr, tuple[str, ...]]:
     """(the checked expression tree, the feature names it reads, in order of first use); ValueError naming
-    what is not allowed."""
+    what is not allowed. Parsed and checked once per text (the encoding, the counterfactual search and the
+    reasons ask for the same few expressions on every decision): the tree is shared, never to be mutated."""
+    return _parse_expression(text)
+
+
+@lru_cache(maxsize=1024)  # a catalogue holds a handful of expressions; a bad one raises and is not cached
+def _parse_expression(text: str) -> tuple[ast.expr, tuple[str, ...]]:
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:

@@ -218,6 +218,16 @@ def column_arrays(frame: pd.DataFrame) -> list:
     return [np.asarray(a) for a in it()]
 
 
+def plain_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """{name: values} of the columns a Series would hold as a plain numpy array (bool, numbers, object: what
+    `frame[c].to_numpy()` gives), read without building a Series per column; {} when the names repeat."""
+    it = getattr(frame, "_iter_column_arrays", None)  # each column's array as its Series holds it (see above)
+    if it is None or not frame.columns.is_unique:  # pragma: no cover - another pandas: the Series route
+        return {}
+    # a numpy-backed column's array is an ndarray of the column's dtype; an extension column's is not an ndarray
+    return {c: a for c, a in zip(frame.columns.tolist(), it()) if isinstance(a, np.ndarray) and a.dtype.kind in "biufO"}
+
+
 SMALL_HASH_ROWS = 64
 _U8MAX = np.uint64(np.iinfo(np.uint64).max)
 
@@ -228,24 +238,43 @@ def _small_digests(frame: pd.DataFrame) -> np.ndarray:
     missing values (None, NaN) to the largest uint64: for a column of text and None / float NaN only, hashing each
     value (categorize=False) and setting the missing ones gives those numbers; any other object column goes
     through pandas' categorising hash_array itself. Held to hash_pandas_object by tests/data/test_row_digests.py."""
-    hashes = []
-    for v in column_arrays(frame):
+    cols = column_arrays(frame)
+    hashes: list = [None] * len(cols)
+    numeric: dict[np.dtype, list[int]] = {}  # columns hashed together, by dtype
+    texts: list[tuple[int, np.ndarray | None]] = []  # (column, which values are present; None: all)
+    for j, v in enumerate(cols):
         if v.dtype != object:
-            hashes.append(hash_array(v))
+            if v.dtype.kind in "biuf" and v.dtype.itemsize <= 8:
+                numeric.setdefault(v.dtype, []).append(j)
+            else:
+                hashes[j] = hash_array(v)
             continue
         values = v.tolist()
         missing = [x is None or (type(x) is float and x != x) for x in values]
         if not all(type(x) is str or m for x, m in zip(values, missing)):
-            hashes.append(hash_array(v))  # pandas' own (categorize=True)
+            hashes[j] = hash_array(v)  # pandas' own (categorize=True)
             continue
-        if not any(missing):
-            hashes.append(hash_array(v, categorize=False))
-            continue
-        out = np.full(len(values), _U8MAX, dtype=np.uint64)
-        present = ~np.array(missing, dtype=bool)
-        if present.any():
-            out[present] = hash_array(v[present], categorize=False)
-        hashes.append(out)
+        texts.append((j, ~np.array(missing, dtype=bool) if any(missing) else None))
+    # hash_array of a number or a text (categorize=False) is a function of that value alone (element by element:
+    # its 64-bit pattern or its SipHash, then the same mixing), so the values of several columns are hashed in
+    # one call and split again: the numbers each column's own call gives
+    for js in numeric.values():
+        block = hash_array(np.stack([cols[j] for j in js]))
+        for k, j in enumerate(js):
+            hashes[j] = block[k]
+    if texts:
+        parts = [cols[j] if present is None else cols[j][present] for j, present in texts]
+        flat = hash_array(np.concatenate(parts), categorize=False)
+        at = 0
+        for (j, present), part in zip(texts, parts):
+            got = flat[at:at + len(part)]
+            at += len(part)
+            if present is None:
+                hashes[j] = got
+            else:
+                out = np.full(len(present), _U8MAX, dtype=np.uint64)
+                out[present] = got
+                hashes[j] = out
     return combine_hash_arrays(iter(hashes), len(hashes))
 
 

@@ -39,7 +39,8 @@ def pseudonymise(values: pd.Series) -> pd.Series:
     One prepared HMAC state is copied per value: millions of identifiers per batch."""
     base = hmac.new(_key(), digestmod=hashlib.sha256)
     out = []
-    for v, missing in zip(values.to_numpy(dtype=object).tolist(), pd.isna(values).to_numpy().tolist()):
+    raw = values.to_numpy(dtype=object)  # (missing as the Series says it: pd.isna of these same values)
+    for v, missing in zip(raw.tolist(), pd.isna(raw).tolist()):
         if missing:
             out.append(None)
         else:
@@ -69,7 +70,10 @@ def group_labels(feature, values: pd.Series) -> pd.Series:
     if feature.type == "numeric":
         edges = list(feature.group_bands)
         labels = np.array(band_labels(edges), dtype=object)
-        num = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf":  # to_numeric returns these as they are
+            num = values.to_numpy(dtype="float64")
+        else:
+            num = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
         out = labels[np.searchsorted(np.asarray(edges, dtype="float64"), num, side="right")]
         out[np.isnan(num)] = MISSING_GROUP
         return pd.Series(out, index=values.index, dtype=object, name=values.name)

@@ -254,17 +254,49 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, suite: dict, label: str) -
     for i, rule in _date_rules(frame, spec):
         rules.setdefault(i, []).append(rule)
     bad_idx = sorted(rules)
+    quarantine = quarantine_frame(frame, rules, spec)
+    clean = frame.drop(index=bad_idx)
+    personal = _personal(spec)
+    return ValidationOutcome(clean=clean, quarantine=quarantine, rows_in=len(frame),
+                             gx_result=_redact(result, personal), ignored_columns=ignored)
+
+
+def _personal(spec: PipelineSpec) -> set[str]:
+    return {f.name for f in spec.features if f.personal} | ({spec.source.id_column} - {None})
+
+
+_EMPTY_QUARANTINE: dict[tuple, pd.DataFrame] = {}
+
+
+def quarantine_frame(frame: pd.DataFrame, rules: dict[int, list[str]], spec: PipelineSpec) -> pd.DataFrame:
+    """The quarantine of a validated frame: the rows of `rules` (index -> the rules each broke), row_number
+    (1-based) first, then their columns and the rules; personal values pseudonymised. With no row quarantined
+    (nearly every served request) it depends on the frame's layout only (columns, dtypes, index type): built
+    once per layout by the same steps from the frame's first 0 rows, and copied (the steps cost ~1 ms a call)."""
+    if rules:
+        return _quarantine_rows(frame, rules, spec)
+    ix = frame.index
+    key = (tuple(frame.columns), tuple(frame.dtypes), type(frame.columns), type(ix), ix.dtype, ix.name,
+           frozenset(_personal(spec)))
+    got = _EMPTY_QUARANTINE.get(key)
+    if got is None:
+        if len(_EMPTY_QUARANTINE) >= 64:
+            _EMPTY_QUARANTINE.clear()
+        # (copied once more here: a copy's blocks are consolidated, so each copy below is a cheap one)
+        got = _EMPTY_QUARANTINE[key] = _quarantine_rows(frame.iloc[:0], rules, spec).copy()
+    return got.copy()
+
+
+def _quarantine_rows(frame: pd.DataFrame, rules: dict[int, list[str]], spec: PipelineSpec) -> pd.DataFrame:
+    bad_idx = sorted(rules)
     quarantine = frame.loc[bad_idx].copy()
     quarantine.insert(0, "row_number", [i + 1 for i in bad_idx])
     quarantine["rules"] = ["; ".join(rules[i]) for i in bad_idx]
-    clean = frame.drop(index=bad_idx)
-    personal = {f.name for f in spec.features if f.personal} | ({spec.source.id_column} - {None})
     # the quarantine is shared to fix data: no raw personal data. Pseudonymised here, once: the decision
     # log's account key of a quarantined row is this pseudonym (decide.quarantine_rows), not a key of it
-    for col in personal & set(quarantine.columns):
+    for col in _personal(spec) & set(quarantine.columns):
         quarantine[col] = pseudonymise(quarantine[col])
-    return ValidationOutcome(clean=clean, quarantine=quarantine, rows_in=len(frame),
-                             gx_result=_redact(result, personal), ignored_columns=ignored)
+    return quarantine
 
 
 def _date_rules(frame: pd.DataFrame, spec: PipelineSpec) -> list[tuple[int, str]]:
@@ -407,6 +439,17 @@ def _numpy_scalar_types(names) -> tuple:
     return tuple(out)
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype) -> str:
+    """str(dtype), once per numpy dtype (numpy builds the name on every call)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 def _critical_ok(frame: pd.DataFrame, e: dict, columns: dict | None = None) -> bool:
     kind, kw = e["type"], e["kwargs"]
     if kind == "expect_table_row_count_to_be_between":
@@ -419,7 +462,7 @@ def _critical_ok(frame: pd.DataFrame, e: dict, columns: dict | None = None) -> b
         arr, present, dtype = columns[kw["column"]]
         if dtype == object:  # GX checks each present value's type
             return bool(all(isinstance(v, e["_scalar_types"]) for v in arr[present].tolist()))
-        return str(dtype) in e["_dtypes"]
+        return _dtype_name(dtype) in e["_dtypes"]
     s = frame[kw["column"]]
     if s.dtype == object:  # GX checks each present value's type
         present = s[s.notna()]
@@ -430,10 +473,10 @@ def _critical_ok(frame: pd.DataFrame, e: dict, columns: dict | None = None) -> b
 def _column_values(frame: pd.DataFrame) -> dict:
     """Each numpy-dtype column's values, presence (not missing) and dtype, read once per request (no Series per
     rule); other columns are read by the rule that needs them."""
-    names, dtypes = frame.columns.tolist(), frame.dtypes.tolist()
-    if not all(isinstance(t, np.dtype) for t in dtypes):
+    plain = inputs.plain_columns(frame)  # (numpy-backed columns: their arrays carry their dtypes)
+    if len(plain) != frame.shape[1]:  # another dtype somewhere: each rule reads its column (the same answers)
         return {}
-    return {c: (a, ~pd.isna(a), t) for c, a, t in zip(names, inputs.column_arrays(frame), dtypes)}
+    return {c: (a, ~pd.isna(a), a.dtype) for c, a in plain.items()}
 
 
 def _row_bad(frame: pd.DataFrame, e: dict, columns: dict) -> np.ndarray:
@@ -459,8 +502,8 @@ def _row_bad(frame: pd.DataFrame, e: dict, columns: dict) -> np.ndarray:
             ok = np.fromiter((x in allowed for x in v.tolist()), dtype=bool, count=len(v))
         except TypeError:  # an unhashable value: pandas says
             ok = pd.Series(v).isin(e["_values"]).to_numpy()
-    elif kind == "expect_column_values_to_be_unique":
-        ok = ~pd.Series(v).duplicated(keep=False).to_numpy()
+    elif kind == "expect_column_values_to_be_unique":  # (one value: nothing it could repeat)
+        ok = np.ones(1, dtype=bool) if len(v) == 1 else ~pd.Series(v).duplicated(keep=False).to_numpy()
     elif kind == "expect_column_values_to_match_regex":
         ok = pd.Series(v).astype(str).str.contains(kw["regex"]).to_numpy(dtype=bool)
     else:  # between
@@ -495,13 +538,8 @@ def validate_compiled(frame: pd.DataFrame, spec: PipelineSpec, compiled: Compile
     for i, rule in _date_rules(frame, spec):
         rules.setdefault(i, []).append(rule)
     bad_idx = sorted(rules)
-    quarantine = frame.loc[bad_idx].copy()
-    quarantine.insert(0, "row_number", [i + 1 for i in bad_idx])
-    quarantine["rules"] = ["; ".join(rules[i]) for i in bad_idx]
+    quarantine = quarantine_frame(frame, rules, spec)
     clean = frame.drop(index=bad_idx) if bad_idx else frame
-    personal = {f.name for f in spec.features if f.personal} | ({spec.source.id_column} - {None})
-    for col in personal & set(quarantine.columns):
-        quarantine[col] = pseudonymise(quarantine[col])
     return ValidationOutcome(clean=clean, quarantine=quarantine, rows_in=len(frame),
                              gx_result={"success": not bad_idx, "compiled_suite": compiled.name},
                              ignored_columns=ignored)
@@ -510,6 +548,8 @@ def validate_compiled(frame: pd.DataFrame, spec: PipelineSpec, compiled: Compile
 def validate_rows(frame: pd.DataFrame, spec: PipelineSpec, compiled: CompiledSuite, label: str) -> Validated:
     """A request's rows validated with the compiled suite (no quarantine file, no share limit: the caller
     refuses any quarantined row), as the Validated that decide_rows takes."""
-    frame = frame.reset_index(drop=True)
+    ix = frame.index
+    if not (isinstance(ix, pd.RangeIndex) and ix.start == 0 and ix.step == 1 and ix.name is None):
+        frame = frame.reset_index(drop=True)  # (already 0..n-1: validate_compiled's preparation copies it)
     outcome = validate_compiled(frame, spec, compiled, label)
     return Validated(spec, outcome, label, inputs.content_hash(frame))

@@ -55,8 +55,8 @@ from creditgov.atomic import clear_stale, temp_beside
 from creditgov.errors import DataError, ModelStatusRefused, SpecError, UsageError
 from creditgov.model.credit_model import CreditModel, sigmoid
 from creditgov.decision import collections
-from creditgov.decision.policy import (ADVERSE_ACTIONS, WARN_PREFIX, WATCH_ACTIONS, apply_policy, rule_features,
-                                      rule_reasons)
+from creditgov.decision.policy import (ADVERSE_ACTIONS, WARN_PREFIX, WATCH_ACTIONS, apply_policy, policy_actions,
+                                      rule_features, rule_reasons)
 from creditgov.explain.reasons import check_additivity, group_by_feature
 from creditgov.model.treeshap import UnsupportedModel
 from creditgov.spec import PipelineSpec, parse_expression
@@ -201,16 +201,15 @@ def _canonical_uniques(uniques) -> tuple[list, list[str]]:
     return canon, texts
 
 
-def _canonical_small(s: pd.Series) -> tuple[list, list[str]] | None:
-    """_canonical_column of a few rows value by value (factorizing costs more than it saves for a served row):
-    numbers, and text columns with no missing value; None for anything else."""
-    t = s.dtype
+def _canonical_small(t, values: list) -> tuple[list, list[str]] | None:
+    """_canonical_column of a few rows value by value (factorizing costs more than it saves for a served row),
+    given the column's dtype `t` and its values (`to_numpy().tolist()`): numbers, and text columns with no
+    missing value; None for anything else."""
     if not isinstance(t, np.dtype):
         return None
     if t.kind in "iu":
-        canon = s.to_numpy().tolist()
+        canon = values
         return canon, list(map(str, canon))
-    values = s.to_numpy().tolist()
     if t.kind == "f":
         canon, texts = [], []
         for v in values:
@@ -238,11 +237,10 @@ SMALL_ROWS = 16  # up to this many rows, _canonical_column goes value by value
 
 def _canonical_column(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     """(canonical value, its JSON text) of each value of `s`: computed once per distinct value."""
-    small = _canonical_small(s) if len(s) <= SMALL_ROWS else None
+    small = (_canonical_small(s.dtype, s.to_numpy().tolist()) if len(s) <= SMALL_ROWS and isinstance(s.dtype, np.dtype)
+             else None)
     if small is not None:
-        out = np.empty(len(small[0]), dtype=object)
-        out[:] = small[0]
-        return out, small[1]
+        return _small_column(small)
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     canon, texts = _canonical_uniques(uniques)
     values = np.empty(len(canon) + 1, dtype=object)
@@ -256,6 +254,24 @@ def _canonical_column(s: pd.Series) -> tuple[np.ndarray, list[str]]:
         out[na] = np.array(c + [None], dtype=object)[:-1]
         txt[na] = np.array([json.dumps(x, ensure_ascii=False) for x in c] + [""], dtype=object)[:-1]
     return out, txt.tolist()
+
+
+def _small_column(small: tuple[list, list[str]]) -> tuple[np.ndarray, list[str]]:
+    out = np.empty(len(small[0]), dtype=object)
+    out[:] = small[0]
+    return out, small[1]
+
+
+def _canonical_columns(frame: pd.DataFrame, columns) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """{column: _canonical_column(frame[column])}; a frame of a few rows read from its plain numpy columns
+    (the values `frame[c].to_numpy()` gives) without a Series per column."""
+    plain = data.plain_columns(frame) if len(frame) <= SMALL_ROWS else {}
+    out = {}
+    for c in columns:
+        a = plain.get(c)
+        small = _canonical_small(a.dtype, a.tolist()) if a is not None else None
+        out[c] = _small_column(small) if small is not None else _canonical_column(frame[c])
+    return out
 
 
 def _as_mapped(values: np.ndarray) -> np.ndarray:
@@ -294,7 +310,7 @@ def explain_batch(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -
 def score_and_decide(model: CreditModel, frame: pd.DataFrame, spec: PipelineSpec):
     """The (action, PD) the policy gives each row under this model; used by the counterfactual search."""
     p = model.predict_pd(frame)
-    return apply_policy(frame, p, spec.policy)["action"].to_numpy(), p
+    return policy_actions(frame, p, spec.policy), p
 
 
 def _policy_columns(spec: PipelineSpec) -> list[str]:
@@ -331,10 +347,12 @@ def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSp
         read = {c: np.broadcast_to(np.asarray(v, dtype=np.float64), p.shape) for c, v in changes.items()
                 if c in pol_frame.columns}
         first, inverse = _distinct([np.asarray(row_idx, dtype=np.int64), p] + list(read.values()))
-        frame = pol_frame.iloc[row_idx[first]].reset_index(drop=True)
+        # (take: the rows as iloc gives them, without marking the frame a copy; the policy reads columns by
+        # position only, so the repeated index labels are kept rather than reset)
+        frame = pol_frame.take(row_idx[first])
         for c, v in read.items():
             frame[c] = v[first]
-        actions = apply_policy(frame, p[first], spec.policy, rules_triggered=False)["action"].to_numpy()
+        actions = policy_actions(frame, p[first], spec.policy)
         return actions[inverse], p
 
     return evaluate
@@ -353,23 +371,34 @@ def _distinct(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return order[new], inverse
 
 
-def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, spec: PipelineSpec):
+def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, spec: PipelineSpec,
+                  small: bool | None = None):
     """Per row: reason codes, statements (en, zh) and attributions; a deciding rule first, then the
-    features whose attribution raised risk (> 0), largest first, up to max_reasons in all."""
+    features whose attribution raised risk (> 0), largest first, up to max_reasons in all.
+
+    `small` (default: up to SMALL_ROWS rows whose deciders are all text): the deciders and the reason patterns
+    are grouped by dicts in order of first appearance instead of pd.factorize and np.unique (whose fixed costs
+    dominate a served row); each row's lists depend on its own pattern only, so both routes give the same lists
+    (tests/code/test_fastpath.py runs both)."""
     k = spec.policy.max_reasons
-    rr = rule_reasons(spec.policy)
-    feat_reason = {f.name: f.reason for f in spec.features}
+    rr, feat_reason, never, behind = _reason_tables(spec)
     n = phi.shape[0]
     if n == 0:
         return [], [], [], []
-    by_codes, by_values = pd.factorize(pd.Series(decided_by, dtype=object))
+    deciders = decided_by.tolist() if isinstance(decided_by, np.ndarray) else list(decided_by)
+    if small is None:
+        small = n <= SMALL_ROWS and all(type(v) is str for v in deciders)
+    if small:  # pd.factorize's codes and uniques for text (first appearance order, no missing value)
+        seen: dict = {}
+        by_codes = np.array([seen.setdefault(v, len(seen)) for v in deciders], dtype=np.intp)
+        by_values = list(seen)
+    else:
+        by_codes, by_values = pd.factorize(pd.Series(decided_by, dtype=object))
     # never a reason: features the catalogue marks so (policy-set values), and, where a rule decided, the
     # features that rule reads (the rule is the one line of that cause)
     col = {f: j for j, f in enumerate(features)}
     phi = phi.copy()
-    phi[:, [col[f.name] for f in spec.features if f.never_a_reason and f.name in col]] = -np.inf
-    # a rule's features, and the derived features computed from them (income not stated: no income ratio either)
-    behind = {k: tuple(v) + tuple(sorted(spec.dependents(v))) for k, v in rule_features(spec.policy).items()}
+    phi[:, [col[f] for f in never if f in col]] = -np.inf
     for c, by in enumerate(by_values):
         name = by[5:] if isinstance(by, str) and by.startswith("rule:") else None
         cols = [col[f] for f in behind.get(name, ()) if f in col]
@@ -388,21 +417,49 @@ def _reason_lists(phi: np.ndarray, features: list[str], decided_by: np.ndarray, 
     # codes and statements depend only on (deciding rule, the top features, how many): one list per pattern
     cols = np.arange(order.shape[1])[None, :]
     pattern = np.column_stack([by_codes, count, np.where(cols < count[:, None], order, -1)])
-    _, first, inv = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
+    if small:
+        index: dict = {}
+        first, inv = [], []
+        for r, key in enumerate(map(tuple, pattern.tolist())):
+            j = index.get(key)
+            if j is None:
+                j = index[key] = len(first)
+                first.append(r)
+            inv.append(j)
+    else:
+        _, first_at, inv_at = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
+        first, inv = first_at.tolist(), inv_at.ravel().tolist()
     empty = ([], [], [], [])
     luts = ([], [], [])
-    for r in first.tolist():
+    for r in first:
         pre = prefix[by_codes[r]] if by_codes[r] >= 0 and prefix[by_codes[r]] is not None else empty
         idx = order[r, : count[r]].tolist()
         luts[0].append(tuple(pre[0] + [features[i] for i in idx]))
         luts[1].append(tuple(pre[1] + [feat_reason[features[i]].en for i in idx]))
         luts[2].append(tuple(pre[2] + [feat_reason[features[i]].zh for i in idx]))
-    inv = inv.ravel().tolist()
     codes, en, zh = ([list(lut[i]) for i in inv] for lut in luts)
     rule_rows = is_rule.tolist()
     attr = [([None] + v[:m]) if r else (v if m == k else v[:m])
             for v, m, r in zip(top.tolist(), count.tolist(), rule_rows)]
     return codes, en, zh, attr
+
+
+_REASON_TABLES: dict[int, tuple] = {}
+
+
+def _reason_tables(spec: PipelineSpec) -> tuple[dict, dict, list[str], dict]:
+    """What _reason_lists reads from the spec, once per spec object (specs are frozen; an entry holds its spec,
+    so its id is not reused while cached): the rules' reason statements, each feature's reason, the features
+    never given as a reason, and the features behind each rule with the derived features computed from them
+    (income not stated: no income ratio either)."""
+    got = _REASON_TABLES.get(id(spec))
+    if got is None or got[0] is not spec:
+        if len(_REASON_TABLES) >= 32:
+            _REASON_TABLES.clear()
+        behind = {k: tuple(v) + tuple(sorted(spec.dependents(v))) for k, v in rule_features(spec.policy).items()}
+        got = _REASON_TABLES[id(spec)] = (spec, rule_reasons(spec.policy), {f.name: f.reason for f in spec.features},
+                                          [f.name for f in spec.features if f.never_a_reason], behind)
+    return got[1], got[2], got[3], got[4]
 
 
 def _what_changed(phi_now: np.ndarray, features: list[str], prev_phi: pd.DataFrame, ids: np.ndarray,
@@ -479,6 +536,9 @@ def _previous_review_chunked(spec: PipelineSpec, model: CreditModel, batch) -> P
 # --------------------------------------------------------------------------- the stages of decide_rows
 
 
+_ADVERSE = frozenset(ADVERSE_ACTIONS)
+
+
 @dataclass
 class DecidedPart:
     """A batch's (or part's) valid rows, scored, explained and decided; counterfactuals to come."""
@@ -507,7 +567,8 @@ def decide_part(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -> 
     decided = apply_policy(clean, e.pd, spec.policy)
     if collections.collections_apply(clean, spec.policy):  # the collections treatment, beside the review's action
         decided = pd.concat([decided, collections.treatments(clean, e.pd, spec.policy)], axis=1)
-    adverse = decided["action"].isin(ADVERSE_ACTIONS).to_numpy()
+    # (set membership, as Series.isin decides it for these strings, without a Series)
+    adverse = np.fromiter((a in _ADVERSE for a in decided["action"].tolist()), dtype=bool, count=len(decided))
     return DecidedPart(clean, e, decided, adverse)
 
 
@@ -518,13 +579,16 @@ def adverse_rows(part: DecidedPart, spec: PipelineSpec) -> pd.DataFrame:
     return part.clean.loc[part.adverse, cols].reset_index(drop=True)
 
 
+_EMPTY_PENDING = pd.DataFrame({"_pos": np.array([], dtype=np.int64), "_action": np.array([], dtype=object)})
+
+
 def first_counterfactuals(model: CreditModel, part: DecidedPart, spec: PipelineSpec, integral: dict[str, bool]):
     """The first stage of the counterfactual search: (JSON of each adverse row's one-feature change, None
     elsewhere and where none was found; the adverse rows still without one, as `adverse_rows` frames with
     `_pos`, their place in the part, and `_action`). `integral`: grid rounding flags of the whole batch."""
     adverse = np.flatnonzero(part.adverse)
     cf = [None] * len(part.clean)
-    pending = pd.DataFrame({"_pos": np.array([], dtype=np.int64), "_action": np.array([], dtype=object)})
+    pending = _EMPTY_PENDING.copy()
     if not len(adverse):
         return cf, pending
     if not counterfactual.actionable(spec):
@@ -580,6 +644,8 @@ def pair_counterfactuals(model: CreditModel, pending: list[pd.DataFrame], spec: 
 
 def pair_json(found: list, n: int, spec: PipelineSpec) -> list[str]:
     """The counterfactual JSON of n pending rows given their pair-stage results (see pair_counterfactuals)."""
+    if not n:
+        return []
     notes = {c: json.dumps(counterfactual.not_found_note(spec, c), sort_keys=True) for c in (False, True)}
     return [(json.dumps(found[t], sort_keys=True) if found[t] else notes[False]) if t < len(found) else notes[True]
             for t in range(n)]
@@ -620,7 +686,7 @@ def _log_columns(part: DecidedPart, spec: PipelineSpec, cf: list, changed=None, 
     # (they are not model inputs, so not in the row hash)
     ladder = ([c for c in spec.policy.collections.fields.columns() if c in clean.columns and c not in inputs]
               if spec.policy.collections is not None else [])
-    canon = {c: _canonical_column(clean[c]) for c in dict.fromkeys(hash_cols + inputs + ladder)}
+    canon = _canonical_columns(clean, dict.fromkeys(hash_cols + inputs + ladder))
     on_book = spec.policy.on_book
     rows = {
         "row_number": clean.index.to_numpy() + 1 + row_offset,
@@ -843,7 +909,9 @@ def decide_rows(rows: Validated, model: DecisionModel, spec: PipelineSpec, as_of
     on_book = spec.policy.on_book is not None
     clean = with_previous_pd(rows.clean, spec, previous.pds if previous is not None and on_book else None)
     part = decide_part(model.model, clean, spec)
-    integral = scope.integral if scope.integral is not None else counterfactual.integral_flags(part.clean, spec)
+    # the grid rounding flags are read only by the search of adverse rows: none, no flags to compute
+    integral = (scope.integral if scope.integral is not None else
+                counterfactual.integral_flags(part.clean, spec) if part.adverse.any() else {})
     cf, pending = first_counterfactuals(model.model, part, spec, integral)
     changed = None
     if previous is not None and on_book:
@@ -868,9 +936,10 @@ def decide_rows(rows: Validated, model: DecisionModel, spec: PipelineSpec, as_of
     if len(log) != rows.rows_in:  # the invariant this whole module exists to keep
         raise RuntimeError(f"rows in {rows.rows_in} != rows logged {len(log)}")
     # pending rows by their place in the log (decided and quarantined rows interleave by row number)
-    pending["_pos"] = np.searchsorted(log["row_number"].to_numpy(),
-                                      decided_numbers[pending["_pos"].to_numpy()]).astype(np.int64)
-    if not scope.defer_pairs:
+    if len(pending):
+        pending["_pos"] = np.searchsorted(log["row_number"].to_numpy(),
+                                          decided_numbers[pending["_pos"].to_numpy()]).astype(np.int64)
+    if not scope.defer_pairs and len(pending):
         fill_pairs(log, pending, pair_counterfactuals(model.model, [pending], spec)[0], spec)
         pending = pending.iloc[:0]
     return Decisions(log, rows.rows_in, n_decided, n_quarantined, model.version, as_of, rows.input_hash,

@@ -45,16 +45,27 @@ def _lists_by_key(key: np.ndarray, pattern) -> list[list[str]]:
 
 def condition_mask(frame: pd.DataFrame, cond: Condition) -> np.ndarray:
     col = frame[cond.feature]
+    # (Series.isna is pd.isna of the Series' array: taken from the array, without a Series of the answer)
     if cond.op == "missing":
-        return col.isna().to_numpy()
+        return np.asarray(pd.isna(col.array), dtype=bool)
     if cond.op == "in":
         return col.isin(cond.value).to_numpy()
-    ops = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
-           "ge": np.greater_equal}
     values = col.to_numpy()
     with np.errstate(invalid="ignore"):
-        out = ops[cond.op](values, cond.value)
-    return np.asarray(out, dtype=bool) & col.notna().to_numpy()
+        out = _OPS[cond.op](values, cond.value)
+    return np.asarray(out, dtype=bool) & ~np.asarray(pd.isna(col.array), dtype=bool)
+
+
+_OPS = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+        "ge": np.greater_equal}
+
+
+def _numbers(col: pd.Series) -> np.ndarray:
+    """pd.to_numeric(col, errors="coerce") as float64; a numpy number column is already that (to_numeric returns
+    it as it is), converted without the round trip."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iuf":
+        return col.to_numpy(dtype="float64")
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
 
 
 def _round_limit(raw: np.ndarray, policy: Policy) -> np.ndarray:
@@ -75,10 +86,20 @@ def apply_policy(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy, *,
     pd_values = np.asarray(pd_values, dtype="float64")
     if on_book_applies(frame, policy):
         return _on_book(frame, pd_values, policy, rules_triggered)
-    return _application(frame, pd_values, policy, rules_triggered)
+    return pd.DataFrame(_application(frame, pd_values, policy, rules_triggered), index=frame.index)
 
 
-def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = True) -> pd.DataFrame:
+def policy_actions(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy) -> np.ndarray:
+    """apply_policy(frame, pd_values, policy, rules_triggered=False)["action"].to_numpy(): the same computation,
+    without the frame of the other columns (the counterfactual search asks for actions only, many times a row)."""
+    pd_values = np.asarray(pd_values, dtype="float64")
+    if on_book_applies(frame, policy):
+        return _on_book(frame, pd_values, policy, False)["action"].to_numpy()
+    return _application(frame, pd_values, policy, False)["action"]
+
+
+def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool = True) -> dict:
+    """The application decisions' columns (apply_policy's frame, column by column)."""
     n = len(p)
     tier = tier_of(p, policy)
     lo, hi = policy.review_band
@@ -117,18 +138,18 @@ def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool
 
     triggered = _lists_by_key(key, pattern) if rules else None
 
-    capacity = pd.to_numeric(frame[policy.limit.capacity_feature], errors="coerce").to_numpy(dtype="float64")
+    capacity = _numbers(frame[policy.limit.capacity_feature])
     multiple = np.array([policy.limit.multiple[t.name] for t in policy.tiers])[tier_index(p, policy)]
     proposed = np.where(np.isnan(capacity), policy.limit.minimum, _round_limit(np.nan_to_num(capacity) * multiple, policy))
     limit = np.where(action == "decline", 0.0, proposed)
-    out = pd.DataFrame({
+    out = {
         "tier": tier, "action": action, "decided_by": decided_by, "limit": limit,
         "previous_limit": np.full(n, np.nan), "rules_triggered": triggered,
         "review_queue": action == "review",
-    }, index=frame.index)
+    }
     if policy.pricing is not None:  # the rate offered with the line; none for a decline
         out["apr"] = np.where(action == "decline", np.nan, tier_apr(p, policy))
-        out["previous_apr"] = np.nan
+        out["previous_apr"] = np.full(n, np.nan)
     return out
 
 

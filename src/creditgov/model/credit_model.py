@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from creditgov.data.inputs import plain_columns
 from creditgov.model.derived import evaluate as evaluate_expression, numeric_column
 from creditgov.model.treeshap import FastShapFallbackWarning, FastTreeShap, UnsupportedModel
 from creditgov.spec import PipelineSpec, parse_expression
@@ -105,26 +106,37 @@ def _derived_columns(raw: pd.DataFrame, encodings: list[Encoding], cols: dict) -
 
 def encode(raw: pd.DataFrame, encodings: list[Encoding]) -> pd.DataFrame:
     """Model columns from raw catalogue columns (derived features computed from them); never mutates `raw`."""
+    return pd.DataFrame(encoded_columns(raw, encodings), index=raw.index)
+
+
+def encoded_columns(raw: pd.DataFrame, encodings: list[Encoding]) -> dict:
+    """encode's columns (name -> float64 array or pandas Categorical, in the model's order), before the frame
+    is built (the trees read them directly: FastTreeShap.matrix_of)."""
     cols = {}
+    plain = plain_columns(raw)
     for e in encodings:
         if e.kind == "derived":
             continue
         if e.name not in raw.columns:
             raise ValueError(f"column '{e.name}' is missing from the input")
-        s = raw[e.name]
+        a = plain.get(e.name)  # the column's numpy values, or None: then its Series
+        s = raw[e.name] if a is None else None
         if e.kind == "numeric":
-            if s.dtype == np.float64:  # what to_numeric and astype would give: the values themselves
-                cols[e.name] = s.to_numpy()
+            dtype = a.dtype if a is not None else s.dtype
+            if dtype == np.float64:  # what to_numeric and astype would give: the values themselves
+                cols[e.name] = a if a is not None else s.to_numpy()
                 continue
-            if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":  # to_numeric keeps these: numpy's cast
-                cols[e.name] = s.to_numpy().astype("float64")
+            if isinstance(dtype, np.dtype) and dtype.kind in "iuf":  # to_numeric keeps these: numpy's cast
+                cols[e.name] = (a if a is not None else s.to_numpy()).astype("float64")
                 continue
             try:
+                s = raw[e.name] if s is None else s
                 cols[e.name] = pd.to_numeric(s, errors="raise").astype("float64").to_numpy()
             except (TypeError, ValueError) as exc:  # a served row's column must be named, not just its value
                 raise ValueError(f"column '{e.name}' is not numeric: {exc}") from None
             continue
-        values = s.to_numpy(dtype=object, copy=True)
+        # (a numpy column's to_numpy(dtype=object, copy=True) is numpy's own conversion)
+        values = np.array(a, dtype=object, copy=True) if a is not None else s.to_numpy(dtype=object, copy=True)
         missing = pd.isna(values)
         values[missing] = None
         unknown = sorted({str(v) for v in values[~missing].tolist()} - set(e.categories))
@@ -144,7 +156,7 @@ def encode(raw: pd.DataFrame, encodings: list[Encoding]) -> pd.DataFrame:
     if any(e.kind == "derived" for e in encodings):
         _derived_columns(raw, encodings, cols)
         cols = {e.name: cols[e.name] for e in encodings}  # the model's column order
-    return pd.DataFrame(cols, index=raw.index)
+    return cols
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -273,7 +285,7 @@ class CreditModel:
         trees = self._trees()
         if trees is None:
             return self.booster_.predict(self.dmatrix(raw), output_margin=True).astype("float64")
-        return trees.margin(encode(raw, self.encodings))
+        return trees.margin(trees.matrix_of(encoded_columns(raw, self.encodings)))
 
     def calibrate(self, margin: np.ndarray) -> np.ndarray:
         """Calibrated log-odds of booster margins: the one place the calibration is applied (scoring and the
@@ -296,7 +308,7 @@ class CreditModel:
         if trees is None:
             contrib = self.booster_.predict(self.dmatrix(raw), pred_contribs=True).astype("float64")
         else:
-            contrib = trees.shap_values(encode(raw, self.encodings))
+            contrib = trees.shap_values(trees.matrix_of(encoded_columns(raw, self.encodings)))
         phi = contrib[:, :-1] * self.calib_a_  # the calibration is affine: attributions scale by its slope
         return phi, self.calibrate(contrib[:, -1])
 
@@ -306,14 +318,14 @@ class CreditModel:
         trees = self._trees()
         if trees is None:
             raise UnsupportedModel("fastshap does not support this model")
-        return trees.matrix(encode(raw, self.encodings))
+        return trees.matrix_of(encoded_columns(raw, self.encodings))
 
     def explain(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log_odds(raw), *contributions(raw)), the same numbers, with `raw` encoded once, not twice."""
         trees = self._trees()
         if trees is None:
             return (self.log_odds(raw), *self.contributions(raw))
-        X = trees.matrix(encode(raw, self.encodings))
+        X = trees.matrix_of(encoded_columns(raw, self.encodings))
         contrib = trees.shap_values(X)
         return (self.calibrate(trees.margin(X)), contrib[:, :-1] * self.calib_a_,
                 self.calibrate(contrib[:, -1]))

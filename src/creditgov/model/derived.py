@@ -34,29 +34,55 @@ def numeric_column(raw: pd.DataFrame, name: str) -> np.ndarray:
 
 def evaluate(expression: str, value: Callable[[str], np.ndarray], n: int) -> np.ndarray:
     """float64 values of `expression` for n rows; `value(name)` gives an operand's float64 column."""
-    tree, _ = parse_expression(expression)
-
-    def walk(node) -> np.ndarray:
-        if isinstance(node, ast.Constant):
-            return np.full(n, float(node.value))
-        if isinstance(node, ast.Name):
-            return np.asarray(value(node.id), dtype="float64")
-        if isinstance(node, ast.UnaryOp):
-            v = walk(node.operand)
-            return -v if isinstance(node.op, ast.USub) else v
-        a, b = walk(node.left), walk(node.right)
-        with np.errstate(all="ignore"):
-            if isinstance(node.op, ast.Add):
-                return a + b
-            if isinstance(node.op, ast.Sub):
-                return a - b
-            if isinstance(node.op, ast.Mult):
-                return a * b
-            return np.where(b == 0, np.nan, a / np.where(b == 0, 1.0, b))
-
-    out = np.array(walk(tree), dtype="float64", copy=True)
+    with np.errstate(all="ignore"):  # (once per expression, not per operation: the same values)
+        out = np.array(_compiled(expression)(value, n), dtype="float64", copy=True)
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def _compiled(expression: str) -> Callable:
+    """The checked tree of `expression` as nested closures (value, n) -> float64 values, built once per text:
+    each node does what a walk of the tree does at that node (the same numpy operations, in the same order),
+    without parsing the text or testing node types again on every call. Called under np.errstate(all="ignore")
+    (`evaluate`): a zero divisor, an overflow are no warnings."""
+    got = _COMPILED.get(expression)
+    if got is None:
+        if len(_COMPILED) >= 1024:
+            _COMPILED.clear()
+        got = _COMPILED[expression] = _node(parse_expression(expression)[0])
+    return got
+
+
+def _node(node) -> Callable:
+    if isinstance(node, ast.Constant):
+        c = float(node.value)
+        return lambda value, n: np.full(n, c)
+    if isinstance(node, ast.Name):
+        name = node.id
+        return lambda value, n: np.asarray(value(name), dtype="float64")
+    if isinstance(node, ast.UnaryOp):
+        inner = _node(node.operand)
+        if isinstance(node.op, ast.USub):
+            return lambda value, n: -inner(value, n)
+        return inner
+    left, right = _node(node.left), _node(node.right)
+    op = node.op
+
+    if isinstance(op, ast.Add):
+        return lambda value, n: left(value, n) + right(value, n)
+    if isinstance(op, ast.Sub):
+        return lambda value, n: left(value, n) - right(value, n)
+    if isinstance(op, ast.Mult):
+        return lambda value, n: left(value, n) * right(value, n)
+
+    def divide(value, n):
+        a, b = left(value, n), right(value, n)
+        return np.where(b == 0, np.nan, a / np.where(b == 0, 1.0, b))
+
+    return divide
 
 
 def derived_values(raw: pd.DataFrame, expressions: dict[str, str]) -> dict[str, np.ndarray]:

@@ -977,6 +977,7 @@ class FastTreeShap:
     def __init__(self, booster, *, verify: bool = True, table_budget: int = DEFAULT_TABLE_BUDGET,
                  unit_height: int = DEFAULT_UNIT_HEIGHT):
         self._c = _compile(booster, verify, table_budget, unit_height)
+        self._split_points: dict[int, np.ndarray | None] = {}  # split_points per column, once (read-only)
 
     @property
     def n_features(self) -> int:
@@ -1015,18 +1016,35 @@ class FastTreeShap:
             X = X[list(names)]
         if X.shape[1] != c.n_features:
             raise ValueError(f"X has {X.shape[1]} columns, the model {c.n_features}")
-        M = np.empty((len(X), c.n_features), dtype=np.float32)
-        for f, (_, s) in enumerate(X.items()):  # column f (items: no iloc indexing per column)
+        return self._filled(list(X.items()))
+
+    def matrix_of(self, columns: dict) -> np.ndarray:
+        """matrix(pd.DataFrame(columns)) of already encoded columns (name -> float64 array or pandas
+        Categorical, in the model's order), without building the frame: the same conversion per column."""
+        c = self._c
+        names = c.feature_names
+        if (names is not None and list(columns) != list(names)) or len(columns) != c.n_features:
+            return self.matrix(pd.DataFrame(columns))  # the frame route names what does not match
+        return self._filled(list(columns.items()))
+
+    def _filled(self, items: list) -> np.ndarray:
+        """The float32 matrix of (name, column) pairs in the model's order: a column is a Series, a pandas
+        Categorical or a float array (what a Series' to_numpy(float32, na_value=nan) converts: np.asarray)."""
+        c = self._c
+        n = len(items[0][1]) if items else 0
+        M = np.empty((n, c.n_features), dtype=np.float32)
+        for f, (name, s) in enumerate(items):  # column f
             if isinstance(s.dtype, pd.CategoricalDtype):
-                codes = s.cat.codes.to_numpy().astype(np.int64)
+                cat = s.array if isinstance(s, pd.Series) else s
+                codes = np.asarray(cat.codes).astype(np.int64)
                 stored = c.categories[f]
                 if stored is not None:
-                    keys = _xgb_keys(s.cat.categories)
+                    keys = _xgb_keys(cat.categories)
                     if keys != stored[: len(keys)]:
                         index = {k: i for i, k in enumerate(stored)}
-                        unknown = [s.cat.categories[i] for i, k in enumerate(keys) if k not in index]
+                        unknown = [cat.categories[i] for i, k in enumerate(keys) if k not in index]
                         if unknown:
-                            raise ValueError(f"column '{X.columns[f]}' has categories {unknown[:3]} "
+                            raise ValueError(f"column '{name}' has categories {unknown[:3]} "
                                              "not in the training set")
                         remap = np.asarray([index[k] for k in keys] + [-1], dtype=np.int64)
                         codes = remap[codes]  # code -1 stays -1 (remap[-1])
@@ -1035,9 +1053,14 @@ class FastTreeShap:
                 M[:, f] = col
             else:
                 try:
-                    M[:, f] = s.to_numpy(dtype=np.float32, na_value=np.nan)
+                    if isinstance(s, pd.Series):
+                        M[:, f] = s.to_numpy(dtype=np.float32, na_value=np.nan)
+                    elif s.dtype.kind == "f":  # what to_numpy does for a float column: no fill, asarray
+                        M[:, f] = np.asarray(s, dtype=np.float32)
+                    else:
+                        M[:, f] = pd.Series(s).to_numpy(dtype=np.float32, na_value=np.nan)
                 except (TypeError, ValueError) as e:
-                    raise ValueError(f"column '{X.columns[f]}' is not numeric or categorical: {e}") from e
+                    raise ValueError(f"column '{name}' is not numeric or categorical: {e}") from e
         return M
 
     def shap_values(self, X, n_threads: int | None = None) -> np.ndarray:
@@ -1057,11 +1080,16 @@ class FastTreeShap:
         """The sorted distinct float32 thresholds of the splits on feature column j, or None when a split on it
         is categorical. Two values with as many thresholds <= them (np.searchsorted(..., side="right")), both
         not NaN, go the same way at every split on j (a split sends x left when x < threshold)."""
+        if j in self._split_points:
+            return self._split_points[j]
         a = self._c.arrays
         on_j = (a["n_leaf"] < 0) & (a["n_feat"] == j)
-        if (a["n_cat"][on_j] >= 0).any():
-            return None
-        return np.unique(a["m_thr"][on_j].astype(np.float32))
+        points = None
+        if not (a["n_cat"][on_j] >= 0).any():
+            points = np.unique(a["m_thr"][on_j].astype(np.float32))
+            points.flags.writeable = False
+        self._split_points[j] = points
+        return points
 
 
 def contributions(booster, X, warn: bool = True) -> np.ndarray:

@@ -1,0 +1,105 @@
+"""The served decision's shortcuts (issue 16: CPU per single-row decision) compute what the routes they skip
+compute: the trees read encode's columns as they read the encoded frame, bit for bit; the counterfactual
+search's actions-only policy gives apply_policy's actions; an empty quarantine built once per frame layout is
+the quarantine the full steps build; encode's plain numpy columns are the values its Series would give."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from creditgov.data import inputs, validate
+from creditgov.decision.policy import apply_policy, policy_actions
+from creditgov.model import credit_model
+from creditgov.model.treeshap import FastTreeShap
+
+
+@pytest.fixture(scope="module")
+def raw(spec, credit_data) -> pd.DataFrame:
+    """Real rows with missing values in numeric and categorical columns, ints and floats, 60 rows."""
+    rows = credit_data.drop(columns=[spec.target.column]).iloc[:60].reset_index(drop=True)
+    rows.loc[3, "Income"] = np.nan
+    rows.loc[4, "Home"] = None
+    rows.loc[5, "Price"] = 0  # a zero divisor in a derived feature
+    return rows
+
+
+def test_trees_read_encoded_columns_bit_for_bit_as_the_encoded_frame(tiny_model, raw):
+    frame_route = FastTreeShap(tiny_model.booster_).matrix(credit_model.encode(raw, tiny_model.encodings))
+    column_route = tiny_model.matrix(raw)  # encoded_columns -> FastTreeShap.matrix_of
+    assert column_route.dtype == frame_route.dtype == np.float32
+    assert np.isnan(frame_route).any(), "the rows must exercise missing values"
+    assert np.array_equal(column_route.view(np.uint32), frame_route.view(np.uint32))
+    log_odds, phi, base = tiny_model.explain(raw)
+    np.testing.assert_array_equal(log_odds, tiny_model.calibrate(tiny_model.margin_matrix(frame_route)))
+    # the frame route of FastTreeShap itself (a DataFrame in): the same attributions
+    ref = FastTreeShap(tiny_model.booster_).shap_values(credit_model.encode(raw, tiny_model.encodings))
+    np.testing.assert_array_equal(phi, ref[:, :-1] * tiny_model.calib_a_)
+
+
+def test_plain_columns_are_the_values_a_series_gives(raw):
+    odd = raw.assign(flag=[True, False] * 30, when=pd.Timestamp("2026-01-01"), n=pd.array(range(60), "Int64"))
+    plain = inputs.plain_columns(odd)
+    assert {"Income", "Home", "Seniority", "flag"} <= set(plain) and not {"when", "n"} & set(plain)
+    for c, a in plain.items():
+        s = odd[c]
+        assert a.dtype == s.dtype
+        np.testing.assert_array_equal(a, s.to_numpy())
+        mine, theirs = np.array(a, dtype=object, copy=True).tolist(), s.to_numpy(dtype=object, copy=True).tolist()
+        assert [type(v) for v in mine] == [type(v) for v in theirs]
+        assert [v if v == v else "NaN" for v in mine] == [v if v == v else "NaN" for v in theirs]
+    assert inputs.plain_columns(pd.concat([odd[["Income"]], odd[["Income"]]], axis=1)) == {}
+
+
+def test_policy_actions_are_apply_policys_actions(spec, raw):
+    rng = np.random.default_rng(16)
+    p = np.concatenate([rng.uniform(0, 1, 50), [0.0, 1.0, spec.policy.decline_at_pd, *spec.policy.review_band,
+                                                 np.nextafter(spec.policy.decline_at_pd, 0), 0.5, 0.2, 0.1, 0.05]])
+    frame = raw.copy()
+    frame.loc[7, spec.policy.limit.capacity_feature] = np.nan
+    want = apply_policy(frame, p, spec.policy)["action"].to_numpy()
+    got = policy_actions(frame, p, spec.policy)
+    assert got.dtype == object and got.tolist() == want.tolist()
+    assert len(set(want.tolist())) >= 3, "approve, review and decline must all occur"
+
+
+@pytest.mark.parametrize("index", ["range", "offset", "gaps"])
+def test_an_empty_quarantine_from_the_cache_is_the_one_the_steps_build(spec, raw, index):
+    frame = raw.copy()
+    if index == "offset":
+        frame.index = pd.RangeIndex(1000, 1000 + len(frame))
+    elif index == "gaps":
+        frame.index = pd.Index(np.arange(len(frame)) * 3)
+    want = validate._quarantine_rows(frame, {}, spec)
+    validate._EMPTY_QUARANTINE.clear()
+    for _ in range(2):  # built, then from the cache
+        got = validate.quarantine_frame(frame, {}, spec)
+        pd.testing.assert_frame_equal(got, want, check_exact=True, check_index_type=True, check_column_type=True)
+        assert type(got.index) is type(want.index) and got.columns.tolist()[0] == "row_number"
+    got.drop(columns=["rules"], inplace=True)  # a copy: the cached one is untouched
+    assert "rules" in validate.quarantine_frame(frame, {}, spec).columns
+    first = frame.index[0]
+    some = validate.quarantine_frame(frame, {first: ["Income: a rule"]}, spec)
+    assert some["rules"].tolist() == ["Income: a rule"] and some["row_number"].tolist() == [first + 1]
+
+
+def test_reason_lists_of_a_few_rows_are_those_of_the_batch_route(spec):
+    """decide._reason_lists groups a served request's rows by dicts, a batch's by pd.factorize and np.unique:
+    the same codes, statements and attributions for every row (ties, rules, all-negative rows included)."""
+    from creditgov.decision import decide
+
+    features = [f.name for f in spec.model_inputs]
+    rng = np.random.default_rng(7)
+    phi = rng.normal(size=(40, len(features)))
+    phi[3] = -np.abs(phi[3])  # nothing raised the risk
+    phi[4, :3] = 0.25  # ties
+    phi[5] = phi[4]
+    rules = ["rule:" + r.name for r in spec.policy.rules]
+    assert rules, "the application policy has rules"
+    decided_by = np.array([rules[i % len(rules)] if i % 3 == 0 else "model" for i in range(40)], dtype=object)
+    for rows in (slice(0, 1), slice(0, 6), slice(0, 40)):
+        small = decide._reason_lists(phi[rows], features, decided_by[rows], spec, small=True)
+        batch = decide._reason_lists(phi[rows], features, decided_by[rows], spec, small=False)
+        assert small == batch
+    assert small[0][3] == [decided_by[3]]  # a rule decided; no feature raised the risk
+    assert small[0][1] and not small[0][1][0].startswith("rule:")
