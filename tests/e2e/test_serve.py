@@ -427,6 +427,7 @@ def test_champion_moved_under_load_is_swapped_between_requests(server, rows):
     spec = load_spec(server.root / APPLICATION_FAST)
     name = spec.registry.model_name
     with in_project(server.root):
+        registry.configure()  # the server's store (MLflow's global URI may still name another test's project)
         c = registry.client()
         v1 = c.get_model_version_by_alias(name, "champion")
         v2 = c.create_model_version(name, v1.source, run_id=v1.run_id, tags={"creditgov.registration": "complete"})
