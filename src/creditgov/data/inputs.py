@@ -228,6 +228,14 @@ def plain_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return {c: a for c, a in zip(frame.columns.tolist(), it()) if isinstance(a, np.ndarray) and a.dtype.kind in "biufO"}
 
 
+def numbers(col: pd.Series) -> np.ndarray:
+    """pd.to_numeric(col, errors="coerce") as float64; a numpy number column is already that (to_numeric returns
+    it as it is), converted without the round trip."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iuf":
+        return col.to_numpy(dtype="float64")
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
+
+
 SMALL_HASH_ROWS = 64
 _U8MAX = np.uint64(np.iinfo(np.uint64).max)
 

@@ -16,6 +16,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from creditgov.data.inputs import numbers
+
 KEY_ENV = "CREDITGOV_PSEUDONYM_KEY"
 _DEV_KEY = b"creditgov-development-key-not-for-production"
 
@@ -70,10 +72,7 @@ def group_labels(feature, values: pd.Series) -> pd.Series:
     if feature.type == "numeric":
         edges = list(feature.group_bands)
         labels = np.array(band_labels(edges), dtype=object)
-        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf":  # to_numeric returns these as they are
-            num = values.to_numpy(dtype="float64")
-        else:
-            num = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+        num = numbers(values)
         out = labels[np.searchsorted(np.asarray(edges, dtype="float64"), num, side="right")]
         out[np.isnan(num)] = MISSING_GROUP
         return pd.Series(out, index=values.index, dtype=object, name=values.name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from creditgov.data.inputs import numbers
 from creditgov.spec import Condition, Policy
 
 # watch_reminder: on the watchlist, a reminder is sent (not adverse); watch_freeze: on the watchlist, new purchases
@@ -58,14 +59,6 @@ def condition_mask(frame: pd.DataFrame, cond: Condition) -> np.ndarray:
 
 _OPS = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
         "ge": np.greater_equal}
-
-
-def _numbers(col: pd.Series) -> np.ndarray:
-    """pd.to_numeric(col, errors="coerce") as float64; a numpy number column is already that (to_numeric returns
-    it as it is), converted without the round trip."""
-    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iuf":
-        return col.to_numpy(dtype="float64")
-    return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
 
 
 def _round_limit(raw: np.ndarray, policy: Policy) -> np.ndarray:
@@ -138,7 +131,7 @@ def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool
 
     triggered = _lists_by_key(key, pattern) if rules else None
 
-    capacity = _numbers(frame[policy.limit.capacity_feature])
+    capacity = numbers(frame[policy.limit.capacity_feature])
     multiple = np.array([policy.limit.multiple[t.name] for t in policy.tiers])[tier_index(p, policy)]
     proposed = np.where(np.isnan(capacity), policy.limit.minimum, _round_limit(np.nan_to_num(capacity) * multiple, policy))
     limit = np.where(action == "decline", 0.0, proposed)

@@ -9,6 +9,7 @@ A zero divisor or a missing operand gives NaN (xgboost's missing branch); so doe
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -40,20 +41,13 @@ def evaluate(expression: str, value: Callable[[str], np.ndarray], n: int) -> np.
     return out
 
 
-_COMPILED: dict[str, Callable] = {}
-
-
+@lru_cache(maxsize=1024)  # (as spec.parse_expression: a catalogue holds a handful of expressions)
 def _compiled(expression: str) -> Callable:
     """The checked tree of `expression` as nested closures (value, n) -> float64 values, built once per text:
     each node does what a walk of the tree does at that node (the same numpy operations, in the same order),
     without parsing the text or testing node types again on every call. Called under np.errstate(all="ignore")
     (`evaluate`): a zero divisor, an overflow are no warnings."""
-    got = _COMPILED.get(expression)
-    if got is None:
-        if len(_COMPILED) >= 1024:
-            _COMPILED.clear()
-        got = _COMPILED[expression] = _node(parse_expression(expression)[0])
-    return got
+    return _node(parse_expression(expression)[0])
 
 
 def _node(node) -> Callable:
