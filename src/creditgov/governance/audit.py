@@ -1036,27 +1036,29 @@ def _logs_on_disk(dirs: list[Path], pattern: str = "*.parquet") -> list[Path]:
     return sorted(set(p.resolve() for p in out))
 
 
+def _not_indexed(c, ids16: list[bytes]) -> int:
+    """How many of these (distinct, 16-byte) decision ids the trail's index does not hold."""
+    from sqlalchemy import bindparam, text  # heavy: see _engine
+
+    qi = text("SELECT COUNT(*) FROM audit_decisions WHERE decision_id IN :ids").bindparams(
+        bindparam("ids", expanding=True))
+    return sum(len(part) - int(c.execute(qi, {"ids": part}).scalar())
+               for part in (ids16[i:i + 5000] for i in range(0, len(ids16), 5000)))
+
+
 def _journal_segments(c, dirs: list[Path], f: _Findings) -> list[str]:
     """`creditgov serve`'s journal segments under these folders (governance.journal) whose decisions the trail
     does not hold: answered with the journal's promise and not yet sealed. A segment its server still holds
     (locked) is pending: it is sealed within the server's merge delay, and is no finding. A segment nobody
     holds was left by a server that is gone: a finding naming the file, the number of decisions and the fix.
     Returns the pending lines."""
-    from sqlalchemy import bindparam, text  # heavy: see _engine
-
-    qi = text("SELECT COUNT(*) FROM audit_decisions WHERE decision_id IN :ids").bindparams(
-        bindparam("ids", expanding=True))
     pending = []
     for p in _logs_on_disk(dirs, f"journal-*{journal.SUFFIX}"):
         try:
             contents = journal.read_segment(p)
         except FileNotFoundError:  # sealed and deleted meanwhile
             continue
-        ids = _ids16(list(dict.fromkeys(contents.decision_ids)))
-        missing = 0
-        for i in range(0, len(ids), 5000):
-            part = ids[i:i + 5000]
-            missing += len(part) - int(c.execute(qi, {"ids": part}).scalar())
+        missing = _not_indexed(c, _ids16(list(dict.fromkeys(contents.decision_ids))))
         torn = (f" ({contents.torn_bytes} bytes after them are a torn final write: never answered, never sealed)"
                 if contents.torn_bytes else "")
         if journal.is_live(p):
@@ -1090,7 +1092,7 @@ def _has_unique_key(c, dialect: str) -> bool:
 def verify(url: str | None = None, scan: list[str | Path] | None = None) -> VerifyResult:
     """Check the chain, every sealed batch against its log and the index, the decision logs on disk and the
     service's journal segments (`_journal_segments`: abandoned ones are problems, live ones `pending`)."""
-    from sqlalchemy import bindparam, text  # heavy: see _engine
+    from sqlalchemy import text  # heavy: see _engine
 
     eng = _engine(url)
     f = _Findings()
@@ -1168,8 +1170,6 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
         dirs = [Path(s) for s in (scan or [])] + [Path.cwd() / "decisions"]
         dirs += [v[5].parent for v in batches.values()]
         recorded = {v[5].resolve() for v in batches.values()}
-        qi = text("SELECT COUNT(*) FROM audit_decisions WHERE decision_id IN :ids").bindparams(
-            bindparam("ids", expanding=True))
         for p in _logs_on_disk(dirs):
             if p in recorded or not _is_decision_log(p):
                 continue
@@ -1179,9 +1179,7 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
             for _, table in _log_chunks(p):
                 ids = _ids16(table.column("decision_id").to_pylist())
                 total += len(ids)
-                for i in range(0, len(ids), 5000):
-                    part = ids[i:i + 5000]
-                    missing += len(part) - int(c.execute(qi, {"ids": part}).scalar())
+                missing += _not_indexed(c, ids)
             if missing:
                 f.add("logs", f"decision log {p}: {missing} of {total} decisions are not in the audit trail")
         pending = _journal_segments(c, dirs, f)
