@@ -119,6 +119,30 @@ def test_chunks_indexed_several_per_transaction_give_the_same_trail(tmp_path, mo
     assert [p for p, _ in rows] == list(range(230)) and [bytes(d).hex() for _, d in rows] == ids
 
 
+def test_rows_inserted_in_key_order_give_the_same_index_and_skip_the_same_duplicates(tmp_path, monkeypatch):
+    """From SORTED_ROWS rows on, SQLite gets a transaction's rows in key order (positions carried along):
+    the same index rows as in log order, and a decision already in the trail (another log holding it) is
+    skipped the same way."""
+    monkeypatch.chdir(tmp_path)
+    first, second = tmp_path / "decisions" / "first.parquet", tmp_path / "decisions" / "second.parquet"
+    _log(first, 20000, 120)
+    _log(second, 20050, 300)  # its first 70 decisions are the first log's last 70
+
+    def trail(db: str, sorted_rows: int) -> tuple[list, list]:
+        monkeypatch.setattr(audit, "SORTED_ROWS", sorted_rows)
+        url = f"sqlite:///{tmp_path / db}"
+        got = [audit.record_log(p, url, chunk_rows=64).inserted for p in (first, second)]
+        with closing(sqlite3.connect(tmp_path / db)) as c:
+            return got, c.execute("SELECT batch, position, decision_id, leaf FROM audit_decisions "
+                                  "ORDER BY batch, position").fetchall()
+
+    in_order, keyed = trail("order.db", 10**9), trail("keyed.db", 16)
+    assert keyed == in_order and keyed[0] == [120, 230]
+    ids = np.frombuffer(b"".join(bytes(r[2]) for r in keyed[1]), np.uint8).reshape(-1, 16)
+    order = audit._key_order(ids)  # the permutation is the blobs' bytewise order
+    assert [bytes(ids[i]) for i in order] == sorted(bytes(i) for i in ids)
+
+
 def test_small_dictionary_text_columns_are_read_as_dictionaries_with_the_same_leaves(tmp_path, monkeypatch):
     """Text columns stored as small dictionaries (a policy hash, catalogue reasons) are read as Arrow
     dictionaries and encoded from them; the ids are not. The root is the one of the plainly read log,
