@@ -248,3 +248,37 @@ def test_binary_leaves_native_and_hashlib_agree(monkeypatch):
     monkeypatch.setitem(merkle._kernels, "bin_leaves", None)
     assert np.array_equal(merkle.leaf_hashes_for(many, merkle.FORMAT_BIN), native)
     assert [bytes(x) for x in native[:2]] == [hashlib.sha256(b"\x00" + bytes.fromhex(h)).digest() for h in PINNED_BIN]
+
+
+def test_two_threads_binding_the_kernels_at_once_both_get_them(monkeypatch):
+    """The audit append binds the kernels in its hasher thread while its main thread encodes: a thread
+    arriving while the other binds waits for the whole set (it found a half-filled one: KeyError 'leaves')."""
+    import threading
+    import time
+
+    real, inside = merkle._sha_kernel, threading.Event()
+
+    def slow():  # the first thread holds the set half bound while the second arrives
+        inside.set()
+        time.sleep(0.3)
+        return real()
+
+    monkeypatch.setattr(merkle, "_sha_kernel", slow)
+    monkeypatch.setattr(merkle, "_kernels", {})
+    errors = []
+
+    def bind(name, second):
+        if second:
+            inside.wait(30)
+        try:
+            merkle._bin_kernel(name) if name.startswith("bin") else merkle._kernel(name)
+        except Exception as exc:  # noqa: BLE001 (the failure is the subject)
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=bind, args=a) for a in (("leaves", False), ("bin_leaves", True))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert {"leaves", "parents", "bin_rows", "bin_leaves"} <= set(merkle._kernels)

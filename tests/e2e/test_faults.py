@@ -356,11 +356,27 @@ main()
 """
 
 
-def test_decide_killed_while_writing_leaves_no_partial_log(proj, tmp_path):
-    from creditgov.decision import decide
+@pytest.fixture()
+def champion(proj):
+    """The deciding tests need an @champion: in file order, the @challenger the trainings above registered,
+    promoted here once; run alone (-k), a training registers one first."""
     from creditgov.governance import promote
 
-    promote.promote(proj.spec, "fault tester")  # the @challenger a following training registered
+    def aliases() -> dict:
+        return {a: str(v.version) for v in _versions(proj) for a in v.aliases}
+
+    if "challenger" not in aliases():
+        r = run_creditgov("train", "--spec", SPEC, "--rounds", "20", cwd=proj.root, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+    have = aliases()
+    if have.get("champion") != have["challenger"]:
+        promote.promote(proj.spec, "fault tester")
+    return aliases()["champion"]
+
+
+def test_decide_killed_while_writing_leaves_no_partial_log(proj, champion, tmp_path):
+    from creditgov.decision import decide
+
     batch = proj.batch
     ref = decide.decide(proj.spec, str(batch), as_of=AS_OF, out_dir=tmp_path / "reference", log=quiet)
     expected = proj.root / "decisions" / ref.path.name
@@ -400,7 +416,7 @@ with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_
 """
 
 
-def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, tmp_path):
+def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, champion, tmp_path):
     """Killed while deciding a partitioned batch, a rerun resumes from the partitions already decided
     (they were persisted) and the log holds every decision once: the same log as one uninterrupted run."""
     import pandas as pd
@@ -467,7 +483,7 @@ def test_partitioned_decide_killed_midway_resumes_without_duplicates(proj, tmp_p
     assert (tmp_path / "uninterrupted" / logs[0].name).read_bytes() == logs[0].read_bytes()
 
 
-def test_cli_decides_a_partitioned_batch_with_the_dask_engine_and_audits_it_once(proj, tmp_path):
+def test_cli_decides_a_partitioned_batch_with_the_dask_engine_and_audits_it_once(proj, champion, tmp_path):
     """`creditgov decide --engine dask` end to end (LocalCluster worker processes): the log, the audit
     trail, and a second run of the same command that adds nothing."""
     import pandas as pd

@@ -24,6 +24,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,6 +53,9 @@ _sha_one = _sha_init = _sha_update = _sha_final = None  # OpenSSL's functions, b
 
 
 _kernels: dict = {}
+# two threads may ask for the kernels at once (the audit append loads them in its hasher thread while the
+# main thread encodes): one binds them, the other waits; a set is published by its last entry
+_binding = threading.RLock()
 
 
 def _libcrypto() -> str | None:
@@ -105,20 +109,26 @@ def _sha_kernel() -> bool:
 
 
 def _kernel(name):
-    if not _kernels:
-        from numba import prange as numba_prange  # heavy: only when records are hashed
-
-        globals()["prange"] = numba_prange
-        globals()["_sizes"] = _njit(_sizes_py)
-        globals()["_row"] = _njit(_row_py)
-        _kernels["rows"] = _njit(_rows_py, parallel=True)
-        _kernels["lists"] = _njit(_lists_py)
-        _kernels["gather"] = _njit(_gather_py)
-        _kernels["escape"] = _njit(_any_escape_py)
-        native = _sha_kernel()
-        _kernels["leaves"] = _njit(_leaves_py, parallel=True) if native else None
-        _kernels["parents"] = _njit(_parents_py, parallel=True) if native else None
+    if "parents" not in _kernels:
+        with _binding:
+            if "parents" not in _kernels:
+                _bind_kernels()
     return _kernels[name]
+
+
+def _bind_kernels() -> None:
+    from numba import prange as numba_prange  # heavy: only when records are hashed
+
+    globals()["prange"] = numba_prange
+    globals()["_sizes"] = _njit(_sizes_py)
+    globals()["_row"] = _njit(_row_py)
+    _kernels["rows"] = _njit(_rows_py, parallel=True)
+    _kernels["lists"] = _njit(_lists_py)
+    _kernels["gather"] = _njit(_gather_py)
+    _kernels["escape"] = _njit(_any_escape_py)
+    native = _sha_kernel()
+    _kernels["leaves"] = _njit(_leaves_py, parallel=True) if native else None
+    _kernels["parents"] = _njit(_parents_py, parallel=True) if native else None
 
 
 def _sizes_py(n, kinds, starts, ends, valid, lit_offs):
@@ -759,22 +769,28 @@ def _byte_loader():
 
 
 def _bin_kernel(name):
-    if "bin_rows" not in _kernels:
-        _kernel("rows")
-        import llvmlite.binding as llvm  # heavy (numba's compiler): only when the kernels are compiled
-        from numba.core import types  # heavy: only when the kernels are compiled
-
-        llvm.load_library_permanently(ctypes.util.find_library("c"))
-        globals()["_memcpy"] = types.ExternalFunction("memcpy", types.uintp(types.uintp, types.uintp, types.uintp))
-        globals()["_load"] = _byte_loader()
-        globals()["_head"] = _njit(_head_py)
-        globals()["_value"] = _njit(_value_py)
-        globals()["_bin_block"] = _njit(_bin_block_py)
-        _kernels["bin_rows"] = _njit(_bin_rows_py)
-        _kernels["bin_lists"] = _njit(_bin_lists_py)
-        _kernels["dict_spans"] = _njit(_dict_spans_py)
-        _kernels["bin_leaves"] = _njit(_bin_leaves_py, parallel=True) if _kernels["leaves"] is not None else None
+    if "bin_leaves" not in _kernels:
+        with _binding:
+            if "bin_leaves" not in _kernels:
+                _bind_bin_kernels()
     return _kernels[name]
+
+
+def _bind_bin_kernels() -> None:
+    _kernel("rows")
+    import llvmlite.binding as llvm  # heavy (numba's compiler): only when the kernels are compiled
+    from numba.core import types  # heavy: only when the kernels are compiled
+
+    llvm.load_library_permanently(ctypes.util.find_library("c"))
+    globals()["_memcpy"] = types.ExternalFunction("memcpy", types.uintp(types.uintp, types.uintp, types.uintp))
+    globals()["_load"] = _byte_loader()
+    globals()["_head"] = _njit(_head_py)
+    globals()["_value"] = _njit(_value_py)
+    globals()["_bin_block"] = _njit(_bin_block_py)
+    _kernels["bin_rows"] = _njit(_bin_rows_py)
+    _kernels["bin_lists"] = _njit(_bin_lists_py)
+    _kernels["dict_spans"] = _njit(_dict_spans_py)
+    _kernels["bin_leaves"] = _njit(_bin_leaves_py, parallel=True) if _kernels["leaves"] is not None else None
 
 
 def _spans(offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
