@@ -130,6 +130,7 @@ def test_rows_inserted_in_key_order_give_the_same_index_and_skip_the_same_duplic
 
     def trail(db: str, sorted_rows: int) -> tuple[list, list]:
         monkeypatch.setattr(audit, "SORTED_ROWS", sorted_rows)
+        monkeypatch.setattr(audit, "SORTED_STORE_BYTES", 0)  # (a large store's rule, on a small one)
         url = f"sqlite:///{tmp_path / db}"
         got = [audit.record_log(p, url, chunk_rows=64).inserted for p in (first, second)]
         with closing(sqlite3.connect(tmp_path / db)) as c:

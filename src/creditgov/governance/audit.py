@@ -366,7 +366,12 @@ _INSERT = {  # one statement per chunk: the keys and leaves travel as two blobs,
                   "substring(%s from 16 * i + 1 for 16), substring(%s from 32 * i + 1 for 32) "
                   "FROM generate_series(0, %s - 1) AS i ON CONFLICT DO NOTHING",
 }
-SORTED_ROWS = 4096  # from this many rows on, SQLite gets them in key order (below, sorting costs more than it saves)
+# SQLite gets a transaction's rows in key order once it has this many (fewer: the sort costs more than it
+# saves) into a store this large: below ~2M decisions (~200 MB) random inserts into the unique index are
+# cheaper than the sort, the JSON positions and the table's inserts out of position order (+0.6 CPU-seconds
+# at 1M); beyond, each random insert misses the CPU caches and the ordered sweep wins (-13 at 10M)
+SORTED_ROWS = 4096
+SORTED_STORE_BYTES = 200 * 2**20
 
 
 def _key_order(ids: np.ndarray) -> np.ndarray:
@@ -375,16 +380,27 @@ def _key_order(ids: np.ndarray) -> np.ndarray:
     return np.lexsort((words[:, 1], words[:, 0]))
 
 
-def _insert_index(c, dialect: str, batch: int, first: int, ids: np.ndarray, leaves: np.ndarray) -> int:
+def _keyed(c, dialect: str) -> bool:
+    """Whether an append's transactions into this store insert their rows in key order (SORTED_STORE_BYTES)."""
+    if dialect != "sqlite":
+        return False
+    cur = c.connection.driver_connection.cursor()
+    size = cur.execute("PRAGMA page_count").fetchone()[0] * cur.execute("PRAGMA page_size").fetchone()[0]
+    return size >= SORTED_STORE_BYTES
+
+
+def _insert_index(c, dialect: str, batch: int, first: int, ids: np.ndarray, leaves: np.ndarray,
+                  keyed: bool = False) -> int:
     """Index decisions first, first+1, ... of a batch; a decision already in the trail is skipped (the
-    unique keys decide, so two processes inserting the same rows at once insert each once)."""
+    unique keys decide, so two processes inserting the same rows at once insert each once). `keyed`
+    (SQLite, a large store: _keyed): the rows go in in key order."""
     n = len(ids)
     if n == 0:
         return 0
     cur = c.connection.driver_connection.cursor()
-    if dialect == "sqlite" and n >= SORTED_ROWS:
+    if keyed and n >= SORTED_ROWS:
         # in key order, the unique index's random keys become one ordered sweep over its pages: each page
-        # is visited once while it is hot, not once per key (at 10M decisions, 2.3x less CPU for the index)
+        # is visited once while it is hot, not once per key
         order = _key_order(ids)
         cur.execute(_INSERT["sqlite-sorted"], (batch, first, ids[order].tobytes(), leaves[order].tobytes(),
                                                "[" + ",".join(map(str, order.tolist())) + "]"))
@@ -418,29 +434,52 @@ def _feed(feed: queue.Queue, item, written) -> None:
 
 
 def _write_index(url: str | None, dialect: str, batch: int, feed: queue.Queue, index_rows: int) -> int:
-    """The append's index writer (a thread of its own): the hashed chunks from `feed` are held until they
-    make index_rows decisions (or _END), then inserted in one statement, in key order, and committed (each
-    commit rewrites the pages of the unique index its keys touched: few, large commits write it a few
-    times); the database releases the GIL while it inserts. A conflict with a concurrent writer rolls back
-    and inserts them again; _ABORT (the reader failed or was interrupted) discards them. Returns the index
-    rows inserted."""
+    """The append's index writer (a thread of its own): each hashed chunk from `feed` goes into an open
+    transaction committed every index_rows decisions (each commit rewrites the pages of the unique index its
+    keys touched: few, large commits write it a few times) and at _END; the database releases the GIL while it
+    inserts. In a small store each chunk is inserted when it comes; in a large one (_keyed) the transaction's
+    chunks are inserted together at its commit, in key order. A conflict with a concurrent writer rolls the
+    transaction back and inserts its chunks again; _ABORT (the reader failed or was interrupted) rolls back.
+    Returns the index rows inserted."""
     retry = _retryable(url)
     conn = _engine(url).connect()
-    held: list = []  # (first position, ids, leaves) of consecutive chunks, not yet inserted
-    inserted, rows = 0, 0
+    held: list = []  # (first position, ids, leaves) of the chunks in the open transaction
+    trans, keyed, counted, inserted, rows, held_in = None, False, 0, 0, 0, 0
 
-    def commit() -> int:
-        first = held[0][0]
-        ids = np.concatenate([h[1] for h in held]) if len(held) > 1 else held[0][1]
-        leaves = np.concatenate([h[2] for h in held]) if len(held) > 1 else held[0][2]
+    def insert(chunks: list) -> int:
+        if not chunks:
+            return 0
+        if not keyed:
+            return sum(_insert_index(conn, dialect, batch, first, ids, lv) for first, ids, lv in chunks)
+        return _insert_index(conn, dialect, batch, chunks[0][0], np.concatenate([h[1] for h in chunks]),
+                             np.concatenate([h[2] for h in chunks]), keyed=True)
+
+    def step(commit: bool) -> None:
+        nonlocal trans, keyed, counted, inserted, held_in
         for attempt in range(40):
             try:
-                with conn.begin():
-                    return _insert_index(conn, dialect, batch, first, ids, leaves)
+                if trans is None:  # a new transaction, or the same one again from its first chunk
+                    trans, counted, held_in = conn.begin(), 0, 0
+                    keyed = _keyed(conn, dialect)
+                if not keyed:  # the chunks not yet in this transaction, now
+                    counted += insert(held[held_in:])
+                    held_in = len(held)
+                elif commit:  # all of them at once
+                    counted += insert(held)
+                if commit:
+                    trans.commit()
+                    trans, inserted = None, inserted + counted
+                return
             except retry as exc:
                 if attempt == 39:
                     raise AuditError(f"audit store {url or audit_url()}: append failed: "
                                      f"{str(exc).splitlines()[0][:200]}") from None
+                if trans is not None:
+                    try:
+                        trans.rollback()
+                    except Exception:  # the connection's own error: the next begin() shows it
+                        pass
+                trans = None
                 time.sleep(0.02 * (attempt + 1))
 
     try:
@@ -452,13 +491,19 @@ def _write_index(url: str | None, dialect: str, batch: int, feed: queue.Queue, i
                 hashed, ids, first = item
                 held.append((first, ids, hashed.result()))
                 rows += len(ids)
+                step(False)
             if held and (item is _END or rows >= index_rows):
-                inserted += commit()
+                step(True)
                 held.clear()
                 rows = 0
             if item is _END:
                 return inserted
     finally:
+        if trans is not None:
+            try:
+                trans.rollback()
+            except Exception:  # closing the connection discards the transaction anyway
+                pass
         conn.close()
 
 
