@@ -103,3 +103,38 @@ def test_reason_lists_of_a_few_rows_are_those_of_the_batch_route(spec):
         assert small == batch
     assert small[0][3] == [decided_by[3]]  # a rule decided; no feature raised the risk
     assert small[0][1] and not small[0][1][0].startswith("rule:")
+
+
+def _same_log(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    import pyarrow as pa
+
+    pd.testing.assert_frame_equal(got, want, check_exact=True, check_index_type=True, check_column_type=True)
+    assert got.dtypes.tolist() == want.dtypes.tolist()
+    for c in want.columns:  # (assert_frame_equal takes None for NaN in an object column)
+        assert repr(got[c].tolist()) == repr(want[c].tolist()), c
+    assert pa.Table.from_pandas(got, preserve_index=False).equals(pa.Table.from_pandas(want, preserve_index=False))
+
+
+def test_a_few_rows_log_frame_is_the_constructors(spec, stored_suite, tiny_model, raw, monkeypatch):
+    """decide._log_frame hands a few rows' log columns to pandas as the arrays its constructor would make: the
+    same frame (values, dtypes, Arrow types) as pd.DataFrame of the columns, for single rows and small batches
+    (as a request's rows are validated) with missing values, categories, declines (counterfactuals) and a refused
+    row."""
+    from creditgov.data import expectations
+    from creditgov.decision import decide
+
+    model = decide.DecisionModel(tiny_model, "1")
+    suite = validate.CompiledSuite(expectations.for_scoring(stored_suite, spec, []))
+    rows = raw.drop(columns=[spec.target.column], errors="ignore")
+    batches = [rows.iloc[[i]].reset_index(drop=True) for i in (0, 3, 4)] + [rows.iloc[6:22], rows.iloc[:16]]
+
+    def logs():
+        return [decide.decide_rows(validate.validate_rows(b.reset_index(drop=True), spec, suite, "rows"), model,
+                                   spec, "2026-11-30").log for b in batches]
+
+    fast = logs()
+    assert any(log["counterfactual"].notna().any() for log in fast), "a decline must be searched"
+    assert (fast[-1]["status"] == "quarantined").sum() == 1  # row 5: a zero price
+    monkeypatch.setattr(decide, "SMALL_FRAME_ROWS", 0)  # the constructor for every log
+    for got, want in zip(fast, logs()):
+        _same_log(got, want)
