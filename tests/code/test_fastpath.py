@@ -116,7 +116,7 @@ def _same_log(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 
 def test_a_few_rows_log_frame_is_the_constructors(spec, stored_suite, tiny_model, raw, monkeypatch):
-    """decide._log_frame hands a few rows' log columns to pandas as the arrays its constructor would make: the
+    """inputs.frame_of_columns hands a few rows' log columns to pandas as the arrays its constructor makes: the
     same frame (values, dtypes, Arrow types) as pd.DataFrame of the columns, for single rows and small batches
     (as a request's rows are validated) with missing values, categories, declines (counterfactuals) and a refused
     row."""
@@ -135,6 +135,22 @@ def test_a_few_rows_log_frame_is_the_constructors(spec, stored_suite, tiny_model
     fast = logs()
     assert any(log["counterfactual"].notna().any() for log in fast), "a decline must be searched"
     assert (fast[-1]["status"] == "quarantined").sum() == 1  # row 5: a zero price
-    monkeypatch.setattr(decide, "SMALL_FRAME_ROWS", 0)  # the constructor for every log
+    monkeypatch.setattr(inputs, "SMALL_FRAME_ROWS", 0)  # the constructor for every log
     for got, want in zip(fast, logs()):
         _same_log(got, want)
+
+
+@pytest.mark.parametrize("index", ["range", "gaps"])
+def test_a_few_rows_policy_frame_is_the_constructors(spec, raw, index, monkeypatch):
+    """apply_policy's frame of a few rows (inputs.frame_of_columns) is pd.DataFrame's, also on the index of rows
+    left after a quarantine, with and without the rules-triggered lists."""
+    frame = raw.iloc[:9].copy()
+    if index == "gaps":
+        frame.index = pd.Index([0, 1, 3, 4, 7, 8, 10, 11, 15])
+    p = np.array([0.01, 0.9, spec.policy.review_band[0], 0.3, 0.05, 0.5, 0.02, 0.2, 0.07])
+    fast = [apply_policy(frame.iloc[:k], p[:k], spec.policy, rules_triggered=r) for k in (1, 9) for r in (True, False)]
+    monkeypatch.setattr(inputs, "SMALL_FRAME_ROWS", 0)
+    slow = [apply_policy(frame.iloc[:k], p[:k], spec.policy, rules_triggered=r) for k in (1, 9) for r in (True, False)]
+    for got, want in zip(fast, slow):
+        _same_log(got, want)
+        assert got.index.equals(frame.index[:len(got)])

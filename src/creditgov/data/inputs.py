@@ -208,6 +208,38 @@ def row_digests(frame: pd.DataFrame) -> bytes:
     return pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
 
 
+SMALL_FRAME_ROWS = 16  # a frame of at most this many rows (a served request's) is built without per-column conversion
+_KEPT_OBJECT = {str, int, float, list, type(None)}  # in an object array: values pandas' constructor keeps as they are
+_LISTED_OBJECT = {str, list, type(None)}  # in a list: values it puts in an object array as they are
+
+
+def frame_of_columns(cols: dict, n: int, index: pd.Index | None = None) -> pd.DataFrame:
+    """pd.DataFrame(cols, index=index) of n rows (a RangeIndex when None). For a few rows each column is made the
+    array the constructor makes of it (numbers as they are; an object array of texts, numbers, lists and None,
+    which pandas infers nothing from; a list of texts, lists and None as an object array; a text or None for every
+    row) and handed over without the constructor's per-column conversion (~0.5 ms of a one-row decision log's 70
+    columns); any other column (or more rows): the constructor. Held to it by tests/code/test_fastpath.py."""
+    if n > SMALL_FRAME_ROWS:
+        return pd.DataFrame(cols, index=index)
+    arrays = []
+    for v in cols.values():
+        if isinstance(v, np.ndarray) and v.ndim == 1 and len(v) == n and v.dtype.kind in "biufO":
+            if v.dtype == object and not all(type(x) in _KEPT_OBJECT for x in v.tolist()):
+                return pd.DataFrame(cols, index=index)
+            a = v.copy()  # (the constructor copies what it is given)
+        elif isinstance(v, list) and len(v) == n and all(type(x) in _LISTED_OBJECT for x in v):
+            a = np.empty(n, dtype=object)
+            for i, x in enumerate(v):  # (element by element: numpy would read nested lists as a dimension)
+                a[i] = x
+        elif v is None or type(v) is str:
+            a = np.full(n, v, dtype=object)
+        else:
+            return pd.DataFrame(cols, index=index)
+        arrays.append(a)
+    return pd.DataFrame._from_arrays(arrays, columns=list(cols), index=pd.RangeIndex(n) if index is None else index,
+                                     verify_integrity=False)
+
+
 def column_arrays(frame: pd.DataFrame) -> list:
     """Each column's values (what `frame[c].to_numpy()` gives for a numpy dtype), without building a Series per
     column (~20 us each on a fresh frame: most of the cost for a few rows). pandas' column iterator is private:

@@ -838,38 +838,7 @@ def _finished_columns(cols: dict, n: int, spec: PipelineSpec, version: str, as_o
     out.update(cols)
     out.update({k: np.full(n, v, dtype=object) for k, v in
                 _stamps(spec, version, as_of, input_hash, input_label, status).items()})
-    return _log_frame(out, n)
-
-
-SMALL_FRAME_ROWS = 16  # a log of at most this many rows (a served request) is built without per-column conversion
-_KEPT_OBJECT = {str, int, float, list, type(None)}  # in an object array: values pandas' constructor keeps as they are
-_LISTED_OBJECT = {str, list, type(None)}  # in a list: values it puts in an object array as they are
-
-
-def _log_frame(cols: dict, n: int) -> pd.DataFrame:
-    """pd.DataFrame(cols) of a log's columns. For a few rows each column is made the array the constructor makes of
-    it (numbers as they are; an object array of texts, numbers, lists and None, which pandas infers nothing from;
-    a list of texts, lists and None as an object array; a text or None for every row) and handed over without the
-    constructor's per-column conversion (~0.5 ms of a one-row log's 70 columns); any other column (or more rows):
-    the constructor. Held to it by tests/code/test_fastpath.py."""
-    if n > SMALL_FRAME_ROWS:
-        return pd.DataFrame(cols)
-    arrays = []
-    for v in cols.values():
-        if isinstance(v, np.ndarray) and v.ndim == 1 and len(v) == n and v.dtype.kind in "biufO":
-            if v.dtype == object and not all(type(x) in _KEPT_OBJECT for x in v.tolist()):
-                return pd.DataFrame(cols)
-            a = v.copy()  # (the constructor copies what it is given)
-        elif isinstance(v, list) and len(v) == n and all(type(x) in _LISTED_OBJECT for x in v):
-            a = np.empty(n, dtype=object)
-            for i, x in enumerate(v):  # (element by element: numpy would read nested lists as a dimension)
-                a[i] = x
-        elif v is None or type(v) is str:
-            a = np.full(n, v, dtype=object)
-        else:
-            return pd.DataFrame(cols)
-        arrays.append(a)
-    return pd.DataFrame._from_arrays(arrays, columns=list(cols), index=pd.RangeIndex(n), verify_integrity=False)
+    return data.frame_of_columns(out, n)
 
 
 def decision_ids(spec: PipelineSpec, version: str, as_of: str, input_row_hashes: list[str],
