@@ -154,3 +154,12 @@ def test_a_few_rows_policy_frame_is_the_constructors(spec, raw, index, monkeypat
     for got, want in zip(fast, slow):
         _same_log(got, want)
         assert got.index.equals(frame.index[:len(got)])
+
+
+def test_dtypes_from_the_blocks_are_the_dtypes_series(raw):
+    odd = raw.assign(flag=[True, False] * 30, when=pd.Timestamp("2026-01-01"), n=pd.array(range(60), "Int64"),
+                     kind=pd.Categorical(["a", "b"] * 30))
+    odd.insert(2, "Income2", odd["Income"])  # blocks interleaved with the column order
+    twice = pd.concat([odd[["Income", "Home"]], odd[["Income"]]], axis=1)
+    for f in (odd, odd.iloc[:1], twice, odd.iloc[:, :0], odd[["kind", "Income", "n"]]):
+        assert inputs.dtypes_of(f) == f.dtypes.tolist()

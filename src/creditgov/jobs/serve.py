@@ -132,7 +132,7 @@ def records(log_frame: pd.DataFrame) -> list[dict]:
     column-by-column Series slicing (~3 ms for one 60-column row); other dtypes go through to_dict."""
     cols = log_frame.columns.tolist()
     if not log_frame.columns.is_unique or not all(isinstance(t, np.dtype) and t.kind in "fiubO"
-                                                  for t in log_frame.dtypes):
+                                                  for t in inputs.dtypes_of(log_frame)):
         out = log_frame.to_dict("records")
         for r in out:
             for k, v in r.items():
@@ -181,7 +181,7 @@ class Decider:
         except TypeError as exc:
             raise Refused(422, f"{what}: {str(exc).splitlines()[0][:120]}") from None
         frame = pd.DataFrame.from_records(rows)
-        have = dict(zip(frame.columns.tolist(), frame.dtypes.tolist()))  # (no Series per optional column)
+        have = dict(zip(frame.columns.tolist(), inputs.dtypes_of(frame)))  # (no Series per optional column)
         for name, dtype in self.optional.items():  # a key left out of JSON is a missing value (null)
             if name not in have:
                 frame[name] = pd.Series(np.nan if dtype == "float64" else None, index=frame.index, dtype=dtype)
