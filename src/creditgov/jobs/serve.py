@@ -758,12 +758,13 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
     types it depends on (filled by from_pandas itself the first time). from_pandas spends ~1.5 ms on a one-row,
     60-column log building that metadata. Held to from_pandas, byte for byte, by tests/code/test_row_digests.py."""
     ix = frame.index
+    dtypes = tuple(inputs.dtypes_of(frame))
     if not (frame.columns.is_unique and isinstance(ix, pd.RangeIndex) and ix.start == 0 and ix.step == 1
-            and all(isinstance(t, np.dtype) and t.kind in "fiubO" for t in frame.dtypes)):
+            and all(isinstance(t, np.dtype) and t.kind in "fiubO" for t in dtypes)):
         return pa.Table.from_pandas(frame, preserve_index=False)
     names = frame.columns.tolist()
     arrays = [pa.array(a, from_pandas=True) for a in inputs.column_arrays(frame)]
-    key = (tuple(names), tuple(frame.dtypes), tuple(a.type for a in arrays), frame.columns.dtype, frame.columns.name)
+    key = (tuple(names), dtypes, tuple(a.type for a in arrays), frame.columns.dtype, frame.columns.name)
     meta = _PANDAS_META.get(key)
     if meta is None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
