@@ -105,13 +105,17 @@ def test_reason_lists_of_a_few_rows_are_those_of_the_batch_route(spec):
     assert small[0][1] and not small[0][1][0].startswith("rule:")
 
 
-def _same_log(got: pd.DataFrame, want: pd.DataFrame) -> None:
-    import pyarrow as pa
-
+def _same_frame(got: pd.DataFrame, want: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(got, want, check_exact=True, check_index_type=True, check_column_type=True)
     assert got.dtypes.tolist() == want.dtypes.tolist()
     for c in want.columns:  # (assert_frame_equal takes None for NaN in an object column)
         assert repr(got[c].tolist()) == repr(want[c].tolist()), c
+
+
+def _same_log(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    import pyarrow as pa
+
+    _same_frame(got, want)
     assert pa.Table.from_pandas(got, preserve_index=False).equals(pa.Table.from_pandas(want, preserve_index=False))
 
 
@@ -163,3 +167,25 @@ def test_dtypes_from_the_blocks_are_the_dtypes_series(raw):
     twice = pd.concat([odd[["Income", "Home"]], odd[["Income"]]], axis=1)
     for f in (odd, odd.iloc[:1], twice, odd.iloc[:, :0], odd[["kind", "Income", "n"]]):
         assert inputs.dtypes_of(f) == f.dtypes.tolist()
+
+
+def test_a_few_json_rows_frame_is_from_records(spec, credit_data, monkeypatch):
+    """inputs.frame_of_records types a request's JSON rows as DataFrame.from_records does: real rows with null and
+    absent values, texts among numbers, None-only columns, whole and fractional numbers, large integers, bools."""
+    import json
+
+    real = json.loads(credit_data.iloc[:40].to_json(orient="records"))
+    rng = np.random.default_rng(16)
+    pool = [None, "x", "", 0, 7, -3, 2 ** 53 - 1, 2 ** 53, 2 ** 62, 1.5, float("nan"), float("inf"), True, [1]]
+    cases = [real[:1], real[3:4], real[:16], [dict(real[0], Income=None, Home=None)],
+             [{k: v for k, v in r.items() if k not in ("Income", "Job")} if i % 2 else r for i, r in enumerate(real[:6])]]
+    for _ in range(300):
+        n = int(rng.integers(1, 5))
+        cases.append([{k: pool[j] for k in "abc" if (j := int(rng.integers(-2, len(pool)))) >= 0} for _ in range(n)])
+    want = [pd.DataFrame.from_records(rows) if any(rows) else None for rows in cases]
+    for rows, w in zip(cases, want):
+        if w is not None:
+            _same_frame(inputs.frame_of_records(rows), w)
+    monkeypatch.setattr(pd.DataFrame, "from_records", None)  # real rows never need it
+    for rows, w in zip(cases[:5], want):
+        _same_frame(inputs.frame_of_records(rows), w)

@@ -180,7 +180,7 @@ class Decider:
             orjson.dumps(rows)
         except TypeError as exc:
             raise Refused(422, f"{what}: {str(exc).splitlines()[0][:120]}") from None
-        frame = pd.DataFrame.from_records(rows)
+        frame = inputs.frame_of_records(rows)
         have = dict(zip(frame.columns.tolist(), inputs.dtypes_of(frame)))  # (no Series per optional column)
         for name, dtype in self.optional.items():  # a key left out of JSON is a missing value (null)
             if name not in have:
