@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from creditgov.data import inputs as data_inputs
 from creditgov.data import simulate, validate
 from creditgov.decision import decide
 from creditgov.decision.policy import ADVERSE_ACTIONS, apply_policy
@@ -129,6 +130,11 @@ def test_watchlist_and_reprice_decisions_flow_through_the_decision_path(book, be
     rows = validate.validate_batch(pick.reset_index(drop=True), spec, "m17")
     with in_project(tmp_path):
         dec = decide.decide_rows(rows, dm, spec, "2025-05-01", previous)
+        with pytest.MonkeyPatch.context() as mp:  # a few rows' frames (inputs.frame_of_columns): the constructor's
+            mp.setattr(data_inputs, "SMALL_FRAME_ROWS", 0)
+            ref = decide.decide_rows(rows, dm, spec, "2025-05-01", previous).log
+        assert len(ref) <= data_inputs.SMALL_FRAME_ROWS and ref.dtypes.tolist() == dec.log.dtypes.tolist()
+        assert all(repr(dec.log[c].tolist()) == repr(ref[c].tolist()) for c in ref.columns)
         res = decide.publish(dec, spec, "decisions", log=quiet)
         from creditgov.governance import audit
         log = res.log

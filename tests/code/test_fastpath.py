@@ -103,3 +103,89 @@ def test_reason_lists_of_a_few_rows_are_those_of_the_batch_route(spec):
         assert small == batch
     assert small[0][3] == [decided_by[3]]  # a rule decided; no feature raised the risk
     assert small[0][1] and not small[0][1][0].startswith("rule:")
+
+
+def _same_frame(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(got, want, check_exact=True, check_index_type=True, check_column_type=True)
+    assert got.dtypes.tolist() == want.dtypes.tolist()
+    for c in want.columns:  # (assert_frame_equal takes None for NaN in an object column)
+        assert repr(got[c].tolist()) == repr(want[c].tolist()), c
+
+
+def _same_log(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    import pyarrow as pa
+
+    _same_frame(got, want)
+    assert pa.Table.from_pandas(got, preserve_index=False).equals(pa.Table.from_pandas(want, preserve_index=False))
+
+
+def test_a_few_rows_log_frame_is_the_constructors(spec, stored_suite, tiny_model, raw, monkeypatch):
+    """inputs.frame_of_columns hands a few rows' log columns to pandas as the arrays its constructor makes: the
+    same frame (values, dtypes, Arrow types) as pd.DataFrame of the columns, for single rows and small batches
+    (as a request's rows are validated) with missing values, categories, declines (counterfactuals) and a refused
+    row."""
+    from creditgov.data import expectations
+    from creditgov.decision import decide
+
+    model = decide.DecisionModel(tiny_model, "1")
+    suite = validate.CompiledSuite(expectations.for_scoring(stored_suite, spec, []))
+    rows = raw.drop(columns=[spec.target.column], errors="ignore")
+    batches = [rows.iloc[[i]].reset_index(drop=True) for i in (0, 3, 4)] + [rows.iloc[6:22], rows.iloc[:16]]
+
+    def logs():
+        return [decide.decide_rows(validate.validate_rows(b.reset_index(drop=True), spec, suite, "rows"), model,
+                                   spec, "2026-11-30").log for b in batches]
+
+    fast = logs()
+    assert any(log["counterfactual"].notna().any() for log in fast), "a decline must be searched"
+    assert (fast[-1]["status"] == "quarantined").sum() == 1  # row 5: a zero price
+    monkeypatch.setattr(inputs, "SMALL_FRAME_ROWS", 0)  # the constructor for every log
+    for got, want in zip(fast, logs()):
+        _same_log(got, want)
+
+
+@pytest.mark.parametrize("index", ["range", "gaps"])
+def test_a_few_rows_policy_frame_is_the_constructors(spec, raw, index, monkeypatch):
+    """apply_policy's frame of a few rows (inputs.frame_of_columns) is pd.DataFrame's, also on the index of rows
+    left after a quarantine, with and without the rules-triggered lists."""
+    frame = raw.iloc[:9].copy()
+    if index == "gaps":
+        frame.index = pd.Index([0, 1, 3, 4, 7, 8, 10, 11, 15])
+    p = np.array([0.01, 0.9, spec.policy.review_band[0], 0.3, 0.05, 0.5, 0.02, 0.2, 0.07])
+    fast = [apply_policy(frame.iloc[:k], p[:k], spec.policy, rules_triggered=r) for k in (1, 9) for r in (True, False)]
+    monkeypatch.setattr(inputs, "SMALL_FRAME_ROWS", 0)
+    slow = [apply_policy(frame.iloc[:k], p[:k], spec.policy, rules_triggered=r) for k in (1, 9) for r in (True, False)]
+    for got, want in zip(fast, slow):
+        _same_log(got, want)
+        assert got.index.equals(frame.index[:len(got)])
+
+
+def test_dtypes_from_the_blocks_are_the_dtypes_series(raw):
+    odd = raw.assign(flag=[True, False] * 30, when=pd.Timestamp("2026-01-01"), n=pd.array(range(60), "Int64"),
+                     kind=pd.Categorical(["a", "b"] * 30))
+    odd.insert(2, "Income2", odd["Income"])  # blocks interleaved with the column order
+    twice = pd.concat([odd[["Income", "Home"]], odd[["Income"]]], axis=1)
+    for f in (odd, odd.iloc[:1], twice, odd.iloc[:, :0], odd[["kind", "Income", "n"]]):
+        assert inputs.dtypes_of(f) == f.dtypes.tolist()
+
+
+def test_a_few_json_rows_frame_is_from_records(spec, credit_data, monkeypatch):
+    """inputs.frame_of_records types a request's JSON rows as DataFrame.from_records does: real rows with null and
+    absent values, texts among numbers, None-only columns, whole and fractional numbers, large integers, bools."""
+    import json
+
+    real = json.loads(credit_data.iloc[:40].to_json(orient="records"))
+    rng = np.random.default_rng(16)
+    pool = [None, "x", "", 0, 7, -3, 2 ** 53 - 1, 2 ** 53, 2 ** 62, 1.5, float("nan"), float("inf"), True, [1]]
+    cases = [real[:1], real[3:4], real[:16], [dict(real[0], Income=None, Home=None)],
+             [{k: v for k, v in r.items() if k not in ("Income", "Job")} if i % 2 else r for i, r in enumerate(real[:6])]]
+    for _ in range(300):
+        n = int(rng.integers(1, 5))
+        cases.append([{k: pool[j] for k in "abc" if (j := int(rng.integers(-2, len(pool)))) >= 0} for _ in range(n)])
+    want = [pd.DataFrame.from_records(rows) if any(rows) else None for rows in cases]
+    for rows, w in zip(cases, want):
+        if w is not None:
+            _same_frame(inputs.frame_of_records(rows), w)
+    monkeypatch.setattr(pd.DataFrame, "from_records", None)  # real rows never need it
+    for rows, w in zip(cases[:5], want):
+        _same_frame(inputs.frame_of_records(rows), w)

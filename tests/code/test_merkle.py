@@ -197,14 +197,11 @@ def test_binary_records_decode_back_to_the_row():
         merkle.decode(merkle.record_bytes(TABLE, merkle.FORMAT_BIN)[0] + b"\x00", names)
 
 
-def test_binary_records_of_every_column_type_match_the_definition():
-    """Types, nulls in each, non-finite floats, nested and empty lists, dictionaries, other types (as
-    JSON text), sliced and chunked tables: the kernels give the definition's bytes, natively and
-    through hashlib."""
+def _typed_table(n: int = 300) -> pa.Table:
+    """Every column type, nulls in each, non-finite floats, nested and empty lists, dictionaries, other types."""
     import datetime as dt
 
     rng = np.random.default_rng(3)
-    n = 300
     f = rng.normal(size=n)
     f[::7] = np.nan
     f[::11] = np.inf
@@ -229,6 +226,14 @@ def test_binary_records_of_every_column_type_match_the_definition():
         "day": pa.array([dt.date(2026, 1, 1 + j % 28) for j in range(n)]),
         "nil": pa.array([None] * n, pa.null()),
     })
+    return t
+
+
+def test_binary_records_of_every_column_type_match_the_definition():
+    """Types, nulls in each, non-finite floats, nested and empty lists, dictionaries, other types (as
+    JSON text), sliced and chunked tables: the kernels give the definition's bytes, natively and
+    through hashlib."""
+    t = _typed_table()
     want = [_spec_record(r) for r in t.to_pylist()]
     assert merkle.record_bytes(t, merkle.FORMAT_BIN) == want
     lv = merkle.leaf_hashes_for(t, merkle.FORMAT_BIN)
@@ -282,3 +287,19 @@ def test_two_threads_binding_the_kernels_at_once_both_get_them(monkeypatch):
         t.join(30)
     assert errors == []
     assert {"leaves", "parents", "bin_rows", "bin_leaves"} <= set(merkle._kernels)
+
+
+def test_a_few_rows_encoded_in_python_give_the_kernels_leaves():
+    """prepare_for's branch for a few rows (a served request's records, from their Python values) gives the leaves
+    the kernels give for the same table: every column type, nulls, NaN and infinities, nested, empty and null
+    lists, dictionaries, sliced and chunked tables; a type it does not encode (uint64, dates) takes the kernels."""
+    full = _typed_table(64)
+    mine = full.drop_columns(["u64", "day"])
+    for t in (mine.slice(0, 1), mine.slice(5, 16), pa.concat_tables([mine.slice(20, 3), mine.slice(40, 4)]),
+              mine.slice(0, 0), full.slice(2, 3)):
+        small = merkle.prepare_for(t, merkle.FORMAT_BIN)
+        assert isinstance(small[1], list) == ("day" not in t.column_names)
+        want = merkle.hash_prepared_for((merkle.FORMAT_BIN, merkle.prepare_bin(t)))
+        assert np.array_equal(merkle.hash_prepared_for(small), want)
+        assert [bytes(x) for x in want] == [hashlib.sha256(b"\x00" + _spec_record(r)).digest() for r in t.to_pylist()]
+    assert not isinstance(merkle.prepare_for(mine.slice(0, merkle.SMALL_ROWS + 1), merkle.FORMAT_BIN)[1], list)

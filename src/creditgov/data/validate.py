@@ -139,7 +139,7 @@ def _prepare(frame: pd.DataFrame, spec: PipelineSpec, label: str) -> pd.DataFram
     non-scalar values (lists, dicts, arrays) in any catalogue, id or target column are refused."""
     out = frame.copy()
     numeric = {f.name for f in spec.input_features if f.type == "numeric"}
-    dtypes = out.dtypes.tolist()
+    dtypes = inputs.dtypes_of(out)
     # each object column's values without a Series per column (a request is a few rows)
     values = inputs.column_arrays(out) if any(t == object for t in dtypes) else []
     for j, (col, dtype) in enumerate(zip(out.columns.tolist(), dtypes)):
@@ -276,7 +276,7 @@ def quarantine_frame(frame: pd.DataFrame, rules: dict[int, list[str]], spec: Pip
     if rules:
         return _quarantine_rows(frame, rules, spec)
     ix = frame.index
-    key = (tuple(frame.columns), tuple(frame.dtypes), type(frame.columns), type(ix), ix.dtype, ix.name,
+    key = (tuple(frame.columns), tuple(inputs.dtypes_of(frame)), type(frame.columns), type(ix), ix.dtype, ix.name,
            frozenset(_personal(spec)))
     got = _EMPTY_QUARANTINE.get(key)
     if got is None:

@@ -838,7 +838,7 @@ def _finished_columns(cols: dict, n: int, spec: PipelineSpec, version: str, as_o
     out.update(cols)
     out.update({k: np.full(n, v, dtype=object) for k, v in
                 _stamps(spec, version, as_of, input_hash, input_label, status).items()})
-    return pd.DataFrame(out)
+    return data.frame_of_columns(out, n)
 
 
 def decision_ids(spec: PipelineSpec, version: str, as_of: str, input_row_hashes: list[str],

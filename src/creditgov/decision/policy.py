@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from creditgov.data.inputs import numbers
+from creditgov.data.inputs import frame_of_columns, numbers
 from creditgov.spec import Condition, Policy
 
 # watch_reminder: on the watchlist, a reminder is sent (not adverse); watch_freeze: on the watchlist, new purchases
@@ -79,7 +79,7 @@ def apply_policy(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy, *,
     pd_values = np.asarray(pd_values, dtype="float64")
     if on_book_applies(frame, policy):
         return _on_book(frame, pd_values, policy, rules_triggered)
-    return pd.DataFrame(_application(frame, pd_values, policy, rules_triggered), index=frame.index)
+    return frame_of_columns(_application(frame, pd_values, policy, rules_triggered), len(frame), frame.index)
 
 
 def policy_actions(frame: pd.DataFrame, pd_values: np.ndarray, policy: Policy) -> np.ndarray:

@@ -132,7 +132,7 @@ def records(log_frame: pd.DataFrame) -> list[dict]:
     column-by-column Series slicing (~3 ms for one 60-column row); other dtypes go through to_dict."""
     cols = log_frame.columns.tolist()
     if not log_frame.columns.is_unique or not all(isinstance(t, np.dtype) and t.kind in "fiubO"
-                                                  for t in log_frame.dtypes):
+                                                  for t in inputs.dtypes_of(log_frame)):
         out = log_frame.to_dict("records")
         for r in out:
             for k, v in r.items():
@@ -180,8 +180,8 @@ class Decider:
             orjson.dumps(rows)
         except TypeError as exc:
             raise Refused(422, f"{what}: {str(exc).splitlines()[0][:120]}") from None
-        frame = pd.DataFrame.from_records(rows)
-        have = dict(zip(frame.columns.tolist(), frame.dtypes.tolist()))  # (no Series per optional column)
+        frame = inputs.frame_of_records(rows)
+        have = dict(zip(frame.columns.tolist(), inputs.dtypes_of(frame)))  # (no Series per optional column)
         for name, dtype in self.optional.items():  # a key left out of JSON is a missing value (null)
             if name not in have:
                 frame[name] = pd.Series(np.nan if dtype == "float64" else None, index=frame.index, dtype=dtype)
@@ -758,12 +758,13 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
     types it depends on (filled by from_pandas itself the first time). from_pandas spends ~1.5 ms on a one-row,
     60-column log building that metadata. Held to from_pandas, byte for byte, by tests/code/test_row_digests.py."""
     ix = frame.index
+    dtypes = tuple(inputs.dtypes_of(frame))
     if not (frame.columns.is_unique and isinstance(ix, pd.RangeIndex) and ix.start == 0 and ix.step == 1
-            and all(isinstance(t, np.dtype) and t.kind in "fiubO" for t in frame.dtypes)):
+            and all(isinstance(t, np.dtype) and t.kind in "fiubO" for t in dtypes)):
         return pa.Table.from_pandas(frame, preserve_index=False)
     names = frame.columns.tolist()
     arrays = [pa.array(a, from_pandas=True) for a in inputs.column_arrays(frame)]
-    key = (tuple(names), tuple(frame.dtypes), tuple(a.type for a in arrays), frame.columns.dtype, frame.columns.name)
+    key = (tuple(names), dtypes, tuple(a.type for a in arrays), frame.columns.dtype, frame.columns.name)
     meta = _PANDAS_META.get(key)
     if meta is None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -1368,7 +1369,7 @@ def warm_up(settings: Settings, model: engine.DecisionModel) -> None:
     d.decide_many([{"rows": [rows[0]]}, {"rows": [rows[1]]}])
     decisions = d.decide({"rows": rows})
     table = pq.read_table(pa.BufferReader(_parquet_bytes(decisions.log)))
-    merkle.hash_prepared_for(merkle.prepare_for(table, merkle.LEAF_FORMAT))
+    merkle.hash_prepared_for((merkle.LEAF_FORMAT, merkle.prepare_bin(table)))  # the kernels (a few rows skip them)
     records(decisions.log)
 
 
