@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_serve.py [--requests N] [--rate R] [--seconds S]     (make bench-serve)
 
 Both serve the application @champion of the project this runs from (`make train`), started here and stopped
-here (ours with --workers N processes: default 1):
+here (ours with --workers N processes, default 2):
   ours  `creditgov serve` (--insecure-dev on 127.0.0.1, its own audit store in a temporary directory): each
         answer is the full decision (validation by the suite's rules, PD, policy, reasons en/zh,
         counterfactual for adverse rows) and is sent only once the decision is durably recorded: in the
@@ -270,8 +270,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/serve.json")
     ap.add_argument("--latency-only", action="store_true", help="only the warm-up and the latency phase")
     ap.add_argument("--memory-only", action="store_true", help="only the warm-up and the memory phase")
-    ap.add_argument("--workers", type=int, default=1, help="creditgov serve --workers (processes answering on the "
-                    "one port; the parent seals their journal segments)")
+    ap.add_argument("--workers", type=int, default=2, help="creditgov serve --workers (processes answering on the "
+                    "one port, the parent sealing their journal segments; default 2, this machine's cores)")
     ap.add_argument("--merge-delay", type=float, default=1.0, help="creditgov serve --merge-delay (0: each answer "
                     "waits for its audit seal; > 0: for its decision-journal fdatasync)")
     args = ap.parse_args()
