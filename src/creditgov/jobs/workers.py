@@ -40,7 +40,7 @@ from pathlib import Path
 
 from creditgov.decision import decide as engine
 from creditgov.errors import CreditGovError
-from creditgov.governance import journal
+from creditgov.governance import audit, journal
 from creditgov.jobs import serve
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -120,6 +120,7 @@ def _worker(settings: serve.Settings, version: str, sock: socket.socket, conn, p
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # "hand your segments over": the audit writer's, while it runs
     channel = _Channel(conn)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    audit.set_cache_kib(serve.SERVE_SQLITE_CACHE_KIB)  # as `prepare` sets it in one process (--merge-delay 0 appends)
     code = 0
     try:
         model = engine.load_model(settings.spec, version)
