@@ -195,9 +195,10 @@ def test_kill_9_of_the_parent_leaves_no_worker_and_the_port_free(project, recs):
         time.sleep(0.05)
     assert len(workers) == 2 and not any(_alive(w) for w in workers)
     host, port = url.removeprefix("http://").split(":")
-    with socket.socket() as s:  # nobody listens there any more
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, int(port)))
+    # nobody listens there any more (connect, not bind: a bind may meet another process's client that took the
+    # freed ephemeral port)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
     v = _verify(project)
     assert not v.ok and any("(its server is gone)" in p for p in v.problems), v.problems
     issued = [d for _, got in answers for d in got]
