@@ -171,9 +171,8 @@ def test_two_workers_under_load_a_worker_killed_then_sigterm(project, recs):
         from creditgov.governance import audit
 
         assert audit.recorded(issued) == set(issued)
-    v = subprocess.run(creditgov_argv("audit", "verify"), cwd=project, env=cli_env(), capture_output=True,
-                       text=True, timeout=300)
-    assert v.returncode == 0, v.stdout + v.stderr
+    v = _verify(project)
+    assert v.ok and not v.pending, v.problems
 
 
 def test_kill_9_of_the_parent_leaves_no_worker_and_the_port_free(project, recs):

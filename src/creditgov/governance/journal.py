@@ -17,8 +17,8 @@ The server that writes a segment holds an exclusive `fcntl.flock` on it until th
 deleted; a segment nobody holds was abandoned by a server that is gone (`creditgov serve` seals such
 segments before its port opens; `creditgov audit verify` names them). With worker processes a worker hands a
 rotated segment's descriptor to the parent, which seals it (`Journal.hand_over`): flock belongs to the open
-file description, which the descriptor passed over a Unix socket shares, so the lock moves with no gap. This module is the one reader of the
-format, for the service (jobs room) and for verify (governance room)."""
+file description, which the descriptor passed over a Unix socket shares, so the lock moves with no gap. This
+module is the one reader of the format, for the service (jobs room) and for verify (governance room)."""
 from __future__ import annotations
 
 import fcntl
@@ -237,8 +237,12 @@ class Journal:
             self.handed = [s for s in self.handed if s.path.exists()]  # (a sealer deletes what it has sealed)
             return self.handed + self.rotated + ([self.current] if self.current is not None else [])
 
+    def holding(self, decision_id: str) -> list[Path]:
+        """The unsealed segments holding this decision (one, or none)."""
+        return [s.path for s in self._unsealed() if decision_id in s.decision_ids]
+
     def holds(self, decision_id: str) -> bool:
-        return any(decision_id in s.decision_ids for s in self._unsealed())
+        return bool(self.holding(decision_id))
 
     def unsealed_rows(self) -> int:
         return sum(s.rows for s in self._unsealed())

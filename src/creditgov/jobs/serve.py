@@ -581,25 +581,25 @@ class AuditWriter:
             if self.is_pending(decision_id):
                 await self.seal_now()
             return
-        if self.is_pending(decision_id):  # this worker's: handed over now
+        waiting = self.journal.holding(decision_id)
+        if waiting:  # this worker's segment: handed over now
             await self.seal_now()
-            waiting = lambda: self.is_pending(decision_id)  # noqa: E731
         else:
             if await asyncio.get_running_loop().run_in_executor(None, audit.recorded, [decision_id]):
                 return
-            segments = [p for p in journal.segments(self.out_dir) if _size(p)]
-            if not segments:
+            waiting = [p for p in journal.segments(self.out_dir) if _size(p)]
+            if not waiting:
                 return
             self.sealer.flush()
-            waiting = lambda: any(p.exists() for p in segments)  # noqa: E731
         deadline = time.monotonic() + limit
-        while waiting():
+        while any(p.exists() for p in waiting):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"decision journal: not sealed within {limit:g} s")
             await asyncio.sleep(0.005)
 
     async def _rotator(self) -> None:
-        """Within the merge delay (or at once when the segment holds max_rows rows): rotate and seal."""
+        """Within the merge delay (or at once when the segment holds max_rows rows, or when asked): rotate and
+        seal (or hand over)."""
         while not self.stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.full.wait(), self.merge_delay)
