@@ -13,9 +13,16 @@ The journal: a worker journals and rotates its segments as one process does but 
 segment's descriptor goes to the parent over the worker's Unix socket (SCM_RIGHTS) and its flock with it, with
 no gap (journal.Journal.hand_over), so `audit verify` always finds a live segment locked. The parent seals it at
 once (within the merge delay plus the seal) and deletes it. Seal on demand (GET /v1/decisions/{id}, reviews,
-contests): the worker hands its segment over and waits for the file to go. The parent also seals, after a
-worker's death and every merge delay, the segments no process holds (journal.claim: those of a worker that is
-gone). --merge-delay 0: no journal; each worker seals its own appends before answering.
+contests): the worker hands its segment over and waits for the file to go; a decision it did not answer is in
+another worker's segment: the parent is asked to have every worker hand its segments over (SIGUSR1) and the
+worker waits for the segments that were not empty. The parent also seals, after a worker's death and every
+merge delay (at most 1 s), the segments no process holds (journal.claim: those of a worker that is gone).
+--merge-delay 0: no journal; each worker seals its own appends before answering.
+
+Micro-batching makes one process cheaper per request as its load grows (queued requests are decided together);
+workers split the load, so their batches are smaller and a request costs more CPU (~10 against ~7-8 CPU-ms at
+100 requests/s here): they answer faster only when there are idle cores for them (hence --workers 1 by
+default).
 
 Lifecycle: workers die with the parent (PR_SET_PDEATHSIG), so a kill -9 of the parent leaves none holding the
 port. SIGTERM or SIGINT to the parent is forwarded: each worker drains its requests and hands over its last
