@@ -70,11 +70,12 @@ ui: $(STAMP) ## Start the MLflow UI on http://127.0.0.1:5000 against the same ba
 	$(BIN)/creditgov ui
 
 PORT ?= 8000
-serve: $(STAMP) ## Serve decisions over HTTP on 127.0.0.1:$(PORT) with the @champion (CREDITGOV_API_KEYS=key, or INSECURE=1)
-	$(BIN)/creditgov serve --spec $(SPEC) --port $(PORT) $(if $(INSECURE),--insecure-dev)
+WORKERS ?= 1
+serve: $(STAMP) ## Serve decisions over HTTP on 127.0.0.1:$(PORT) with the @champion (CREDITGOV_API_KEYS=key, or INSECURE=1; WORKERS=N processes)
+	$(BIN)/creditgov serve --spec $(SPEC) --port $(PORT) --workers $(WORKERS) $(if $(INSECURE),--insecure-dev)
 
-bench-serve: $(STAMP) ## creditgov serve beside MLflow's scoring server on 127.0.0.1 (after make train); benchmarks/results/serve.json
-	$(BIN)/python benchmarks/bench_serve.py $(if $(REQUESTS),--requests $(REQUESTS))
+bench-serve: $(STAMP) ## creditgov serve (BENCH_WORKERS=N workers, default 2) beside MLflow's scoring server on 127.0.0.1 (after make train); benchmarks/results/serve.json
+	$(BIN)/python benchmarks/bench_serve.py $(if $(REQUESTS),--requests $(REQUESTS)) $(if $(BENCH_WORKERS),--workers $(BENCH_WORKERS))
 
 
 # one pytest worker per core (pytest-xdist), a whole test file per worker so module fixtures are made once

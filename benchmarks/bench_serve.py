@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_serve.py [--requests N] [--rate R] [--seconds S]     (make bench-serve)
 
-Both serve the application @champion of the project this runs from (`make train`), one process each,
-started here and stopped here:
+Both serve the application @champion of the project this runs from (`make train`), started here and stopped
+here (ours with --workers N processes, default 2):
   ours  `creditgov serve` (--insecure-dev on 127.0.0.1, its own audit store in a temporary directory): each
         answer is the full decision (validation by the suite's rules, PD, policy, reasons en/zh,
         counterfactual for adverse rows) and is sent only once the decision is durably recorded: in the
@@ -270,6 +270,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/serve.json")
     ap.add_argument("--latency-only", action="store_true", help="only the warm-up and the latency phase")
     ap.add_argument("--memory-only", action="store_true", help="only the warm-up and the memory phase")
+    ap.add_argument("--workers", type=int, default=2, help="creditgov serve --workers (processes answering on the "
+                    "one port, the parent sealing their journal segments; default 2, this machine's cores)")
     ap.add_argument("--merge-delay", type=float, default=1.0, help="creditgov serve --merge-delay (0: each answer "
                     "waits for its audit seal; > 0: for its decision-journal fdatasync)")
     args = ap.parse_args()
@@ -291,14 +293,19 @@ def main() -> None:
             say("starting creditgov serve")
             proc = subprocess.Popen([PY, "-m", "creditgov", "serve", "--spec", args.spec, "--host", HOST, "--port",
                                      str(port), "--insecure-dev", "--reload-seconds", "0", "--out",
-                                     str(work / "served"), "--merge-delay", str(args.merge_delay)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     str(work / "served"), "--merge-delay", str(args.merge_delay), "--workers",
+                                     str(args.workers)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                     stderr=open(work / "creditgov.log", "w"))
             try:
                 wait_ready(f"http://{HOST}:{port}", "/readyz", proc, work / "creditgov.log")
                 t = Target("creditgov serve", f"http://{HOST}:{port}", "/v1/decisions", lambda b: {"rows": b},
                            proc.pid, True)
                 result["servers"]["creditgov"] = {
-                    "merge_delay_s": args.merge_delay,
+                    "merge_delay_s": args.merge_delay, "workers": args.workers,
+                    "processes": "one process, which also seals its journal" if args.workers == 1 else
+                                 f"{args.workers} worker processes on one socket, the parent sealing their journal "
+                                 "segments; RSS and CPU are the process tree's (parent, workers, multiprocessing's "
+                                 "resource tracker)",
                     "answer": "full decision (validation, PD, policy, reasons en/zh, counterfactual) recorded in "
                               "the audit trail before the answer",
                     "batching": "server-side micro-batches: concurrent requests decided together (one decide_rows "

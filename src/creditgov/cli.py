@@ -251,7 +251,10 @@ def serve(spec: str = SpecOpt,
           merge_delay: float = typer.Option(1.0, "--merge-delay", min=0, help="Answer once a decision is durably "
                                             "in the decision journal (decisions/served/journal-*.journal) and seal "
                                             "it into the audit trail within this many seconds (as Certificate "
-                                            "Transparency's maximum merge delay); 0: answer only after the seal.")):
+                                            "Transparency's maximum merge delay); 0: answer only after the seal."),
+          workers: int = typer.Option(1, min=1, max=64, help="Worker processes answering on the one port (each "
+                                      "loads the model; the parent seals their journal segments). 1: one process "
+                                      "that also seals its own journal.")):
     """Serve decisions over HTTP (FastAPI on uvicorn): POST /v1/decisions, GET /v1/decisions/{id}, /healthz,
     /readyz, /openapi.json. The same validation rules, decision path and audit trail as `creditgov decide`."""
     keys = tuple(k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip())
@@ -271,7 +274,14 @@ def serve(spec: str = SpecOpt,
                                 max_body_bytes=max_body_bytes,
                                 reload_seconds=0 if version is not None else reload_seconds,
                                 audit_window=audit_window_ms / 1000, merge_delay=merge_delay)
-    service.run(settings, model, sock, say=_say)
+    if workers == 1:
+        service.run(settings, model, sock, say=_say)
+        return
+    from creditgov.jobs import workers as pool
+
+    version = model.version  # every worker loads the version checked here (each then follows @champion itself)
+    del model  # (the parent only seals: it needs no model)
+    pool.run(settings, version, sock, workers, say=_say)
 
 
 @app.command()

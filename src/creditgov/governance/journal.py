@@ -15,8 +15,10 @@ fdatasynced, so none of its requests was answered, and its rows are not sealed.
 
 The server that writes a segment holds an exclusive `fcntl.flock` on it until the segment is sealed and
 deleted; a segment nobody holds was abandoned by a server that is gone (`creditgov serve` seals such
-segments before its port opens; `creditgov audit verify` names them). This module is the one reader of the
-format, for the service (jobs room) and for verify (governance room)."""
+segments before its port opens; `creditgov audit verify` names them). With worker processes a worker hands a
+rotated segment's descriptor to the parent, which seals it (`Journal.hand_over`): flock belongs to the open
+file description, which the descriptor passed over a Unix socket shares, so the lock moves with no gap. This
+module is the one reader of the format, for the service (jobs room) and for verify (governance room)."""
 from __future__ import annotations
 
 import fcntl
@@ -136,8 +138,8 @@ def _fsync_dir(folder: Path) -> None:
 
 @dataclass
 class Segment:
-    """A segment being written by this process: created, locked (exclusive flock, held until `delete`) and its
-    directory entry fsynced before its first frame."""
+    """A segment being written by this process: created, locked (exclusive flock, held until `delete` or
+    `Journal.hand_over`) and its directory entry fsynced before its first frame."""
     path: Path
     fd: int
     frames: int = 0
@@ -152,8 +154,12 @@ class Segment:
         name = f"journal-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{time.time_ns() % 10**9:09d}-" \
                f"{uuid.uuid4().hex[:8]}-{label}{SUFFIX}"
         path = folder / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        # locked under a name no reader lists, then renamed into place: a sealer sweeping the folder (journal
+        # .claim) never finds it created and not yet locked
+        new = folder / f".{name}.new"
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(new, path)
         _fsync_dir(folder)
         return cls(path, fd)
 
@@ -187,6 +193,7 @@ class Journal:
         self.lock = threading.Lock()
         self.current: Segment | None = None
         self.rotated: list[Segment] = []
+        self.handed: list[Segment] = []  # rotated segments whose lock went to a sealer process: sealed once gone
 
     def append(self, frames: list[bytes], rows: int, ids: list[str]) -> tuple[Path, int]:
         with self.lock:
@@ -215,14 +222,30 @@ class Journal:
         with self.lock:
             self.rotated.remove(seg)
 
-    def holds(self, decision_id: str) -> bool:
+    def hand_over(self, seg: Segment, send) -> None:
+        """A rotated segment's descriptor, and so its lock, given to the process that seals it (`send(path, fd)`
+        shares the open file description); this process's descriptor is then closed. The segment counts as
+        unsealed until the sealer deletes its file."""
+        send(seg.path, seg.fd)
+        os.close(seg.fd)
         with self.lock:
-            segs = self.rotated + ([self.current] if self.current is not None else [])
-        return any(decision_id in s.decision_ids for s in segs)
+            self.rotated.remove(seg)
+            self.handed.append(seg)
+
+    def _unsealed(self) -> list[Segment]:
+        with self.lock:
+            self.handed = [s for s in self.handed if s.path.exists()]  # (a sealer deletes what it has sealed)
+            return self.handed + self.rotated + ([self.current] if self.current is not None else [])
+
+    def holding(self, decision_id: str) -> list[Path]:
+        """The unsealed segments holding this decision (one, or none)."""
+        return [s.path for s in self._unsealed() if decision_id in s.decision_ids]
+
+    def holds(self, decision_id: str) -> bool:
+        return bool(self.holding(decision_id))
 
     def unsealed_rows(self) -> int:
-        with self.lock:
-            return sum(s.rows for s in self.rotated) + (self.current.rows if self.current is not None else 0)
+        return sum(s.rows for s in self._unsealed())
 
     def pending_rows(self) -> int:
         """Rows in the current segment."""

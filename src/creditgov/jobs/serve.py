@@ -1,4 +1,5 @@
-"""`creditgov serve`: the one decision path over HTTP (FastAPI on uvicorn, one process).
+"""`creditgov serve`: the one decision path over HTTP (FastAPI on uvicorn, one process; `--workers N`: N such
+processes on one socket, their journal sealed by the parent, see creditgov.jobs.workers).
 
 A request's rows go through what a batch goes through, in the same functions: validated by the suite's own
 rules (validate.CompiledSuite: the GX suite compiled to vectorised checks, held to GX's verdicts by
@@ -494,12 +495,17 @@ class AuditWriter:
     (the journal): `record` returns once its rows are durably in the current journal segment (one write and one
     fdatasync for whatever is queued), with the promise (segment, frame sequence, record hashes); the sealer
     rotates the segment at most every merge_delay seconds (or once it holds max_rows rows) and seals the old one
-    into decision logs in the trail, in its own thread so that journal appends do not wait behind a seal."""
+    into decision logs in the trail, in its own thread so that journal appends do not wait behind a seal. With
+    a `sealer` (a worker process of `creditgov serve --workers`), a rotated segment is not sealed here: its lock
+    is handed to the parent, which seals it (journal.Journal.hand_over), so no seal holds this process's GIL;
+    `sealer.segment(path, fd)` hands one over, `sealer.flush()` asks every worker to hand its segments over now
+    (SIGUSR1, which rotates at once)."""
 
     def __init__(self, spec: PipelineSpec, out_dir: Path, window: float = AUDIT_WINDOW_S,
-                 max_rows: int = AUDIT_MAX_ROWS, merge_delay: float = 0.0):
+                 max_rows: int = AUDIT_MAX_ROWS, merge_delay: float = 0.0, sealer=None):
         self.spec, self.out_dir, self.window, self.max_rows = spec, Path(out_dir), window, max_rows
         self.merge_delay = merge_delay
+        self.sealer = sealer  # the sealer process's channel (None: segments are sealed here)
         self.queue: asyncio.Queue | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="audit")
         self.task: asyncio.Task | None = None
@@ -507,7 +513,7 @@ class AuditWriter:
         self.logs = 0  # decision logs it wrote
         self.journal = journal.Journal(self.out_dir, spec.name) if merge_delay > 0 else None
         self.seal_pool = ThreadPoolExecutor(1, thread_name_prefix="seal") if self.journal else None
-        self.sealer: asyncio.Task | None = None
+        self.rotator: asyncio.Task | None = None
         self.seal_lock: asyncio.Lock | None = None
         self.full: asyncio.Event | None = None
         self.stopping = False
@@ -517,7 +523,9 @@ class AuditWriter:
         self.task = asyncio.get_running_loop().create_task(self._run())
         if self.journal is not None:
             self.seal_lock, self.full = asyncio.Lock(), asyncio.Event()
-            self.sealer = asyncio.get_running_loop().create_task(self._sealer())
+            self.rotator = asyncio.get_running_loop().create_task(self._rotator())
+            if self.sealer is not None:  # the parent asks for this worker's segments (a seal on demand elsewhere)
+                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.full.set)
 
     async def record(self, frames: list[pd.DataFrame]) -> dict | None:
         """None once sealed in the trail (merge_delay 0); with the journal, the promise once journaled:
@@ -534,9 +542,9 @@ class AuditWriter:
             await self.task
         if self.journal is not None:
             self.stopping = True
-            if self.sealer is not None:
+            if self.rotator is not None:
                 self.full.set()
-                await self.sealer
+                await self.rotator
             await self.seal_now(fresh=False)
             self.journal.close()
             self.seal_pool.shutdown(wait=True)
@@ -552,15 +560,46 @@ class AuditWriter:
 
     async def seal_now(self, fresh: bool = True) -> None:
         """Rotate the current segment (a fresh one takes its place when `fresh`) and seal every segment rotated
-        and not yet sealed, oldest first, in the seal thread."""
+        and not yet sealed, oldest first, in the seal thread (or hand each to the sealer process)."""
         async with self.seal_lock:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.seal_pool, self.journal.rotate, fresh)
             for seg in self.journal.to_seal():
-                await loop.run_in_executor(self.seal_pool, self._seal_segment, seg)
+                if self.sealer is None:
+                    await loop.run_in_executor(self.seal_pool, self._seal_segment, seg)
+                else:
+                    self.journal.hand_over(seg, self.sealer.segment)
 
-    async def _sealer(self) -> None:
-        """Within the merge delay (or at once when the segment holds max_rows rows): rotate and seal."""
+    async def sealed(self, decision_id: str, limit: float = 60.0) -> None:
+        """A decision answered from the journal and not yet in the trail, sealed now (seal on demand). Alone, its
+        segment is rotated and sealed here. A worker hands its own segments over; a decision another worker
+        answered is in one of the segments not empty now: every worker is asked to hand its segments over, and
+        those segments are waited for (the parent deletes each once sealed; bounded)."""
+        if self.journal is None:
+            return
+        if self.sealer is None:
+            if self.is_pending(decision_id):
+                await self.seal_now()
+            return
+        waiting = self.journal.holding(decision_id)
+        if waiting:  # this worker's segment: handed over now
+            await self.seal_now()
+        else:
+            if await asyncio.get_running_loop().run_in_executor(None, audit.recorded, [decision_id]):
+                return
+            waiting = [p for p in journal.segments(self.out_dir) if _size(p)]
+            if not waiting:
+                return
+            self.sealer.flush()
+        deadline = time.monotonic() + limit
+        while any(p.exists() for p in waiting):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"decision journal: not sealed within {limit:g} s")
+            await asyncio.sleep(0.005)
+
+    async def _rotator(self) -> None:
+        """Within the merge delay (or at once when the segment holds max_rows rows, or when asked): rotate and
+        seal (or hand over)."""
         while not self.stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.full.wait(), self.merge_delay)
@@ -635,6 +674,13 @@ class AuditWriter:
         appended, logs = append_logs(self.spec.name, self.out_dir, frames)
         self.appended += appended
         self.logs += logs
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # sealed and deleted meanwhile
+        return 0
 
 
 def append_logs(name: str, out_dir: Path, frames: list[pd.DataFrame]) -> tuple[int, int]:
@@ -836,11 +882,13 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
-    """The ASGI application: the model given, the audit writer started by its lifespan."""
+def build_app(settings: Settings, model: engine.DecisionModel, sealer=None) -> FastAPI:
+    """The ASGI application: the model given, the audit writer started by its lifespan (`sealer`: see
+    AuditWriter)."""
     spec = settings.spec
     decider = Decider(spec, model, settings.as_of)
-    writer = AuditWriter(spec, settings.out_dir, settings.audit_window, merge_delay=settings.merge_delay)
+    writer = AuditWriter(spec, settings.out_dir, settings.audit_window, merge_delay=settings.merge_delay,
+                         sealer=sealer)
     decide_pool = ThreadPoolExecutor(1, thread_name_prefix="decide")
     batcher = DecideBatcher(decider, writer, decide_pool)
     keys = tuple(k.encode() for k in settings.api_keys)
@@ -945,8 +993,10 @@ def build_app(settings: Settings, model: engine.DecisionModel) -> FastAPI:
     async def _sealed(decision_id: str) -> None:
         """A decision answered but still only in the journal is sealed now (seal on demand), so that the desk,
         a review or a contest finds it in the trail."""
-        if writer.is_pending(decision_id):
-            await writer.seal_now()
+        try:
+            await writer.sealed(decision_id)
+        except TimeoutError as exc:
+            raise Refused(503, f"{exc}; try again") from None
 
     async def _json_body(request: Request, shape: str = "a JSON object") -> dict:
         raw = await _body(request, settings.max_body_bytes)
@@ -1250,7 +1300,7 @@ def openapi_schema(spec: PipelineSpec, secured: bool = True) -> dict:
 # --------------------------------------------------------------------------- running it
 
 
-class _Server(uvicorn.Server):
+class Server(uvicorn.Server):
     """uvicorn's server, without raising the captured signal again after the graceful shutdown: the drain
     finished, the command ends with 0."""
 
@@ -1321,16 +1371,30 @@ def complete_interrupted(out_dir: Path) -> int:
         if status.get(str(path.resolve())) in (None, "open"):
             audit.record_log(path)
             done += 1
-    for path in journal.segments(out):
+    return done + seal_abandoned(out)[0]
+
+
+def seal_abandoned(out_dir: Path) -> tuple[int, int, int]:
+    """Every journal segment in `out_dir` that no live process holds (journal.claim), sealed and deleted: those
+    of a server or worker that is gone. (segments, records appended, decision logs written)"""
+    segments = appended = logs = 0
+    for path in journal.segments(out_dir):
         fd = journal.claim(path)
-        if fd is None:  # a live server's segment: it seals it itself
+        if fd is None:  # a live process holds it: it seals it, or hands it to its sealer
             continue
         try:
-            seal_frames(journal.label_of(path), out, journal.read_segment(path).tables)
-            journal.discard(path)
+            a, n = seal_segment(path)
         finally:
             journal.release(fd)
-        done += 1
+        segments, appended, logs = segments + 1, appended + a, logs + n
+    return segments, appended, logs
+
+
+def seal_segment(path: Path) -> tuple[int, int]:
+    """A segment this process holds the lock of, sealed into the trail (its whole frames: a torn final write was
+    never answered) and deleted. (records appended, decision logs written)"""
+    done = seal_frames(journal.label_of(path), path.parent, journal.read_segment(path).tables)
+    journal.discard(path)
     return done
 
 
@@ -1373,6 +1437,21 @@ def warm_up(settings: Settings, model: engine.DecisionModel) -> None:
     records(decisions.log)
 
 
+def server_config(app: FastAPI) -> uvicorn.Config:
+    # keep-alive longer than clients keep idle pooled connections (httpx: 5 s, uvicorn's default also 5 s): with
+    # equal timeouts the server may close a connection just as a client sends on it, a request lost in transit
+    return uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=65,
+                          timeout_graceful_shutdown=30, server_header=False, date_header=False)
+
+
+def listening(settings: Settings, version: str, sock: socket.socket, workers: str = "") -> str:
+    host, port = sock.getsockname()[:2]
+    mode = "no API key (--insecure-dev)" if not settings.api_keys else f"{len(settings.api_keys)} API key(s)"
+    return (f"creditgov serve: {settings.spec.registry.model_name} v{version}, policy {settings.spec.policy.name} "
+            f"{settings.spec.policy.version}, {mode}{workers}; listening on http://{host}:{port} (Ctrl-C or SIGTERM "
+            "to stop)")
+
+
 def run(settings: Settings, model: engine.DecisionModel, sock: socket.socket, say=print) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     completed = complete_interrupted(settings.out_dir)
@@ -1381,15 +1460,8 @@ def run(settings: Settings, model: engine.DecisionModel, sock: socket.socket, sa
             f"{settings.out_dir}")
     warm_up(settings, model)
     app = build_app(settings, model)
-    # keep-alive longer than clients keep idle pooled connections (httpx: 5 s, uvicorn's default also 5 s): with
-    # equal timeouts the server may close a connection just as a client sends on it, a request lost in transit
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=65,
-                            timeout_graceful_shutdown=30, server_header=False, date_header=False)
-    server = _Server(config)
-    host, port = sock.getsockname()[:2]
-    mode = "no API key (--insecure-dev)" if not settings.api_keys else f"{len(settings.api_keys)} API key(s)"
-    say(f"creditgov serve: {settings.spec.registry.model_name} v{model.version}, policy {settings.spec.policy.name} "
-        f"{settings.spec.policy.version}, {mode}; listening on http://{host}:{port} (Ctrl-C or SIGTERM to stop)")
+    server = Server(server_config(app))
+    say(listening(settings, model.version, sock))
     server.run(sockets=[sock])  # uvicorn's loop factory: uvloop (a declared dependency), ~1 ms less a request
     writer = app.state.writer
     say(f"creditgov serve: stopped; {app.state.counters['served']} decisions served, {writer.appended} audit "
