@@ -133,6 +133,7 @@ def _worker(settings: serve.Settings, version: str, sock: socket.socket, conn, p
         model = engine.load_model(settings.spec, version)
         serve.warm_up(settings, model)
         app = serve.build_app(settings, model, sealer=channel)
+        serve.freeze_start_up()
     except CreditGovError as exc:
         channel.say("failed", exc.exit_code, str(exc))
         code = STARTUP_FAILURE
