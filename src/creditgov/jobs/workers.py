@@ -42,6 +42,7 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing import connection, reduction
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from creditgov.jobs import serve
 SPAWN = multiprocessing.get_context("spawn")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STARTUP_FAILURE = 3  # a worker's exit code when it could not start (as uvicorn's)
+SEAL_NICE = 10  # the parent's sealing thread yields the cores to the workers' requests (merge delay: 1 s)
 
 log = logging.getLogger("creditgov.serve")
 
@@ -180,6 +182,11 @@ class Supervisor:
         self.failed: WorkerFailed | None = None
         self.served = self.appended = self.logs = self.replaced = 0
         self.tick = min(max(settings.merge_delay, 0.05), 1.0)  # sweep for abandoned segments this often
+        # sealing (Parquet, hashing, SQL: ~0.9 CPU-ms a request, in bursts) in a thread of lower priority, so that
+        # a burst does not take a core from a worker deciding a request; spawning stays at normal priority
+        self.sealer = ThreadPoolExecutor(1, thread_name_prefix="seal", initializer=_lower_priority)
+        self.sweeping: Future | None = None
+        self.counting = threading.Lock()
 
     def run(self) -> None:
         handled = (signal.SIGINT, signal.SIGTERM)
@@ -197,7 +204,8 @@ class Supervisor:
                 w.proc.kill()
             for sig, handler in original.items():
                 signal.signal(sig, handler)
-        self._sweep()  # what a worker that died left, and a segment whose hand-over was cut short
+            self.sealer.shutdown(wait=True)
+        self._sweep_now()  # what a worker that died left, and a segment whose hand-over was cut short
         serve.complete_interrupted(self.settings.out_dir)
         if self.failed is not None:
             raise self.failed
@@ -261,6 +269,9 @@ class Supervisor:
                     os.kill(w.proc.pid, signal.SIGUSR1)
 
     def _seal(self, path: Path, fd: int) -> None:
+        self.sealer.submit(self._seal_now, path, fd)
+
+    def _seal_now(self, path: Path, fd: int) -> None:
         """A handed-over segment (its lock held by `fd`) sealed and deleted; on a failure it is left to the sweep."""
         try:
             appended, logs = serve.seal_segment(path)
@@ -268,28 +279,32 @@ class Supervisor:
             log.error("sealing %s failed: %s; sealed at the next sweep", path.name,
                       (str(exc).splitlines() or [""])[0][:200])
         else:
-            self.appended += appended
-            self.logs += logs
+            self._count(0, appended, logs)
         finally:
             journal.release(fd)
 
     def _sweep(self) -> None:
+        if self.sweeping is None or self.sweeping.done():  # (one at a time: a slow one is not queued again)
+            self.sweeping = self.sealer.submit(self._sweep_now)
+
+    def _sweep_now(self) -> None:
         try:
             _, appended, logs = serve.seal_abandoned(self.settings.out_dir)
         except Exception as exc:  # the segments stay: sealed at the next sweep, or by the next start
             log.error("sealing abandoned journal segments failed: %s", (str(exc).splitlines() or [""])[0][:200])
             return
-        self.appended += appended
-        self.logs += logs
+        self._count(0, appended, logs)
+
+    def _count(self, served: int, appended: int, logs: int) -> None:
+        with self.counting:  # (the sealing thread and this one)
+            self.served, self.appended, self.logs = self.served + served, self.appended + appended, self.logs + logs
 
     def _ended(self, w: _Worker) -> None:
         w.proc.join()
         w.conn.close()
         self.workers.remove(w)
         if w.stats is not None:
-            self.served += w.stats[0]
-            self.appended += w.stats[1]
-            self.logs += w.stats[2]
+            self._count(*w.stats)
         if self.stopping:
             return
         self._sweep()  # its current segment, unlocked by its death
@@ -304,6 +319,11 @@ class Supervisor:
         self.workers.append(_Worker(self.settings, self.version, self.sock))
         if self.stopping:  # a SIGTERM while it started: it is stopped too
             self._stop()
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError):  # (Linux: a thread's own nice value, by its thread id)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SEAL_NICE)
 
 
 def run(settings: serve.Settings, version: str, sock: socket.socket, workers: int, say=print) -> None:
