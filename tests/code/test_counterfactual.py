@@ -250,3 +250,32 @@ def test_equal_costs_go_to_the_earlier_catalogue_feature_whatever_the_search_ord
     assert offer("Time", 0, 40.0) == "Time"  # as cheap, earlier in the catalogue: wins the tie
     assert offer("Amount", 4, 600.0) == "Time"  # as cheap, later: does not
     assert s.better(np.array([0]), np.array([[0.3, 1 / 3, 0.4]])).tolist() == [[True, False, False]]
+
+
+def test_a_few_rows_are_answered_from_their_grids_evaluated_first(declined, spec, monkeypatch):
+    """Up to MEMO_ROWS rows, each feature's whole grid is evaluated in one call and the one-feature search
+    answered from it: the same results as the search calling evaluate itself, in fewer calls."""
+    _, rows, _, outcome = declined
+    rows = rows.head(24).reset_index(drop=True)
+    adverse = np.array(["decline"] * len(rows))
+    integral = counterfactual.integral_flags(rows, spec)
+
+    def searched(memo_rows: int, one: pd.DataFrame, adv) -> tuple[list, int]:
+        monkeypatch.setattr(counterfactual, "MEMO_ROWS", memo_rows)
+        plain, calls = counterfactual.frame_evaluator(one, outcome), [0]
+
+        def counted(idx, changes):
+            calls[0] += 1
+            return plain(idx, changes)
+
+        got = counterfactual.single_changes(one, adv, spec, evaluate=counted, integral=integral)
+        return json.dumps(got, sort_keys=True), calls[0]
+
+    fewer = 0
+    for i in range(len(rows)):  # one row at a time, as a served request
+        one = rows.iloc[[i]].reset_index(drop=True)
+        (direct, n_direct), (memo, n_memo) = searched(0, one, adverse[:1]), searched(16, one, adverse[:1])
+        assert memo == direct
+        fewer += n_memo < n_direct
+    assert fewer >= len(rows) // 2
+    assert searched(16, rows.head(8), adverse[:8])[0] == searched(0, rows.head(8), adverse[:8])[0]

@@ -55,6 +55,9 @@ FAVOURABLE = {"decline": ("approve",), "cut": ("keep", "raise", "watch_reminder"
 GRID = 40  # one-feature candidates per feature and direction
 PAIR_GRID = 6  # two-feature candidates per feature of a pair and direction
 MAX_PAIR_ROWS = 2000  # rows of a batch (the first in batch order) that get the two-feature search
+# up to this many rows (a served request's adverse rows), each feature's whole grid is evaluated in one call
+# before the one-feature search, which is then answered from it (_Memo)
+MEMO_ROWS = 16
 
 # evaluate(row_idx, changes) -> (actions, pds): the outcome of rows[row_idx] with changes[col][k] applied
 Evaluate = Callable[[np.ndarray, dict], tuple]
@@ -230,6 +233,38 @@ def frame_evaluator(rows: pd.DataFrame, outcome: Callable[[pd.DataFrame], tuple]
     return evaluate
 
 
+class _Memo:
+    """An Evaluate that answers candidates it was given beforehand (`add`: evaluated together, in one call) and
+    passes any other call on. The one-feature search of one row makes about seven calls a feature (a screening,
+    a bisection's steps), each costing about the same whatever its size; given each feature's whole grid first,
+    one call a feature and direction, it gets the same numbers (evaluate decides each candidate from its own row
+    and changes) from a lookup."""
+
+    def __init__(self, evaluate: Evaluate):
+        self.evaluate = evaluate
+        self.known: dict = {}
+
+    @staticmethod
+    def _keys(row_idx: np.ndarray, changes: dict) -> list:
+        # each candidate: its row and its changed values, bit for bit (NaN included)
+        cols = sorted(changes)
+        bits = [np.broadcast_to(np.asarray(changes[c], dtype=np.float64), (len(row_idx),)).view(np.int64).tolist()
+                for c in cols]
+        return list(zip(np.asarray(row_idx).tolist(), *([(c, b) for b in vals] for c, vals in zip(cols, bits))))
+
+    def add(self, row_idx: np.ndarray, changes: dict) -> None:
+        if len(row_idx):
+            actions, pds = self.evaluate(row_idx, changes)
+            self.known.update(zip(self._keys(row_idx, changes), zip(actions, np.asarray(pds, dtype=np.float64))))
+
+    def __call__(self, row_idx: np.ndarray, changes: dict) -> tuple:
+        try:
+            got = [self.known[k] for k in self._keys(row_idx, changes)]
+        except KeyError:
+            return self.evaluate(row_idx, changes)
+        return (np.array([a for a, _ in got], dtype=object), np.array([p for _, p in got], dtype=np.float64))
+
+
 class _Search:
     """The state of one search: the best change found so far for each row."""
 
@@ -306,6 +341,18 @@ class _Search:
         return out
 
     # ------------------------------------------------------------------ one feature
+
+    def remember_grids(self, grid: int, integral: dict[str, bool], skip: np.ndarray) -> None:
+        """Evaluate every one-feature grid point of the rows not skipped, one call per feature and direction,
+        and answer the one-feature search from them (see _Memo)."""
+        memo = _Memo(self.evaluate)
+        for f in self.feats:
+            cur = self.cur[f.name]
+            valid = np.flatnonzero(~np.isnan(cur) & ~skip)
+            for d in _directions(f):
+                vals = _grid(f, cur[valid], d, grid, integral[f.name])
+                memo.add(np.repeat(valid, grid), {f.name: vals.ravel()})
+        self.evaluate = memo
 
     def singles(self, grid: int, integral: dict[str, bool], skip: np.ndarray) -> None:
         # the bisected (monotone) features first: the cheap changes they find prune the grid scans of the
@@ -416,6 +463,8 @@ def single_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: Pipelin
         return [None] * s.n
     integral = integral if integral is not None else integral_flags(rows, spec)
     skip = s.hopeless(np.arange(s.n))
+    if s.n <= MEMO_ROWS:
+        s.remember_grids(grid, integral, skip)
     s.singles(grid, integral, skip)
     return s.best
 
