@@ -253,8 +253,9 @@ def test_equal_costs_go_to_the_earlier_catalogue_feature_whatever_the_search_ord
 
 
 def test_a_few_rows_are_answered_from_their_grids_evaluated_first(declined, spec, monkeypatch):
-    """Up to MEMO_ROWS rows, each feature's whole grid is evaluated in one call and the one-feature search
-    answered from it: the same results as the search calling evaluate itself, in fewer calls."""
+    """Up to MEMO_ROWS rows, the screening and every grid point (one feature, then pairs) are evaluated in one
+    call before each stage and the search answered from them: the same results as the search calling evaluate
+    itself (one-feature changes, pairs, notes), in fewer calls."""
     _, rows, _, outcome = declined
     rows = rows.head(24).reset_index(drop=True)
     adverse = np.array(["decline"] * len(rows))
@@ -268,14 +269,15 @@ def test_a_few_rows_are_answered_from_their_grids_evaluated_first(declined, spec
             calls[0] += 1
             return plain(idx, changes)
 
-        got = counterfactual.single_changes(one, adv, spec, evaluate=counted, integral=integral)
+        got = counterfactual.search(one, adv, spec, evaluate=counted, integral=integral)
         return json.dumps(got, sort_keys=True), calls[0]
 
-    fewer = 0
+    fewer = pairs = 0
     for i in range(len(rows)):  # one row at a time, as a served request
         one = rows.iloc[[i]].reset_index(drop=True)
         (direct, n_direct), (memo, n_memo) = searched(0, one, adverse[:1]), searched(16, one, adverse[:1])
         assert memo == direct
         fewer += n_memo < n_direct
-    assert fewer >= len(rows) // 2
+        pairs += memo.count('"feature"') == 2 or '"found": false' in memo  # (the pair stage ran)
+    assert fewer >= len(rows) // 2 and pairs, (fewer, pairs)
     assert searched(16, rows.head(8), adverse[:8])[0] == searched(0, rows.head(8), adverse[:8])[0]

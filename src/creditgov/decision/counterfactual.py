@@ -55,8 +55,8 @@ FAVOURABLE = {"decline": ("approve",), "cut": ("keep", "raise", "watch_reminder"
 GRID = 40  # one-feature candidates per feature and direction
 PAIR_GRID = 6  # two-feature candidates per feature of a pair and direction
 MAX_PAIR_ROWS = 2000  # rows of a batch (the first in batch order) that get the two-feature search
-# up to this many rows (a served request's adverse rows), each feature's whole grid is evaluated in one call
-# before the one-feature search, which is then answered from it (_Memo)
+# up to this many rows (a served request's adverse rows), the screening and every grid point are evaluated in one
+# call before each stage of the search, which is then answered from them (_Memo)
 MEMO_ROWS = 16
 
 # evaluate(row_idx, changes) -> (actions, pds): the outcome of rows[row_idx] with changes[col][k] applied
@@ -234,14 +234,15 @@ def frame_evaluator(rows: pd.DataFrame, outcome: Callable[[pd.DataFrame], tuple]
 
 
 class _Memo:
-    """An Evaluate that answers candidates it was given beforehand (`add`: evaluated together, in one call) and
-    passes any other call on. The one-feature search of one row makes about seven calls a feature (a screening,
-    a bisection's steps), each costing about the same whatever its size; given each feature's whole grid first,
-    one call a feature and direction, it gets the same numbers (evaluate decides each candidate from its own row
-    and changes) from a lookup."""
+    """An Evaluate that answers candidates it was given beforehand and passes any other call on. The search of
+    one row makes about seven calls a feature (a screening, a bisection's steps), each costing about the same
+    whatever its size. `add` evaluates many such calls' candidates (groups of (row_idx, changes)) in ONE call,
+    each group's columns changed and the other searched columns at the rows' current values (`cur`: what the
+    search reads them as; evaluate decides each candidate from its row and these values alone), and answers
+    each group's own candidates from a lookup afterwards: the same numbers in one call."""
 
-    def __init__(self, evaluate: Evaluate):
-        self.evaluate = evaluate
+    def __init__(self, evaluate: Evaluate, cur: dict[str, np.ndarray]):
+        self.evaluate, self.cur = evaluate, cur
         self.known: dict = {}
 
     @staticmethod
@@ -252,10 +253,20 @@ class _Memo:
                 for c in cols]
         return list(zip(np.asarray(row_idx).tolist(), *([(c, b) for b in vals] for c, vals in zip(cols, bits))))
 
-    def add(self, row_idx: np.ndarray, changes: dict) -> None:
-        if len(row_idx):
-            actions, pds = self.evaluate(row_idx, changes)
-            self.known.update(zip(self._keys(row_idx, changes), zip(actions, np.asarray(pds, dtype=np.float64))))
+    def add(self, groups: list[tuple[np.ndarray, dict]]) -> None:
+        groups = [(np.asarray(r), ch) for r, ch in groups if len(r)]
+        if not groups:
+            return
+        row_idx = np.concatenate([r for r, _ in groups])
+        cols = sorted({c for _, ch in groups for c in ch})
+        changes = {c: np.concatenate([np.broadcast_to(np.asarray(ch[c], dtype=np.float64), (len(r),)) if c in ch
+                                      else self.cur[c][r] for r, ch in groups]) for c in cols}
+        actions, pds = self.evaluate(row_idx, changes)
+        at = 0
+        for r, ch in groups:
+            self.known.update(zip(self._keys(r, ch), zip(actions[at:at + len(r)],
+                                                         np.asarray(pds[at:at + len(r)], dtype=np.float64))))
+            at += len(r)
 
     def __call__(self, row_idx: np.ndarray, changes: dict) -> tuple:
         try:
@@ -328,31 +339,56 @@ class _Search:
         out = np.zeros(self.n, dtype=bool)
         if len(rows_idx) == 0 or not all(self.mono.values()):
             return out
+        good, _, _ = self.run(rows_idx, self.at_bounds(rows_idx))
+        out[rows_idx[~good]] = True
+        return out
+
+    def at_bounds(self, rows_idx: np.ndarray) -> dict:
+        """The screening's candidate: every feature at the most extreme value any grid reaches (rounding included)."""
         changes = {}
         for f in self.feats:
             d = _directions(f)[0]
             b = _bound(f, d)
-            # the most extreme value any grid reaches, rounding included
             z = min(b, float(np.round(b))) if d < 0 else max(b, float(np.round(b)))
             c = self.cur[f.name][rows_idx]
             changes[f.name] = np.where(np.isnan(c), c, z)
-        good, _, _ = self.run(rows_idx, changes)
-        out[rows_idx[~good]] = True
-        return out
+        return changes
 
-    # ------------------------------------------------------------------ one feature
+    def remember(self, groups: list[tuple[np.ndarray, dict]]) -> None:
+        """Evaluate these candidate groups in one call; the search's calls are answered from them (_Memo)."""
+        memo = self.evaluate if isinstance(self.evaluate, _Memo) else _Memo(self.evaluate, self.cur)
+        memo.add(groups)
+        self.evaluate = memo
 
-    def remember_grids(self, grid: int, integral: dict[str, bool], skip: np.ndarray) -> None:
-        """Evaluate every one-feature grid point of the rows not skipped, one call per feature and direction,
-        and answer the one-feature search from them (see _Memo)."""
-        memo = _Memo(self.evaluate)
+    def screening_and_grids(self, grid: int, integral: dict[str, bool]) -> list:
+        """The screening's candidates (when it runs) and every one-feature grid point of every row."""
+        groups = [(np.arange(self.n), self.at_bounds(np.arange(self.n)))] if all(self.mono.values()) else []
         for f in self.feats:
             cur = self.cur[f.name]
-            valid = np.flatnonzero(~np.isnan(cur) & ~skip)
+            valid = np.flatnonzero(~np.isnan(cur))
             for d in _directions(f):
-                vals = _grid(f, cur[valid], d, grid, integral[f.name])
-                memo.add(np.repeat(valid, grid), {f.name: vals.ravel()})
-        self.evaluate = memo
+                vals = _grid(f, cur[valid], d, grid, integral[f.name]).ravel()
+                groups.append((np.repeat(valid, grid), {f.name: vals}))
+        return groups
+
+    def screening_and_pairs(self, todo: np.ndarray, pair_grid: int) -> list:
+        """The screening's candidates (when it runs) and every pair's grid points, as `pairs` makes them."""
+        groups = [(todo, self.at_bounds(todo))] if all(self.mono.values()) else []
+        for fa, fb in itertools.combinations(self.feats, 2):
+            ok = todo[~np.isnan(self.cur[fa.name][todo]) & ~np.isnan(self.cur[fb.name][todo])]
+            for da, db in itertools.product(_directions(fa), _directions(fb)):
+                a, b, rows = self._pair_grid(fa, fb, da, db, ok, pair_grid)
+                groups.append((rows, {fa.name: a, fb.name: b}))
+        return groups
+
+    def _pair_grid(self, fa: Feature, fb: Feature, da: int, db: int, ok: np.ndarray, pair_grid: int) -> tuple:
+        """Every (a, b) combination of two features' grids, per row: the values of a and b and their rows."""
+        va = _grid(fa, self.cur[fa.name][ok], da, pair_grid)
+        vb = _grid(fb, self.cur[fb.name][ok], db, pair_grid)
+        return (np.repeat(va, pair_grid, axis=1).ravel(), np.tile(vb, (1, pair_grid)).ravel(),
+                np.repeat(ok, pair_grid * pair_grid))
+
+    # ------------------------------------------------------------------ one feature
 
     def singles(self, grid: int, integral: dict[str, bool], skip: np.ndarray) -> None:
         # the bisected (monotone) features first: the cheap changes they find prune the grid scans of the
@@ -421,14 +457,8 @@ class _Search:
             ok = todo[~np.isnan(self.cur[fa.name][todo]) & ~np.isnan(self.cur[fb.name][todo])]
             if len(ok) == 0:
                 continue
-            ca, cb = self.cur[fa.name][ok], self.cur[fb.name][ok]
             for da, db in itertools.product(_directions(fa), _directions(fb)):
-                va = _grid(fa, ca, da, pair_grid)
-                vb = _grid(fb, cb, db, pair_grid)
-                # every (a, b) combination per row: rows x grid x grid
-                a = np.repeat(va, pair_grid, axis=1).ravel()
-                b = np.tile(vb, (1, pair_grid)).ravel()
-                rows = np.repeat(ok, pair_grid * pair_grid)
+                a, b, rows = self._pair_grid(fa, fb, da, db, ok, pair_grid)
                 cost = _cost(a, self.cur[fa.name][rows]) + _cost(b, self.cur[fb.name][rows])
                 keep = (cost < self.best_cost[rows]) & ~hopeless[rows]
                 if not keep.any():
@@ -462,9 +492,9 @@ def single_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: Pipelin
     if s.n == 0 or not s.feats:
         return [None] * s.n
     integral = integral if integral is not None else integral_flags(rows, spec)
-    skip = s.hopeless(np.arange(s.n))
     if s.n <= MEMO_ROWS:
-        s.remember_grids(grid, integral, skip)
+        s.remember(s.screening_and_grids(grid, integral))
+    skip = s.hopeless(np.arange(s.n))
     s.singles(grid, integral, skip)
     return s.best
 
@@ -476,6 +506,8 @@ def pair_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineS
     have no one-feature change; grid rounding is decided over these rows)."""
     rows = rows.reset_index(drop=True)
     s = _Search(rows, adverse_action, spec, evaluate or frame_evaluator(rows, outcome))
+    if 0 < s.n <= MEMO_ROWS and len(s.feats) >= 2:
+        s.remember(s.screening_and_pairs(np.arange(s.n), pair_grid))
     s.pairs(np.arange(s.n), pair_grid)
     return s.best
 
