@@ -485,14 +485,15 @@ def not_found_note(spec: PipelineSpec, capped: bool) -> dict:
 
 def single_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
                    outcome: Callable | None = None, grid: int = GRID, *, evaluate: Evaluate | None = None,
-                   integral: dict[str, bool] | None = None) -> list[dict | None]:
-    """The cheapest one-feature change per row, or None (the first stage of `search`)."""
+                   integral: dict[str, bool] | None = None, memo: bool | None = None) -> list[dict | None]:
+    """The cheapest one-feature change per row, or None (the first stage of `search`). `memo` (default: up to
+    MEMO_ROWS rows) evaluates the screening and every grid point in one call first (_Memo: the same answer)."""
     rows = rows.reset_index(drop=True)
     s = _Search(rows, adverse_action, spec, evaluate or frame_evaluator(rows, outcome))
     if s.n == 0 or not s.feats:
         return [None] * s.n
     integral = integral if integral is not None else integral_flags(rows, spec)
-    if s.n <= MEMO_ROWS:
+    if s.n <= MEMO_ROWS if memo is None else memo:
         s.remember(s.screening_and_grids(grid, integral))
     skip = s.hopeless(np.arange(s.n))
     s.singles(grid, integral, skip)
@@ -501,12 +502,12 @@ def single_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: Pipelin
 
 def pair_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
                  outcome: Callable | None = None, pair_grid: int = PAIR_GRID, *,
-                 evaluate: Evaluate | None = None) -> list[dict | None]:
+                 evaluate: Evaluate | None = None, memo: bool | None = None) -> list[dict | None]:
     """The cheapest two-feature change per row, or None (the second stage of `search`, for rows that
-    have no one-feature change; grid rounding is decided over these rows)."""
+    have no one-feature change; grid rounding is decided over these rows). `memo`: as single_changes'."""
     rows = rows.reset_index(drop=True)
     s = _Search(rows, adverse_action, spec, evaluate or frame_evaluator(rows, outcome))
-    if 0 < s.n <= MEMO_ROWS and len(s.feats) >= 2:
+    if 0 < s.n and len(s.feats) >= 2 and (s.n <= MEMO_ROWS if memo is None else memo):
         s.remember(s.screening_and_pairs(np.arange(s.n), pair_grid))
     s.pairs(np.arange(s.n), pair_grid)
     return s.best
