@@ -223,6 +223,12 @@ def test_a_few_rows_counterfactuals_evaluated_together_are_the_sequential_search
         assert fast == slow
         found += fast[0] is not None
     assert 0 < found < len(rows), "rows with and without a one-feature change"
+    pending = rows.iloc[[i for i in range(len(rows)) if both(rows.iloc[[i]], adverse[[i]])[0][0] is None]]
+    pending = pending.reset_index(drop=True)
+    fast, slow = [counterfactual.pair_changes(pending, adverse[:len(pending)], spec, together=t,
+                                              evaluate=decide.candidate_evaluator(tiny_model, pending, spec))
+                  for t in (True, False)]
+    assert fast == slow
     for integral in (None, {f: False for f in feats}):
         fast, slow = both(rows, adverse, integral)
         assert fast == slow
@@ -246,3 +252,13 @@ def test_a_few_rows_counterfactuals_evaluated_together_are_the_sequential_search
         one = syn.iloc[[i]].reset_index(drop=True)
         assert [counterfactual.single_changes(one, adverse[:1], spec, outcome, together=t) for t in (True, False)] \
             == [fast[i:i + 1]] * 2
+
+    def two(f):  # no one change of these rows suffices: two of them, Time far from 60 with less Debt or Amount
+        far = ((f["Time"] >= 90) | (f["Time"] <= 30)).to_numpy()
+        ok = (far & ((f["Debt"] <= 2000) | (f["Amount"] <= 1500)).to_numpy()) | \
+            ((f["Debt"] <= 1000) & (f["Amount"] <= 1200)).to_numpy()
+        return np.where(ok, "approve", "decline").astype(object), np.where(ok, 0.1, 0.9)
+
+    pairs = [counterfactual.pair_changes(syn, adverse, spec, two, together=t) for t in (True, False)]
+    assert pairs[0] == pairs[1]
+    assert len({tuple(c["feature"] for c in r["changes"]) for r in pairs[0] if r}) >= 2, pairs[0]

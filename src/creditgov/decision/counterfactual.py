@@ -368,18 +368,17 @@ class _Search:
         self.keep(rows, _cost(vals, c_all[rows]), act, pd_, {f.name: vals}, np.ones(len(rows), dtype=bool))
 
     def _together(self, parts: list) -> tuple:
-        """One evaluation of candidates of several features: parts are (feature, rows, values); each candidate
-        has its own feature changed and the other features of the call set to the row's current value (the
-        numbers the row holds: the same outcome as leaving them). (favourable, actions, pds) per part."""
-        rows = np.concatenate([r for _, r, _ in parts])
-        changes = {}
-        for f, _, _ in parts:
-            if f.name not in changes:
-                changes[f.name] = np.concatenate([v if g.name == f.name else self.cur[f.name][r]
-                                                  for g, r, v in parts])
+        """One evaluation of candidates of several features: parts are (feature, rows, values), or (rows,
+        {feature name: values}); each candidate has its own features changed and the other features of the call
+        set to the row's current value (the numbers the row holds: the same outcome as leaving them).
+        (favourable, actions, pds) per part."""
+        parts = [(p[1], {p[0].name: p[2]}) if len(p) == 3 else p for p in parts]
+        rows = np.concatenate([r for r, _ in parts])
+        names = list(dict.fromkeys(c for _, ch in parts for c in ch))
+        changes = {c: np.concatenate([ch[c] if c in ch else self.cur[c][r] for r, ch in parts]) for c in names}
         good, actions, pds = self.run(rows, changes)
         out, at = [], 0
-        for _, r, _ in parts:
+        for r, _ in parts:
             out.append((good[at:at + len(r)], actions[at:at + len(r)], pds[at:at + len(r)]))
             at += len(r)
         return out
@@ -449,11 +448,15 @@ class _Search:
 
     # ------------------------------------------------------------------ two features
 
-    def pairs(self, todo: np.ndarray, pair_grid: int) -> None:
+    def pairs(self, todo: np.ndarray, pair_grid: int, together: bool = False) -> None:
+        """`together` (a few rows): every pair's candidates in one evaluation, kept in the sequential order
+        (the sequential search only spares candidates no cheaper than a change already found, which `keep`
+        would not take): the same answer."""
         if len(todo) == 0 or len(self.feats) < 2:
             return
         # rows no change can flip are not evaluated; they still count in the grids' rounding below
         hopeless = self.hopeless(todo)
+        parts = []
         for fa, fb in itertools.combinations(self.feats, 2):
             ok = todo[~np.isnan(self.cur[fa.name][todo]) & ~np.isnan(self.cur[fb.name][todo])]
             if len(ok) == 0:
@@ -471,8 +474,14 @@ class _Search:
                 if not keep.any():
                     continue
                 rows, a, b, cost = rows[keep], a[keep], b[keep], cost[keep]
+                if together:
+                    parts.append((rows, {fa.name: a, fb.name: b}, cost))
+                    continue
                 good, actions, pds = self.run(rows, {fa.name: a, fb.name: b})
                 self.keep(rows, cost, actions, pds, {fa.name: a, fb.name: b}, good)
+        if parts:
+            for (rows, ch, cost), (good, actions, pds) in zip(parts, self._together([p[:2] for p in parts])):
+                self.keep(rows, cost, actions, pds, ch, good)
 
 
 def no_actionable_note() -> dict:
@@ -508,12 +517,13 @@ def single_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: Pipelin
 
 def pair_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec,
                  outcome: Callable | None = None, pair_grid: int = PAIR_GRID, *,
-                 evaluate: Evaluate | None = None) -> list[dict | None]:
+                 evaluate: Evaluate | None = None, together: bool | None = None) -> list[dict | None]:
     """The cheapest two-feature change per row, or None (the second stage of `search`, for rows that
-    have no one-feature change; grid rounding is decided over these rows)."""
+    have no one-feature change; grid rounding is decided over these rows). `together` (default: up to
+    TOGETHER_ROWS rows): every pair's candidates in one evaluation (Search.pairs), the same answer."""
     rows = rows.reset_index(drop=True)
     s = _Search(rows, adverse_action, spec, evaluate or frame_evaluator(rows, outcome))
-    s.pairs(np.arange(s.n), pair_grid)
+    s.pairs(np.arange(s.n), pair_grid, s.n <= TOGETHER_ROWS if together is None else together)
     return s.best
 
 
