@@ -55,7 +55,7 @@ FAVOURABLE = {"decline": ("approve",), "cut": ("keep", "raise", "watch_reminder"
 GRID = 40  # one-feature candidates per feature and direction
 PAIR_GRID = 6  # two-feature candidates per feature of a pair and direction
 MAX_PAIR_ROWS = 2000  # rows of a batch (the first in batch order) that get the two-feature search
-TOGETHER_ROWS = 16  # up to this many rows, the one-feature search evaluates the features' candidates together
+TOGETHER_ROWS = 16  # up to this many rows (a served request), each stage evaluates all its candidates at once
 
 # evaluate(row_idx, changes) -> (actions, pds): the outcome of rows[row_idx] with changes[col][k] applied
 Evaluate = Callable[[np.ndarray, dict], tuple]
