@@ -239,3 +239,35 @@ def test_an_application_policy_with_pricing_offers_its_tier_rate_with_each_line(
     assert np.isnan(d.loc[d["action"] == "decline", "apr"]).all()
     expect = {t.name: 0.1 + 0.05 * i for i, t in enumerate(spec.policy.tiers)}
     assert [round(a, 10) for a in d.loc[approved, "apr"]] == [round(expect[t], 10) for t in d.loc[approved, "tier"]]
+
+
+def test_counterfactuals_of_a_few_on_book_rows_answered_from_their_grids_are_the_sequential_searchs(
+        book, behaviour_spec, model):
+    """counterfactual's memo route (a served request's few rows: every candidate in one evaluation first) on on-book
+    accounts (cut, suspend, watch_freeze, reprice; the on-book fields the policy reads): the same one- and
+    two-feature changes as the sequential search, row by row and as a batch."""
+    from creditgov.decision import counterfactual
+
+    before = simulate.load_months(book, [16], labelled=False)
+    month = simulate.load_months(book, [17], labelled=False)
+    rows = month.assign(previous_pd=month["account_id"].map(
+        pd.Series(model.predict_pd(before), index=before["account_id"])).to_numpy(dtype="float64"))
+    actions = apply_policy(rows, model.predict_pd(rows), behaviour_spec.policy)["action"].to_numpy()
+    pick = np.concatenate([np.flatnonzero(actions == a)[:4] for a in ADVERSE_ACTIONS])
+    rows, actions = rows.iloc[pick].reset_index(drop=True), actions[pick].astype(object)
+    assert len(set(actions)) >= 2, set(actions)
+
+    def both(sub, adv):
+        ev = [decide.candidate_evaluator(model, sub, behaviour_spec) for _ in range(2)]
+        one = [counterfactual.single_changes(sub, adv, behaviour_spec, evaluate=ev[t], memo=bool(t))
+               for t in (1, 0)]
+        two = [counterfactual.pair_changes(sub, adv, behaviour_spec, evaluate=ev[t], memo=bool(t))
+               for t in (1, 0)]
+        return one, two
+
+    (fast, slow), (pfast, pslow) = both(rows, actions)
+    assert fast == slow and pfast == pslow
+    assert any(fast) or any(pfast), "some adverse account must have a change"
+    for i in range(len(rows)):
+        (f1, s1), (p1, q1) = both(rows.iloc[[i]].reset_index(drop=True), actions[[i]])
+        assert f1 == s1 == fast[i:i + 1] and p1 == q1

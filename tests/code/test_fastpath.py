@@ -189,3 +189,76 @@ def test_a_few_json_rows_frame_is_from_records(spec, credit_data, monkeypatch):
     monkeypatch.setattr(pd.DataFrame, "from_records", None)  # real rows never need it
     for rows, w in zip(cases[:5], want):
         _same_frame(inputs.frame_of_records(rows), w)
+
+
+def test_a_few_rows_counterfactuals_answered_from_their_grids_are_the_sequential_searchs(
+        spec, credit_data, tiny_model):
+    """counterfactual's search of a few rows (a served request) evaluates the screening and every grid point in one
+    call first and answers from them (memo): the same changes, costs, actions and PDs as the search calling the
+    evaluator step by step, row by row and for a batch, with the model's candidate evaluator, on declined rows with
+    missing actionable values and with integral grids on and off; pairs too."""
+    from creditgov.decision import counterfactual, decide
+
+    rows = credit_data.drop(columns=[spec.target.column]).iloc[:400].reset_index(drop=True)
+    actions = apply_policy(rows, tiny_model.predict_pd(rows), spec.policy)["action"].to_numpy()
+    rows = rows[actions == "decline"].iloc[:14].reset_index(drop=True)
+    assert len(rows) >= 10, "the tiny model should decline a fair number of applicants"
+    feats = [f.name for f in counterfactual.actionable(spec)]
+    for k, f in enumerate(feats):  # a missing value in each actionable feature (then the others are searched)
+        rows.loc[k, f] = np.nan
+    mono = [f.name for f in counterfactual.actionable(spec) if counterfactual.monotone_for_search(f, spec, False)]
+    rows.loc[[len(feats), len(feats) + 1, len(feats) + 2], mono] = np.nan  # only the grid-scanned ones left
+    adverse = np.array(["decline"] * len(rows), dtype=object)
+
+    def both(sub, adv, integral=None):
+        out = []
+        for memo in (True, False):
+            ev = decide.candidate_evaluator(tiny_model, sub, spec)
+            out.append(counterfactual.single_changes(sub, adv, spec, evaluate=ev, integral=integral, memo=memo))
+        return out
+
+    found = 0
+    for i in range(len(rows)):
+        fast, slow = both(rows.iloc[[i]].reset_index(drop=True), adverse[[i]])
+        assert fast == slow
+        found += fast[0] is not None
+    assert 0 < found < len(rows), "rows with and without a one-feature change"
+    pending = rows.iloc[[i for i in range(len(rows)) if both(rows.iloc[[i]], adverse[[i]])[0][0] is None]]
+    pending = pending.reset_index(drop=True)
+    fast, slow = [counterfactual.pair_changes(pending, adverse[:len(pending)], spec, memo=t,
+                                              evaluate=decide.candidate_evaluator(tiny_model, pending, spec))
+                  for t in (True, False)]
+    assert fast == slow
+    for integral in (None, {f: False for f in feats}):
+        fast, slow = both(rows, adverse, integral)
+        assert fast == slow
+    # an outcome (approve / decline) that the grid-scanned feature can change too, both ways: Time far from 60,
+    # or less Debt, or a smaller Amount (monotone, as the catalogue's directions say)
+    syn = pd.DataFrame({"Time": [60.0, 24.0, 90.0, 60.0, 36.0, np.nan, 60.0, 60.0],
+                        "Debt": [5000.0, 9000.0, 3000.0, np.nan, 800.0, 4000.0, 200.0, 9e7],
+                        "Amount": [2000.0, 900.0, 700.0, 5000.0, np.nan, 650.0, 3000.0, 9e5],
+                        "Income": [200.0, np.nan, 120.0, 80.0, 300.0, 150.0, 90.0, 100.0]})
+
+    def outcome(f):
+        ok = ((f["Time"] >= 100) | (f["Time"] <= 15) | (f["Debt"] <= 150) | (f["Amount"] <= 600)).to_numpy()
+        return np.where(ok, "approve", "decline").astype(object), np.where(ok, 0.1, 0.9)
+
+    adverse = np.array(["decline"] * len(syn), dtype=object)
+    fast, slow = [counterfactual.single_changes(syn, adverse, spec, outcome, memo=t) for t in (True, False)]
+    assert fast == slow
+    by = [r["changes"][0]["feature"] if r else None for r in fast]
+    assert "Time" in by and {"Debt", "Amount"} & set(by), by
+    for i in range(len(syn)):
+        one = syn.iloc[[i]].reset_index(drop=True)
+        assert [counterfactual.single_changes(one, adverse[:1], spec, outcome, memo=t) for t in (True, False)] \
+            == [fast[i:i + 1]] * 2
+
+    def two(f):  # no one change of these rows suffices: two of them, Time far from 60 with less Debt or Amount
+        far = ((f["Time"] >= 90) | (f["Time"] <= 30)).to_numpy()
+        ok = (far & ((f["Debt"] <= 2000) | (f["Amount"] <= 1500)).to_numpy()) | \
+            ((f["Debt"] <= 1000) & (f["Amount"] <= 1200)).to_numpy()
+        return np.where(ok, "approve", "decline").astype(object), np.where(ok, 0.1, 0.9)
+
+    pairs = [counterfactual.pair_changes(syn, adverse, spec, two, memo=t) for t in (True, False)]
+    assert pairs[0] == pairs[1]
+    assert len({tuple(c["feature"] for c in r["changes"]) for r in pairs[0] if r}) >= 2, pairs[0]
