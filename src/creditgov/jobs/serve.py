@@ -98,6 +98,11 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB: ~2,000 rows of the application catalogue
 MAX_ROWS = 1000
 AUDIT_WINDOW_S = 0.0  # no waiting: requests that arrive during an append form the next one
 MERGE_MAX_ROWS = 1000  # rows decided together in one micro-batch
+# a micro-batch of at most this many rows is decided, and its journal frame written, on the event loop itself:
+# the hops (loop -> decide thread -> loop -> audit thread -> loop, each waiting for the GIL) cost more than
+# the loop's few milliseconds of block (at 100 requests/s, 2 workers: p50 9.0-9.3 -> 8.4-8.5 ms, p99
+# 27-32 -> 26 ms, 5% less CPU); a larger one goes to the threads, so that the loop keeps answering meanwhile
+INLINE_ROWS = 16
 AUDIT_MAX_ROWS = 20_000  # rows per audit append; also the rows at which a journal segment is sealed at once
 MERGE_DELAY_S = 1.0  # a journaled decision is sealed in the trail within about this many seconds
 LABEL = "api"
@@ -431,7 +436,11 @@ class DecideBatcher:
                 break
             items, stop = _take_queued(self.queue, item, self.max_rows, lambda it: _rows_of(it[0]))
             try:
-                outs, frames = await loop.run_in_executor(self.pool, self.decider.decide_many, [b for b, _ in items])
+                bodies = [b for b, _ in items]
+                if sum(_rows_of(b) for b in bodies) <= INLINE_ROWS:
+                    outs, frames = self.decider.decide_many(bodies)
+                else:
+                    outs, frames = await loop.run_in_executor(self.pool, self.decider.decide_many, bodies)
             except Exception as exc:
                 outs, frames = [exc] * len(items), []
             self.batches += 1
@@ -627,7 +636,11 @@ class AuditWriter:
                     await loop.run_in_executor(self.pool, self._append, [f for fs, _ in items for f in fs])
                     promises = [None] * len(items)
                 else:
-                    promises = await loop.run_in_executor(self.pool, self._journal_append, [fs for fs, _ in items])
+                    groups = [fs for fs, _ in items]
+                    if sum(len(f) for fs in groups for f in fs) <= INLINE_ROWS:
+                        promises = self._journal_append(groups)
+                    else:
+                        promises = await loop.run_in_executor(self.pool, self._journal_append, groups)
             except Exception as exc:  # the decisions were not recorded: none of them is issued
                 log.error("audit append failed for %d requests: %s", len(items), str(exc).splitlines()[0][:200])
                 for _, fut in items:
