@@ -9,7 +9,8 @@ test modules as `helpers`.
   hostile-input corpus); `hostile_corpus` and `hostile_params` (tests/data/hostile/).
 - Models: `train_and_promote` (the real training job, then promote), `fit_saved_model` (a quick fit saved as
   JSON files), `serve_saved_models` (those files served as a "registered" version, registry untouched).
-- The command line: `creditgov_argv`, `cli_env`, `run_creditgov` (`python -m creditgov ...` as a subprocess).
+- The command line: `creditgov_argv`, `cli_env`, `run_creditgov` (`python -m creditgov ...` as a subprocess),
+  `start_serve` (`creditgov serve` started on a free port, once it says where it listens).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -212,6 +214,25 @@ def run_creditgov(*args: str, cwd: Path, env: dict | None = None, timeout: float
     """`python -m creditgov ARGS` in `cwd`, output captured as text; `env` or cli_env(**extra)."""
     return subprocess.run(creditgov_argv(*args), cwd=cwd, env=cli_env(**extra) if env is None else env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def start_serve(root: Path, err, *args: str, env: dict, timeout: float = 180,
+                banner: str = "") -> tuple[subprocess.Popen, str]:
+    """`creditgov serve ARGS` in `root` (stderr to the open file `err`), once its start-up line says where it
+    listens (after `banner`, e.g. "2 workers; "): (process, base URL); the test fails with the line and the log's
+    end if it does not start within `timeout` seconds."""
+    proc = subprocess.Popen(creditgov_argv("serve", *args), cwd=root, env=env, stdout=subprocess.PIPE, stderr=err,
+                            text=True)
+    line, deadline = "", time.monotonic() + timeout
+    while time.monotonic() < deadline and "listening on" not in line:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+    m = re.search(re.escape(banner) + r"listening on (http://127\.0\.0\.1:\d+)", line)
+    if not m:
+        proc.kill()
+        pytest.fail(f"server did not start: {line!r} {Path(err.name).read_text()[-2000:]}")
+    return proc, m.group(1)
 
 
 SNAKE_CASE = re.compile(r"\b[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+\b")

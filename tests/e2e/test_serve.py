@@ -29,7 +29,7 @@ import pytest
 from creditgov.jobs.serve import records as records_of
 from creditgov.spec import load_spec
 from helpers import (APPLICATION_FAST, cli_env, copy_project, copy_trained_project, creditgov_argv, in_project,
-                     names_leaked, quiet)
+                     names_leaked, quiet, start_serve)
 
 pytestmark = pytest.mark.e2e
 
@@ -41,21 +41,9 @@ REQUESTS = 96
 
 
 def _start(root: Path, err, reload_seconds: float = 0, merge_delay: float | None = None) -> tuple[subprocess.Popen, str]:
-    env = cli_env(CREDITGOV_API_KEYS=",".join(KEYS))
     more = ("--merge-delay", str(merge_delay)) if merge_delay is not None else ()
-    proc = subprocess.Popen(creditgov_argv("serve", "--spec", APPLICATION_FAST, "--port", "0", "--as-of", AS_OF,
-                                           "--reload-seconds", str(reload_seconds), *more),
-                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-    line, deadline = "", time.monotonic() + 180
-    while time.monotonic() < deadline and "listening on" not in line:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-    m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-    if not m:
-        proc.kill()
-        pytest.fail(f"server did not start: {line!r} {(root / 'server.log').read_text()[-2000:]}")
-    return proc, m.group(1)
+    return start_serve(root, err, "--spec", APPLICATION_FAST, "--port", "0", "--as-of", AS_OF, "--reload-seconds",
+                       str(reload_seconds), *more, env=cli_env(CREDITGOV_API_KEYS=",".join(KEYS)))
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import APPLICATION_FAST, cli_env, copy_trained_project, creditgov_argv, in_project
+from helpers import APPLICATION_FAST, cli_env, copy_trained_project, in_project, start_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -45,20 +45,9 @@ def recs(credit_data, spec):
 
 
 def _start(root: Path, err, *more: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(creditgov_argv("serve", "--spec", APPLICATION_FAST, "--port", "0", "--as-of", AS_OF,
-                                           "--reload-seconds", "0", "--workers", "2", *more),
-                            cwd=root, env=cli_env(CREDITGOV_API_KEYS=KEY), stdout=subprocess.PIPE, stderr=err,
-                            text=True)
-    line, deadline = "", time.monotonic() + 240
-    while time.monotonic() < deadline and "listening on" not in line:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-    m = re.search(r"2 workers; listening on (http://127\.0\.0\.1:\d+)", line)
-    if not m:
-        proc.kill()
-        pytest.fail(f"server did not start: {line!r} {Path(err.name).read_text()[-2000:]}")
-    return proc, m.group(1)
+    return start_serve(root, err, "--spec", APPLICATION_FAST, "--port", "0", "--as-of", AS_OF, "--reload-seconds", "0",
+                       "--workers", "2", *more, env=cli_env(CREDITGOV_API_KEYS=KEY), timeout=240,
+                       banner="2 workers; ")
 
 
 def _workers(pid: int) -> list[int]:
