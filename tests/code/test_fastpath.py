@@ -262,3 +262,27 @@ def test_a_few_rows_counterfactuals_answered_from_their_grids_are_the_sequential
     pairs = [counterfactual.pair_changes(syn, adverse, spec, two, memo=t) for t in (True, False)]
     assert pairs[0] == pairs[1]
     assert len({tuple(c["feature"] for c in r["changes"]) for r in pairs[0] if r}) >= 2, pairs[0]
+
+
+def test_the_pair_stage_on_the_first_stages_evaluator_is_the_pair_stage_on_its_own(spec, stored_suite, tiny_rows,
+                                                                                     credit_data):
+    """decide_rows hands the pair stage the first stage's candidate evaluator (its rows already encoded), read
+    through the pending rows' places among the adverse ones: the same two-feature changes as an evaluator built
+    over the pending rows, with and without the cap."""
+    from creditgov.data import expectations
+    from creditgov.decision import counterfactual, decide
+    from creditgov.model import train
+
+    model = train.fit_model(*tiny_rows, spec, n_estimators=60)  # (the tiny model's few rounds flip no pending row)
+    suite = validate.CompiledSuite(expectations.for_scoring(stored_suite, spec, []))
+    rows = credit_data.drop(columns=[spec.target.column]).reset_index(drop=True)
+    part = decide.decide_part(model, validate.validate_rows(rows, spec, suite, "rows").clean, spec)
+    _, pending, shared = decide.first_counterfactuals(model, part, spec,
+                                                      counterfactual.integral_flags(part.clean, spec))
+    assert shared is not None and 3 <= len(pending) < part.adverse.sum(), "pending rows are not the first adverse"
+    for cap in (decide.MAX_PAIR_ROWS, 2):
+        own = decide.pair_counterfactuals(model, [pending], spec, max_pair_rows=cap)
+        assert decide.pair_counterfactuals(model, [pending], spec, max_pair_rows=cap, evaluate=shared) == own
+        assert len(own[0]) == min(cap, len(pending))
+        if cap == decide.MAX_PAIR_ROWS:
+            assert any(r is not None for r in own[0]), [r is None for r in own[0]]
