@@ -286,3 +286,28 @@ def test_the_pair_stage_on_the_first_stages_evaluator_is_the_pair_stage_on_its_o
         assert len(own[0]) == min(cap, len(pending))
         if cap == decide.MAX_PAIR_ROWS:
             assert any(r is not None for r in own[0]), [r is None for r in own[0]]
+
+
+def test_a_few_rows_searched_values_are_to_numerics(spec, raw, monkeypatch):
+    """The counterfactual search reads a few rows' actionable values from their arrays (ints, floats with NaN,
+    numbers as text in an object column): what pd.to_numeric gives, so the same grids and rounding flags."""
+    from creditgov.decision import counterfactual
+
+    feats = [f.name for f in counterfactual.actionable(spec)]
+    rows = raw.iloc[:6].copy()
+    rows[feats[0]] = rows[feats[0]].astype(object).where(rows.index != 2, "12.5")  # text: the Series route
+    rows.loc[1, feats[-1]] = np.nan
+    rows.loc[3, feats[1:]] = rows.loc[3, feats[1:]].astype(float) + 0.25  # not whole: no rounding
+    frames = [rows.iloc[[k]].reset_index(drop=True) for k in range(6)] + [rows]
+    fast = [(counterfactual.integral_flags(f, spec),
+             counterfactual.single_changes(f, np.array(["decline"] * len(f), dtype=object), spec,
+                                           lambda t: (np.where(t[feats[-1]] < 100, "approve", "decline")
+                                                      .astype(object), np.full(len(t), 0.5)))) for f in frames]
+    monkeypatch.setattr(inputs, "SMALL_FRAME_ROWS", 0)
+    slow = [(counterfactual.integral_flags(f, spec),
+             counterfactual.single_changes(f, np.array(["decline"] * len(f), dtype=object), spec,
+                                           lambda t: (np.where(t[feats[-1]] < 100, "approve", "decline")
+                                                      .astype(object), np.full(len(t), 0.5)))) for f in frames]
+    assert fast == slow
+    assert fast[2][0][feats[0]] is False and fast[0][0][feats[0]] is True  # 12.5 read as a number, not NaN
+    assert fast[3][0][feats[1]] is False and fast[-1][0][feats[1]] is False

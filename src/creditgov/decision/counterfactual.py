@@ -46,6 +46,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from creditgov.data import inputs
 from creditgov.decision.policy import favourable_downward_closed, on_book_applies
 from creditgov.spec import Feature, PipelineSpec, parse_expression
 
@@ -212,11 +213,22 @@ def monotone_for_search(f: Feature, spec: PipelineSpec, on_book: bool) -> bool:
     return True
 
 
+def _current(rows: pd.DataFrame, spec: PipelineSpec) -> dict[str, np.ndarray]:
+    """The actionable features' values, as the search reads them: pd.to_numeric(errors="coerce") as float64
+    (a few rows' numeric columns read from their arrays, without a Series each: the same values)."""
+    plain = inputs.plain_columns(rows) if len(rows) <= inputs.SMALL_FRAME_ROWS else {}
+    out = {}
+    for f in actionable(spec):
+        a = plain.get(f.name)
+        out[f.name] = (a.astype("float64") if a is not None and a.dtype.kind in "iuf" else
+                       pd.to_numeric(rows[f.name], errors="coerce").to_numpy(dtype="float64"))
+    return out
+
+
 def integral_flags(rows: pd.DataFrame, spec: PipelineSpec) -> dict[str, bool]:
     """Per actionable feature: are all the (non-missing) values whole numbers? Decides grid rounding;
     a caller that splits a batch combines the parts' flags with `and`."""
-    return {f.name: _is_integral(pd.to_numeric(rows[f.name], errors="coerce").to_numpy(dtype="float64"))
-            for f in actionable(spec)}
+    return {name: _is_integral(v) for name, v in _current(rows, spec).items()}
 
 
 def frame_evaluator(rows: pd.DataFrame, outcome: Callable[[pd.DataFrame], tuple]) -> Evaluate:
@@ -284,8 +296,7 @@ class _Search:
         self.n = len(rows)
         self.evaluate = evaluate
         self.adverse = np.asarray(adverse_action, dtype=object)
-        self.cur = {f.name: pd.to_numeric(rows[f.name], errors="coerce").to_numpy(dtype="float64")
-                    for f in self.feats}
+        self.cur = _current(rows, spec)
         on_book = spec.policy is not None and on_book_applies(rows, spec.policy)
         self.mono = {f.name: monotone_for_search(f, spec, on_book) for f in self.feats}
         self.best_cost = np.full(self.n, np.inf)
