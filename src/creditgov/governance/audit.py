@@ -31,6 +31,7 @@ import os
 import queue
 import sqlite3
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -1246,8 +1247,6 @@ def _ints(textual, n: int) -> np.ndarray | None:
     """n integers from a comma-separated text; None when it holds anything else (an altered row)."""
     if n == 0:
         return np.zeros(0, np.int64)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy warns of text it cannot read to its end: the length says it
         out = np.fromstring(str(textual or ""), dtype=np.int64, sep=",")
