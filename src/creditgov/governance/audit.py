@@ -485,7 +485,8 @@ def _claim(c, dialect: str, batch: int, first: int, ids: np.ndarray, placed: int
     else:
         cur.execute(_CLAIM["postgresql"], (Binary(ids.tobytes()), batch, first, n))
         claimed = cur.rowcount
-    if claimed != n or placed != n:  # a refused id, or a range appended before: keep only the owned rows
+    if claimed != placed:  # an id refused for a row placed now: keep only the owned rows (a row placed before
+        # was committed with its id row; a range appended again, by a rerun or a concurrent writer, places none)
         cur.execute(_UNCLAIMED[dialect], (batch, first, first + n))
     return claimed
 
@@ -1118,7 +1119,7 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings, fo
                                                                                for o, x in other.items()}}, pos + i))
         n += table.num_rows
     if elsewhere:  # decisions the index holds under another batch (the same decision in two logs)
-        known = {}
+        owned = {}
         qi = text("SELECT i.decision_id, d.leaf, i.batch FROM audit_ids i JOIN audit_decisions d ON "
                   "d.batch = i.batch AND d.position = i.position AND d.decision_id = i.decision_id "
                   "WHERE i.decision_id IN :ids")
@@ -1127,9 +1128,9 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings, fo
         qi = qi.bindparams(bindparam("ids", expanding=True))
         for i in range(0, len(elsewhere), 5000):
             part = [e[1] for e in elsewhere[i:i + 5000]]
-            known.update({bytes(d): (bytes(l), b) for d, l, b in c.execute(qi, {"ids": part})})
+            owned.update({bytes(d): (bytes(l), b) for d, l, b in c.execute(qi, {"ids": part})})
         for did, d16, leaf, p in elsewhere:
-            k = known.get(d16)
+            k = owned.get(d16)
             if k is None:
                 f.add("decisions", f"decision {did}: row {p + 1} of {name} is not in the trail (missing)")
             elif k[0] != leaf.get(formats.get(int(k[1]), fmt)):
