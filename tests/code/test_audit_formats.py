@@ -120,9 +120,9 @@ def test_chunks_indexed_several_per_transaction_give_the_same_trail(tmp_path, mo
 
 
 def test_rows_inserted_in_key_order_give_the_same_index_and_skip_the_same_duplicates(tmp_path, monkeypatch):
-    """From SORTED_ROWS rows on, SQLite gets a transaction's rows in key order (positions carried along):
-    the same index rows as in log order, and a decision already in the trail (another log holding it) is
-    skipped the same way."""
+    """From SORTED_ROWS rows on, SQLite gets a transaction's id rows in key order (positions carried along):
+    the same index rows (positional and id) as in log order, and a decision already in the trail (another log
+    holding it) is skipped the same way."""
     monkeypatch.chdir(tmp_path)
     first, second = tmp_path / "decisions" / "first.parquet", tmp_path / "decisions" / "second.parquet"
     _log(first, 20000, 120)
@@ -130,15 +130,18 @@ def test_rows_inserted_in_key_order_give_the_same_index_and_skip_the_same_duplic
 
     def trail(db: str, sorted_rows: int) -> tuple[list, list]:
         monkeypatch.setattr(audit, "SORTED_ROWS", sorted_rows)
-        monkeypatch.setattr(audit, "SORTED_STORE_BYTES", 0)  # (a large store's rule, on a small one)
         url = f"sqlite:///{tmp_path / db}"
         got = [audit.record_log(p, url, chunk_rows=64).inserted for p in (first, second)]
+        problems = audit.verify(url, scan=[]).problems  # (the 70 shared ids hold other records in the second)
+        assert problems[-1] == "70 in all: decisions" and not [p for p in problems if "index" in p], problems
         with closing(sqlite3.connect(tmp_path / db)) as c:
             return got, c.execute("SELECT batch, position, decision_id, leaf FROM audit_decisions "
-                                  "ORDER BY batch, position").fetchall()
+                                  "ORDER BY batch, position").fetchall(), c.execute(
+                "SELECT decision_id, batch, position FROM audit_ids ORDER BY decision_id").fetchall()
 
     in_order, keyed = trail("order.db", 10**9), trail("keyed.db", 16)
     assert keyed == in_order and keyed[0] == [120, 230]
+    assert sorted((bytes(d), b, p) for b, p, d, _ in keyed[1]) == [(bytes(d), b, p) for d, b, p in keyed[2]]
     ids = np.frombuffer(b"".join(bytes(r[2]) for r in keyed[1]), np.uint8).reshape(-1, 16)
     order = audit._key_order(ids)  # the permutation is the blobs' bytewise order
     assert [bytes(ids[i]) for i in order] == sorted(bytes(i) for i in ids)
@@ -199,3 +202,49 @@ def test_a_service_sets_a_smaller_sqlite_page_cache_for_connections_opened_after
             assert c.execute(text("PRAGMA cache_size")).scalar() == -serve.SERVE_SQLITE_CACHE_KIB
     finally:
         audit.set_cache_kib(before)
+
+
+def test_a_postgresql_store_of_the_earlier_layout_migrates_and_its_index_tables_are_checked(tmp_path, monkeypatch,
+                                                                                             postgres):
+    """On PostgreSQL: a store of the earlier layout (one table, its unique index on decision_id) is migrated to
+    the id table when opened and verifies; a row of either index table changed, or the id table's unique key
+    dropped, is named."""
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "decisions" / "pg.parquet"
+    ids = _log(log, 30000, 300)
+    url = postgres.url()
+    assert audit.record_log(log, url, chunk_rows=64).inserted == 300
+    assert audit.verify(url, scan=[]).ok
+    con = postgres.connect(url.rsplit("/", 1)[1])
+    try:
+        cur = con.cursor()
+        cur.execute("DROP TABLE audit_ids")
+        cur.execute("CREATE UNIQUE INDEX audit_decisions_id ON audit_decisions (decision_id)")
+        audit._engines.pop(url).dispose()  # opened again, as a new process would
+        r = audit.verify(url, scan=[])
+        assert r.ok and r.decisions == 300, r.problems
+        cur.execute("SELECT COUNT(*) FROM audit_ids")
+        assert cur.fetchone()[0] == 300
+        cur.execute("SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'audit_decisions_id'")
+        assert cur.fetchone()[0] == 0
+        assert audit.recorded([ids[0], "f" * 32], url) == {ids[0]}
+        cur.execute("UPDATE audit_ids SET position = 7 WHERE decision_id = %s", (bytes.fromhex(ids[3]),))
+        cur.execute("ALTER TABLE audit_ids DROP CONSTRAINT audit_ids_pkey")
+        problems = audit.verify(url, scan=[]).problems
+    finally:
+        con.close()
+    assert f"decision {ids[3]}: the id index places it at row 8 of pg.parquet, which the positional index holds " \
+           f"as decision {ids[7]} (the index tables disagree)" in problems
+    assert "the unique key on decision ids (the primary key of audit_ids) is missing (dropped)" in problems
+
+
+def test_the_id_index_in_memory_answers_membership_like_the_store():
+    """verify checks the decisions of logs on disk against the id index's keys in memory (two words a key,
+    in key order); keys sharing their first word are told apart by the second."""
+    keys = sorted({bytes([0] * 8 + [i]) + bytes(7) for i in (1, 5, 9)} | {bytes([7] * 16), bytes([200] * 16)})
+    held = audit._HeldIds([audit._HeldIds.words(np.frombuffer(b"".join(keys), np.uint8).reshape(-1, 16))])
+    asked = [keys[2], bytes([0] * 8 + [5]) + bytes(7), bytes([0] * 8 + [6]) + bytes(7), bytes([7] * 16), bytes(16),
+             bytes([255] * 16), keys[0]]
+    assert held.missing(np.frombuffer(b"".join(asked), np.uint8).reshape(-1, 16)) == 3
+    assert held.missing(np.zeros((0, 16), np.uint8)) == 0
+    assert audit._HeldIds([]).missing(np.frombuffer(bytes(32), np.uint8).reshape(2, 16)) == 2

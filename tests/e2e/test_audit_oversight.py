@@ -127,7 +127,7 @@ def test_every_decision_is_indexed_once_under_one_sealed_batch(proj):
 def test_the_store_is_compact(proj):
     with closing(sqlite3.connect(proj.db)) as c:
         c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        pages = c.execute("SELECT SUM(pgsize) FROM dbstat WHERE name IN ('audit_decisions', 'audit_decisions_id')"
+        pages = c.execute("SELECT SUM(pgsize) FROM dbstat WHERE name IN ('audit_decisions', 'audit_ids')"
                           ).fetchone()[0] if _has_dbstat(c) else None
     if pages is not None:
         assert pages / len(proj.log) <= 200, pages / len(proj.log)
@@ -223,22 +223,27 @@ def test_a_deleted_decision_is_named_missing(proj, tmp_path):
         c.commit()
     err = _verify_cli_fails(db)
     assert f"decision {did}: row 2001 of {proj.res.path.name} is not in the trail (missing)" in err
+    # (its positional row only: the id index still names it, and verify says the two tables disagree)
+    assert f"decision {did}: the id index places it at row 2001 of {proj.res.path.name}, which the positional " \
+           "index does not hold (the index tables disagree)" in err
     with pytest.raises(audit.AuditError, match="not in the audit trail"):
         audit.find_decision(did, _url(db))
 
 
 def test_an_altered_or_reordered_index_row_is_named(proj, tmp_path):
-    """The log is intact but the index is not: a leaf hash changed, two rows' positions swapped (verify reads
-    the index in position order as two blobs; neither difference may pass as intact)."""
+    """The log is intact but the index is not: a leaf hash changed, two rows' positions swapped in both index
+    tables alike (verify reads the index in position order as two blobs; neither difference may pass as
+    intact)."""
     from creditgov.governance import audit
 
     ids = proj.log["decision_id"]
     db = _copy_db(proj.db, tmp_path / "index")
     with closing(sqlite3.connect(db)) as c:
         c.execute("UPDATE audit_decisions SET leaf = zeroblob(32) WHERE decision_id = ?", (bytes.fromhex(ids[7]),))
-        for old, new in ((100, -1), (101, 100), (-1, 101)):
-            c.execute("UPDATE audit_decisions SET position = ? WHERE batch = ? AND position = ?",
-                      (new, proj.appended.batch, old))
+        for table in ("audit_decisions", "audit_ids"):
+            for old, new in ((100, -1), (101, 100), (-1, 101)):
+                c.execute(f"UPDATE {table} SET position = ? WHERE batch = ? AND position = ?",
+                          (new, proj.appended.batch, old))
         c.commit()
     problems = audit.verify(_url(db), scan=[]).problems
     name = proj.res.path.name
@@ -261,16 +266,73 @@ def test_an_inserted_decision_is_named(proj, tmp_path):
 
 
 def test_a_duplicated_decision_is_named(proj, tmp_path):
-    """The unique key is the store's guard; if someone drops it and copies a decision, verify names it."""
+    """The unique key (audit_ids' primary key) is the store's guard; if someone rebuilds the id table without it
+    and copies a decision into both index tables, verify names the copy and the missing key."""
     did = proj.log["decision_id"].iloc[10]
     db = _copy_db(proj.db, tmp_path / "dupe")
     with closing(sqlite3.connect(db)) as c:
-        c.execute("DROP INDEX audit_decisions_id")
+        c.execute("ALTER TABLE audit_ids RENAME TO keyed")
+        c.execute("CREATE TABLE audit_ids (decision_id BLOB, batch INTEGER, position INTEGER)")
+        c.execute("INSERT INTO audit_ids SELECT * FROM keyed")
+        c.execute("DROP TABLE keyed")
         c.execute("INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT batch, ?, decision_id, "
                   "leaf FROM audit_decisions WHERE decision_id = ?", (len(proj.log) + 5, bytes.fromhex(did)))
+        c.execute("INSERT INTO audit_ids (decision_id, batch, position) SELECT decision_id, batch, ? FROM audit_ids "
+                  "WHERE decision_id = ?", (len(proj.log) + 5, bytes.fromhex(did)))
         c.commit()
     err = _verify_cli_fails(db)
     assert f"decision {did}: in the trail 2 times (duplicated)" in err
+    assert "the unique key on decision ids (the primary key of audit_ids) is missing (dropped)" in err
+
+
+def test_the_two_index_tables_disagreeing_is_named(proj, tmp_path):
+    """audit_ids (decision id -> batch, position: the unique key) and audit_decisions (batch, position ->
+    decision id, leaf) hold the same decisions; a row deleted, added or changed in either one is named."""
+    from creditgov.governance import audit
+
+    ids, name, batch = proj.log["decision_id"], proj.res.path.name, proj.appended.batch
+    forged = "cd" * 16
+    db = _copy_db(proj.db, tmp_path / "disagree")
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("DELETE FROM audit_ids WHERE decision_id = ?", (bytes.fromhex(ids[5]),))
+        c.execute("UPDATE audit_ids SET position = 3000 WHERE decision_id = ?", (bytes.fromhex(ids[6]),))
+        c.execute("INSERT INTO audit_ids (decision_id, batch, position) VALUES (?, ?, 9)", (bytes.fromhex(forged),
+                                                                                           batch))
+        c.execute("UPDATE audit_decisions SET decision_id = ? WHERE position = 50", (bytes.fromhex(forged[::-1]),))
+        c.commit()
+    problems = audit.verify(_url(db), scan=[]).problems
+    assert f"decision {ids[5]}: row 6 of {name} is in the positional index but not in the id index (inserted, " \
+           "or its id row deleted)" in problems
+    assert f"decision {ids[6]}: the id index places it at row 3001 of {name}, which the positional index holds " \
+           f"as decision {ids[3000]} (the index tables disagree)" in problems
+    assert f"decision {ids[6]}: row 7 of {name} is in the positional index, and the id index places it " \
+           "elsewhere (the index tables disagree)" in problems
+    assert f"decision {forged}: the id index places it at row 10 of {name}, which the positional index holds " \
+           f"as decision {ids[9]} (the index tables disagree)" in problems
+    assert f"decision {ids[50]}: the id index places it at row 51 of {name}, which the positional index holds " \
+           f"as decision {forged[::-1]} (the index tables disagree)" in problems
+    assert not [p for p in problems if ids[3000] in p and "row 3001 of" not in p]  # row 3001 itself agrees
+
+
+def test_a_store_of_the_earlier_layout_is_migrated_once_and_verifies(proj, tmp_path):
+    """A store written before the id index had a table of its own (one table, its unique index on decision_id)
+    is migrated when it is opened: audit_ids filled from audit_decisions, the old index dropped, in one
+    transaction; the trail then verifies and finds decisions as before."""
+    from creditgov.governance import audit
+
+    db = _copy_db(proj.db, tmp_path / "earlier")
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("DROP TABLE audit_ids")
+        c.execute("CREATE UNIQUE INDEX audit_decisions_id ON audit_decisions (decision_id)")
+        c.commit()
+    r = audit.verify(_url(db), scan=[])
+    assert r.ok and r.decisions == len(proj.log), r.problems
+    with closing(sqlite3.connect(db)) as c:
+        assert c.execute("SELECT COUNT(*) FROM audit_ids").fetchone()[0] == len(proj.log)
+        assert not c.execute("SELECT name FROM sqlite_master WHERE name = 'audit_decisions_id'").fetchall()
+    did = proj.log["decision_id"].iloc[321]
+    assert audit.find_decision(did, _url(db))["decision_id"] == did
+    assert audit.prove(did, _url(db))["leaf_index"] == 321
 
 
 def test_a_log_missing_from_disk_is_named(proj, tmp_path):

@@ -10,9 +10,13 @@ Design (the README's "Audit trail" section says it for a regulator's technician)
   SHA-256(payload), hash[n-1]" joined by 0x1f. Batches, reviews, contests, promotions and prunes
   are entries; `audit_chain_head` keeps the last (seq, hash), which `creditgov audit verify` prints so
   it can be published elsewhere.
-* `audit_decisions` is the index: decision id (16 bytes) -> batch, position, leaf hash (32 bytes),
-  with a UNIQUE key on the decision id, so the store itself refuses a second copy of a decision:
-  two processes appending the same batch at the same moment insert each decision once.
+* The index is two tables. `audit_decisions` is positional: (batch, position) -> decision id (16 bytes),
+  leaf hash (32 bytes), appended in position order. `audit_ids` is the id index: decision id -> batch,
+  position, its PRIMARY KEY the UNIQUE key on the decision id, so the store itself refuses a second copy
+  of a decision: two processes appending the same batch at the same moment insert each decision once.
+  A positional row whose id the key refused (another batch, or an earlier position, holds it) is deleted
+  in the same transaction: every positional row has exactly one id row naming it, which verify checks.
+  An append's id rows go in in key order, one sweep over the id index's pages per transaction.
 * `audit_batches` tracks a batch from `open` (index rows being inserted, chunk by chunk) to
   `sealed` (its chain entry written). A kill leaves an open batch, which verify names as
   incomplete and which the same command completes when run again.
@@ -27,6 +31,7 @@ import os
 import queue
 import sqlite3
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -67,6 +72,14 @@ def exists(url: str | None = None) -> bool:
     return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
 
 
+# the id index: each decision id once (its PRIMARY KEY is the store's unique key), with the batch and position
+# of the one positional row (audit_decisions) that holds it
+_IDS_DDL = {
+    "sqlite": "CREATE TABLE {} audit_ids (decision_id BLOB PRIMARY KEY, batch INTEGER NOT NULL, "
+              "position INTEGER NOT NULL) WITHOUT ROWID",
+    "postgresql": "CREATE TABLE {} audit_ids (decision_id BYTEA PRIMARY KEY, batch BIGINT NOT NULL, "
+                  "position BIGINT NOT NULL)",
+}
 _DDL = {
     "sqlite": [
         "CREATE TABLE IF NOT EXISTS audit_entries (seq INTEGER PRIMARY KEY, kind VARCHAR(16) NOT NULL, "
@@ -79,6 +92,7 @@ _DDL = {
         "merkle_root CHAR(64), entry_seq INTEGER, opened_at VARCHAR(32) NOT NULL)",
         "CREATE TABLE IF NOT EXISTS audit_decisions (batch INTEGER NOT NULL, position INTEGER NOT NULL, "
         "decision_id BLOB NOT NULL, leaf BLOB NOT NULL, PRIMARY KEY (batch, position)) WITHOUT ROWID",
+        _IDS_DDL["sqlite"].format("IF NOT EXISTS"),
     ],
     "postgresql": [
         "CREATE TABLE IF NOT EXISTS audit_entries (seq BIGINT PRIMARY KEY, kind VARCHAR(16) NOT NULL, "
@@ -91,13 +105,13 @@ _DDL = {
         "merkle_root CHAR(64), entry_seq BIGINT, opened_at VARCHAR(32) NOT NULL)",
         "CREATE TABLE IF NOT EXISTS audit_decisions (batch BIGINT NOT NULL, position BIGINT NOT NULL, "
         "decision_id BYTEA NOT NULL, leaf BYTEA NOT NULL, PRIMARY KEY (batch, position))",
+        _IDS_DDL["postgresql"].format("IF NOT EXISTS"),
     ],
 }
 _INDEXES = [
     "CREATE INDEX IF NOT EXISTS audit_entries_record ON audit_entries (record_id)",
-    # the store, not a read-then-write check, keeps each decision in the trail once
-    "CREATE UNIQUE INDEX IF NOT EXISTS audit_decisions_id ON audit_decisions (decision_id)",
 ]
+_OLD_ID_INDEX = "audit_decisions_id"  # the earlier layout's unique index on audit_decisions (_migrate drops it)
 _engines: dict = {}
 # SQLite's page cache per connection, KiB: 256 MiB for a bulk append (the unique index takes random inserts);
 # a service appending a few decisions at a time sets less (set_cache_kib), or its memory grows with the store
@@ -137,14 +151,10 @@ def _engine(url: str | None = None):
     for attempt in range(10):
         try:
             with eng.begin() as c:
-                for stmt in _DDL[dialect] + _INDEXES[:1]:
+                if _migrating(c, dialect):
+                    _migrate(c, dialect)
+                for stmt in _DDL[dialect] + _INDEXES:
                     c.execute(text(stmt))
-            try:
-                with eng.begin() as c:
-                    c.execute(text(_INDEXES[1]))
-            except Exception as exc:  # duplicates already in a tampered store: verify names them
-                if "unique" not in str(exc).lower():
-                    raise
             break
         except Exception as exc:  # two processes creating the schema at once: one wins, retry sees it
             if attempt == 9:
@@ -152,6 +162,35 @@ def _engine(url: str | None = None):
             time.sleep(0.1 * (attempt + 1))
     _engines[url] = eng
     return eng
+
+
+def _tables(c, dialect: str) -> set[str]:
+    from sqlalchemy import text  # heavy: see _engine
+
+    if dialect == "sqlite":
+        return {r[0] for r in c.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'"))}
+    return {r[0] for r in c.execute(text("SELECT table_name FROM information_schema.tables WHERE "
+                                         "table_schema = current_schema()"))}
+
+
+def _migrating(c, dialect: str) -> bool:
+    """A store written before the id index had a table of its own: audit_decisions without audit_ids."""
+    have = _tables(c, dialect)
+    return "audit_decisions" in have and "audit_ids" not in have
+
+
+def _migrate(c, dialect: str) -> None:
+    """Move a store of the earlier layout (one table, its unique index on decision_id) to two tables, inside the
+    caller's transaction (all or nothing): audit_ids is filled from audit_decisions in key order and the old
+    index dropped. CREATE TABLE without IF NOT EXISTS: of two processes migrating at once, the second fails,
+    and its retry finds the store migrated. A store whose old unique key had been dropped and that holds a
+    decision twice keeps the first (batch, position) in audit_ids; verify names the other as duplicated."""
+    from sqlalchemy import text  # heavy: see _engine
+
+    c.execute(text(_IDS_DDL[dialect].format("")))
+    c.execute(text("INSERT INTO audit_ids (decision_id, batch, position) SELECT decision_id, batch, position "
+                   "FROM audit_decisions WHERE true ORDER BY decision_id ON CONFLICT DO NOTHING"))
+    c.execute(text(f"DROP INDEX IF EXISTS {_OLD_ID_INDEX}"))
 
 
 def _now() -> str:
@@ -352,26 +391,38 @@ def _id_text(b: bytes) -> str:
     return bytes(b).hex()
 
 
-_INSERT = {  # one statement per chunk: the keys and leaves travel as two blobs, split by the database
-    # (SQLite counts the rows from a per-connection temporary table of 0, 1, 2, ...: a recursive CTE
-    # would cost a queue insert per row)
+_PLACE = {  # a chunk's positional rows, one statement: the keys and leaves travel as two blobs, split by the
+    # database (SQLite counts the rows from a per-connection temporary table of 0, 1, 2, ...: a recursive CTE
+    # would cost a queue insert per row); a position already held (the same batch appended again) is skipped
     "sqlite": "INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT ?, ? + i, "
               "substr(?, 16 * i + 1, 16), substr(?, 32 * i + 1, 32) FROM temp.audit_seq WHERE i < ? "
               "ON CONFLICT DO NOTHING",
-    # the same rows in key order: row k is decision first + value of the JSON array's element k
-    "sqlite-sorted": "INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT ?, ? + value, "
-                     "substr(?, 16 * key + 1, 16), substr(?, 32 * key + 1, 32) FROM json_each(?) WHERE true "
-                     "ON CONFLICT DO NOTHING",
     "postgresql": "INSERT INTO audit_decisions (batch, position, decision_id, leaf) SELECT %s, %s + i, "
                   "substring(%s from 16 * i + 1 for 16), substring(%s from 32 * i + 1 for 32) "
                   "FROM generate_series(0, %s - 1) AS i ON CONFLICT DO NOTHING",
 }
-# SQLite gets a transaction's rows in key order once it has this many (fewer: the sort costs more than it
-# saves) into a store this large: below ~2M decisions (~200 MB) random inserts into the unique index are
-# cheaper than the sort, the JSON positions and the table's inserts out of position order (+0.6 CPU-seconds
-# at 1M); beyond, each random insert misses the CPU caches and the ordered sweep wins (-13 at 10M)
+_CLAIM = {  # the id rows of positions first, first+1, ...; a decision id already held is skipped (the unique key)
+    "sqlite": "INSERT INTO audit_ids (decision_id, batch, position) SELECT substr(?, 16 * i + 1, 16), ?, ? + i "
+              "FROM temp.audit_seq WHERE i < ? ON CONFLICT DO NOTHING",
+    # the same rows in key order: row i is position first + the i-th fixed-width decimal of the offsets blob
+    "sqlite-sorted": "INSERT INTO audit_ids (decision_id, batch, position) SELECT substr(?, 16 * i + 1, 16), ?, "
+                     "? + CAST(substr(?, ? * i + 1, ?) AS INTEGER) FROM temp.audit_seq WHERE i < ? "
+                     "ON CONFLICT DO NOTHING",
+    "postgresql": "INSERT INTO audit_ids (decision_id, batch, position) SELECT substring(%s from 16 * i + 1 for 16), "
+                  "%s, %s + i FROM generate_series(0, %s - 1) AS i ON CONFLICT DO NOTHING",
+}
+_UNCLAIMED = {  # positional rows of a range whose decision id another batch or position holds: not the trail's
+    "sqlite": "DELETE FROM audit_decisions WHERE batch = ? AND position >= ? AND position < ? AND NOT EXISTS "
+              "(SELECT 1 FROM audit_ids i WHERE i.decision_id = audit_decisions.decision_id AND "
+              "i.batch = audit_decisions.batch AND i.position = audit_decisions.position)",
+    "postgresql": "DELETE FROM audit_decisions d WHERE d.batch = %s AND d.position >= %s AND d.position < %s AND "
+                  "NOT EXISTS (SELECT 1 FROM audit_ids i WHERE i.decision_id = d.decision_id AND i.batch = d.batch "
+                  "AND i.position = d.position)",
+}
+# SQLite gets a transaction's id rows in key order once it has this many (fewer: the sort costs more than it
+# saves): each random insert into the id index misses the CPU caches once the store is large, and the ordered
+# sweep visits each of the index's pages once while it is hot; the positional rows go in position order
 SORTED_ROWS = 4096
-SORTED_STORE_BYTES = 200 * 2**20
 
 
 def _key_order(ids: np.ndarray) -> np.ndarray:
@@ -380,42 +431,69 @@ def _key_order(ids: np.ndarray) -> np.ndarray:
     return np.lexsort((words[:, 1], words[:, 0]))
 
 
-def _keyed(c, dialect: str) -> bool:
-    """Whether an append's transactions into this store insert their rows in key order (SORTED_STORE_BYTES)."""
-    if dialect != "sqlite":
-        return False
-    cur = c.connection.driver_connection.cursor()
-    size = cur.execute("PRAGMA page_count").fetchone()[0] * cur.execute("PRAGMA page_size").fetchone()[0]
-    return size >= SORTED_STORE_BYTES
+def _decimals(values: np.ndarray) -> tuple[bytes, int]:
+    """Non-negative integers as fixed-width ASCII decimals in one blob (SQLite reads the i-th with substr, by
+    byte offset, and CAST: no JSON to parse; a text would be counted in characters from its start); the width."""
+    width = len(str(int(values.max()))) if len(values) else 1
+    digits = (values.astype(np.int64)[:, None] // 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)) % 10
+    return (digits.astype(np.uint8) + 48).tobytes(), width
 
 
-def _insert_index(c, dialect: str, batch: int, first: int, ids: np.ndarray, leaves: np.ndarray,
-                  keyed: bool = False) -> int:
-    """Index decisions first, first+1, ... of a batch; a decision already in the trail is skipped (the
-    unique keys decide, so two processes inserting the same rows at once insert each once). `keyed`
-    (SQLite, a large store: _keyed): the rows go in in key order."""
+def _seq(cur, n: int) -> None:
+    """SQLite's per-connection temporary table of 0, 1, ..., at least n - 1."""
+    cur.execute("CREATE TEMP TABLE IF NOT EXISTS audit_seq (i INTEGER PRIMARY KEY)")
+    have = cur.execute("SELECT COALESCE(MAX(i), -1) FROM temp.audit_seq").fetchone()[0]
+    if have < n - 1:
+        cur.execute("INSERT INTO temp.audit_seq (i) WITH RECURSIVE k(i) AS (SELECT ? UNION ALL SELECT i + 1 "
+                    "FROM k WHERE i + 1 < ?) SELECT i FROM k", (have + 1, n))
+
+
+def _place(c, dialect: str, batch: int, first: int, ids: np.ndarray, leaves: np.ndarray) -> int:
+    """The positional rows (batch, position, decision id, leaf) of decisions first, first+1, ... of a batch, in
+    position order; a position already held is skipped. Returns the rows inserted."""
     n = len(ids)
     if n == 0:
         return 0
     cur = c.connection.driver_connection.cursor()
-    if keyed and n >= SORTED_ROWS:
-        # in key order, the unique index's random keys become one ordered sweep over its pages: each page
-        # is visited once while it is hot, not once per key
-        order = _key_order(ids)
-        cur.execute(_INSERT["sqlite-sorted"], (batch, first, ids[order].tobytes(), leaves[order].tobytes(),
-                                               "[" + ",".join(map(str, order.tolist())) + "]"))
-        return cur.execute("SELECT changes()").fetchone()[0]
     if dialect == "sqlite":
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS audit_seq (i INTEGER PRIMARY KEY)")
-        have = cur.execute("SELECT COALESCE(MAX(i), -1) FROM temp.audit_seq").fetchone()[0]
-        if have < n - 1:
-            cur.execute("INSERT INTO temp.audit_seq (i) WITH RECURSIVE k(i) AS (SELECT ? UNION ALL SELECT i + 1 "
-                        "FROM k WHERE i + 1 < ?) SELECT i FROM k", (have + 1, n))
-        cur.execute(_INSERT["sqlite"], (batch, first, ids.tobytes(), leaves.tobytes(), n))
+        _seq(cur, n)
+        cur.execute(_PLACE["sqlite"], (batch, first, ids.tobytes(), leaves.tobytes(), n))
         return cur.execute("SELECT changes()").fetchone()[0]  # rowcount is -1 for a statement led by WITH
-    else:
-        cur.execute(_INSERT["postgresql"], (batch, first, Binary(ids.tobytes()), Binary(leaves.tobytes()), n))
+    cur.execute(_PLACE["postgresql"], (batch, first, Binary(ids.tobytes()), Binary(leaves.tobytes()), n))
     return cur.rowcount
+
+
+def _claim(c, dialect: str, batch: int, first: int, ids: np.ndarray, placed: int) -> int:
+    """The id rows of decisions first, first+1, ... of a batch whose positional rows `_place` put in (`placed`
+    of them new): each decision id is inserted once, the unique key deciding (so two processes inserting the
+    same rows at once insert each once); SQLite, from SORTED_ROWS rows on, in key order. Where the key refused a
+    decision (another batch, or an earlier position, holds it), its positional row of this range goes too: a
+    decision is in the trail once, under the batch that indexed it first. Returns the id rows inserted."""
+    n = len(ids)
+    if n == 0:
+        return 0
+    cur = c.connection.driver_connection.cursor()
+    if dialect == "sqlite":
+        _seq(cur, n)
+        if n >= SORTED_ROWS:
+            order = _key_order(ids)
+            offsets, width = _decimals(order)
+            cur.execute(_CLAIM["sqlite-sorted"], (ids[order].tobytes(), batch, first, offsets, width, width, n))
+        else:
+            cur.execute(_CLAIM["sqlite"], (ids.tobytes(), batch, first, n))
+        claimed = cur.execute("SELECT changes()").fetchone()[0]
+    else:
+        cur.execute(_CLAIM["postgresql"], (Binary(ids.tobytes()), batch, first, n))
+        claimed = cur.rowcount
+    if claimed != placed:  # an id refused for a row placed now: keep only the owned rows (a row placed before
+        # was committed with its id row; a range appended again, by a rerun or a concurrent writer, places none)
+        cur.execute(_UNCLAIMED[dialect], (batch, first, first + n))
+    return claimed
+
+
+def _insert_index(c, dialect: str, batch: int, first: int, ids: np.ndarray, leaves: np.ndarray) -> int:
+    """Index decisions first, first+1, ... of a batch in one go (`_place`, then `_claim`); the id rows inserted."""
+    return _claim(c, dialect, batch, first, ids, _place(c, dialect, batch, first, ids, leaves))
 
 
 _END, _ABORT = object(), object()  # what the append's reader sends its index writer last
@@ -435,38 +513,29 @@ def _feed(feed: queue.Queue, item, written) -> None:
 
 def _write_index(url: str | None, dialect: str, batch: int, feed: queue.Queue, index_rows: int) -> int:
     """The append's index writer (a thread of its own): each hashed chunk from `feed` goes into an open
-    transaction committed every index_rows decisions (each commit rewrites the pages of the unique index its
-    keys touched: few, large commits write it a few times) and at _END; the database releases the GIL while it
-    inserts. In a small store each chunk is inserted when it comes; in a large one (_keyed) the transaction's
-    chunks are inserted together at its commit, in key order. A conflict with a concurrent writer rolls the
-    transaction back and inserts its chunks again; _ABORT (the reader failed or was interrupted) rolls back.
-    Returns the index rows inserted."""
+    transaction committed every index_rows decisions and at _END; the database releases the GIL while it
+    inserts. A chunk's positional rows go in when it comes (position order: appended at the end of
+    audit_decisions); the transaction's id rows go in together at its commit (`_claim`: in key order, one sweep
+    over the id index's pages; few, large commits write those pages a few times). A conflict with a concurrent
+    writer rolls the transaction back and inserts its chunks again; _ABORT (the reader failed or was
+    interrupted) rolls back. Returns the id rows inserted."""
     retry = _retryable(url)
     conn = _engine(url).connect()
     held: list = []  # (first position, ids, leaves) of the chunks in the open transaction
-    trans, keyed, counted, inserted, rows, held_in = None, False, 0, 0, 0, 0
-
-    def insert(chunks: list) -> int:
-        if not chunks:
-            return 0
-        if not keyed:
-            return sum(_insert_index(conn, dialect, batch, first, ids, lv) for first, ids, lv in chunks)
-        return _insert_index(conn, dialect, batch, chunks[0][0], np.concatenate([h[1] for h in chunks]),
-                             np.concatenate([h[2] for h in chunks]), keyed=True)
+    trans, counted, inserted, rows, held_in, placed = None, 0, 0, 0, 0, 0
 
     def step(commit: bool) -> None:
-        nonlocal trans, keyed, counted, inserted, held_in
+        nonlocal trans, counted, inserted, held_in, placed
         for attempt in range(40):
             try:
                 if trans is None:  # a new transaction, or the same one again from its first chunk
-                    trans, counted, held_in = conn.begin(), 0, 0
-                    keyed = _keyed(conn, dialect)
-                if not keyed:  # the chunks not yet in this transaction, now
-                    counted += insert(held[held_in:])
-                    held_in = len(held)
-                elif commit:  # all of them at once
-                    counted += insert(held)
+                    trans, counted, held_in, placed = conn.begin(), 0, 0, 0
+                for first, ids, lv in held[held_in:]:  # the chunks not yet in this transaction, now
+                    placed += _place(conn, dialect, batch, first, ids, lv)
+                held_in = len(held)
                 if commit:
+                    ids = held[0][1] if len(held) == 1 else np.concatenate([h[1] for h in held])
+                    counted = _claim(conn, dialect, batch, held[0][0], ids, placed)
                     trans.commit()
                     trans, inserted = None, inserted + counted
                 return
@@ -715,9 +784,10 @@ def _locate(c, decision_id: str):
     from sqlalchemy import text  # heavy: see _engine
 
     row = c.execute(text("SELECT d.batch, d.position, d.leaf, b.log_path, b.status, b.merkle_root, b.tree_size, "
-                         "b.entry_seq, b.log_sha256, e.payload FROM audit_decisions d JOIN audit_batches b "
-                         "ON b.batch = d.batch LEFT JOIN audit_entries e ON e.seq = b.entry_seq "
-                         "WHERE d.decision_id = :d"), {"d": _ids16([decision_id])[0]}).first()
+                         "b.entry_seq, b.log_sha256, e.payload FROM audit_ids i JOIN audit_decisions d "
+                         "ON d.batch = i.batch AND d.position = i.position AND d.decision_id = i.decision_id "
+                         "JOIN audit_batches b ON b.batch = d.batch LEFT JOIN audit_entries e ON e.seq = b.entry_seq "
+                         "WHERE i.decision_id = :d"), {"d": _ids16([decision_id])[0]}).first()
     return row
 
 
@@ -779,7 +849,7 @@ def recorded(decision_ids: list[str], url: str | None = None) -> set[str]:
     if not decision_ids:
         return set()
     keys = _ids16(decision_ids)
-    q = text("SELECT decision_id FROM audit_decisions WHERE decision_id IN :ids").bindparams(
+    q = text("SELECT decision_id FROM audit_ids WHERE decision_id IN :ids").bindparams(
         bindparam("ids", expanding=True))
     found: set[bytes] = set()
     with eng.connect() as c:
@@ -968,15 +1038,18 @@ def _index_arrays(c, batch: int, size: int) -> tuple[np.ndarray, np.ndarray] | N
             np.frombuffer(b"".join(leaves), np.uint8).reshape(size, 32))
 
 
-def _batch_intact(c, batch: int, size: int, root_hex: str, log_path: Path) -> bool:
+def _batch_intact(c, batch: int, size: int, root_hex: str, log_path: Path, known: dict | None = None) -> bool:
     """A batch whose log is byte-identical to the one sealed (its SHA-256 matched) is intact when its index
     rows are positions 0..size-1, carry the log's decision ids in order, and their leaves hash to the
     sealed root: the leaves were computed from exactly these bytes when the batch was sealed, so
-    recomputing them would prove nothing more. Any difference sends verify to the full recomputation."""
+    recomputing them would prove nothing more. Any difference sends verify to the full recomputation.
+    known: receives the batch's positional ids (positions 0..size-1), for the id index's check."""
     index = _index_arrays(c, batch, size)
     if index is None:
         return False
     ids, leaves = index
+    if known is not None:
+        known[batch] = ids
     if merkle.root(leaves).hex() != root_hex:
         return False
     pf = pq.ParquetFile(log_path)
@@ -989,9 +1062,11 @@ def _batch_intact(c, batch: int, size: int, root_hex: str, log_path: Path) -> bo
     return at == size
 
 
-def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings, formats: dict[int, str]) -> int:
+def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings, formats: dict[int, str],
+                  known: dict | None = None) -> int:
     """Recompute a sealed batch's leaves from its log and compare them with the index and the root.
-    formats: each batch's leaf format (a decision indexed under another batch is compared in that one's)."""
+    formats: each batch's leaf format (a decision indexed under another batch is compared in that one's).
+    known: receives the batch's positional ids when they were read whole (`_batch_intact`)."""
     from sqlalchemy import text  # heavy: see _engine
 
     name = payload["log_name"]
@@ -1005,7 +1080,7 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings, fo
         return 0
     if file_sha256(log_path) != payload["log_sha256"]:
         f.add("logs", f"batch {batch} ({name}): the decision log at {log_path} was changed after it was recorded")
-    elif _batch_intact(c, batch, size, payload["merkle_root"], log_path):
+    elif _batch_intact(c, batch, size, payload["merkle_root"], log_path, known):
         return size
     # the log or the index differs from what was sealed: recompute every leaf to name each difference
     if fmt == merkle.FORMAT_BIN and sorted(pq.read_schema(log_path).names) != payload.get("columns"):
@@ -1044,16 +1119,18 @@ def _verify_batch(c, batch: int, payload: dict, log_path: Path, f: _Findings, fo
                                                                                for o, x in other.items()}}, pos + i))
         n += table.num_rows
     if elsewhere:  # decisions the index holds under another batch (the same decision in two logs)
-        known = {}
-        qi = text("SELECT decision_id, leaf, batch FROM audit_decisions WHERE decision_id IN :ids")
+        owned = {}
+        qi = text("SELECT i.decision_id, d.leaf, i.batch FROM audit_ids i JOIN audit_decisions d ON "
+                  "d.batch = i.batch AND d.position = i.position AND d.decision_id = i.decision_id "
+                  "WHERE i.decision_id IN :ids")
         from sqlalchemy import bindparam  # heavy: see _engine
 
         qi = qi.bindparams(bindparam("ids", expanding=True))
         for i in range(0, len(elsewhere), 5000):
             part = [e[1] for e in elsewhere[i:i + 5000]]
-            known.update({bytes(d): (bytes(l), b) for d, l, b in c.execute(qi, {"ids": part})})
+            owned.update({bytes(d): (bytes(l), b) for d, l, b in c.execute(qi, {"ids": part})})
         for did, d16, leaf, p in elsewhere:
-            k = known.get(d16)
+            k = owned.get(d16)
             if k is None:
                 f.add("decisions", f"decision {did}: row {p + 1} of {name} is not in the trail (missing)")
             elif k[0] != leaf.get(formats.get(int(k[1]), fmt)):
@@ -1086,7 +1163,7 @@ def _not_indexed(c, ids16: list[bytes]) -> int:
     """How many of these (distinct, 16-byte) decision ids the trail's index does not hold."""
     from sqlalchemy import bindparam, text  # heavy: see _engine
 
-    qi = text("SELECT COUNT(*) FROM audit_decisions WHERE decision_id IN :ids").bindparams(
+    qi = text("SELECT COUNT(*) FROM audit_ids WHERE decision_id IN :ids").bindparams(
         bindparam("ids", expanding=True))
     return sum(len(part) - int(c.execute(qi, {"ids": part}).scalar())
                for part in (ids16[i:i + 5000] for i in range(0, len(ids16), 5000)))
@@ -1126,13 +1203,271 @@ def _is_decision_log(path: Path) -> bool:
 
 
 def _has_unique_key(c, dialect: str) -> bool:
+    """Whether audit_ids has its unique key on decision_id alone (its PRIMARY KEY)."""
     from sqlalchemy import text  # heavy: see _engine
 
     if dialect == "sqlite":
-        rows = c.execute(text("PRAGMA index_list('audit_decisions')")).all()
-        return any(r[1] == "audit_decisions_id" and r[2] for r in rows)
-    return c.execute(text("SELECT COUNT(*) FROM pg_indexes WHERE tablename = 'audit_decisions' AND "
-                          "indexname = 'audit_decisions_id' AND indexdef LIKE 'CREATE UNIQUE%'")).scalar() == 1
+        for row in c.execute(text("PRAGMA index_list('audit_ids')")).all():
+            if row[2] and [r[2] for r in c.execute(text(f"PRAGMA index_info('{row[1]}')"))] == ["decision_id"]:
+                return True
+        return False
+    return c.execute(text("SELECT COUNT(*) FROM pg_index x JOIN pg_attribute a ON a.attrelid = x.indrelid AND "
+                          "a.attnum = x.indkey[0] WHERE x.indrelid = to_regclass('audit_ids') AND x.indisunique "
+                          "AND x.indnatts = 1 AND a.attname = 'decision_id'")).scalar() >= 1
+
+
+CLASSIFIED = 100_000  # positional rows no id row names, each looked up by id (beyond, they are counted)
+_PAGE_ROWS = 1 << 20  # rows of the id index (or of a batch's positional rows) read per query, keyset-paged
+_PAGE_SQL = {  # a page of rows after a key, in key order, as a few concatenations (no Python object per row)
+    # (the page's last key is the ids' last 16 bytes: MAX() would copy every key of an ascending page; its one
+    # batch is MIN(batch) when MAX(batch) is the same, without a text of them)
+    "sqlite-ids": "SELECT COUNT(*), MIN(batch), MAX(batch), CAST(group_concat(decision_id, '') AS BLOB), "
+                  "group_concat(position, ',') FROM (SELECT decision_id, batch, position FROM audit_ids WHERE {} "
+                  "ORDER BY decision_id LIMIT ?)",
+    "postgresql-ids": "SELECT COUNT(*), MIN(batch), MAX(batch), string_agg(decision_id, ''::bytea ORDER BY "
+                      "decision_id), string_agg(position::text, ',' ORDER BY decision_id) FROM (SELECT decision_id, "
+                      "batch, position FROM audit_ids WHERE {} ORDER BY decision_id LIMIT %s) AS page",
+    "sqlite-batches": "SELECT group_concat(batch, ',') FROM (SELECT decision_id, batch FROM audit_ids WHERE {} "
+                      "ORDER BY decision_id LIMIT ?)",
+    "postgresql-batches": "SELECT string_agg(batch::text, ',' ORDER BY decision_id) FROM (SELECT decision_id, batch "
+                          "FROM audit_ids WHERE {} ORDER BY decision_id LIMIT %s) AS page",
+    "sqlite-last": "SELECT MAX(decision_id) FROM (SELECT decision_id FROM audit_ids WHERE {} ORDER BY decision_id "
+                   "LIMIT ?)",
+    "postgresql-last": "SELECT (array_agg(decision_id ORDER BY decision_id DESC))[1] FROM (SELECT decision_id FROM "
+                       "audit_ids WHERE {} ORDER BY decision_id LIMIT %s) AS page",
+    "sqlite-rows": "SELECT COUNT(*), MAX(position), CAST(group_concat(decision_id, '') AS BLOB), "
+                   "group_concat(position, ',') FROM (SELECT position, decision_id FROM audit_decisions "
+                   "WHERE batch = ? AND {} ORDER BY position LIMIT ?)",
+    "postgresql-rows": "SELECT COUNT(*), MAX(position), string_agg(decision_id, ''::bytea ORDER BY position), "
+                       "string_agg(position::text, ',' ORDER BY position) FROM (SELECT position, decision_id FROM "
+                       "audit_decisions WHERE batch = %s AND {} ORDER BY position LIMIT %s) AS page",
+}
+
+
+def _ints(textual, n: int) -> np.ndarray | None:
+    """n integers from a comma-separated text; None when it holds anything else (an altered row)."""
+    if n == 0:
+        return np.zeros(0, np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns of text it cannot read to its end: the length says it
+        out = np.fromstring(str(textual or ""), dtype=np.int64, sep=",")
+    return out if len(out) == n else None
+
+
+def _ids_blob(blob, n: int) -> np.ndarray | None:
+    b = bytes(blob or b"")
+    return np.frombuffer(b, np.uint8).reshape(n, 16) if len(b) == 16 * n else None
+
+
+def _id_pages(c, dialect: str):
+    """The id index in key order, a page at a time: (ids (n, 16), batches, positions); None for a page holding a
+    row that is not a 16-byte id with integer batch and position (altered)."""
+    cur = c.connection.driver_connection.cursor()
+    mark = "?" if dialect == "sqlite" else "%s"
+    after = None
+    while True:
+        cond, args = ("true", (_PAGE_ROWS,)) if after is None else (f"decision_id > {mark}", (after, _PAGE_ROWS))
+        cur.execute(_PAGE_SQL[f"{dialect}-ids"].format(cond), args)
+        n, low, high, ids, positions = cur.fetchone()
+        n = int(n)
+        if n == 0:
+            return
+        if low == high:
+            batches = np.full(n, int(low), np.int64)
+        else:
+            cur.execute(_PAGE_SQL[f"{dialect}-batches"].format(cond), args)
+            batches = _ints(cur.fetchone()[0], n)
+        page = (_ids_blob(ids, n), batches, _ints(positions, n))
+        yield None if any(x is None for x in page) else page
+        if n < _PAGE_ROWS:
+            return
+        if page[0] is not None:
+            after = page[0][-1].tobytes()
+        else:
+            cur.execute(_PAGE_SQL[f"{dialect}-last"].format(cond), args)
+            after = cur.fetchone()[0]
+
+
+def _positional_rows(c, dialect: str, batch: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A batch's positional rows in position order: (positions, ids (n, 16)); None if a row is not a 16-byte id."""
+    cur = c.connection.driver_connection.cursor()
+    mark = "?" if dialect == "sqlite" else "%s"
+    positions, ids, after = [], [], None
+    while True:
+        if after is None:
+            cur.execute(_PAGE_SQL[f"{dialect}-rows"].format("true"), (batch, _PAGE_ROWS))
+        else:
+            cur.execute(_PAGE_SQL[f"{dialect}-rows"].format(f"position > {mark}"), (batch, after, _PAGE_ROWS))
+        n, last, d, p = cur.fetchone()
+        n = int(n)
+        if n:
+            got = _ids_blob(d, n), _ints(p, n)
+            if got[0] is None or got[1] is None:
+                return None
+            ids.append(got[0])
+            positions.append(got[1])
+        if n < _PAGE_ROWS:
+            break
+        after = last
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros((0, 16), np.uint8)
+    return np.concatenate(positions), np.concatenate(ids)
+
+
+def _indexed_batches(c, dialect: str) -> list[int]:
+    """The batches audit_decisions holds rows of: a skip scan over its key (one index lookup a batch)."""
+    cur = c.connection.driver_connection.cursor()
+    mark = "?" if dialect == "sqlite" else "%s"
+    out: list[int] = []
+    while True:
+        if out:
+            cur.execute(f"SELECT MIN(batch) FROM audit_decisions WHERE batch > {mark}", (out[-1],))
+        else:
+            cur.execute("SELECT MIN(batch) FROM audit_decisions")
+        b = cur.fetchone()[0]
+        if b is None:
+            return out
+        out.append(int(b))
+
+
+class _HeldIds:
+    """The id index's keys in memory, in key order (two big-endian words a key: their order is the bytes'), for
+    membership tests in numpy: the decisions of a log on disk looked up without a query per decision."""
+
+    def __init__(self, words: list[np.ndarray]):  # pages of (n, 2) uint64 words (`words`)
+        both = np.concatenate(words) if words else np.zeros((0, 2), np.uint64)
+        self.hi, self.lo = both[:, 0].copy(), both[:, 1].copy()
+
+    @staticmethod
+    def words(ids: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(ids).view(">u8").astype(np.uint64)
+
+    def missing(self, ids: np.ndarray) -> int:
+        """How many of these (n, 16) keys the index does not hold."""
+        if len(ids) == 0:
+            return 0
+        words = self.words(ids)
+        qh, ql = words[:, 0], words[:, 1]
+        order = np.argsort(qh, kind="stable")  # queries in key order: the lookups walk the index forwards
+        qh, ql = qh[order], ql[order]
+        at = np.minimum(np.searchsorted(self.hi, qh), max(len(self.hi) - 1, 0))
+        if len(self.hi) == 0:
+            return len(ids)
+        same = self.hi[at] == qh
+        held = same & (self.lo[at] == ql)
+        for j in np.flatnonzero(same & ~held):  # another key with the same first word (rare): the next ones
+            k = at[j] + 1
+            while k < len(self.hi) and self.hi[k] == qh[j] and not held[j]:
+                held[j] = self.lo[k] == ql[j]
+                k += 1
+        return int(len(ids) - held.sum())
+
+
+def _check_id_index(c, dialect: str, f: _Findings, names: dict[int, str],
+                    known: dict[int, np.ndarray]) -> _HeldIds | None:
+    """The two index tables agree: every row of audit_ids (decision id -> batch, position) names a positional
+    row of audit_decisions with the same id, and every positional row is named by one. Each difference is named:
+    an id row whose positional row is gone or holds another id, a positional row no id row names (its id held
+    elsewhere: a decision in the trail twice; or not at all: inserted, or its id row deleted), and positional
+    rows of no batch. Order-independent and in O(rows): the id index is read in key order, a page at a time, and
+    each of its rows is looked up by position in its batch's positional ids (held in memory: 16 bytes a
+    decision; `known` holds the batches verify read whole already). Returns the id index's keys (_HeldIds), or
+    None when a row of it was not read as a key (altered)."""
+    from sqlalchemy import bindparam, text  # heavy: see _engine
+
+    def where(b: int, p: int) -> str:
+        return f"row {p + 1} of {names[b]}" if b in names else f"row {p + 1} of batch {b}"
+
+    rows: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}  # batch -> (positions, or None: 0..n-1; ids)
+    orphans = 0
+    for b in _indexed_batches(c, dialect):
+        if b in known:
+            rows[b] = (None, known[b])
+            continue
+        got = _positional_rows(c, dialect, b)
+        if got is None:
+            f.add("index", f"batch {b}: a positional index row holds no 16-byte decision id (altered)")
+            continue
+        pos, ids = got
+        dense = len(pos) == 0 or (pos[0] == 0 and pos[-1] == len(pos) - 1)  # (the key makes positions unique)
+        rows[b] = (None if dense else pos, ids)
+        if b not in names:
+            orphans += len(ids)
+    if orphans:
+        f.add("decisions", f"{orphans} decisions in the index belong to no batch (inserted)")
+    matched = {b: np.zeros(len(ids), bool) for b, (_, ids) in rows.items()}
+
+    def held_at(b: int, at: int) -> bytes | None:  # the id of batch b's positional row at `at`
+        if b not in rows:
+            return None
+        pos, pids = rows[b]
+        j = at if pos is None else int(np.searchsorted(pos, at))
+        if pos is None and not 0 <= at < len(pids) or pos is not None and (j >= len(pos) or pos[j] != at):
+            return None
+        return pids[j].tobytes()
+
+    astray: set[bytes] = set()  # ids whose id row names no positional row like it
+    words: list[np.ndarray] | None = []  # the id index's keys, page by page (_HeldIds)
+    for page in _id_pages(c, dialect):
+        if page is None:
+            f.add("index", "the id index (audit_ids) holds rows that are not a 16-byte decision id with a batch and a "
+                  "position (altered)")
+            words = None
+            continue
+        ids, batches, positions = page
+        if words is not None:
+            words.append(_HeldIds.words(ids))
+        order = np.argsort(batches, kind="stable")
+        cuts = np.flatnonzero(np.diff(batches[order])) + 1
+        for sel in np.split(order, cuts):
+            b = int(batches[sel[0]])
+            ok = np.zeros(len(sel), bool)
+            if b in rows:
+                pos, pids = rows[b]
+                p = positions[sel]
+                if pos is None:
+                    inside = (p >= 0) & (p < len(pids))
+                    idx = np.where(inside, p, 0)
+                else:
+                    idx = np.minimum(np.searchsorted(pos, p), max(len(pos) - 1, 0))
+                    inside = (pos[idx] == p) if len(pos) else np.zeros(len(p), bool)
+                if len(pids):
+                    ok = inside & (pids[idx] == ids[sel]).all(axis=1)
+                    matched[b][idx[ok]] = True
+            for i in sel[~ok]:
+                did, at = ids[i].tobytes(), int(positions[i])
+                astray.add(did)
+                other = held_at(b, at)
+                f.add("index", f"decision {_id_text(did)}: the id index places it at {where(b, at)}, which the "
+                      + ("positional index does not hold" if other is None else
+                         f"positional index holds as decision {_id_text(other)}") + " (the index tables disagree)")
+    unnamed: list[tuple[int, int]] = []  # (batch, index into its positional rows)
+    for b, m in matched.items():  # (at most CLASSIFIED of them looked up one by one; the rest counted)
+        unnamed += [(b, int(i)) for i in np.flatnonzero(~m)[:max(CLASSIFIED - len(unnamed), 0)]]
+    rest = sum(int((~m).sum()) for m in matched.values()) - len(unnamed)
+    if rest:
+        f.add("index", f"{rest} more positional index rows that no id row names (inserted, or their id rows deleted)")
+    if unnamed:  # positional rows no id row names: is their id held elsewhere (a second copy) or not at all?
+        qi = text("SELECT decision_id FROM audit_ids WHERE decision_id IN :ids").bindparams(
+            bindparam("ids", expanding=True))
+        keys = [rows[b][1][i].tobytes() for b, i in unnamed]
+        distinct = list(dict.fromkeys(keys))
+        held = set()
+        for k in range(0, len(distinct), 5000):
+            held.update(bytes(r[0]) for r in c.execute(qi, {"ids": distinct[k:k + 5000]}))
+        copies = collections.Counter(keys)
+        for (b, i), key in zip(unnamed, keys):
+            pos = rows[b][0]
+            at = where(b, i if pos is None else int(pos[i]))
+            if key not in held:
+                f.add("index", f"decision {_id_text(key)}: {at} is in the positional index but not in the id index "
+                      "(inserted, or its id row deleted)")
+            elif key in astray:  # (its id row, named above, points at another row)
+                f.add("index", f"decision {_id_text(key)}: {at} is in the positional index, and the id index places "
+                      "it elsewhere (the index tables disagree)")
+            elif key in copies:  # named once: its copies no id row names, and the one it names
+                f.add("decisions", f"decision {_id_text(key)}: in the trail {copies.pop(key) + 1} times (duplicated)")
+    return None if words is None else _HeldIds(words)
 
 
 def verify(url: str | None = None, scan: list[str | Path] | None = None) -> VerifyResult:
@@ -1165,6 +1500,7 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
         by_sha = {v[0]: b for b, v in batches.items()}
         sealed_entries = set()
         pruned_batches = set()
+        known: dict[int, np.ndarray] = {}  # positional ids of the batches read whole (_check_id_index)
         formats = {}
         for seq, kind, rid, _, payload, _, _ in rows:
             if kind == "batch" and rid in by_sha:
@@ -1194,7 +1530,7 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
                 f.add("batches", f"batch {b} ({body.get('log_name')}): its row disagrees with chain entry {seq} "
                       "(altered)")
                 continue
-            decisions += _verify_batch(c, b, body, log_path, f, formats)
+            decisions += _verify_batch(c, b, body, log_path, f, formats, known)
         for b, (sha, status, root, size, entry_seq, log_path, name) in batches.items():
             if status == "open":
                 f.add("incomplete", f"batch {b} ({name}): incomplete: its append was interrupted before the batch "
@@ -1202,15 +1538,13 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
             elif b not in sealed_entries:
                 f.add("batches", f"batch {b} ({name}): marked {status} but no chain entry records it (inserted)")
         if not _has_unique_key(c, eng.dialect.name):
-            f.add("store", "the unique key on decision ids (audit_decisions_id) is missing (dropped)")
-        dupes = c.execute(text("SELECT decision_id, COUNT(*) FROM audit_decisions GROUP BY decision_id "
-                               "HAVING COUNT(*) > 1")).all()
-        for d, k in dupes:
-            f.add("decisions", f"decision {_id_text(d)}: in the trail {k} times (duplicated)")
-        orphans = c.execute(text("SELECT COUNT(*) FROM audit_decisions WHERE batch NOT IN "
-                                 "(SELECT batch FROM audit_batches)")).scalar()
-        if orphans:
-            f.add("decisions", f"{orphans} decisions in the index belong to no batch (inserted)")
+            f.add("store", "the unique key on decision ids (the primary key of audit_ids) is missing (dropped)")
+            dupes = c.execute(text("SELECT decision_id, COUNT(*) FROM audit_ids GROUP BY decision_id "
+                                   "HAVING COUNT(*) > 1")).all()
+            for d, k in dupes:
+                f.add("decisions", f"decision {_id_text(d)}: in the trail {k} times (duplicated)")
+        held = _check_id_index(c, eng.dialect.name, f, {b: v[6] for b, v in batches.items()}, known)
+        known.clear()
 
         # decision logs on disk that the trail does not hold
         dirs = [Path(s) for s in (scan or [])] + [Path.cwd() / "decisions"]
@@ -1223,6 +1557,11 @@ def verify(url: str | None = None, scan: list[str | Path] | None = None) -> Veri
                 continue  # a copy of a recorded log
             missing = total = 0
             for _, table in _log_chunks(p):
+                if held is not None:  # the id index's keys, read by _check_id_index: no query per decision
+                    ids16 = _ids16_array(table.column("decision_id"))
+                    total += len(ids16)
+                    missing += held.missing(ids16)
+                    continue
                 ids = _ids16(table.column("decision_id").to_pylist())
                 total += len(ids)
                 missing += _not_indexed(c, ids)
@@ -1255,7 +1594,9 @@ def prune(retention_months: int, url: str | None = None, now: datetime | None = 
     total = sum(int(n) for *_, n in old)
 
     def _do(c):
-        for b in ids:
+        for b in ids:  # the id rows first: found by the ids of the batch's positional rows
+            c.execute(text("DELETE FROM audit_ids WHERE batch = :b AND decision_id IN (SELECT decision_id FROM "
+                           "audit_decisions WHERE batch = :b)"), {"b": b})
             c.execute(text("DELETE FROM audit_decisions WHERE batch = :b"), {"b": b})
             c.execute(text("UPDATE audit_batches SET status = 'pruned' WHERE batch = :b"), {"b": b})
         _chain(c, [("prune", f"prune-{ids[0]}-{ids[-1]}", {
