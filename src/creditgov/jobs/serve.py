@@ -638,10 +638,7 @@ class AuditWriter:
                 else:
                     groups = [fs for fs, _ in items]
                     if sum(len(f) for fs in groups for f in fs) <= INLINE_ROWS:
-                        # a few rows' frames and hashes here; the write and its fdatasync in the audit thread, so
-                        # that a slow fdatasync (the disk busy with a seal) does not hold up the next decision
-                        framed = self._journal_frames(groups)
-                        promises = await loop.run_in_executor(self.pool, self._journal_write, *framed)
+                        promises = self._journal_append(groups)
                     else:
                         promises = await loop.run_in_executor(self.pool, self._journal_append, groups)
             except Exception as exc:  # the decisions were not recorded: none of them is issued
@@ -661,11 +658,6 @@ class AuditWriter:
         frame is the log frame as an Arrow table (_arrow_table: what _log_bytes writes to Parquet); its record
         hashes are the leaves the audit index will hold (merkle, over the same table, as record_log_bytes
         hashes it)."""
-        return self._journal_write(*self._journal_frames(groups))
-
-    def _journal_frames(self, groups: list[list[pd.DataFrame]]) -> tuple:
-        """(frame bytes, decision ids, rows, per micro-batch its {decision id: (frame, record hash)}): what
-        _journal_write appends."""
         blobs, ids, rows, out = [], [], 0, []
         for frames in groups:
             hashes: dict[str, tuple[int, str]] = {}
@@ -679,12 +671,8 @@ class AuditWriter:
                 ids += fid
                 rows += len(f)
             out.append(hashes)
-        return blobs, ids, rows, out
-
-    def _journal_write(self, blobs: list[bytes], ids: list[str], rows: int, out: list[dict]) -> list[dict]:
-        """_journal_frames' frames appended (one write, one fdatasync): each micro-batch's promise."""
         if not blobs:
-            return [None] * len(out)
+            return [None] * len(groups)
         path, first = self.journal.append(blobs, rows, ids)
         return [{"segment": path.name, "record_hashes": {d: (first + k, h) for d, (k, h) in hashes.items()}}
                 for hashes in out]
