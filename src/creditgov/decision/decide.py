@@ -581,6 +581,8 @@ def adverse_rows(part: DecidedPart, spec: PipelineSpec) -> pd.DataFrame:
     """The adverse rows, only the columns the model and the policy read (what the search needs)."""
     cols = spec.model_columns + _policy_columns(spec)
     cols = [c for c in dict.fromkeys(cols) if c in part.clean.columns]
+    if part.adverse.sum() > data.SMALL_FRAME_ROWS:
+        return part.clean.loc[part.adverse, cols].reset_index(drop=True)
     return _rows_of(part.clean, cols, np.flatnonzero(part.adverse))
 
 
@@ -590,7 +592,8 @@ def _rows_of(frame: pd.DataFrame, cols: list[str], idx: np.ndarray, extra: dict 
     plain = data.plain_columns(frame) if len(idx) <= data.SMALL_FRAME_ROWS else {}
     if plain and all(c in plain for c in cols):
         return data.frame_of_columns({**{c: plain[c][idx] for c in cols}, **(extra or {})}, len(idx))
-    out = frame.iloc[idx, frame.columns.get_indexer(cols)].reset_index(drop=True)
+    out = frame.iloc[idx].reset_index(drop=True) if cols == frame.columns.tolist() else \
+        frame.iloc[idx][cols].reset_index(drop=True)
     for c, v in (extra or {}).items():
         out[c] = v
     return out
