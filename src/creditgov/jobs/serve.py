@@ -809,14 +809,13 @@ def _log_bytes(frame: pd.DataFrame) -> tuple[bytes, pa.Table | None]:
 
 
 _PANDAS_META: dict[tuple, dict] = {}
-_TEXT_ROWS = 16  # an object column of at most this many rows is checked for texts (and None) only
 
 
 def _text_type(a: np.ndarray):
     """pa.string() for an object column of a few rows holding texts and None only, at least one text: the type
     pyarrow infers for it (typed, the conversion skips inference: ~4 us a column, ~20 such columns a log row);
     None (infer) for any other column."""
-    if a.dtype != object or len(a) > _TEXT_ROWS:
+    if a.dtype != object or len(a) > inputs.SMALL_FRAME_ROWS:  # (a few rows' values are checked one by one)
         return None
     types = set(map(type, a.tolist()))
     return pa.string() if str in types and types <= {str, type(None)} else None
