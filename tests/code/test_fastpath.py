@@ -144,6 +144,28 @@ def test_a_few_rows_log_frame_is_the_constructors(spec, stored_suite, tiny_model
         _same_log(got, want)
 
 
+def _layout(frame: pd.DataFrame) -> list:
+    return [(str(b.dtype), b.mgr_locs.as_array.tolist(), b.values.shape) for b in frame._mgr.blocks]
+
+
+@pytest.mark.parametrize("n", [1, 3, 16])
+def test_a_few_rows_frame_has_the_constructors_blocks(n):
+    """frame_of_columns fills one block per dtype itself (inputs._consolidated_frame): the frame, its column index
+    and its block layout (dtype, columns, shape of each block, in order) are pd.DataFrame's, dtypes interleaved
+    with the column order, on a range index and on a given one."""
+    rng = np.random.default_rng(n)
+    makers = [lambda: rng.normal(size=n), lambda: rng.integers(0, 9, n), lambda: rng.random(n) < 0.5,
+              lambda: rng.integers(0, 9, n).astype(np.int32), lambda: np.array(["a", None, 3, 1.5] * 4)[:n]]
+    cols = {f"c{j}": makers[(j * 7) % 5]() for j in range(23)}
+    cols["none"], cols["text"], cols["lists"] = None, "x", [["r"]] * n
+    for index in (None, pd.Index(np.arange(n) * 2 + 5)):
+        got = inputs.frame_of_columns(cols, n, index)
+        want = pd.DataFrame(cols, index=index)
+        pd.testing.assert_frame_equal(got, want)
+        assert got.columns.dtype == want.columns.dtype and _layout(got) == _layout(want)
+        assert got._mgr.is_consolidated()
+
+
 @pytest.mark.parametrize("index", ["range", "gaps"])
 def test_a_few_rows_policy_frame_is_the_constructors(spec, raw, index, monkeypatch):
     """apply_policy's frame of a few rows (inputs.frame_of_columns) is pd.DataFrame's, also on the index of rows
