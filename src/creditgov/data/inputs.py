@@ -192,7 +192,21 @@ def content_hash(frame: pd.DataFrame) -> str:
 
 def dtype_header(columns, dtypes) -> str:
     """The first part of content_hash: each column's name and pandas dtype."""
-    return "\x1f".join(f"{c}:{t}" for c, t in zip(columns, dtypes))
+    parts = []
+    for c, t in zip(columns, dtypes):
+        try:
+            part = _HEADER_PARTS.get((c, t))
+        except TypeError:  # an unhashable dtype or name
+            part = None
+        if part is None:
+            part = f"{c}:{t}"
+            if type(c) is str and isinstance(t, np.dtype) and len(_HEADER_PARTS) < 4096:
+                _HEADER_PARTS[(c, t)] = part  # (a dtype's text takes ~1 us to make: a request's columns, each time)
+        parts.append(part)
+    return "\x1f".join(parts)
+
+
+_HEADER_PARTS: dict = {}  # (column name, numpy dtype) -> "name:dtype"
 
 
 def row_digests(frame: pd.DataFrame) -> bytes:
@@ -235,7 +249,7 @@ def frame_of_columns(cols: dict, n: int, index: pd.Index | None = None) -> pd.Da
         if isinstance(v, np.ndarray) and v.ndim == 1 and len(v) == n and v.dtype.kind in "biufO":
             if v.dtype == object and not all(type(x) in _KEPT_OBJECT for x in v.tolist()):
                 return pd.DataFrame(cols, index=index)
-            a = v.copy()  # (the constructor copies what it is given)
+            a = v  # (the constructor copies what it is given: _consolidated_frame copies it into its block)
         elif isinstance(v, list) and len(v) == n and all(type(x) in _LISTED_OBJECT for x in v):
             a = np.empty(n, dtype=object)
             for i, x in enumerate(v):  # (element by element: numpy would read nested lists as a dimension)
@@ -261,13 +275,33 @@ def _consolidated_frame(arrays: list[np.ndarray], names: list, index: pd.Index) 
     for j, a in enumerate(arrays):
         groups.setdefault(a.dtype, []).append(j)
     blocks = []
-    for dtype, places in sorted(groups.items(), key=lambda g: g[0].name):
+    for dtype, places in sorted(groups.items(), key=lambda g: _dtype_name(g[0])):
         values = np.empty((len(places), len(index)), dtype=dtype)
         for k, j in enumerate(places):
             values[k] = arrays[j]
         blocks.append(_new_block(values, placement=_BlockPlacement(np.asarray(places, dtype=np.intp)), ndim=2))
-    mgr = _BlockManager(blocks, [pd.Index(names), index], verify_integrity=False)
+    mgr = _BlockManager(blocks, [_column_index(names), index], verify_integrity=False)
     return pd.DataFrame._from_mgr(mgr, axes=mgr.axes)
+
+
+_NAMES: dict = {}  # dtype -> its name; names -> their column Index
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    name = _NAMES.get(dtype)
+    if name is None:
+        name = _NAMES[dtype] = dtype.name
+    return name
+
+
+def _column_index(names: list) -> pd.Index:
+    key = ("columns", *names)
+    ix = _NAMES.get(key)
+    if ix is None:
+        if len(_NAMES) >= 512:
+            _NAMES.clear()
+        ix = _NAMES[key] = pd.Index(names)
+    return ix._view()  # a frame of its own (the same data: an Index's values never change, its name may)
 
 
 try:  # pandas' block manager (private; see _consolidated_frame)
