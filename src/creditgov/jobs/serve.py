@@ -812,13 +812,40 @@ _PANDAS_META: dict[tuple, dict] = {}
 
 
 def _text_type(a: np.ndarray):
-    """pa.string() for an object column of a few rows holding texts and None only, at least one text: the type
-    pyarrow infers for it (typed, the conversion skips inference: ~4 us a column, ~20 such columns a log row);
-    None (infer) for any other column."""
+    """The Arrow type pyarrow infers (from_pandas) for an object column of a few rows whose values are plain
+    (None, float NaN, texts, bools, whole numbers within int64, floats, or lists of those): given it, the
+    conversion skips inference (~2-4 us a column, ~40 such columns a log row); None (infer) for any other
+    column, and for any other dtype. Held to pyarrow's inference by tests/code/test_row_digests.py."""
     if a.dtype != object or len(a) > inputs.SMALL_FRAME_ROWS:  # (a few rows' values are checked one by one)
         return None
-    types = set(map(type, a.tolist()))
-    return pa.string() if str in types and types <= {str, type(None)} else None
+    return _inferred(a.tolist(), True)
+
+
+_INFERRED = {frozenset(): pa.null(), frozenset({str}): pa.string(), frozenset({bool}): pa.bool_(),
+             frozenset({int}): pa.int64(), frozenset({float}): pa.float64(), frozenset({int, float}): pa.float64()}
+
+
+def _inferred(values: list, lists: bool):
+    kinds, items = set(), []
+    for v in values:
+        t = type(v)
+        if v is None or (t is float and v != v):
+            continue
+        if t is list and lists:
+            items += v
+        elif t is int and not -2 ** 63 <= v < 2 ** 63:
+            return None
+        elif t not in (str, bool, int, float):
+            return None
+        kinds.add(t)
+    if list in kinds:
+        if len(kinds) > 1:
+            return None
+        item = _inferred(items, False)
+        return None if item is None else pa.list_(item)
+    if int in kinds and float in kinds and any(type(v) is int and not -2 ** 53 <= v <= 2 ** 53 for v in values):
+        return None  # (pyarrow refuses a whole number a double cannot hold exactly)
+    return _INFERRED.get(frozenset(kinds))
 
 
 def _arrow_table(frame: pd.DataFrame) -> pa.Table:
@@ -833,7 +860,24 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
             and all(isinstance(t, np.dtype) and t.kind in "fiubO" for t in dtypes)):
         return pa.Table.from_pandas(frame, preserve_index=False)
     names = frame.columns.tolist()
-    arrays = [pa.array(a, type=_text_type(a), from_pandas=True) for a in inputs.column_arrays(frame)]
+    columns = inputs.column_arrays(frame)
+    arrays: list = [None] * len(columns)
+    types = [_text_type(a) for a in columns]
+    if len(frame) <= inputs.SMALL_FRAME_ROWS:
+        # a few rows: the columns of one dtype and one Arrow type converted together, each a slice of that array
+        # (pyarrow spends ~3 us setting up each conversion, whatever its size; ~65 columns a log row)
+        groups: dict[tuple, list[int]] = {}
+        for j, (a, t) in enumerate(zip(columns, types)):
+            if t is not None or a.dtype != object:  # (an object column of no known type is inferred alone)
+                groups.setdefault((a.dtype, t), []).append(j)
+        n = len(frame)
+        for (_, t), js in groups.items():
+            if len(js) > 1:
+                whole = pa.array(np.concatenate([columns[j] for j in js]), type=t, from_pandas=True)
+                for k, j in enumerate(js):
+                    arrays[j] = whole.slice(k * n, n)
+    arrays = [pa.array(a, type=t, from_pandas=True) if got is None else got
+              for a, t, got in zip(columns, types, arrays)]
     key = (tuple(names), dtypes, tuple(a.type for a in arrays), frame.columns.dtype, frame.columns.name)
     meta = _PANDAS_META.get(key)
     if meta is None:
