@@ -333,3 +333,28 @@ def test_a_few_rows_searched_values_are_to_numerics(spec, raw, monkeypatch):
     assert fast == slow
     assert fast[2][0][feats[0]] is False and fast[0][0][feats[0]] is True  # 12.5 read as a number, not NaN
     assert fast[3][0][feats[1]] is False and fast[-1][0][feats[1]] is False
+
+
+def test_column_values_are_the_series_values():
+    """inputs.column_values reads a column's array from the blocks: the array frame[name] holds (numbers, text,
+    booleans, an extension dtype, a categorical), a KeyError for a missing column, the Series route when names
+    repeat; policy conditions read through it mark the rows the Series route marks."""
+    from creditgov.decision.policy import condition_mask
+    from creditgov.spec import Condition
+
+    frame = pd.DataFrame({"f": [1.5, np.nan, 3.0], "i": [1, 2, 3], "t": ["a", None, "b"], "b": [True, False, True],
+                          "n": pd.array([1, None, 3], dtype="Int64"), "c": pd.Categorical(["x", "y", "x"])})
+    for name in frame.columns:
+        got, want = inputs.column_values(frame, name), frame[name]._values
+        assert type(got) is type(want) and got.dtype == want.dtype
+        assert pd.Series(got).equals(pd.Series(want))
+    with pytest.raises(KeyError):
+        inputs.column_values(frame, "absent")
+    twice = pd.concat([frame[["f"]], frame[["f"]]], axis=1)
+    assert np.array_equal(inputs.column_values(twice, "f"), twice["f"]._values, equal_nan=True)  # (frame[name])
+    for cond, want in [(Condition(feature="t", op="in", value=["a"]), [True, False, False]),
+                       (Condition(feature="f", op="missing"), [False, True, False]),
+                       (Condition(feature="f", op="ge", value=2), [False, False, True]),
+                       (Condition(feature="c", op="in", value=["x"]), [True, False, True]),
+                       (Condition(feature="n", op="lt", value=2), [True, False, False])]:
+        assert condition_mask(frame, cond).tolist() == want

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pandas.core.algorithms import isin as _isin  # what Series.isin applies to its array
 
-from creditgov.data.inputs import frame_of_columns, numbers
+from creditgov.data.inputs import column_values, frame_of_columns, numbers
 from creditgov.spec import Condition, Policy
 
 # watch_reminder: on the watchlist, a reminder is sent (not adverse); watch_freeze: on the watchlist, new purchases
@@ -45,16 +46,24 @@ def _lists_by_key(key: np.ndarray, pattern) -> list[list[str]]:
 
 
 def condition_mask(frame: pd.DataFrame, cond: Condition) -> np.ndarray:
-    col = frame[cond.feature]
-    # (Series.isna is pd.isna of the Series' array: taken from the array, without a Series of the answer)
+    values = column_values(frame, cond.feature)  # the Series' array, without the Series
+    if not isinstance(values, np.ndarray):  # an extension dtype: through the Series, as it was written
+        col = frame[cond.feature]
+        if cond.op == "missing":
+            return np.asarray(pd.isna(col.array), dtype=bool)
+        if cond.op == "in":
+            return col.isin(cond.value).to_numpy()
+        with np.errstate(invalid="ignore"):
+            out = _OPS[cond.op](col.to_numpy(), cond.value)
+        return np.asarray(out, dtype=bool) & ~np.asarray(pd.isna(col.array), dtype=bool)
+    # (Series.isna is pd.isna of its array; Series.isin is pandas' algorithms.isin of its array)
     if cond.op == "missing":
-        return np.asarray(pd.isna(col.array), dtype=bool)
+        return np.asarray(pd.isna(values), dtype=bool)
     if cond.op == "in":
-        return col.isin(cond.value).to_numpy()
-    values = col.to_numpy()
+        return np.asarray(_isin(values, cond.value), dtype=bool)
     with np.errstate(invalid="ignore"):
         out = _OPS[cond.op](values, cond.value)
-    return np.asarray(out, dtype=bool) & ~np.asarray(pd.isna(col.array), dtype=bool)
+    return np.asarray(out, dtype=bool) & ~np.asarray(pd.isna(values), dtype=bool)
 
 
 _OPS = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from creditgov.data.inputs import column_values
 from creditgov.spec import PipelineSpec, derived_order, parse_expression
 
 
@@ -22,13 +23,13 @@ def numeric_column(raw: pd.DataFrame, name: str) -> np.ndarray:
     """A raw numeric catalogue column as float64 (the conversion the model's encoding makes)."""
     if name not in raw.columns:
         raise ValueError(f"column '{name}' is missing from the input")
-    s = raw[name]
-    if s.dtype == np.float64:
-        return s.to_numpy()
-    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":
-        return s.to_numpy().astype("float64")
+    v = column_values(raw, name)  # (the Series' array, without the Series)
+    if isinstance(v, np.ndarray) and v.dtype == np.float64:
+        return v
+    if isinstance(v, np.ndarray) and v.dtype.kind in "iuf":
+        return v.astype("float64")
     try:
-        return pd.to_numeric(s, errors="raise").astype("float64").to_numpy()
+        return pd.to_numeric(raw[name], errors="raise").astype("float64").to_numpy()
     except (TypeError, ValueError) as exc:  # a served row's column must be named, not just its value
         raise ValueError(f"column '{name}' is not numeric: {exc}") from None
 
