@@ -139,10 +139,13 @@ class LeanError(Exception):
 
 class Lean:
     """The load generator's HTTP/1.1 client: keep-alive connections to 127.0.0.1 over asyncio streams, the most
-    recently released reused first (as httpx's pool does), at most `cap` open; requests framed by Content-Length,
-    responses read by Content-Length, chunked encoding or the connection's end. About 0.3 CPU-ms a request here,
-    httpx about 1.4: on a 2-core machine the generator's own CPU, and its event loop's delay in reading an
-    answer, are part of what it measures (both servers get the same client)."""
+    recently released reused first (as httpx's pool does; not one idle for IDLE_S or closed by the server), at
+    most `cap` open; requests framed by Content-Length, responses read by Content-Length, chunked encoding or the
+    connection's end. About 0.3 CPU-ms a request here, httpx about 1.4: on a 2-core machine the generator's own
+    CPU, and its event loop's delay in reading an answer, are part of what it measures (both servers get the
+    same client)."""
+
+    IDLE_S = 4.0  # an idle connection is dropped before a server's keep-alive timeout (uvicorn's: 5 s) closes it
 
     def __init__(self, url: str, cap: int, timeout: float = 30.0):
         host, port = url.removeprefix("http://").split(":")
@@ -156,14 +159,23 @@ class Lean:
         return self
 
     async def __aexit__(self, *exc):
-        for _, w in self.idle:
+        for _, w, _ in self.idle:
             w.close()
         self.idle.clear()
+
+    def _idle(self):
+        """The most recently released connection the server has not closed (nor is about to), else None."""
+        while self.idle:
+            r, w, since = self.idle.pop()
+            if not r.at_eof() and not w.is_closing() and time.monotonic() - since < self.IDLE_S:
+                return r, w
+            w.close()
+        return None
 
     async def post(self, path: str, body) -> tuple[int, bytes]:
         data = json.dumps(body).encode()
         async with self.slots:
-            conn = self.idle.pop() if self.idle else None
+            conn = self._idle()
             try:
                 if conn is None:
                     conn = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), self.timeout)
@@ -177,7 +189,7 @@ class Lean:
                     conn[1].close()
                 raise LeanError(f"{type(exc).__name__} {str(exc)[:200]}") from None
             if keep:
-                self.idle.append(conn)
+                self.idle.append((r, w, time.monotonic()))
             else:
                 w.close()
             return status, payload

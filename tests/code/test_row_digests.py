@@ -100,7 +100,7 @@ def test_the_audit_indexes_what_reads_back_from_the_log_bytes():
 
 
 def test_object_column_types_are_pyarrows_inference():
-    """serve._text_type gives an object column of a few rows the Arrow type pyarrow infers for it (from_pandas),
+    """serve._object_type gives an object column of a few rows the Arrow type pyarrow infers for it (from_pandas),
     or None where it leaves inference to pyarrow: random columns of None, NaN, texts, bools, whole numbers (to the
     int64 bounds and past them), floats, lists of those (nested, empty) and other objects; the array converted
     with the type is the inferred one."""
@@ -118,9 +118,9 @@ def test_object_column_types_are_pyarrows_inference():
         try:
             want = pa.array(a, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            assert serve._text_type(a) is None, values
+            assert serve._object_type(a) is None, values
             continue
-        t = serve._text_type(a)
+        t = serve._object_type(a)
         if t is not None:
             typed += 1
             assert t == want.type, values

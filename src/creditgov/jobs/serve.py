@@ -811,7 +811,7 @@ def _log_bytes(frame: pd.DataFrame) -> tuple[bytes, pa.Table | None]:
 _PANDAS_META: dict[tuple, dict] = {}
 
 
-def _text_type(a: np.ndarray):
+def _object_type(a: np.ndarray):
     """The Arrow type pyarrow infers (from_pandas) for an object column of a few rows whose values are plain
     (None, float NaN, texts, bools, whole numbers within int64, floats, or lists of those): given it, the
     conversion skips inference (~2-4 us a column, ~40 such columns a log row); None (infer) for any other
@@ -851,9 +851,11 @@ def _inferred(values: list, lists: bool):
 def _arrow_table(frame: pd.DataFrame) -> pa.Table:
     """pa.Table.from_pandas(frame, preserve_index=False) of a log frame, column by column: each column converted
     as pyarrow's pandas conversion converts it (pa.array(values, from_pandas=True), types inferred from the
-    values), the schema's pandas metadata taken from a cache keyed by the column names, pandas dtypes and Arrow
-    types it depends on (filled by from_pandas itself the first time). from_pandas spends ~1.5 ms on a one-row,
-    60-column log building that metadata. Held to from_pandas, byte for byte, by tests/code/test_row_digests.py."""
+    values, or given where _object_type knows them), the schema's pandas metadata taken from a cache keyed by the
+    column names, pandas dtypes and Arrow types it depends on (filled by from_pandas itself the first time).
+    from_pandas spends ~1.5 ms on a one-row, 60-column log building that metadata. A few rows' columns of one
+    dtype and Arrow type are converted in one call, each column a slice of its result. Held to from_pandas
+    (types, values, metadata, Parquet bytes, journal frames read back) by tests/code/test_row_digests.py."""
     ix = frame.index
     dtypes = tuple(inputs.dtypes_of(frame))
     if not (frame.columns.is_unique and isinstance(ix, pd.RangeIndex) and ix.start == 0 and ix.step == 1
@@ -862,7 +864,7 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
     names = frame.columns.tolist()
     columns = inputs.column_arrays(frame)
     arrays: list = [None] * len(columns)
-    types = [_text_type(a) for a in columns]
+    types = [_object_type(a) for a in columns]
     if len(frame) <= inputs.SMALL_FRAME_ROWS:
         # a few rows: the columns of one dtype and one Arrow type converted together, each a slice of that array
         # (pyarrow spends ~3 us setting up each conversion, whatever its size; ~65 columns a log row)
