@@ -140,7 +140,9 @@ def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool
 
     triggered = _lists_by_key(key, pattern) if rules else None
 
-    capacity = numbers(frame[policy.limit.capacity_feature])
+    cap = column_values(frame, policy.limit.capacity_feature)  # (numbers() of the column, without its Series)
+    capacity = (np.asarray(cap, dtype="float64") if isinstance(cap, np.ndarray) and cap.dtype.kind in "iuf" else
+                numbers(frame[policy.limit.capacity_feature]))
     multiple = np.array([policy.limit.multiple[t.name] for t in policy.tiers])[tier_index(p, policy)]
     proposed = np.where(np.isnan(capacity), policy.limit.minimum, _round_limit(np.nan_to_num(capacity) * multiple, policy))
     limit = np.where(action == "decline", 0.0, proposed)
