@@ -448,15 +448,22 @@ def _seq(cur, n: int) -> None:
                     "FROM k WHERE i + 1 < ?) SELECT i FROM k", (have + 1, n))
 
 
+def _cursor(c, dialect: str, n: int):
+    """The driver's cursor of connection c, for a statement over n rows (SQLite: temp.audit_seq counts to n)."""
+    cur = c.connection.driver_connection.cursor()
+    if dialect == "sqlite":
+        _seq(cur, n)
+    return cur
+
+
 def _place(c, dialect: str, batch: int, first: int, ids: np.ndarray, leaves: np.ndarray) -> int:
     """The positional rows (batch, position, decision id, leaf) of decisions first, first+1, ... of a batch, in
     position order; a position already held is skipped. Returns the rows inserted."""
     n = len(ids)
     if n == 0:
         return 0
-    cur = c.connection.driver_connection.cursor()
+    cur = _cursor(c, dialect, n)
     if dialect == "sqlite":
-        _seq(cur, n)
         cur.execute(_PLACE["sqlite"], (batch, first, ids.tobytes(), leaves.tobytes(), n))
         return cur.execute("SELECT changes()").fetchone()[0]  # rowcount is -1 for a statement led by WITH
     cur.execute(_PLACE["postgresql"], (batch, first, Binary(ids.tobytes()), Binary(leaves.tobytes()), n))
@@ -472,9 +479,8 @@ def _claim(c, dialect: str, batch: int, first: int, ids: np.ndarray, placed: int
     n = len(ids)
     if n == 0:
         return 0
-    cur = c.connection.driver_connection.cursor()
+    cur = _cursor(c, dialect, n)
     if dialect == "sqlite":
-        _seq(cur, n)
         if n >= SORTED_ROWS:
             order = _key_order(ids)
             offsets, width = _decimals(order)
