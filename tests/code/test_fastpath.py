@@ -350,6 +350,9 @@ def test_column_values_are_the_series_values():
         assert pd.Series(got).equals(pd.Series(want))
     with pytest.raises(KeyError):
         inputs.column_values(frame, "absent")
+    texts = frame.assign(t=pd.Series(["1.5", None, "x"], dtype=object))
+    for name in texts.columns.drop("c"):  # numbers_of: numbers() of the Series, read from the array
+        assert np.array_equal(inputs.numbers_of(texts, name), inputs.numbers(texts[name]), equal_nan=True)
     twice = pd.concat([frame[["f"]], frame[["f"]]], axis=1)
     assert np.array_equal(inputs.column_values(twice, "f"), twice["f"]._values, equal_nan=True)  # (frame[name])
     for cond, want in [(Condition(feature="t", op="in", value=["a"]), [True, False, False]),

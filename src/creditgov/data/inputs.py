@@ -385,6 +385,14 @@ def numbers(col: pd.Series) -> np.ndarray:
     return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
 
 
+def numbers_of(frame: pd.DataFrame, name) -> np.ndarray:
+    """numbers(frame[name]); a numpy number column read from the frame's blocks, without its Series (column_values)."""
+    v = column_values(frame, name)
+    if isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "iuf":
+        return v.astype("float64", copy=False)
+    return numbers(frame[name])
+
+
 SMALL_HASH_ROWS = 64
 _U8MAX = np.uint64(np.iinfo(np.uint64).max)
 

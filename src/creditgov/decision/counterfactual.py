@@ -215,14 +215,8 @@ def monotone_for_search(f: Feature, spec: PipelineSpec, on_book: bool) -> bool:
 
 def _current(rows: pd.DataFrame, spec: PipelineSpec) -> dict[str, np.ndarray]:
     """The actionable features' values, as the search reads them: pd.to_numeric(errors="coerce") as float64
-    (a few rows' numeric columns read from their arrays, without a Series each: the same values)."""
-    plain = inputs.plain_columns(rows) if len(rows) <= inputs.SMALL_FRAME_ROWS else {}
-    out = {}
-    for f in actionable(spec):
-        a = plain.get(f.name)
-        out[f.name] = (a.astype("float64") if a is not None and a.dtype.kind in "iuf" else
-                       pd.to_numeric(rows[f.name], errors="coerce").to_numpy(dtype="float64"))
-    return out
+    (inputs.numbers_of: numeric columns read from their arrays, without a Series each: the same values)."""
+    return {f.name: inputs.numbers_of(rows, f.name) for f in actionable(spec)}
 
 
 def integral_flags(rows: pd.DataFrame, spec: PipelineSpec) -> dict[str, bool]:

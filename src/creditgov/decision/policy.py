@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pandas.core.algorithms import isin as _isin  # what Series.isin applies to its array
 
-from creditgov.data.inputs import column_values, frame_of_columns, numbers
+from creditgov.data.inputs import column_values, frame_of_columns, numbers_of
 from creditgov.spec import Condition, Policy
 
 # watch_reminder: on the watchlist, a reminder is sent (not adverse); watch_freeze: on the watchlist, new purchases
@@ -140,9 +140,7 @@ def _application(frame: pd.DataFrame, p: np.ndarray, policy: Policy, rules: bool
 
     triggered = _lists_by_key(key, pattern) if rules else None
 
-    cap = column_values(frame, policy.limit.capacity_feature)  # (numbers() of the column, without its Series)
-    capacity = (np.asarray(cap, dtype="float64") if isinstance(cap, np.ndarray) and cap.dtype.kind in "iuf" else
-                numbers(frame[policy.limit.capacity_feature]))
+    capacity = numbers_of(frame, policy.limit.capacity_feature)
     multiple = np.array([policy.limit.multiple[t.name] for t in policy.tiers])[tier_index(p, policy)]
     proposed = np.where(np.isnan(capacity), policy.limit.minimum, _round_limit(np.nan_to_num(capacity) * multiple, policy))
     limit = np.where(action == "decline", 0.0, proposed)
