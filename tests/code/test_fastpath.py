@@ -310,6 +310,33 @@ def test_the_pair_stage_on_the_first_stages_evaluator_is_the_pair_stage_on_its_o
             assert any(r is not None for r in own[0]), [r is None for r in own[0]]
 
 
+def test_the_searchs_matrix_from_the_explanation_is_the_adverse_rows_own(spec, stored_suite, tiny_model, raw):
+    """decide_part keeps the explanation's matrix rows of the adverse rows for the search (instead of encoding
+    them again): bit for bit model.matrix of adverse_rows, and the first stage answers as it does without it
+    (missing values, a zero divisor and a missing category among the rows; slices of one and of all rows)."""
+    import dataclasses
+
+    from creditgov.data import expectations
+    from creditgov.decision import counterfactual, decide
+
+    suite = validate.CompiledSuite(expectations.for_scoring(stored_suite, spec, []))
+    for rows in [raw] + [raw.iloc[[k]].reset_index(drop=True) for k in range(6)]:
+        part = decide.decide_part(tiny_model, validate.validate_rows(rows, spec, suite, "rows").clean, spec)
+        if not part.adverse.any():
+            continue
+        own = tiny_model.matrix(decide.adverse_rows(part, spec))
+        assert part.adverse_matrix is not None and part.adverse_matrix.shape == own.shape
+        assert np.array_equal(part.adverse_matrix.view(np.uint32), own.view(np.uint32))
+        flags = counterfactual.integral_flags(part.clean, spec)
+        with_it = decide.first_counterfactuals(tiny_model, part, spec, flags)
+        without = decide.first_counterfactuals(tiny_model, dataclasses.replace(part, adverse_matrix=None), spec,
+                                               flags)
+        assert with_it[0] == without[0]
+        pd.testing.assert_frame_equal(with_it[1], without[1])
+    assert decide.decide_part(tiny_model, validate.validate_rows(raw, spec, suite, "rows").clean,
+                              spec).adverse.sum() >= 3, "the rows must include adverse ones"
+
+
 def test_a_few_rows_searched_values_are_to_numerics(spec, raw, monkeypatch):
     """The counterfactual search reads a few rows' actionable values from their arrays (ints, floats with NaN,
     numbers as text in an object column): what pd.to_numeric gives, so the same grids and rounding flags."""

@@ -213,6 +213,23 @@ def monotone_for_search(f: Feature, spec: PipelineSpec, on_book: bool) -> bool:
     return True
 
 
+_MONOTONE: dict[tuple[int, bool], tuple] = {}
+
+
+def _monotone_table(spec: PipelineSpec, on_book: bool) -> tuple[list[Feature], dict[str, bool]]:
+    """(actionable features, monotone_for_search of each), once per spec object and kind of row (specs are
+    frozen; an entry holds its spec, so its id is not reused while cached): the expressions' directions and
+    intervals are read from the catalogue alone, and a served decline's two searches asked for them each time."""
+    got = _MONOTONE.get((id(spec), on_book))
+    if got is None or got[0] is not spec:
+        if len(_MONOTONE) >= 64:
+            _MONOTONE.clear()
+        feats = actionable(spec)
+        got = _MONOTONE[(id(spec), on_book)] = (spec, feats, {f.name: monotone_for_search(f, spec, on_book)
+                                                              for f in feats})
+    return got[1], got[2]
+
+
 def _current(rows: pd.DataFrame, spec: PipelineSpec) -> dict[str, np.ndarray]:
     """The actionable features' values, as the search reads them: pd.to_numeric(errors="coerce") as float64
     (inputs.numbers_of: numeric columns read from their arrays, without a Series each: the same values)."""
@@ -286,13 +303,13 @@ class _Search:
     """The state of one search: the best change found so far for each row."""
 
     def __init__(self, rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineSpec, evaluate: Evaluate):
-        self.feats = actionable(spec)
+        on_book = spec.policy is not None and on_book_applies(rows, spec.policy)
+        feats, mono = _monotone_table(spec, on_book)
+        self.feats, self.mono = list(feats), dict(mono)
         self.n = len(rows)
         self.evaluate = evaluate
         self.adverse = np.asarray(adverse_action, dtype=object)
         self.cur = _current(rows, spec)
-        on_book = spec.policy is not None and on_book_applies(rows, spec.policy)
-        self.mono = {f.name: monotone_for_search(f, spec, on_book) for f in self.feats}
         self.best_cost = np.full(self.n, np.inf)
         # the rank of each row's best (catalogue position x 2 + direction): of two changes that cost the same, the
         # one of the earlier feature (direction) wins, whatever order the features are searched in

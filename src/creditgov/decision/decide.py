@@ -299,12 +299,15 @@ def row_hashes(frame: pd.DataFrame, columns: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- model, policy, reasons
 
 
-def explain_batch(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -> Explanation:
-    """PD, calibrated log-odds, exact attributions (grouped to catalogue features) and the additivity error."""
-    log_odds, phi, base = model.explain(clean)  # one encoding for the score and the attributions
+def explain_batch(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec, *, matrix: bool = False):
+    """PD, calibrated log-odds, exact attributions (grouped to catalogue features) and the additivity error;
+    with `matrix`, (that Explanation, the model's float32 matrix of the rows or None: CreditModel.explain)."""
+    got = model.explain(clean, matrix=matrix)  # one encoding for the score and the attributions
+    log_odds, phi, base = got[:3]
     err = check_additivity(base, phi, log_odds)
     phi_f, features = group_by_feature(phi, model.feature_names, {e.name: e.name for e in model.encodings})
-    return Explanation(1.0 / (1.0 + np.exp(-log_odds)), log_odds, phi_f, features, base, err)
+    e = Explanation(1.0 / (1.0 + np.exp(-log_odds)), log_odds, phi_f, features, base, err)
+    return (e, got[3]) if matrix else e
 
 
 def score_and_decide(model: CreditModel, frame: pd.DataFrame, spec: PipelineSpec):
@@ -321,18 +324,20 @@ def _policy_columns(spec: PipelineSpec) -> list[str]:
     return sorted(cols)
 
 
-def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSpec):
+def candidate_evaluator(model: CreditModel, rows: pd.DataFrame, spec: PipelineSpec, X: np.ndarray | None = None):
     """evaluate(row_idx, changes) -> (actions, PDs) of rows[row_idx] with changed columns, for the
     counterfactual search: the same numbers as score_and_decide on the changed rows, without building
-    them. Rows are encoded once into xgboost's float32 matrix; a candidate copies its row and sets the
-    changed columns. None when the model's encoding cannot be reproduced (then frames are built)."""
+    them. Rows are encoded once into xgboost's float32 matrix (`X`, when the caller has it: model.matrix(rows));
+    a candidate copies its row and sets the changed columns. None when the model's encoding cannot be
+    reproduced (then frames are built)."""
     ix = rows.index
     if not (isinstance(ix, pd.RangeIndex) and ix.start == 0 and ix.step == 1):
         rows = rows.reset_index(drop=True)
-    try:
-        X = model.matrix(rows)  # the model's compiled trees: compiling them again cost ~20 ms a call
-    except (UnsupportedModel, ValueError, TypeError):
-        return None
+    if X is None:
+        try:
+            X = model.matrix(rows)  # the model's compiled trees: compiling them again cost ~20 ms a call
+        except (UnsupportedModel, ValueError, TypeError):
+            return None
     col = {name: j for j, name in enumerate(model.feature_names)}
     pol_cols = [c for c in _policy_columns(spec) if c in rows.columns]
     plain = data.plain_columns(rows) if len(rows) <= data.SMALL_FRAME_ROWS else {}
@@ -552,6 +557,9 @@ class DecidedPart:
     explained: Explanation
     decided: pd.DataFrame
     adverse: np.ndarray
+    # the model's float32 matrix of the adverse rows, from the explanation's (model.matrix of adverse_rows: each
+    # row is encoded from its own values), or None: the search encodes them itself
+    adverse_matrix: np.ndarray | None = None
 
 
 def with_previous_pd(clean: pd.DataFrame, spec: PipelineSpec, prev_pd: pd.Series | None) -> pd.DataFrame:
@@ -575,13 +583,13 @@ def _values(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def decide_part(model: CreditModel, clean: pd.DataFrame, spec: PipelineSpec) -> DecidedPart:
-    e = explain_batch(model, clean, spec)
+    e, X = explain_batch(model, clean, spec, matrix=True)
     decided = apply_policy(clean, e.pd, spec.policy)
     if collections.collections_apply(clean, spec.policy):  # the collections treatment, beside the review's action
         decided = pd.concat([decided, collections.treatments(clean, e.pd, spec.policy)], axis=1)
     # (set membership, as Series.isin decides it for these strings, without a Series)
     adverse = np.fromiter((a in _ADVERSE for a in _values(decided, "action").tolist()), dtype=bool, count=len(decided))
-    return DecidedPart(clean, e, decided, adverse)
+    return DecidedPart(clean, e, decided, adverse, X[adverse] if X is not None else None)
 
 
 def adverse_rows(part: DecidedPart, spec: PipelineSpec) -> pd.DataFrame:
@@ -632,7 +640,8 @@ def first_counterfactuals(model: CreditModel, part: DecidedPart, spec: PipelineS
     # grids of a large part are never all in memory at once
     for a in range(0, len(rows), CF_SLICE_ROWS):
         sl = rows if len(rows) <= CF_SLICE_ROWS else rows.iloc[a:a + CF_SLICE_ROWS].reset_index(drop=True)
-        evaluate = candidate_evaluator(model, sl, spec)
+        X = part.adverse_matrix[a:a + CF_SLICE_ROWS] if part.adverse_matrix is not None else None
+        evaluate = candidate_evaluator(model, sl, spec, X)
         singles += counterfactual.single_changes(sl, actions[a:a + CF_SLICE_ROWS], spec,
                                                  lambda f: score_and_decide(model, f, spec),
                                                  evaluate=evaluate, integral=integral)

@@ -320,15 +320,18 @@ class CreditModel:
             raise UnsupportedModel("fastshap does not support this model")
         return trees.matrix_of(encoded_columns(raw, self.encodings))
 
-    def explain(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(log_odds(raw), *contributions(raw)), the same numbers, with `raw` encoded once, not twice."""
+    def explain(self, raw: pd.DataFrame, *, matrix: bool = False) -> tuple:
+        """(log_odds(raw), *contributions(raw)), the same numbers, with `raw` encoded once, not twice; with
+        `matrix`, also the float32 matrix they were computed from (`matrix(raw)`; None when fastshap does not
+        support the model), which the counterfactual search reuses rather than encoding its rows again."""
         trees = self._trees()
         if trees is None:
-            return (self.log_odds(raw), *self.contributions(raw))
+            out = (self.log_odds(raw), *self.contributions(raw))
+            return (*out, None) if matrix else out
         X = trees.matrix_of(encoded_columns(raw, self.encodings))
         contrib = trees.shap_values(X)
-        return (self.calibrate(trees.margin(X)), contrib[:, :-1] * self.calib_a_,
-                self.calibrate(contrib[:, -1]))
+        out = (self.calibrate(trees.margin(X)), contrib[:, :-1] * self.calib_a_, self.calibrate(contrib[:, -1]))
+        return (*out, X) if matrix else out
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
