@@ -57,7 +57,7 @@ GRID = 40  # one-feature candidates per feature and direction
 PAIR_GRID = 6  # two-feature candidates per feature of a pair and direction
 MAX_PAIR_ROWS = 2000  # rows of a batch (the first in batch order) that get the two-feature search
 # up to this many rows (a served request's adverse rows), the screening and every grid point are evaluated in one
-# call before each stage of the search, which is then answered from them (_Memo)
+# call before each stage of the search, which is then answered from them (_Memo; the pair stage by position)
 MEMO_ROWS = 16
 
 # evaluate(row_idx, changes) -> (actions, pds): the outcome of rows[row_idx] with changes[col][k] applied
@@ -256,6 +256,24 @@ def frame_evaluator(rows: pd.DataFrame, outcome: Callable[[pd.DataFrame], tuple]
     return evaluate
 
 
+def evaluate_groups(evaluate: Evaluate, cur: dict[str, np.ndarray], groups: list[tuple[np.ndarray, dict]]) -> list:
+    """(actions, PDs) of each group of candidates (row_idx, changes), all evaluated in ONE call: each group's
+    columns changed and the other searched columns at the rows' current values (`cur`: what the search reads
+    them as). The same numbers as a call per group: evaluate decides each candidate from its row and these
+    values alone."""
+    groups = [(np.asarray(r), ch) for r, ch in groups]
+    if not any(len(r) for r, _ in groups):
+        return [(np.empty(0, dtype=object), np.empty(0, dtype=np.float64)) for _ in groups]
+    row_idx = np.concatenate([r for r, _ in groups])
+    cols = sorted({c for _, ch in groups for c in ch})
+    changes = {c: np.concatenate([np.broadcast_to(np.asarray(ch[c], dtype=np.float64), (len(r),)) if c in ch
+                                  else cur[c][r] for r, ch in groups]) for c in cols}
+    actions, pds = evaluate(row_idx, changes)
+    pds = np.asarray(pds, dtype=np.float64)
+    ends = np.cumsum([len(r) for r, _ in groups]).tolist()
+    return [(actions[a:b], pds[a:b]) for a, b in zip([0] + ends[:-1], ends)]
+
+
 class _Memo:
     """An Evaluate that answers candidates it was given beforehand and passes any other call on. The search of
     one row makes about seven calls a feature (a screening, a bisection's steps), each costing about the same
@@ -278,18 +296,8 @@ class _Memo:
 
     def add(self, groups: list[tuple[np.ndarray, dict]]) -> None:
         groups = [(np.asarray(r), ch) for r, ch in groups if len(r)]
-        if not groups:
-            return
-        row_idx = np.concatenate([r for r, _ in groups])
-        cols = sorted({c for _, ch in groups for c in ch})
-        changes = {c: np.concatenate([np.broadcast_to(np.asarray(ch[c], dtype=np.float64), (len(r),)) if c in ch
-                                      else self.cur[c][r] for r, ch in groups]) for c in cols}
-        actions, pds = self.evaluate(row_idx, changes)
-        at = 0
-        for r, ch in groups:
-            self.known.update(zip(self._keys(r, ch), zip(actions[at:at + len(r)],
-                                                         np.asarray(pds[at:at + len(r)], dtype=np.float64))))
-            at += len(r)
+        for (r, ch), (actions, pds) in zip(groups, evaluate_groups(self.evaluate, self.cur, groups)):
+            self.known.update(zip(self._keys(r, ch), zip(actions, pds)))
 
     def __call__(self, row_idx: np.ndarray, changes: dict) -> tuple:
         try:
@@ -355,13 +363,18 @@ class _Search:
 
     # ------------------------------------------------------------------ screening
 
-    def hopeless(self, rows_idx: np.ndarray) -> np.ndarray:
+    def hopeless(self, rows_idx: np.ndarray, outcome: tuple | None = None) -> np.ndarray:
         """Rows that no one- or two-feature change can flip: all monotone features at their bounds together
-        do not (only when every actionable feature is monotone; else no row is screened out)."""
+        do not (only when every actionable feature is monotone; else no row is screened out). `outcome`: the
+        (actions, PDs) of that candidate, when already evaluated."""
         out = np.zeros(self.n, dtype=bool)
         if len(rows_idx) == 0 or not all(self.mono.values()):
             return out
-        good, _, _ = self.run(rows_idx, self.at_bounds(rows_idx))
+        if outcome is None:
+            good, _, _ = self.run(rows_idx, self.at_bounds(rows_idx))
+        else:
+            self.evaluations += len(rows_idx)
+            good = self.favourable(rows_idx, outcome[0])
         out[rows_idx[~good]] = True
         return out
 
@@ -393,15 +406,17 @@ class _Search:
                 groups.append((np.repeat(valid, grid), {f.name: vals}))
         return groups
 
-    def screening_and_pairs(self, todo: np.ndarray, pair_grid: int) -> list:
-        """The screening's candidates (when it runs) and every pair's grid points, as `pairs` makes them."""
-        groups = [(todo, self.at_bounds(todo))] if all(self.mono.values()) else []
+    def pair_grids(self, todo: np.ndarray, pair_grid: int) -> list:
+        """Every pair of features and directions with rows to search, in search order: (fa, fb, a, b, rows),
+        each row's grid points of the pair (`_pair_grid`)."""
+        out = []
         for fa, fb in itertools.combinations(self.feats, 2):
             ok = todo[~np.isnan(self.cur[fa.name][todo]) & ~np.isnan(self.cur[fb.name][todo])]
+            if len(ok) == 0:
+                continue
             for da, db in itertools.product(_directions(fa), _directions(fb)):
-                a, b, rows = self._pair_grid(fa, fb, da, db, ok, pair_grid)
-                groups.append((rows, {fa.name: a, fb.name: b}))
-        return groups
+                out.append((fa, fb, *self._pair_grid(fa, fb, da, db, ok, pair_grid)))
+        return out
 
     def _pair_grid(self, fa: Feature, fb: Feature, da: int, db: int, ok: np.ndarray, pair_grid: int) -> tuple:
         """Every (a, b) combination of two features' grids, per row: the values of a and b and their rows."""
@@ -470,24 +485,33 @@ class _Search:
 
     # ------------------------------------------------------------------ two features
 
-    def pairs(self, todo: np.ndarray, pair_grid: int) -> None:
+    def pairs(self, todo: np.ndarray, pair_grid: int, at_once: bool = False) -> None:
+        """The two-feature search of `todo`. `at_once` (a few rows): the screening and every pair's grid points
+        are evaluated in one call first (evaluate_groups), and the search reads each one's outcome by its
+        position: the same outcomes its calls would get, in one evaluation instead of one per pair."""
         if len(todo) == 0 or len(self.feats) < 2:
             return
+        grids = self.pair_grids(todo, pair_grid)
+        screen = all(self.mono.values())
+        known = None
+        if at_once:
+            known = evaluate_groups(self.evaluate, self.cur, ([(todo, self.at_bounds(todo))] if screen else []) +
+                                    [(rows, {fa.name: a, fb.name: b}) for fa, fb, a, b, rows in grids])
         # rows no change can flip are not evaluated; they still count in the grids' rounding below
-        hopeless = self.hopeless(todo)
-        for fa, fb in itertools.combinations(self.feats, 2):
-            ok = todo[~np.isnan(self.cur[fa.name][todo]) & ~np.isnan(self.cur[fb.name][todo])]
-            if len(ok) == 0:
+        hopeless = self.hopeless(todo, known.pop(0) if known is not None and screen else None)
+        for k, (fa, fb, a, b, rows) in enumerate(grids):
+            cost = _cost(a, self.cur[fa.name][rows]) + _cost(b, self.cur[fb.name][rows])
+            keep = (cost < self.best_cost[rows]) & ~hopeless[rows]
+            if not keep.any():
                 continue
-            for da, db in itertools.product(_directions(fa), _directions(fb)):
-                a, b, rows = self._pair_grid(fa, fb, da, db, ok, pair_grid)
-                cost = _cost(a, self.cur[fa.name][rows]) + _cost(b, self.cur[fb.name][rows])
-                keep = (cost < self.best_cost[rows]) & ~hopeless[rows]
-                if not keep.any():
-                    continue
-                rows, a, b, cost = rows[keep], a[keep], b[keep], cost[keep]
+            rows, a, b, cost = rows[keep], a[keep], b[keep], cost[keep]
+            if known is None:
                 good, actions, pds = self.run(rows, {fa.name: a, fb.name: b})
-                self.keep(rows, cost, actions, pds, {fa.name: a, fb.name: b}, good)
+            else:
+                actions, pds = known[k][0][keep], known[k][1][keep]
+                self.evaluations += len(rows)
+                good = self.favourable(rows, actions)
+            self.keep(rows, cost, actions, pds, {fa.name: a, fb.name: b}, good)
 
 
 def no_actionable_note() -> dict:
@@ -526,12 +550,11 @@ def pair_changes(rows: pd.DataFrame, adverse_action: np.ndarray, spec: PipelineS
                  outcome: Callable | None = None, pair_grid: int = PAIR_GRID, *,
                  evaluate: Evaluate | None = None, memo: bool | None = None) -> list[dict | None]:
     """The cheapest two-feature change per row, or None (the second stage of `search`, for rows that
-    have no one-feature change; grid rounding is decided over these rows). `memo`: as single_changes'."""
+    have no one-feature change; grid rounding is decided over these rows). `memo` (default: up to MEMO_ROWS
+    rows): the screening and every pair's grid points evaluated in one call first (_Search.pairs' at_once)."""
     rows = rows.reset_index(drop=True)
     s = _Search(rows, adverse_action, spec, evaluate or frame_evaluator(rows, outcome))
-    if 0 < s.n and len(s.feats) >= 2 and (s.n <= MEMO_ROWS if memo is None else memo):
-        s.remember(s.screening_and_pairs(np.arange(s.n), pair_grid))
-    s.pairs(np.arange(s.n), pair_grid)
+    s.pairs(np.arange(s.n), pair_grid, at_once=s.n <= MEMO_ROWS if memo is None else memo)
     return s.best
 
 
