@@ -289,10 +289,10 @@ class _Memo:
     @staticmethod
     def _keys(row_idx: np.ndarray, changes: dict) -> list:
         # each candidate: its row and its changed values, bit for bit (NaN included)
-        cols = sorted(changes)
-        bits = [np.broadcast_to(np.asarray(changes[c], dtype=np.float64), (len(row_idx),)).view(np.int64).tolist()
-                for c in cols]
-        return list(zip(np.asarray(row_idx).tolist(), *([(c, b) for b in vals] for c, vals in zip(cols, bits))))
+        cols = tuple(sorted(changes))
+        n = len(row_idx)
+        bits = [np.broadcast_to(np.asarray(changes[c], dtype=np.float64), (n,)).view(np.int64).tolist() for c in cols]
+        return list(zip(itertools.repeat(cols, n), np.asarray(row_idx).tolist(), *bits))
 
     def add(self, groups: list[tuple[np.ndarray, dict]]) -> None:
         groups = [(np.asarray(r), ch) for r, ch in groups if len(r)]
@@ -317,6 +317,8 @@ class _Search:
         self.n = len(rows)
         self.evaluate = evaluate
         self.adverse = np.asarray(adverse_action, dtype=object)
+        kinds = set(self.adverse.tolist())
+        self.one_kind = next(iter(kinds)) if len(kinds) == 1 else None
         self.cur = _current(rows, spec)
         self.best_cost = np.full(self.n, np.inf)
         # the rank of each row's best (catalogue position x 2 + direction): of two changes that cost the same, the
@@ -327,6 +329,11 @@ class _Search:
         self.evaluations = 0
 
     def favourable(self, row_idx: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        if self.one_kind is not None:  # every searched row has the same adverse action (a served row's search)
+            allowed = FAVOURABLE.get(self.one_kind, ())
+            if len(actions) <= 64:  # set membership, as isin decides it for these strings, without its fixed cost
+                return np.fromiter((a in allowed for a in actions.tolist()), dtype=bool, count=len(actions))
+            return np.isin(actions, allowed)
         out = np.zeros(len(row_idx), dtype=bool)
         adv = self.adverse[row_idx]
         for a, allowed in FAVOURABLE.items():
