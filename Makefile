@@ -74,7 +74,7 @@ WORKERS ?= 1
 serve: $(STAMP) ## Serve decisions over HTTP on 127.0.0.1:$(PORT) with the @champion (CREDITGOV_API_KEYS=key, or INSECURE=1; WORKERS=N processes)
 	$(BIN)/creditgov serve --spec $(SPEC) --port $(PORT) --workers $(WORKERS) $(if $(INSECURE),--insecure-dev)
 
-bench-serve: $(STAMP) ## creditgov serve (BENCH_WORKERS=N workers, default 2) beside MLflow's scoring server on 127.0.0.1 (after make train); benchmarks/results/serve.json
+bench-serve: $(STAMP) ## creditgov serve (BENCH_WORKERS=N workers, default 2) beside MLflow's scoring server on 127.0.0.1 (after make train; REQUESTS=N for the memory phase, default 100,000; ~15 min); benchmarks/results/serve.json
 	$(BIN)/python benchmarks/bench_serve.py $(if $(REQUESTS),--requests $(REQUESTS)) $(if $(BENCH_WORKERS),--workers $(BENCH_WORKERS))
 
 
