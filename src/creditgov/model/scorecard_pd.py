@@ -124,12 +124,13 @@ class ScorecardPD:
         phi = self.contribution_matrix(raw) - self._ref[None, :]
         return phi, np.full(len(raw), self.intercept_ + float(self._ref.sum()))
 
-    def explain(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(log_odds, phi, base) from one encoding of `raw`."""
+    def explain(self, raw: pd.DataFrame, *, matrix: bool = False) -> tuple:
+        """(log_odds, phi, base) from one encoding of `raw`; with `matrix`, None after them (CreditModel.explain's
+        tree matrix: a scorecard has none, see `matrix`)."""
         contrib = self.contribution_matrix(raw)
         phi = contrib - self._ref[None, :]
-        return (self.intercept_ + contrib.sum(axis=1), phi,
-                np.full(len(raw), self.intercept_ + float(self._ref.sum())))
+        out = (self.intercept_ + contrib.sum(axis=1), phi, np.full(len(raw), self.intercept_ + float(self._ref.sum())))
+        return (*out, None) if matrix else out
 
     def matrix(self, raw: pd.DataFrame) -> np.ndarray:
         """No tree matrix: the counterfactual search builds candidate frames and calls predict_pd instead."""
