@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--no-parquet", action="store_true", help="the same as --log none")
     ap.add_argument("--log", choices=("parquet", "journal", "none"), default="parquet")
     ap.add_argument("--by-action", action="store_true", help="CPU ms of each decision (thread time, best of three "
-                    "passes), summarised by the decision's action: mean, p50, p90, max")
+                    "passes), summarised by the decision's action: mean, p50, p90, p99, max")
     args = ap.parse_args()
     mode = "none" if args.no_parquet else args.log
     tmp = tempfile.TemporaryDirectory(dir=".")  # the project's disk, where decisions/served is (not a tmpfs)

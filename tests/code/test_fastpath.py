@@ -370,7 +370,8 @@ def test_column_values_are_the_series_values():
     from creditgov.spec import Condition
 
     frame = pd.DataFrame({"f": [1.5, np.nan, 3.0], "i": [1, 2, 3], "t": ["a", None, "b"], "b": [True, False, True],
-                          "n": pd.array([1, None, 3], dtype="Int64"), "c": pd.Categorical(["x", "y", "x"])})
+                          "n": pd.array([1, None, 3], dtype="Int64"), "c": pd.Categorical(["x", "y", "x"]),
+                          "s": pd.array(["a", None, "b"], dtype="string")})
     for name in frame.columns:
         got, want = inputs.column_values(frame, name), frame[name]._values
         assert type(got) is type(want) and got.dtype == want.dtype
@@ -386,5 +387,7 @@ def test_column_values_are_the_series_values():
                        (Condition(feature="f", op="missing"), [False, True, False]),
                        (Condition(feature="f", op="ge", value=2), [False, False, True]),
                        (Condition(feature="c", op="in", value=["x"]), [True, False, True]),
-                       (Condition(feature="n", op="lt", value=2), [True, False, False])]:
+                       (Condition(feature="n", op="lt", value=2), [True, False, False]),
+                       (Condition(feature="n", op="missing"), [False, True, False]),
+                       (Condition(feature="s", op="in", value=["b"]), [False, False, True])]:
         assert condition_mask(frame, cond).tolist() == want

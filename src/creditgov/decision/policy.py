@@ -46,23 +46,16 @@ def _lists_by_key(key: np.ndarray, pattern) -> list[list[str]]:
 
 
 def condition_mask(frame: pd.DataFrame, cond: Condition) -> np.ndarray:
-    values = column_values(frame, cond.feature)  # the Series' array, without the Series
-    if not isinstance(values, np.ndarray):  # an extension dtype: through the Series, as it was written
-        col = frame[cond.feature]
-        if cond.op == "missing":
-            return np.asarray(pd.isna(col.array), dtype=bool)
-        if cond.op == "in":
-            return col.isin(cond.value).to_numpy()
-        with np.errstate(invalid="ignore"):
-            out = _OPS[cond.op](col.to_numpy(), cond.value)
-        return np.asarray(out, dtype=bool) & ~np.asarray(pd.isna(col.array), dtype=bool)
-    # (Series.isna is pd.isna of its array; Series.isin is pandas' algorithms.isin of its array)
+    # the Series' values (its numpy or extension array), without the Series: Series.isna is pd.isna of them,
+    # Series.isin pandas' algorithms.isin of them; a comparison reads an extension array's to_numpy, as written
+    values = column_values(frame, cond.feature)
     if cond.op == "missing":
         return np.asarray(pd.isna(values), dtype=bool)
     if cond.op == "in":
         return np.asarray(_isin(values, cond.value), dtype=bool)
+    compared = values if isinstance(values, np.ndarray) else frame[cond.feature].to_numpy()
     with np.errstate(invalid="ignore"):
-        out = _OPS[cond.op](values, cond.value)
+        out = _OPS[cond.op](compared, cond.value)
     return np.asarray(out, dtype=bool) & ~np.asarray(pd.isna(values), dtype=bool)
 
 
